@@ -1,0 +1,141 @@
+"""One configuration object for every hyper-parameter of ModuSeg.
+
+No environment variables: a ``ModuSegConfig`` is passed explicitly, saved
+inside each bank and each result, and built from a named preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import InputError
+
+UNASSIGNED_POLICIES = ("background", "ignore", "nearest")
+INDEX_KINDS = ("auto", "flat", "flat_fp16", "ivf")
+PURIFICATIONS = ("fixed", "adaptive", "none")
+AGGREGATIONS = ("soft", "hard")
+GRANULARITIES = ("class", "component")
+VOTINGS = ("count", "weighted")
+
+
+@dataclass
+class BankConfig:
+    """Offline: how label maps become bank vectors."""
+
+    erosion_kernel: int = 3
+    erosion_iterations: int = 20
+    # fixed: erode `erosion_iterations` times; adaptive: erode at most that many
+    # times while at least `adaptive_keep` of the region remains; none: no erosion.
+    purification: str = "fixed"
+    adaptive_keep: float = 0.5
+    min_area: int = 300
+    outlier_fraction: float = 0.25
+    # soft: area-interpolated weights (SMFA); hard: nearest-neighbour 0/1 weights.
+    aggregation: str = "soft"
+    # class: one vector per (image, class); component: one per connected component.
+    granularity: str = "class"
+    component_min_area: int = 300
+    dtype: str = "float16"
+    eps: float = 1e-6
+
+    def validate(self) -> None:
+        _check_choice("bank.purification", self.purification, PURIFICATIONS)
+        _check_choice("bank.aggregation", self.aggregation, AGGREGATIONS)
+        _check_choice("bank.granularity", self.granularity, GRANULARITIES)
+        _check_choice("bank.dtype", self.dtype, ("float16", "float32"))
+        if self.erosion_kernel < 1 or self.erosion_iterations < 0:
+            raise InputError("bank.erosion_kernel must be >= 1 and erosion_iterations >= 0")
+        if not 0.0 <= self.outlier_fraction < 1.0:
+            raise InputError(
+                f"bank.outlier_fraction must be in [0, 1), got {self.outlier_fraction}; "
+                f"use 0 to keep every vector")
+        if not 0.0 < self.adaptive_keep <= 1.0:
+            raise InputError("bank.adaptive_keep must be in (0, 1]")
+        if self.min_area < 0:
+            raise InputError("bank.min_area must be >= 0")
+
+
+@dataclass
+class RuntimeConfig:
+    """Online: how proposals become a label map."""
+
+    min_objectness: float = 0.6
+    min_area: int = 300
+    top_k: int = 25
+    nms_iou: float = 0.4
+    unassigned: str = "background"
+    index: str = "auto"
+    # count: majority vote, ties by summed similarity (the paper);
+    # weighted: votes weighted by similarity and divided by class frequency in the bank.
+    voting: str = "count"
+    nprobe: int = 32
+    eps: float = 1e-6
+
+    def validate(self) -> None:
+        _check_choice("runtime.unassigned", self.unassigned, UNASSIGNED_POLICIES)
+        _check_choice("runtime.index", self.index, INDEX_KINDS)
+        _check_choice("runtime.voting", self.voting, VOTINGS)
+        if not isinstance(self.top_k, int) or self.top_k <= 0:
+            raise InputError(f"runtime.top_k must be a positive integer, got {self.top_k!r}")
+        if not 0.0 <= self.nms_iou <= 1.0:
+            raise InputError(f"runtime.nms_iou must be in [0, 1], got {self.nms_iou}")
+        if self.nprobe <= 0:
+            raise InputError("runtime.nprobe must be positive")
+
+
+@dataclass
+class ModuSegConfig:
+    bank: BankConfig = field(default_factory=BankConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    preset: str = "paper"
+
+    def validate(self) -> "ModuSegConfig":
+        self.bank.validate()
+        self.runtime.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModuSegConfig":
+        try:
+            return cls(bank=BankConfig(**d.get("bank", {})),
+                       runtime=RuntimeConfig(**d.get("runtime", {})),
+                       preset=d.get("preset", "custom")).validate()
+        except TypeError as e:
+            raise InputError(f"configuration has an unknown key: {e}") from None
+
+    def with_overrides(self, **dotted) -> "ModuSegConfig":
+        """``cfg.with_overrides(**{"runtime.top_k": 10})`` -> a new config."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            section, _, name = key.partition(".")
+            if section not in ("bank", "runtime") or name not in d[section]:
+                raise InputError(
+                    f"unknown setting {key!r}; settings are bank.<name> or runtime.<name>: "
+                    f"{sorted('bank.' + k for k in d['bank'])} "
+                    f"{sorted('runtime.' + k for k in d['runtime'])}")
+            d[section][name] = value
+        d["preset"] = self.preset + "+custom" if dotted else self.preset
+        return ModuSegConfig.from_dict(d)
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def paper_config() -> ModuSegConfig:
+    """The recipe as the ModuSeg paper states it."""
+    return ModuSegConfig(preset="paper")
+
+
+PRESETS = {"paper": paper_config}
+
+
+def preset(name: str) -> ModuSegConfig:
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]().validate()

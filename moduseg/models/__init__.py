@@ -1,0 +1,1 @@
+"""The embedded default models: where they come from, where they live."""

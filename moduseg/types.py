@@ -1,0 +1,252 @@
+"""Typed values that flow between the stages.
+
+Backbone -> ``FeatureMap``; proposer -> ``Proposals``; bank builder ->
+``Bank``; runtime -> ``SegmentationResult``. Stages only exchange these, so
+any backbone or proposer plugs in through the ``Backbone`` and ``Proposer``
+protocols without the runtime importing a concrete model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import InputError
+
+IGNORE = 255
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """Where the backbone's patch grid lies on the original image.
+
+    The image (``image_hw``) was resized to ``resized_hw`` and placed at the
+    top-left of a zero-padded network input of ``grid_hw * patch`` pixels.
+    Every mask-to-grid projection goes through this, so SMFA weights line up
+    with the padded grid whatever the resize policy.
+    """
+
+    image_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    grid_hw: tuple[int, int]
+    patch: int
+
+    def __post_init__(self):
+        (H, W), (rh, rw), (h, w) = self.image_hw, self.resized_hw, self.grid_hw
+        if min(H, W, rh, rw, h, w, self.patch) <= 0:
+            raise InputError(f"GridGeometry needs positive sizes, got {self}")
+        if rh > h * self.patch or rw > w * self.patch:
+            raise InputError(
+                f"GridGeometry: resized image {self.resized_hw} does not fit the "
+                f"padded grid {self.grid_hw} x patch {self.patch}")
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        return (self.grid_hw[0] * self.patch, self.grid_hw[1] * self.patch)
+
+    @classmethod
+    def unpadded(cls, image_hw, grid_hw, patch) -> "GridGeometry":
+        """The grid covers the image exactly (image stretched to the grid)."""
+        return cls(tuple(image_hw), (grid_hw[0] * patch, grid_hw[1] * patch),
+                   tuple(grid_hw), patch)
+
+
+@dataclass
+class FeatureMap:
+    """Patch features ``[D, h, w]`` (float32) and the grid they sit on."""
+
+    features: np.ndarray
+    geometry: GridGeometry
+
+    def __post_init__(self):
+        f = self.features
+        if not isinstance(f, np.ndarray) or f.ndim != 3:
+            raise InputError(
+                f"FeatureMap.features must be a [D, h, w] array, got "
+                f"{getattr(f, 'shape', type(f))}")
+        if tuple(f.shape[1:]) != tuple(self.geometry.grid_hw):
+            raise InputError(
+                f"FeatureMap.features grid {f.shape[1:]} does not match the geometry's "
+                f"grid {self.geometry.grid_hw}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.geometry.image_hw
+
+    def check_finite(self, what: str = "backbone features") -> None:
+        if not np.isfinite(self.features).all():
+            bad = int((~np.isfinite(self.features)).sum())
+            raise InputError(
+                f"{what} contain {bad} NaN or infinite values; check the model file and "
+                f"the input image (an FP16 engine overflowing is a common cause)")
+
+
+@dataclass
+class Proposals:
+    """Class-agnostic masks ``[P, Hm, Wm]`` covering the whole image.
+
+    ``Hm, Wm`` may be lower than the image resolution (for example SAM's
+    low-resolution logits); ``image_hw`` states the image they describe.
+    Scores are objectness in [0, 1].
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    image_hw: tuple[int, int]
+
+    def __post_init__(self):
+        m, s = self.masks, np.asarray(self.scores, dtype=np.float32)
+        if not isinstance(m, np.ndarray) or m.ndim != 3:
+            raise InputError(
+                f"Proposals.masks must be a [P, H, W] array, got "
+                f"{getattr(m, 'shape', type(m))}; stack single masks with np.stack")
+        if s.ndim != 1 or s.shape[0] != m.shape[0]:
+            raise InputError(
+                f"Proposals.scores must have one score per mask: {s.shape} scores for "
+                f"{m.shape[0]} masks")
+        if m.dtype != np.bool_:
+            m = m.astype(bool)
+        self.masks, self.scores = m, s
+        self.image_hw = (int(self.image_hw[0]), int(self.image_hw[1]))
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    @property
+    def mask_hw(self) -> tuple[int, int]:
+        return (int(self.masks.shape[1]), int(self.masks.shape[2]))
+
+    def areas(self) -> np.ndarray:
+        """Mask areas in image pixels (scaled when masks are low resolution)."""
+        (H, W), (h, w) = self.image_hw, self.mask_hw
+        return self.masks.reshape(len(self), -1).sum(1) * (H * W / float(h * w))
+
+    def select(self, keep) -> "Proposals":
+        return Proposals(self.masks[keep], self.scores[keep], self.image_hw)
+
+    @classmethod
+    def empty(cls, image_hw, mask_hw=None) -> "Proposals":
+        mh, mw = mask_hw or image_hw
+        return cls(np.zeros((0, mh, mw), bool), np.zeros(0, np.float32), image_hw)
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What a bank's vectors were computed with; banks refuse other backbones."""
+
+    name: str
+    input_size: str
+    patch_size: int
+    feature_dim: int
+    weights_sha256: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BackboneIdentity":
+        return cls(name=str(d["name"]), input_size=str(d["input_size"]),
+                   patch_size=int(d["patch_size"]), feature_dim=int(d["feature_dim"]),
+                   weights_sha256=str(d["weights_sha256"]))
+
+
+@dataclass
+class Bank:
+    """Labelled prototype vectors with the identity of their backbone.
+
+    ``vectors`` are L2-normalised rows; ``labels`` index ``class_names``;
+    ``image_ids`` records where each vector came from.
+    """
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    backbone: BackboneIdentity
+    image_ids: np.ndarray
+    background_index: int | None = None
+    config: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        v = self.vectors
+        if v.ndim != 2:
+            raise InputError(f"Bank.vectors must be [N, D], got {v.shape}")
+        self.labels = np.asarray(self.labels, dtype=np.int32)
+        self.image_ids = np.asarray(self.image_ids, dtype=str)
+        if len(self.labels) != len(v) or len(self.image_ids) != len(v):
+            raise InputError(
+                f"Bank: {len(v)} vectors but {len(self.labels)} labels and "
+                f"{len(self.image_ids)} image ids")
+        if len(v) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise InputError(
+                f"Bank labels must index the {len(self.class_names)} class names")
+        if v.shape[1] != self.backbone.feature_dim:
+            raise InputError(
+                f"Bank vectors have dim {v.shape[1]} but the backbone "
+                f"{self.backbone.name} has feature dim {self.backbone.feature_dim}")
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {n: int(c) for n, c in zip(self.class_names, counts)}
+
+
+@dataclass
+class Segment:
+    """One painted (or rejected) proposal."""
+
+    proposal: int
+    label: int
+    class_name: str
+    confidence: float
+    objectness: float
+    area: int
+    painted_pixels: int = 0
+
+
+@dataclass
+class SegmentationResult:
+    """A label map (``IGNORE`` where nothing was assigned) and how it was made."""
+
+    label_map: np.ndarray
+    segments: list[Segment]
+    timings_ms: dict[str, float]
+    class_names: list[str]
+
+    def to_json(self) -> dict:
+        return {
+            "image_hw": list(self.label_map.shape),
+            "class_names": list(self.class_names),
+            "segments": [asdict(s) for s in self.segments],
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+        }
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """Image (H, W, 3 uint8 RGB) -> patch features on a known grid."""
+
+    identity: BackboneIdentity
+
+    def __call__(self, image: np.ndarray) -> FeatureMap: ...
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """Image (H, W, 3 uint8 RGB) -> class-agnostic masks with objectness."""
+
+    name: str
+
+    def __call__(self, image: np.ndarray) -> Proposals: ...
