@@ -1,0 +1,183 @@
+"""A patch-feature backbone run by ONNX Runtime (the default DINOv2 ViT-S/14).
+
+Preprocessing decides where every patch lies on the image, so it is done here
+and recorded exactly in the returned ``GridGeometry``:
+
+* keep the aspect ratio and resize so the short side is ``short_side``
+  (``None`` keeps the native size);
+* ``pad``: place the resized image top-left and pad bottom/right up to the
+  next multiple of the patch size (padding is 0 after normalisation, i.e. the
+  mean colour); ``stretch``: resize each side to its nearest multiple instead.
+
+The default ``short_side=360`` is CamVid's native 480x360: no resampling, a
+364x490 input and a 26x35 grid (14-pixel patches; about 1 s per frame on 2 shared CPU cores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ...errors import InputError, ModelNotFoundError
+from ...types import BackboneIdentity, FeatureMap, GridGeometry
+
+DEFAULT_SHORT_SIDE = 360
+POLICIES = ("pad", "stretch")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_image(image, what: str = "image") -> np.ndarray:
+    """An H x W x 3 uint8 RGB array, or an ``InputError`` saying how to get one."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{what} must be a numpy array (H, W, 3) uint8 RGB, got "
+                         f"{type(image).__name__}; load it with cv2/PIL and convert")
+    if image.ndim == 2:
+        raise InputError(f"{what} is grayscale {image.shape}; convert to RGB, e.g. "
+                         f"np.repeat(img[..., None], 3, axis=2)")
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise InputError(f"{what} must have shape (H, W, 3), got {image.shape}")
+    if image.shape[2] == 4:
+        raise InputError(f"{what} has 4 channels (RGBA); drop alpha with img[..., :3]")
+    if image.dtype != np.uint8:
+        raise InputError(f"{what} must be uint8 RGB, got {image.dtype}; for floats in "
+                         f"[0, 1] use (img * 255).round().astype(np.uint8)")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"{what} is empty: {image.shape}")
+    return image
+
+
+def plan_geometry(image_hw, patch: int, short_side: int | None = DEFAULT_SHORT_SIDE,
+                  policy: str = "pad") -> GridGeometry:
+    """Where an image of ``image_hw`` goes on the patch grid (pure, no pixels)."""
+    if policy not in POLICIES:
+        raise InputError(f"resize policy must be one of {POLICIES}, got {policy!r}")
+    H, W = int(image_hw[0]), int(image_hw[1])
+    if short_side:
+        s = float(short_side) / min(H, W)
+        rh, rw = max(1, round(H * s)), max(1, round(W * s))
+        if H <= W:
+            rh = int(short_side)
+        else:
+            rw = int(short_side)
+    else:
+        rh, rw = H, W
+    if policy == "pad":
+        grid = (-(-rh // patch), -(-rw // patch))
+        return GridGeometry((H, W), (rh, rw), grid, patch)
+    grid = (max(1, round(rh / patch)), max(1, round(rw / patch)))
+    return GridGeometry.unpadded((H, W), grid, patch)
+
+
+def preprocess(image: np.ndarray, geometry: GridGeometry, mean, std) -> np.ndarray:
+    """uint8 HWC RGB -> normalised float32 [1, 3, Hp, Wp] laid out as ``geometry`` says."""
+    rh, rw = geometry.resized_hw
+    H, W = image.shape[:2]
+    if (rh, rw) != (H, W):
+        interp = cv2.INTER_AREA if rh * rw < H * W else cv2.INTER_LINEAR
+        image = cv2.resize(image, (rw, rh), interpolation=interp)
+    x = image.astype(np.float32) * np.float32(1.0 / 255.0)
+    x -= np.asarray(mean, np.float32)
+    x /= np.asarray(std, np.float32)
+    ph, pw = geometry.padded_hw
+    out = np.zeros((1, 3, ph, pw), np.float32)
+    out[0, :, :rh, :rw] = x.transpose(2, 0, 1)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+class OnnxBackbone:
+    """``Backbone``: image -> ``FeatureMap`` from a graph ``[1,3,H,W] -> [1,D,H/p,W/p]``.
+
+    ``identity`` may be a full ``BackboneIdentity`` (used as is) or a name; a
+    name gets ``weights_sha256`` = the graph file's checksum (pass
+    ``weights_sha256`` to skip hashing) and ``input_size`` = policy and short
+    side, so banks built at another resolution are refused. Mean, std and the
+    patch size default to the graph's ``moduseg.*`` metadata, else ImageNet/14.
+    """
+
+    def __init__(self, path: str | Path, identity: BackboneIdentity | str | None = None,
+                 short_side: int | None = DEFAULT_SHORT_SIDE, policy: str = "pad",
+                 mean=None, std=None, providers: str = "auto", threads: int | None = None,
+                 patch: int | None = None, output: str | None = None,
+                 weights_sha256: str | None = None):
+        from ..onnx_session import make_session
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelNotFoundError(
+                f"backbone graph {self.path} does not exist; run 'moduseg models pull' or "
+                f"'moduseg export backbone' first")
+        if policy not in POLICIES:
+            raise InputError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if short_side is not None and int(short_side) < 1:
+            raise InputError(f"short_side must be a positive number of pixels, got {short_side}")
+        self.session = make_session(self.path, providers=providers, threads=threads)
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.metadata = meta
+        self.patch = int(patch or meta.get("moduseg.patch_size", 14))
+        self.mean = tuple(float(v) for v in (mean or json.loads(
+            meta.get("moduseg.mean", json.dumps(IMAGENET_MEAN)))))
+        self.std = tuple(float(v) for v in (std or json.loads(
+            meta.get("moduseg.std", json.dumps(IMAGENET_STD)))))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise InputError(f"mean/std must be 3 values (std > 0), got {self.mean}, {self.std}")
+        self.short_side = int(short_side) if short_side else None
+        self.policy = policy
+        self.input_name = self.session.get_inputs()[0].name
+        outs = [o.name for o in self.session.get_outputs()]
+        self.output_name = output or ("features" if "features" in outs else outs[0])
+        if self.output_name not in outs:
+            raise InputError(f"{self.path} has no output {self.output_name!r} (has {outs})")
+        dim = self._feature_dim(meta)
+        if isinstance(identity, BackboneIdentity):
+            self.identity = identity
+        else:
+            self.identity = BackboneIdentity(
+                name=identity or self.path.stem,
+                input_size=self.input_size_tag,
+                patch_size=self.patch, feature_dim=dim,
+                weights_sha256=weights_sha256 or _sha256(self.path))
+
+    @property
+    def input_size_tag(self) -> str:
+        return f"{self.policy}:short{self.short_side or 'native'}"
+
+    def _feature_dim(self, meta) -> int:
+        o = next(o for o in self.session.get_outputs() if o.name == self.output_name)
+        if len(o.shape) == 4 and isinstance(o.shape[1], int):
+            return int(o.shape[1])
+        if "moduseg.feature_dim" in meta:
+            return int(meta["moduseg.feature_dim"])
+        x = np.zeros((1, 3, self.patch, self.patch), np.float32)
+        return int(self.session.run([self.output_name], {self.input_name: x})[0].shape[1])
+
+    def geometry(self, image_hw) -> GridGeometry:
+        return plan_geometry(image_hw, self.patch, self.short_side, self.policy)
+
+    def __call__(self, image: np.ndarray) -> FeatureMap:
+        image = check_image(image)
+        geo = self.geometry(image.shape[:2])
+        x = preprocess(image, geo, self.mean, self.std)
+        (y,) = self.session.run([self.output_name], {self.input_name: x})
+        if y.ndim != 4 or tuple(y.shape[2:]) != geo.grid_hw:
+            raise InputError(
+                f"{self.path}: output {self.output_name} has shape {y.shape}, expected a "
+                f"[1, D, {geo.grid_hw[0]}, {geo.grid_hw[1]}] grid for patch {self.patch}; "
+                f"is this a patch-feature graph (moduseg export backbone)?")
+        return FeatureMap(np.ascontiguousarray(y[0], dtype=np.float32), geo)
+
+    def __repr__(self) -> str:
+        return (f"OnnxBackbone({self.path.name}, {self.identity.name}, "
+                f"{self.input_size_tag}, patch={self.patch}, dim={self.identity.feature_dim})")

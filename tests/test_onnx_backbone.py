@@ -1,0 +1,156 @@
+"""OnnxBackbone geometry on a tiny synthetic stride-14 model whose features
+encode which pixels fell into each patch (so padding and resizing are checked
+exactly), plus identity and input validation."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from moduseg.errors import InputError, ModelNotFoundError  # noqa: E402
+from moduseg.runtime.backbones.onnx_backbone import (  # noqa: E402
+    OnnxBackbone, check_image, plan_geometry)
+from moduseg.types import Backbone, BackboneIdentity, GridGeometry  # noqa: E402
+
+P = 14
+
+
+def _probe_model(path, patch=P):
+    """Conv k=stride=patch: out c = mean over the patch of input channel c."""
+    w = np.zeros((3, 3, patch, patch), np.float32)
+    for c in range(3):
+        w[c, c] = 1.0 / (patch * patch)
+    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, "h", "w"])
+    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, "gh", "gw"])
+    node = helper.make_node("Conv", ["input_image", "W"], ["features"],
+                            kernel_shape=[patch, patch], strides=[patch, patch])
+    g = helper.make_graph([node], "probe", [x], [y], [numpy_helper.from_array(w, "W")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    m.metadata_props.add(key="moduseg.patch_size", value=str(patch))
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    return _probe_model(tmp_path_factory.mktemp("probe") / "probe.onnx")
+
+
+def _position_image(H, W):
+    """R = patch row, G = patch column (at native size), B = 255 everywhere."""
+    rows, cols = np.mgrid[0:H, 0:W]
+    img = np.zeros((H, W, 3), np.uint8)
+    img[..., 0] = rows // P
+    img[..., 1] = cols // P
+    img[..., 2] = 255
+    return img
+
+
+def _coverage(geo: GridGeometry):
+    """Fraction of each patch covered by real (not padded) pixels."""
+    (rh, rw), (h, w) = geo.resized_hw, geo.grid_hw
+    fr = np.clip(rh - P * np.arange(h), 0, P) / P
+    fc = np.clip(rw - P * np.arange(w), 0, P) / P
+    return fr[:, None] * fc[None, :]
+
+
+def test_pad_native_camvid_size_every_pixel_in_its_patch(probe):
+    bb = OnnxBackbone(probe, "probe", short_side=None, mean=(0, 0, 0), std=(1, 1, 1))
+    img = _position_image(360, 480)
+    fm = bb(img)
+    geo = fm.geometry
+    assert geo == GridGeometry((360, 480), (360, 480), (26, 35), 14)
+    assert fm.features.shape == (3, 26, 35) and fm.features.dtype == np.float32
+    cov = _coverage(geo)
+    np.testing.assert_allclose(fm.features[2], cov, atol=1e-6)
+    assert cov[-1, 0] == pytest.approx(10 / 14) and cov[0, -1] == pytest.approx(4 / 14)
+    # full patches see exactly their own row/column index: nothing shifted
+    h, w = geo.grid_hw
+    rows, cols = np.mgrid[0:h, 0:w]
+    full = cov == 1
+    np.testing.assert_allclose(fm.features[0][full] * 255, rows[full], atol=1e-3)
+    np.testing.assert_allclose(fm.features[1][full] * 255, cols[full], atol=1e-3)
+    # partial bottom row: its pixels belong to row 25 and were averaged with zeros
+    np.testing.assert_allclose(fm.features[0][-1, :-1] * 255, 25 * 10 / 14, atol=1e-3)
+
+
+def test_default_short_side_is_native_camvid(probe):
+    bb = OnnxBackbone(probe, "probe")
+    assert bb.short_side == 360 and bb.policy == "pad"
+    assert bb.geometry((360, 480)).resized_hw == (360, 480)
+    assert bb.identity.input_size == "pad:short360"
+
+
+def test_pad_resized_coverage_and_scale(probe):
+    bb = OnnxBackbone(probe, "probe", short_side=180, mean=(0, 0, 0), std=(1, 1, 1))
+    fm = bb(_position_image(360, 480))
+    assert fm.geometry == GridGeometry((360, 480), (180, 240), (13, 18), 14)
+    np.testing.assert_allclose(fm.features[2], _coverage(fm.geometry), atol=1e-6)
+    # portrait: the short side is the width
+    g = bb.geometry((500, 300))
+    assert g.resized_hw == (300, 180) and g.grid_hw == (22, 13)
+
+
+def test_stretch_fills_the_grid(probe):
+    bb = OnnxBackbone(probe, "probe", short_side=180, policy="stretch",
+                      mean=(0, 0, 0), std=(1, 1, 1))
+    fm = bb(_position_image(360, 480))
+    assert fm.geometry == GridGeometry((360, 480), (182, 238), (13, 17), 14)
+    np.testing.assert_allclose(fm.features[2], 1.0, atol=1e-6)
+    assert bb.identity.input_size == "stretch:short180"
+
+
+def test_normalisation_uses_mean_std(probe):
+    bb = OnnxBackbone(probe, "probe", short_side=None)  # ImageNet defaults
+    img = np.full((28, 28, 3), 255, np.uint8)
+    fm = bb(img)
+    expect = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(fm.features[:, 0, 0], expect, rtol=1e-5)
+
+
+def test_identity_and_protocol(probe):
+    bb = OnnxBackbone(probe, "dinov2-test")
+    sha = hashlib.sha256(probe.read_bytes()).hexdigest()
+    assert bb.identity == BackboneIdentity("dinov2-test", "pad:short360", 14, 3, sha)
+    assert isinstance(bb, Backbone)
+    given = BackboneIdentity("x", "y", 14, 3, "z")
+    assert OnnxBackbone(probe, given).identity is given
+    assert OnnxBackbone(probe, "n", weights_sha256="abc").identity.weights_sha256 == "abc"
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (np.zeros((20, 20), np.uint8), "grayscale"),
+    (np.zeros((20, 20, 4), np.uint8), "RGBA"),
+    (np.zeros((20, 20, 3), np.float32), "uint8"),
+    (np.zeros((0, 20, 3), np.uint8), "empty"),
+    ([[1, 2, 3]], "numpy array"),
+])
+def test_bad_images_are_named(probe, bad, msg):
+    bb = OnnxBackbone(probe, "probe")
+    with pytest.raises(InputError, match=msg):
+        bb(bad)
+    with pytest.raises(InputError):
+        check_image(bad)
+
+
+def test_bad_options(probe, tmp_path):
+    with pytest.raises(InputError, match="policy"):
+        OnnxBackbone(probe, "p", policy="crop")
+    with pytest.raises(InputError, match="short_side"):
+        OnnxBackbone(probe, "p", short_side=-3)
+    with pytest.raises(ModelNotFoundError, match="models pull"):
+        OnnxBackbone(tmp_path / "missing.onnx", "p")
+    with pytest.raises(InputError):
+        plan_geometry((10, 10), 14, 10, "crop")
+
+
+def test_tiny_image_gets_one_patch(probe):
+    bb = OnnxBackbone(probe, "probe", short_side=None)
+    fm = bb(np.zeros((5, 9, 3), np.uint8))
+    assert fm.geometry.grid_hw == (1, 1) and fm.features.shape == (3, 1, 1)
