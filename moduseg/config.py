@@ -88,7 +88,17 @@ class RuntimeConfig:
 class ModuSegConfig:
     bank: BankConfig = field(default_factory=BankConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    # keyword options for the backbone and proposer constructors (e.g. short_side,
+    # points_per_side); empty means each model's own defaults.
+    backbone: dict = field(default_factory=dict)
+    proposer: dict = field(default_factory=dict)
     preset: str = "paper"
+
+    def backbone_options(self) -> dict:
+        return dict(self.backbone)
+
+    def proposer_options(self) -> dict:
+        return dict(self.proposer)
 
     def validate(self) -> "ModuSegConfig":
         self.bank.validate()
@@ -103,6 +113,8 @@ class ModuSegConfig:
         try:
             return cls(bank=BankConfig(**d.get("bank", {})),
                        runtime=RuntimeConfig(**d.get("runtime", {})),
+                       backbone=dict(d.get("backbone", {})),
+                       proposer=dict(d.get("proposer", {})),
                        preset=d.get("preset", "custom")).validate()
         except TypeError as e:
             raise InputError(f"configuration has an unknown key: {e}") from None
@@ -112,9 +124,11 @@ class ModuSegConfig:
         d = self.to_dict()
         for key, value in dotted.items():
             section, _, name = key.partition(".")
-            if section not in ("bank", "runtime") or name not in d[section]:
+            free = section in ("backbone", "proposer") and name
+            if not free and (section not in ("bank", "runtime") or name not in d[section]):
                 raise InputError(
-                    f"unknown setting {key!r}; settings are bank.<name> or runtime.<name>: "
+                    f"unknown setting {key!r}; settings are bank.<name>, runtime.<name>, "
+                    f"backbone.<option> or proposer.<option>: "
                     f"{sorted('bank.' + k for k in d['bank'])} "
                     f"{sorted('runtime.' + k for k in d['runtime'])}")
             d[section][name] = value
@@ -132,7 +146,12 @@ def paper_config() -> ModuSegConfig:
     return ModuSegConfig(preset="paper")
 
 
-PRESETS = {"paper": paper_config}
+def default_config() -> ModuSegConfig:
+    """The recommended configuration (tuned on CamVid val; see README)."""
+    return ModuSegConfig(preset="default")
+
+
+PRESETS = {"paper": paper_config, "default": default_config}
 
 
 def preset(name: str) -> ModuSegConfig:

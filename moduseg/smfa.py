@@ -85,8 +85,9 @@ def pool(weights: np.ndarray, fmap: FeatureMap, eps: float = 1e-6):
         raise InputError(
             f"weights grid {weights.shape[1:]} does not match the feature grid "
             f"{fmap.geometry.grid_hw}")
-    w2 = weights.reshape(P, -1)
-    f2 = fmap.features.reshape(D, -1).astype(np.float32, copy=False)
+    h, w = fmap.geometry.grid_hw
+    w2 = weights.reshape(P, h * w)
+    f2 = fmap.features.reshape(D, h * w).astype(np.float32, copy=False)
     wsum = w2.sum(1)
     v = (w2 @ f2.T) / (wsum[:, None] + eps)
     return l2_normalize(v), wsum

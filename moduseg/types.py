@@ -125,7 +125,7 @@ class Proposals:
     def areas(self) -> np.ndarray:
         """Mask areas in image pixels (scaled when masks are low resolution)."""
         (H, W), (h, w) = self.image_hw, self.mask_hw
-        return self.masks.reshape(len(self), -1).sum(1) * (H * W / float(h * w))
+        return self.masks.reshape(len(self), h * w).sum(1) * (H * W / float(h * w))
 
     def select(self, keep) -> "Proposals":
         return Proposals(self.masks[keep], self.scores[keep], self.image_hw)

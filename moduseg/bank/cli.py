@@ -1,0 +1,75 @@
+"""``moduseg bank build`` and ``moduseg bank info``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..bank.datasets import LAYOUTS
+
+
+@click.group()
+def bank():
+    """Build and inspect prototype banks."""
+
+
+@bank.command("build")
+@click.option("--dataset", "layout", required=True, type=click.Choice(LAYOUTS),
+              help="Dataset layout of the images and label maps.")
+@click.option("--root", required=True, type=click.Path(), help="Dataset root (folder: images).")
+@click.option("--split", default=None, help="Split (camvid: train/val; voc: train; yolo: train2017).")
+@click.option("--labels", default=None, type=click.Path(),
+              help="folder: label-PNG folder (e.g. pseudo-masks); coco: annotation JSON.")
+@click.option("--classes", default=None, type=click.Path(), help="Class-name file, one per line.")
+@click.option("--background", type=int, default=None,
+              help="folder: index of the background class, if any.")
+@click.option("--out", required=True, type=click.Path(), help="Bank file to write (.npz).")
+@click.option("--preset", default=None, help="Configuration preset: paper or default.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set bank.erosion_iterations=5.")
+@click.option("--limit", type=int, default=None, help="Use at most N images.")
+@click.option("--shots", type=int, default=None, help="At most N images per class.")
+@click.option("--home", default=None, type=click.Path(), help="Model home.")
+@click.option("--backend", default="auto", help="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")
+def build(layout, root, split, labels, classes, background, out, preset, overrides, limit,
+          shots, home, backend):
+    """Build a bank from images with label maps (ground truth or pseudo-masks)."""
+    from ..models import load_default_backbone
+    from ..settings import resolve_config
+    from .builder import build_bank
+    from .datasets import open_dataset
+    from .store import save_bank
+
+    cfg = resolve_config(preset, overrides)
+    ds = open_dataset(layout, root, split, labels, classes, background)
+    backbone = load_default_backbone(home=home, providers=backend, **cfg.backbone_options())
+    b = build_bank(ds, backbone, cfg.bank, limit=limit, shots=shots, progress=True,
+                   config_record=cfg.to_dict())
+    path = save_bank(b, out)
+    s = b.stats
+    click.echo(f"wrote {path}: {len(b)} vectors of dim {b.dim} from {s['images']} images "
+               f"({s['skipped_small']} regions skipped below min_area, "
+               f"{s['dropped_outliers']} outliers dropped)")
+    click.echo("vectors per class: " + ", ".join(f"{k} {v}" for k, v in s["per_class"].items()))
+
+
+@bank.command("info")
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(path, as_json):
+    """Show a bank's backbone, configuration and class counts."""
+    from .store import load_bank
+
+    b = load_bank(path)
+    rec = {"vectors": len(b), "dim": b.dim, "dtype": str(b.vectors.dtype),
+           "backbone": b.backbone.to_dict(), "class_counts": b.class_counts(),
+           "background_index": b.background_index, "config": b.config, "stats": b.stats}
+    if as_json:
+        click.echo(json.dumps(rec, indent=2))
+        return
+    click.echo(f"{path}: {len(b)} vectors x {b.dim} ({b.vectors.dtype})")
+    click.echo(f"backbone: {b.backbone.name} input {b.backbone.input_size} patch "
+               f"{b.backbone.patch_size} sha256 {b.backbone.weights_sha256[:12]}")
+    click.echo("classes: " + ", ".join(f"{k} {v}" for k, v in b.class_counts().items()))
+    click.echo(f"preset: {b.config.get('preset', '?')}")

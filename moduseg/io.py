@@ -1,0 +1,113 @@
+"""File I/O at the edges: images, label maps, palettes and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None):
+    """Yield a temporary path beside ``path``; rename it into place on success.
+
+    A crash or an exception leaves no half-written file at ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file -> ``H x W x 3`` uint8 RGB."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"cannot read image {path}: missing, unreadable or not an image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_label_map(path: str | Path) -> np.ndarray:
+    """A label PNG (mode L or P) -> ``H x W`` uint8 of class indices."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise InputError(
+                    f"label map {path} has mode {im.mode}; expected a single-channel "
+                    f"index PNG (mode L or P) with class indices as pixel values")
+            arr = np.array(im)
+    except (FileNotFoundError, OSError) as e:
+        raise InputError(f"cannot read label map {path}: {e}") from None
+    if arr.max(initial=0) > 255:
+        raise InputError(f"label map {path} has values above 255")
+    return arr.astype(np.uint8)
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map: ``[n, 3]`` uint8 (bit-interleaved index colours)."""
+    idx = np.arange(n)
+    pal = np.zeros((n, 3), np.uint8)
+    for bit in range(8):
+        for ch in range(3):
+            pal[:, ch] |= (((idx >> ch) >> (3 * bit)) & 1).astype(np.uint8) << (7 - bit)
+    return pal
+
+
+def write_label_png(path: str | Path, label_map: np.ndarray) -> None:
+    """Save a label map as a palettised PNG (VOC colours, values preserved)."""
+    im = Image.fromarray(label_map.astype(np.uint8), mode="P")
+    im.putpalette(voc_palette().reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+
+
+def colorize(label_map: np.ndarray) -> np.ndarray:
+    """Label map -> ``H x W x 3`` RGB using the VOC palette."""
+    return voc_palette()[label_map]
+
+
+def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.5,
+            ignore: int = 255) -> np.ndarray:
+    """Blend class colours over an RGB image; ignored pixels stay untouched."""
+    colors = colorize(label_map).astype(np.float32)
+    out = image.astype(np.float32)
+    m = label_map != ignore
+    out[m] = (1 - alpha) * out[m] + alpha * colors[m]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise InputError(f"cannot write image {path}")

@@ -1,0 +1,205 @@
+"""The online pipeline: proposals + features -> label map.
+
+``assign`` is the pure post-backbone part (filter, pool, search, vote, NMS,
+rasterise, fill) and works on any ``FeatureMap`` and ``Proposals``, so
+diagnostics can feed ground-truth regions as proposals. ``Segmenter`` adds
+the models at the edges and times every stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from ..bank.store import check_identity
+from ..config import ModuSegConfig, RuntimeConfig
+from ..errors import InputError
+from ..smfa import l2_normalize, smfa
+from ..timing import StageTimer
+from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
+    SegmentationResult
+from .index import SearchIndex, build_index
+from .masks import class_nms, rasterize
+from .vote import vote
+
+log = logging.getLogger(__name__)
+
+Pooler = Callable[[np.ndarray, FeatureMap], tuple]
+
+
+def cpu_pooler(masks: np.ndarray, fmap: FeatureMap):
+    return smfa(masks, fmap, "soft")
+
+
+def class_prior(bank: Bank) -> np.ndarray:
+    counts = np.bincount(bank.labels, minlength=len(bank.class_names)).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
+
+
+def pixel_cells(geometry, out_hw) -> tuple[np.ndarray, np.ndarray]:
+    """Grid cell (row, col) under the centre of each pixel of an ``out_hw`` image."""
+    (H, W), (rh, rw), (h, w), p = geometry.image_hw, geometry.resized_hw, geometry.grid_hw, \
+        geometry.patch
+    ho, wo = out_hw
+    iy = np.minimum(((np.arange(ho) + 0.5) * (rh / ho) / p).astype(np.int64), h - 1)
+    ix = np.minimum(((np.arange(wo) + 0.5) * (rw / wo) / p).astype(np.int64), w - 1)
+    return iy, ix
+
+
+def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: SearchIndex,
+                  cfg: RuntimeConfig, prior=None) -> np.ndarray:
+    """Retrieval labels for the given flat grid cells (background votes kept)."""
+    f = fmap.features.reshape(fmap.dim, -1)[:, cells].T
+    sims, ids = index.search(l2_normalize(f.astype(np.float32)), cfg.top_k)
+    nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
+    lab, _ = vote(sims, nbr, len(bank.class_names), cfg.voting, prior)
+    return lab
+
+
+def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: SearchIndex,
+                    cfg: RuntimeConfig, prior=None) -> np.ndarray:
+    """Apply the unassigned-pixel policy to pixels still at -1."""
+    un = label_map < 0
+    if not un.any():
+        return label_map
+    if cfg.unassigned == "ignore":
+        label_map[un] = IGNORE
+    elif cfg.unassigned == "background":
+        label_map[un] = IGNORE if bank.background_index is None else bank.background_index
+    else:  # nearest: search only the patches under unassigned pixels
+        iy, ix = pixel_cells(fmap.geometry, label_map.shape)
+        w = fmap.geometry.grid_hw[1]
+        cell_of = iy[:, None] * w + ix[None, :]
+        cells = np.unique(cell_of[un])
+        lut = np.full(fmap.geometry.grid_hw[0] * w, IGNORE, np.int32)
+        labs = label_patches(fmap, cells, bank, index, cfg, prior)
+        lut[cells] = np.where(labs >= 0, labs, IGNORE)
+        label_map[un] = lut[cell_of[un]]
+    return label_map
+
+
+def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchIndex,
+           cfg: RuntimeConfig, timer: StageTimer | None = None,
+           pooler: Pooler = cpu_pooler, prior: np.ndarray | None = None) -> SegmentationResult:
+    """Post-backbone stages of ModuSeg for one image."""
+    timer = timer or StageTimer()
+    if not isinstance(proposals, Proposals):
+        raise InputError(f"proposals must be a moduseg.Proposals, got {type(proposals).__name__}")
+    if tuple(proposals.image_hw) != tuple(fmap.image_hw):
+        raise InputError(
+            f"proposals describe a {proposals.image_hw} image but the features come from a "
+            f"{fmap.image_hw} image; run the proposer and the backbone on the same image")
+    if fmap.dim != bank.dim:
+        raise InputError(
+            f"feature dim {fmap.dim} does not match the bank's {bank.dim}; the bank was built "
+            f"with {bank.backbone.name}")
+    if prior is None and cfg.voting == "weighted":
+        prior = class_prior(bank)
+    n_classes = len(bank.class_names)
+    bg = bank.background_index
+
+    with timer("filter"):
+        keep = np.flatnonzero((proposals.scores >= cfg.min_objectness)
+                              & (proposals.areas() >= cfg.min_area))
+        masks, scores = proposals.masks[keep], proposals.scores[keep]
+    with timer("pool"):
+        queries, wsum = pooler(masks, fmap)
+        pooled = wsum > 0
+    with timer("search"):
+        sims, ids = index.search(queries, cfg.top_k)
+    with timer("vote"):
+        nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
+        labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior)
+        labels = np.where(pooled, labels, -1)
+    with timer("nms"):
+        paintable = np.flatnonzero((labels >= 0) & (labels != (-2 if bg is None else bg)))
+        order = paintable[class_nms(masks[paintable], labels[paintable], conf[paintable],
+                                    cfg.nms_iou)]
+    with timer("raster"):
+        label_map, won = rasterize(masks, labels, order, fill=-1)
+        if label_map.shape != tuple(proposals.image_hw):
+            H, W = proposals.image_hw
+            label_map = cv2.resize(label_map, (W, H), interpolation=cv2.INTER_NEAREST)
+    with timer("fill"):
+        label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior)
+
+    painted = dict(zip(order.tolist(), won.tolist()))
+    areas = proposals.areas()[keep]
+    segments = [Segment(proposal=int(keep[i]), label=int(labels[i]),
+                        class_name=bank.class_names[labels[i]] if labels[i] >= 0 else "",
+                        confidence=float(conf[i]), objectness=float(scores[i]),
+                        area=int(round(areas[i])), painted_pixels=int(painted.get(i, 0)))
+                for i in range(len(keep))]
+    return SegmentationResult(label_map=label_map.astype(np.uint8), segments=segments,
+                              timings_ms=timer.as_dict(), class_names=list(bank.class_names))
+
+
+def check_image(image) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
+            or image.dtype != np.uint8:
+        raise InputError(
+            f"image must be an H x W x 3 uint8 RGB array, got "
+            f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}; "
+            f"use moduseg.io.read_image(path) to load a file")
+    return image
+
+
+class Segmenter:
+    """Backbone + proposer + bank: ``Segmenter(...)(image) -> SegmentationResult``."""
+
+    def __init__(self, backbone: Backbone, proposer: Proposer, bank: Bank,
+                 config: ModuSegConfig | RuntimeConfig | None = None,
+                 pooler: Pooler | None = None, index: SearchIndex | None = None):
+        cfg = config.runtime if isinstance(config, ModuSegConfig) else config
+        self.config = (cfg or RuntimeConfig())
+        self.config.validate()
+        check_identity(bank.backbone, backbone.identity)
+        self.backbone, self.proposer, self.bank = backbone, proposer, bank
+        self.index = index or build_index(bank.vectors, self.config.index, self.config.nprobe)
+        self.pooler = pooler or cpu_pooler
+        self.prior = class_prior(bank)
+        warn_small_classes(bank, self.config.top_k)
+
+    def __call__(self, image: np.ndarray, timer: StageTimer | None = None) -> SegmentationResult:
+        check_image(image)
+        timer = timer or StageTimer()
+        with timer("backbone"):
+            fmap = self.backbone(image)
+        fmap.check_finite()
+        with timer("proposer"):
+            proposals = self.proposer(image)
+        return assign(fmap, proposals, self.bank, self.index, self.config, timer,
+                      self.pooler, self.prior)
+
+    @classmethod
+    def from_bank(cls, bank_path, home=None, config: ModuSegConfig | None = None,
+                  backend: str = "auto", **model_opts) -> "Segmenter":
+        """The embedded default models with a bank built by them."""
+        from ..bank.store import load_bank
+        from ..models import load_default_backbone, load_default_proposer
+
+        bank = load_bank(bank_path)
+        backbone = load_default_backbone(home=home, providers=backend,
+                                         **model_opts.get("backbone", {}))
+        proposer = load_default_proposer(home=home, providers=backend,
+                                         **model_opts.get("proposer", {}))
+        return cls(backbone, proposer, bank, config)
+
+
+_warned: set = set()
+
+
+def warn_small_classes(bank: Bank, top_k: int) -> list[str]:
+    """Classes with fewer vectors than K can rarely win a count vote: say so once."""
+    counts = np.bincount(bank.labels, minlength=len(bank.class_names))
+    small = [f"{n} ({c})" for n, c in zip(bank.class_names, counts) if 0 < c < top_k]
+    key = (id(bank), top_k)
+    if small and key not in _warned:
+        _warned.add(key)
+        log.warning("bank classes with fewer vectors than top_k=%d: %s; they can rarely win "
+                    "a count vote: add images of them, lower runtime.top_k, or use "
+                    "runtime.voting='weighted'", top_k, ", ".join(small))
+    return small

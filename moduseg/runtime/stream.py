@@ -1,0 +1,140 @@
+"""Frame sources and an overlapped decode -> infer -> write loop.
+
+Decoding and writing run in their own threads with bounded queues, so on
+a video the CPU never waits for I/O while the models are busy (OpenCV and
+ONNX Runtime release the GIL).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+@dataclass
+class Frame:
+    index: int
+    name: str
+    image: np.ndarray   # RGB uint8
+
+
+def input_kind(spec: str) -> str:
+    """``image``, ``folder``, ``video`` or ``camera`` for a CLI input."""
+    if spec.isdigit():
+        return "camera"
+    p = Path(spec)
+    if p.is_dir():
+        return "folder"
+    if not p.exists():
+        raise InputError(f"input {spec} does not exist (give an image, a folder, a video file "
+                         f"or a camera index)")
+    suf = p.suffix.lower()
+    if suf in IMAGE_SUFFIXES:
+        return "image"
+    if suf in VIDEO_SUFFIXES:
+        return "video"
+    raise InputError(f"input {spec}: unknown file type {suf!r}; images: {IMAGE_SUFFIXES}, "
+                     f"videos: {VIDEO_SUFFIXES}")
+
+
+def video_info(spec: str) -> tuple[float, int]:
+    cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+    if not cap.isOpened():
+        raise InputError(f"cannot open video {spec}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    cap.release()
+    return fps, n
+
+
+def iter_frames(spec: str, max_frames: int | None = None) -> Iterator[Frame]:
+    kind = input_kind(spec)
+    if kind in ("image", "folder"):
+        from ..io import read_image
+        paths = [Path(spec)] if kind == "image" else sorted(
+            p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise InputError(f"folder {spec} holds no images ({IMAGE_SUFFIXES})")
+        for i, p in enumerate(paths[:max_frames]):
+            yield Frame(i, p.stem, read_image(p))
+        return
+    cap = cv2.VideoCapture(int(spec) if kind == "camera" else spec)
+    if not cap.isOpened():
+        raise InputError(f"cannot open {kind} {spec}")
+    try:
+        i = 0
+        while max_frames is None or i < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            yield Frame(i, f"frame_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            i += 1
+    finally:
+        cap.release()
+
+
+_DONE = object()
+
+
+def run_overlapped(frames: Iterator[Frame], infer: Callable[[Frame], object],
+                   write: Callable[[Frame, object], None], depth: int = 4) -> int:
+    """Decode, infer and write with a bounded queue on each side; returns frames done."""
+    q_in: queue.Queue = queue.Queue(maxsize=depth)
+    q_out: queue.Queue = queue.Queue(maxsize=depth)
+    errors: list[BaseException] = []
+
+    def decode():
+        try:
+            for f in frames:
+                if errors:
+                    break
+                q_in.put(f)
+        except BaseException as e:  # surfaced in the main thread
+            errors.append(e)
+        finally:
+            q_in.put(_DONE)
+
+    def writer():
+        while True:
+            item = q_out.get()
+            if item is _DONE:
+                return
+            try:
+                write(*item)
+            except BaseException as e:
+                errors.append(e)
+
+    td, tw = threading.Thread(target=decode, daemon=True), threading.Thread(target=writer, daemon=True)
+    td.start()
+    tw.start()
+    n = 0
+    try:
+        while True:
+            f = q_in.get()
+            if f is _DONE or errors:
+                break
+            q_out.put((f, infer(f)))
+            n += 1
+    finally:
+        q_out.put(_DONE)
+        tw.join()
+        while td.is_alive():           # unblock a decoder waiting on a full queue
+            try:
+                q_in.get_nowait()
+            except queue.Empty:
+                pass
+            td.join(timeout=0.05)
+    if errors:
+        raise errors[0]
+    return n

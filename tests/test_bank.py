@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+
+from moduseg.bank.builder import build_bank, region_masks, reject_outliers, select_shots
+from moduseg.bank.datasets import Dataset, Sample
+from moduseg.bank.store import load_bank, save_bank
+from moduseg.config import BankConfig
+from moduseg.errors import BankError, InputError
+from moduseg.types import BackboneIdentity
+
+from synthetic import ColourBackbone, dataset, scene
+
+CFG = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.0)
+
+
+def test_one_vector_per_image_and_class_with_correct_labels():
+    ds = dataset(4)
+    bank = build_bank(ds, ColourBackbone(), CFG)
+    assert bank.stats["images"] == 4
+    for v, l in zip(bank.vectors.astype(np.float32), bank.labels):
+        assert np.argmax(v) == l          # separable features: the vector points at its class
+    per_image = {i: sorted(bank.labels[bank.image_ids == i].tolist()) for i in set(bank.image_ids)}
+    for i, s in enumerate(ds):
+        assert per_image[f"img{i}"] == sorted(np.unique(s.label()).tolist())
+
+
+def test_small_regions_are_skipped_and_counted():
+    label = np.zeros((64, 64), np.uint8)
+    label[5:12, 5:12] = 1                  # 49 px, gone after 3 erosions
+    masks, labels, skipped = region_masks(label, 2, CFG)
+    assert labels.tolist() == [0] and skipped == 1
+
+
+def test_component_granularity_splits_instances():
+    label = np.zeros((64, 64), np.uint8)
+    label[2:30, 2:30] = 1
+    label[34:62, 34:62] = 1
+    cfg = BankConfig(erosion_iterations=2, min_area=50, granularity="component",
+                     component_min_area=50)
+    _, labels, _ = region_masks(label, 2, cfg)
+    assert sorted(labels.tolist()) == [0, 1, 1]
+
+
+def test_outlier_rejection_drops_the_farthest_quarter_per_foreground_class():
+    rng = np.random.default_rng(0)
+    v = np.vstack([np.zeros((8, 4)), np.full((4, 4), 5.0)])
+    v[:8] += 0.01 * rng.normal(size=(8, 4))
+    v[3] = [3, 3, 3, 3]; v[6] = [2, 2, 2, 2]         # two far members of class 1
+    labels = np.array([1] * 8 + [0] * 4)
+    keep = reject_outliers(v, labels, 0.25, background_index=0)
+    assert not keep[3] and not keep[6] and keep[[0, 1, 2, 4, 5, 7]].all()
+    assert keep[8:].all()                            # background kept whole
+    assert reject_outliers(v, labels, 0.0, 0).all()
+
+
+def test_shots_limit_images_per_class():
+    ds = dataset(6)
+    chosen = select_shots(ds, 2)
+    assert 2 <= len(chosen) <= 6
+    counts = {}
+    for s in chosen:
+        for c in np.unique(s.label()):
+            counts[c] = counts.get(c, 0) + 1
+    assert all(v >= 2 for k, v in counts.items() if k != 0)
+
+
+def test_save_load_round_trip_and_identity_check(tmp_path):
+    bank = build_bank(dataset(3), ColourBackbone(), CFG, config_record={"bank": {"x": 1}})
+    path = save_bank(bank, tmp_path / "b.npz")
+    back = load_bank(path, expect=ColourBackbone().identity)
+    np.testing.assert_array_equal(back.vectors, bank.vectors)
+    np.testing.assert_array_equal(back.labels, bank.labels)
+    assert back.class_names == bank.class_names and back.background_index == 0
+    assert list(back.image_ids) == list(bank.image_ids) and back.config == {"bank": {"x": 1}}
+    assert back.vectors.dtype == np.float16
+    other = BackboneIdentity("colour-test", "native", 8, 5, "f" * 64)
+    with pytest.raises(BankError, match="weights_sha256"):
+        load_bank(path, expect=other)
+
+
+def test_truncated_or_missing_bank_files_give_clear_errors(tmp_path):
+    bank = build_bank(dataset(2), ColourBackbone(), CFG)
+    path = save_bank(bank, tmp_path / "b.npz")
+    data = path.read_bytes()
+    (tmp_path / "t.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BankError, match="unreadable or truncated"):
+        load_bank(tmp_path / "t.npz")
+    with pytest.raises(BankError, match="does not exist"):
+        load_bank(tmp_path / "nope.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(BankError):
+        load_bank(tmp_path / "junk.npz")
+
+
+def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
+    bank = build_bank(dataset(2), ColourBackbone(), CFG)
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(RuntimeError):
+        save_bank(bank, tmp_path / "b.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _one(label, image=None):
+    img = image if image is not None else np.zeros(label.shape + (3,), np.uint8)
+    s = Sample("x", None, lambda: label)
+    s.image = lambda: img
+    return Dataset("bad", ["background", "a"], 0, [s])
+
+
+def test_bad_datasets_are_refused_with_clear_messages():
+    with pytest.raises(InputError, match="size"):
+        build_bank(_one(np.zeros((10, 10), np.uint8), np.zeros((12, 10, 3), np.uint8)),
+                   ColourBackbone(), CFG)
+    with pytest.raises(InputError, match="outside"):
+        build_bank(_one(np.full((10, 10), 7, np.uint8)), ColourBackbone(), CFG)
+    with pytest.raises(InputError, match="no images"):
+        build_bank(Dataset("empty", ["a"], None, []), ColourBackbone(), CFG)
+    tiny = np.full((20, 20), 255, np.uint8)
+    tiny[5:10, 5:10] = 1
+    with pytest.raises(InputError, match="survived"):
+        build_bank(_one(tiny), ColourBackbone(), CFG)
+
+
+def test_nan_features_are_refused():
+    class NaNBackbone(ColourBackbone):
+        def __call__(self, image):
+            f = super().__call__(image)
+            f.features[0, 0, 0] = np.nan
+            return f
+    with pytest.raises(InputError, match="NaN"):
+        build_bank(dataset(1), NaNBackbone(), CFG)

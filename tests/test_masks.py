@@ -1,0 +1,47 @@
+import numpy as np
+
+from moduseg.runtime.masks import class_nms, pairwise_iou, rasterize
+
+
+def box(H, W, y0, y1, x0, x1):
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_iou_matrix():
+    a, b = box(10, 10, 0, 10, 0, 5), box(10, 10, 0, 10, 0, 10)
+    iou = pairwise_iou(np.stack([a, b]))
+    assert np.isclose(iou[0, 1], 0.5) and np.isclose(iou[0, 0], 1)
+
+
+def test_nms_keeps_the_higher_confidence_mask_of_a_class():
+    a, b = box(20, 20, 0, 10, 0, 10), box(20, 20, 0, 10, 0, 9)   # IoU 0.9
+    keep = class_nms(np.stack([a, b]), np.array([1, 1]), np.array([0.5, 0.8]), 0.4)
+    assert keep.tolist() == [1]
+
+
+def test_nms_is_class_specific():
+    a, b = box(20, 20, 0, 10, 0, 10), box(20, 20, 0, 10, 0, 9)
+    keep = class_nms(np.stack([a, b]), np.array([1, 2]), np.array([0.5, 0.8]), 0.4)
+    assert keep.tolist() == [1, 0]
+
+
+def test_nms_threshold_is_strict_greater():
+    a, b = box(10, 10, 0, 10, 0, 5), box(10, 10, 0, 10, 0, 10)   # IoU exactly 0.5
+    keep = class_nms(np.stack([a, b]), np.array([1, 1]), np.array([0.9, 0.8]), 0.5)
+    assert sorted(keep.tolist()) == [0, 1]
+
+
+def test_rasterize_first_come_first_served():
+    big, small = box(10, 10, 0, 10, 0, 10), box(10, 10, 2, 4, 2, 4)
+    masks, labels = np.stack([big, small]), np.array([1, 2])
+    out, won = rasterize(masks, labels, np.array([1, 0]), fill=-1)
+    assert out[3, 3] == 2 and out[0, 0] == 1 and won.tolist() == [4, 96]
+    out2, won2 = rasterize(masks, labels, np.array([0, 1]), fill=-1)
+    assert (out2 == 1).all() and won2.tolist() == [100, 0]
+
+
+def test_rasterize_leaves_uncovered_pixels_at_fill():
+    out, _ = rasterize(np.stack([box(5, 5, 0, 2, 0, 2)]), np.array([3]), np.array([0]), fill=-1)
+    assert (out == -1).sum() == 21

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+
+from moduseg.bank.builder import build_bank
+from moduseg.config import BankConfig, RuntimeConfig
+from moduseg.errors import BankError, InputError
+from moduseg.evaluate import Evaluator
+from moduseg.runtime.index import build_index
+from moduseg.runtime.pipeline import Segmenter, assign
+from moduseg.types import IGNORE, BackboneIdentity, FeatureMap, Proposals
+
+from synthetic import ColourBackbone, dataset, gt_proposals, scene
+
+BANK_CFG = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return build_bank(dataset(8), ColourBackbone(), BANK_CFG)
+
+
+class GTProposer:
+    name = "gt"
+
+    def __init__(self):
+        self.label = None
+
+    def __call__(self, image):
+        return gt_proposals(self.label)
+
+
+def test_end_to_end_synthetic_scene_reaches_100_miou(bank):
+    proposer = GTProposer()
+    seg = Segmenter(ColourBackbone(), proposer, bank,
+                    RuntimeConfig(min_area=50, top_k=5, unassigned="background"))
+    ev = Evaluator(bank.class_names)
+    for seed in range(100, 105):
+        image, label = scene(seed)
+        proposer.label = label
+        res = seg(image)
+        ev.add(res.label_map, label)
+        assert set(res.timings_ms) >= {"backbone", "proposer", "pool", "search", "vote", "nms",
+                                       "raster", "fill"}
+    assert ev.scores().miou == pytest.approx(100.0)
+
+
+def test_background_votes_are_not_painted_and_policies_fill_them(bank):
+    image, label = scene(7)
+    fmap = ColourBackbone()(image)
+    index = build_index(bank.vectors)
+    props = gt_proposals(label)
+    bg_pixels = label == 0
+    for policy, expect in (("ignore", IGNORE), ("background", 0), ("nearest", 0)):
+        cfg = RuntimeConfig(min_area=50, top_k=5, unassigned=policy)
+        res = assign(fmap, props, bank, index, cfg)
+        seg_bg = [s for s in res.segments if s.label == 0][0]
+        assert seg_bg.painted_pixels == 0
+        inner = bg_pixels.copy()
+        inner[:8] = inner[-8:] = False
+        assert (res.label_map[bg_pixels & (res.label_map != expect)].size
+                <= 0.1 * bg_pixels.sum()), policy
+
+
+def test_nearest_fills_unproposed_objects(bank):
+    image, label = scene(3)
+    fmap = ColourBackbone()(image)
+    empty = Proposals.empty(label.shape)
+    res = assign(fmap, empty, bank, build_index(bank.vectors),
+                 RuntimeConfig(top_k=5, unassigned="nearest"))
+    agree = (res.label_map == label).mean()
+    assert agree > 0.85
+
+
+def test_low_objectness_and_small_proposals_are_dropped(bank):
+    image, label = scene(3)
+    fmap = ColourBackbone()(image)
+    props = gt_proposals(label)
+    props.scores[:] = 0.5
+    res = assign(fmap, props, bank, build_index(bank.vectors),
+                 RuntimeConfig(top_k=5, unassigned="ignore"))
+    assert res.segments == [] and (res.label_map == IGNORE).all()
+
+
+def test_bad_inputs_are_refused(bank):
+    image, label = scene(3)
+    fmap = ColourBackbone()(image)
+    index = build_index(bank.vectors)
+    with pytest.raises(InputError, match="top_k"):
+        RuntimeConfig(top_k=0).validate()
+    with pytest.raises(InputError, match="image"):
+        assign(fmap, Proposals.empty((10, 10)), bank, index, RuntimeConfig())
+    with pytest.raises(InputError, match="\\[P, H, W\\]"):
+        Proposals(np.zeros((5, 5), bool), np.ones(1), (5, 5))
+    with pytest.raises(InputError, match="one score per mask"):
+        Proposals(np.zeros((2, 5, 5), bool), np.ones(3), (5, 5))
+    wrong_dim = FeatureMap(np.ones((7,) + fmap.features.shape[1:], np.float32), fmap.geometry)
+    with pytest.raises(InputError, match="feature dim"):
+        assign(wrong_dim, gt_proposals(label), bank, index, RuntimeConfig())
+    seg = Segmenter(ColourBackbone(), GTProposer(), bank, RuntimeConfig(top_k=5))
+    with pytest.raises(InputError, match="uint8"):
+        seg(np.zeros((10, 10), np.float32))
+
+
+def test_segmenter_refuses_a_bank_from_another_backbone(bank):
+    class Other(ColourBackbone):
+        def __init__(self):
+            super().__init__()
+            self.identity = BackboneIdentity("other", "native", 8, 5, "1" * 64)
+    with pytest.raises(BankError, match="different backbone"):
+        Segmenter(Other(), GTProposer(), bank)
+
+
+def test_nan_features_at_runtime_are_refused(bank):
+    class NaNBackbone(ColourBackbone):
+        def __call__(self, image):
+            f = super().__call__(image)
+            f.features[:] = np.inf
+            return f
+    image, label = scene(1)
+    p = GTProposer(); p.label = label
+    with pytest.raises(InputError, match="NaN or infinite"):
+        Segmenter(NaNBackbone(), p, bank, RuntimeConfig(top_k=5))(image)
+
+
+def test_result_json_is_serialisable(bank):
+    import json
+    image, label = scene(2)
+    p = GTProposer(); p.label = label
+    res = Segmenter(ColourBackbone(), p, bank, RuntimeConfig(min_area=50, top_k=5))(image)
+    rec = json.loads(json.dumps(res.to_json()))
+    assert rec["segments"] and {"label", "confidence", "class_name"} <= set(rec["segments"][0])
