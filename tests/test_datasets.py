@@ -1,0 +1,92 @@
+import json
+
+import numpy as np
+import pytest
+
+from moduseg.bank.datasets import (CAMVID_CLASSES, VOC_CLASSES, camvid, coco_json, folder,
+                                   open_dataset, read_class_names, voc, yolo_seg)
+from moduseg.errors import InputError
+from moduseg.io import read_label_map, write_label_png
+
+
+def test_camvid_reader_maps_void_to_ignore(shared_data):
+    ds = camvid(shared_data / "camvid", "val")
+    assert len(ds) == 101 and ds.class_names == CAMVID_CLASSES and ds.background_index is None
+    s = ds.samples[0]
+    img, lab = s.image(), s.label()
+    assert img.shape == (360, 480, 3) and lab.shape == (360, 480)
+    vals = set(np.unique(lab).tolist())
+    assert vals <= set(range(11)) | {255} and 11 not in vals
+
+
+def test_voc_reader_without_imagesets_uses_all_masks(shared_data):
+    ds = voc(shared_data / "voc-sample")
+    assert len(ds) == 4 and ds.class_names == VOC_CLASSES and ds.background_index == 0
+    s = ds.samples[0]
+    assert s.image().shape[:2] == s.label().shape
+
+
+def test_yolo_polygons_become_semantic_maps(shared_data):
+    ds = yolo_seg(shared_data / "coco128-seg", "train2017")
+    assert len(ds) == 128 and ds.class_names[0] == "background" and len(ds.class_names) == 81
+    s = ds.samples[0]
+    lab = s.label()
+    assert lab.shape == s.image().shape[:2] and lab.max() > 0
+
+
+def test_yolo_bad_line_is_reported_with_file_and_line(tmp_path):
+    (tmp_path / "images" / "s").mkdir(parents=True)
+    (tmp_path / "labels" / "s").mkdir(parents=True)
+    import cv2
+    cv2.imwrite(str(tmp_path / "images" / "s" / "a.jpg"), np.zeros((20, 20, 3), np.uint8))
+    (tmp_path / "labels" / "s" / "a.txt").write_text("3 0.1 0.1 0.5 zz 0.5 0.5\n")
+    ds = yolo_seg(tmp_path, "s")
+    with pytest.raises(InputError, match="a.txt:1"):
+        ds.samples[0].label()
+
+
+def test_coco_json_instances_to_semantic(tmp_path):
+    import cv2
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.zeros((40, 40, 3), np.uint8))
+    ann = {"images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 40}],
+           "categories": [{"id": 5, "name": "cat"}, {"id": 9, "name": "dog"}],
+           "annotations": [
+               {"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0, "area": 400,
+                "bbox": [0, 0, 20, 20], "segmentation": [[0, 0, 20, 0, 20, 20, 0, 20]]},
+               {"id": 2, "image_id": 1, "category_id": 9, "iscrowd": 0, "area": 100,
+                "bbox": [5, 5, 10, 10], "segmentation": [[5, 5, 15, 5, 15, 15, 5, 15]]}]}
+    (tmp_path / "a.json").write_text(json.dumps(ann))
+    ds = coco_json(tmp_path / "a.json", tmp_path / "img")
+    assert ds.class_names == ["background", "cat", "dog"]
+    lab = ds.samples[0].label()
+    assert lab[2, 2] == 1 and lab[10, 10] == 2 and lab[30, 30] == 0   # smaller on top
+
+
+def test_folder_layout_round_trip(tmp_path):
+    import cv2
+    (tmp_path / "im").mkdir()
+    cv2.imwrite(str(tmp_path / "im" / "x.jpg"), np.zeros((8, 8, 3), np.uint8))
+    lab = np.zeros((8, 8), np.uint8)
+    lab[2:5, 2:5] = 2
+    write_label_png(tmp_path / "lab" / "x.png", lab)
+    (tmp_path / "classes.txt").write_text("# comment\nbackground\nsky\nroad\n")
+    ds = open_dataset("folder", tmp_path / "im", labels=tmp_path / "lab",
+                      classes=tmp_path / "classes.txt", background=0)
+    assert ds.class_names == ["background", "sky", "road"]
+    np.testing.assert_array_equal(ds.samples[0].label(), lab)
+
+
+def test_missing_and_empty_datasets_are_clear(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        camvid(tmp_path / "nope")
+    (tmp_path / "c").mkdir()
+    with pytest.raises(InputError, match="no samples"):
+        camvid(tmp_path / "c", "train")
+    with pytest.raises(InputError, match="needs --labels"):
+        open_dataset("folder", tmp_path)
+    with pytest.raises(InputError, match="unknown dataset layout"):
+        open_dataset("kitti", tmp_path)
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(InputError, match="lists no classes"):
+        read_class_names(tmp_path / "empty.txt")
