@@ -30,12 +30,17 @@ SOURCES = ("emulator_host.cu", "smfa.cu", "topk.cu")
 CXXFLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-x", "c++")
 
 
-def build_emulator(cache_dir: str | Path, cxx: str | None = None) -> Path:
-    """Compile the emulator shared library once per source hash into ``cache_dir``."""
+def build_emulator(cache_dir: str | Path, cxx: str | None = None,
+                   source_dir: str | Path | None = None) -> Path:
+    """Compile the emulator shared library once per source hash into ``cache_dir``.
+
+    ``source_dir`` (default: this package) holds the three ``SOURCES``.
+    """
+    src = Path(source_dir) if source_dir is not None else KERNEL_DIR
     cxx = cxx or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise BackendUnavailableError("the CUDA emulator needs a C++ compiler (apt install g++)")
-    digest = hashlib.sha256(b"".join((KERNEL_DIR / s).read_bytes() for s in SOURCES)
+    digest = hashlib.sha256(b"".join((src / s).read_bytes() for s in SOURCES)
                             + " ".join(CXXFLAGS).encode()).hexdigest()[:16]
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -44,7 +49,7 @@ def build_emulator(cache_dir: str | Path, cxx: str | None = None) -> Path:
         return out
     fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so")
     os.close(fd)
-    cmd = [cxx, *CXXFLAGS, str(KERNEL_DIR / "emulator_host.cu"), "-o", tmp]
+    cmd = [cxx, *CXXFLAGS, str(src / "emulator_host.cu"), "-o", tmp]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         os.unlink(tmp)
