@@ -20,12 +20,12 @@ from moduseg.types import Backbone, BackboneIdentity, GridGeometry  # noqa: E402
 P = 14
 
 
-def _probe_model(path, patch=P):
+def _probe_model(path, patch=P, hw=("h", "w")):
     """Conv k=stride=patch: out c = mean over the patch of input channel c."""
     w = np.zeros((3, 3, patch, patch), np.float32)
     for c in range(3):
         w[c, c] = 1.0 / (patch * patch)
-    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, "h", "w"])
+    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, *hw])
     y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, "gh", "gw"])
     node = helper.make_node("Conv", ["input_image", "W"], ["features"],
                             kernel_shape=[patch, patch], strides=[patch, patch])
@@ -154,3 +154,16 @@ def test_tiny_image_gets_one_patch(probe):
     bb = OnnxBackbone(probe, "probe", short_side=None)
     fm = bb(np.zeros((5, 9, 3), np.uint8))
     assert fm.geometry.grid_hw == (1, 1) and fm.features.shape == (3, 1, 1)
+
+
+def test_fixed_size_graph_letterboxes_or_stretches(tmp_path):
+    path = _probe_model(tmp_path / "fixed.onnx", hw=(224, 224))
+    bb = OnnxBackbone(path, "fixed", mean=(0, 0, 0), std=(1, 1, 1))
+    assert bb.fixed_hw == (224, 224) and bb.identity.input_size == "pad:fixed224x224"
+    fm = bb(_position_image(360, 480))
+    assert fm.geometry == GridGeometry((360, 480), (168, 224), (16, 16), 14)
+    np.testing.assert_allclose(fm.features[2], _coverage(fm.geometry), atol=1e-6)
+    st = OnnxBackbone(path, "fixed", policy="stretch", mean=(0, 0, 0), std=(1, 1, 1))
+    fm = st(_position_image(100, 700))
+    assert fm.geometry == GridGeometry((100, 700), (224, 224), (16, 16), 14)
+    np.testing.assert_allclose(fm.features[2], 1.0, atol=1e-6)

@@ -11,6 +11,10 @@ and recorded exactly in the returned ``GridGeometry``:
 
 The default ``short_side=360`` is CamVid's native 480x360: no resampling, a
 364x490 input and a 26x35 grid (14-pixel patches; about 1 s per frame on 2 shared CPU cores).
+
+A graph with a static input size (exported for TensorRT at one resolution)
+ignores ``short_side``: ``pad`` letterboxes the image top-left into it,
+``stretch`` fills it.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def input_size_tag(policy: str, short_side: int | None) -> str:
+def input_size_tag(policy: str, short_side: int | None,
+                   fixed_hw: tuple[int, int] | None = None) -> str:
     """How inputs are sized, as recorded in ``BackboneIdentity.input_size``."""
+    if fixed_hw is not None:
+        return f"{policy}:fixed{int(fixed_hw[0])}x{int(fixed_hw[1])}"
     return f"{policy}:short{int(short_side) if short_side else 'native'}"
 
 
@@ -57,11 +64,23 @@ def check_image(image, what: str = "image") -> np.ndarray:
 
 
 def plan_geometry(image_hw, patch: int, short_side: int | None = DEFAULT_SHORT_SIDE,
-                  policy: str = "pad") -> GridGeometry:
-    """Where an image of ``image_hw`` goes on the patch grid (pure, no pixels)."""
+                  policy: str = "pad", fixed_hw: tuple[int, int] | None = None) -> GridGeometry:
+    """Where an image of ``image_hw`` goes on the patch grid (pure, no pixels).
+
+    ``fixed_hw`` is a graph's static input size: ``pad`` then fits the image
+    inside it keeping the aspect (letterbox, top-left), ``stretch`` fills it.
+    """
     if policy not in POLICIES:
         raise InputError(f"resize policy must be one of {POLICIES}, got {policy!r}")
     H, W = int(image_hw[0]), int(image_hw[1])
+    if fixed_hw is not None:
+        fh, fw = int(fixed_hw[0]), int(fixed_hw[1])
+        grid = (fh // patch, fw // patch)
+        if policy == "stretch":
+            return GridGeometry.unpadded((H, W), grid, patch)
+        s = min(fh / H, fw / W)
+        rh, rw = min(fh, max(1, round(H * s))), min(fw, max(1, round(W * s)))
+        return GridGeometry((H, W), (rh, rw), grid, patch)
     if short_side:
         s = float(short_side) / min(H, W)
         rh, rw = max(1, round(H * s)), max(1, round(W * s))
@@ -140,7 +159,15 @@ class OnnxBackbone:
             raise InputError(f"mean/std must be 3 values (std > 0), got {self.mean}, {self.std}")
         self.short_side = int(short_side) if short_side else None
         self.policy = policy
-        self.input_name = self.session.get_inputs()[0].name
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        # a graph exported at a fixed resolution (e.g. for TensorRT) takes only that size
+        hw = list(inp.shape[2:4]) if len(inp.shape) == 4 else []
+        self.fixed_hw = tuple(int(v) for v in hw) if len(hw) == 2 and all(
+            isinstance(v, int) and v > 0 for v in hw) else None
+        if self.fixed_hw and (self.fixed_hw[0] % self.patch or self.fixed_hw[1] % self.patch):
+            raise InputError(f"{self.path} takes {self.fixed_hw} input, not a multiple of the "
+                             f"patch size {self.patch}")
         outs = [o.name for o in self.session.get_outputs()]
         self.output_name = output or ("features" if "features" in outs else outs[0])
         if self.output_name not in outs:
@@ -157,7 +184,7 @@ class OnnxBackbone:
 
     @property
     def input_size_tag(self) -> str:
-        return input_size_tag(self.policy, self.short_side)
+        return input_size_tag(self.policy, self.short_side, self.fixed_hw)
 
     def _feature_dim(self, meta) -> int:
         o = next(o for o in self.session.get_outputs() if o.name == self.output_name)
@@ -165,11 +192,12 @@ class OnnxBackbone:
             return int(o.shape[1])
         if "moduseg.feature_dim" in meta:
             return int(meta["moduseg.feature_dim"])
-        x = np.zeros((1, 3, self.patch, self.patch), np.float32)
+        h, w = self.fixed_hw or (self.patch, self.patch)
+        x = np.zeros((1, 3, h, w), np.float32)
         return int(self.session.run([self.output_name], {self.input_name: x})[0].shape[1])
 
     def geometry(self, image_hw) -> GridGeometry:
-        return plan_geometry(image_hw, self.patch, self.short_side, self.policy)
+        return plan_geometry(image_hw, self.patch, self.short_side, self.policy, self.fixed_hw)
 
     def __call__(self, image: np.ndarray) -> FeatureMap:
         image = check_image(image)
