@@ -22,8 +22,9 @@ def masks_at(proposals: Proposals, hw: tuple[int, int]) -> np.ndarray:
     if proposals.mask_hw == tuple(hw) or len(proposals) == 0:
         return proposals.masks if len(proposals) else np.zeros((0, *hw), bool)
     m = np.ascontiguousarray(proposals.masks.transpose(1, 2, 0)).astype(np.uint8)
-    out = [cv2.resize(m[:, :, i:i + 256], (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
-           .reshape(hw[0], hw[1], -1) for i in range(0, m.shape[2], 256)]
+    out = [cv2.resize(np.ascontiguousarray(m[:, :, i:i + 128]), (hw[1], hw[0]),
+                      interpolation=cv2.INTER_NEAREST)
+           .reshape(hw[0], hw[1], -1) for i in range(0, m.shape[2], 128)]
     return np.concatenate(out, 2).transpose(2, 0, 1).astype(bool)
 
 

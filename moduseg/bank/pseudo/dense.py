@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import InputError
 from .model import ClipModel
 
-CV_MAX_CHANNELS = 512
+CV_MAX_CHANNELS = 128  # OpenCV 5 resizes at most 128 channels at once
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def resize_channels(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if tuple(x.shape[1:]) == tuple(hw):
         return x.astype(np.float32, copy=False)
     hwc = np.ascontiguousarray(x.transpose(1, 2, 0), dtype=np.float32)
-    parts = [cv2.resize(hwc[:, :, i:i + CV_MAX_CHANNELS], (hw[1], hw[0]),
+    parts = [cv2.resize(np.ascontiguousarray(hwc[:, :, i:i + CV_MAX_CHANNELS]), (hw[1], hw[0]),
                         interpolation=cv2.INTER_LINEAR).reshape(hw[0], hw[1], -1)
              for i in range(0, hwc.shape[2], CV_MAX_CHANNELS)]
     return np.concatenate(parts, 2).transpose(2, 0, 1)
