@@ -211,6 +211,11 @@ def finalise(model, meta: GraphMetadata, out: Path, do_simplify: bool = True) ->
     model = upgrade_opset(model, max(MIN_OPSET, meta.opset))
     if do_simplify:
         model = simplify(model)
+    from .layernorm_fusion import fuse_layernorm
+
+    fused = fuse_layernorm(model)  # opset >= 17 here: native LayerNormalization for TensorRT
+    if fused:
+        meta.extra["fused_layernorms"] = fused
     meta.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                      default=meta.opset)
     set_metadata(model, meta)
@@ -455,7 +460,8 @@ def export_onnx_source(path: str | Path, out: Path, resolution: tuple[int, int] 
                              output_taken=meta_in.get("output_taken") or meta_in.get("output") or
                              f"graph output {original.graph.output[0].name}",
                              input_name=in_name, opset=MIN_OPSET, exporter="onnx",
-                             dynamic_hw=dynamic_hw, extra=extra)
+                             dynamic_hw=dynamic_hw, dynamic_batch=len(in_shape) == 4
+                             and in_shape[0] == 0, extra=extra)
         finalise(model, meta, out, do_simplify)
         report = None
         if check:
@@ -489,8 +495,8 @@ def _surgery_info(info) -> dict:
         from dataclasses import asdict
         info = asdict(info)
     if isinstance(info, dict):
-        return {f"surgery_{k}": v for k, v in info.items()
-                if isinstance(v, (str, int, float, bool, tuple, list))}
+        return {f"surgery_{k}": v for k, v in info.items() if k != "path"
+                and isinstance(v, (str, int, float, bool, tuple, list))}
     return {}
 
 
