@@ -137,3 +137,55 @@ class Emulator:
         self.lib.emu_topk_merge(*self._dims(plan.merge_grid, plan.merge_block), _ptr(part_s),
                                 _ptr(part_i), Q, plan.nseg, k, _ptr(out_s), _ptr(out_i))
         return out_s, out_i
+
+
+class EmulatedDevice:
+    """A stand-in for ``device.CudaDevice`` whose launches run in the emulator.
+
+    Same methods (``function``, ``launch``, ``alloc``/``free``,
+    ``upload``/``download``, ``synchronize``); "device" pointers are host
+    addresses. Lets tests drive ``GpuSmfa`` and ``NvrtcTopkIndex`` (their
+    buffer sizes, argument order and launch plans) with no GPU.
+    """
+
+    arch = 0
+    name = "host emulator"
+
+    def __init__(self, emulator: Emulator):
+        self.emu = emulator
+        self._keep: dict[int, np.ndarray] = {}
+        self.compiled = {m: type("Compiled", (), {"nvrtc_version": (0, 0), "nvrtc_origin": "g++ emulator"})()
+                         for m in ("smfa", "topk")}
+
+    def __repr__(self) -> str:
+        return "EmulatedDevice(host)"
+
+    def function(self, module: str, name: str):
+        return getattr(self.emu.lib, f"emu_{name}")
+
+    def launch(self, fn, grid, block, args) -> None:
+        fn(*self.emu._dims(grid, block), *args)
+
+    def alloc(self, nbytes: int):
+        from .device import DeviceBuffer
+
+        a = np.full(max(int(nbytes), 4), 0xA5, np.uint8)     # garbage, like cuMemAlloc
+        self._keep[a.ctypes.data] = a
+        return DeviceBuffer(a.ctypes.data, int(nbytes))
+
+    def free(self, buf) -> None:
+        self._keep.pop(buf.ptr, None)
+        buf.ptr = 0
+
+    def upload(self, buf, array: np.ndarray) -> None:
+        a = np.ascontiguousarray(array)
+        assert a.nbytes <= buf.nbytes, "upload overflows the buffer"
+        ctypes.memmove(buf.ptr, a.ctypes.data, a.nbytes)
+
+    def download(self, buf, out: np.ndarray) -> np.ndarray:
+        ptr = buf.ptr if hasattr(buf, "ptr") else int(buf)
+        ctypes.memmove(out.ctypes.data, ptr, out.nbytes)
+        return out
+
+    def synchronize(self) -> None:
+        pass
