@@ -1,0 +1,97 @@
+"""``moduseg export entityseg``: checkpoint -> ONNX (-> parity check) -> TensorRT engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ...errors import InputError
+
+
+def _parse_hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace("*", "x").split("x"))
+    except ValueError:
+        raise InputError(f"--input-size must look like 800x1344 (HxW), got {text!r}") from None
+    return h, w
+
+
+def _load_image(path: Path | None, hw: tuple[int, int]):
+    import numpy as np
+
+    if path is None:
+        # a smooth synthetic scene: a few flat regions with soft edges
+        H, W = hw
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        img = np.stack([xx / W * 255, yy / H * 255, ((xx // (W / 4) + yy // (H / 3)) % 2) * 200],
+                       -1)
+        return img.clip(0, 255).astype(np.uint8)
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"--parity-image {path} is not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+@click.command("entityseg")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="EntitySeg / Mask2Former detectron2 checkpoint (.pth or .pkl).")
+@click.option("--random", "random_preset", default=None,
+              type=click.Choice(["tiny", "swin_t", "swin_l", "hornet_l", "r50"]),
+              help="Export random weights of this architecture instead (pipeline tests).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="ONNX file to write.")
+@click.option("--input-size", default="800x1344", show_default=True,
+              help="Fixed network input HxW (multiples of 32).")
+@click.option("--min-size", default=800, show_default=True,
+              help="Resize: shortest image side (detectron2 MIN_SIZE_TEST).")
+@click.option("--max-size", default=1333, show_default=True,
+              help="Resize: longest side cap (detectron2 MAX_SIZE_TEST).")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 16).")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
+@click.option("--parity-image", type=click.Path(path_type=Path), default=None,
+              help="Image for the torch vs ONNX Runtime check (default: synthetic).")
+@click.option("--skip-parity", is_flag=True, help="Do not run the parity check.")
+@click.option("--engine", type=click.Path(path_type=Path), default=None,
+              help="Also build a TensorRT engine here (needs an NVIDIA GPU).")
+@click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow unpickling (.pkl checkpoints, .pth with optimizer objects).")
+def export_entityseg(checkpoint, random_preset, output, input_size, min_size, max_size, opset,
+                     no_simplify, parity_image, skip_parity, engine, fp16, trust_pickle):
+    """Export the EntitySeg Mask2Former entity proposer to ONNX (and TensorRT).
+
+    Example: moduseg export entityseg --checkpoint Mask2Former_swin_large_w7_3x.pth
+    -o models/entityseg_swinl_800x1344.onnx --engine models/entityseg_swinl.engine
+    """
+    from .config import PRESETS, tiny_test_config
+    from .export import EntitySegParityError, build_trt_engine, check_parity, export_onnx
+    from .model import random_model
+
+    if (checkpoint is None) == (random_preset is None):
+        raise InputError("give exactly one of --checkpoint FILE or --random ARCH")
+    hw = _parse_hw(input_size)
+    if checkpoint is not None:
+        from .checkpoint import load_model
+
+        model, report = load_model(checkpoint, trust_pickle=trust_pickle)
+        cfg = model.cfg
+        click.echo(f"loaded {checkpoint}: {report.describe()}; backbone {cfg.backbone}, "
+                   f"{cfg.num_queries} queries, {cfg.dec_layers} decoder layers")
+    else:
+        cfg = tiny_test_config() if random_preset == "tiny" else PRESETS[random_preset]()
+        model = random_model(cfg)
+        click.echo(f"random {random_preset} model (NOT a trained proposer)")
+    path = export_onnx(model, output, hw, min_size, max_size, opset, simplify=not no_simplify)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), input {hw[0]}x{hw[1]}")
+    if not skip_parity:
+        img = _load_image(parity_image, hw)
+        parity = check_parity(model, path, img)
+        click.echo(f"parity torch vs onnxruntime: {parity}")
+        if not parity.ok():
+            raise EntitySegParityError(f"ONNX export disagrees with PyTorch: {parity}")
+    if engine is not None:
+        result = build_trt_engine(path, engine, fp16=fp16)
+        click.echo(f"wrote TensorRT engine {engine} ({result})")

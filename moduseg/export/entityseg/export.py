@@ -1,0 +1,164 @@
+"""Export an ``EntitySegModel`` to a fixed-size ONNX graph, check parity, build TensorRT.
+
+The graph: ``image [1, 3, H, W]`` float32 RGB 0..255 (H, W multiples of 32)
+-> ``pred_logits [1, Q, K+1]``, ``pred_masks [1, Q, H/4, W/4]``. The runtime
+metadata (input size, resize rule, pixel mean) is stored in the ONNX file
+under ``moduseg_entityseg`` so the proposer needs nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import InputError, ModuSegError
+from ...runtime.proposers.entityseg import (METADATA_KEY, EntitySegMeta, entity_postprocess,
+                                            preprocess, resized_size)
+from .model import SIZE_DIVISIBILITY, EntitySegModel
+
+DEFAULT_OPSET = 17          # GridSample needs 16; 17 adds LayerNormalization
+DEFAULT_INPUT_HW = (800, 1344)
+DEFAULT_MIN_SIZE, DEFAULT_MAX_SIZE = 800, 1333   # detectron2 MIN/MAX_SIZE_TEST
+INPUT_NAME, OUTPUT_NAMES = "image", ("pred_logits", "pred_masks")
+
+
+class EntitySegParityError(ModuSegError):
+    """ONNX Runtime and PyTorch disagree on the exported model."""
+
+
+def check_input_hw(input_hw) -> tuple[int, int]:
+    h, w = (int(v) for v in input_hw)
+    if h <= 0 or w <= 0 or h % SIZE_DIVISIBILITY or w % SIZE_DIVISIBILITY:
+        raise InputError(f"input size {h}x{w} must be positive multiples of "
+                         f"{SIZE_DIVISIBILITY} (Swin/HorNet strides); e.g. 800x1344")
+    return h, w
+
+
+def export_onnx(model: EntitySegModel, out: str | Path, input_hw=DEFAULT_INPUT_HW,
+                min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE,
+                opset: int = DEFAULT_OPSET, simplify: bool = True) -> Path:
+    """Trace ``model`` at ``input_hw`` and write the ONNX file atomically."""
+    import onnx
+
+    if opset < 16:
+        raise InputError(f"opset {opset} has no GridSample; use --opset 16 or higher")
+    H, W = check_input_hw(input_hw)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    dummy = torch.full((1, 3, H, W), 128.0)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (dummy,), tmp, input_names=[INPUT_NAME],
+                              output_names=list(OUTPUT_NAMES), opset_version=opset,
+                              do_constant_folding=True, dynamo=False)
+        graph = onnx.load(tmp)
+        if simplify:
+            graph = _simplify(graph)
+        meta = EntitySegMeta((H, W), int(min_size), int(max_size),
+                             tuple(float(v) for v in model.cfg.pixel_mean),
+                             int(model.cfg.num_queries), model.cfg.backbone)
+        del graph.metadata_props[:]
+        for k, v in ((METADATA_KEY, meta.to_json()), ("producer", "moduseg export entityseg")):
+            p = graph.metadata_props.add()
+            p.key, p.value = k, v
+        onnx.checker.check_model(graph)
+        onnx.save(graph, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _simplify(graph):
+    """onnxslim folds the shape arithmetic the tracer leaves; optional."""
+    try:
+        import onnxslim
+    except ImportError:
+        return graph
+    try:
+        return onnxslim.slim(graph)
+    except Exception as e:  # noqa: BLE001 - keep the unsimplified, valid graph
+        warnings.warn(f"onnxslim failed ({e}); keeping the unsimplified graph")
+        return graph
+
+
+@dataclass
+class EntitySegParity:
+    """Agreement of ONNX Runtime with PyTorch on one image."""
+
+    logits_max_abs: float
+    masks_max_abs: float
+    mask_agreement: float      # fraction of pixels with the same entity id
+    score_max_abs: float
+    entities_torch: int
+    entities_onnx: int
+
+    def ok(self, min_agreement: float = 0.999, score_atol: float = 1e-3) -> bool:
+        return (self.mask_agreement >= min_agreement and self.score_max_abs <= score_atol
+                and np.isfinite(self.masks_max_abs))
+
+    def __str__(self) -> str:
+        return (f"class logits max|d| {self.logits_max_abs:.2e}, mask logits max|d| "
+                f"{self.masks_max_abs:.2e}, entity-id agreement {self.mask_agreement:.5f}, "
+                f"scores max|d| {self.score_max_abs:.2e}, entities {self.entities_torch} "
+                f"(torch) / {self.entities_onnx} (onnx)")
+
+
+def _id_map(masks: np.ndarray) -> np.ndarray:
+    ids = np.zeros(masks.shape[1:], np.int32)
+    for i, m in enumerate(masks):
+        ids[m] = i + 1
+    return ids
+
+
+def check_parity(model: EntitySegModel, onnx_path: str | Path, image: np.ndarray,
+                 providers: str = "cpu", top_k: int = 100) -> EntitySegParity:
+    """Run PyTorch and ONNX Runtime on ``image`` and compare outputs and entities."""
+    from ...runtime.proposers.entityseg import EntitySegProposer
+
+    prop = EntitySegProposer(onnx_path, providers=providers, top_k=top_k)
+    m = prop.meta
+    rhw = resized_size(image.shape[:2], m.input_hw, m.min_size, m.max_size)
+    x = preprocess(image, m.input_hw, rhw, m.pixel_mean)
+    with torch.no_grad():
+        t_cls, t_masks = (t[0].numpy() for t in model.eval()(torch.from_numpy(x)))
+    o_cls, o_masks, _ = prop.raw(image)
+    hw = image.shape[:2]
+    tm, ts, tq = entity_postprocess(t_cls, t_masks, m.input_hw, rhw, hw, top_k)
+    om, os_, oq = entity_postprocess(o_cls, o_masks, m.input_hw, rhw, hw, top_k)
+    agree = float((_id_map(tm) == _id_map(om)).mean()) if len(tm) and len(om) else \
+        float(len(tm) == len(om))
+    common = np.intersect1d(tq, oq)
+    sd = max((abs(float(ts[tq == q][0]) - float(os_[oq == q][0])) for q in common),
+             default=0.0)
+    return EntitySegParity(float(np.abs(t_cls - o_cls).max()),
+                           float(np.abs(t_masks - o_masks).max()), agree, sd, len(tm), len(om))
+
+
+def build_trt_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = True,
+                     workspace_gb: float | None = None):
+    """TensorRT engine through the shared builder in ``moduseg.export.engine``."""
+    try:
+        from .. import engine as engine_mod
+    except ImportError as e:
+        raise ModuSegError(f"moduseg.export.engine is not available ({e}); build the engine "
+                           f"later with 'moduseg export engine {onnx_path}'") from None
+    build = getattr(engine_mod, "build_engine", None)
+    if build is None:
+        raise ModuSegError("moduseg.export.engine has no build_engine(); use "
+                           f"'moduseg export engine {onnx_path}'")
+    kwargs = {"fp16": fp16}
+    if workspace_gb is not None:
+        kwargs["workspace_gb"] = workspace_gb
+    return build(onnx_path, engine_path, **kwargs)
