@@ -290,3 +290,22 @@ def test_installed_real_models_if_present():
     assert bb.identity.feature_dim == 384 and bb.identity.patch_size == 14
     assert fm.features.shape == (384, 26, 39)      # 100x150 -> 360x540 -> 26x39
     assert np.isfinite(fm.features).all()
+
+
+def test_layer_variant_of_installed_real_model(tmp_path):
+    status = pull_mod.verify_installed(None, [BACKBONE], deep=False)
+    if status[BACKBONE.key] is not None:
+        pytest.skip(f"default models not installed ({status[BACKBONE.key]})")
+    # a private home that links the installed source graph, so the real home is untouched
+    real = home_mod.model_home()
+    man = json.loads((real / "manifest.json").read_text())
+    src = real / man["models"][BACKBONE.key]["files"]["source"]["path"]
+    home = tmp_path / "home"
+    (home / BACKBONE.key / "source").mkdir(parents=True)
+    (home / BACKBONE.key / "source" / src.name).symlink_to(src)
+    (home / "manifest.json").write_text(json.dumps(man))
+    bb = defaults.load_default_backbone(home, layers=(8, 11), short_side=28, threads=1)
+    assert bb.identity.name == "dinov2-vits14-blocks8-11" and bb.identity.feature_dim == 768
+    assert (home / BACKBONE.key / "features_blocks8-11.onnx").is_file()
+    fm = bb(np.zeros((28, 56, 3), np.uint8))
+    assert fm.features.shape == (768, 2, 4)

@@ -35,11 +35,36 @@ def default_backbone_identity(home=None) -> BackboneIdentity:
     return BackboneIdentity.from_dict(entry["identity"])
 
 
-def load_default_backbone(home=None, **opts):
+def layer_variant(layers, home=None) -> tuple[Path, str]:
+    """The graph whose ``features`` concatenate LayerNorm-ed blocks ``layers``.
+
+    Built once from the installed source graph by the DINOv2 surgery and kept
+    next to it (``features_blocks8-11.onnx``); returns (path, identity name).
+    """
+    from ..export.dinov2_surgery import patch_feature_graph
+
+    layers = tuple(int(i) for i in layers)
+    tag = "-".join(str(i) for i in layers)
+    src = installed_file(BACKBONE.key, "source", home)
+    dst = src.parent.parent / f"features_blocks{tag}.onnx"
+    if not dst.is_file():
+        patch_feature_graph(src, dst, layers=layers, concat=True)
+    return dst, f"{BACKBONE.key}-blocks{tag}"
+
+
+def load_default_backbone(home=None, layers=None, **opts):
     """The DINOv2 ViT-S/14 ``OnnxBackbone``; ``opts`` go to ``OnnxBackbone``
-    (``short_side``, ``policy``, ``providers``, ``threads``, ...)."""
+    (``short_side``, ``policy``, ``providers``, ``threads``, ...).
+
+    ``layers`` (0-based block indices, e.g. ``(8, 11)``) uses the concatenation
+    of those blocks' LayerNorm-ed tokens instead (feature dim 384 per block,
+    its own identity so banks never mix the two).
+    """
     from ..runtime.backbones.onnx_backbone import OnnxBackbone
 
+    if layers:
+        path, name = layer_variant(layers, home)
+        return OnnxBackbone(path, opts.pop("identity", name), **opts)
     path = installed_file(BACKBONE.key, "features", home)
     entry = read_manifest(home)["models"][BACKBONE.key]
     opts.setdefault("weights_sha256", entry["files"]["features"]["sha256"])
