@@ -1,0 +1,166 @@
+"""How good and how fast are the SAM proposals on CamVid?
+
+For each setting (``--set key=value,...``; repeat for several) and each of
+the first ``--frames`` CamVid val frames this reports the encoder, decoder
+and post-processing milliseconds (median over frames, best of ``--repeat``
+runs each), the number of proposals, and two quality numbers computed on the
+proposals the runtime would keep (objectness >= ``--min-score``, area >=
+``--min-area`` px):
+
+* coverage: fraction of labelled pixels inside at least one proposal;
+* oracle mIoU: every proposal labelled with its ground-truth majority class,
+  painted highest objectness last-wins-first (a pixel takes the best-scoring
+  proposal covering it); uncovered labelled pixels count as errors.
+
+    python benchmarks/proposer_oracle.py --frames 10 \\
+        --set "" --set "points_per_side=(4,6),refine_points=8"
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence",
+                  "car", "pedestrian", "bicyclist"]
+VOID = 11
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+
+
+def parse_setting(text: str) -> dict:
+    """``"a=1,b=(2,3)"`` -> ``{"a": 1, "b": (2, 3)}`` (values are Python literals)."""
+    if not text.strip():
+        return {}
+    node = ast.parse(f"dict({text})", mode="eval").body
+    return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+
+
+def oracle_paint(masks: np.ndarray, scores: np.ndarray, gt: np.ndarray,
+                 n_classes: int, void: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label each mask by its GT majority class; best score wins each pixel.
+
+    Returns the predicted label map (``void`` where nothing is painted) and the
+    boolean coverage map. ``masks`` must already be at ``gt`` resolution.
+    """
+    pred = np.full(gt.shape, void, np.uint8)
+    covered = np.zeros(gt.shape, bool)
+    for i in np.argsort(-scores, kind="stable"):
+        m = masks[i]
+        lab = gt[m]
+        lab = lab[lab != void]
+        if lab.size == 0:
+            continue
+        cls = int(np.bincount(lab, minlength=n_classes).argmax())
+        free = m & ~covered
+        pred[free] = cls
+        covered |= m
+    return pred, covered
+
+
+def confusion(pred: np.ndarray, gt: np.ndarray, n: int, void: int) -> np.ndarray:
+    valid = gt != void
+    p = np.where(pred[valid] == void, n, pred[valid]).astype(np.int64)
+    return np.bincount(gt[valid].astype(np.int64) * (n + 1) + p,
+                       minlength=n * (n + 1)).reshape(n, n + 1)
+
+
+def miou(conf: np.ndarray) -> float:
+    n = conf.shape[0]
+    tp = np.diag(conf[:, :n])
+    union = conf.sum(1) + conf[:, :n].sum(0) - tp
+    ok = conf.sum(1) > 0
+    return float(np.mean(tp[ok] / np.maximum(union[ok], 1)))
+
+
+def run_setting(setting: dict, frames: list[tuple[Path, Path]], repeat: int,
+                min_score: float, min_area: float, cache_dir: str | None) -> dict:
+    from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator
+
+    gen = SamAutomaticMaskGenerator(cache_dir=cache_dir, **setting)
+    n = len(CAMVID_CLASSES)
+    conf = np.zeros((n, n + 1), np.int64)
+    cov_num = cov_den = 0
+    times = {"encoder": [], "decoder": [], "postprocess": [], "total": []}
+    counts, kept_counts, prompts = [], [], []
+    for img_path, gt_path in frames:
+        img = cv2.cvtColor(cv2.imread(str(img_path)), cv2.COLOR_BGR2RGB)
+        gt = cv2.imread(str(gt_path), cv2.IMREAD_GRAYSCALE)
+        best = None
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            props = gen(img)
+            total = (time.perf_counter() - t0) * 1e3
+            t = dict(gen.last_stats["timings_ms"], total=total)
+            if best is None or total < best["total"]:
+                best = t
+        for k in times:
+            times[k].append(best.get(k, 0.0))
+        counts.append(len(props))
+        prompts.append(gen.last_stats.get("prompts", 0))
+        keep = (props.scores >= min_score) & (props.areas() >= min_area)
+        props = props.select(keep)
+        kept_counts.append(len(props))
+        H, W = gt.shape
+        full = np.stack([cv2.resize(m.astype(np.uint8), (W, H),
+                                    interpolation=cv2.INTER_NEAREST).astype(bool)
+                         for m in props.masks]) if len(props) else np.zeros((0, H, W), bool)
+        pred, covered = oracle_paint(full, props.scores, gt, n, VOID)
+        conf += confusion(pred, gt, n, VOID)
+        lab = gt != VOID
+        cov_num += int((covered & lab).sum())
+        cov_den += int(lab.sum())
+    return {
+        "setting": setting,
+        **{f"{k}_ms": float(np.median(v)) for k, v in times.items()},
+        "prompts": float(np.mean(prompts)),
+        "masks": float(np.mean(counts)),
+        "kept_masks": float(np.mean(kept_counts)),
+        "coverage": cov_num / max(cov_den, 1),
+        "oracle_miou": miou(conf),
+    }
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA, help="CamVid folder (val/, valannot/)")
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--stride", type=int, default=10, help="take every n-th val frame")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per frame, best time kept")
+    ap.add_argument("--set", dest="settings", action="append", default=None,
+                    help="generator keyword overrides, e.g. 'mask_stride=4,refine_points=0'")
+    ap.add_argument("--min-score", type=float, default=0.6)
+    ap.add_argument("--min-area", type=float, default=300)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = ap.parse_args(argv)
+
+    imgs = sorted((args.data / "val").glob("*.png"))
+    if not imgs:
+        raise SystemExit(f"no CamVid frames in {args.data / 'val'}")
+    imgs = imgs[::args.stride][:args.frames]
+    frames = [(p, args.data / "valannot" / p.name) for p in imgs]
+    results = []
+    print("| setting | encoder ms | decoder ms | post ms | total ms | prompts | masks | "
+          "kept | coverage | oracle mIoU |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for text in args.settings or [""]:
+        r = run_setting(parse_setting(text), frames, args.repeat, args.min_score,
+                        args.min_area, args.cache_dir)
+        results.append(r)
+        print(f"| {text or 'defaults'} | {r['encoder_ms']:.0f} | {r['decoder_ms']:.0f} | "
+              f"{r['postprocess_ms']:.0f} | {r['total_ms']:.0f} | {r['prompts']:.0f} | "
+              f"{r['masks']:.1f} | {r['kept_masks']:.1f} | {100 * r['coverage']:.1f}% | "
+              f"{100 * r['oracle_miou']:.1f} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

