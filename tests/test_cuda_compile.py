@@ -88,3 +88,16 @@ def test_compile_errors_carry_the_log(tmp_path, monkeypatch):
     monkeypatch.setattr(nvrtc, "KERNEL_DIR", tmp_path)
     with pytest.raises(BackendUnavailableError, match="undefined_thing"):
         nvrtc.compile_kernel("broken", 86, cache_dir=tmp_path)
+
+
+def test_compile_command_reports_the_nvrtc_used(tmp_path):
+    from click.testing import CliRunner
+
+    from moduseg.runtime.cuda.cli import cuda
+
+    r = CliRunner().invoke(cuda, ["compile", "--arch", "sm_86", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "smfa.cu sm_86" in r.output and "topk.cu sm_86" in r.output and "NVRTC" in r.output
+    assert len(list(tmp_path.glob("*.cubin"))) == 2
+    r = CliRunner().invoke(cuda, ["info"])
+    assert r.exit_code == 0 and "sm_72" in r.output and "gpu:" in r.output

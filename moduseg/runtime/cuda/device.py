@@ -57,7 +57,7 @@ class CudaDevice:
             (err,) = d.cuInit(0)
         except Exception as e:        # the driver library itself is missing
             raise BackendUnavailableError(
-                f"no NVIDIA driver: {e.__class__.__name__}: {e}. Install the NVIDIA driver "
+                f"no NVIDIA driver: {e.__class__.__name__}: {str(e).rstrip('.')}. Install the NVIDIA driver "
                 f"(or JetPack on Jetson); the CPU path is used otherwise") from None
         if err != d.CUresult.CUDA_SUCCESS:
             raise BackendUnavailableError(
