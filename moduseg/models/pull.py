@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 
 from ..errors import InputError, ModelNotFoundError
 from ..types import BackboneIdentity
-from .home import MANIFEST, model_home
+from .home import ENV_VAR, MANIFEST, model_home
 from .registry import BACKBONE_GRAPH, SPECS, ModelSpec, SourceFile, installed_relpath
 
 MANIFEST_FORMAT = 1
@@ -322,8 +322,14 @@ def pull(home=None, source_dir=None, force: bool = False,
         if not todo:
             report.manifest = read_manifest(home)
             return report
-    home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pull-", dir=home) as tmp:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryDirectory(prefix=".pull-", dir=home)
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"cannot write to the model home {home} ({e.strerror or e}); pass --home DIR or "
+            f"set {ENV_VAR} to a writable folder") from None
+    with probe as tmp:
         tmp = Path(tmp)
         got, problems = {}, []
         for spec in todo:
