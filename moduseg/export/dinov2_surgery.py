@@ -250,8 +250,9 @@ def patch_feature_graph(src_path: str | Path, dst_path: str | Path,
     # symbolic H, W on the input; new outputs
     inp = next(i for i in g.input if i.name == a.input_name)
     dims = inp.type.tensor_type.shape.dim
-    dims[2].ClearField("dim_value"); dims[2].dim_param = "height"
-    dims[3].ClearField("dim_value"); dims[3].dim_param = "width"
+    for d, name in ((dims[2], "height"), (dims[3], "width")):
+        d.ClearField("dim_value")
+        d.dim_param = name
     batch = dims[0].dim_param or "batch_size"
     del g.output[:]
     for name, d in outputs:

@@ -147,7 +147,7 @@ def _run_client(spec: ModelSpec, dest: Path, log: Log) -> Path:
         r = subprocess.run(cmd, cwd=dest, capture_output=True, text=True, timeout=3600,
                            stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise _Unavailable(f"{pkg.requirement}: '{pkg.fetch_command}' could not run: {e}")
+        raise _Unavailable(f"{pkg.requirement}: '{pkg.fetch_command}' could not run: {e}") from None
     if r.returncode != 0:
         lines = (r.stderr or r.stdout or "").strip().splitlines()
         errs = [ln for ln in lines if "ERR" in ln] or lines[-3:]
