@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TINY_CFG = dict(
-    embed_dim=16,
-    vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8, head_width=16),
-    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
-)
+TINY_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8,
+                   "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 1},
+}
 
 VOC = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
        "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -42,3 +44,25 @@ def export_tiny(out_dir: Path, crop: int = 48, seed: int = 0, **options):
     meta = export_clip_model(model, out_dir, DenseClipOptions(crop=crop, **options),
                              model_name="tiny-clip", pretrained="none")
     return model, meta
+
+
+class HalvesProposer:
+    """Two confident proposals (left and right image halves) and one weak one."""
+
+    name = "halves"
+
+    def __call__(self, image):
+        import numpy as np
+
+        from moduseg.types import Proposals
+
+        H, W = image.shape[:2]
+        m = np.zeros((3, H, W), bool)
+        m[0, :, : W // 2] = True
+        m[1, :, W // 2:] = True
+        m[2, : H // 2] = True
+        return Proposals(m, np.array([0.9, 0.9, 0.2], np.float32), (H, W))
+
+
+def halves_proposer():
+    return HalvesProposer()

@@ -9,12 +9,11 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 ort = pytest.importorskip("onnxruntime")
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
+from pseudo_tiny_clip import export_tiny, tiny_clip, write_tiny_config
 
-from moduseg.errors import InputError  # noqa: E402
-from moduseg.export.clip import (DenseClipOptions, dense_image_module,  # noqa: E402
-                                 export_clip, sha256_file)
-from pseudo_tiny_clip import export_tiny, tiny_clip, write_tiny_config  # noqa: E402
+from moduseg.errors import InputError
+from moduseg.export.clip import DenseClipOptions, dense_image_module, export_clip, sha256_file
 
 
 def _pixels(n=2, size=32, seed=1):
@@ -87,7 +86,7 @@ def test_positional_embedding_interpolated_for_larger_crop():
 
 
 def test_onnx_parity_image_and_text(tmp_path):
-    model, meta = export_tiny(tmp_path, crop=48)
+    model, _ = export_tiny(tmp_path, crop=48)
     x = _pixels(3, 48).numpy()
     sess = ort.InferenceSession(str(tmp_path / "image.onnx"))
     got = sess.run(None, {"pixels": x})[0]
@@ -107,7 +106,7 @@ def test_onnx_parity_image_and_text(tmp_path):
 
 
 def test_clip_json_describes_the_export(tmp_path):
-    model, meta = export_tiny(tmp_path, crop=48)
+    model, _ = export_tiny(tmp_path, crop=48)
     d = json.loads((tmp_path / "clip.json").read_text())
     assert d["crop"] == 48 and d["patch"] == 8 and d["embed_dim"] == 16
     assert d["attention"] == "qq+kk" and d["residual"] is False and d["ffn"] is False

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from moduseg.bank.pseudo.correction import (correct_with_proposals, majority_labels,
-                                            masks_at)
+from moduseg.bank.pseudo.correction import correct_with_proposals, majority_labels, masks_at
 from moduseg.errors import InputError
 from moduseg.types import IGNORE, Proposals
 

@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
-from moduseg.bank.pseudo.dense import (SlidingWindow, axis_starts, classes_from_queries,
-                                       resize_channels, resize_short_side, stitch,
-                                       window_boxes)
+from moduseg.bank.pseudo.dense import (
+    SlidingWindow,
+    axis_starts,
+    classes_from_queries,
+    resize_channels,
+    resize_short_side,
+    stitch,
+    window_boxes,
+)
 from moduseg.errors import InputError
 
 
@@ -80,8 +86,9 @@ pytest.importorskip("open_clip")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from moduseg.bank.pseudo.model import load_clip_model
     from pseudo_tiny_clip import export_tiny
+
+    from moduseg.bank.pseudo.model import load_clip_model
 
     d = tmp_path_factory.mktemp("clip")
     model, _ = export_tiny(d, crop=48)

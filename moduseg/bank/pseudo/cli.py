@@ -94,7 +94,8 @@ def generate(clip_dir, images, classes, labels_file, out_dir, background, no_fil
 
     class_names = read_class_names(classes)
     bg = _background(class_names, background)
-    image_labels = read_image_labels(labels_file) if labels_file else None
+    # --no-filter runs plain open-vocabulary CLIP on every image; labels are not used
+    image_labels = read_image_labels(labels_file) if labels_file and not no_filter else None
     if image_labels is None and not no_filter:
         raise click.UsageError("give --labels FILE (image-level labels) or --no-filter")
     model = load_clip_model(clip_dir)

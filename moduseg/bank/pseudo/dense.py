@@ -33,7 +33,7 @@ class SlidingWindow:
     short_side: int | None = 336
     batch: int = 4
 
-    def validate(self) -> "SlidingWindow":
+    def validate(self) -> SlidingWindow:
         if self.crop <= 0 or self.stride <= 0:
             raise InputError(f"crop and stride must be positive, got {self.crop}/{self.stride}")
         if self.stride > self.crop:

@@ -8,9 +8,6 @@ names, one per line) and ``<out>/pseudo.json`` (settings and counts).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,17 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
+from ...io import read_image, write_json, write_label_png
 from ...types import Proposer
+from ..datasets import IMAGE_EXTS
 from .correction import correct_with_proposals
 from .dense import DenseClipSegmenter, SlidingWindow
 from .filtering import filtered_argmax
 from .labels import ImageLabels, presence_vector, write_class_names
 from .model import load_clip_model
-from .pngio import read_rgb, write_label_png
-from .text import (BACKGROUND_WORDS, OnnxTextEncoder, build_vocabulary,
-                   cached_query_embeddings)
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from .text import BACKGROUND_WORDS, OnnxTextEncoder, build_vocabulary, cached_query_embeddings
 
 
 @dataclass
@@ -153,7 +148,7 @@ def generate_folder(generator: PseudoMaskGenerator, images_dir: str | Path,
         paths = tqdm(paths, desc="pseudo masks", unit="img")
     t0, changed, total = time.perf_counter(), 0, 0
     for p in paths:
-        image = read_rgb(p)
+        image = read_image(p)
         labels = image_labels.get(p.stem) if image_labels is not None else None
         result = generator(image, labels, p.stem)
         write_label_png(out_dir / f"{p.stem}.png", result.label_map)
@@ -165,17 +160,5 @@ def generate_folder(generator: PseudoMaskGenerator, images_dir: str | Path,
     record = {"class_names": generator.class_names,
               "background_index": generator.background_index,
               "images_dir": str(images_dir), **(info or {}), "summary": asdict(summary)}
-    _write_json(out_dir / "pseudo.json", record)
+    write_json(out_dir / "pseudo.json", record)
     return summary
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -20,28 +20,22 @@ background class never needs listing: it is always allowed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import InputError
+from ...io import atomic_path, read_label_map
 from ...types import IGNORE
 
 ImageLabels = dict[str, list[str]]
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """One class name per line (blank lines and ``#`` comments skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"class-name file {path} does not exist; write one class name per "
-                         f"line, in label-index order")
-    names = [ln.strip() for ln in path.read_text().splitlines()
-             if ln.strip() and not ln.strip().startswith("#")]
-    if not names:
-        raise InputError(f"class-name file {path} lists no classes")
+    """The ``folder`` layout's class-name file (one per line), with no repeats."""
+    from ..datasets import read_class_names as read_names
+
+    names = read_names(path)
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"class-name file {path} repeats {dup}; each class once")
@@ -139,26 +133,16 @@ def labels_from_mask(mask: np.ndarray, class_names: list[str],
 def labels_from_masks(masks_dir: str | Path, class_names: list[str],
                       background_index: int | None, min_pixels: int = 1) -> ImageLabels:
     """Image-level labels of every ``*.png`` label map in a folder (for benchmarking)."""
-    from .pngio import read_label_png
-
     masks_dir = Path(masks_dir)
     if not masks_dir.is_dir():
         raise InputError(f"masks folder {masks_dir} does not exist")
     paths = sorted(masks_dir.glob("*.png"))
     if not paths:
         raise InputError(f"masks folder {masks_dir} has no .png label maps")
-    return {p.stem: labels_from_mask(read_label_png(p), class_names, background_index,
+    return {p.stem: labels_from_mask(read_label_map(p), class_names, background_index,
                                      min_pixels) for p in paths}
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
