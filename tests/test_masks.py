@@ -45,3 +45,15 @@ def test_rasterize_first_come_first_served():
 def test_rasterize_leaves_uncovered_pixels_at_fill():
     out, _ = rasterize(np.stack([box(5, 5, 0, 2, 0, 2)]), np.array([3]), np.array([0]), fill=-1)
     assert (out == -1).sum() == 21
+
+
+def test_packed_masks_round_trip_and_areas():
+    from moduseg.runtime.masks import PackedMasks
+    rng = np.random.default_rng(0)
+    m = rng.random((3, 7, 13)) > 0.5          # 91 pixels: not a multiple of 64
+    pm = PackedMasks.pack(m)
+    assert pm.areas.tolist() == m.reshape(3, -1).sum(1).tolist()
+    for i in range(3):
+        np.testing.assert_array_equal(pm.unpack(pm.bits[i]), m[i])
+    ref = np.array([[(a & b).sum() / max((a | b).sum(), 1) for b in m] for a in m])
+    np.testing.assert_allclose(pairwise_iou(pm), ref, atol=1e-6)

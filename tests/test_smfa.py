@@ -86,3 +86,14 @@ def test_pool_rejects_grid_mismatch():
 def test_featuremap_rejects_wrong_grid():
     with pytest.raises(InputError, match="grid"):
         FeatureMap(np.ones((4, 3, 3), np.float32), GridGeometry.unpadded((8, 8), (2, 2), 4))
+
+
+@pytest.mark.parametrize("mask_hw,geo", [
+    ((360, 480), GridGeometry((360, 480), (504, 672), (36, 48), 14)),   # upscaled + pad
+    ((192, 256), GridGeometry((360, 480), (360, 480), (26, 35), 14)),   # low-res masks, pad
+    ((97, 61), GridGeometry((97, 61), (60, 40), (4, 3), 16)),           # downscaled, pad
+])
+def test_integral_form_equals_the_overlap_matrix_products(mask_hw, geo):
+    from moduseg.smfa import soft_weights_matmul
+    m = np.random.default_rng(1).random((5,) + mask_hw) > 0.5
+    np.testing.assert_allclose(soft_weights(m, geo), soft_weights_matmul(m, geo), atol=1e-5)

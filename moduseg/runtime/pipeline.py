@@ -22,7 +22,7 @@ from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
 from .index import SearchIndex, build_index
-from .masks import class_nms, rasterize
+from .masks import PackedMasks, class_nms, rasterize
 from .vote import vote
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,12 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
     bg = bank.background_index
 
     with timer("filter"):
+        packed = PackedMasks.pack(proposals.masks)
+        (H, W), (mh, mw) = proposals.image_hw, proposals.mask_hw
+        all_areas = packed.areas * (H * W / float(mh * mw))
         keep = np.flatnonzero((proposals.scores >= cfg.min_objectness)
-                              & (proposals.areas() >= cfg.min_area))
-        masks, scores = proposals.masks[keep], proposals.scores[keep]
+                              & (all_areas >= cfg.min_area))
+        masks, scores, packed = proposals.masks[keep], proposals.scores[keep], packed.take(keep)
     with timer("pool"):
         queries, wsum = pooler(masks, fmap)
         pooled = wsum > 0
@@ -116,10 +119,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         labels = np.where(pooled, labels, -1)
     with timer("nms"):
         paintable = np.flatnonzero((labels >= 0) & (labels != (-2 if bg is None else bg)))
-        order = paintable[class_nms(masks[paintable], labels[paintable], conf[paintable],
-                                    cfg.nms_iou)]
+        order = paintable[class_nms(packed.take(paintable), labels[paintable],
+                                    conf[paintable], cfg.nms_iou)]
     with timer("raster"):
-        label_map, won = rasterize(masks, labels, order, fill=-1)
+        label_map, won = rasterize(packed, labels, order, fill=-1)
         if label_map.shape != tuple(proposals.image_hw):
             H, W = proposals.image_hw
             label_map = cv2.resize(label_map, (W, H), interpolation=cv2.INTER_NEAREST)
@@ -127,7 +130,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior)
 
     painted = dict(zip(order.tolist(), won.tolist()))
-    areas = proposals.areas()[keep]
+    areas = all_areas[keep]
     segments = [Segment(proposal=int(keep[i]), label=int(labels[i]),
                         class_name=bank.class_names[labels[i]] if labels[i] >= 0 else "",
                         confidence=float(conf[i]), objectness=float(scores[i]),
