@@ -112,6 +112,7 @@ def test_clip_json_describes_the_export(tmp_path):
     assert d["attention"] == "qq+kk" and d["residual"] is False and d["ffn"] is False
     assert d["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp()))
     assert d["tokenizer"] == {"kind": "clip-bpe", "context_length": 77}
+    assert d["activation"] == "GELU"
     assert d["image_sha256"] == sha256_file(tmp_path / "image.onnx")
     assert d["text_sha256"] == sha256_file(tmp_path / "text.onnx")
 
@@ -120,10 +121,12 @@ def test_cli_exports_a_custom_config(tmp_path):
     cfg = write_tiny_config(tmp_path / "tiny-clip.json")
     out = tmp_path / "clip"
     r = CliRunner().invoke(export_clip, ["--model-config", str(cfg), "--pretrained", "none",
-                                         "--crop", "40", "--out", str(out)])
+                                         "--crop", "40", "--quick-gelu", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert {p.name for p in out.iterdir()} == {"image.onnx", "text.onnx", "clip.json"}
-    assert json.loads((out / "clip.json").read_text())["model"] == "tiny-clip"
+    meta = json.loads((out / "clip.json").read_text())
+    assert meta["model"] == "tiny-clip" and meta["crop"] == 40
+    assert meta["activation"] == "QuickGELU"
 
 
 def test_cli_refuses_missing_pretrained_and_missing_checkpoint(tmp_path):
@@ -132,4 +135,4 @@ def test_cli_refuses_missing_pretrained_and_missing_checkpoint(tmp_path):
     assert r.exit_code != 0 and "--pretrained is required" in r.output
     r = CliRunner().invoke(export_clip, ["--model-config", str(cfg), "--pretrained",
                                          str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
-    assert r.exit_code != 0 and "does not exist" in str(r.exception)
+    assert r.exit_code != 0 and "neither a checkpoint file nor a known tag" in str(r.exception)

@@ -259,6 +259,7 @@ class ClipExport:
     attention: str
     residual: bool
     ffn: bool
+    activation: str
     image_onnx: str
     text_onnx: str
     image_sha256: str
@@ -292,7 +293,9 @@ def export_clip_model(model, out_dir: str | Path, options: DenseClipOptions = De
         patch=image.patch, embed_dim=int(text(tokens[:1]).shape[-1]),
         logit_scale=float(model.logit_scale.exp().item()), mean=mean, std=std,
         tokenizer=tok, attention=image.options.attention, residual=image.options.residual,
-        ffn=image.options.ffn, image_onnx=IMAGE_NAME, text_onnx=TEXT_NAME,
+        ffn=image.options.ffn,
+        activation=type(model.visual.transformer.resblocks[0].mlp.gelu).__name__,
+        image_onnx=IMAGE_NAME, text_onnx=TEXT_NAME,
         image_sha256=sha256_file(out / IMAGE_NAME), text_sha256=sha256_file(out / TEXT_NAME))
     _write_json(out / META_NAME, meta.to_dict())
     return meta
@@ -304,8 +307,14 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_open_clip(model_name: str, pretrained: str | None, model_config: str | None = None):
-    """Build the open_clip model; ``pretrained`` is a tag or a checkpoint path."""
+def load_open_clip(model_name: str, pretrained: str | None, model_config: str | None = None,
+                   quick_gelu: bool = False):
+    """Build the open_clip model; ``pretrained`` is a tag or a checkpoint path.
+
+    OpenAI-trained weights expect QuickGELU; for a known tag that needs it
+    this is switched on automatically, for a checkpoint file pass
+    ``quick_gelu=True`` (or use a ``*-quickgelu`` model name).
+    """
     try:
         import open_clip
     except ImportError:
@@ -320,14 +329,18 @@ def load_open_clip(model_name: str, pretrained: str | None, model_config: str | 
     if model_name not in open_clip.list_models():
         raise InputError(f"unknown open_clip model {model_name!r}; see open_clip.list_models() "
                          f"or pass --model-config with a model config JSON")
-    if pretrained and pretrained != "none":
-        looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".pth",
-                                                                       ".safetensors"))
-        if looks_like_path and not Path(pretrained).is_file():
-            raise ModelNotFoundError(f"--pretrained checkpoint {pretrained} does not exist")
+    weights = None if pretrained in (None, "none") else pretrained
+    if weights:
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, weights)
+        if tag_cfg:
+            quick_gelu = quick_gelu or bool(tag_cfg.get("quick_gelu", False))
+        elif not Path(weights).is_file():
+            raise ModelNotFoundError(
+                f"--pretrained {weights!r} is neither a checkpoint file nor a known tag of "
+                f"{model_name} (tags: {open_clip.list_pretrained_tags_by_model(model_name)})")
     try:
-        return open_clip.create_model(model_name, pretrained=None if pretrained in (None, "none")
-                                      else pretrained, device="cpu")
+        return open_clip.create_model(model_name, pretrained=weights, device="cpu",
+                                      force_quick_gelu=quick_gelu)
     except RuntimeError as e:
         raise ModelNotFoundError(
             f"could not load CLIP weights {pretrained!r} for {model_name}: {e}. Without "
@@ -353,14 +366,17 @@ def load_open_clip(model_name: str, pretrained: str | None, model_config: str | 
               help="Keep the last block's attention residual.")
 @click.option("--ffn/--no-ffn", default=False, show_default=True,
               help="Keep the last block's FFN.")
+@click.option("--quick-gelu", is_flag=True,
+              help="Force QuickGELU (OpenAI weights from a checkpoint file need it; known "
+                   "tags set it themselves).")
 @click.option("--opset", type=int, default=17, show_default=True)
 def export_clip(model_name, pretrained, model_config, out_dir, crop, attention, residual, ffn,
-                opset):
+                quick_gelu, opset):
     """Export an open_clip CLIP as a dense image ONNX and a text ONNX."""
     if pretrained is None:
         raise click.UsageError("--pretrained is required (a tag such as 'openai', a checkpoint "
                                "path, or 'none' for random weights)")
-    model = load_open_clip(model_name, pretrained, model_config)
+    model = load_open_clip(model_name, pretrained, model_config, quick_gelu)
     if model_config:
         model_name = Path(model_config).stem
     meta = export_clip_model(model, out_dir, DenseClipOptions(crop=crop or None,
