@@ -211,6 +211,18 @@ def find_engine(cache_dir: str | Path, onnx_path: str | Path, device: DeviceInfo
     return None
 
 
+def cached_engines(cache_dir: str | Path, onnx_path: str | Path, device: DeviceInfo,
+                   precision: str = "fp16", onnx_sha256: str | None = None) -> list[Path]:
+    """Every cached engine of this graph for this device and precision (any profile),
+    newest first."""
+    sha = onnx_sha256 or sha256_file(onnx_path)
+    key = EngineKey.for_device(sha, device, precision)
+    prefix = key.filename(Path(onnx_path).stem)[:-len(ENGINE_SUFFIX)]
+    found = [p for p in Path(cache_dir).glob(prefix + "*" + ENGINE_SUFFIX)
+             if sidecar_path(p).is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def current_device(index: int = 0) -> DeviceInfo:
     """This machine's GPU and TensorRT, or ``BackendUnavailableError`` saying what is missing."""
     try:
@@ -218,8 +230,8 @@ def current_device(index: int = 0) -> DeviceInfo:
     except ImportError as e:
         raise BackendUnavailableError(
             f"TensorRT is not installed ({e}); install it with 'pip install tensorrt' "
-            f"(x86_64) or use JetPack's python3-libnvinfer on Jetson, or use the ONNX "
-            f"Runtime backend (--backend onnx)") from None
+            f"(x86_64) or use JetPack's python3-libnvinfer on Jetson, or use an ONNX "
+            f"Runtime backend (--backend cpu or cuda)") from None
     name, cc = cuda_device_properties(index)
     return DeviceInfo(name=name, compute_capability=cc, trt_version=str(trt.__version__),
                       index=index)

@@ -1,0 +1,141 @@
+"""Engine-build logic that needs no GPU: shapes, profiles, FP32 pinning, calibration data.
+
+The build itself needs TensorRT and a GPU and is skipped here with a reason.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+from moduseg.errors import InputError  # noqa: E402
+from moduseg.export.engine import (BuildOptions, calibration_batches, parse_named_shapes,  # noqa: E402
+                                   parse_shape, profile_signature, resolve_profiles,
+                                   select_fp32_layers)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def model(dims, name="image", res=None):
+    x = helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, None)
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", [name], ["features"])],
+                                            "g", [x], [y]))
+    return m
+
+
+def test_parse_shapes():
+    assert parse_shape("1x3x224x224") == (1, 3, 224, 224)
+    assert parse_shape("1,3,14,28") == (1, 3, 14, 28)
+    with pytest.raises(InputError):
+        parse_shape("1x3xHxW")
+    assert parse_named_shapes(["image:2x3x56x56", "4x3x14x14"]) == {
+        "image": (2, 3, 56, 56), "": (4, 3, 14, 14)}
+
+
+def test_profiles_static_dynamic_and_defaults():
+    assert resolve_profiles(model([1, 3, 224, 224])) == {}
+    # dynamic batch only: defaults to batch 1 everywhere
+    p = resolve_profiles(model(["N", 3, 224, 224]))
+    assert p == {"image": ((1, 3, 224, 224),) * 3}
+    # dynamic H/W: sizes from the export metadata, overridable per bound
+    m = model(["N", 3, "h", "w"])
+    p = resolve_profiles(m, metadata={"resolution": "364x490"})
+    assert p["image"][1] == (1, 3, 364, 490)
+    p = resolve_profiles(m, ["1x3x224x224"], ["image:1x3x364x490"], ["4x3x1008x1008"])
+    assert p["image"] == ((1, 3, 224, 224), (1, 3, 364, 490), (4, 3, 1008, 1008))
+    assert profile_signature(p) == "image=min1x3x224x224-opt1x3x364x490-max4x3x1008x1008"
+    assert profile_signature({"image": ((1, 3, 2, 2),) * 3}) == "image=1x3x2x2"
+    with pytest.raises(InputError, match="--opt-shape"):
+        resolve_profiles(m)
+    with pytest.raises(InputError, match="min <= opt <= max"):
+        resolve_profiles(m, ["1x3x400x400"], ["1x3x364x490"], ["1x3x1008x1008"])
+    with pytest.raises(InputError, match="does not fit"):
+        resolve_profiles(m, None, ["1x4x364x490"], None)
+
+
+def test_select_fp32_layers_by_op_type_and_pattern():
+    node_ops = {"/blk0/ln1/LayerNormalization": "LayerNormalization",
+                "/blk0/attn/Softmax": "Softmax", "/blk0/mlp/MatMul": "MatMul",
+                "/pos/Shape": "Shape"}
+    layers = [("/blk0/ln1/LayerNormalization", "NORMALIZATION", True),
+              ("/blk0/attn/Softmax", "SOFTMAX", True),
+              ("/blk0/mlp/MatMul", "MATRIX_MULTIPLY", True),
+              ("/pos/Shape", "SHAPE", False),
+              ("/blk0/attn/Softmax_1_copy", "SHUFFLE", True)]
+    got = select_fp32_layers(layers, node_ops, ("LayerNormalization", "Softmax"))
+    assert got == ["/blk0/ln1/LayerNormalization", "/blk0/attn/Softmax",
+                   "/blk0/attn/Softmax_1_copy"]
+    assert select_fp32_layers(layers, node_ops, (r"mlp/.*MatMul$",)) == ["/blk0/mlp/MatMul"]
+    assert select_fp32_layers(layers, node_ops, (r"Shape",)) == []  # never non-float layers
+    # without node names (parser named layers differently): by TensorRT layer type
+    assert select_fp32_layers(layers, {}, ("Softmax",)) == ["/blk0/attn/Softmax"]
+
+
+def test_build_options_validation():
+    with pytest.raises(InputError, match="--calib-dir"):
+        BuildOptions(precision="int8").validate()
+    with pytest.raises(InputError, match="--precision"):
+        BuildOptions(precision="fp8").validate()
+    assert BuildOptions(precision="int8", calib_dir="x").validate().precision == "int8"
+
+
+def test_calibration_batches(tmp_path):
+    import cv2
+
+    for i in range(5):
+        img = np.full((30, 40, 3), 40 * i, np.uint8)
+        cv2.imwrite(str(tmp_path / f"{i}.png"), img)
+    b = calibration_batches(tmp_path, (2, 3, 28, 42), mean=(0.5, 0.5, 0.5),
+                            std=(0.25, 0.25, 0.25))
+    assert len(b) == 2 and b[0].shape == (2, 3, 28, 42) and b[0].dtype == np.float32
+    np.testing.assert_allclose(b[0][1], (40 / 255 - 0.5) / 0.25, rtol=1e-5)
+    with pytest.raises(InputError, match="no images"):
+        calibration_batches(tmp_path / "nothing", (1, 3, 14, 14))
+    with pytest.raises(InputError, match="fewer than one batch"):
+        calibration_batches(tmp_path, (8, 3, 14, 14))
+
+
+def test_engine_command_without_tensorrt_fails_clearly(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed; this checks the message when it is not")
+    except ImportError:
+        pass
+    from moduseg.cli import cli
+
+    path = tmp_path / "m.onnx"
+    onnx.save(model([1, 3, 28, 28]), path)
+    r = CliRunner().invoke(cli, ["export", "engine", str(path)])
+    assert r.exit_code == 2 and "TensorRT is not installed" in r.output
+
+
+def test_build_on_gpu(tmp_path):
+    pytest.importorskip("tensorrt", reason="needs TensorRT and an NVIDIA GPU and driver")
+    from moduseg.errors import BackendUnavailableError
+    from moduseg.export.engine import build_cached_engine
+    from moduseg.export.engine_cache import current_device
+
+    try:
+        current_device()
+    except BackendUnavailableError as e:
+        pytest.skip(f"needs an NVIDIA GPU and driver: {e}")
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    from moduseg.export.backbone import export_torch_source
+    from moduseg.export.sources import timm_source
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, depth=2,
+                            embed_dim=48, num_heads=2, num_classes=0)
+    src = timm_source("tiny", model=vit, resolution=(56, 56))
+    onnx_path = export_torch_source(src, (56, 56), tmp_path / "t.onnx").path
+    path, side, reused = build_cached_engine(onnx_path, BuildOptions(precision="fp16"),
+                                             tmp_path / "cache")
+    assert path.is_file() and not reused and side.accuracy["ok"]
+    assert build_cached_engine(onnx_path, BuildOptions(precision="fp16"),
+                               tmp_path / "cache")[2]
