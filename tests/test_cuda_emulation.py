@@ -63,8 +63,12 @@ def test_smfa_kernel_matches_numpy(emu, name, dtype):
     ref_vec, ref_wsum = smfa(masks, FeatureMap(f.astype(np.float32), geo))
     np.testing.assert_allclose(emu.last_weights, soft_weights(masks, geo), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(wsum, ref_wsum, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(vec, ref_vec, rtol=1e-5, atol=2e-6)
-    np.testing.assert_array_equal(area, masks.reshape(P, -1).sum(1))   # exact pixel counts
+    # Rows with zero weight are compared by the zero check below: numpy's batched
+    # matmul can leave ~1e-14 noise in an empty mask's weights, which the CPU
+    # path then normalises into a meaningless unit vector (wsum is still 0).
+    live = ref_wsum > 1e-6
+    np.testing.assert_allclose(vec[live], ref_vec[live], rtol=1e-5, atol=2e-6)
+    np.testing.assert_array_equal(area, masks.sum((1, 2)))             # exact pixel counts
     assert np.all(vec[3] == 0) and wsum[3] == 0 and area[3] == 0      # empty mask
     norms = np.linalg.norm(vec, axis=1)
     np.testing.assert_allclose(norms[wsum > 0], 1.0, rtol=1e-5)
@@ -77,8 +81,10 @@ def test_token_major_features_need_no_transpose(emu):
     hwd = np.ascontiguousarray(feats.transpose(1, 2, 0)).astype(np.float16)
     vec, wsum, _ = emu.smfa(masks, hwd, geo, layout="hwd")
     ref, ref_w = smfa(masks, FeatureMap(feats.astype(np.float16).astype(np.float32), geo))
-    np.testing.assert_allclose(vec, ref, rtol=1e-5, atol=2e-6)
-    np.testing.assert_allclose(wsum, ref_w, rtol=1e-5)
+    live = ref_w > 1e-6
+    np.testing.assert_allclose(vec[live], ref[live], rtol=1e-5, atol=2e-6)
+    assert np.all(vec[~live] == 0)
+    np.testing.assert_allclose(wsum, ref_w, rtol=1e-5, atol=1e-5)
 
 
 def test_integer_scale_equals_opencv_inter_area(emu):

@@ -102,7 +102,8 @@ class Emulator:
         N = gh * gw
         plan = smfa_plan(P, D, N)
         weights = np.zeros((P, N), np.float32)
-        wsum, area, norm2 = (np.zeros(P, np.float32) for _ in range(3))
+        wsum, norm2 = np.zeros(P, np.float32), np.zeros(P, np.float32)
+        area = np.zeros(P, np.uint32)
         counters = np.full(plan.tiles, 12345, np.uint32)     # the weights kernel must zero these
         out = np.full((P, D), np.nan, np.float32)
         if P == 0:

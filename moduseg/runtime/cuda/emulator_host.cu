@@ -152,7 +152,7 @@ extern "C" {
 long long emu_barrier_count() { return emu::g_barriers; }
 
 void emu_smfa_weights(EMU_DIMS, const unsigned char* masks, int P, int Hm, int Wm, int rh, int rw,
-                      int gh, int gw, int patch, float* weights, float* wsum, float* area,
+                      int gh, int gw, int patch, float* weights, float* wsum, unsigned int* area,
                       float* norm2, unsigned int* counters) {
     EMU_LAUNCH(smfa_weights(masks, P, Hm, Wm, rh, rw, gh, gw, patch, weights, wsum, area, norm2, counters));
 }

@@ -5,7 +5,7 @@
 //                 owns patch cell k: W[p,k] = sum_i ay(i) * sum_j ax(j) M[p,i,j]
 //                 over the source pixels overlapping the cell, computed from
 //                 integer pixel/cell bounds (exact ranges, no tables). Also the
-//                 mask's pixel count and weight sum (block reduction).
+//                 mask's pixel count (exact, uint32) and weight sum (block reductions).
 //   smfa_pool_*   grid (ceil(D/DT), ceil(P/PT)), block POOL_THREADS: a tiled
 //                 [P,N]x[N,D] product with feature tiles staged in shared memory
 //                 (consecutive threads read consecutive addresses along whichever
@@ -49,16 +49,17 @@ __device__ __forceinline__ float ms_overlap(int i, int n, int content, int c, in
 extern "C" __global__ void smfa_weights(
     const unsigned char* __restrict__ masks, int P, int Hm, int Wm,
     int rh, int rw, int gh, int gw, int patch,
-    float* __restrict__ weights, float* __restrict__ wsum, float* __restrict__ area,
+    float* __restrict__ weights, float* __restrict__ wsum, unsigned int* __restrict__ area,
     float* __restrict__ norm2, unsigned int* __restrict__ counters)
 {
     __shared__ float red_w[SMFA_THREADS];
-    __shared__ float red_a[SMFA_THREADS];
+    __shared__ unsigned int red_a[SMFA_THREADS];
     const int p = blockIdx.x;
     const int t = threadIdx.x;
     const int N = gh * gw;
     const unsigned char* m = masks + (long long)p * Hm * Wm;
-    float sum_w = 0.0f, sum_a = 0.0f;
+    float sum_w = 0.0f;
+    unsigned int sum_a = 0;
     for (int k = t; k < N; k += SMFA_THREADS) {
         const int cy = k / gw, cx = k - (k / gw) * gw;
         // Source rows/cols overlapping the cell: pixel i spans [i*rh/Hm, (i+1)*rh/Hm).
@@ -66,25 +67,31 @@ extern "C" __global__ void smfa_weights(
         const int i1 = min(Hm, ((cy + 1) * patch * Hm + rh - 1) / rh);
         const int j0 = (cx * patch * Wm) / rw;
         const int j1 = min(Wm, ((cx + 1) * patch * Wm + rw - 1) / rw);
+        // Only the first and last source columns of a cell are partly inside
+        // it; the ones between are whole pixels with the same overlap, so a
+        // row costs one byte test and an integer add per pixel.
         float acc = 0.0f;
-        int count = 0;
-        for (int i = i0; i < i1; ++i) {
-            const unsigned char* row = m + (long long)i * Wm;
-            const bool own_row = (i * rh) / (Hm * patch) == cy;  // cell holding the pixel's start
-            float racc = 0.0f;
-            int rcount = 0;
-            for (int j = j0; j < j1; ++j) {
-                if (row[j]) {
-                    racc += ms_overlap(j, Wm, rw, cx, patch);
-                    rcount += ((j * rw) / (Wm * patch) == cx) ? 1 : 0;
-                }
+        unsigned int count = 0;
+        if (j0 < j1) {
+            const float ax0 = ms_overlap(j0, Wm, rw, cx, patch);
+            const float axl = (j1 - 1 > j0) ? ms_overlap(j1 - 1, Wm, rw, cx, patch) : 0.0f;
+            const float full = (float)rw / (float)((long long)Wm * patch);
+            const bool own0 = (j0 * rw) / (Wm * patch) == cx;   // pixel j0 starts in this cell
+            for (int i = i0; i < i1; ++i) {
+                const unsigned char* row = m + (long long)i * Wm;
+                const unsigned int first = row[j0] != 0;
+                const unsigned int last = (j1 - 1 > j0) ? (row[j1 - 1] != 0) : 0u;
+                unsigned int inner = 0;
+                for (int j = j0 + 1; j < j1 - 1; ++j) inner += row[j] != 0;
+                acc += ms_overlap(i, Hm, rh, cy, patch)
+                       * ((float)first * ax0 + (float)last * axl + (float)inner * full);
+                if ((i * rh) / (Hm * patch) == cy)                // pixel row starts in this cell
+                    count += inner + last + (own0 ? first : 0u);
             }
-            acc += ms_overlap(i, Hm, rh, cy, patch) * racc;
-            count += own_row ? rcount : 0;
         }
         weights[(long long)p * N + k] = acc;
         sum_w += acc;
-        sum_a += (float)count;
+        sum_a += count;
     }
     red_w[t] = sum_w;
     red_a[t] = sum_a;

@@ -132,7 +132,7 @@ class GpuSmfa:
         return SmfaPlanBuffers(out.ptr, ws.ptr, ar.ptr)
 
     def run(self, masks, features, geometry: GridGeometry | None = None):
-        """-> (vectors ``[P, D]`` float32 L2-normalised, weight sums ``[P]``, pixel counts ``[P]``)."""
+        """-> (vectors ``[P, D]`` float32 L2-normalised, weight sums ``[P]``, pixel counts ``[P]`` uint32)."""
         feats, geometry, layout = _resolve_features(features, geometry)
         m = check_masks(masks)
         P = m.shape[0]
@@ -147,13 +147,13 @@ class GpuSmfa:
             self.dev.upload(fb, a)
             feat_ptr = fb.ptr
         if P == 0:
-            return np.zeros((0, D), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+            return np.zeros((0, D), np.float32), np.zeros(0, np.float32), np.zeros(0, np.uint32)
         mb = self._buf("masks", m.nbytes)
         self.dev.upload(mb, m)
         res = self.enqueue(mb.ptr, m.shape, feat_ptr, dtype, layout, D, geometry)
         vec = self.dev.download(res.out, np.empty((P, D), np.float32))
         wsum = self.dev.download(res.wsum, np.empty(P, np.float32))
-        area = self.dev.download(res.area, np.empty(P, np.float32))
+        area = self.dev.download(res.area, np.empty(P, np.uint32))
         return vec, wsum, area
 
     def __call__(self, masks, features, geometry: GridGeometry | None = None):
