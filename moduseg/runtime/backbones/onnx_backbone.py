@@ -10,7 +10,7 @@ and recorded exactly in the returned ``GridGeometry``:
   mean colour); ``stretch``: resize each side to its nearest multiple instead.
 
 The default ``short_side=360`` is CamVid's native 480x360: no resampling, a
-364x490 input and a 26x35 grid (14-pixel patches; about 1 s per frame on 2 shared CPU cores).
+364x490 input and a 26x35 grid (14-pixel patches; about 0.65 CPU-seconds per frame).
 
 A graph with a static input size (exported for TensorRT at one resolution)
 ignores ``short_side``: ``pad`` letterboxes the image top-left into it,
