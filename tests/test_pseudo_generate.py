@@ -12,7 +12,7 @@ pytest.importorskip("open_clip")
 from pseudo_tiny_clip import VOC, export_tiny
 
 from moduseg.bank.pseudo.cli import load_proposer, pseudo
-from moduseg.errors import InputError
+from moduseg.errors import InputError, ModuSegError
 from moduseg.io import read_label_map, write_image
 
 
@@ -111,6 +111,8 @@ def test_generate_refuses_bad_input(clip_dir, folder):
     with pytest.raises(InputError, match="module:factory"):
         load_proposer("nonsense", None, "cpu")
     assert load_proposer("pseudo_tiny_clip:halves_proposer", None, "cpu").name == "halves"
+    with pytest.raises(ModuSegError):        # no SAM files in an empty model home
+        load_proposer("default", folder / "empty-home", "cpu")
 
 
 def test_voc_sample_pipeline(clip_dir, shared_data, tmp_path):
