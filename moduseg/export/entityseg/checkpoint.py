@@ -144,10 +144,15 @@ def load_state(model: EntitySegModel, state: dict[str, np.ndarray],
 
 
 def load_model(path: str | Path, num_queries: int | None = None, trust_pickle: bool = False,
-               config: EntitySegConfig | None = None) -> tuple[EntitySegModel, LoadReport]:
-    """Build the model the checkpoint describes and load it strictly (eval mode)."""
+               config: EntitySegConfig | None = None,
+               **infer_kwargs) -> tuple[EntitySegModel, LoadReport]:
+    """Build the model the checkpoint describes and load it strictly (eval mode).
+
+    ``infer_kwargs`` (``enc_heads``, ``dec_heads``, ``gn_groups``) override the
+    published values for sizes the weights cannot reveal.
+    """
     state = map_names(read_state_dict(path, trust_pickle))
-    cfg = config or infer_config(state)
+    cfg = config or infer_config(state, **infer_kwargs)
     if num_queries is not None and num_queries != cfg.num_queries:
         raise InputError(f"checkpoint has {cfg.num_queries} queries, not {num_queries}")
     model = EntitySegModel(cfg)

@@ -56,18 +56,23 @@ def _load_image(path: Path | None, hw: tuple[int, int]):
 @click.option("--skip-parity", is_flag=True, help="Do not run the parity check.")
 @click.option("--engine", type=click.Path(path_type=Path), default=None,
               help="Also build a TensorRT engine here (needs an NVIDIA GPU).")
-@click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision.")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16",
+              show_default=True, help="Engine precision.")
+@click.option("--workspace", "workspace_mb", default=4096, show_default=True,
+              help="TensorRT builder workspace in MiB.")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow unpickling (.pkl checkpoints, .pth with optimizer objects).")
 def export_entityseg(checkpoint, random_preset, output, input_size, min_size, max_size, opset,
-                     no_simplify, parity_image, skip_parity, engine, fp16, trust_pickle):
+                     no_simplify, parity_image, skip_parity, engine, precision, workspace_mb,
+                     trust_pickle):
     """Export the EntitySeg Mask2Former entity proposer to ONNX (and TensorRT).
 
     Example: moduseg export entityseg --checkpoint Mask2Former_swin_large_w7_3x.pth
     -o models/entityseg_swinl_800x1344.onnx --engine models/entityseg_swinl.engine
     """
     from .config import PRESETS, tiny_test_config
-    from .export import EntitySegParityError, build_trt_engine, check_parity, export_onnx
+    from .export import (ENGINE_TOLERANCE, EntitySegParityError, build_trt_engine,
+                         check_engine_parity, check_parity, export_onnx)
     from .model import random_model
 
     if (checkpoint is None) == (random_preset is None):
@@ -86,12 +91,19 @@ def export_entityseg(checkpoint, random_preset, output, input_size, min_size, ma
         click.echo(f"random {random_preset} model (NOT a trained proposer)")
     path = export_onnx(model, output, hw, min_size, max_size, opset, simplify=not no_simplify)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), input {hw[0]}x{hw[1]}")
+    img = _load_image(parity_image, hw)
     if not skip_parity:
-        img = _load_image(parity_image, hw)
         parity = check_parity(model, path, img)
         click.echo(f"parity torch vs onnxruntime: {parity}")
         if not parity.ok():
             raise EntitySegParityError(f"ONNX export disagrees with PyTorch: {parity}")
     if engine is not None:
-        result = build_trt_engine(path, engine, fp16=fp16)
-        click.echo(f"wrote TensorRT engine {engine} ({result})")
+        built = build_trt_engine(path, engine, precision=precision, workspace_mb=workspace_mb)
+        click.echo(f"wrote TensorRT engine {built}")
+        parity = check_engine_parity(built, path, img)
+        click.echo(f"parity TensorRT vs onnxruntime: {parity}")
+        agree, atol = ENGINE_TOLERANCE[precision]
+        if not parity.ok(agree, atol):
+            raise EntitySegParityError(
+                f"the {precision} engine disagrees with ONNX Runtime: {parity}; try "
+                f"--precision fp32")

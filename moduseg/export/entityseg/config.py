@@ -97,6 +97,14 @@ class EntitySegConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def arch_dict(self) -> dict:
+        """``to_dict`` without the sub-configs of the backbones not in use."""
+        d = self.to_dict()
+        for other in BACKBONES:
+            if other != self.backbone:
+                d.pop(other)
+        return d
+
 
 def swin_tiny(num_queries: int = 100) -> EntitySegConfig:
     """EntitySeg ``mask2former_swin_tiny_3x`` (100 queries in the published config)."""
@@ -147,8 +155,12 @@ def _count(keys, pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def infer_config(state: dict) -> EntitySegConfig:
+def infer_config(state: dict, enc_heads: int = 8, dec_heads: int = 8,
+                 gn_groups: int = 32) -> EntitySegConfig:
     """Read every size from a detectron2-named state dict (``{name: array}``).
+
+    Head counts and GroupNorm groups leave no trace in the weights; the
+    published models use ``MASK_FORMER.NHEADS = 8`` and 32 groups.
 
     Raises ``InputError`` naming the missing key when the dict is not an
     EntitySeg / Mask2Former model.
@@ -164,7 +176,7 @@ def infer_config(state: dict) -> EntitySegConfig:
 
     P = "sem_seg_head.predictor."
     D = "sem_seg_head.pixel_decoder."
-    cfg = EntitySegConfig()
+    cfg = EntitySegConfig(enc_heads=enc_heads, dec_heads=dec_heads, gn_groups=gn_groups)
     q, hidden = shape(P + "query_feat.weight")
     cfg.num_queries, cfg.hidden_dim = q, hidden
     cfg.num_classes = shape(P + "class_embed.weight")[0] - 1
@@ -176,10 +188,10 @@ def infer_config(state: dict) -> EntitySegConfig:
     cfg.enc_ffn = shape(D + "transformer.encoder.layers.0.linear1.weight")[0]
     n_lp = shape(D + "transformer.encoder.layers.0.self_attn.attention_weights.weight")[0]
     levels = shape(D + "transformer.level_embed")[0]
-    # heads are not stored directly: Mask2Former uses MASK_FORMER.NHEADS (8) for both
     cfg.enc_points = n_lp // (cfg.enc_heads * levels)
     if cfg.enc_points * cfg.enc_heads * levels != n_lp:
-        raise InputError(f"cannot split {n_lp} attention weights into 8 heads x {levels} levels")
+        raise InputError(f"cannot split {n_lp} attention weights into {cfg.enc_heads} heads "
+                         f"x {levels} levels")
     if any(k.startswith("backbone.layers.") for k in keys):
         cfg.backbone = "swin"
         embed = shape("backbone.patch_embed.proj.weight")

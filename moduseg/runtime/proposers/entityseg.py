@@ -23,7 +23,10 @@ import numpy as np
 from ...errors import InputError, ModelNotFoundError
 from ...types import Proposals
 
-METADATA_KEY = "moduseg_entityseg"
+# "moduseg." keys of the ONNX file are copied into TensorRT engine sidecars
+# (without the prefix), so one key serves both runtimes
+METADATA_KEY = "moduseg.entityseg"
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 EPS = 1e-6
 # sigmoid(sigmoid(l)) < sigmoid(1) for every l: the largest mask confidence
 MAX_MASK_CONF = float(1.0 / (1.0 + np.exp(-1.0)))
@@ -171,31 +174,52 @@ def entity_postprocess(class_logits: np.ndarray, mask_logits: np.ndarray, input_
 class EntitySegProposer:
     """``Proposer``: RGB image -> non-overlapping entity masks with EntitySeg scores.
 
-    ``model_path`` is the ONNX file written by ``moduseg export entityseg``;
-    ``providers`` picks ONNX Runtime's TensorRT / CUDA / CPU execution
-    providers (``auto`` = best available).
+    ``model_path`` is the ONNX file written by ``moduseg export entityseg``
+    (run by ONNX Runtime; ``providers`` picks its TensorRT / CUDA / CPU
+    execution providers, ``auto`` = best available, as for the SAM proposer),
+    or a TensorRT engine built from it (``.engine``, run by
+    ``moduseg.runtime.trt.TrtRunner``; its sidecar JSON carries the metadata).
     """
 
     name = "entityseg"
 
     def __init__(self, model_path: str | Path, providers: str = "auto",
                  threads: int | None = None, top_k: int = 100, min_score: float = 0.0,
-                 chunk: int = 8):
-        from ..onnx_session import make_session
-
+                 chunk: int = 8, device: int = 0):
         self.path = Path(model_path)
         if not self.path.is_file():
             raise ModelNotFoundError(
                 f"EntitySeg model {self.path} does not exist; export it with 'moduseg export "
                 f"entityseg --checkpoint model_final.pth --output {self.path}'")
-        self.session = make_session(self.path, providers=providers, threads=threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in meta:
+        self.session = self.runner = None
+        if self.path.suffix in ENGINE_SUFFIXES:
+            from ..trt import TrtRunner
+
+            self.runner = TrtRunner(self.path, device=device)
+            meta = dict(self.runner.sidecar.metadata) if self.runner.sidecar else {}
+            text = meta.get(METADATA_KEY[len("moduseg."):])
+            self.input_name = self.runner.inputs[0]
+        else:
+            from ..onnx_session import make_session
+
+            self.session = make_session(self.path, providers=providers, threads=threads)
+            text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+            self.input_name = self.session.get_inputs()[0].name
+        if text is None:
             raise InputError(f"{self.path} has no '{METADATA_KEY}' metadata; it was not "
-                             f"written by 'moduseg export entityseg'")
-        self.meta = EntitySegMeta.from_json(meta[METADATA_KEY])
-        self.input_name = self.session.get_inputs()[0].name
+                             f"written by 'moduseg export entityseg' (or its engine sidecar "
+                             f"JSON is missing)")
+        self.meta = EntitySegMeta.from_json(text)
         self.top_k, self.min_score, self.chunk = int(top_k), float(min_score), int(chunk)
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Network input ``[1, 3, H, W]`` -> (class logits ``[Q, K+1]``, mask logits)."""
+        if self.runner is not None:
+            out = self.runner.run({self.input_name: x})
+            cls, masks = out["pred_logits"], out["pred_masks"]
+        else:
+            cls, masks = self.session.run(["pred_logits", "pred_masks"], {self.input_name: x})
+        return np.asarray(cls[0], np.float32), np.asarray(masks[0], np.float32)
 
     def raw(self, image: np.ndarray):
         """(class logits ``[Q, K+1]``, mask logits ``[Q, h, w]``, resized size)."""
@@ -203,8 +227,8 @@ class EntitySegProposer:
         rhw = resized_size(image.shape[:2], self.meta.input_hw, self.meta.min_size,
                            self.meta.max_size)
         x = preprocess(image, self.meta.input_hw, rhw, self.meta.pixel_mean)
-        cls, masks = self.session.run(None, {self.input_name: x})
-        return cls[0], masks[0], rhw
+        cls, masks = self.infer(x)
+        return cls, masks, rhw
 
     def __call__(self, image: np.ndarray) -> Proposals:
         cls, mask_logits, rhw = self.raw(image)
@@ -212,6 +236,11 @@ class EntitySegProposer:
         masks, scores, _ = entity_postprocess(cls, mask_logits, self.meta.input_hw, rhw, hw,
                                               self.top_k, self.min_score, self.chunk)
         return Proposals(masks, scores, hw)
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
 
     def __repr__(self) -> str:
         return (f"EntitySegProposer({self.path.name}, backbone={self.meta.backbone}, "
