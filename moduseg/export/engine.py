@@ -49,6 +49,7 @@ class BuildOptions:
     calib_cache: str | None = None
     optimization_level: int | None = None
     device: int = 0
+    strongly_typed: bool = False  # always on with TensorRT >= 11
 
     def validate(self) -> "BuildOptions":
         if self.precision not in PRECISIONS:
@@ -206,6 +207,54 @@ def calibration_batches(folder: str | Path, shape: tuple[int, ...], mean=(0, 0, 
     return [np.ascontiguousarray(x[i:i + b]) for i in range(0, n, b)]
 
 
+def to_mixed_fp16(onnx_path: str | Path, out_path: str | Path,
+                  keep_fp32_ops=DEFAULT_FP32_OPS) -> Path:
+    """An FP16 copy of the graph with ``keep_fp32_ops`` (and graph I/O) left in FP32.
+
+    For strongly typed builds (TensorRT >= 11 has no FP16 builder flag; the
+    graph's own types decide). Uses onnxconverter-common's converter.
+    """
+    import onnx
+
+    try:
+        from onnxconverter_common import float16
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"strongly typed FP16 builds convert the graph with onnxconverter-common ({e}); "
+            f"'pip install onnxconverter-common'") from None
+    model = onnx.load(str(onnx_path))
+    del model.graph.value_info[:]  # stale float32 annotations confuse the converter
+    ops = [o for o in keep_fp32_ops if o[:1].isupper() and o.isidentifier()]
+    _unshare_initializers(model.graph, set(ops))
+    mixed = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=ops,
+                                             disable_shape_infer=False)
+    onnx.save(mixed, str(out_path))
+    return Path(out_path)
+
+
+def _unshare_initializers(graph, fp32_ops: set) -> None:
+    """Give FP32-kept nodes their own copy of weights they share with FP16 nodes.
+
+    onnxslim merges identical initializers (e.g. zero biases), and the FP16
+    converter would otherwise leave one tensor feeding both precisions.
+    """
+    users: dict[str, set] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, set()).add(n.op_type in fp32_ops)
+    inits = {t.name: t for t in graph.initializer}
+    shared = {name for name, kinds in users.items() if name in inits and kinds == {True, False}}
+    for name in shared:
+        copy = graph.initializer.add()
+        copy.CopyFrom(inits[name])
+        copy.name = name + "_fp32"
+    for n in graph.node:
+        if n.op_type in fp32_ops:
+            for k, i in enumerate(n.input):
+                if i in shared:
+                    n.input[k] = i + "_fp32"
+
+
 def graph_norm(meta: dict) -> tuple[tuple, tuple]:
     import json
 
@@ -300,10 +349,28 @@ def build_engine_bytes(onnx_path: Path, opts: BuildOptions, profiles: dict, node
     log = _Log(trt, verbose)
     builder = trt.Builder(log.logger)
     major = int(trt.__version__.split(".")[0])
+    # TensorRT 11 removed weak typing (FP16/INT8 builder flags, per-layer precision):
+    # the graph's own types decide, so FP16 means an FP16 graph.
+    strong = major >= 11 or opts.strongly_typed
+    if strong and opts.precision in ("int8", "best"):
+        raise InputError(f"TensorRT {trt.__version__} (strongly typed) has no INT8 calibration; "
+                         f"quantize the graph with Q/DQ nodes instead, or use --precision fp16")
     flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if strong and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, log.logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    tmpdir = None
+    if strong and opts.precision == "fp16":
+        import tempfile
+
+        tmpdir = tempfile.TemporaryDirectory(prefix="moduseg-fp16-")
+        onnx_path = to_mixed_fp16(onnx_path, Path(tmpdir.name) / "mixed_fp16.onnx",
+                                  opts.fp32_layers or ())
+    ok = parser.parse_from_file(str(onnx_path))
+    if tmpdir is not None:
+        tmpdir.cleanup()
+    if not ok:
         errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise ModuSegError(f"TensorRT's ONNX parser rejected {onnx_path}: " + "; ".join(errs)
                            + f". Run 'moduseg export check {onnx_path} --trt-version "
@@ -312,13 +379,14 @@ def build_engine_bytes(onnx_path: Path, opts: BuildOptions, profiles: dict, node
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
     if opts.optimization_level is not None:
         config.builder_optimization_level = int(opts.optimization_level)
-    facts = {"tensorrt": trt.__version__, "precision": opts.precision}
+    facts = {"tensorrt": trt.__version__, "precision": opts.precision,
+             "strongly_typed": strong}
 
-    if opts.precision in ("fp16", "int8", "best"):
-        if not builder.platform_has_fast_fp16:
+    if opts.precision in ("fp16", "int8", "best") and not strong:
+        if not getattr(builder, "platform_has_fast_fp16", True):
             click.echo("warning: this GPU has no fast FP16; the engine may be slow", err=True)
         config.set_flag(trt.BuilderFlag.FP16)
-    if opts.precision in ("int8", "best"):
+    if opts.precision in ("int8", "best") and not strong:
         config.set_flag(trt.BuilderFlag.INT8)
 
     profile = None
@@ -336,7 +404,7 @@ def build_engine_bytes(onnx_path: Path, opts: BuildOptions, profiles: dict, node
 
     # layers pinned to FP32 (ViT LayerNorm/Softmax in FP16 lose accuracy)
     pinned = []
-    if opts.fp32_layers and opts.precision != "fp32":
+    if opts.fp32_layers and opts.precision != "fp32" and not strong:
         float_types = (trt.float32, trt.float16)
         layers = []
         for i in range(network.num_layers):
@@ -507,13 +575,16 @@ def build_cached_engine(onnx_path: str | Path, opts: BuildOptions, cache_dir=Non
               help="Minimum per-patch cosine vs ONNX Runtime (default by precision).")
 @click.option("--optimization-level", type=int, default=None, help="Builder level 0-5.")
 @click.option("--device", default=0, show_default=True, help="CUDA device index.")
+@click.option("--strongly-typed", is_flag=True,
+              help="TensorRT 10: build a strongly typed network (FP16 = FP16 graph with "
+                   "--fp32-layers kept FP32); always on with TensorRT >= 11.")
 @click.option("--force", is_flag=True, help="Rebuild even when a cached engine matches.")
 @click.option("--no-check", is_flag=True, help="Skip the accuracy check.")
 @click.option("--verbose", is_flag=True)
 def export_engine(model, precision, mins, opts_, maxs, workspace_mb, timing_cache, fp32_layers,
                   dla_core, no_gpu_fallback, calib_dir, calib_images, calib_cache, cache_dir,
-                  output, images, min_cosine, optimization_level, device, force, no_check,
-                  verbose):
+                  output, images, min_cosine, optimization_level, device, strongly_typed, force,
+                  no_check, verbose):
     """Build a TensorRT engine from MODEL (ONNX) into the engine cache, then check it
     against ONNX Runtime."""
     opts = BuildOptions(
@@ -521,7 +592,7 @@ def export_engine(model, precision, mins, opts_, maxs, workspace_mb, timing_cach
         fp32_layers=tuple(s.strip() for s in fp32_layers.split(",") if s.strip()),
         dla_core=dla_core, gpu_fallback=not no_gpu_fallback, calib_dir=calib_dir,
         calib_images=calib_images, calib_cache=calib_cache,
-        optimization_level=optimization_level, device=device)
+        optimization_level=optimization_level, device=device, strongly_typed=strongly_typed)
     path, side, reused = build_cached_engine(
         model, opts, cache_dir, output, list(mins), list(opts_), list(maxs), images,
         min_cosine, force, check=not no_check, verbose=verbose)

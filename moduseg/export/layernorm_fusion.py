@@ -116,4 +116,18 @@ def fuse_layernorm(model) -> int:
             kept.append(n)
     del g.node[:]
     g.node.extend(kept)
+    _drop_unused(g)
     return fused
+
+
+def _drop_unused(g) -> None:
+    """Remove initializers and Constant nodes nothing reads any more (eps, exponent)."""
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    kept = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
+    if len(kept) != len(g.node):
+        del g.node[:]
+        g.node.extend(kept)
+    inits = [t for t in g.initializer if t.name in used]
+    if len(inits) != len(g.initializer):
+        del g.initializer[:]
+        g.initializer.extend(inits)
