@@ -153,6 +153,7 @@ class SamAutomaticMaskGenerator:
                  refine_min_area: int = 600,
                  crop_n_layers: int = 0,
                  quantize_decoder: bool = False,
+                 fast_attention: bool = True,
                  providers: str = "auto",
                  threads: int | None = None,
                  cache_dir: str | Path | None = None):
@@ -187,7 +188,8 @@ class SamAutomaticMaskGenerator:
         self.encoder = make_session(encoder_path, providers, threads)
         self.decoder_file = batched_decoder_path(decoder_path, cache_dir,
                                                  quantize=quantize_decoder,
-                                                 mask_stride=self.mask_stride)
+                                                 mask_stride=self.mask_stride,
+                                                 fast_attention=fast_attention)
         self.decoder = make_session(self.decoder_file, providers, threads)
         self._enc_in = self.encoder.get_inputs()[0].name
         self._dec_inputs = {i.name for i in self.decoder.get_inputs()}

@@ -18,6 +18,10 @@ generator all of that is waste. This module makes four structural edits:
    ``[B, 4, 256, 256]`` logits and ``all_iou_predictions`` ``[B, 4]``; the
    mask-token selection and the full-resolution ``Resize`` are cut away.
 
+Two optional exact speed-ups follow: ``subsample_mask_head`` (logits on a
+coarser grid) and ``fast_cross_attention`` (the per-prompt cross-attentions
+re-associated so the 4096 image tokens are never projected per prompt).
+
 Edits are located by graph structure (op types and data flow), not by node
 names, so any export of the standard SAM decoder works; anything unexpected
 raises ``InputError`` naming the file.
@@ -34,7 +38,7 @@ from ...errors import InputError, ModelNotFoundError
 
 ALL_MASKS = "all_low_res_masks"
 ALL_IOUS = "all_iou_predictions"
-SURGERY_VERSION = "1"
+SURGERY_VERSION = "2"
 
 
 def _producers(graph) -> dict:
@@ -72,6 +76,25 @@ def _rename_input_uses(graph, old: str, new: str) -> None:
                 n.input[k] = new
 
 
+def _toposort(nodes: list, available: set) -> list:
+    """Order nodes so every input is produced before use (edits append at the end)."""
+    avail = set(available) | {""}
+    pending, out = list(nodes), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in avail for i in n.input):
+                out.append(n)
+                avail.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise InputError("the rewritten SAM decoder has a dependency cycle or a "
+                             "missing tensor: " + rest[0].name)
+        pending = rest
+    return out
+
+
 def _prune(graph) -> None:
     """Drop nodes, initializers and inputs the outputs do not depend on."""
     prod = _producers(graph)
@@ -86,7 +109,8 @@ def _prune(graph) -> None:
         if node is not None and id(node) not in keep_nodes:
             keep_nodes.add(id(node))
             stack.extend(i for i in node.input if i)
-    nodes = [n for n in graph.node if id(n) in keep_nodes]
+    nodes = _toposort([n for n in graph.node if id(n) in keep_nodes],
+                      {i.name for i in graph.input} | {i.name for i in graph.initializer})
     del graph.node[:]
     graph.node.extend(nodes)
     inits = [i for i in graph.initializer if i.name in needed]
@@ -224,6 +248,229 @@ def subsample_mask_head(model, stride: int):
     return m
 
 
+def _depends_on(graph, tensor: str, source: str) -> bool:
+    prod = _producers(graph)
+    seen, stack = set(), [tensor]
+    while stack:
+        t = stack.pop()
+        if t == source:
+            return True
+        if t in seen:
+            continue
+        seen.add(t)
+        node = prod.get(t)
+        if node is not None:
+            stack.extend(i for i in node.input if i)
+    return False
+
+
+def _attention_parts(graph, prefix: str):
+    """Inputs, weights and output of the SAM ``Attention`` module whose nodes start with ``prefix``."""
+    from onnx import numpy_helper
+
+    init = {i.name: i for i in graph.initializer}
+    nodes = {n.name[len(prefix):]: n for n in graph.node if n.name.startswith(prefix)}
+    parts = {}
+    for p in ("q", "k", "v", "out"):
+        mm, add = nodes.get(f"{p}_proj/MatMul"), nodes.get(f"{p}_proj/Add")
+        if mm is None or add is None or mm.input[1] not in init:
+            return None
+        bias = [i for i in add.input if i in init]
+        if len(bias) != 1:
+            return None
+        parts[p] = (mm.input[0], numpy_helper.to_array(init[mm.input[1]]),
+                    numpy_helper.to_array(init[bias[0]]), add.output[0])
+    soft = [n for n in nodes.values() if n.op_type == "Softmax"]
+    if len(soft) != 1:
+        return None
+    prod = _producers(graph)
+    div = prod.get(soft[0].input[0])
+    if div is None or div.op_type != "Div":
+        return None
+    const = prod.get(div.input[1])
+    if const is None or const.op_type != "Constant":
+        return None
+    scale = float(numpy_helper.to_array(const.attribute[0].t))
+    head_dim = int(round(scale * scale))
+    internal = parts["q"][1].shape[1]
+    if head_dim <= 0 or internal % head_dim:
+        return None
+    parts["heads"] = internal // head_dim
+    parts["head_dim"] = head_dim
+    return parts
+
+
+def _rewrite_token_to_image(graph, prefix: str, parts) -> None:
+    """Few queries (tokens), many keys (image): never project the image tokens.
+
+    ``softmax(q (X Wk + bk)^T)`` equals ``softmax((q Wk^T) X^T)`` (the ``q.bk``
+    term is constant along the softmax axis) and ``P (X Wv + bv)`` equals
+    ``(P X) Wv + bv`` (rows of P sum to 1), so the two 4096x256x128 key/value
+    projections become two products of the size of the attention itself.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    H, d = parts["heads"], parts["head_dim"]
+    q_in, wq, bq, _ = parts["q"]
+    k_in, wk, _, _ = parts["k"]
+    v_in, wv, bv, _ = parts["v"]
+    _, wo, bo, out_name = parts["out"]
+    c = lambda name, arr: graph.initializer.append(  # noqa: E731
+        numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32)
+                                if arr.dtype.kind == "f" else arr, prefix + "fast/" + name))
+    n = lambda op, ins, outs, **kw: graph.node.append(  # noqa: E731
+        helper.make_node(op, ins, [prefix + "fast/" + o for o in outs],
+                         name=prefix + "fast/" + outs[0], **kw))
+    f = lambda name: prefix + "fast/" + name  # noqa: E731
+    c("wq", wq); c("bq", bq)
+    c("wkT", (wk.reshape(wk.shape[0], H, d).transpose(1, 2, 0)) / np.sqrt(d))  # [H,d,C]
+    c("wv", wv.reshape(wv.shape[0], H, d).transpose(1, 0, 2))                  # [H,C,d]
+    c("bv", bv.reshape(H, 1, d))
+    c("wo", wo); c("bo", bo)
+    c("shape_bttd", np.array([0, 0, H, d], np.int64))
+    c("shape_b_ht_c", np.array([0, -1, wk.shape[0]], np.int64))
+    c("shape_bhtc", np.array([0, H, -1, wk.shape[0]], np.int64))
+    c("shape_btc", np.array([0, 0, H * d], np.int64))
+    n("MatMul", [q_in, f("wq")], ["q0"])
+    n("Add", [f("q0"), f("bq")], ["q"])
+    n("Reshape", [f("q"), f("shape_bttd")], ["q4"])
+    n("Transpose", [f("q4")], ["qh"], perm=[0, 2, 1, 3])          # [B,H,T,d]
+    n("MatMul", [f("qh"), f("wkT")], ["a"])                        # [B,H,T,C]
+    n("Reshape", [f("a"), f("shape_b_ht_c")], ["a2"])              # [B,H*T,C]
+    n("Transpose", [k_in], ["kT"], perm=[0, 2, 1])                 # [B,C,N]
+    n("MatMul", [f("a2"), f("kT")], ["s"])                         # [B,H*T,N]
+    n("Softmax", [f("s")], ["p"], axis=-1)
+    n("MatMul", [f("p"), v_in], ["pv"])                            # [B,H*T,C]
+    n("Reshape", [f("pv"), f("shape_bhtc")], ["pv4"])              # [B,H,T,C]
+    n("MatMul", [f("pv4"), f("wv")], ["o0"])                       # [B,H,T,d]
+    n("Add", [f("o0"), f("bv")], ["o1"])
+    n("Transpose", [f("o1")], ["o2"], perm=[0, 2, 1, 3])           # [B,T,H,d]
+    n("Reshape", [f("o2"), f("shape_btc")], ["o3"])
+    n("MatMul", [f("o3"), f("wo")], ["o4"])
+    n("Add", [f("o4"), f("bo")], ["out"])
+    _rename_input_uses(graph, out_name, f("out"))
+    _rename_output_uses(graph, out_name, f("out"))
+
+
+def _rewrite_image_to_token(graph, prefix: str, parts, shared_q: bool = False) -> None:
+    """Many queries (image), few keys (tokens): never project the image tokens.
+
+    ``(X Wq + bq) k^T`` equals ``X (Wq k^T) + bq k^T`` and the output
+    projection of ``P v`` equals ``P (v Wo)`` per head, so the 4096x256x128
+    query and 4096x128x256 output projections become two products with
+    heads x tokens columns. With ``shared_q`` (image side batch 1, projected
+    once for all prompts) only the output projection is rewritten.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    H, d = parts["heads"], parts["head_dim"]
+    q_in, wq, bq, _ = parts["q"]
+    k_in, wk, bk, _ = parts["k"]
+    v_in, wv, bv, _ = parts["v"]
+    _, wo, bo, out_name = parts["out"]
+    C = wq.shape[0]
+    f = lambda name: prefix + "fast/" + name  # noqa: E731
+    c = lambda name, arr: graph.initializer.append(  # noqa: E731
+        numpy_helper.from_array(np.ascontiguousarray(arr), f(name)))
+    n = lambda op, ins, outs, **kw: graph.node.append(  # noqa: E731
+        helper.make_node(op, ins, [f(o) for o in outs], name=f(outs[0]), **kw))
+    c("wq", (wq.reshape(C, H, d).transpose(1, 0, 2) / np.sqrt(d)).astype(np.float32))  # [H,C,d]
+    c("bq", (bq.reshape(H, 1, d) / np.sqrt(d)).astype(np.float32))                     # [H,1,d]
+    c("wk", wk.astype(np.float32)); c("bk", bk.astype(np.float32))
+    c("wv", wv.astype(np.float32)); c("bv", bv.astype(np.float32))
+    c("wo", wo.reshape(H, d, wo.shape[1]).astype(np.float32))                          # [H,d,C]
+    c("bo", bo.astype(np.float32))
+    c("shape_bthd", np.array([0, 0, H, d], np.int64))
+    c("shape_b_c_ht", np.array([0, C, -1], np.int64))
+    c("shape_b_1_ht", np.array([0, 1, -1], np.int64))
+    c("shape_bnht", np.array([0, 0, H, -1], np.int64))
+    c("shape_bn_ht", np.array([0, 0, -1], np.int64))
+    c("shape_b_ht_c", np.array([0, -1, wo.shape[1]], np.int64))
+    n("MatMul", [k_in, f("wk")], ["k0"])
+    n("Add", [f("k0"), f("bk")], ["k"])
+    n("Reshape", [f("k"), f("shape_bthd")], ["k4"])
+    n("Transpose", [f("k4")], ["kT"], perm=[0, 2, 3, 1])          # [B,H,d,T]
+    if shared_q:
+        # the image side is batch 1: project it once, keep the small scores
+        c("wq2", (wq / np.sqrt(d)).astype(np.float32))
+        c("bq2", (bq / np.sqrt(d)).astype(np.float32))
+        n("MatMul", [q_in, f("wq2")], ["q0"])
+        n("Add", [f("q0"), f("bq2")], ["q"])                       # [1,N,H*d]
+        n("Reshape", [f("q"), f("shape_bthd")], ["q4"])
+        n("Transpose", [f("q4")], ["qh"], perm=[0, 2, 1, 3])      # [1,H,N,d]
+        n("MatMul", [f("qh"), f("kT")], ["s"])                     # [B,H,N,T]
+        n("Softmax", [f("s")], ["p0"], axis=-1)
+        n("Transpose", [f("p0")], ["p1"], perm=[0, 2, 1, 3])      # [B,N,H,T]
+        n("Reshape", [f("p1"), f("shape_bn_ht")], ["p2"])          # [B,N,H*T]
+    else:
+        n("MatMul", [f("wq"), f("kT")], ["cm"])                    # [B,H,C,T]
+        n("MatMul", [f("bq"), f("kT")], ["cb"])                    # [B,H,1,T]
+        n("Transpose", [f("cm")], ["cm2"], perm=[0, 2, 1, 3])      # [B,C,H,T]
+        n("Reshape", [f("cm2"), f("shape_b_c_ht")], ["cm3"])       # [B,C,H*T]
+        n("Reshape", [f("cb"), f("shape_b_1_ht")], ["cb3"])        # [B,1,H*T]
+        n("MatMul", [q_in, f("cm3")], ["s0"])                      # [B,N,H*T]
+        n("Add", [f("s0"), f("cb3")], ["s1"])
+        n("Reshape", [f("s1"), f("shape_bnht")], ["s2"])           # [B,N,H,T]
+        n("Softmax", [f("s2")], ["p"], axis=-1)
+        n("Reshape", [f("p"), f("shape_bn_ht")], ["p2"])           # [B,N,H*T]
+    n("MatMul", [v_in, f("wv")], ["v0"])
+    n("Add", [f("v0"), f("bv")], ["v"])
+    n("Reshape", [f("v"), f("shape_bthd")], ["v4"])
+    n("Transpose", [f("v4")], ["vh"], perm=[0, 2, 1, 3])           # [B,H,T,d]
+    n("MatMul", [f("vh"), f("wo")], ["u"])                         # [B,H,T,C]
+    n("Reshape", [f("u"), f("shape_b_ht_c")], ["u2"])              # [B,H*T,C]
+    n("MatMul", [f("p2"), f("u2")], ["o0"])                        # [B,N,C]
+    n("Add", [f("o0"), f("bo")], ["out"])
+    _rename_input_uses(graph, out_name, f("out"))
+    _rename_output_uses(graph, out_name, f("out"))
+
+
+def _rename_output_uses(graph, old: str, new: str) -> None:
+    for o in graph.output:
+        if o.name == old:
+            o.name = new
+
+
+def fast_cross_attention(model):
+    """Rewrite the per-prompt cross-attentions so image tokens are never projected.
+
+    Exact up to float rounding (see ``_rewrite_*``). A token-to-image module
+    whose image side does not depend on the prompts (the first layer, shared
+    by broadcasting) is already cheap and left alone; modules without the
+    expected structure are left alone too. Returns ``(model, n_rewritten)``.
+    """
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    prefixes = sorted({n.name.rsplit("/q_proj/MatMul", 1)[0] + "/"
+                       for n in g.node if n.name.endswith("/q_proj/MatMul")})
+    done = 0
+    for prefix in prefixes:
+        kind = ("t2i" if "token_to_image" in prefix else
+                "i2t" if "image_to_token" in prefix else None)
+        if kind is None:
+            continue
+        parts = _attention_parts(g, prefix)
+        if parts is None:
+            continue
+        image_side = parts["k"][0] if kind == "t2i" else parts["q"][0]
+        per_prompt = _depends_on(g, image_side, "point_coords")
+        if kind == "t2i":
+            if not per_prompt:
+                continue
+            _rewrite_token_to_image(g, prefix, parts)
+        else:
+            _rewrite_image_to_token(g, prefix, parts, shared_q=not per_prompt)
+        done += 1
+    _prune(g)
+    onnx.checker.check_model(m)
+    return m, done
+
+
 # Row/col of the 256x256 logit grid that output index i samples: stride*i + offset.
 SUBSAMPLE_OFFSET = {1: 0, 2: 0, 4: 2}
 
@@ -254,8 +501,13 @@ def _writable_dir(preferred: Path) -> Path:
 
 
 def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None = None,
-                         quantize: bool = False, mask_stride: int = 1) -> Path:
-    """Path of the rewritten (optionally INT8 dynamic-quantised) decoder, built once.
+                         quantize: bool = False, mask_stride: int = 1,
+                         fast_attention: bool = True) -> Path:
+    """Path of the rewritten decoder, built once.
+
+    ``mask_stride`` see ``subsample_mask_head``; ``fast_attention`` see
+    ``fast_cross_attention``; ``quantize``: INT8 dynamic quantisation of the
+    MatMul/Gemm weights (``onnxruntime.quantization.quantize_dynamic``).
 
     Cached under ``cache_dir`` keyed by the source file's sha256, written to a
     temporary file and renamed, so concurrent processes never read half a file.
@@ -269,13 +521,16 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
             f"path of sam.onnx")
     d = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
     tag = _sha256(src)[:16]
-    stem = f"sam_decoder_batched_v{SURGERY_VERSION}_{tag}_s{mask_stride}"
+    stem = (f"sam_decoder_batched_v{SURGERY_VERSION}_{tag}_s{mask_stride}"
+            f"{'_fa' if fast_attention else ''}")
     out = d / f"{stem}{'_int8' if quantize else ''}.onnx"
     if out.is_file():
         return out
     fp32 = d / f"{stem}.onnx"
     if not fp32.is_file():
         m = subsample_mask_head(batch_prompt_decoder(onnx.load(str(src))), mask_stride)
+        if fast_attention:
+            m, _ = fast_cross_attention(m)
         _atomic_save(m, fp32)
     if quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -1,0 +1,103 @@
+"""SAM automatic mask generator: preprocessing, geometry, proposals on a real model."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from moduseg.errors import InputError, ModelNotFoundError
+from moduseg.runtime.proposers import sam as sam_mod
+from moduseg.types import Proposals, Proposer
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def test_preprocess_pads_bottom_right_with_zeros():
+    img = np.full((300, 500, 3), 200, np.uint8)
+    x, (rh, rw) = sam_mod.preprocess(img)
+    assert x.shape == (1, 3, 1024, 1024) and (rh, rw) == (614, 1024)
+    want = (200 - sam_mod.PIXEL_MEAN) / sam_mod.PIXEL_STD
+    np.testing.assert_allclose(x[0, :, 100, 100], want, rtol=1e-5)
+    assert not x[0, :, rh:, :].any()
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8),
+                                 np.zeros((10, 10, 3), np.float32), "image"])
+def test_bad_images_are_refused(bad):
+    with pytest.raises(InputError):
+        sam_mod.preprocess(bad)
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory):
+    try:
+        enc, dec = sam_mod.default_model_paths()
+    except ModelNotFoundError as e:
+        pytest.skip(f"SAM models not installed: {e}")
+    return sam_mod.SamAutomaticMaskGenerator(
+        enc, dec, points_per_side=(2, 3), refine_points=2, mask_stride=2, threads=2,
+        cache_dir=tmp_path_factory.mktemp("sam_cache"))
+
+
+def _frame() -> np.ndarray:
+    frames = sorted((DATA / "camvid" / "val").glob("*.png"))
+    if frames:
+        return cv2.cvtColor(cv2.imread(str(frames[0])), cv2.COLOR_BGR2RGB)
+    # fallback: a synthetic non-square scene with a few flat shapes
+    img = np.full((360, 480, 3), (90, 140, 200), np.uint8)
+    img[200:] = (80, 80, 80)
+    cv2.circle(img, (150, 150), 60, (200, 40, 40), -1)
+    cv2.rectangle(img, (300, 220), (420, 330), (30, 160, 30), -1)
+    return img
+
+
+@pytest.mark.models
+def test_generate_covers_exactly_the_image(generator):
+    img = _frame()[:, :440]                      # 360 x 440: non-square, not a multiple of 8
+    assert isinstance(generator, Proposer)
+    props = generator(img)
+    assert isinstance(props, Proposals)
+    assert props.image_hw == img.shape[:2]
+    # 1024/440 scale -> 838 x 1024 encoder pixels -> 8-pixel cells, padding cropped
+    assert props.mask_hw == (round(360 * 1024 / 440 / 8), 128) == generator.grid_hw()
+    assert len(props) > 0
+    assert np.all((props.scores >= 0) & (props.scores <= 1))
+    assert np.all(np.diff(props.scores) <= 0)      # best objectness first
+    assert props.masks.reshape(len(props), -1).any(1).all()
+    t = generator.last_stats["timings_ms"]
+    assert {"encoder", "decoder", "postprocess"} <= set(t)
+
+
+@pytest.mark.models
+def test_predict_shapes_and_selection(generator):
+    img = _frame()
+    generator.set_image(img)
+    pts = np.array([[100, 100], [300, 250]], np.float32)
+    multi = generator.predict(pts)
+    gh, gw = generator.grid_hw()
+    assert (gh, gw) == (96, 128)                 # 480x360 -> 1024x768 -> 96x128 cells
+    assert multi.logits.shape == (2, 3, gh, gw) and multi.iou.shape == (2, 3)
+    single = generator.predict(pts, multimask=False)
+    assert single.logits.shape == (2, 1, gh, gw)
+    best = np.argmax(multi.iou, axis=1)
+    np.testing.assert_allclose(single.iou[:, 0], multi.iou[np.arange(2), best], atol=1e-6)
+    # two foreground points in one prompt -> the single-mask token
+    two = generator.predict(pts[None], np.ones((1, 2)), multimask=False)
+    assert two.logits.shape == (1, 1, gh, gw)
+
+
+def test_predict_needs_an_image():
+    g = sam_mod.SamAutomaticMaskGenerator.__new__(sam_mod.SamAutomaticMaskGenerator)
+    g._image = None
+    with pytest.raises(InputError, match="set_image"):
+        g.predict(np.zeros((1, 2), np.float32))
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(InputError):
+        sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", mask_stride=3)
+    with pytest.raises(InputError):
+        sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", pred_iou_thresh=1.5)
+    with pytest.raises(ModelNotFoundError):
+        sam_mod.SamAutomaticMaskGenerator("/nonexistent/encoder.onnx", "/nonexistent/sam.onnx")
