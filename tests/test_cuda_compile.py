@@ -101,3 +101,15 @@ def test_compile_command_reports_the_nvrtc_used(tmp_path):
     assert len(list(tmp_path.glob("*.cubin"))) == 2
     r = CliRunner().invoke(cuda, ["info"])
     assert r.exit_code == 0 and "sm_72" in r.output and "gpu:" in r.output
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernels_do_not_spill_registers_on_orin(kernel):
+    c = nvrtc.choose_compiler(87)
+    opts = [o.encode() for o in nvrtc.BASE_OPTIONS] + [b"--gpu-architecture=sm_87",
+                                                       b"--ptxas-options=-v"]
+    err, image, log = c.compile(nvrtc.kernel_source(kernel), f"{kernel}.cu", opts)
+    assert err == 0, log
+    spills = [line for line in log.splitlines() if "spill" in line]
+    assert len(spills) == len(ENTRY_POINTS[kernel])
+    assert all("0 bytes spill stores, 0 bytes spill loads" in line for line in spills), log

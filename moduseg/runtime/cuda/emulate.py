@@ -27,7 +27,7 @@ from .nvrtc import KERNEL_DIR
 from .plans import check_geometry, check_masks, feature_strides, smfa_plan, topk_plan
 
 SOURCES = ("emulator_host.cu", "smfa.cu", "topk.cu")
-CXXFLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-x", "c++")
+CXXFLAGS = ("-O2", "-std=c++17", "-fno-strict-aliasing", "-shared", "-fPIC", "-x", "c++")
 
 
 def build_emulator(cache_dir: str | Path, cxx: str | None = None,
@@ -101,7 +101,7 @@ class Emulator:
         (rh, rw), (gh, gw), patch = geometry.resized_hw, geometry.grid_hw, geometry.patch
         N = gh * gw
         plan = smfa_plan(P, D, N)
-        weights = np.zeros((P, N), np.float32)
+        weights = np.zeros((N, P), np.float32)
         wsum, norm2 = np.zeros(P, np.float32), np.zeros(P, np.float32)
         area = np.zeros(P, np.uint32)
         counters = np.full(plan.tiles, 12345, np.uint32)     # the weights kernel must zero these
@@ -114,7 +114,7 @@ class Emulator:
         fn = self.lib.emu_smfa_pool_f16 if feats.dtype == np.float16 else self.lib.emu_smfa_pool_f32
         fn(*self._dims(plan.pool_grid, plan.pool_block), _ptr(weights), _ptr(wsum), _ptr(feats),
            sd, sn, P, D, N, eps, _ptr(out), _ptr(norm2), _ptr(counters))
-        self.last_weights = weights.reshape(P, gh, gw)
+        self.last_weights = weights.reshape(gh, gw, P).transpose(2, 0, 1)   # kernel stores [N, P]
         return out, wsum, area
 
     def topk(self, queries: np.ndarray, bank: np.ndarray, k: int, max_segments: int = 64):

@@ -29,6 +29,8 @@ static ms_dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __forceinline__ inline
 #define __restrict__
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+struct float4 { float x, y, z, w; };
 
 typedef uint16_t ms_half;
 static inline float ms_half2float(ms_half h) {

@@ -4,7 +4,8 @@
 //   smfa_weights  grid (P), block SMFA_THREADS: one block per mask. Thread k
 //                 owns patch cell k: W[p,k] = sum_i ay(i) * sum_j ax(j) M[p,i,j]
 //                 over the source pixels overlapping the cell, computed from
-//                 integer pixel/cell bounds (exact ranges, no tables). Also the
+//                 integer pixel/cell bounds (exact ranges, no tables), stored
+//                 cell-major [N, P] so the pooling launch stages it coalesced. Also the
 //                 mask's pixel count (exact, uint32) and weight sum (block reductions).
 //   smfa_pool_*   grid (ceil(D/DT), ceil(P/PT)), block POOL_THREADS: a tiled
 //                 [P,N]x[N,D] product with feature tiles staged in shared memory
@@ -89,7 +90,7 @@ extern "C" __global__ void smfa_weights(
                     count += inner + last + (own0 ? first : 0u);
             }
         }
-        weights[(long long)p * N + k] = acc;
+        weights[(long long)k * P + p] = acc;                // cell-major [N, P]
         sum_w += acc;
         sum_a += count;
     }
@@ -118,7 +119,7 @@ __device__ __forceinline__ void smfa_pool_impl(
     int P, int D, int N, float eps,
     float* out, float* norm2, unsigned int* counters)
 {
-    __shared__ float Ws[NK][PT + 1];
+    __shared__ __align__(16) float Ws[NK][PT];   // rows of 8 masks read as two float4
     __shared__ float Fs[DT][NK + 1];
     __shared__ float Sq[PT][DT + 1];
     __shared__ unsigned int is_last;
@@ -130,10 +131,10 @@ __device__ __forceinline__ void smfa_pool_impl(
     for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
 
     for (int n0 = 0; n0 < N; n0 += NK) {
-        for (int e = t; e < PT * NK; e += POOL_THREADS) {
-            const int pp = e / NK, kk = e % NK;
+        for (int e = t; e < PT * NK; e += POOL_THREADS) {     // consecutive threads: consecutive masks
+            const int kk = e / PT, pp = e % PT;
             const int p = p0 + pp, n = n0 + kk;
-            Ws[kk][pp] = (p < P && n < N) ? weights[(long long)p * N + n] : 0.0f;
+            Ws[kk][pp] = (p < P && n < N) ? weights[(long long)n * P + p] : 0.0f;
         }
         for (int e = t; e < DT * NK; e += POOL_THREADS) {
             int di, kk;
@@ -144,7 +145,10 @@ __device__ __forceinline__ void smfa_pool_impl(
         __syncthreads();
         for (int kk = 0; kk < NK; ++kk) {
             const float f = Fs[dd][kk];
-            for (int r = 0; r < 8; ++r) acc[r] += Ws[kk][pg + r] * f;
+            const float4 wa = *reinterpret_cast<const float4*>(&Ws[kk][pg]);     // broadcast loads
+            const float4 wb = *reinterpret_cast<const float4*>(&Ws[kk][pg + 4]);
+            acc[0] += wa.x * f; acc[1] += wa.y * f; acc[2] += wa.z * f; acc[3] += wa.w * f;
+            acc[4] += wb.x * f; acc[5] += wb.y * f; acc[6] += wb.z * f; acc[7] += wb.w * f;
         }
         __syncthreads();
     }

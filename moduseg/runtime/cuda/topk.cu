@@ -58,7 +58,7 @@ __device__ __forceinline__ void topk_partial_impl(
     const float* __restrict__ queries, int Q, const T* __restrict__ bank, int Nb, int D,
     int K, int rows_per_seg, float* __restrict__ part_s, int* __restrict__ part_i)
 {
-    __shared__ float Qs[TQ][TDK + 1];
+    __shared__ __align__(16) float Qs[TDK][TQ + 4];   // k-major: a thread reads its 32 queries as 8 float4
     __shared__ float Bs[TB][TDK + 1];
     __shared__ float S[TQ][TB + 1];
     const int t = threadIdx.x;
@@ -76,7 +76,7 @@ __device__ __forceinline__ void topk_partial_impl(
         for (int k0 = 0; k0 < D; k0 += TDK) {
             for (int e = t; e < TQ * TDK; e += TB) {
                 const int qq = e / TDK, kk = e % TDK;
-                Qs[qq][kk] = (q0 + qq < Q && k0 + kk < D)
+                Qs[kk][qq] = (q0 + qq < Q && k0 + kk < D)
                     ? queries[(long long)(q0 + qq) * D + k0 + kk] : 0.0f;
             }
             for (int e = t; e < TB * TDK; e += TB) {
@@ -87,7 +87,12 @@ __device__ __forceinline__ void topk_partial_impl(
             __syncthreads();
             for (int kk = 0; kk < TDK; ++kk) {
                 const float b = Bs[t][kk];
-                for (int q = 0; q < TQ; ++q) acc[q] += Qs[q][kk] * b;
+                const float4* q4 = reinterpret_cast<const float4*>(&Qs[kk][0]);   // broadcast loads
+                for (int v = 0; v < TQ / 4; ++v) {
+                    const float4 a = q4[v];
+                    acc[4 * v] += a.x * b; acc[4 * v + 1] += a.y * b;
+                    acc[4 * v + 2] += a.z * b; acc[4 * v + 3] += a.w * b;
+                }
             }
             __syncthreads();
         }
