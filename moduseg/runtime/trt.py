@@ -135,6 +135,7 @@ class TrtRunner:
                 f"export engine MODEL.onnx'")
         self.context = self.engine.create_execution_context()
         self.stream = check_cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.stream_handle = int(self.stream)  # TensorRT takes the raw cudaStream_t
         self.inputs, self.outputs, self.dtypes = [], [], {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
@@ -193,20 +194,20 @@ class TrtRunner:
     def _enqueue(self, changed: bool) -> None:
         cudart = _cudart()
         if not self.cuda_graph:
-            if not self.context.execute_async_v3(self.stream):
+            if not self.context.execute_async_v3(self.stream_handle):
                 raise CudaError(f"TensorRT execute_async_v3 failed for {self.path.name}")
             return
         key = tuple(self._shapes[n] for n in self.inputs)
         if changed or self._graph_exec is None or key != self._graph_key:
             self._destroy_graph()
             # one plain run first: TensorRT may allocate lazily on the first enqueue
-            if not self.context.execute_async_v3(self.stream):
+            if not self.context.execute_async_v3(self.stream_handle):
                 raise CudaError(f"TensorRT execute_async_v3 failed for {self.path.name}")
             check_cuda(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
             check_cuda(cudart.cudaStreamBeginCapture(
                 self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
                 "cudaStreamBeginCapture")
-            self.context.execute_async_v3(self.stream)
+            self.context.execute_async_v3(self.stream_handle)
             self._graph = check_cuda(cudart.cudaStreamEndCapture(self.stream),
                                      "cudaStreamEndCapture")
             self._graph_exec = check_cuda(cudart.cudaGraphInstantiate(self._graph, 0),
