@@ -100,7 +100,10 @@ class FaissGpuIndex:
             rng = np.random.default_rng(seed)
             train = x if n <= 256 * nlist else x[rng.choice(n, 256 * nlist, replace=False)]
             self.index.train(train)
-            self.index.nprobe = probe
+            if hasattr(self.index, "setNumProbes"):      # faiss < 1.7.3
+                self.index.setNumProbes(probe)
+            else:
+                self.index.nprobe = probe
         else:
             raise InputError(f"unknown index kind {kind!r}; choose auto, flat, flat_fp16 or ivf")
         self.index.add(x)

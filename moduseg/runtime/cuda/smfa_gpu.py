@@ -8,23 +8,29 @@ the CUDA kernels when a GPU, driver and NVRTC are usable, otherwise the numpy
 ``DeviceFeatures``: a device pointer straight from an engine's output binding
 ([D, h, w] or [h, w, D], fp16 or fp32), so features never leave the GPU.
 
-Cost for P = 200 masks of 512 x 512, D = 1152, a 32 x 32 grid (patch 16):
+Cost estimate for P = 200 masks of 512 x 512, D = 1152, a 32 x 32 grid
+(patch 16), fp16 features (not yet measured on a GPU: see ``benchmark``):
 
-* ``smfa_weights`` reads the masks once, 200 * 512 * 512 B = 52.4 MB of uint8
-  (each block scans its cells' pixel footprints; a warp covers one contiguous
-  stretch of a mask row), writes 200 * 1024 * 4 B = 0.8 MB of weights, and
-  does ~10 integer/float ops per set pixel (exact integer overlap bounds).
-  Memory floor: 0.26 ms at Orin's 205 GB/s, 0.03-0.06 ms on a 0.9-1.5 TB/s
-  server GPU; the per-pixel arithmetic is of the same order on Orin.
-* ``smfa_pool`` is a [200 x 1024] x [1024 x 1152] product: 2 * P * N * D =
-  0.47 GFLOP. Features (2.4 MB fp16 / 4.7 MB fp32) are re-read once per tile
-  of 32 masks (7x, mostly from L2), weights once per 64-dim tile (18 x 0.8 MB,
-  L2-resident), output 0.9 MB written and rescaled once: ~35 MB of L2/DRAM
-  traffic, so it is FMA-bound: 0.09 ms at Orin's 5.3 TFLOPS fp32 peak, about
-  0.2-0.4 ms at the 25-45 % of peak a shared-memory tiling like this reaches.
-* Uploading host masks costs more than both kernels on a discrete GPU
-  (52 MB at ~25 GB/s PCIe 4 = 2 ms): keep masks on the device, or at the
-  proposer's low resolution (256 x 256 masks are 4x less), where possible.
+* ``smfa_weights``: reads the masks once, 200 * 512 * 512 B = 52.4 MB
+  (a warp is 32 cells of one grid row, so each load instruction covers one
+  contiguous 512 B stretch of a mask row, reused from L1 across the cell's
+  16 columns); writes 200 * 1024 * 4 B = 0.8 MB of weights. About 3 integer
+  ops per pixel (byte test + add; fractional overlaps only on a cell's edge
+  rows/columns): 0.16 G ops, far below the memory time. Memory floor:
+  0.26 ms on Orin AGX (205 GB/s), 0.38 ms on Xavier AGX (137 GB/s),
+  0.17 ms on an L4 (300 GB/s), 0.03-0.06 ms on A100/RTX 3090-class GPUs.
+* ``smfa_pool``: a [200 x 1024] x [1024 x 1152] product, 2 * P * N * D =
+  0.47 GFLOP. Features (2.4 MB fp16) are re-read by each of the 7 tiles of
+  32 masks (16.5 MB, mostly L2 hits), weights by each of the 18 tiles of 64
+  dims (14.7 MB from L2), output 0.9 MB written then rescaled in place
+  (2.8 MB); DRAM traffic ~4 MB, so it is FMA-bound: 0.09 ms at Orin AGX's
+  5.3 TFLOPS fp32 peak, ~0.15-0.25 ms at a realistic 40-60 % (the inner
+  loop issues 3 shared loads, two of them float4 broadcasts, per 8 FMAs).
+  0.024 ms at an A100's 19.5 TFLOPS peak.
+* So ~0.4-0.5 ms of device time on Orin, ~0.1 ms on a server GPU. Uploading
+  host masks costs more than both kernels on a discrete GPU (52 MB at
+  ~25 GB/s PCIe 4 = 2 ms): keep masks on the device or at the proposer's
+  low resolution (256 x 256 is 4x less) where possible.
 
 ``benchmark`` measures both launches with CUDA events (needs a GPU).
 """
