@@ -164,3 +164,121 @@ def test_mixed_fp16_graph_for_strongly_typed_builds(tmp_path):
     rep = compare(onnx_runner(fp32), onnx_runner(fp16), parity_inputs((56, 56)),
                   threshold=0.999)
     assert rep.ok, rep.lines()
+
+
+# ------------------------------------------------ build -> cache -> run, on fakes (CPU)
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    from moduseg.export.backbone import export_torch_source
+    from moduseg.export.sources import timm_source
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=(28, 42),
+                            depth=1, embed_dim=32, num_heads=2, num_classes=0)
+    src = timm_source("tiny", model=vit, resolution=(28, 42))
+    out = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    return export_torch_source(src, (28, 42), out, dynamic_batch=True, check=False).path
+
+
+def test_build_cache_reuse_and_accuracy_on_fakes(tiny_onnx, tmp_path, monkeypatch):
+    import trt_fakes
+    from moduseg.export.engine import build_cached_engine
+    from moduseg.export.engine_cache import read_sidecar
+
+    trt = trt_fakes.install(monkeypatch)
+    opts = BuildOptions(precision="fp16", timing_cache=str(tmp_path / "timing.cache"),
+                        fp32_layers=("LayerNormalization", "Softmax"), workspace_mb=256)
+    path, side, reused = build_cached_engine(tiny_onnx, opts, tmp_path / "cache")
+    assert not reused and path.parent == tmp_path / "cache"
+    assert ".trt10.3.0.Fake-GPU.sm87.fp16." in path.name
+    assert side.key.profile == "image=1x3x28x42"  # dynamic batch -> batch 1 profile
+    assert side.accuracy["ok"] and side.accuracy["min"] > 0.9999
+    assert read_sidecar(path).metadata["patch_size"] == "14"
+    network, config = trt.built[-1]
+    assert {"FP16", "OBEY"} <= config.flags and config.pools["workspace"] == 256 << 20
+    pinned = [l.name for l in network.layers if l.precision is not None]
+    assert pinned and all(("LayerNorm" in n or "Softmax" in n) for n in pinned)
+    assert (tmp_path / "timing.cache").read_bytes() == b"timing+"
+    # same graph, device, precision -> the cached engine is reused, no new build
+    n_builds = len(trt.built)
+    assert build_cached_engine(tiny_onnx, opts, tmp_path / "cache")[2]
+    assert len(trt.built) == n_builds
+    build_cached_engine(tiny_onnx, opts, tmp_path / "cache", force=True)
+    assert trt.built[-1][1].timing_cache.data == b"timing+"  # loaded the saved cache
+
+
+def test_backbone_on_fake_engine(tiny_onnx, tmp_path, monkeypatch):
+    import trt_fakes
+    from moduseg.export.engine import build_cached_engine
+    from moduseg.runtime.backbones.onnx_backbone import OnnxBackbone
+    from moduseg.runtime.backbones.trt_backend import TensorRTBackbone
+
+    trt_fakes.install(monkeypatch)
+    path, _, _ = build_cached_engine(tiny_onnx, BuildOptions(precision="fp32"),
+                                     tmp_path / "c")
+    bb = TensorRTBackbone(path, policy="stretch")
+    img = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    fm = bb(img)
+    assert fm.features.shape == (32, 2, 3) and fm.geometry.resized_hw == (28, 42)
+    ref = OnnxBackbone(tiny_onnx, short_side=None, policy="stretch", providers="cpu")
+    x = ref.session.run(None, {"image": __import__(
+        "moduseg.runtime.backbones.onnx_backbone", fromlist=["preprocess"]).preprocess(
+        img, fm.geometry, bb.mean, bb.std)})[0][0]
+    np.testing.assert_allclose(fm.features, x, atol=1e-5)
+    dev, geo = bb.device_features(img)
+    assert dev.shape == (1, 32, 2, 3) and dev.ptr and geo == fm.geometry
+
+
+def test_int8_calibration_dla_and_strong_typing_on_fakes(tiny_onnx, tmp_path, monkeypatch):
+    import cv2
+    import trt_fakes
+    from moduseg.errors import BackendUnavailableError
+    from moduseg.export.engine import build_cached_engine
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(calib / f"{i}.jpg"), np.full((20, 30, 3), 60 * i, np.uint8))
+    trt = trt_fakes.install(monkeypatch)
+    opts = BuildOptions(precision="int8", calib_dir=str(calib),
+                        calib_cache=str(tmp_path / "calib.cache"))
+    path, side, _ = build_cached_engine(tiny_onnx, opts, tmp_path / "c", check=False)
+    config = trt.built[-1][1]
+    assert {"INT8", "FP16"} <= config.flags and config.int8_calibrator.index == 3
+    assert (tmp_path / "calib.cache").read_bytes() == b"calib" and ".int8." in path.name
+    with pytest.raises(BackendUnavailableError, match="DLA cores"):
+        build_cached_engine(tiny_onnx, BuildOptions(dla_core=0), tmp_path / "c", check=False)
+    trt_fakes.install(monkeypatch, dla_cores=2)
+    path, side, _ = build_cached_engine(tiny_onnx, BuildOptions(dla_core=1), tmp_path / "c",
+                                        check=False)
+    assert side.key.dla_core == 1 and ".dla1." in path.name
+    # TensorRT 11: strongly typed network built from an FP16 graph, no FP16 flag
+    pytest.importorskip("onnxconverter_common", reason="needs onnxconverter-common")
+    trt = trt_fakes.install(monkeypatch, version="11.4.1")
+    build_cached_engine(tiny_onnx, BuildOptions(precision="fp16"), tmp_path / "c",
+                        check=False)
+    network, config = trt.built[-1]
+    assert network.flags & (1 << 5) and "FP16" not in config.flags
+    assert any(t.data_type == TensorProto.FLOAT16 for t in network.onnx.graph.initializer)
+    with pytest.raises(InputError, match="Q/DQ"):
+        build_cached_engine(tiny_onnx, BuildOptions(precision="int8", calib_dir=str(calib)),
+                            tmp_path / "c", check=False)
+
+
+def test_engine_cli_on_fakes(tiny_onnx, tmp_path, monkeypatch):
+    import trt_fakes
+    from moduseg.cli import cli
+
+    trt_fakes.install(monkeypatch)
+    args = ["export", "engine", str(tiny_onnx), "--cache-dir", str(tmp_path / "c"),
+            "--opt-shape", "2x3x28x42", "--max-shape", "4x3x28x42"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "built" in r.output and "cosine vs ONNX Runtime: min 1.0000" in r.output
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and r.output.startswith("reused")
+    r = CliRunner().invoke(cli, ["export", "engine", str(tiny_onnx), "--precision", "int8"])
+    assert r.exit_code == 2 and "--calib-dir" in r.output
