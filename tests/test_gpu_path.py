@@ -46,6 +46,36 @@ def test_no_driver_is_a_clear_backend_error():
 
 
 @no_gpu
+def test_driver_call_forms_are_accepted_by_cuda_python():
+    # cuda-python converts and type-checks arguments before it loads the driver,
+    # so without a driver every call CudaDevice makes must fail on the missing
+    # library, never with a TypeError about how it was called.
+    import ctypes
+
+    from cuda.bindings import driver as d
+
+    from moduseg.runtime.cuda.device import CudaDevice, DeviceBuffer
+
+    dev = object.__new__(CudaDevice)
+    dev.d, dev.stream, dev.ctx = d, d.CUstream(0), d.CUcontext()
+    buf = DeviceBuffer(0x7F0000001000, 64)
+    host = np.zeros(16, np.float32)
+    calls = [lambda: dev.launch(d.CUfunction(), (3, 2), 128,
+                                [buf.ptr, ctypes.c_int(4), ctypes.c_longlong(5), ctypes.c_float(1.0)]),
+             lambda: dev.upload(buf, host), lambda: dev.download(buf, host),
+             lambda: dev.alloc(256), lambda: dev.free(DeviceBuffer(buf.ptr, 64)),
+             lambda: dev.synchronize(), lambda: dev.activate(),
+             lambda: dev.time_ms(lambda: None, repeats=1, warmup=0),
+             lambda: d.cuModuleLoadData(b"\x7fELF"), lambda: d.cuModuleGetFunction(d.CUmodule(), b"k"),
+             lambda: d.cuDeviceGetName(256, d.CUdevice(0)),
+             lambda: d.cuDevicePrimaryCtxRetain(d.CUdevice(0))]
+    for call in calls:
+        with pytest.raises(Exception) as e:
+            call()
+        assert not isinstance(e.value, TypeError), e.value
+
+
+@no_gpu
 def test_auto_pooler_falls_back_to_cpu_and_warns_once(monkeypatch):
     monkeypatch.setattr(smfa_gpu, "_FALLBACK_WARNED", False)
     with warnings.catch_warnings(record=True) as caught:
