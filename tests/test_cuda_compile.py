@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("cuda.bindings.nvrtc")
 
-from moduseg.errors import BackendUnavailableError  # noqa: E402
-from moduseg.runtime.cuda import nvrtc  # noqa: E402
+from moduseg.errors import BackendUnavailableError
+from moduseg.runtime.cuda import nvrtc
 
 KERNELS = ("smfa", "topk")
 ENTRY_POINTS = {"smfa": (b"smfa_weights", b"smfa_pool_f32", b"smfa_pool_f16"),
@@ -108,7 +108,7 @@ def test_kernels_do_not_spill_registers_on_orin(kernel):
     c = nvrtc.choose_compiler(87)
     opts = [o.encode() for o in nvrtc.BASE_OPTIONS] + [b"--gpu-architecture=sm_87",
                                                        b"--ptxas-options=-v"]
-    err, image, log = c.compile(nvrtc.kernel_source(kernel), f"{kernel}.cu", opts)
+    err, _, log = c.compile(nvrtc.kernel_source(kernel), f"{kernel}.cu", opts)
     assert err == 0, log
     spills = [line for line in log.splitlines() if "spill" in line]
     assert len(spills) == len(ENTRY_POINTS[kernel])

@@ -101,7 +101,7 @@ def test_gpu_pooler_on_request_raises():
 def test_cpu_pooler_contract():
     p = smfa_gpu.make_smfa_pooler("cpu")
     masks, fmap = _scene(1)
-    v, w = p(masks, fmap.features, fmap.geometry)               # bare array + geometry
+    v, _ = p(masks, fmap.features, fmap.geometry)               # bare array + geometry
     np.testing.assert_array_equal(v, smfa(masks, fmap)[0])
     with pytest.raises(InputError, match="geometry"):
         p(masks, fmap.features)
@@ -178,7 +178,7 @@ def test_gpu_smfa_reads_device_features_in_place():
     buf = gpu.dev.alloc(hwd.nbytes)
     gpu.dev.upload(buf, hwd)
     dev = smfa_gpu.DeviceFeatures(buf.ptr, hwd.shape, "float16", fmap.geometry, layout="hwd")
-    v, w = gpu(masks, dev)
+    v, _ = gpu(masks, dev)
     ref, _ = smfa(masks, FeatureMap(hwd.transpose(2, 0, 1).astype(np.float32), fmap.geometry))
     np.testing.assert_allclose(v, ref, rtol=1e-4, atol=1e-5)
     gpu.dev.free(buf)
@@ -217,7 +217,7 @@ def test_faiss_gpu_index_kinds(kind):
     bank = rng.standard_normal((4000, 64)).astype(np.float32)
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
     idx = gpu_index.build_gpu_index(bank, kind, backend="faiss")
-    sims, ids = idx.search(bank[:50], 5)
+    _, ids = idx.search(bank[:50], 5)
     assert idx.kind == kind and (ids[:, 0] == np.arange(50)).mean() > 0.9
 
 

@@ -63,7 +63,7 @@ def faiss_gpu_available() -> tuple[bool, str]:
         return False, "the installed faiss has no GPU support (faiss-cpu)"
     try:
         n = faiss.get_num_gpus()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any failure means "no GPU faiss"
         return False, f"faiss.get_num_gpus failed: {e}"
     return (n > 0, f"faiss-gpu sees {n} GPU(s)")
 

@@ -89,7 +89,7 @@ def emulate_check(seed):
     v, w, _ = emu.smfa(masks, feats, geo)
     rv, rw = smfa(masks, FeatureMap(feats.astype(np.float32), geo))
     bank = rng.standard_normal((700, 80)).astype(np.float32)
-    s, i = emu.topk(v, bank, 25)
+    _, i = emu.topk(v, bank, 25)
     ref = np.argsort(-(v @ bank.T), axis=1, kind="stable")[:, :25]
     out = {"smfa_max_abs_err": float(np.abs(v - rv).max()),
            "weight_sum_max_rel_err": float((np.abs(w - rw) / np.maximum(rw, 1e-9)).max()),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def check(result, what: str = "CUDA call"):
         try:
             _, name = d.cuGetErrorName(err)
             name = name.decode() if isinstance(name, bytes) else str(name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the name is only for the message
             name = str(err)
         raise BackendUnavailableError(f"{what} failed: {name}")
     return rest[0] if len(rest) == 1 else (tuple(rest) if rest else None)
@@ -55,7 +55,7 @@ class CudaDevice:
         d = _driver()
         try:
             (err,) = d.cuInit(0)
-        except Exception as e:        # the driver library itself is missing
+        except Exception as e:  # noqa: BLE001 - pathfinder raises its own types when libcuda is missing
             raise BackendUnavailableError(
                 f"no NVIDIA driver: {e.__class__.__name__}: {str(e).rstrip('.')}. Install the NVIDIA driver "
                 f"(or JetPack on Jetson); the CPU path is used otherwise") from None
@@ -167,7 +167,7 @@ class CudaDevice:
         return times
 
 
-@lru_cache(maxsize=None)
+@cache
 def open_device(ordinal: int = 0) -> CudaDevice:
     """The process-wide ``CudaDevice`` for ``ordinal`` (raises ``BackendUnavailableError``)."""
     return CudaDevice(ordinal)

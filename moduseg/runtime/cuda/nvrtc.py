@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import hashlib
+import logging
 import os
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from ...errors import BackendUnavailableError, InputError
 
+log = logging.getLogger(__name__)
 KERNEL_DIR = Path(__file__).resolve().parent
 TARGET_ARCHS = (72, 75, 80, 86, 87, 89, 90)   # Xavier, T4/Turing, A100, RTX30, Orin, RTX40/L4, H100
 BASE_OPTIONS = ("-default-device", "--std=c++14", "-lineinfo")
@@ -170,8 +172,8 @@ def available_compilers() -> tuple[_Compiler, ...]:
     out: list[_Compiler] = []
     try:
         out.append(_BindingsCompiler())
-    except Exception:                           # cuda-python missing or its NVRTC unloadable
-        pass
+    except Exception as e:  # noqa: BLE001 - cuda-python missing or its NVRTC unloadable
+        log.debug("cuda.bindings.nvrtc unusable: %s", e)
     seen = {c.version for c in out}
     others = []
     for path in _library_candidates():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -19,12 +19,12 @@ from ...types import GridGeometry
 from .nvrtc import kernel_source
 
 
-@lru_cache(maxsize=None)
+@cache
 def defines(name: str) -> dict[str, int]:
     """Integer ``#define``s of ``runtime/cuda/<name>.cu``."""
     text = kernel_source(name).decode()
     return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"^#define\s+(\w+)\s+(\d+)\b", text, re.M)}
+            for m in re.finditer(r"^#define\s+(\w+)\s+(\d+)\b", text, re.MULTILINE)}
 
 
 def _cdiv(a: int, b: int) -> int:

@@ -70,7 +70,7 @@ class DeviceFeatures:
     def __post_init__(self):
         if self.dtype not in ("float16", "float32"):
             raise InputError(f"DeviceFeatures.dtype must be float16 or float32, got {self.dtype!r}")
-        D, _, _, hw = feature_strides(tuple(self.shape), self.layout)
+        _, _, _, hw = feature_strides(tuple(self.shape), self.layout)
         if tuple(hw) != tuple(self.geometry.grid_hw):
             raise InputError(f"DeviceFeatures grid {hw} does not match geometry grid "
                              f"{self.geometry.grid_hw}")
