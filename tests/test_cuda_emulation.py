@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ t
 
 @pytest.fixture(scope="session")
 def emu(tmp_path_factory):
-    lib = build_emulator(tmp_path_factory.mktemp("cuda-emu"))
+    lib = build_emulator(tmp_path_factory.getbasetemp() / "cuda-emu")   # shared with test_gpu_path
     return Emulator(lib, seed=1234)
 
 

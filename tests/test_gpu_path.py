@@ -247,7 +247,7 @@ def emu_device(tmp_path_factory):
         pytest.skip("needs g++ to build the CUDA emulator")
     from moduseg.runtime.cuda.emulate import EmulatedDevice, Emulator, build_emulator
 
-    return EmulatedDevice(Emulator(build_emulator(tmp_path_factory.mktemp("emu")), seed=3))
+    return EmulatedDevice(Emulator(build_emulator(tmp_path_factory.getbasetemp() / "cuda-emu"), seed=3))
 
 
 def test_gpu_smfa_host_code_on_the_emulated_device(emu_device):
