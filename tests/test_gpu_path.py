@@ -269,6 +269,12 @@ def test_gpu_smfa_host_code_on_the_emulated_device(emu_device):
     np.testing.assert_allclose(v, smfa(masks, FeatureMap(hwd.transpose(2, 0, 1).astype(np.float32),
                                                          fmap.geometry))[0], rtol=1e-5, atol=2e-6)
     assert "emulator" in gpu.describe()
+    # masks already on the "device": no upload, same answer
+    m8 = np.ascontiguousarray(masks, dtype=np.uint8)
+    v2, _ = gpu(smfa_gpu.DeviceMasks(m8.ctypes.data, m8.shape), dev)
+    np.testing.assert_array_equal(v2, v)
+    with pytest.raises(InputError, match="on the GPU"):
+        smfa_gpu.make_smfa_pooler("cpu")(smfa_gpu.DeviceMasks(1, (1, 2, 2)), fmap)
 
 
 @pytest.mark.parametrize("kind", ["flat", "flat_fp16"])

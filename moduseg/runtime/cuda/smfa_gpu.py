@@ -7,6 +7,7 @@ the CUDA kernels when a GPU, driver and NVRTC are usable, otherwise the numpy
 ``features`` is a ``FeatureMap``, a host array with a geometry, or
 ``DeviceFeatures``: a device pointer straight from an engine's output binding
 ([D, h, w] or [h, w, D], fp16 or fp32), so features never leave the GPU.
+``masks`` is a host array (bool/uint8) or ``DeviceMasks`` (uint8 on the GPU).
 
 Cost estimate for P = 200 masks of 512 x 512, D = 1152, a 32 x 32 grid
 (patch 16), fp16 features (not yet measured on a GPU: see ``benchmark``):
@@ -76,6 +77,22 @@ class DeviceFeatures:
                              f"{self.geometry.grid_hw}")
 
 
+@dataclass(frozen=True)
+class DeviceMasks:
+    """Proposal masks already on the GPU: ``uint8 [P, Hm, Wm]``, C-contiguous, values 0/1.
+
+    For proposers that threshold on the device; skips the host upload, which
+    is the largest cost of the GPU path for full-resolution masks.
+    """
+
+    ptr: int
+    shape: tuple[int, int, int]
+
+    def __post_init__(self):
+        if len(self.shape) != 3 or min(self.shape[1:]) <= 0 or self.shape[0] < 0:
+            raise InputError(f"DeviceMasks.shape must be [P, H, W], got {self.shape}")
+
+
 def _resolve_features(features, geometry):
     """-> (host array or DeviceFeatures, geometry, layout)."""
     if isinstance(features, FeatureMap):
@@ -140,9 +157,13 @@ class GpuSmfa:
     def run(self, masks, features, geometry: GridGeometry | None = None):
         """-> (vectors ``[P, D]`` float32 L2-normalised, weight sums ``[P]``, pixel counts ``[P]`` uint32)."""
         feats, geometry, layout = _resolve_features(features, geometry)
-        m = check_masks(masks)
-        P = m.shape[0]
-        check_geometry(m.shape[1:], geometry)
+        if isinstance(masks, DeviceMasks):
+            m, shape = None, masks.shape
+        else:
+            m = check_masks(masks)
+            shape = m.shape
+        P = shape[0]
+        check_geometry(shape[1:], geometry)
         if isinstance(feats, DeviceFeatures):
             D, dtype, feat_ptr = feature_strides(tuple(feats.shape), layout)[0], feats.dtype, feats.ptr
         else:
@@ -154,9 +175,13 @@ class GpuSmfa:
             feat_ptr = fb.ptr
         if P == 0:
             return np.zeros((0, D), np.float32), np.zeros(0, np.float32), np.zeros(0, np.uint32)
-        mb = self._buf("masks", m.nbytes)
-        self.dev.upload(mb, m)
-        res = self.enqueue(mb.ptr, m.shape, feat_ptr, dtype, layout, D, geometry)
+        if m is None:
+            masks_ptr = masks.ptr
+        else:
+            mb = self._buf("masks", m.nbytes)
+            self.dev.upload(mb, m)
+            masks_ptr = mb.ptr
+        res = self.enqueue(masks_ptr, shape, feat_ptr, dtype, layout, D, geometry)
         vec = self.dev.download(res.out, np.empty((P, D), np.float32))
         wsum = self.dev.download(res.wsum, np.empty(P, np.float32))
         area = self.dev.download(res.area, np.empty(P, np.uint32))
@@ -180,6 +205,9 @@ def cpu_pooler(eps: float = 1e-6):
 
     def pool(masks, features, geometry: GridGeometry | None = None):
         feats, geometry, _ = _resolve_features(features, geometry)
+        if isinstance(masks, DeviceMasks):
+            raise InputError("masks are on the GPU but the CPU SMFA path is in use; copy them "
+                             "to the host or use prefer='gpu'")
         if isinstance(feats, DeviceFeatures):
             raise InputError("features are on the GPU but the CPU SMFA path is in use; "
                              "copy them to the host (a FeatureMap) or use prefer='gpu'")
