@@ -282,3 +282,31 @@ def test_engine_cli_on_fakes(tiny_onnx, tmp_path, monkeypatch):
     assert r.exit_code == 0 and r.output.startswith("reused")
     r = CliRunner().invoke(cli, ["export", "engine", str(tiny_onnx), "--precision", "int8"])
     assert r.exit_code == 2 and "--calib-dir" in r.output
+
+
+def test_old_opset_graph_is_fused_before_parsing(tmp_path, monkeypatch):
+    """The installed DINOv2 graph is opset 14 with decomposed LayerNorms: TensorRT gets
+    an opset-17 copy with LayerNormalization (so FP16 can keep it FP32)."""
+    torch = pytest.importorskip("torch")
+    import trt_fakes
+    from moduseg.export.engine import build_cached_engine
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln = torch.nn.LayerNorm(3)
+
+        def forward(self, x):
+            return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    src = tmp_path / "old.onnx"
+    torch.onnx.export(Net().eval(), (torch.rand(1, 3, 4, 4),), str(src), opset_version=14,
+                      dynamo=False, input_names=["image"], output_names=["features"])
+    trt = trt_fakes.install(monkeypatch)
+    path, side, _ = build_cached_engine(src, BuildOptions(precision="fp16"), tmp_path / "c",
+                                        check=False)
+    network, config = trt.built[-1]
+    ops = [n.op_type for n in network.onnx.graph.node]
+    assert "LayerNormalization" in ops and "Pow" not in ops
+    assert side.build["fused_layernorms"] == 1
+    assert [l.name for l in network.layers if l.precision is not None]  # pinned to FP32

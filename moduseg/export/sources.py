@@ -181,7 +181,8 @@ def load_radio(version: str, repo: str | Path | None = None, device: str = "cpu"
     source, target = where
     try:
         if source == "github":
-            model = torch.hub.load(target, RADIO_ENTRY, skip_validation=True, **kwargs)
+            model = torch.hub.load(target, RADIO_ENTRY, skip_validation=True, trust_repo=True,
+                                   **kwargs)
         else:
             model = torch.hub.load(target, RADIO_ENTRY, source="local", **kwargs)
     except Exception as e:  # hub errors are many kinds; all mean "could not load"
