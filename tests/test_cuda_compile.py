@@ -113,3 +113,14 @@ def test_kernels_do_not_spill_registers_on_orin(kernel):
     spills = [line for line in log.splitlines() if "spill" in line]
     assert len(spills) == len(ENTRY_POINTS[kernel])
     assert all("0 bytes spill stores, 0 bytes spill loads" in line for line in spills), log
+
+
+def test_library_search_finds_each_nvrtc_once(tmp_path, monkeypatch):
+    lib = tmp_path / "nvidia" / "cuda_nvrtc" / "lib"
+    lib.mkdir(parents=True)
+    for name in ("libnvrtc.so.11.2", "libnvrtc-builtins.so.11.4", "libnvrtc.alt.so.12"):
+        (lib / name).write_bytes(b"")
+    (lib / "libnvrtc.so.11").symlink_to(lib / "libnvrtc.so.11.2")
+    monkeypatch.setattr(nvrtc.sys, "path", [str(tmp_path)])
+    ours = [p for p in nvrtc._library_candidates() if p.startswith(str(tmp_path))]
+    assert len(ours) == 1 and ours[0].endswith(("libnvrtc.so.11", "libnvrtc.so.11.2"))

@@ -22,6 +22,7 @@ import glob
 import hashlib
 import logging
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -156,12 +157,13 @@ def _library_candidates() -> list[str]:
                  str(r / "nvidia" / "cu*" / "lib" / "libnvrtc.so.*")]
     pats += ["/usr/local/cuda/lib64/libnvrtc.so.*", "/usr/local/cuda-*/lib64/libnvrtc.so.*",
              "/usr/lib/aarch64-linux-gnu/libnvrtc.so.*", "/usr/lib/x86_64-linux-gnu/libnvrtc.so.*"]
-    found = []
+    found, real = [], set()
     for pat in pats:
         for p in sorted(glob.glob(pat)):
-            base = os.path.basename(p)
-            # libnvrtc.so.12 (not the builtins, not libnvrtc.alt.so)
-            if base.count(".") == 2 and os.path.realpath(p) not in {os.path.realpath(f) for f in found}:
+            # libnvrtc.so.12, or CUDA 11's libnvrtc.so.11.2 (not builtins, not libnvrtc.alt.so)
+            if re.fullmatch(r"libnvrtc\.so\.\d+(\.\d+)?", os.path.basename(p)) \
+                    and os.path.realpath(p) not in real:
+                real.add(os.path.realpath(p))
                 found.append(p)
     return found
 
