@@ -78,15 +78,46 @@ def miou(conf: np.ndarray) -> float:
     return float(np.mean(tp[ok] / np.maximum(union[ok], 1)))
 
 
+class CpuWallTimer:
+    """StageTimer-compatible: wall ms in ``ms``, process CPU ms in ``cpu_ms``.
+
+    On a shared, overloaded machine the CPU time of a single-threaded run
+    (``--threads 1``) is the stable measure of the work a stage does.
+    """
+
+    def __init__(self):
+        from collections import defaultdict
+
+        self.ms, self.cpu_ms = defaultdict(float), defaultdict(float)
+
+    def __call__(self, stage):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def cm():
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                yield
+            finally:
+                self.ms[stage] += (time.perf_counter() - t0) * 1e3
+                self.cpu_ms[stage] += (time.process_time() - c0) * 1e3
+        return cm()
+
+    def as_dict(self):
+        return {**dict(self.ms), **{f"{k}_cpu": v for k, v in self.cpu_ms.items()}}
+
+
 def run_setting(setting: dict, frames: list[tuple[Path, Path]], repeat: int,
                 min_score: float, min_area: float, cache_dir: str | None) -> dict:
     from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator
 
     gen = SamAutomaticMaskGenerator(cache_dir=cache_dir, **setting)
+    gen.timer_cls = CpuWallTimer
     n = len(CAMVID_CLASSES)
     conf = np.zeros((n, n + 1), np.int64)
     cov_num = cov_den = 0
-    times = {"encoder": [], "decoder": [], "postprocess": [], "total": []}
+    times = {k: [] for k in ("encoder", "decoder", "postprocess", "total", "encoder_cpu",
+                             "decoder_cpu", "postprocess_cpu")}
     counts, kept_counts, prompts = [], [], []
     for img_path, gt_path in frames:
         img = cv2.cvtColor(cv2.imread(str(img_path)), cv2.COLOR_BGR2RGB)
@@ -126,6 +157,35 @@ def run_setting(setting: dict, frames: list[tuple[Path, Path]], repeat: int,
     }
 
 
+def quantisation_drift(frames: list[tuple[Path, Path]], cache_dir: str | None,
+                       grid: int = 8) -> dict:
+    """Mean IoU of masks from INT8 encoder/decoder vs FP32 for the same grid prompts."""
+    from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator
+
+    variants = {"fp32": {}, "int8 decoder": {"quantize_decoder": True},
+                "int8 encoder": {"quantize_encoder": True},
+                "int8 both": {"quantize_decoder": True, "quantize_encoder": True}}
+    gens = {k: SamAutomaticMaskGenerator(cache_dir=cache_dir, mask_stride=1, **v)
+            for k, v in variants.items()}
+    ious = {k: [] for k in variants if k != "fp32"}
+    for img_path, _ in frames:
+        img = cv2.cvtColor(cv2.imread(str(img_path)), cv2.COLOR_BGR2RGB)
+        h, w = img.shape[:2]
+        from moduseg.runtime.proposers.mask_ops import point_grid
+
+        pts = point_grid(grid, grid) * np.array([w, h], np.float32)
+        masks = {}
+        for k, g in gens.items():
+            g.set_image(img)
+            masks[k] = g.predict(pts, multimask=False).logits[:, 0] > 0
+        ref = masks["fp32"].reshape(len(pts), -1)
+        for k in ious:
+            m = masks[k].reshape(len(pts), -1)
+            inter, union = (m & ref).sum(1), (m | ref).sum(1)
+            ious[k] += list(inter[union > 0] / union[union > 0])
+    return {k: float(np.mean(v)) for k, v in ious.items()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +199,8 @@ def main(argv=None) -> None:
     ap.add_argument("--min-area", type=float, default=300)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write results here")
+    ap.add_argument("--quant-drift", action="store_true",
+                    help="only report the mean mask IoU of INT8 vs FP32 models")
     args = ap.parse_args(argv)
 
     imgs = sorted((args.data / "val").glob("*.png"))
@@ -146,16 +208,22 @@ def main(argv=None) -> None:
         raise SystemExit(f"no CamVid frames in {args.data / 'val'}")
     imgs = imgs[::args.stride][:args.frames]
     frames = [(p, args.data / "valannot" / p.name) for p in imgs]
+    if args.quant_drift:
+        for k, v in quantisation_drift(frames, args.cache_dir).items():
+            print(f"| {k} | mean mask IoU vs fp32 {v:.3f} |")
+        return
     results = []
-    print("| setting | encoder ms | decoder ms | post ms | total ms | prompts | masks | "
-          "kept | coverage | oracle mIoU |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| setting | encoder ms | decoder ms | post ms | total ms | CPU ms enc/dec/post | "
+          "prompts | masks | kept | coverage | oracle mIoU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for text in args.settings or [""]:
         r = run_setting(parse_setting(text), frames, args.repeat, args.min_score,
                         args.min_area, args.cache_dir)
         results.append(r)
         print(f"| {text or 'defaults'} | {r['encoder_ms']:.0f} | {r['decoder_ms']:.0f} | "
-              f"{r['postprocess_ms']:.0f} | {r['total_ms']:.0f} | {r['prompts']:.0f} | "
+              f"{r['postprocess_ms']:.0f} | {r['total_ms']:.0f} | "
+              f"{r['encoder_cpu_ms']:.0f}/{r['decoder_cpu_ms']:.0f}/{r['postprocess_cpu_ms']:.0f} | "
+              f"{r['prompts']:.0f} | "
               f"{r['masks']:.1f} | {r['kept_masks']:.1f} | {100 * r['coverage']:.1f}% | "
               f"{100 * r['oracle_miou']:.1f} |", flush=True)
     if args.json:

@@ -101,3 +101,34 @@ def test_bad_settings_are_refused():
         sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", pred_iou_thresh=1.5)
     with pytest.raises(ModelNotFoundError):
         sam_mod.SamAutomaticMaskGenerator("/nonexistent/encoder.onnx", "/nonexistent/sam.onnx")
+
+
+def test_crop_masks_land_in_their_tile(monkeypatch):
+    """Multi-crop: tile masks are resampled into the tile's box on the full grid."""
+    g = sam_mod.SamAutomaticMaskGenerator.__new__(sam_mod.SamAutomaticMaskGenerator)
+    g.mask_stride, g.crop_n_layers, g.nms_iou_thresh = 4, 1, 0.7
+    g.timer, g.last_stats = g.timer_cls(), {}
+    seen = []
+
+    def fake_one(crop):
+        _, resized = sam_mod.preprocess(crop)
+        g._image = sam_mod.SamImage(None, crop.shape[:2], resized)
+        gh, gw = g.grid_hw()
+        m = np.zeros((1, gh, gw), bool)
+        m[0, gh // 3: 2 * gh // 3, gw // 3: 2 * gw // 3] = True    # away from tile edges
+        edge = np.zeros((1, gh, gw), bool)
+        edge[0, gh // 3: 2 * gh // 3, : gw // 4] = True            # touches the left edge
+        seen.append(crop.shape[:2])
+        g.last_stats["prompts"] = 1
+        return np.concatenate([m, edge]), np.array([0.9, 0.8], np.float32)
+
+    monkeypatch.setattr(g, "_generate_one", fake_one)
+    img = np.zeros((360, 480, 3), np.uint8)
+    masks, scores, (gh, gw) = g._generate_crops(img)
+    assert (gh, gw) == (48, 64) and len(seen) == 5 and g.last_stats["prompts"] == 5
+    assert masks.shape[1:] == (48, 64)
+    # full-image pass: 2 masks; each of 4 tiles: the centre mask (the left-edge
+    # mask survives only in the two tiles whose left edge is the image border)
+    assert len(masks) == 2 + 4 + 2
+    tl = [m for m in masks if m[:24, :32].any() and not m[30:, 40:].any() and m.sum() < 200]
+    assert tl, "a top-left tile mask should sit in the top-left quadrant"

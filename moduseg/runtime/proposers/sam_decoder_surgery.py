@@ -533,18 +533,40 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
             m, _ = fast_cross_attention(m)
         _atomic_save(m, fp32)
     if quantize:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=d)
-        os.close(fd)
-        try:
-            quantize_dynamic(str(fp32), tmp, weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"])
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _quantize(fp32, out, d)
     return out
+
+
+def quantized_model_path(model_path: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """INT8 dynamic quantisation (MatMul/Gemm weights) of any ONNX model, cached by sha256.
+
+    Used for the SAM image encoder: about a third less CPU time for a ~1%
+    relative change of the embedding (see the proposer benchmark).
+    """
+    src = Path(model_path)
+    if not src.is_file():
+        raise ModelNotFoundError(f"ONNX model {src} does not exist; run 'moduseg models "
+                                 f"pull' or pass the right path")
+    d = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
+    out = d / f"{src.stem}_int8_{_sha256(src)[:16]}.onnx"
+    if out.is_file():
+        return out
+    _quantize(src, out, d)
+    return out
+
+
+def _quantize(src: Path, out: Path, d: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=d)
+    os.close(fd)
+    try:
+        quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _atomic_save(model, path: Path) -> None:
