@@ -149,3 +149,17 @@ def test_crop_must_match_the_export(tiny):
     _, clip = tiny
     with pytest.raises(InputError, match="re-export"):
         _segmenter(clip, SlidingWindow(crop=64, stride=16))
+
+
+def test_class_logits_are_the_resized_max_over_queries(tiny):
+    _, clip = tiny
+    seg, _ = _segmenter(clip, SlidingWindow(crop=48, stride=24, short_side=48))
+    seg.query_class = np.array([0, 0, 1, 1, 1])   # 5 queries serve classes 0 and 1 of 3
+    img = np.random.default_rng(3).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    q = seg.query_logits(img, original_size=False)
+    assert q.shape == (5, 48, 80)
+    out = seg.class_logits(img)
+    assert out.shape == (5, 60, 100)
+    np.testing.assert_allclose(out[1], resize_channels(q[2:].max(0)[None], (60, 100))[0],
+                               rtol=1e-5, atol=1e-5)
+    assert (out[2:] < -1e29).all()               # classes without a query never win

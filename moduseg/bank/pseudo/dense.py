@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import InputError
 from .model import ClipModel
 
+NO_QUERY = -1e30  # logit of a class without queries (finite, so it can be resized)
 CV_MAX_CHANNELS = 128  # OpenCV 5 resizes at most 128 channels at once
 
 
@@ -149,8 +150,9 @@ class DenseClipSegmenter:
         S = self.window.crop
         return np.stack([resize_channels(l, (S, S)) for l in logits])
 
-    def query_logits(self, image: np.ndarray) -> np.ndarray:
-        """``[Q, H, W]`` stitched query logits at the original image size."""
+    def query_logits(self, image: np.ndarray, original_size: bool = True) -> np.ndarray:
+        """``[Q, H, W]`` stitched query logits (at the resized working size if not
+        ``original_size``)."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"image must be H x W x 3 RGB, got shape {image.shape}")
         H, W = image.shape[:2]
@@ -171,8 +173,16 @@ class DenseClipSegmenter:
                               for y0, x0, _, _ in chunk])
             windows.extend(self.window_logits(crops))
         stitched = stitch(windows, boxes, (ph, pw))[:, :h, :w]
-        return resize_channels(stitched, (H, W))
+        return resize_channels(stitched, (H, W)) if original_size else stitched
 
     def class_logits(self, image: np.ndarray) -> np.ndarray:
-        """``[C, H, W]`` class logits (max over each class's queries)."""
-        return classes_from_queries(self.query_logits(image), self.query_class, self.n_classes)
+        """``[C, H, W]`` class logits at the image size.
+
+        Each class takes the max over its queries at the working size; only
+        the C class maps (not the Q query maps) are resized to the image,
+        which keeps memory at C x H x W for large photos.
+        """
+        per_class = classes_from_queries(self.query_logits(image, original_size=False),
+                                         self.query_class, self.n_classes)
+        per_class[~np.isfinite(per_class)] = NO_QUERY  # bilinear resize needs finite values
+        return resize_channels(per_class, image.shape[:2])
