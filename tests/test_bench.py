@@ -190,3 +190,18 @@ def test_gpu_timer_skips_cleanly():
     with pytest.raises(BackendUnavailableError):
         CudaEventTimer()
     pytest.skip(f"needs an NVIDIA GPU and driver: {status['reason']}")
+
+
+def test_stages_on_cuda_needs_a_gpu(tmp_path):
+    """The GPU path (GPU index, CUDA SMFA, CUDA-event timer) refuses cleanly without one."""
+    from moduseg.bench.stages import run_stages
+    if gpu_status()["available"]:
+        r = run_stages(proposals=(10,), frames=2, warmup=1, bank_size=1000, dim=32,
+                       n_scenes=1, models="off", device="cuda", data_root=tmp_path,
+                       show_progress=False)
+        assert r["config"]["clock"] == "CUDA events"
+        return
+    with pytest.raises((BackendUnavailableError, ImportError)):
+        run_stages(proposals=(10,), frames=2, warmup=1, bank_size=1000, dim=32, n_scenes=1,
+                   models="off", device="cuda", data_root=tmp_path, show_progress=False)
+    pytest.skip(f"needs an NVIDIA GPU and driver: {gpu_status()['reason']}")

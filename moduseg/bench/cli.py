@@ -34,6 +34,8 @@ def common(f):
     f = click.option("--max-frames", type=int, default=None, help="video: frames per input.")(f)
     f = click.option("--home", default=None, type=click.Path(), help="Model home.")(f)
     f = click.option("--backend", default=None, help="video: cpu, cuda, auto, ...")(f)
+    f = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+                     help="stages: cuda = GPU index, CUDA SMFA and CUDA-event timing.")(f)
     f = click.option("--data", "data_root", default=None, type=click.Path(),
                      help="Data root (default: ../shared/data beside the checkout).")(f)
     return f
@@ -41,13 +43,13 @@ def common(f):
 
 def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, proposals,
          frames, repeats, bank_size, sizes, dims, models, bank_path, max_frames, home, backend,
-         data_root):
+         data_root, device):
     from .report import write_report
     from .suites import run
 
     prof = profile or ("quick" if quick else "full" if full else "default")
     ov = {"stages": dict(proposals=_ints(proposals), frames=frames, bank_size=bank_size,
-                         models=models, home=home, data_root=data_root),
+                         models=models, home=home, data_root=data_root, device=device),
           "reference": dict(proposals=_ints(proposals), repeats=repeats,
                             bank_size=bank_size),
           "scaling": dict(sizes=_ints(sizes), dims=_ints(dims), repeats=repeats),

@@ -44,13 +44,13 @@ def _gpu_kinds() -> tuple[list, str]:
         from ..runtime import gpu_index
     except ImportError as e:
         return [], f"moduseg.runtime.gpu_index unavailable: {e}"
-    kinds = getattr(gpu_index, "KINDS", ("gpu_flat", "gpu_flat_fp16", "gpu_ivf"))
-    return list(kinds), ""
+    return ["gpu_flat", "gpu_flat_fp16", "gpu_ivf"], ""
 
 
-def _build_gpu(vectors, kind):
+def _build_gpu(vectors, kind: str):
+    """``gpu_<kind>`` -> ``runtime.gpu_index.build_gpu_index`` (faiss-gpu, else NVRTC)."""
     from ..runtime import gpu_index
-    return gpu_index.build_gpu_index(vectors, kind)
+    return gpu_index.build_gpu_index(vectors, kind[len("gpu_"):])
 
 
 def run_scaling(sizes=DEFAULT_SIZES, dims=(384, 1152), kinds=KINDS, queries: int = 100,
@@ -89,7 +89,8 @@ def run_scaling(sizes=DEFAULT_SIZES, dims=(384, 1152), kinds=KINDS, queries: int
                     truth = rindex.build_index(x, "flat").search(q, k)[1]
                 rows.append({"n": n, "dim": dim, "kind": kind,
                              "auto_kind": rindex.choose_kind(n),
-                             "is_auto_choice": rindex.choose_kind(n) == kind,
+                             "is_auto_choice": rindex.choose_kind(n) == kind.replace("gpu_", ""),
+                             "backend": type(getattr(idx, "index", idx)).__name__,
                              "build_s": round(build_s, 3),
                              "search_ms": summarize(times),
                              "per_query_ms": round(float(np.median(times)) / queries, 4),

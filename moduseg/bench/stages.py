@@ -115,6 +115,17 @@ def split_backbone(backbone, image, timer):
         return backbone(image)
 
 
+def device_index_pooler(vectors, cfg, device: str):
+    """CPU faiss + CPU SMFA, or on ``cuda`` the GPU index and the CUDA SMFA pooler."""
+    if device != "cuda":
+        from ..runtime.pipeline import cpu_pooler
+        return build_index(vectors, cfg.index, cfg.nprobe), cpu_pooler
+    from ..runtime.cuda.smfa_gpu import make_smfa_pooler
+    from ..runtime.gpu_index import make_index
+    return make_index(vectors, cfg.index, cfg.nprobe, prefer="gpu"), \
+        make_smfa_pooler(prefer="gpu")
+
+
 def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
                bank_size: int = 20_000, dim: int = 384, n_scenes: int = 4, seed: int = 0,
                data_root: Path | None = None, models: str = "auto", home=None,
@@ -137,8 +148,8 @@ def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
         notes["preprocess"] = "resize (short side 360) + normalise + pad to 14 px, float32 NCHW"
         bar.update(1)
         bank, centres = make_bank(bank_size, dim, seed=seed)
-        index = build_index(bank.vectors, cfg.index, cfg.nprobe)
-        result["config"]["index_kind"] = index.kind
+        index, pooler = device_index_pooler(bank.vectors, cfg, device)
+        result["config"]["index_kind"] = getattr(index, "kind", type(index).__name__)
         post = {}
         for P in proposals:
             scenes = [make_scene(P, bank, centres, padded=True, seed=seed + 10 * s + P)
@@ -147,7 +158,7 @@ def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
             for i in range(warmup + frames):
                 sc = scenes[i % n_scenes]
                 timer = make_timer(device)
-                res = assign(sc.fmap, sc.proposals, bank, index, cfg, timer)
+                res = assign(sc.fmap, sc.proposals, bank, index, cfg, timer, pooler)
                 if i >= warmup:
                     per_frame.append(timer.as_dict())
                     kept.append(len(res.segments))
