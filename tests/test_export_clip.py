@@ -136,3 +136,10 @@ def test_cli_refuses_missing_pretrained_and_missing_checkpoint(tmp_path):
     r = CliRunner().invoke(export_clip, ["--model-config", str(cfg), "--pretrained",
                                          str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
     assert r.exit_code != 0 and "neither a checkpoint file nor a known tag" in str(r.exception)
+
+
+def test_non_vit_towers_are_refused():
+    model = tiny_clip()
+    model.visual = torch.nn.Linear(2, 2)
+    with pytest.raises(InputError, match="not an open_clip VisionTransformer"):
+        dense_image_module(model)

@@ -78,6 +78,10 @@ def _build_wrappers():
 
         def __init__(self, visual, options: DenseClipOptions, mean, std):
             super().__init__()
+            if not all(hasattr(visual, a) for a in ("conv1", "transformer", "ln_post")):
+                raise InputError(
+                    f"{type(visual).__name__} is not an open_clip VisionTransformer (timm "
+                    f"and ResNet towers are not supported); use a ViT CLIP such as ViT-B-16")
             self.visual = visual
             self.options = options
             ph, pw = _pair(visual.patch_size)

@@ -56,7 +56,7 @@ def load_proposer(spec: str, home: str | None, providers: str):
 @click.option("--classes", required=True, type=click.Path(dir_okay=False),
               help="Class-name file, one per line, in label-index order.")
 @click.option("--labels", "labels_file", default=None, type=click.Path(dir_okay=False),
-              help="Image-level labels (.jsonl or 'stem: a, b' text). Omit for no filtering.")
+              help="Image-level labels (.jsonl or 'stem: a, b' text); required unless --no-filter.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: <stem>.png label maps, classes.txt, pseudo.json.")
 @click.option("--background", default="background", show_default=True,
