@@ -65,3 +65,14 @@ def test_generator_applies_image_labels_and_always_allows_background():
     off = PseudoMaskGenerator(_FixedLogits(_dominated_logits(winner=2)), names, 0,
                               filter_labels=False)
     assert (off(img, ["cat"], "x").label_map == 2).all()
+
+
+def test_low_confidence_pixels_become_ignore():
+    logits = np.zeros((3, 2, 2), np.float32)
+    logits[1, 0, 0] = 10.0                      # one sure pixel, three uniform ones
+    gen = PseudoMaskGenerator(_FixedLogits(logits), ["background", "a", "b"], 0,
+                              filter_labels=False, min_confidence=0.5)
+    out = gen(np.zeros((2, 2, 3), np.uint8), None)
+    assert out.label_map.tolist() == [[1, 255], [255, 255]]
+    with pytest.raises(InputError, match="min_confidence"):
+        PseudoMaskGenerator(_FixedLogits(logits), ["a"], None, min_confidence=1.0)

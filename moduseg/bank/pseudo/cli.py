@@ -75,6 +75,8 @@ def load_proposer(spec: str, home: str | None, providers: str):
 @click.option("--proposer", "proposer_spec", default=None,
               help="Correct maps with proposals: 'default' or module:factory.")
 @click.option("--min-proposal-score", type=float, default=0.5, show_default=True)
+@click.option("--min-confidence", type=float, default=0.0, show_default=True,
+              help="Pixels whose softmax confidence is below this become 255 (ignore).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Text-embedding cache (default ~/.cache/moduseg/clip-text).")
 @click.option("--backend", default="auto", show_default=True,
@@ -84,7 +86,7 @@ def load_proposer(spec: str, home: str | None, providers: str):
 @click.option("--limit", type=int, default=None, help="Only the first N images.")
 def generate(clip_dir, images, classes, labels_file, out_dir, background, no_filter, stride,
              crop, short_side, batch, prompts, background_words, proposer_spec,
-             min_proposal_score, cache_dir, backend, threads, home, limit):
+             min_proposal_score, min_confidence, cache_dir, backend, threads, home, limit):
     """Write pseudo label maps for a folder of images."""
     from .dense import SlidingWindow
     from .generate import build_generator, generate_folder
@@ -109,7 +111,7 @@ def generate(clip_dir, images, classes, labels_file, out_dir, background, no_fil
     gen, info = build_generator(clip_dir, class_names, bg, window,
                                 read_synonyms(prompts) if prompts else None, words, cache_dir,
                                 backend, threads, proposer, min_proposal_score,
-                                filter_labels=not no_filter)
+                                filter_labels=not no_filter, min_confidence=min_confidence)
     summary = generate_folder(gen, images, out_dir, image_labels, limit, info, progress=True)
     click.echo(f"wrote {summary.written} label maps to {out_dir} "
                f"({summary.ms_per_image:.0f} ms/image)")

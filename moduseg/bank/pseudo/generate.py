@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...io import read_image, write_json, write_label_png
-from ...types import Proposer
+from ...types import IGNORE, Proposer
 from ..datasets import IMAGE_EXTS
 from .correction import correct_with_proposals
 from .dense import DenseClipSegmenter, SlidingWindow
@@ -41,7 +41,10 @@ class PseudoMaskGenerator:
 
     def __init__(self, segmenter: DenseClipSegmenter, class_names: list[str],
                  background_index: int | None, proposer: Proposer | None = None,
-                 min_proposal_score: float = 0.5, filter_labels: bool = True):
+                 min_proposal_score: float = 0.5, filter_labels: bool = True,
+                 min_confidence: float = 0.0):
+        if not 0.0 <= min_confidence < 1.0:
+            raise InputError(f"min_confidence must be in [0, 1), got {min_confidence}")
         if len(class_names) > 255:
             raise InputError(f"{len(class_names)} classes do not fit a uint8 label map "
                              f"(255 is ignore); at most 255 classes")
@@ -51,6 +54,7 @@ class PseudoMaskGenerator:
         self.proposer = proposer
         self.min_proposal_score = float(min_proposal_score)
         self.filter_labels = filter_labels
+        self.min_confidence = float(min_confidence)
 
     def __call__(self, image: np.ndarray, labels: list[str] | None,
                  image_id: str = "?") -> PseudoMask:
@@ -60,6 +64,8 @@ class PseudoMaskGenerator:
             present = presence_vector(labels, self.class_names, self.background_index,
                                       image_id)
         label_map, conf = filtered_argmax(logits, present)
+        if self.min_confidence > 0:  # unsure pixels carry no label (and cast no vote below)
+            label_map[conf < self.min_confidence] = IGNORE
         allowed = self.class_names if present is None else \
             [n for n, p in zip(self.class_names, present) if p]
         changed = 0
@@ -77,7 +83,8 @@ def build_generator(clip_dir: str | Path, class_names: list[str], background_ind
                     background_words=BACKGROUND_WORDS, cache_dir: str | Path | None = None,
                     providers: str = "auto", threads: int | None = None,
                     proposer: Proposer | None = None, min_proposal_score: float = 0.5,
-                    filter_labels: bool = True) -> tuple[PseudoMaskGenerator, dict]:
+                    filter_labels: bool = True,
+                    min_confidence: float = 0.0) -> tuple[PseudoMaskGenerator, dict]:
     """Load the exported CLIP, get (cached) text embeddings, wire the generator."""
     model = load_clip_model(clip_dir)
     vocab = build_vocabulary(class_names, background_index, synonyms, background_words)
@@ -98,9 +105,9 @@ def build_generator(clip_dir: str | Path, class_names: list[str], background_ind
             "templates": list(vocab.templates), "text_cache_hit": cached,
             "filter_labels": filter_labels,
             "proposer": getattr(proposer, "name", None) if proposer else None,
-            "min_proposal_score": min_proposal_score}
+            "min_proposal_score": min_proposal_score, "min_confidence": min_confidence}
     gen = PseudoMaskGenerator(seg, class_names, background_index, proposer,
-                              min_proposal_score, filter_labels)
+                              min_proposal_score, filter_labels, min_confidence)
     return gen, info
 
 
