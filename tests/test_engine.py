@@ -230,6 +230,9 @@ def test_backbone_on_fake_engine(tiny_onnx, tmp_path, monkeypatch):
     np.testing.assert_allclose(fm.features, x, atol=1e-5)
     dev, geo = bb.device_features(img)
     assert dev.shape == (1, 32, 2, 3) and dev.ptr and geo == fm.geometry
+    gf = bb.gpu_features(img)  # what the GPU SMFA pooler takes
+    assert gf.shape == (32, 2, 3) and gf.dtype == "float32" and gf.layout == "dhw"
+    assert gf.geometry == fm.geometry
 
 
 def test_int8_calibration_dla_and_strong_typing_on_fakes(tiny_onnx, tmp_path, monkeypatch):
@@ -310,3 +313,17 @@ def test_old_opset_graph_is_fused_before_parsing(tmp_path, monkeypatch):
     assert "LayerNormalization" in ops and "Pow" not in ops
     assert side.build["fused_layernorms"] == 1
     assert [l.name for l in network.layers if l.precision is not None]  # pinned to FP32
+
+
+def test_inaccurate_engine_is_deleted_with_a_clear_error(tiny_onnx, tmp_path, monkeypatch):
+    import trt_fakes
+    import moduseg.export.parity as parity
+    from moduseg.export.engine import build_cached_engine
+    from moduseg.export.parity import CosineStats, ParityError, ParityReport
+
+    trt_fakes.install(monkeypatch)
+    monkeypatch.setattr(parity, "compare", lambda *a, **k: ParityReport(
+        "onnxruntime-cpu", "tensorrt", {"random0": CosineStats(0.93, 0.98, 6)}, 0.99))
+    with pytest.raises(ParityError, match="engine was deleted.*--fp32-layers"):
+        build_cached_engine(tiny_onnx, BuildOptions(precision="fp16"), tmp_path / "c")
+    assert not list((tmp_path / "c").glob("*.engine*"))

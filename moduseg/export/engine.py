@@ -495,6 +495,11 @@ def accuracy_check(engine_path: Path, onnx_path: Path, profiles: dict, meta: dic
     runner = TrtRunner(engine_path, device=device)
     name = runner.inputs[0]
     shape = profiles[name][1] if name in profiles else runner.engine_shape(name)
+    if len(runner.inputs) != 1 or len(shape) != 4 or shape[1] != 3:
+        runner.close()
+        click.echo(f"accuracy check skipped: inputs {runner.inputs} are not one [B,3,H,W] "
+                   f"image (check multi-input graphs such as SAM's decoder separately)")
+        return None
     mean, std = graph_norm(meta)
     m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
@@ -558,6 +563,7 @@ def build_cached_engine(onnx_path: str | Path, opts: BuildOptions, cache_dir=Non
     if check:
         thr = min_cosine if min_cosine is not None else MIN_COSINE[opts.precision]
         report = accuracy_check(path, onnx_path, profiles, meta, images, thr, opts.device)
+    if check and report is not None:
         side.accuracy = report.to_dict()
         save_engine(engine_bytes, path, side)
         for line in report.lines():

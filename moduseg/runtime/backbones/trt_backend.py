@@ -171,6 +171,19 @@ class TensorRTBackbone:
                              f"{geo.grid_hw}")
         return out, geo
 
+    def gpu_features(self, image: np.ndarray):
+        """``DeviceFeatures`` for the GPU SMFA pooler (``moduseg.runtime.cuda.smfa_gpu``).
+
+        The pointer refers to this backbone's output buffer: valid until the next
+        call on this backbone (the pooler must run before the next frame's features).
+        """
+        from ..cuda.smfa_gpu import DeviceFeatures
+
+        dev, geo = self.device_features(image)
+        _, d, h, w = dev.shape
+        return DeviceFeatures(ptr=int(dev.ptr), shape=(int(d), int(h), int(w)),
+                              dtype=np.dtype(dev.dtype).name, geometry=geo, layout="dhw")
+
     def __call__(self, image: np.ndarray) -> FeatureMap:
         dev, geo = self.device_features(image)
         y = self.runner.to_host(dev)
