@@ -248,3 +248,11 @@ def test_refuses_engine_for_other_tensorrt(runner_env, tmp_path):
     save_engine(b"garbage", bad, Sidecar(key, "bad.onnx"))
     with pytest.raises(EngineMismatchError, match="could not deserialize"):
         rt.TrtRunner(bad)
+
+
+def test_ort_tensorrt_provider_options(tmp_path):
+    import moduseg.runtime.trt as rt
+
+    o = rt.ort_tensorrt_options(tmp_path, fp16=True, device=1)
+    assert o["trt_engine_cache_enable"] and o["trt_engine_cache_path"] == str(tmp_path)
+    assert o["trt_fp16_enable"] and o["trt_layer_norm_fp32_fallback"] and o["device_id"] == 1

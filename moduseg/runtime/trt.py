@@ -93,6 +93,24 @@ class _Buffer:
         self.capacity, self.dptr, self.hptr = 0, 0, 0
 
 
+def ort_tensorrt_options(cache_dir=None, fp16: bool = True, device: int = 0,
+                         workspace_mb: int = 4096) -> dict:
+    """Provider options for ONNX Runtime's TensorRT execution provider.
+
+    Without an engine cache the provider rebuilds its engines in every new
+    session (minutes for a ViT); LayerNorm stays FP32 in FP16 mode. Pass as
+    ``providers=[("TensorrtExecutionProvider", opts), "CUDAExecutionProvider", ...]``.
+    """
+    from ..export.engine_cache import default_cache_dir
+
+    cache = Path(cache_dir) if cache_dir else default_cache_dir() / "ort-trt"
+    return {"device_id": int(device), "trt_fp16_enable": bool(fp16),
+            "trt_layer_norm_fp32_fallback": True,
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+            "trt_max_workspace_size": int(workspace_mb) << 20}
+
+
 def import_tensorrt():
     try:
         import tensorrt as trt
