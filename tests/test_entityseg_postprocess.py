@@ -119,3 +119,17 @@ def test_preprocess_pads_with_the_mean():
     assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32
     assert (x[0, :, :10, :20] == 7).all()
     assert (x[0, 2, 10:] == 3.0).all() and (x[0, 0, :, 20:] == 1.0).all()
+
+
+def test_query_without_positive_logits_is_skipped_and_blocks_nothing():
+    cls, masks = _hand_built()
+    cls = np.concatenate([[[np.log(0.95), np.log(0.05)]], cls]).astype(np.float32)
+    masks = np.concatenate([np.full((1, 4, 6), -0.5, np.float32), masks])
+    m, s, q = entity_postprocess(cls, masks, (8, 12), (8, 12), (8, 12))
+    assert q.tolist() == [1, 2] and m.sum() == 96
+    torch = pytest.importorskip("torch")
+    from moduseg.export.entityseg.postprocess import entity_inference, upsample_masks
+    up = upsample_masks(torch.from_numpy(masks), (8, 12), (8, 12), (8, 12))
+    tm, ts, tq = entity_inference(torch.from_numpy(cls), up)
+    assert tq[0] == 0 and not tm[0].any() and ts[0] == 0      # EntitySeg: empty, score 0
+    np.testing.assert_allclose(ts[1:3].numpy(), s, rtol=1e-5)

@@ -56,11 +56,7 @@ def export_onnx(model: EntitySegModel, out: str | Path, input_hw=DEFAULT_INPUT_H
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
     os.close(fd)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (dummy,), tmp, input_names=[INPUT_NAME],
-                              output_names=list(OUTPUT_NAMES), opset_version=opset,
-                              do_constant_folding=True, dynamo=False)
+        _trace_to_onnx(model, dummy, tmp, opset)
         graph = onnx.load(tmp)
         if simplify:
             graph = _simplify(graph)
@@ -80,6 +76,19 @@ def export_onnx(model: EntitySegModel, out: str | Path, input_hw=DEFAULT_INPUT_H
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def _trace_to_onnx(model, dummy, path: str, opset: int) -> None:
+    """TorchScript exporter (what this module is tested with, torch 2.4-2.14); the
+    dynamo exporter (opset >= 18) only where the TorchScript one is gone."""
+    kwargs = dict(input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (dummy,), path, opset_version=opset,
+                              do_constant_folding=True, dynamo=False, **kwargs)
+        except TypeError:   # a torch without the dynamo switch or without TorchScript export
+            torch.onnx.export(model, (dummy,), path, opset_version=max(opset, 18), **kwargs)
 
 
 def _simplify(graph):

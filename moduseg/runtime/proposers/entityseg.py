@@ -131,7 +131,8 @@ def entity_postprocess(class_logits: np.ndarray, mask_logits: np.ndarray, input_
     time, and each pixel goes to the first query with a positive logit there:
     the same id map as EntitySeg's paint-in-increasing-order loop. Dropping
     queries with ``p * 0.7311 < min_score`` is exact (they could only score
-    below ``min_score`` and only claim pixels after every kept query).
+    below ``min_score`` and only claim pixels after every kept query), and so
+    is skipping queries without a positive mask logit.
     """
     class_logits = np.asarray(class_logits, np.float32)
     mask_logits = np.asarray(mask_logits, np.float32)
@@ -146,6 +147,10 @@ def entity_postprocess(class_logits: np.ndarray, mask_logits: np.ndarray, input_
     flat = probs.reshape(-1)
     order = np.argsort(-flat, kind="stable")[:max(0, min(int(top_k), flat.size))]
     order = order[flat[order] * MAX_MASK_CONF >= min_score] if min_score > 0 else order
+    # bilinear resizing is a convex combination: a query with no positive logit
+    # at network resolution has an empty mask at any size (score 0), skip it
+    alive = mask_logits.reshape(len(mask_logits), -1).max(1) > 0
+    order = order[alive[order // num_classes]]
     H, W = int(image_hw[0]), int(image_hw[1])
     claimed = np.zeros((H, W), bool)
     masks, scores, queries = [], [], []
