@@ -209,6 +209,9 @@ def finalise(model, meta: GraphMetadata, out: Path, do_simplify: bool = True) ->
     import onnx
 
     model = upgrade_opset(model, max(MIN_OPSET, meta.opset))
+    if do_simplify and model.ByteSize() > EXTERNAL_DATA_BYTES:
+        do_simplify = False  # onnxslim cannot serialise a > 2 GiB proto; torch already folded
+        meta.extra["simplified"] = "skipped (> 2 GiB of weights)"
     if do_simplify:
         model = simplify(model)
     from .layernorm_fusion import fuse_layernorm
