@@ -250,8 +250,12 @@ def to_mixed_fp16(onnx_path: str | Path, out_path: str | Path,
     del model.graph.value_info[:]  # stale float32 annotations confuse the converter
     ops = [o for o in keep_fp32_ops if o[:1].isupper() and o.isidentifier()]
     _unshare_initializers(model.graph, set(ops))
-    mixed = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=ops,
-                                             disable_shape_infer=False)
+    import warnings
+
+    with warnings.catch_warnings():  # one warning per tiny weight clamped to +-1e-7
+        warnings.simplefilter("ignore", UserWarning)
+        mixed = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=ops,
+                                                 disable_shape_infer=False)
     onnx.save(mixed, str(out_path))
     return Path(out_path)
 
