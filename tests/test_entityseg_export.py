@@ -145,3 +145,35 @@ def test_tensorrt_engine_build(swin_export, tmp_path):
     assert report.ok(), str(report)
     prop = EntitySegProposer(engine)
     assert len(prop(_scene(50, 80))) > 0
+
+
+def test_engine_branch_reads_sidecar_metadata(swin_export, tmp_path, monkeypatch):
+    """The .engine code path without a GPU: a stand-in runner backed by ONNX Runtime."""
+    import types
+
+    import moduseg.runtime.trt as trt_mod
+    from moduseg.export.backbone import read_metadata
+    from moduseg.runtime.onnx_session import make_session
+
+    _, path = swin_export
+    sess = make_session(path, providers="cpu")
+
+    class FakeRunner:
+        def __init__(self, engine_path, device=0):
+            self.sidecar = types.SimpleNamespace(metadata=read_metadata(path))
+            self.inputs = [sess.get_inputs()[0].name]
+
+        def run(self, feeds):
+            return dict(zip(["pred_logits", "pred_masks"], sess.run(None, feeds)))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(trt_mod, "TrtRunner", FakeRunner)
+    engine = tmp_path / "tiny.engine"
+    engine.write_bytes(b"stand-in")
+    image = _scene(50, 80)
+    got = EntitySegProposer(engine)(image)
+    want = EntitySegProposer(path, providers="cpu")(image)
+    np.testing.assert_array_equal(got.masks, want.masks)
+    np.testing.assert_array_equal(got.scores, want.scores)

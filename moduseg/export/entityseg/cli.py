@@ -60,11 +60,15 @@ def _load_image(path: Path | None, hw: tuple[int, int]):
               show_default=True, help="Engine precision.")
 @click.option("--workspace", "workspace_mb", default=4096, show_default=True,
               help="TensorRT builder workspace in MiB.")
+@click.option("--heads", default=8, show_default=True,
+              help="Attention heads (MASK_FORMER.NHEADS); not recorded in the weights.")
+@click.option("--gn-groups", default=32, show_default=True,
+              help="GroupNorm groups of the pixel decoder; not recorded in the weights.")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow unpickling (.pkl checkpoints, .pth with optimizer objects).")
 def export_entityseg(checkpoint, random_preset, output, input_size, min_size, max_size, opset,
                      no_simplify, parity_image, skip_parity, engine, precision, workspace_mb,
-                     trust_pickle):
+                     heads, gn_groups, trust_pickle):
     """Export the EntitySeg Mask2Former entity proposer to ONNX (and TensorRT).
 
     Example: moduseg export entityseg --checkpoint Mask2Former_swin_large_w7_3x.pth
@@ -81,7 +85,8 @@ def export_entityseg(checkpoint, random_preset, output, input_size, min_size, ma
     if checkpoint is not None:
         from .checkpoint import load_model
 
-        model, report = load_model(checkpoint, trust_pickle=trust_pickle)
+        model, report = load_model(checkpoint, trust_pickle=trust_pickle, enc_heads=heads,
+                                   dec_heads=heads, gn_groups=gn_groups)
         cfg = model.cfg
         click.echo(f"loaded {checkpoint}: {report.describe()}; backbone {cfg.backbone}, "
                    f"{cfg.num_queries} queries, {cfg.dec_layers} decoder layers")
