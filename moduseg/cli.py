@@ -23,6 +23,7 @@ COMMANDS = {
     "export": "moduseg.export.cli:export",
     "bench": "moduseg.bench:bench_command",
     "pseudo": "moduseg.bank.pseudo.cli:pseudo",
+    "cuda": "moduseg.runtime.cuda.cli:cuda",
 }
 
 

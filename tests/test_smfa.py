@@ -97,3 +97,12 @@ def test_integral_form_equals_the_overlap_matrix_products(mask_hw, geo):
     from moduseg.smfa import soft_weights_matmul
     m = np.random.default_rng(1).random((5,) + mask_hw) > 0.5
     np.testing.assert_allclose(soft_weights(m, geo), soft_weights_matmul(m, geo), atol=1e-5)
+
+
+def test_empty_mask_among_many_has_exactly_zero_weight():
+    rng = np.random.default_rng(3)
+    g = GridGeometry((90, 110), (50, 66), (8, 10), 7)
+    m = rng.random((37, 90, 110)) > 0.5
+    m[17] = False
+    w = soft_weights(m, g)
+    assert (w[17] == 0).all() and (w >= 0).all()
