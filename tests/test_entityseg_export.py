@@ -51,6 +51,9 @@ def test_graph_is_plain_onnx_with_grid_sample(swin_export):
     dims = [d.dim_value for d in g.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, *HW]
     assert "moduseg.entityseg" in {p.key for p in g.metadata_props}
+    from moduseg.export.trt_compat import check_file
+    for version in ("8.6", "10.x"):                            # JetPack 5 and current
+        assert check_file(path, version).ok
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +104,10 @@ def test_hornet_export_parity(tmp_path):
     report = check_parity(model, path, _scene(60, 90, seed=7))
     assert report.ok(), str(report)
     assert report.masks_max_abs < 1e-3
+    from moduseg.export.trt_compat import check_file
+    compat = check_file(path, "10.x")
+    assert compat.ok, compat.lines()
+    assert not compat.by_code("decomposed-layernorm-fp16")      # fused LayerNormalization
 
 
 def test_input_size_must_be_a_multiple_of_32(tmp_path):

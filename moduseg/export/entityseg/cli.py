@@ -35,6 +35,18 @@ def _load_image(path: Path | None, hw: tuple[int, int]):
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _report_trt_compat(path: Path) -> None:
+    """TensorRT parser support of the graph (no GPU needed); warnings and errors only."""
+    try:
+        from ..trt_compat import check_file
+    except ImportError:
+        return
+    report = check_file(path, "10.x")
+    for line in report.lines():
+        if not line.lstrip().startswith("INFO"):
+            click.echo(line)
+
+
 @click.command("entityseg")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="EntitySeg / Mask2Former detectron2 checkpoint (.pth or .pkl).")
@@ -96,6 +108,7 @@ def export_entityseg(checkpoint, random_preset, output, input_size, min_size, ma
         click.echo(f"random {random_preset} model (NOT a trained proposer)")
     path = export_onnx(model, output, hw, min_size, max_size, opset, simplify=not no_simplify)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), input {hw[0]}x{hw[1]}")
+    _report_trt_compat(path)
     img = _load_image(parity_image, hw)
     if not skip_parity:
         parity = check_parity(model, path, img)

@@ -55,10 +55,10 @@ class ChannelsFirstLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        # one fused LayerNormalization op in ONNX (FP16-safe in TensorRT), unlike
+        # the mean/pow/sqrt decomposition of the reference code (same values)
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
 
 
 def sine_position_embedding(h: int, w: int, num_pos_feats: int,
