@@ -65,8 +65,18 @@ def stages_md(s: dict) -> list[str]:
                 f"{m.get('proposals_median')} proposals median)", ""]
         out += _table(["stage", "median ms", "p90 ms", "p99 ms"],
                       [[k, v["median"], v["p90"], v["p99"]] for k, v in m["stages"].items()])
-    out += [f"Memory: {s.get('memory')}", ""]
+    out += [mem_line(s.get("memory")), ""]
     return out
+
+
+def mem_line(m: dict | None) -> str:
+    if not m:
+        return ""
+    gpu = f"{m['peak_gpu_mb']} MB" if m.get("peak_gpu_mb") is not None else \
+        f"n/a ({m.get('gpu_note')})"
+    return (f"Memory: peak RSS {m['peak_rss_mb']} MB during the suite (started at "
+            f"{m['start_rss_mb']} MB; process lifetime peak {m['process_peak_rss_mb']} MB); "
+            f"peak GPU memory {gpu}.")
 
 
 def reference_md(r: dict) -> list[str]:
@@ -135,7 +145,9 @@ def video_md(v: dict) -> list[str]:
     out += _table(["input", "frames", "HxW", "fps (overlapped)"] + [f"{s} ms" for s in stages],
                   rows)
     out += [f"Backbone batch throughput: {json.dumps(v.get('batch'))}", "",
-            f"Memory: {v.get('memory')}", "", f"Model files (MB): {v.get('model_files_mb')}", ""]
+            mem_line(v.get("memory")), "",
+            "Files on disk (MB): bank " + str(b["file_mb"]) + "; " + ", ".join(
+                f"{k} {val}" for k, val in (v.get("model_files_mb") or {}).items()), ""]
     return out
 
 
@@ -186,7 +198,8 @@ def plot(res: dict, out_dir: Path) -> list[str]:
                 xerr=[[0] * len(names), [max(0, (st[n].get("p90") or 0) - (st[n]["median"] or 0))
                                          for n in names]], color="tab:blue")
         ax.invert_yaxis()
-        ax.set_xlabel("median ms per frame (error bar to p90)")
+        ax.set_xscale("log")               # models take seconds, post stages milliseconds
+        ax.set_xlabel("median ms per frame, log scale (error bar to p90)")
         ax.set_title(f"Stage breakdown, {s['stages']['frame']['proposals']} proposals")
         save(fig, "stage_breakdown.png")
 
