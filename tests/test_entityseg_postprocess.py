@@ -133,3 +133,12 @@ def test_query_without_positive_logits_is_skipped_and_blocks_nothing():
     tm, ts, tq = entity_inference(torch.from_numpy(cls), up)
     assert tq[0] == 0 and not tm[0].any() and ts[0] == 0      # EntitySeg: empty, score 0
     np.testing.assert_allclose(ts[1:3].numpy(), s, rtol=1e-5)
+
+
+def test_runtime_proposer_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, moduseg.runtime.proposers.entityseg as m; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(m.EntitySegProposer.name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "entityseg", out.stderr
