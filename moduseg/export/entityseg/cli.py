@@ -56,7 +56,8 @@ def _report_trt_compat(path: Path) -> None:
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
               help="ONNX file to write.")
 @click.option("--input-size", default="800x1344", show_default=True,
-              help="Fixed network input HxW (multiples of 32).")
+              help="Fixed network input HxW (multiples of 32); EntitySeg-exact when it is "
+                   "ceil32 of the resized image, e.g. 800x1088 for 4:3 images.")
 @click.option("--min-size", default=800, show_default=True,
               help="Resize: shortest image side (detectron2 MIN_SIZE_TEST).")
 @click.option("--max-size", default=1333, show_default=True,
