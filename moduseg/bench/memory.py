@@ -115,4 +115,7 @@ def model_files(home=None) -> dict:
     for key, entry in man.get("models", {}).items():
         for role, f in entry.get("files", {}).items():
             out[f"{key}:{role}"] = file_mb(h / f["path"])
+    for pattern in ("**/*.engine", "**/*.plan", "**/*.trt"):      # built TensorRT engines
+        for p in sorted(h.glob(pattern)):
+            out[f"engine:{p.relative_to(h)}"] = file_mb(p)
     return out

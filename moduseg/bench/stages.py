@@ -150,6 +150,7 @@ def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
         bank, centres = make_bank(bank_size, dim, seed=seed)
         index, pooler = device_index_pooler(bank.vectors, cfg, device)
         result["config"]["index_kind"] = getattr(index, "kind", type(index).__name__)
+        result["config"]["bank_mb"] = round(bank.vectors.nbytes / 2 ** 20, 2)
         post = {}
         for P in proposals:
             scenes = [make_scene(P, bank, centres, padded=True, seed=seed + 10 * s + P)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..timing import StageTimer
 from .common import default_data_root, progress
+from .gpu import gpu_status, make_timer
 from .memory import MemorySampler, file_mb, model_files
 from .stats import summarize, summarize_stages
 
@@ -63,7 +64,7 @@ class _TimedFrames:
 
 
 def stream_run(seg, spec: str, max_frames: int, out_dir: Path, bar=None,
-               warmup: bool = True) -> dict:
+               warmup: bool = True, device: str = "cpu") -> dict:
     """An optional warm-up frame, then ``max_frames`` frames overlapped; fps and stage
     medians. The warm-up frame is not counted (nor is it skipped in the stream)."""
     from ..io import write_label_png
@@ -77,7 +78,7 @@ def stream_run(seg, spec: str, max_frames: int, out_dir: Path, bar=None,
     n_props = []
 
     def infer(frame):
-        timer = StageTimer()
+        timer = make_timer(device)
         res = seg(frame.image, timer)
         return res, timer
 
@@ -168,6 +169,9 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
                           "file_mb": file_mb(bpath), "build_s": round(build_s, 1),
                           "index_kind": seg.index.kind}
         result["config"]["runtime_config"] = seg.config.__dict__
+        device = "cuda" if backend in ("cuda", "tensorrt") and gpu_status()["available"] \
+            else "cpu"
+        result["config"]["clock"] = "CUDA events" if device == "cuda" else "time.perf_counter"
         folder = data_root / "camvid" / "val"
         total = len(present) * max_frames + (folder_frames if folder.is_dir() else 0)
         bar = progress(total, "video", show_progress)
@@ -177,13 +181,13 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
                 out = Path(tmp) / Path(v).stem
                 out.mkdir()
                 runs[v] = stream_run(seg, str(data_root / "video" / v), max_frames, out, bar,
-                                     warmup=i == 0)
+                                     warmup=i == 0, device=device)
             result["videos"] = runs
             if folder.is_dir():
                 out = Path(tmp) / "folder"
                 out.mkdir()
                 result["folder"] = stream_run(seg, str(folder), folder_frames, out, bar,
-                                              warmup=False)
+                                              warmup=False, device=device)
                 result["folder"]["path"] = str(folder)
         bar.close()
         from ..io import read_image
