@@ -41,7 +41,7 @@ def _gpu_kinds() -> tuple[list, str]:
     if not status["available"]:
         return [], status["reason"]
     try:
-        from ..runtime import gpu_index
+        from ..runtime import gpu_index  # noqa: F401  (importable at all?)
     except ImportError as e:
         return [], f"moduseg.runtime.gpu_index unavailable: {e}"
     return ["gpu_flat", "gpu_flat_fp16", "gpu_ivf"], ""
