@@ -40,7 +40,7 @@ class Attention(nn.Module):
         v = F.linear(value, wv, bv).view(B, Lk, h, d).transpose(1, 2)
         logits = (q * d ** -0.5) @ k.transpose(-2, -1)                 # [B, h, Lq, Lk]
         if mask is not None:
-            logits = torch.where(mask[:, None], torch.full_like(logits, MASKED), logits)
+            logits = logits.masked_fill(mask[:, None], MASKED)   # scalar, not a folded tensor
         out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(B, Lq, C)
         return self.out_proj(out)
 
