@@ -192,3 +192,15 @@ def test_published_architectures_are_recognised(factory):
         state = EntitySegModel(cfg).state_dict()
     assert set(state) == official_names(cfg)
     assert infer_config(state).arch_dict() == cfg.arch_dict()
+
+
+def test_derived_swin_index_may_be_absent_but_not_wrong():
+    cfg = tiny_test_config("swin")
+    _, state = _synthetic(cfg)
+    key = "backbone.layers.0.blocks.0.attn.relative_position_index"
+    dropped = {k: v for k, v in state.items() if not k.endswith("relative_position_index")}
+    report = load_state(EntitySegModel(cfg), dropped)
+    assert report.ok and key in report.ignored
+    state[key] = state[key][::-1].copy()
+    with pytest.raises(CheckpointMismatch, match="relative_position_index"):
+        load_state(EntitySegModel(cfg), state)

@@ -33,6 +33,8 @@ from .model import EntitySegModel
 RENAMES = (("static_query", "query_feat"),)
 # keys a detectron2 checkpoint may hold that the inference model does not need
 IGNORED_PREFIXES = ("criterion.", "pixel_mean", "pixel_std")
+# buffers computed from the architecture: may be absent; if present they must agree
+DERIVED_SUFFIXES = ("attn.relative_position_index",)
 
 
 class CheckpointMismatch(ModuSegError):
@@ -132,9 +134,14 @@ def load_state(model: EntitySegModel, state: dict[str, np.ndarray],
                                          f"{tuple(own[k].shape)}")
         else:
             new[k] = torch.from_numpy(np.ascontiguousarray(v)).to(own[k].dtype)
-    report.missing = sorted(k for k in own if k not in state)
+    for k in list(new):
+        if k.endswith(DERIVED_SUFFIXES) and not torch.equal(new[k], own[k]):
+            report.shape_mismatch.append(f"{k}: values differ from the window size's index")
+            del new[k]
+    report.missing = sorted(k for k in own if k not in state and not k.endswith(DERIVED_SUFFIXES))
     report.unexpected.sort()
     report.loaded = len(new)
+    report.ignored += sorted(k for k in own if k not in state and k.endswith(DERIVED_SUFFIXES))
     if strict and not report.ok:
         raise CheckpointMismatch(
             f"checkpoint does not match the {model.cfg.backbone} EntitySeg model: "
