@@ -11,33 +11,37 @@ def _ints(text):
 
 
 def common(f):
-    f = click.option("--out", "out_dir", default="bench-results", show_default=True,
-                     type=click.Path(), help="Folder for results.json, results.md, *.png.")(f)
-    f = click.option("--profile", type=click.Choice(["quick", "default", "full"]),
-                     default=None, help="Sizes and repeats (default: default).")(f)
-    f = click.option("--quick", is_flag=True, help="Tiny sizes for CI (seconds).")(f)
-    f = click.option("--full", is_flag=True, help="Every size (1M-vector banks; slow).")(f)
-    f = click.option("--threads", type=int, default=None,
-                     help="Pin BLAS/OpenMP/OpenCV threads (default: libraries' own).")(f)
-    f = click.option("--no-progress", is_flag=True, help="No progress bars.")(f)
-    f = click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")(f)
-    f = click.option("--proposals", default=None, help="Proposal counts, e.g. 100,200.")(f)
-    f = click.option("--frames", type=int, default=None, help="stages: frames after warm-up.")(f)
-    f = click.option("--repeats", type=int, default=None, help="reference/scaling repeats.")(f)
-    f = click.option("--bank-size", type=int, default=None, help="stages/reference bank size.")(f)
-    f = click.option("--sizes", default=None, help="scaling: bank sizes, e.g. 1000,1e6.")(f)
-    f = click.option("--dims", default=None, help="scaling: dimensions, e.g. 384,1152.")(f)
-    f = click.option("--models", type=click.Choice(["auto", "on", "off"]), default=None,
-                     help="stages: time the backbone/proposer (auto: when installed).")(f)
-    f = click.option("--bank", "bank_path", default=None, type=click.Path(),
-                     help="video: bank file (default: build one from CamVid train).")(f)
-    f = click.option("--max-frames", type=int, default=None, help="video: frames per input.")(f)
-    f = click.option("--home", default=None, type=click.Path(), help="Model home.")(f)
-    f = click.option("--backend", default=None, help="video: cpu, cuda, auto, ...")(f)
-    f = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-                     help="stages: cuda = GPU index, CUDA SMFA and CUDA-event timing.")(f)
-    f = click.option("--data", "data_root", default=None, type=click.Path(),
-                     help="Data root (default: ../shared/data beside the checkout).")(f)
+    opts = [
+        click.option("--out", "out_dir", default="bench-results", show_default=True,
+                     type=click.Path(), help="Folder for results.json, results.md, *.png."),
+        click.option("--profile", type=click.Choice(["quick", "default", "full"]),
+                     default=None, help="Sizes and repeats (default: default)."),
+        click.option("--quick", is_flag=True, help="Tiny sizes for CI (seconds)."),
+        click.option("--full", is_flag=True, help="Every size (1M-vector banks; slow)."),
+        click.option("--threads", type=int, default=None,
+                     help="Pin BLAS/OpenMP/OpenCV threads (default: libraries' own)."),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+        click.option("--no-plots", is_flag=True, help="Skip the PNG plots."),
+        click.option("--proposals", default=None, help="Proposal counts, e.g. 100,200."),
+        click.option("--frames", type=int, default=None, help="stages: frames after warm-up."),
+        click.option("--repeats", type=int, default=None, help="reference/scaling repeats."),
+        click.option("--bank-size", type=int, default=None, help="stages/reference bank size."),
+        click.option("--sizes", default=None, help="scaling: bank sizes, e.g. 1000,1e6."),
+        click.option("--dims", default=None, help="scaling: dimensions, e.g. 384,1152."),
+        click.option("--models", type=click.Choice(["auto", "on", "off"]), default=None,
+                     help="stages: time the backbone/proposer (auto: when installed)."),
+        click.option("--bank", "bank_path", default=None, type=click.Path(),
+                     help="video: bank file (default: build one from CamVid train)."),
+        click.option("--max-frames", type=int, default=None, help="video: frames per input."),
+        click.option("--home", default=None, type=click.Path(), help="Model home."),
+        click.option("--backend", default=None, help="video: cpu, cuda, auto, ..."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+                     help="stages: cuda = GPU index, CUDA SMFA and CUDA-event timing."),
+        click.option("--data", "data_root", default=None, type=click.Path(),
+                     help="Data root (default: ../shared/data beside the checkout)."),
+    ]
+    for opt in reversed(opts):          # click lists options in decoration order
+        f = opt(f)
     return f
 
 
