@@ -70,6 +70,15 @@ def test_generate_covers_exactly_the_image(generator):
 
 
 @pytest.mark.models
+def test_upsampled_output_grid(generator, monkeypatch):
+    monkeypatch.setattr(generator, "output_upsample", 2)
+    img = _frame()
+    props = generator(img)
+    assert props.mask_hw == (192, 256) == generator.output_hw()   # 2 x the 96 x 128 grid
+    assert len(props) > 0 and props.image_hw == (360, 480)
+
+
+@pytest.mark.models
 def test_predict_shapes_and_selection(generator):
     img = _frame()
     generator.set_image(img)
@@ -99,6 +108,8 @@ def test_bad_settings_are_refused():
         sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", mask_stride=3)
     with pytest.raises(InputError):
         sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", pred_iou_thresh=1.5)
+    with pytest.raises(InputError):
+        sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", output_upsample=3)
     with pytest.raises(ModelNotFoundError):
         sam_mod.SamAutomaticMaskGenerator("/nonexistent/encoder.onnx", "/nonexistent/sam.onnx")
 
@@ -106,7 +117,7 @@ def test_bad_settings_are_refused():
 def test_crop_masks_land_in_their_tile(monkeypatch):
     """Multi-crop: tile masks are resampled into the tile's box on the full grid."""
     g = sam_mod.SamAutomaticMaskGenerator.__new__(sam_mod.SamAutomaticMaskGenerator)
-    g.mask_stride, g.crop_n_layers, g.nms_iou_thresh = 4, 1, 0.7
+    g.mask_stride, g.crop_n_layers, g.nms_iou_thresh, g.output_upsample = 4, 1, 0.7, 1
     g.timer, g.last_stats = g.timer_cls(), {}
     seen = []
 

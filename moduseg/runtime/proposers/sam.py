@@ -126,7 +126,9 @@ class SamAutomaticMaskGenerator:
     ``min_region_area`` (image pixels): holes and islands smaller than this
     are filled / removed. ``refine_points``: at most this many extra prompts
     in uncovered regions of at least ``refine_min_area`` image pixels.
-    ``mask_stride`` 1, 2 or 4: logits on the 256, 128 or 64 grid.
+    ``mask_stride`` 1, 2 or 4: logits on the 256, 128 or 64 grid;
+    ``output_upsample`` 1, 2 or 4: kept masks are the bilinearly upsampled
+    logits of that grid thresholded at 0 (finer boundaries for little cost).
     """
 
     name = "sam"
@@ -143,6 +145,7 @@ class SamAutomaticMaskGenerator:
                  min_region_area: int = 100,
                  multimask: bool = True,
                  mask_stride: int = 2,
+                 output_upsample: int = 1,
                  refine_points: int = 16,
                  refine_min_area: int = 600,
                  crop_n_layers: int = 0,
@@ -177,6 +180,9 @@ class SamAutomaticMaskGenerator:
         self.min_region_area = int(min_region_area)
         self.multimask = bool(multimask)
         self.mask_stride = int(mask_stride)
+        if output_upsample not in (1, 2, 4):
+            raise InputError(f"output_upsample must be 1, 2 or 4, got {output_upsample}")
+        self.output_upsample = int(output_upsample)
         self.refine_points = int(refine_points)
         self.refine_min_area = int(refine_min_area)
         self.crop_n_layers = int(crop_n_layers)
@@ -211,6 +217,11 @@ class SamAutomaticMaskGenerator:
         cell = 4 * self.mask_stride
         return (max(1, int(round(im.resized_hw[0] / cell))),
                 max(1, int(round(im.resized_hw[1] / cell))))
+
+    def output_hw(self, image: SamImage | None = None) -> tuple[int, int]:
+        """Size of ``Proposals.masks``: the grid, times ``output_upsample``."""
+        gh, gw = self.grid_hw(image)
+        return gh * self.output_upsample, gw * self.output_upsample
 
     def predict(self, point_coords: np.ndarray, point_labels: np.ndarray | None = None,
                 multimask: bool | None = None) -> SamPrediction:
@@ -268,9 +279,9 @@ class SamAutomaticMaskGenerator:
         return masks, ious
 
     def grid_to_image(self, pts: np.ndarray, image: SamImage | None = None) -> np.ndarray:
-        """(x, y) in grid cells -> image pixels."""
+        """(x, y) in output-grid cells -> image pixels."""
         im = image or self._require_image()
-        gh, gw = self.grid_hw(im)
+        gh, gw = self.output_hw(im)
         h, w = im.image_hw
         return pts * np.array([w / gw, h / gh], np.float32)
 
@@ -282,7 +293,7 @@ class SamAutomaticMaskGenerator:
         _check_image(image)
         if self.crop_n_layers <= 0:
             masks, scores = self._generate_one(image)
-            gh, gw = self.grid_hw()
+            gh, gw = self.output_hw()
         else:
             masks, scores, (gh, gw) = self._generate_crops(image)
         with self.timer("postprocess"):
@@ -297,7 +308,7 @@ class SamAutomaticMaskGenerator:
 
     def _generate_one(self, image: np.ndarray):
         im = self.set_image(image)
-        gh, gw = self.grid_hw(im)
+        gh, gw = self.output_hw(im)
         h, w = im.image_hw
         cell_area = (h / gh) * (w / gw)
         rows, cols = self.grid_rc
@@ -335,9 +346,16 @@ class SamAutomaticMaskGenerator:
             masks = logits > 0
             nonempty = masks.reshape(len(masks), -1).any(1)
             masks, iou, stab = masks[nonempty], iou[nonempty], stab[nonempty]
+            logits = logits[nonempty]
             scores = (np.clip(iou, 0, 1) * stab).astype(np.float32)
             keep = mask_ops.mask_nms(masks, scores, self.nms_iou_thresh)
             masks, scores = masks[keep], scores[keep]
+            u = self.output_upsample
+            if u > 1 and len(masks):
+                # bilinear logits (as SAM upsamples its own) thresholded at 0
+                lg = np.ascontiguousarray(logits[keep].transpose(1, 2, 0))
+                up = cv2.resize(lg, (gw * u, gh * u), interpolation=cv2.INTER_LINEAR)
+                masks = (up.reshape(gh * u, gw * u, -1) > 0).transpose(2, 0, 1)
             min_cells = int(self.min_region_area / cell_area)
             if min_cells > 0 and len(masks):
                 masks = mask_ops.clean_masks(masks, min_cells)
@@ -358,7 +376,7 @@ class SamAutomaticMaskGenerator:
             prompts += self.last_stats["prompts"]
             self.last_stats["prompts"] = prompts
             if k == 0:
-                full_hw = self.grid_hw()
+                full_hw = self.output_hw()
                 all_m.append(m)
                 all_s.append(s)
                 continue
