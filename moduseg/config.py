@@ -15,7 +15,8 @@ UNASSIGNED_POLICIES = ("background", "ignore", "nearest")
 INDEX_KINDS = ("auto", "flat", "flat_fp16", "ivf")
 PURIFICATIONS = ("fixed", "adaptive", "none")
 AGGREGATIONS = ("soft", "hard")
-GRANULARITIES = ("class", "component")
+GRANULARITIES = ("class", "component", "patch")
+ASSIGNMENTS = ("pooled", "patch_vote")
 VOTINGS = ("count", "weighted")
 
 
@@ -33,9 +34,13 @@ class BankConfig:
     outlier_fraction: float = 0.25
     # soft: area-interpolated weights (SMFA); hard: nearest-neighbour 0/1 weights.
     aggregation: str = "soft"
-    # class: one vector per (image, class); component: one per connected component.
+    # class: one vector per (image, class); component: one per connected component;
+    # patch: the patch features themselves, for patches at least `patch_purity` inside
+    # the (purified) region, at most `patches_per_region` of them, spread over the region.
     granularity: str = "class"
     component_min_area: int = 300
+    patch_purity: float = 0.9
+    patches_per_region: int = 8
     dtype: str = "float16"
     eps: float = 1e-6
 
@@ -54,6 +59,8 @@ class BankConfig:
             raise InputError("bank.adaptive_keep must be in (0, 1]")
         if self.min_area < 0:
             raise InputError("bank.min_area must be >= 0")
+        if not 0.0 < self.patch_purity <= 1.0 or self.patches_per_region < 1:
+            raise InputError("bank.patch_purity must be in (0, 1] and patches_per_region >= 1")
 
 
 @dataclass
@@ -69,6 +76,10 @@ class RuntimeConfig:
     # count: majority vote, ties by summed similarity (the paper);
     # weighted: votes weighted by similarity and divided by class frequency in the bank.
     voting: str = "count"
+    # pooled: each proposal's SMFA vector is retrieved (the paper); patch_vote: every
+    # patch is retrieved once, and each proposal takes the class with the most
+    # patch votes under its soft weights (unassigned pixels reuse the patch labels).
+    assignment: str = "pooled"
     nprobe: int = 32
     eps: float = 1e-6
 
@@ -76,6 +87,7 @@ class RuntimeConfig:
         _check_choice("runtime.unassigned", self.unassigned, UNASSIGNED_POLICIES)
         _check_choice("runtime.index", self.index, INDEX_KINDS)
         _check_choice("runtime.voting", self.voting, VOTINGS)
+        _check_choice("runtime.assignment", self.assignment, ASSIGNMENTS)
         if not isinstance(self.top_k, int) or self.top_k <= 0:
             raise InputError(f"runtime.top_k must be a positive integer, got {self.top_k!r}")
         if not 0.0 <= self.nms_iou <= 1.0:

@@ -129,3 +129,32 @@ def test_result_json_is_serialisable(bank):
     res = Segmenter(ColourBackbone(), p, bank, RuntimeConfig(min_area=50, top_k=5))(image)
     rec = json.loads(json.dumps(res.to_json()))
     assert rec["segments"] and {"label", "confidence", "class_name"} <= set(rec["segments"][0])
+
+
+def test_patch_vote_takes_the_weighted_majority_of_patch_labels():
+    from moduseg.runtime.pipeline import patch_vote
+    weights = np.array([[1.0, 1.0, 0.5, 0.0], [0.2, 0.0, 0.0, 1.0]], np.float32)
+    cell_labels = np.array([2, 2, 1, -1])
+    winner, conf = patch_vote(weights, cell_labels, 3)
+    assert winner[0] == 2 and np.isclose(conf[0], 2 / 2.5)
+    assert winner[1] == 2 and np.isclose(conf[1], 0.2 / 1.2)   # the unlabelled cell counts for none
+
+
+def test_patch_bank_and_patch_vote_segment_the_synthetic_scene():
+    cfg = BankConfig(granularity="patch", purification="none", min_area=0, outlier_fraction=0,
+                     patch_purity=1.0, patches_per_region=6)
+    bank = build_bank(dataset(6), ColourBackbone(), cfg)
+    assert len(bank) <= 6 * 5 * 6
+    for v, l in zip(bank.vectors.astype(np.float32), bank.labels):
+        assert np.argmax(v) == l
+    proposer = GTProposer()
+    seg = Segmenter(ColourBackbone(), proposer, bank,
+                    RuntimeConfig(min_area=50, top_k=5, assignment="patch_vote",
+                                  unassigned="background"))
+    ev = Evaluator(bank.class_names)
+    for seed in range(200, 204):
+        image, label = scene(seed)
+        proposer.label = label
+        res = seg(image)
+        ev.add(res.label_map, label)
+    assert ev.scores().miou == pytest.approx(100.0)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import BankConfig
 from ..errors import InputError
-from ..smfa import smfa
+from ..smfa import l2_normalize, smfa, soft_weights
 from ..types import IGNORE, Backbone, Bank, FeatureMap
 from .datasets import Dataset, Sample, check_label_map
 from .purify import purify
@@ -60,11 +60,38 @@ def region_masks(label: np.ndarray, n_classes: int, cfg: BankConfig):
     return np.stack(masks), np.asarray(labels, np.int32), skipped
 
 
+def spread(idx: np.ndarray, k: int) -> np.ndarray:
+    """At most ``k`` of ``idx``, evenly spaced (deterministic, covers the region)."""
+    if len(idx) <= k:
+        return idx
+    return idx[np.linspace(0, len(idx) - 1, k).round().astype(np.int64)]
+
+
+def patch_vectors(fmap: FeatureMap, masks: np.ndarray, labels: np.ndarray, cfg: BankConfig):
+    """Patch-level entries: pure patches of each region, L2-normalised."""
+    weights = soft_weights(masks, fmap.geometry).reshape(len(masks), -1)
+    feats = fmap.features.reshape(fmap.dim, -1)
+    vecs, labs, empty = [], [], 0
+    for r in range(len(masks)):
+        idx = spread(np.flatnonzero(weights[r] >= cfg.patch_purity), cfg.patches_per_region)
+        if len(idx) == 0:
+            empty += 1
+            continue
+        vecs.append(l2_normalize(feats[:, idx].T.astype(np.float32)))
+        labs.append(np.full(len(idx), labels[r], np.int32))
+    if not vecs:
+        return np.zeros((0, fmap.dim), np.float32), np.zeros(0, np.int32), empty
+    return np.concatenate(vecs), np.concatenate(labs), empty
+
+
 def image_vectors(fmap: FeatureMap, label: np.ndarray, n_classes: int, cfg: BankConfig):
     """One image's bank entries: (``[R, D]`` vectors, ``[R]`` labels, skipped count)."""
     masks, labels, skipped = region_masks(label, n_classes, cfg)
     if len(masks) == 0:
         return np.zeros((0, fmap.dim), np.float32), labels, skipped
+    if cfg.granularity == "patch":
+        vecs, labs, empty = patch_vectors(fmap, masks, labels, cfg)
+        return vecs, labs, skipped + empty
     vecs, wsum = smfa(masks, fmap, cfg.aggregation, cfg.eps)
     ok = wsum > 0
     return vecs[ok], labels[ok], skipped + int((~ok).sum())

@@ -17,7 +17,7 @@ import numpy as np
 from ..bank.store import check_identity
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
-from ..smfa import l2_normalize, smfa
+from ..smfa import l2_normalize, smfa, soft_weights
 from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
@@ -59,9 +59,30 @@ def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: Search
     return lab
 
 
+def patch_vote(weights: np.ndarray, cell_labels: np.ndarray, n_classes: int):
+    """Each mask takes the class holding most of its soft weight among patch labels.
+
+    Confidence is that class's share of the mask's weight (in [0, 1]).
+    """
+    valid = cell_labels >= 0
+    onehot = np.zeros((len(cell_labels), n_classes), np.float32)
+    onehot[np.flatnonzero(valid), cell_labels[valid]] = 1.0
+    mass = weights @ onehot                              # [P, C]
+    winner = mass.argmax(1).astype(np.int32)
+    total = weights.sum(1)
+    conf = mass[np.arange(len(mass)), winner] / np.maximum(total, 1e-12)
+    winner = np.where(mass.max(1) > 0, winner, -1)
+    return winner, conf.astype(np.float32)
+
+
 def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: SearchIndex,
-                    cfg: RuntimeConfig, prior=None) -> np.ndarray:
-    """Apply the unassigned-pixel policy to pixels still at -1."""
+                    cfg: RuntimeConfig, prior=None,
+                    cell_labels: np.ndarray | None = None) -> np.ndarray:
+    """Apply the unassigned-pixel policy to pixels still at -1.
+
+    ``cell_labels`` (every grid cell's retrieval label, when already known)
+    spares the ``nearest`` policy its own search.
+    """
     un = label_map < 0
     if not un.any():
         return label_map
@@ -75,7 +96,8 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
         cell_of = iy[:, None] * w + ix[None, :]
         cells = np.unique(cell_of[un])
         lut = np.full(fmap.geometry.grid_hw[0] * w, IGNORE, np.int32)
-        labs = label_patches(fmap, cells, bank, index, cfg, prior)
+        labs = (cell_labels[cells] if cell_labels is not None
+                else label_patches(fmap, cells, bank, index, cfg, prior))
         lut[cells] = np.where(labs >= 0, labs, IGNORE)
         label_map[un] = lut[cell_of[un]]
     return label_map
@@ -108,15 +130,28 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         keep = np.flatnonzero((proposals.scores >= cfg.min_objectness)
                               & (all_areas >= cfg.min_area))
         masks, scores, packed = proposals.masks[keep], proposals.scores[keep], packed.take(keep)
-    with timer("pool"):
-        queries, wsum = pooler(masks, fmap)
-        pooled = wsum > 0
-    with timer("search"):
-        sims, ids = index.search(queries, cfg.top_k)
-    with timer("vote"):
-        nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
-        labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior)
-        labels = np.where(pooled, labels, -1)
+    cell_labels = None
+    if cfg.assignment == "patch_vote":
+        with timer("pool"):
+            weights = soft_weights(masks, fmap.geometry).reshape(len(masks), -1)
+            wsum = weights.sum(1)
+            pooled = wsum > 0
+        with timer("search"):
+            cells = np.arange(fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1])
+            cell_labels = label_patches(fmap, cells, bank, index, cfg, prior)
+        with timer("vote"):
+            labels, conf = patch_vote(weights, cell_labels, n_classes)
+            labels = np.where(pooled, labels, -1)
+    else:
+        with timer("pool"):
+            queries, wsum = pooler(masks, fmap)
+            pooled = wsum > 0
+        with timer("search"):
+            sims, ids = index.search(queries, cfg.top_k)
+        with timer("vote"):
+            nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
+            labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior)
+            labels = np.where(pooled, labels, -1)
     with timer("nms"):
         paintable = np.flatnonzero((labels >= 0) & (labels != (-2 if bg is None else bg)))
         order = paintable[class_nms(packed.take(paintable), labels[paintable],
@@ -127,7 +162,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             H, W = proposals.image_hw
             label_map = cv2.resize(label_map, (W, H), interpolation=cv2.INTER_NEAREST)
     with timer("fill"):
-        label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior)
+        label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
 
     painted = dict(zip(order.tolist(), won.tolist()))
     areas = all_areas[keep]
