@@ -62,6 +62,9 @@ def reference_assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index,
     """The post-backbone stages, one proposal at a time."""
     if cfg.voting != "count":
         raise InputError("the reference implements only runtime.voting='count'")
+    if getattr(cfg, "assignment", "pooled") != "pooled":
+        raise InputError("the reference implements only runtime.assignment='pooled' (the "
+                         "paper's per-proposal retrieval)")
     if cfg.unassigned not in ("background", "ignore"):
         raise InputError("the reference implements only runtime.unassigned background|ignore")
     timer = timer or StageTimer()
