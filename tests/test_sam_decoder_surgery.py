@@ -105,3 +105,24 @@ def test_not_a_sam_decoder_is_refused(tmp_path):
         surgery.batched_decoder_path(tmp_path / "missing.onnx", tmp_path)
     with pytest.raises(InputError):
         surgery.subsample_mask_head(onnx.ModelProto(), 3)
+
+
+def test_quantized_model_path_on_a_tiny_graph(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 32)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 32])],
+                          [numpy_helper.from_array(w, "w")])
+    src = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), src)
+    q = surgery.quantized_model_path(src, tmp_path / "cache")
+    assert q.is_file() and q == surgery.quantized_model_path(src, tmp_path / "cache")
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    y = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = x @ w
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.05

