@@ -25,6 +25,8 @@ def test_stability_score_on_constructed_logits():
     np.testing.assert_allclose(s, [0.5, 1.0])
     # a wider offset counts the soft band as unstable too
     assert mask_ops.stability_score(logits[:1], offset=3.0)[0] == 0.0
+    # no masks at all (nothing passed the IoU filter)
+    assert mask_ops.stability_score(np.zeros((0, 8, 8), np.float32)).shape == (0,)
     # empty masks are trivially stable
     assert mask_ops.stability_score(np.full((1, 4, 4), -9.0))[0] == 1.0
 

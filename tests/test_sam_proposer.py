@@ -144,3 +144,15 @@ def test_crop_masks_land_in_their_tile(monkeypatch):
     assert len(masks) == 2 + 4 + 2
     tl = [m for m in masks if m[:24, :32].any() and not m[30:, 40:].any() and m.sum() < 200]
     assert tl, "a top-left tile mask should sit in the top-left quadrant"
+
+
+@pytest.mark.models
+def test_no_mask_passing_gives_empty_proposals(generator, monkeypatch):
+    def nothing(pts, labels=None, multimask=None):
+        gh, gw = generator.grid_hw()
+        return sam_mod.SamPrediction(np.full((len(pts), 3, gh, gw), -10.0, np.float32),
+                                     np.full((len(pts), 3), 0.99, np.float32))
+
+    monkeypatch.setattr(generator, "predict", nothing)
+    props = generator(_frame())
+    assert len(props) == 0 and props.mask_hw == generator.grid_hw()

@@ -31,7 +31,7 @@ def stability_score(logits: np.ndarray, offset: float = 1.0,
     is a ratio of pixel counts. ``logits``: ``[..., H, W]``; returns ``[...]``
     in [0, 1] (1 when both masks are empty).
     """
-    flat = logits.reshape(*logits.shape[:-2], -1)
+    flat = logits.reshape(*logits.shape[:-2], logits.shape[-2] * logits.shape[-1])
     inter = (flat > threshold + offset).sum(-1, dtype=np.int64)
     union = (flat > threshold - offset).sum(-1, dtype=np.int64)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0).astype(np.float32)
