@@ -147,11 +147,12 @@ def test_crop_masks_land_in_their_tile(monkeypatch):
 
 
 @pytest.mark.models
-def test_no_mask_passing_gives_empty_proposals(generator, monkeypatch):
+@pytest.mark.parametrize("iou", [0.99, 0.0])   # empty masks / nothing passes the IoU filter
+def test_no_mask_passing_gives_empty_proposals(generator, monkeypatch, iou):
     def nothing(pts, labels=None, multimask=None):
         gh, gw = generator.grid_hw()
         return sam_mod.SamPrediction(np.full((len(pts), 3, gh, gw), -10.0, np.float32),
-                                     np.full((len(pts), 3), 0.99, np.float32))
+                                     np.full((len(pts), 3), iou, np.float32))
 
     monkeypatch.setattr(generator, "predict", nothing)
     props = generator(_frame())

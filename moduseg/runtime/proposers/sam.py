@@ -353,7 +353,7 @@ class SamAutomaticMaskGenerator:
             keep = stab >= self.stability_score_thresh
             logits, iou, stab = logits[keep], iou[keep], stab[keep]
             masks = logits > 0
-            nonempty = masks.reshape(len(masks), -1).any(1)
+            nonempty = masks.any(axis=(1, 2))
             masks, iou, stab = masks[nonempty], iou[nonempty], stab[nonempty]
             logits = logits[nonempty]
             scores = (np.clip(iou, 0, 1) * stab).astype(np.float32)
@@ -368,7 +368,7 @@ class SamAutomaticMaskGenerator:
             min_cells = int(self.min_region_area / cell_area)
             if min_cells > 0 and len(masks):
                 masks = mask_ops.clean_masks(masks, min_cells)
-                nonempty = masks.reshape(len(masks), -1).any(1)
+                nonempty = masks.any(axis=(1, 2))
                 masks, scores = masks[nonempty], scores[nonempty]
         return masks, scores
 
@@ -406,14 +406,14 @@ class SamAutomaticMaskGenerator:
                     edge[:, -1] = True
                 if y1 < h:
                     edge[-1, :] = True
-                ok = ~(m & edge).reshape(len(m), -1).any(1)
+                ok = ~(m & edge).any(axis=(1, 2))
                 m, s = m[ok], s[ok]
                 placed = np.zeros((len(m), gh, gw), bool)
                 for i, mi in enumerate(m):
                     r = cv2.resize(mi.astype(np.float32), (c1 - c0, r1 - r0),
                                    interpolation=cv2.INTER_AREA) > 0.5
                     placed[i, r0:r1, c0:c1] = r
-                nz = placed.reshape(len(placed), -1).any(1)
+                nz = placed.any(axis=(1, 2))
                 all_m.append(placed[nz])
                 all_s.append(s[nz])
         with self.timer("postprocess"):
