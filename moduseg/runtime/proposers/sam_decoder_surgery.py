@@ -38,7 +38,7 @@ from ...errors import InputError, ModelNotFoundError
 
 ALL_MASKS = "all_low_res_masks"
 ALL_IOUS = "all_iou_predictions"
-SURGERY_VERSION = "2"
+SURGERY_VERSION = "3"
 
 
 def _producers(graph) -> dict:
@@ -381,7 +381,7 @@ def _rewrite_image_to_token(graph, prefix: str, parts, shared_q: bool = False) -
     c("wk", wk.astype(np.float32)); c("bk", bk.astype(np.float32))
     c("wv", wv.astype(np.float32)); c("bv", bv.astype(np.float32))
     c("wo", wo.reshape(H, d, wo.shape[1]).astype(np.float32))                          # [H,d,C]
-    c("bo", bo.astype(np.float32))
+    c("bo_per_head", (bo / H).astype(np.float32))
     c("shape_bthd", np.array([0, 0, H, d], np.int64))
     c("shape_b_c_ht", np.array([0, C, -1], np.int64))
     c("shape_b_1_ht", np.array([0, 1, -1], np.int64))
@@ -419,10 +419,12 @@ def _rewrite_image_to_token(graph, prefix: str, parts, shared_q: bool = False) -
     n("Add", [f("v0"), f("bv")], ["v"])
     n("Reshape", [f("v"), f("shape_bthd")], ["v4"])
     n("Transpose", [f("v4")], ["vh"], perm=[0, 2, 1, 3])           # [B,H,T,d]
-    n("MatMul", [f("vh"), f("wo")], ["u"])                         # [B,H,T,C]
+    n("MatMul", [f("vh"), f("wo")], ["u0"])                        # [B,H,T,C]
+    # each head's weights sum to 1, so adding bo/H to every value row adds
+    # exactly bo to the output: no bias pass over the [B, N, C] result
+    n("Add", [f("u0"), f("bo_per_head")], ["u"])
     n("Reshape", [f("u"), f("shape_b_ht_c")], ["u2"])              # [B,H*T,C]
-    n("MatMul", [f("p2"), f("u2")], ["o0"])                        # [B,N,C]
-    n("Add", [f("o0"), f("bo")], ["out"])
+    n("MatMul", [f("p2"), f("u2")], ["out"])                       # [B,N,C]
     _rename_input_uses(graph, out_name, f("out"))
     _rename_output_uses(graph, out_name, f("out"))
 
