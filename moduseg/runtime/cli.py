@@ -15,7 +15,7 @@ def build_segmenter(bank_path, home=None, preset=None, overrides=(), need_propos
                     backend: str = "auto"):
     """Load a bank, the configuration (preset > bank's > default) and the default models."""
     from ..bank.store import load_bank
-    from ..models import load_default_backbone, load_default_proposer
+    from ..models import load_default_proposer
     from ..settings import resolve_config
     from .pipeline import Segmenter
 
@@ -43,11 +43,9 @@ def load_backbone(backend: str, home, cfg):
 def _pooler(backend: str):
     if backend in ("cpu",):
         return None
-    try:
-        from .cuda import make_smfa_pooler
-    except ImportError:
-        return None
-    return make_smfa_pooler(prefer="auto")
+    from .cuda.smfa_gpu import make_smfa_pooler
+    return make_smfa_pooler(prefer="gpu" if backend in ("cuda", "tensorrt", "tensorrt-native")
+                            else "auto")
 
 
 class _NoProposer:
