@@ -12,8 +12,29 @@ from .types import (IGNORE, Backbone, BackboneIdentity, Bank, FeatureMap, GridGe
 
 __version__ = "0.1.0"
 
+
+def load_segmenter(bank: str, preset: str | None = None, home: str | None = None,
+                   backend: str = "auto", **overrides):
+    """The embedded default models with a bank: ``load_segmenter("b.npz")(rgb)``.
+
+    ``overrides`` are settings such as ``{"runtime.top_k": 10}`` passed as
+    keyword arguments with dots replaced by ``__`` (``runtime__top_k=10``).
+    """
+    from .runtime.cli import build_segmenter
+
+    sets = [f"{k.replace('__', '.')}={v!r}" for k, v in overrides.items()]
+    return build_segmenter(bank, home, preset, sets, backend=backend)
+
+
+def __getattr__(name):
+    if name == "Segmenter":
+        from .runtime.pipeline import Segmenter
+        return Segmenter
+    raise AttributeError(f"module 'moduseg' has no attribute {name!r}")
+
 __all__ = [
     "BankConfig", "ModuSegConfig", "RuntimeConfig", "preset", "BankError", "InputError",
     "ModuSegError", "IGNORE", "Backbone", "BackboneIdentity", "Bank", "FeatureMap",
     "GridGeometry", "Proposals", "Proposer", "Segment", "SegmentationResult",
+    "Segmenter", "load_segmenter",
 ]

@@ -158,3 +158,13 @@ def test_patch_bank_and_patch_vote_segment_the_synthetic_scene():
         res = seg(image)
         ev.add(res.label_map, label)
     assert ev.scores().miou == pytest.approx(100.0)
+
+
+def test_classes_with_fewer_vectors_than_k_are_reported(bank, caplog):
+    from moduseg.runtime.pipeline import warn_small_classes
+    counts = bank.class_counts()
+    k = max(counts.values()) + 1
+    with caplog.at_level("WARNING"):
+        small = warn_small_classes(bank, k)
+    assert len(small) == sum(1 for c in counts.values() if 0 < c < k)
+    assert "lower runtime.top_k" in caplog.text
