@@ -186,6 +186,55 @@ def quantisation_drift(frames: list[tuple[Path, Path]], cache_dir: str | None,
     return {k: float(np.mean(v)) for k, v in ious.items()}
 
 
+def decoder_micro(frame: Path, cache_dir: str | None, prompts: int = 32,
+                  threads: int | None = None) -> list[tuple[str, float, float]]:
+    """ms per prompt (wall, process CPU) of each decoder variant on one real embedding."""
+    from moduseg.runtime.onnx_session import make_session
+    from moduseg.runtime.proposers import sam_decoder_surgery as surgery
+    from moduseg.runtime.proposers.mask_ops import point_grid
+    from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator, default_model_paths
+
+    enc, dec = default_model_paths()
+    gen = SamAutomaticMaskGenerator(enc, dec, cache_dir=cache_dir, threads=threads)
+    img = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
+    im = gen.set_image(img)
+    side = int(np.ceil(np.sqrt(prompts)))
+    pts = (point_grid(side, side)[:prompts] * 1024 * np.array(im.resized_hw[::-1]) / 1024)
+    coords = np.zeros((prompts, 2, 2), np.float32)
+    coords[:, 0] = pts
+    labels = np.tile(np.array([[1.0, -1.0]], np.float32), (prompts, 1))
+    feed = {"image_embeddings": im.embedding, "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros(1, np.float32),
+            "orig_im_size": np.array(im.image_hw, np.float32)}
+
+    def timed(fn):
+        fn()
+        best = (1e9, 1e9)
+        for _ in range(3):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            best = min(best, ((time.perf_counter() - t0) * 1e3 / prompts,
+                              (time.process_time() - c0) * 1e3 / prompts))
+        return best
+
+    rows = []
+    orig = make_session(dec, "cpu", threads)
+    rows.append(("original graph, one call per prompt", *timed(lambda: [
+        orig.run(None, dict(feed, point_coords=coords[i:i + 1], point_labels=labels[i:i + 1]))
+        for i in range(prompts)])))
+    for name, kw in [("batched (Tile bypassed), 256 grid", dict(mask_stride=1, fast_attention=False)),
+                     ("+ fast cross-attention, 256 grid", dict(mask_stride=1)),
+                     ("+ fast cross-attention, 128 grid", dict(mask_stride=2)),
+                     ("+ fast cross-attention, 64 grid", dict(mask_stride=4)),
+                     ("+ fast cross-attention, 64 grid, INT8", dict(mask_stride=4, quantize=True))]:
+        sess = make_session(surgery.batched_decoder_path(dec, cache_dir, **kw), "cpu", threads)
+        names = {i.name for i in sess.get_inputs()}
+        f = {k: v for k, v in dict(feed, point_coords=coords, point_labels=labels).items()
+             if k in names}
+        rows.append((name, *timed(lambda: sess.run(None, f))))
+    return rows
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,6 +248,9 @@ def main(argv=None) -> None:
     ap.add_argument("--min-area", type=float, default=300)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write results here")
+    ap.add_argument("--decoder-micro", action="store_true",
+                    help="only report decoder ms per prompt for each graph rewrite")
+    ap.add_argument("--threads", type=int, default=None, help="for --decoder-micro")
     ap.add_argument("--quant-drift", action="store_true",
                     help="only report the mean mask IoU of INT8 vs FP32 models")
     args = ap.parse_args(argv)
@@ -208,6 +260,11 @@ def main(argv=None) -> None:
         raise SystemExit(f"no CamVid frames in {args.data / 'val'}")
     imgs = imgs[::args.stride][:args.frames]
     frames = [(p, args.data / "valannot" / p.name) for p in imgs]
+    if args.decoder_micro:
+        print("| decoder graph | wall ms/prompt | CPU ms/prompt |\n|---|---|---|")
+        for name, wall, cpu in decoder_micro(frames[0][0], args.cache_dir, threads=args.threads):
+            print(f"| {name} | {wall:.1f} | {cpu:.1f} |")
+        return
     if args.quant_drift:
         for k, v in quantisation_drift(frames, args.cache_dir).items():
             print(f"| {k} | mean mask IoU vs fp32 {v:.3f} |")
