@@ -241,6 +241,7 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="CamVid folder (val/, valannot/)")
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--stride", type=int, default=10, help="take every n-th val frame")
+    ap.add_argument("--offset", type=int, default=0, help="first val frame index")
     ap.add_argument("--repeat", type=int, default=2, help="runs per frame, best time kept")
     ap.add_argument("--set", dest="settings", action="append", default=None,
                     help="generator keyword overrides, e.g. 'mask_stride=4,refine_points=0'")
@@ -258,7 +259,7 @@ def main(argv=None) -> None:
     imgs = sorted((args.data / "val").glob("*.png"))
     if not imgs:
         raise SystemExit(f"no CamVid frames in {args.data / 'val'}")
-    imgs = imgs[::args.stride][:args.frames]
+    imgs = imgs[args.offset::args.stride][:args.frames]
     frames = [(p, args.data / "valannot" / p.name) for p in imgs]
     if args.decoder_micro:
         print("| decoder graph | wall ms/prompt | CPU ms/prompt |\n|---|---|---|")

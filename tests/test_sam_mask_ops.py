@@ -105,3 +105,15 @@ def test_crop_boxes_cover_the_image():
         assert 0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 360
         cover[y0:y1, x0:x1] = True
     assert cover.all()
+
+
+def test_color_cluster_points_find_a_small_distinct_object():
+    img = np.full((120, 160, 3), 128, np.uint8)
+    img[60:, :] = (60, 60, 60)              # "road"
+    img[20:35, 110:125] = (220, 30, 30)     # a small red sign
+    pts = mask_ops.color_cluster_points(img, 4)
+    assert pts.shape == (4, 2) and (pts >= 0).all() and (pts <= 1).all()
+    xy = pts * np.array([160, 120])
+    on_sign = (xy[:, 0] >= 108) & (xy[:, 0] <= 127) & (xy[:, 1] >= 18) & (xy[:, 1] <= 37)
+    assert on_sign.sum() == 1
+    np.testing.assert_array_equal(pts, mask_ops.color_cluster_points(img, 4))  # seeded

@@ -111,6 +111,8 @@ def test_bad_settings_are_refused():
         sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", pred_iou_thresh=1.5)
     with pytest.raises(InputError):
         sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", output_upsample=3)
+    with pytest.raises(InputError):
+        sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", point_sampler="random")
     with pytest.raises(ModelNotFoundError):
         sam_mod.SamAutomaticMaskGenerator("/nonexistent/encoder.onnx", "/nonexistent/sam.onnx")
 

@@ -152,3 +152,29 @@ def crop_boxes(image_hw: tuple[int, int], n_layers: int,
                 x0, y0 = (cw - overlap) * i, (ch - overlap) * j
                 boxes.append((x0, y0, min(x0 + cw, w), min(y0 + ch, h)))
     return boxes
+
+
+def color_cluster_points(image: np.ndarray, n: int, spatial_weight: float = 1.0,
+                         work_hw: tuple[int, int] = (48, 64), seed: int = 0) -> np.ndarray:
+    """``[n, 2]`` (x, y) points in [0, 1], one per colour+position k-means cluster.
+
+    An image-adaptive alternative to the regular grid: uniform regions (sky,
+    road) get few clusters, small distinct objects get their own, so a
+    small prompt budget lands where segments are. Each point is the cluster
+    member nearest its cluster centre, so it lies on the region it stands for.
+    """
+    h, w = work_hw
+    small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32) / 255.0
+    ys, xs = np.divmod(np.arange(h * w), w)
+    xy = np.stack([(xs + 0.5) / w, (ys + 0.5) / h], 1).astype(np.float32)
+    feats = np.concatenate([lab, xy * spatial_weight], 1)
+    n = int(min(n, h * w))
+    cv2.setRNGSeed(seed)
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1e-3)
+    _, labels, centres = cv2.kmeans(feats, n, None, crit, 1, cv2.KMEANS_PP_CENTERS)
+    labels = labels.ravel()
+    dist = ((feats - centres[labels]) ** 2).sum(1)
+    order = np.lexsort((dist, labels))
+    first = np.searchsorted(labels[order], np.unique(labels), side="left")
+    return xy[order[first]]

