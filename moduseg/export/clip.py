@@ -17,7 +17,6 @@ ids ``[N,L]`` -> L2-normalised text embeddings ``[N,E]``) and ``clip.json``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import click
 
+from ..io import sha256_file
 from ..errors import InputError, ModelNotFoundError
 
 ATTENTION_MODES = ("qq+kk", "qq", "kk", "vanilla")
@@ -181,12 +181,6 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _mean_std(model):

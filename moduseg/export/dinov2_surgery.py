@@ -22,7 +22,6 @@ True)`` does, either as extra outputs ``block<i>`` or concatenated into
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import sha256_file
 from ..errors import InputError, ModelNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,15 +61,6 @@ class SurgeryInfo:
         return asdict(self)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- #

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..io import sha256_file
 from ..errors import InputError, ModelNotFoundError
 from ..types import BackboneIdentity
 from .home import ENV_VAR, MANIFEST, model_home
@@ -39,12 +40,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 class _Unavailable(Exception):

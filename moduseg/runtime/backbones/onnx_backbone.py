@@ -19,13 +19,13 @@ ignores ``short_side``: ``pad`` letterboxes the image top-left into it,
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ...io import sha256_file as _sha256
 from ...errors import InputError, ModelNotFoundError
 from ...types import BackboneIdentity, FeatureMap, GridGeometry
 
@@ -113,12 +113,6 @@ def preprocess(image: np.ndarray, geometry: GridGeometry, mean, std) -> np.ndarr
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 class OnnxBackbone:

@@ -29,11 +29,11 @@ raises ``InputError`` naming the file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
+from ...io import sha256_file as _sha256
 from ...errors import InputError, ModelNotFoundError
 
 ALL_MASKS = "all_low_res_masks"
@@ -477,12 +477,6 @@ def fast_cross_attention(model):
 SUBSAMPLE_OFFSET = {1: 0, 2: 0, 4: 2}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
