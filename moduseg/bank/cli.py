@@ -31,11 +31,12 @@ def bank():
 @click.option("--limit", type=int, default=None, help="Use at most N images.")
 @click.option("--shots", type=int, default=None, help="At most N images per class.")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
-@click.option("--backend", default="auto", help="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")
+@click.option("--backend", default="auto",
+              help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
 def build(layout, root, split, labels, classes, background, out, preset, overrides, limit,
           shots, home, backend):
     """Build a bank from images with label maps (ground truth or pseudo-masks)."""
-    from ..models import load_default_backbone
+    from ..runtime.cli import load_backbone
     from ..settings import resolve_config
     from .builder import build_bank
     from .datasets import open_dataset
@@ -43,7 +44,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
 
     cfg = resolve_config(preset, overrides)
     ds = open_dataset(layout, root, split, labels, classes, background)
-    backbone = load_default_backbone(home=home, providers=backend, **cfg.backbone_options())
+    backbone = load_backbone(backend, home, cfg)
     b = build_bank(ds, backbone, cfg.bank, limit=limit, shots=shots, progress=True,
                    config_record=cfg.to_dict())
     path = save_bank(b, out)
