@@ -42,8 +42,7 @@ def class_prior(bank: Bank) -> np.ndarray:
 
 def pixel_cells(geometry, out_hw) -> tuple[np.ndarray, np.ndarray]:
     """Grid cell (row, col) under the centre of each pixel of an ``out_hw`` image."""
-    (H, W), (rh, rw), (h, w), p = geometry.image_hw, geometry.resized_hw, geometry.grid_hw, \
-        geometry.patch
+    (rh, rw), (h, w), p = geometry.resized_hw, geometry.grid_hw, geometry.patch
     ho, wo = out_hw
     iy = np.minimum(((np.arange(ho) + 0.5) * (rh / ho) / p).astype(np.int64), h - 1)
     ix = np.minimum(((np.arange(wo) + 0.5) * (rw / wo) / p).astype(np.int64), w - 1)
