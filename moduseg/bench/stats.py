@@ -21,13 +21,18 @@ def summarize(samples_ms) -> dict:
 
 
 def summarize_stages(per_frame: list[dict[str, float]], order=None) -> dict:
-    """``[{stage: ms}]`` per frame -> ``{stage: summary}`` plus ``total``."""
-    stages = list(order or [])
+    """``[{stage: ms}]`` per frame -> ``{stage: summary}`` plus ``total``.
+
+    ``total`` is the frame's own wall time when the pipeline recorded one (the
+    proposer runs beside the backbone, so stages overlap), else the sum of stages.
+    """
+    stages = [s for s in (order or []) if s != "total"]
     for d in per_frame:
-        stages += [k for k in d if k not in stages]
+        stages += [k for k in d if k not in stages and k != "total"]
     out = {s: summarize(d[s] for d in per_frame if s in d) for s in stages
            if any(s in d for d in per_frame)}
-    out["total"] = summarize(sum(d.values()) for d in per_frame)
+    out["total"] = summarize(d["total"] if "total" in d else sum(d.values())
+                             for d in per_frame)
     return out
 
 

@@ -99,7 +99,8 @@ def stream_run(seg, spec: str, max_frames: int, out_dir: Path, bar=None,
     for i, d in per_frame.items():
         d["decode"] = frames.ms.get(i, 0.0)
     stages = summarize_stages(list(per_frame.values()), STAGE_ORDER)
-    stages["total"]["note"] = "sum of stages per frame (decode and write overlap inference)"
+    stages["total"]["note"] = ("wall time of inference per frame (backbone and proposer run "
+                               "side by side; decode and write overlap inference)")
     return {"frames": n, "wall_s": round(wall, 3), "fps": round(n / wall, 4) if wall else None,
             "image_hw": list(first.image.shape[:2]), "proposals_kept_median":
             float(np.median(n_props)) if n_props else None, "stages": stages}

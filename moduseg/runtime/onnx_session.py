@@ -12,6 +12,8 @@ PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
+SPIN_DEFAULT = False
+
 AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -36,7 +38,8 @@ def choose_providers(requested: str = "auto") -> list[str]:
     return names
 
 
-def make_session(path: str | Path, providers: str = "auto", threads: int | None = None):
+def make_session(path: str | Path, providers: str = "auto", threads: int | None = None,
+                 spin: bool | None = None):
     """A session with full graph optimisation and sensible CPU threading.
 
     ``threads`` defaults to the number of usable cores; inter-op parallelism
@@ -54,5 +57,9 @@ def make_session(path: str | Path, providers: str = "auto", threads: int | None 
     opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle worker threads spin by default; when two sessions share the cores (the
+    # backbone and the proposer run side by side) spinning steals the other's time.
+    spin = SPIN_DEFAULT if spin is None else spin
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return ort.InferenceSession(str(path), sess_options=opts,
                                 providers=choose_providers(providers))
