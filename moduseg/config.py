@@ -41,6 +41,10 @@ class BankConfig:
     component_min_area: int = 300
     patch_purity: float = 0.9
     patches_per_region: int = 8
+    # thin regions (poles, signs) rarely fill a patch: when no patch reaches
+    # patch_purity, take the region's best-covered patches down to this coverage
+    # (1.0 = off).
+    patch_fallback_purity: float = 1.0
     dtype: str = "float16"
     eps: float = 1e-6
 
@@ -162,7 +166,8 @@ def default_config() -> ModuSegConfig:
     """The recommended configuration, chosen on CamVid val (README, "Quality").
 
     The bank keeps patch features of patches at least 75% inside a labelled
-    region (8 per region, spread over it) instead of one merged vector per
+    region (8 per region, spread over it; a thin region with no such patch
+    gives its best-covered patches down to 40%) instead of one merged vector per
     class, with no erosion and no outlier rejection (classes in street scenes
     are multimodal, and thin ones vanish under 20 erosions); every patch of a
     frame is retrieved once (top 10) and each proposal takes the class most of
@@ -172,7 +177,8 @@ def default_config() -> ModuSegConfig:
     """
     return ModuSegConfig(
         bank=BankConfig(granularity="patch", purification="none", min_area=0,
-                        outlier_fraction=0.0, patch_purity=0.75, patches_per_region=8),
+                        outlier_fraction=0.0, patch_purity=0.75, patches_per_region=8,
+                        patch_fallback_purity=0.4),
         runtime=RuntimeConfig(assignment="patch_vote", top_k=10, unassigned="nearest",
                               index="ivf"),
         preset="default")

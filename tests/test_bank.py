@@ -131,3 +131,18 @@ def test_nan_features_are_refused():
             return f
     with pytest.raises(InputError, match="NaN"):
         build_bank(dataset(1), NaNBackbone(), CFG)
+
+
+def test_patch_fallback_keeps_thin_regions_in_the_bank():
+    from moduseg.bank.builder import image_vectors
+    label = np.zeros((64, 64), np.uint8)
+    label[:, 30:34] = 1                           # a 4-px pole: covers half of an 8-px patch column
+    image = np.zeros((64, 64, 3), np.uint8)
+    fmap = ColourBackbone()(image)
+    strict = BankConfig(granularity="patch", purification="none", min_area=0, patch_purity=0.9)
+    _, labels, _ = image_vectors(fmap, label, 2, strict)
+    assert 1 not in labels
+    loose = BankConfig(granularity="patch", purification="none", min_area=0, patch_purity=0.9,
+                       patch_fallback_purity=0.4, patches_per_region=3)
+    _, labels, _ = image_vectors(fmap, label, 2, loose)
+    assert (labels == 1).sum() == 3

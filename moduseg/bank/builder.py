@@ -74,6 +74,9 @@ def patch_vectors(fmap: FeatureMap, masks: np.ndarray, labels: np.ndarray, cfg: 
     vecs, labs, empty = [], [], 0
     for r in range(len(masks)):
         idx = spread(np.flatnonzero(weights[r] >= cfg.patch_purity), cfg.patches_per_region)
+        if len(idx) == 0 and cfg.patch_fallback_purity < cfg.patch_purity:
+            ok = np.flatnonzero(weights[r] >= cfg.patch_fallback_purity)
+            idx = ok[np.argsort(-weights[r][ok], kind="stable")[:cfg.patches_per_region]]
         if len(idx) == 0:
             empty += 1
             continue
