@@ -136,7 +136,7 @@ def test_nan_features_are_refused():
 def test_patch_fallback_keeps_thin_regions_in_the_bank():
     from moduseg.bank.builder import image_vectors
     label = np.zeros((64, 64), np.uint8)
-    label[:, 30:34] = 1                           # a 4-px pole: covers half of an 8-px patch column
+    label[:, 32:36] = 1                           # a 4-px pole: covers half of an 8-px patch column
     image = np.zeros((64, 64, 3), np.uint8)
     fmap = ColourBackbone()(image)
     strict = BankConfig(granularity="patch", purification="none", min_area=0, patch_purity=0.9)
