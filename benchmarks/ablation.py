@@ -1,0 +1,147 @@
+"""Quality ablation on CamVid val: the paper preset, each change on its own, the default.
+
+Backbone features of every train and val frame and the proposer's masks of
+every val frame are computed once with the embedded default models (cached
+in ``--cache``); each row then builds its bank and labels val through the
+package's own ``image_vectors`` / ``assign``, exactly as ``moduseg bank
+build`` + ``moduseg eval`` with the row's ``--preset``/``--set`` flags would.
+
+    python benchmarks/ablation.py                     # every row, markdown table
+    python benchmarks/ablation.py --row "paper"       # one row
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+from moduseg.bank.builder import image_vectors, reject_outliers
+from moduseg.bank.datasets import camvid
+from moduseg.config import preset
+from moduseg.evaluate import Evaluator
+from moduseg.runtime.index import build_index
+from moduseg.runtime.pipeline import assign, class_prior
+from moduseg.settings import parse_overrides
+from moduseg.types import Bank, FeatureMap, Proposals
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+
+# (row name, preset, --set overrides); each row changes one thing against its base
+ROWS = [
+    ("paper", "paper", []),
+    ("paper + unassigned=nearest", "paper", ["runtime.unassigned='nearest'"]),
+    ("paper + adaptive purification", "paper", ["bank.purification='adaptive'"]),
+    ("paper + no purification", "paper", ["bank.purification='none'"]),
+    ("paper + no outlier rejection", "paper", ["bank.outlier_fraction=0.0"]),
+    ("paper + one vector per component", "paper",
+     ["bank.granularity='component'", "bank.purification='adaptive'", "bank.min_area=100",
+      "bank.component_min_area=100"]),
+    ("paper + similarity-weighted, class-balanced vote", "paper", ["runtime.voting='weighted'"]),
+    ("paper + patch vote", "paper", ["runtime.assignment='patch_vote'", "runtime.top_k=10"]),
+    ("paper + patch bank (pooled queries)", "paper",
+     ["bank.granularity='patch'", "bank.purification='none'", "bank.min_area=0",
+      "bank.outlier_fraction=0.0", "bank.patch_purity=0.75"]),
+    ("default - patch vote (pooled queries)", "default", ["runtime.assignment='pooled'"]),
+    ("default - nearest fill", "default", ["runtime.unassigned='ignore'"]),
+    ("default - thin-region fallback", "default", ["bank.patch_fallback_purity=1.0"]),
+    ("default, exact search", "default", ["runtime.index='flat'"]),
+    ("default", "default", []),
+]
+
+
+def cache_inputs(cache: Path, home=None):
+    """Features of train + val and proposals of val, computed once."""
+    from moduseg.models import load_default_backbone, load_default_proposer
+
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / "camvid_inputs.pkl"
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    backbone, proposer = load_default_backbone(home=home), load_default_proposer(home=home)
+    out = {"identity": backbone.identity}
+    for split in ("train", "val"):
+        ds = camvid(DATA, split)
+        rows = []
+        for i, s in enumerate(ds):
+            image = s.image()
+            f = backbone(image)
+            p = proposer(image) if split == "val" else None
+            rows.append((f.features.astype(np.float16), f.geometry, s.label(),
+                         None if p is None else (np.packbits(p.masks, axis=-1), p.mask_hw,
+                                                 p.scores)))
+            if i % 50 == 0:
+                print(f"  {split} {i}/{len(ds)}", flush=True)
+        out[split] = rows
+    path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def proposals_of(packed, image_hw) -> Proposals:
+    bits, hw, scores = packed
+    masks = np.unpackbits(bits, axis=-1, count=hw[1]).astype(bool)
+    return Proposals(masks.reshape(len(scores), *hw), scores, image_hw)
+
+
+def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
+    cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
+    names = camvid(DATA, "val").class_names
+    t0 = time.perf_counter()
+    vecs, labs = [], []
+    for feats, geo, label, _ in inputs["train"]:
+        v, l, _ = image_vectors(FeatureMap(feats.astype(np.float32), geo), label, len(names),
+                                cfg.bank)
+        vecs.append(v)
+        labs.append(l)
+    v, l = np.concatenate(vecs), np.concatenate(labs)
+    keep = reject_outliers(v, l, cfg.bank.outlier_fraction, None)
+    bank = Bank(v[keep].astype(cfg.bank.dtype), l[keep], names, inputs["identity"],
+                np.zeros(int(keep.sum()), str), None)
+    build_s = time.perf_counter() - t0
+    index = build_index(bank.vectors, cfg.runtime.index, cfg.runtime.nprobe)
+    prior = class_prior(bank)
+    ev = Evaluator(names)
+    ms = []
+    for feats, geo, label, packed in inputs["val"]:
+        fmap = FeatureMap(feats.astype(np.float32), geo)
+        t = time.perf_counter()
+        res = assign(fmap, proposals_of(packed, geo.image_hw), bank, index, cfg.runtime,
+                     prior=prior)
+        ms.append((time.perf_counter() - t) * 1e3)
+        ev.add(res.label_map, label)
+    sc = ev.scores()
+    return {"mIoU": round(sc.miou, 2), "bank_vectors": len(bank),
+            "post_backbone_ms": round(float(np.median(ms)), 1), "bank_build_s": round(build_s, 1),
+            "per_class_iou": sc.to_json()["per_class_iou"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--row", action="append", help="only these rows (by name)")
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "moduseg" / "ablation"))
+    ap.add_argument("--home", default=None)
+    ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = ap.parse_args(argv)
+    if not DATA.is_dir():
+        raise SystemExit(f"CamVid not found at {DATA}")
+    inputs = cache_inputs(Path(args.cache), args.home)
+    rows = [r for r in ROWS if not args.row or r[0] in args.row]
+    results = []
+    print("| configuration | flags | val mIoU | bank vectors | post-backbone ms |")
+    print("|---|---|---|---|---|")
+    for name, base, sets in rows:
+        r = evaluate_row(inputs, base, sets)
+        flags = " ".join([f"--preset {base}"] + [f'--set "{s}"' for s in sets])
+        results.append({"row": name, "flags": flags, **r})
+        print(f"| {name} | `{flags}` | {r['mIoU']:.1f} | {r['bank_vectors']} | "
+              f"{r['post_backbone_ms']:.0f} |", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
