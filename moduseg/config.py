@@ -85,6 +85,11 @@ class RuntimeConfig:
     # patch votes under its soft weights (unassigned pixels reuse the patch labels).
     assignment: str = "pooled"
     nprobe: int = 32
+    # video: reuse the previous frame's proposals when the frame changed little (mean
+    # absolute grey difference on a 64x48 thumbnail below this, 0-255 scale; 0 = off),
+    # for at most `reuse_max_age` frames in a row. The backbone still runs every frame.
+    reuse_proposals_below: float = 0.0
+    reuse_max_age: int = 1
     eps: float = 1e-6
 
     def validate(self) -> None:
@@ -98,6 +103,8 @@ class RuntimeConfig:
             raise InputError(f"runtime.nms_iou must be in [0, 1], got {self.nms_iou}")
         if self.nprobe <= 0:
             raise InputError("runtime.nprobe must be positive")
+        if self.reuse_proposals_below < 0 or self.reuse_max_age < 0:
+            raise InputError("runtime.reuse_proposals_below and reuse_max_age must be >= 0")
 
 
 @dataclass

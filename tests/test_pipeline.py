@@ -168,3 +168,28 @@ def test_classes_with_fewer_vectors_than_k_are_reported(bank, caplog):
         small = warn_small_classes(bank, k)
     assert len(small) == sum(1 for c in counts.values() if 0 < c < k)
     assert "lower runtime.top_k" in caplog.text
+
+
+def test_video_reuses_proposals_of_an_unchanged_frame_once(bank):
+    calls = []
+
+    class Counting(GTProposer):
+        def __call__(self, image):
+            calls.append(1)
+            return super().__call__(image)
+
+    image, label = scene(4)
+    proposer = Counting()
+    proposer.label = label
+    cfg = RuntimeConfig(min_area=50, top_k=5, reuse_proposals_below=2.0, reuse_max_age=1)
+    seg = Segmenter(ColourBackbone(), proposer, bank, cfg)
+    first = seg(image)
+    second = seg(image)                      # unchanged: reused
+    third = seg(image)                       # reused once already: proposer runs again
+    assert len(calls) == 2
+    np.testing.assert_array_equal(first.label_map, second.label_map)
+    other, other_label = scene(5)
+    proposer.label = other_label
+    seg(other)                               # a different frame is never reused
+    assert len(calls) == 3
+    del third

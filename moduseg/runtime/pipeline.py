@@ -204,6 +204,7 @@ class Segmenter:
         # The backbone and the proposer are independent: on a CPU the proposer runs
         # in a second thread (ONNX Runtime releases the GIL), so the frame costs about
         # the slower of the two instead of their sum.
+        self._last: tuple | None = None      # (thumbnail, proposals, age) for reuse
         self._pool = None
         if parallel:
             from concurrent.futures import ThreadPoolExecutor
@@ -213,19 +214,42 @@ class Segmenter:
         with timer("proposer"):
             return self.proposer(image)
 
+    def _reusable(self, image: np.ndarray):
+        """The previous frame's proposals if this frame barely changed, else None."""
+        cfg = self.config
+        if cfg.reuse_proposals_below <= 0:
+            return None, None
+        thumb = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (64, 48),
+                           interpolation=cv2.INTER_AREA).astype(np.float32)
+        last = self._last
+        if (last is not None and last[1].image_hw == tuple(image.shape[:2])
+                and last[2] < cfg.reuse_max_age
+                and float(np.abs(thumb - last[0]).mean()) < cfg.reuse_proposals_below):
+            self._last = (last[0], last[1], last[2] + 1)
+            return thumb, last[1]
+        return thumb, None
+
     def __call__(self, image: np.ndarray, timer: StageTimer | None = None) -> SegmentationResult:
         check_image(image)
         timer = timer or StageTimer()
         t0 = time.perf_counter()
-        pending = self._pool.submit(self._propose, image, timer) if self._pool else None
+        thumb, reused = self._reusable(image)
+        pending = None
+        if reused is None and self._pool:
+            pending = self._pool.submit(self._propose, image, timer)
         try:
             with timer("backbone"):
                 fmap = self.backbone(image)
             fmap.check_finite()
         finally:
             proposals = pending.result() if pending else None
-        if proposals is None:
+        if reused is not None:
+            proposals = reused
+            timer.ms["proposer"] += 0.0
+        elif proposals is None:
             proposals = self._propose(image, timer)
+        if reused is None and thumb is not None:
+            self._last = (thumb, proposals, 0)
         result = assign(fmap, proposals, self.bank, self.index, self.config, timer,
                         self.pooler, self.prior)
         # wall time of the frame: less than the sum of stages when the proposer ran
