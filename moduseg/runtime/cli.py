@@ -84,7 +84,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
         (out / "overlays").mkdir(exist_ok=True)
     total = None
     writer = None
-    video_tmp = out / ".overlay.mp4.part"
+    video_tmp = out / ".overlay.part.mp4"   # OpenCV picks the container by suffix
     if kind in ("video", "camera"):
         fps, total = video_info(input_spec)
         total = min(total, max_frames) if (max_frames and total) else (total or max_frames)
@@ -109,6 +109,9 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
                     h, w = ov.shape[:2]
                     writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
                                              fps, (w, h))
+                    if not writer.isOpened():
+                        raise InputError(f"cannot write the overlay video {video_tmp}; "
+                                         f"use --no-overlay or check the output folder")
                 writer.write(cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
             else:
                 write_image(out / "overlays" / f"{frame.name}.jpg", ov)
