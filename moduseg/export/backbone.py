@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ..io import atomic_path
 from ..errors import InputError, ModelNotFoundError, ModuSegError
 from .parity import (DEFAULT_THRESHOLD, ParityReport, compare, onnx_runner, parity_inputs,
                      torch_runner)
@@ -125,20 +126,13 @@ def save_model_atomic(model, out: Path) -> Path:
     import onnx
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".tmp") as tmp:
         if model.ByteSize() > EXTERNAL_DATA_BYTES:
             data_name = out.name + ".data"
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            onnx.save_model(model, str(tmp), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
         else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            onnx.save_model(model, str(tmp))
     return out
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ...io import atomic_path
 from ...errors import InputError
 
 # Prompt templates (CLIP-style prompt ensembling; '{}' is the query text).
@@ -185,13 +184,6 @@ def cached_query_embeddings(vocab: Vocabulary, model_sha256: str,
         except (OSError, ValueError):
             pass  # unreadable cache entry: recompute and overwrite
     emb = query_embeddings(vocab, encoder())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".emb.", suffix=".npy", dir=cache_dir)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, emb)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return emb, False

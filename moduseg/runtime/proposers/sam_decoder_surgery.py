@@ -33,6 +33,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ...io import atomic_path
 from ...io import sha256_file as _sha256
 from ...errors import InputError, ModelNotFoundError
 
@@ -554,25 +555,13 @@ def quantized_model_path(model_path: str | Path, cache_dir: str | Path | None = 
 def _quantize(src: Path, out: Path, d: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=d)
-    os.close(fd)
-    try:
-        quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8,
+    with atomic_path(out, suffix=".onnx") as tmp:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _atomic_save(model, path: Path) -> None:
     import onnx
 
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        onnx.save(model, str(tmp))
