@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 
 from ..errors import BackendUnavailableError, InputError
+from .cuda.device import BufferCache
 from .index import build_index, choose_kind, ivf_params
 
 log = logging.getLogger(__name__)
@@ -141,23 +142,15 @@ class NvrtcTopkIndex:
         self.bank = self.dev.alloc(stored.nbytes)
         self.dev.upload(self.bank, stored)
         self.max_segments = max_segments
-        self._bufs: dict[str, object] = {}
-
-    def _buf(self, name: str, nbytes: int):
-        b = self._bufs.get(name)
-        if b is None or b.nbytes < nbytes:
-            if b is not None:
-                self.dev.free(b)
-            b = self._bufs[name] = self.dev.alloc(max(nbytes, 256))
-        return b
+        self._bufs = BufferCache(self.dev)
 
     def enqueue(self, q_ptr: int, Q: int, k: int):
         """Search ``Q`` fp32 queries already on the device (e.g. GPU SMFA output)."""
         from .cuda.plans import topk_plan
 
         plan = topk_plan(Q, self.size, k, self.max_segments)
-        ps, pi = self._buf("part_s", Q * plan.nseg * k * 4), self._buf("part_i", Q * plan.nseg * k * 4)
-        os_, oi = self._buf("out_s", Q * k * 4), self._buf("out_i", Q * k * 4)
+        ps, pi = self._bufs.get("part_s", Q * plan.nseg * k * 4), self._bufs.get("part_i", Q * plan.nseg * k * 4)
+        os_, oi = self._bufs.get("out_s", Q * k * 4), self._bufs.get("out_i", Q * k * 4)
         c = ctypes.c_int
         self.dev.launch(self.f_partial, plan.partial_grid, plan.partial_block,
                         [q_ptr, c(Q), self.bank.ptr, c(self.size), c(self.dim), c(k),
@@ -171,7 +164,7 @@ class NvrtcTopkIndex:
         k = min(k, self.size)
         if len(q) == 0:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        qb = self._buf("queries", q.nbytes)
+        qb = self._bufs.get("queries", q.nbytes)
         self.dev.upload(qb, q)
         os_, oi = self.enqueue(qb.ptr, len(q), k)
         sims = self.dev.download(os_, np.empty((len(q), k), np.float32))

@@ -48,6 +48,25 @@ class DeviceBuffer:
     nbytes: int
 
 
+class BufferCache:
+    """Named device buffers reused across calls, reallocated only when too small."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.bufs: dict[str, DeviceBuffer] = {}
+
+    def get(self, name: str, nbytes: int):
+        b = self.bufs.get(name)
+        if b is None or b.nbytes < nbytes:
+            if b is not None:
+                self.dev.free(b)
+            b = self.bufs[name] = self.dev.alloc(max(nbytes, 256))
+        return b
+
+    def __getitem__(self, name: str):
+        return self.bufs[name]
+
+
 class CudaDevice:
     """One GPU: its primary context, a stream, and loaded kernel modules."""
 

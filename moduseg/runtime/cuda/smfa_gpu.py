@@ -47,6 +47,7 @@ import numpy as np
 
 from ...errors import BackendUnavailableError, InputError
 from ...types import FeatureMap, GridGeometry
+from .device import BufferCache
 from .plans import check_geometry, check_masks, feature_strides, smfa_plan
 
 log = logging.getLogger(__name__)
@@ -118,20 +119,12 @@ class GpuSmfa:
         self.f_weights = self.dev.function("smfa", "smfa_weights")
         self.f_pool = {"float32": self.dev.function("smfa", "smfa_pool_f32"),
                        "float16": self.dev.function("smfa", "smfa_pool_f16")}
-        self._bufs: dict[str, object] = {}
+        self._bufs = BufferCache(self.dev)
 
     def describe(self) -> str:
         ck = self.dev.compiled["smfa"]
         return (f"{self.dev!r}; smfa.cu compiled by NVRTC {ck.nvrtc_version[0]}."
                 f"{ck.nvrtc_version[1]} ({ck.nvrtc_origin})")
-
-    def _buf(self, name: str, nbytes: int):
-        b = self._bufs.get(name)
-        if b is None or b.nbytes < nbytes:
-            if b is not None:
-                self.dev.free(b)
-            b = self._bufs[name] = self.dev.alloc(max(nbytes, 256))
-        return b
 
     def enqueue(self, masks_ptr: int, mask_shape, feat_ptr: int, dtype: str, layout: str,
                 D: int, geometry: GridGeometry) -> SmfaPlanBuffers:
@@ -141,10 +134,10 @@ class GpuSmfa:
         N = gh * gw
         _, sd, sn, _ = feature_strides((D, gh, gw) if layout == "dhw" else (gh, gw, D), layout)
         plan = smfa_plan(P, D, N)
-        w = self._buf("weights", P * N * 4)
-        ws, ar, n2 = self._buf("wsum", P * 4), self._buf("area", P * 4), self._buf("norm2", P * 4)
-        cnt = self._buf("counters", plan.tiles * 4)
-        out = self._buf("out", P * D * 4)
+        w = self._bufs.get("weights", P * N * 4)
+        ws, ar, n2 = self._bufs.get("wsum", P * 4), self._bufs.get("area", P * 4), self._bufs.get("norm2", P * 4)
+        cnt = self._bufs.get("counters", plan.tiles * 4)
+        out = self._bufs.get("out", P * D * 4)
         i, ll, f = ctypes.c_int, ctypes.c_longlong, ctypes.c_float
         self.dev.launch(self.f_weights, plan.weights_grid, plan.weights_block,
                         [masks_ptr, i(P), i(hm), i(wm), i(rh), i(rw), i(gh), i(gw), i(patch),
@@ -170,7 +163,7 @@ class GpuSmfa:
             a = np.ascontiguousarray(feats if feats.dtype in (np.float16, np.float32)
                                      else feats.astype(np.float32))
             D, dtype = feature_strides(a.shape, layout)[0], str(a.dtype)
-            fb = self._buf("features", a.nbytes)
+            fb = self._bufs.get("features", a.nbytes)
             self.dev.upload(fb, a)
             feat_ptr = fb.ptr
         if P == 0:
@@ -178,7 +171,7 @@ class GpuSmfa:
         if m is None:
             masks_ptr = masks.ptr
         else:
-            mb = self._buf("masks", m.nbytes)
+            mb = self._bufs.get("masks", m.nbytes)
             self.dev.upload(mb, m)
             masks_ptr = mb.ptr
         res = self.enqueue(masks_ptr, shape, feat_ptr, dtype, layout, D, geometry)
