@@ -13,58 +13,22 @@ from moduseg.errors import InputError
 from moduseg.export.engine_cache import DeviceInfo, EngineKey, Sidecar, save_engine
 
 
-class Enum:
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+from trt_fakes import Enum
+from trt_fakes import FakeCudart as _BaseCudart
 
 
-class FakeCudart:
-    """The subset of cuda.bindings.runtime TrtRunner uses; pointers are host addresses."""
-
-    cudaError_t = Enum(cudaSuccess=0)
-    cudaMemcpyKind = Enum(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
-    cudaStreamCaptureMode = Enum(cudaStreamCaptureModeGlobal=0,
-                                 cudaStreamCaptureModeThreadLocal=1)
+class FakeCudart(_BaseCudart):
+    """The runtime fake plus freed-pointer bookkeeping and CUDA graph capture."""
 
     def __init__(self):
-        self.blocks, self.freed, self.capturing, self.launches = {}, [], None, 0
-
-    def _alloc(self, n):
-        buf = ctypes.create_string_buffer(n)
-        self.blocks[ctypes.addressof(buf)] = buf
-        return 0, ctypes.addressof(buf)
-
-    cudaMalloc = _alloc
-    cudaMallocHost = _alloc
+        super().__init__()
+        self.freed, self.capturing, self.launches = [], None, 0
 
     def cudaFree(self, p):
         self.freed.append(p)
         return (0,)
 
     cudaFreeHost = cudaFree
-
-    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
-        ctypes.memmove(dst, src, n)
-        return (0,)
-
-    def cudaMemcpy(self, dst, src, n, kind):
-        ctypes.memmove(dst, src, n)
-        return (0,)
-
-    def cudaStreamCreate(self):
-        return 0, 7
-
-    def cudaStreamSynchronize(self, s):
-        return (0,)
-
-    def cudaStreamDestroy(self, s):
-        return (0,)
-
-    def cudaSetDevice(self, d):
-        return (0,)
-
-    def cudaGetErrorString(self, e):
-        return 0, b"fake"
 
     def cudaStreamBeginCapture(self, s, mode):
         self.capturing = []
