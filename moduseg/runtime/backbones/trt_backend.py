@@ -24,18 +24,10 @@ from .onnx_backbone import (DEFAULT_SHORT_SIDE, POLICIES, check_image, plan_geom
 
 def plan_fixed_geometry(image_hw, input_hw, patch: int, policy: str = "pad") -> GridGeometry:
     """Where an image goes in a fixed ``input_hw`` network input (pure)."""
-    if policy not in POLICIES:
-        raise InputError(f"resize policy must be one of {POLICIES}, got {policy!r}")
-    H, W = int(image_hw[0]), int(image_hw[1])
     ih, iw = int(input_hw[0]), int(input_hw[1])
     if ih % patch or iw % patch:
         raise InputError(f"engine input {ih}x{iw} is not a multiple of the patch {patch}")
-    grid = (ih // patch, iw // patch)
-    if policy == "stretch":
-        return GridGeometry.unpadded((H, W), grid, patch)
-    s = min(ih / H, iw / W)
-    rh, rw = min(ih, max(1, round(H * s))), min(iw, max(1, round(W * s)))
-    return GridGeometry((H, W), (rh, rw), grid, patch)
+    return plan_geometry(image_hw, patch, policy=policy, fixed_hw=(ih, iw))
 
 
 class TensorRTBackbone:
