@@ -68,22 +68,40 @@ def _split(pos: np.ndarray, limit: int):
 _CHUNK_PIXELS = 1 << 30
 
 
-def soft_weights(masks: np.ndarray, geometry: GridGeometry) -> np.ndarray:
+def soft_weights(masks: np.ndarray, geometry: GridGeometry, rows=None,
+                 row_span=None) -> np.ndarray:
     """``[P, Hm, Wm]`` binary masks -> ``[P, h, w]`` area weights in [0, 1].
 
-    One integral image over the stacked masks (a single SIMD pass in OpenCV)
+    ``rows`` selects masks without copying them (the runtime's kept
+    proposals); ``row_span`` (first, one-past-last occupied pixel row per
+    selected mask) lets the compiled kernel skip empty rows. With numba the
+    sparse overlap matrices are applied in one pass over the mask bytes
+    (``moduseg.kernels.area_weights``). Without it, one integral image over the stacked masks (a single SIMD pass in OpenCV)
     gives every cell's covered area: the integral of a piecewise-constant mask
     is bilinear inside each pixel, so evaluating it at fractional cell corners
     is exact. Equal to ``soft_weights_matmul`` up to float rounding.
     """
     import cv2
 
+    from . import kernels
+
     if masks.ndim != 3:
         raise InputError(f"masks must be [P, H, W], got shape {masks.shape}")
-    P, hm, wm = masks.shape
+    if rows is not None:
+        rows = np.asarray(rows, np.int64)
+    P = masks.shape[0] if rows is None else len(rows)
+    hm, wm = masks.shape[1:]
     h, w = geometry.grid_hw
     if P == 0:
         return np.zeros((0, h, w), np.float32)
+    if kernels.HAVE_NUMBA:
+        ay, ax = geometry_matrices((hm, wm), geometry)
+        out = kernels.area_weights(masks, np.arange(P) if rows is None else rows, ay, ax,
+                                   row_span)
+        out[out < 1e-6] = 0.0
+        return out
+    if rows is not None:
+        masks = masks[rows]
     (rh, rw), p = geometry.resized_hw, geometry.patch
     ys, xs = cell_edges(hm, rh, h, p), cell_edges(wm, rw, w, p)
     cell_area = (p * hm / rh) * (p * wm / rw)

@@ -32,6 +32,8 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def index_bytes(idx) -> int:
+    if hasattr(idx.index, "nbytes"):          # ExactIndex (numpy arrays)
+        return int(idx.index.nbytes)
     import faiss
     return int(faiss.serialize_index(idx.index).nbytes)
 

@@ -34,6 +34,13 @@ class PackedMasks:
     def take(self, idx) -> "PackedMasks":
         return PackedMasks(self.bits[idx], self.hw, self.areas[idx])
 
+    def row_span(self) -> tuple[np.ndarray, np.ndarray]:
+        """First and one-past-last pixel row holding any pixel of each mask."""
+        from ..kernels import word_spans
+        H, W = self.hw
+        first, last = word_spans(self.bits)
+        return (first * 64) // W, np.minimum(H, -((-last * 64) // W))
+
     def unpack(self, row: np.ndarray) -> np.ndarray:
         H, W = self.hw
         return np.unpackbits(row.view(np.uint8), count=H * W).reshape(H, W).astype(bool)
@@ -70,8 +77,16 @@ def class_nms(masks, labels: np.ndarray, scores: np.ndarray,
     A mask is suppressed by a higher-scoring kept mask of the same class whose
     IoU with it exceeds ``iou_threshold``. IoU is only computed within a class.
     """
+    from ..kernels import greedy_class_nms
+
     pm = _as_packed(masks)
     order = np.argsort(-np.asarray(scores), kind="stable")
+    keep_flag = greedy_class_nms(pm.bits, pm.areas, np.asarray(labels), order, iou_threshold)
+    if keep_flag is not None:          # compiled: lazy IoU on the masks' common rows
+        kept = np.flatnonzero(keep_flag)
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        return kept[np.argsort(rank[kept], kind="stable")]
     keep_flag = np.zeros(len(order), bool)
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))

@@ -18,7 +18,7 @@ import numpy as np
 from ..bank.store import check_identity
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
-from ..smfa import l2_normalize, smfa, soft_weights
+from ..smfa import l2_normalize, pool, smfa, soft_weights
 from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
@@ -129,11 +129,17 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         all_areas = packed.areas * (H * W / float(mh * mw))
         keep = np.flatnonzero((proposals.scores >= cfg.min_objectness)
                               & (all_areas >= cfg.min_area))
-        masks, scores, packed = proposals.masks[keep], proposals.scores[keep], packed.take(keep)
+        scores, packed = proposals.scores[keep], packed.take(keep)
     cell_labels = None
+
+    def kept_weights():
+        # the kept masks' area weights, read in place (no copy of the masks)
+        return soft_weights(proposals.masks, fmap.geometry, rows=keep,
+                            row_span=packed.row_span())
+
     if cfg.assignment == "patch_vote":
         with timer("pool"):
-            weights = soft_weights(masks, fmap.geometry).reshape(len(masks), -1)
+            weights = kept_weights().reshape(len(keep), -1)
             wsum = weights.sum(1)
             pooled = wsum > 0
         with timer("search"):
@@ -144,7 +150,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             labels = np.where(pooled, labels, -1)
     else:
         with timer("pool"):
-            queries, wsum = pooler(masks, fmap)
+            if pooler is cpu_pooler:
+                queries, wsum = pool(kept_weights(), fmap, cfg.eps)
+            else:
+                queries, wsum = pooler(proposals.masks[keep], fmap)
             pooled = wsum > 0
         with timer("search"):
             sims, ids = index.search(queries, cfg.top_k)
