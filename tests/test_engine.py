@@ -223,7 +223,7 @@ def test_backbone_on_fake_engine(tiny_onnx, tmp_path, monkeypatch):
     img = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
     fm = bb(img)
     assert fm.features.shape == (32, 2, 3) and fm.geometry.resized_hw == (28, 42)
-    ref = OnnxBackbone(tiny_onnx, short_side=None, policy="stretch", providers="cpu")
+    ref = OnnxBackbone(tiny_onnx, pixels=None, policy="stretch", providers="cpu")
     x = ref.session.run(None, {"image": __import__(
         "moduseg.runtime.backbones.onnx_backbone", fromlist=["preprocess"]).preprocess(
         img, fm.geometry, bb.mean, bb.std)})[0][0]

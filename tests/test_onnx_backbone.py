@@ -61,7 +61,7 @@ def _coverage(geo: GridGeometry):
 
 
 def test_pad_native_camvid_size_every_pixel_in_its_patch(probe):
-    bb = OnnxBackbone(probe, "probe", short_side=None, mean=(0, 0, 0), std=(1, 1, 1))
+    bb = OnnxBackbone(probe, "probe", pixels=None, mean=(0, 0, 0), std=(1, 1, 1))
     img = _position_image(360, 480)
     fm = bb(img)
     geo = fm.geometry
@@ -80,11 +80,24 @@ def test_pad_native_camvid_size_every_pixel_in_its_patch(probe):
     np.testing.assert_allclose(fm.features[0][-1, :-1] * 255, 25 * 10 / 14, atol=1e-3)
 
 
-def test_default_short_side_is_native_camvid(probe):
+def test_default_pixel_budget_is_native_camvid(probe):
     bb = OnnxBackbone(probe, "probe")
-    assert bb.short_side == 360 and bb.policy == "pad"
+    assert bb.pixels == 480 * 360 and bb.short_side is None and bb.policy == "pad"
     assert bb.geometry((360, 480)).resized_hw == (360, 480)
-    assert bb.identity.input_size == "pad:short360"
+    assert bb.identity.input_size == "pad:pixels172800"
+
+
+def test_pixel_budget_keeps_wide_frames_near_native(probe):
+    bb = OnnxBackbone(probe, "probe")
+    geo = bb.geometry((272, 640))                       # bikes.mp4
+    assert geo.resized_hw == (271, 638) and geo.grid_hw == (20, 46)
+    big = bb.geometry((1080, 1920))
+    assert abs(big.resized_hw[0] * big.resized_hw[1] - 172800) < 1000
+    short = OnnxBackbone(probe, "probe", short_side=360)    # the old sizing, on request
+    assert short.geometry((272, 640)).resized_hw == (360, 847)
+    assert short.pixels is None and short.identity.input_size == "pad:short360"
+    with pytest.raises(InputError, match="pixels"):
+        OnnxBackbone(probe, "probe", pixels=0)
 
 
 def test_pad_resized_coverage_and_scale(probe):
@@ -107,7 +120,7 @@ def test_stretch_fills_the_grid(probe):
 
 
 def test_normalisation_uses_mean_std(probe):
-    bb = OnnxBackbone(probe, "probe", short_side=None)  # ImageNet defaults
+    bb = OnnxBackbone(probe, "probe", pixels=None)  # ImageNet defaults
     img = np.full((28, 28, 3), 255, np.uint8)
     fm = bb(img)
     expect = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
@@ -117,7 +130,7 @@ def test_normalisation_uses_mean_std(probe):
 def test_identity_and_protocol(probe):
     bb = OnnxBackbone(probe, "dinov2-test")
     sha = hashlib.sha256(probe.read_bytes()).hexdigest()
-    assert bb.identity == BackboneIdentity("dinov2-test", "pad:short360", 14, 3, sha)
+    assert bb.identity == BackboneIdentity("dinov2-test", "pad:pixels172800", 14, 3, sha)
     assert isinstance(bb, Backbone)
     given = BackboneIdentity("x", "y", 14, 3, "z")
     assert OnnxBackbone(probe, given).identity is given
@@ -151,7 +164,7 @@ def test_bad_options(probe, tmp_path):
 
 
 def test_tiny_image_gets_one_patch(probe):
-    bb = OnnxBackbone(probe, "probe", short_side=None)
+    bb = OnnxBackbone(probe, "probe", pixels=None)
     fm = bb(np.zeros((5, 9, 3), np.uint8))
     assert fm.geometry.grid_hw == (1, 1) and fm.features.shape == (3, 1, 1)
 

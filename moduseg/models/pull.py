@@ -262,7 +262,7 @@ def _file_entry(home_or_stage: Path, rel: str) -> dict:
 
 
 def _entry(spec: ModelSpec, stage: Path, surgery: Callable[[Path, Path], dict]) -> dict:
-    from ..runtime.backbones.onnx_backbone import DEFAULT_SHORT_SIDE, input_size_tag
+    from ..runtime.backbones.onnx_backbone import DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, input_size_tag
 
     files = {f.role: _file_entry(stage, installed_relpath(spec, f))
              for f in spec.package.files}
@@ -278,7 +278,7 @@ def _entry(spec: ModelSpec, stage: Path, surgery: Callable[[Path, Path], dict]) 
         files["features"] = _file_entry(stage, BACKBONE_GRAPH)
         entry["surgery"] = {k: v for k, v in info.items() if k != "path"}
         entry["identity"] = BackboneIdentity(
-            name=spec.key, input_size=input_size_tag("pad", DEFAULT_SHORT_SIDE),
+            name=spec.key, input_size=input_size_tag("pad", DEFAULT_SHORT_SIDE, pixels=DEFAULT_PIXELS),
             patch_size=int(info["patch_size"]), feature_dim=int(info["feature_dim"]),
             weights_sha256=files["features"]["sha256"]).to_dict()
     else:

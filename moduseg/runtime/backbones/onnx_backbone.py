@@ -3,14 +3,18 @@
 Preprocessing decides where every patch lies on the image, so it is done here
 and recorded exactly in the returned ``GridGeometry``:
 
-* keep the aspect ratio and resize so the short side is ``short_side``
-  (``None`` keeps the native size);
+* keep the aspect ratio and resize to about ``pixels`` pixels (default
+  172,800 = 480x360), or, when ``short_side`` is given, so the short side is
+  ``short_side`` (both ``None`` keeps the native size). A pixel budget keeps
+  the cost per frame the same whatever the aspect ratio: a 640x272 video
+  frame stays native instead of becoming 847x360 (1.8x the patches) as a
+  360-pixel short side would make it;
 * ``pad``: place the resized image top-left and pad bottom/right up to the
   next multiple of the patch size (padding is 0 after normalisation, i.e. the
   mean colour); ``stretch``: resize each side to its nearest multiple instead.
 
-The default ``short_side=360`` is CamVid's native 480x360: no resampling, a
-364x490 input and a 26x35 grid (14-pixel patches; about 0.65 CPU-seconds per frame).
+The default budget is CamVid's native 480x360: no resampling, a 364x490
+input and a 26x35 grid (14-pixel patches; about 0.65 CPU-seconds per frame).
 
 A graph with a static input size (exported for TensorRT at one resolution)
 ignores ``short_side``: ``pad`` letterboxes the image top-left into it,
@@ -29,18 +33,29 @@ from ...io import sha256_file as _sha256
 from ...errors import InputError, ModelNotFoundError
 from ...types import BackboneIdentity, FeatureMap, GridGeometry
 
-DEFAULT_SHORT_SIDE = 360
+DEFAULT_SHORT_SIDE = None
+DEFAULT_PIXELS = 480 * 360
 POLICIES = ("pad", "stretch")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def input_size_tag(policy: str, short_side: int | None,
-                   fixed_hw: tuple[int, int] | None = None) -> str:
+                   fixed_hw: tuple[int, int] | None = None, pixels: int | None = None) -> str:
     """How inputs are sized, as recorded in ``BackboneIdentity.input_size``."""
     if fixed_hw is not None:
         return f"{policy}:fixed{int(fixed_hw[0])}x{int(fixed_hw[1])}"
+    if not short_side and pixels:
+        return f"{policy}:pixels{int(pixels)}"
     return f"{policy}:short{int(short_side) if short_side else 'native'}"
+
+
+def check_sizing(short_side, pixels) -> None:
+    if short_side is not None and int(short_side) < 1:
+        raise InputError(f"short_side must be a positive number of pixels, got {short_side}")
+    if pixels is not None and int(pixels) < 1:
+        raise InputError(f"pixels must be a positive pixel budget (e.g. 172800 = 480x360), "
+                         f"got {pixels}")
 
 
 def check_image(image, what: str = "image") -> np.ndarray:
@@ -64,7 +79,8 @@ def check_image(image, what: str = "image") -> np.ndarray:
 
 
 def plan_geometry(image_hw, patch: int, short_side: int | None = DEFAULT_SHORT_SIDE,
-                  policy: str = "pad", fixed_hw: tuple[int, int] | None = None) -> GridGeometry:
+                  policy: str = "pad", fixed_hw: tuple[int, int] | None = None,
+                  pixels: int | None = None) -> GridGeometry:
     """Where an image of ``image_hw`` goes on the patch grid (pure, no pixels).
 
     ``fixed_hw`` is a graph's static input size: ``pad`` then fits the image
@@ -88,6 +104,9 @@ def plan_geometry(image_hw, patch: int, short_side: int | None = DEFAULT_SHORT_S
             rh = int(short_side)
         else:
             rw = int(short_side)
+    elif pixels:
+        s = float(np.sqrt(float(pixels) / (H * W)))
+        rh, rw = max(1, round(H * s)), max(1, round(W * s))
     else:
         rh, rw = H, W
     if policy == "pad":
@@ -120,8 +139,8 @@ class OnnxBackbone:
 
     ``identity`` may be a full ``BackboneIdentity`` (used as is) or a name; a
     name gets ``weights_sha256`` = the graph file's checksum (pass
-    ``weights_sha256`` to skip hashing) and ``input_size`` = policy and short
-    side, so banks built at another resolution are refused. Mean, std and the
+    ``weights_sha256`` to skip hashing) and ``input_size`` = policy and size
+    (pixel budget or short side), so banks built at another resolution are refused. Mean, std and the
     patch size default to the graph's ``moduseg.*`` metadata, else ImageNet/14.
     """
 
@@ -129,7 +148,7 @@ class OnnxBackbone:
                  short_side: int | None = DEFAULT_SHORT_SIDE, policy: str = "pad",
                  mean=None, std=None, providers: str = "auto", threads: int | None = None,
                  patch: int | None = None, output: str | None = None,
-                 weights_sha256: str | None = None):
+                 weights_sha256: str | None = None, pixels: int | None = DEFAULT_PIXELS):
         from ..onnx_session import make_session
 
         self.path = Path(path)
@@ -139,8 +158,7 @@ class OnnxBackbone:
                 f"'moduseg export backbone' first")
         if policy not in POLICIES:
             raise InputError(f"policy must be one of {POLICIES}, got {policy!r}")
-        if short_side is not None and int(short_side) < 1:
-            raise InputError(f"short_side must be a positive number of pixels, got {short_side}")
+        check_sizing(short_side, pixels)
         self.session = make_session(self.path, providers=providers, threads=threads)
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.metadata = meta
@@ -152,6 +170,7 @@ class OnnxBackbone:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise InputError(f"mean/std must be 3 values (std > 0), got {self.mean}, {self.std}")
         self.short_side = int(short_side) if short_side else None
+        self.pixels = int(pixels) if pixels and not self.short_side else None
         self.policy = policy
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -178,7 +197,7 @@ class OnnxBackbone:
 
     @property
     def input_size_tag(self) -> str:
-        return input_size_tag(self.policy, self.short_side, self.fixed_hw)
+        return input_size_tag(self.policy, self.short_side, self.fixed_hw, self.pixels)
 
     def _feature_dim(self, meta) -> int:
         o = next(o for o in self.session.get_outputs() if o.name == self.output_name)
@@ -191,7 +210,8 @@ class OnnxBackbone:
         return int(self.session.run([self.output_name], {self.input_name: x})[0].shape[1])
 
     def geometry(self, image_hw) -> GridGeometry:
-        return plan_geometry(image_hw, self.patch, self.short_side, self.policy, self.fixed_hw)
+        return plan_geometry(image_hw, self.patch, self.short_side, self.policy, self.fixed_hw,
+                             self.pixels)
 
     def __call__(self, image: np.ndarray) -> FeatureMap:
         image = check_image(image)

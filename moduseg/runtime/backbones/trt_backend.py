@@ -11,6 +11,7 @@ zero padding; ``stretch``: resized to it); engines with dynamic H/W use
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import numpy as np
 
 from ...errors import BackendUnavailableError, InputError
 from ...types import BackboneIdentity, FeatureMap, GridGeometry
-from .onnx_backbone import (DEFAULT_SHORT_SIDE, POLICIES, check_image, plan_geometry,
-                            preprocess)
+from .onnx_backbone import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, POLICIES, check_image,
+                            check_sizing, input_size_tag, plan_geometry, preprocess)
 
 
 def plan_fixed_geometry(image_hw, input_hw, patch: int, policy: str = "pad") -> GridGeometry:
@@ -43,11 +44,13 @@ class TensorRTBackbone:
     def __init__(self, engine: str | Path, identity: BackboneIdentity | str | None = None,
                  short_side: int | None = DEFAULT_SHORT_SIDE, policy: str = "pad",
                  device: int = 0, cuda_graph: bool = False, output: str | None = None,
-                 mean=None, std=None, validate: bool = True):
+                 mean=None, std=None, validate: bool = True,
+                 pixels: int | None = DEFAULT_PIXELS):
         from ..trt import TrtRunner
 
         if policy not in POLICIES:
             raise InputError(f"policy must be one of {POLICIES}, got {policy!r}")
+        check_sizing(short_side, pixels)
         self.runner = TrtRunner(engine, device=device, validate=validate,
                                 cuda_graph=cuda_graph)
         self.path = Path(engine)
@@ -69,6 +72,7 @@ class TensorRTBackbone:
         self.fixed_hw = None if min(shape[2:]) < 0 else (int(shape[2]), int(shape[3]))
         self.policy = policy
         self.short_side = int(short_side) if short_side else None
+        self.pixels = int(pixels) if pixels and not self.short_side else None
         dim = int(meta.get("feature_dim") or self.runner.engine_shape(self.output_name)[1])
         if isinstance(identity, BackboneIdentity):
             self.identity = identity
@@ -103,7 +107,8 @@ class TensorRTBackbone:
                 identity = opts.pop("identity", name)
             else:
                 onnx_path = installed_file(BACKBONE.key, "features", home)
-                identity = opts.pop("identity", None) or default_backbone_identity(home)
+                identity = opts.pop("identity", None) or dataclasses.replace(
+                    default_backbone_identity(home), input_size=None)
             dev = current_device(device)
             found = cached_engines(cache_dir or default_cache_dir(home), onnx_path, dev,
                                    precision)
@@ -120,6 +125,9 @@ class TensorRTBackbone:
                  device=device, **opts)
         if isinstance(identity, BackboneIdentity):
             # keep the ONNX backend's identity but this backend's input-size tag must agree
+            # (the installed model's identity takes this backend's sizing options)
+            if identity.input_size is None:
+                identity = dataclasses.replace(identity, input_size=bb.input_size_tag)
             if identity.input_size != bb.input_size_tag:
                 raise InputError(
                     f"the engine's input size {bb.input_size_tag} differs from the default "
@@ -140,14 +148,13 @@ class TensorRTBackbone:
 
     @property
     def input_size_tag(self) -> str:
-        if self.fixed_hw:
-            return f"{self.policy}:fixed{self.fixed_hw[0]}x{self.fixed_hw[1]}"
-        return f"{self.policy}:short{self.short_side or 'native'}"
+        return input_size_tag(self.policy, self.short_side, self.fixed_hw, self.pixels)
 
     def geometry(self, image_hw) -> GridGeometry:
         if self.fixed_hw:
             return plan_fixed_geometry(image_hw, self.fixed_hw, self.patch, self.policy)
-        return plan_geometry(image_hw, self.patch, self.short_side, self.policy)
+        return plan_geometry(image_hw, self.patch, self.short_side, self.policy,
+                             pixels=self.pixels)
 
     def _prepare(self, image):
         image = check_image(image)
