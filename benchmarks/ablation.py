@@ -26,6 +26,7 @@ from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.runtime.index import build_index
 from moduseg.runtime.pipeline import assign, class_prior
+from moduseg.runtime.refine import guided_label_refine
 from moduseg.settings import parse_overrides
 from moduseg.types import Bank, FeatureMap, Proposals
 
@@ -49,6 +50,7 @@ ROWS = [
     ("default - patch vote (pooled queries)", "default", ["runtime.assignment='pooled'"]),
     ("default - nearest fill", "default", ["runtime.unassigned='ignore'"]),
     ("default - thin-region fallback", "default", ["bank.patch_fallback_purity=1.0"]),
+    ("default - guided refinement", "default", ["runtime.refine_radius=0"]),
     ("default, exact search", "default", ["runtime.index='flat'"]),
     ("default", "default", []),
 ]
@@ -106,11 +108,14 @@ def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
     prior = class_prior(bank)
     ev = Evaluator(names)
     ms = []
-    for feats, geo, label, packed in inputs["val"]:
+    rt = cfg.runtime
+    for (feats, geo, label, packed), sample in zip(inputs["val"], camvid(DATA, "val")):
         fmap = FeatureMap(feats.astype(np.float32), geo)
         t = time.perf_counter()
-        res = assign(fmap, proposals_of(packed, geo.image_hw), bank, index, cfg.runtime,
-                     prior=prior)
+        res = assign(fmap, proposals_of(packed, geo.image_hw), bank, index, rt, prior=prior)
+        if rt.refine_radius > 0:       # as Segmenter does it, with the frame as guide
+            res.label_map = guided_label_refine(res.label_map, sample.image(),
+                                                rt.refine_radius, rt.refine_eps)
         ms.append((time.perf_counter() - t) * 1e3)
         ev.add(res.label_map, label)
     sc = ev.scores()

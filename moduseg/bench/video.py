@@ -21,7 +21,7 @@ from .stats import summarize, summarize_stages
 
 VIDEOS = ("bikes.mp4", "vtest.avi")
 STAGE_ORDER = ("decode", "backbone", "proposer", "filter", "pool", "search", "vote", "nms",
-               "raster", "fill", "write")
+               "raster", "fill", "refine", "write")
 
 
 def camvid_bank(backbone, data_root: Path, limit: int, out: Path):

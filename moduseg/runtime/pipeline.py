@@ -24,6 +24,7 @@ from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Seg
     SegmentationResult
 from .index import SearchIndex, build_index
 from .masks import PackedMasks, class_nms, rasterize
+from .refine import guided_label_refine
 from .vote import vote
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,12 @@ class Segmenter:
             self._last = (thumb, proposals, 0)
         result = assign(fmap, proposals, self.bank, self.index, self.config, timer,
                         self.pooler, self.prior)
+        if self.config.refine_radius > 0:
+            with timer("refine"):
+                result.label_map = guided_label_refine(result.label_map, image,
+                                                       self.config.refine_radius,
+                                                       self.config.refine_eps)
+            result.timings_ms["refine"] = timer.ms["refine"]
         # wall time of the frame: less than the sum of stages when the proposer ran
         # beside the backbone
         timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
