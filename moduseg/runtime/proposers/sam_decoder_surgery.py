@@ -21,6 +21,9 @@ generator all of that is waste. This module makes four structural edits:
 Two optional exact speed-ups follow: ``subsample_mask_head`` (logits on a
 coarser grid) and ``fast_cross_attention`` (the per-prompt cross-attentions
 re-associated so the 4096 image tokens are never projected per prompt).
+``any_embedding_size`` lets the decoder take an ``h x w`` embedding (the
+content region of a non-square frame), with the matching slice of the dense
+positional encoding, so the per-prompt attention runs over ``h * w`` tokens.
 
 Edits are located by graph structure (op types and data flow), not by node
 names, so any export of the standard SAM decoder works; anything unexpected
@@ -243,7 +246,8 @@ def subsample_mask_head(model, stride: int):
     for o in g.output:
         if o.name == ALL_MASKS:
             dims = o.type.tensor_type.shape.dim
-            dims[2].dim_value = dims[3].dim_value = 256 // stride
+            if dims[2].HasField("dim_value"):      # symbolic after any_embedding_size
+                dims[2].dim_value = dims[3].dim_value = 256 // stride
     _prune(g)
     onnx.checker.check_model(m)
     return m
@@ -474,6 +478,77 @@ def fast_cross_attention(model):
     return m, done
 
 
+def any_embedding_size(model):
+    """Accept ``image_embeddings [1, C, h, w]`` for any ``h, w <= 64``; exact at 64 x 64.
+
+    The dense positional encoding is computed in the graph from a constant
+    ``[64, 64, 2]`` grid of normalised cell centres ``((j + 0.5) / 64, (i +
+    0.5) / 64)``; the encoding of cell (i, j) depends on that coordinate only,
+    so the content region's encoding is the top-left ``[h, w]`` slice of the
+    grid, taken here from the embedding's own shape. Everything downstream
+    already reads its sizes from tensor shapes. ``mask_input`` becomes
+    ``[1, 1, 4h, 4w]`` (its downscaled map is added to the embedding).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in g.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    emb = next((i for i in g.input if i.name == "image_embeddings"), None)
+    if emb is None:
+        raise InputError("the SAM decoder has no input 'image_embeddings'; pass the standard "
+                         "segment-anything ONNX export of the prompt decoder")
+    edims = emb.type.tensor_type.shape.dim
+    side = edims[2].dim_value
+    uses = [(n, k) for n in g.node if n.op_type == "MatMul" for k, t in enumerate(n.input)
+            if t in consts and consts[t].shape == (side, side, 2)
+            and consts[t].dtype == np.float32]
+    if len(uses) != 1:
+        raise InputError(f"the SAM decoder has {len(uses)} dense positional-encoding grids "
+                         f"[{side}, {side}, 2] feeding a MatMul (expected 1); it is not the "
+                         f"export this rewrite knows")
+    node, k = uses[0]
+    grid = consts[node.input[k]]
+    centres = (np.arange(side, dtype=np.float32) + 0.5) / side * 2 - 1
+    if not (np.allclose(grid[0, :, 0], centres, atol=1e-6)
+            and np.allclose(grid[:, 0, 1], centres, atol=1e-6)):
+        raise InputError("the SAM decoder's positional-encoding grid is not the normalised "
+                         "cell-centre grid (x along columns, y along rows)")
+    c = lambda name, arr: g.initializer.append(  # noqa: E731
+        numpy_helper.from_array(np.asarray(arr, np.int64), "any_size/" + name))
+    c("two", [2]); c("four", [4]); c("zero", [0]); c("zeros", [0, 0]); c("axes01", [0, 1])
+    g.node.extend([
+        helper.make_node("Shape", ["image_embeddings"], ["any_size/emb_shape"],
+                         name="any_size/emb_shape"),
+        helper.make_node("Slice", ["any_size/emb_shape", "any_size/two", "any_size/four",
+                                   "any_size/zero"], ["any_size/emb_hw"], name="any_size/emb_hw"),
+        helper.make_node("Slice", [node.input[k], "any_size/zeros", "any_size/emb_hw",
+                                   "any_size/axes01"], ["any_size/pe_grid"],
+                         name="any_size/pe_grid"),
+    ])
+    node.input[k] = "any_size/pe_grid"
+    edims[2].Clear(); edims[2].dim_param = "embed_h"
+    edims[3].Clear(); edims[3].dim_param = "embed_w"
+    for i in g.input:
+        if i.name == "mask_input":
+            d = i.type.tensor_type.shape.dim
+            d[2].Clear(); d[2].dim_param = "mask_h"
+            d[3].Clear(); d[3].dim_param = "mask_w"
+    for o in g.output:
+        if o.name == ALL_MASKS:
+            d = o.type.tensor_type.shape.dim
+            d[2].Clear(); d[2].dim_param = "mask_rows"
+            d[3].Clear(); d[3].dim_param = "mask_cols"
+    _prune(g)
+    onnx.checker.check_model(m)
+    return m
+
+
 # Row/col of the 256x256 logit grid that output index i samples: stride*i + offset.
 SUBSAMPLE_OFFSET = {1: 0, 2: 0, 4: 2}
 
@@ -499,12 +574,13 @@ def _writable_dir(preferred: Path) -> Path:
 
 def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None = None,
                          quantize: bool = False, mask_stride: int = 1,
-                         fast_attention: bool = True) -> Path:
+                         fast_attention: bool = True, any_size: bool = False) -> Path:
     """Path of the rewritten decoder, built once.
 
     ``mask_stride`` see ``subsample_mask_head``; ``fast_attention`` see
-    ``fast_cross_attention``; ``quantize``: INT8 dynamic quantisation of the
-    MatMul/Gemm weights (``onnxruntime.quantization.quantize_dynamic``).
+    ``fast_cross_attention``; ``any_size`` see ``any_embedding_size``;
+    ``quantize``: INT8 dynamic quantisation of the MatMul/Gemm weights
+    (``onnxruntime.quantization.quantize_dynamic``).
 
     Cached under ``cache_dir`` keyed by the source file's sha256, written to a
     temporary file and renamed, so concurrent processes never read half a file.
@@ -519,13 +595,16 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
     d = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
     tag = _sha256(src)[:16]
     stem = (f"sam_decoder_batched_v{SURGERY_VERSION}_{tag}_s{mask_stride}"
-            f"{'_fa' if fast_attention else ''}")
+            f"{'_fa' if fast_attention else ''}{'_hw' if any_size else ''}")
     out = d / f"{stem}{'_int8' if quantize else ''}.onnx"
     if out.is_file():
         return out
     fp32 = d / f"{stem}.onnx"
     if not fp32.is_file():
-        m = subsample_mask_head(batch_prompt_decoder(onnx.load(str(src))), mask_stride)
+        m = batch_prompt_decoder(onnx.load(str(src)))
+        if any_size:
+            m = any_embedding_size(m)
+        m = subsample_mask_head(m, mask_stride)
         if fast_attention:
             m, _ = fast_cross_attention(m)
         _atomic_save(m, fp32)
