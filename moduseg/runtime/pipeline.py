@@ -104,10 +104,22 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
     return label_map
 
 
+def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: RuntimeConfig,
+                    prior=None) -> np.ndarray:
+    """Retrieval label of every grid cell (``patch_vote``); needs no proposals."""
+    cells = np.arange(fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1])
+    return label_patches(fmap, cells, bank, index, cfg, prior)
+
+
 def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchIndex,
            cfg: RuntimeConfig, timer: StageTimer | None = None,
-           pooler: Pooler = cpu_pooler, prior: np.ndarray | None = None) -> SegmentationResult:
-    """Post-backbone stages of ModuSeg for one image."""
+           pooler: Pooler = cpu_pooler, prior: np.ndarray | None = None,
+           cell_labels: np.ndarray | None = None) -> SegmentationResult:
+    """Post-backbone stages of ModuSeg for one image.
+
+    ``cell_labels`` (``patch_vote``: from ``all_cell_labels``, e.g. computed
+    while the proposer was still running) spares the search.
+    """
     timer = timer or StageTimer()
     if not isinstance(proposals, Proposals):
         raise InputError(f"proposals must be a moduseg.Proposals, got {type(proposals).__name__}")
@@ -131,7 +143,8 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         keep = np.flatnonzero((proposals.scores >= cfg.min_objectness)
                               & (all_areas >= cfg.min_area))
         scores, packed = proposals.scores[keep], packed.take(keep)
-    cell_labels = None
+    if cfg.assignment != "patch_vote":
+        cell_labels = None
 
     def kept_weights():
         # the kept masks' area weights, read in place (no copy of the masks)
@@ -143,9 +156,9 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             weights = kept_weights().reshape(len(keep), -1)
             wsum = weights.sum(1)
             pooled = wsum > 0
-        with timer("search"):
-            cells = np.arange(fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1])
-            cell_labels = label_patches(fmap, cells, bank, index, cfg, prior)
+        if cell_labels is None:
+            with timer("search"):
+                cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
         with timer("vote"):
             labels, conf = patch_vote(weights, cell_labels, n_classes)
             labels = np.where(pooled, labels, -1)
@@ -247,10 +260,17 @@ class Segmenter:
         pending = None
         if reused is None and self._pool:
             pending = self._pool.submit(self._propose, image, timer)
+        cell_labels = None
         try:
             with timer("backbone"):
                 fmap = self.backbone(image)
             fmap.check_finite()
+            if pending is not None and self.config.assignment == "patch_vote":
+                # the patch search needs only the features: run it while the
+                # proposer is still busy
+                with timer("search"):
+                    cell_labels = all_cell_labels(fmap, self.bank, self.index, self.config,
+                                                  self.prior)
         finally:
             proposals = pending.result() if pending else None
         if reused is not None:
@@ -261,7 +281,7 @@ class Segmenter:
         if reused is None and thumb is not None:
             self._last = (thumb, proposals, 0)
         result = assign(fmap, proposals, self.bank, self.index, self.config, timer,
-                        self.pooler, self.prior)
+                        self.pooler, self.prior, cell_labels)
         if self.config.refine_radius > 0:
             with timer("refine"):
                 result.label_map = guided_label_refine(result.label_map, image,
