@@ -84,6 +84,7 @@ class ExactIndex:
         from .. import kernels
 
         self.x = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.ids = None                   # row -> bank id when rows are reordered
         self.ntotal = len(self.x)
         if prune is None:
             prune = kernels.HAVE_NUMBA and self.PRUNE_FROM <= self.ntotal <= self.PRUNE_UP_TO
@@ -105,6 +106,8 @@ class ExactIndex:
         order = np.argsort(assign, kind="stable")
         self.cx = np.ascontiguousarray(self.x[order])
         self.cids = order.astype(np.int64)
+        # keep one copy: the cluster-ordered one (the dense path maps ids back)
+        self.x, self.ids = self.cx, self.cids
         counts = np.bincount(assign, minlength=nc)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         norms = np.linalg.norm(self.cx.astype(np.float64), axis=1)
@@ -120,8 +123,7 @@ class ExactIndex:
     @property
     def nbytes(self) -> int:
         """Memory held: the vectors, plus their cluster-ordered copy when pruning."""
-        extra = (self.cx.nbytes + self.cids.nbytes + self.centroids.nbytes
-                 if hasattr(self, "cx") else 0)
+        extra = (self.cids.nbytes + self.centroids.nbytes) if hasattr(self, "cx") else 0
         return int(self.x.nbytes + extra)
 
     def upper_bounds(self, q: np.ndarray) -> np.ndarray:
@@ -153,6 +155,8 @@ class ExactIndex:
         ids = np.empty((len(q), k), np.int64)
         for s in range(0, len(q), rows):
             sims[s:s + rows], ids[s:s + rows] = topk_rows(q[s:s + rows] @ self.x.T, k)
+        if self.ids is not None:
+            ids = self.ids[ids]
         return sims, ids
 
 
