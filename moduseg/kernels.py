@@ -57,7 +57,7 @@ def _area_weights(masks, rows, row_lo, row_hi, yi, yw, xi, xw, h, w, out):
 
     Only pixel rows ``row_lo[k]:row_hi[k]`` (where the mask has pixels) are read.
     """
-    hm, wm = masks.shape[1], masks.shape[2]
+    wm = masks.shape[2]
     ry, rx = yi.shape[1], xi.shape[1]
     acc = np.zeros((h, wm), np.float32)
     for k in range(rows.shape[0]):

@@ -41,15 +41,18 @@ def ivf_params(n: int, nprobe: int = 32) -> tuple[int, int]:
 def topk_rows(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the ``k`` largest values (descending) and their columns.
 
-    The smallest of ``k`` block maxima is a lower bound of each row's k-th
-    largest value, so one comparison leaves ~k..4k candidates per row; only
-    those are sorted. Ties are ordered by column.
+    The row is cut into ``B >= k`` blocks; the k-th largest block maximum is a
+    lower bound of the row's k-th largest value (those k maxima are k distinct
+    entries), so one comparison leaves few candidates per row and only those
+    are sorted. Ties are ordered by column.
     """
     nq, n = sims.shape
     k = min(k, n)
-    nb = n // k
-    if nb >= 8:
-        t = sims[:, :nb * k].reshape(nq, k, nb).max(2).min(1)
+    nb = min(n // 4, 32 * k)                    # blocks of at least 4 columns
+    if nb >= k and nq:
+        w = n // nb
+        maxima = sims[:, :nb * w].reshape(nq, nb, w).max(2)
+        t = np.partition(maxima, nb - k, axis=1)[:, nb - k]
         r, c = np.nonzero(sims >= t[:, None])
     else:
         r, c = np.divmod(np.arange(nq * n), n)
@@ -78,6 +81,7 @@ class ExactIndex:
     PRUNE_FROM = 4096
     PRUNE_UP_TO = IVF_FROM
     PRUNE_GIVE_UP = 0.35
+    CALIBRATION_QUERIES = 32
     BOUND_MARGIN = 1e-4               # covers float rounding of the compiled dot products
 
     def __init__(self, vectors: np.ndarray, prune: bool | None = None, seed: int = 0):
@@ -92,6 +96,7 @@ class ExactIndex:
         self.scanned_fraction = 1.0
         if self.pruned:
             self._cluster(seed)
+            self._calibrate(seed)
 
     def _cluster(self, seed: int) -> None:
         import faiss
@@ -119,6 +124,12 @@ class ExactIndex:
         np.maximum.at(self.radius, assign[order], ang)
         np.maximum.at(self.max_norm, assign[order], norms)
         self.centroids = cent.astype(np.float32)
+
+    def _calibrate(self, seed: int) -> None:
+        """Bank vectors as queries: if the bounds do not prune them, go dense from the start."""
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(self.ntotal, min(self.CALIBRATION_QUERIES, self.ntotal), replace=False)
+        self.search(self.x[pick], 10)
 
     @property
     def nbytes(self) -> int:
