@@ -21,18 +21,20 @@ Pipeline for one image (``generate``):
 5. Optional multi-crop (``crop_n_layers``): the same on overlapping tiles, for
    small objects; each tile costs one more encoder run.
 
-Content crop (``decoder_crop``, ``encoder_crop``; off by default): skip the
+Content crop (``decoder_crop``, ``encoder_crop``; on by default): skip the
 zero padding of a non-square frame. ``decoder_crop`` prompts only the
 embedding cells holding content (48x64 of 64x64 for 480x360, 28x64 for
 640x272); ``encoder_crop`` runs an encoder rewritten for the content size
 rounded up to 64 (``sam_encoder_surgery``). Together: ~25% less CPU per
-480x360 CamVid frame, ~52% per 640x272 bikes.mp4 frame (2 cores). They are
-off because SAM was trained with the padding in view: its prompt tokens
-attend to the padding cells too, and without them the masks move (mean
+480x360 CamVid frame, ~52% per 640x272 bikes.mp4 frame (2 cores). The cost:
+SAM was trained with the padding in view, its prompt tokens attend to the
+padding cells too, and without them the masks move (mean
 per-prompt mask IoU with the padded path 0.94 with ``decoder_crop``, 0.92
 with both on CamVid, 0.88 on bikes; INT8 moves them by 0.994) and the
 CamVid oracle mIoU drops from 44.7 to 42.7 (25 val frames; see
 ``benchmarks/sam_content_crop.py`` and ``benchmarks/proposer_oracle.py``).
+End to end the default preset loses 0.6 val mIoU (53.4 -> 52.8 with 6x8+16
+prompts) for 1.58 -> 1.26 s a frame, which is why it is on.
 
 ``Proposals.masks`` are returned on the low-resolution grid restricted to the
 un-padded image area, so they cover exactly the image (``image_hw``); each
