@@ -88,7 +88,10 @@ def soft_weights(masks: np.ndarray, geometry: GridGeometry, rows=None,
     if masks.ndim != 3:
         raise InputError(f"masks must be [P, H, W], got shape {masks.shape}")
     if rows is not None:
-        rows = np.asarray(rows, np.int64)
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= masks.shape[0]):
+            raise InputError(f"rows must index the {masks.shape[0]} masks, got values "
+                             f"{rows.min()}..{rows.max()}")
     P = masks.shape[0] if rows is None else len(rows)
     hm, wm = masks.shape[1:]
     h, w = geometry.grid_hw

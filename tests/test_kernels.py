@@ -124,3 +124,12 @@ def test_exact_index_without_numba_is_dense(monkeypatch):
     assert not idx.pruned
     v, i = idx.search(x[:3], 4)
     assert i[:, 0].tolist() == [0, 1, 2]
+
+
+def test_soft_weights_rejects_rows_outside_the_masks():
+    from moduseg.errors import InputError
+    geo = GridGeometry.unpadded((28, 28), (2, 2), 14)
+    m = np.zeros((2, 28, 28), bool)
+    with pytest.raises(InputError, match="rows must index"):
+        soft_weights(m, geo, rows=[0, 2])
+    assert soft_weights(m, geo, rows=[]).shape == (0, 2, 2)
