@@ -164,7 +164,8 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             labels = np.where(pooled, labels, -1)
     else:
         with timer("pool"):
-            if pooler is cpu_pooler:
+            if pooler is cpu_pooler or getattr(pooler, "backend", None) == "cpu":
+                # host pooling: the kept masks are read in place
                 queries, wsum = pool(kept_weights(), fmap, cfg.eps)
             else:
                 queries, wsum = pooler(proposals.masks[keep], fmap)
