@@ -133,7 +133,7 @@ class ExactIndex:
 
     @property
     def nbytes(self) -> int:
-        """Memory held: the vectors, plus their cluster-ordered copy when pruning."""
+        """Memory held: the vectors (cluster-ordered when pruning), ids and centroids."""
         extra = (self.cids.nbytes + self.centroids.nbytes) if hasattr(self, "cx") else 0
         return int(self.x.nbytes + extra)
 
