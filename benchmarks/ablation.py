@@ -26,7 +26,6 @@ from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.runtime.index import build_index
 from moduseg.runtime.pipeline import assign, class_prior
-from moduseg.runtime.refine import guided_label_refine
 from moduseg.settings import parse_overrides
 from moduseg.types import Bank, FeatureMap, Proposals
 
@@ -112,10 +111,8 @@ def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
     for (feats, geo, label, packed), sample in zip(inputs["val"], camvid(DATA, "val")):
         fmap = FeatureMap(feats.astype(np.float32), geo)
         t = time.perf_counter()
-        res = assign(fmap, proposals_of(packed, geo.image_hw), bank, index, rt, prior=prior)
-        if rt.refine_radius > 0:       # as Segmenter does it, with the frame as guide
-            res.label_map = guided_label_refine(res.label_map, sample.image(),
-                                                rt.refine_radius, rt.refine_eps)
+        res = assign(fmap, proposals_of(packed, geo.image_hw), bank, index, rt, prior=prior,
+                     image=sample.image() if rt.refine_radius > 0 else None)
         ms.append((time.perf_counter() - t) * 1e3)
         ev.add(res.label_map, label)
     sc = ev.scores()

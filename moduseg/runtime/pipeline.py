@@ -114,11 +114,14 @@ def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runti
 def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchIndex,
            cfg: RuntimeConfig, timer: StageTimer | None = None,
            pooler: Pooler = cpu_pooler, prior: np.ndarray | None = None,
-           cell_labels: np.ndarray | None = None) -> SegmentationResult:
+           cell_labels: np.ndarray | None = None,
+           image: np.ndarray | None = None) -> SegmentationResult:
     """Post-backbone stages of ModuSeg for one image.
 
     ``cell_labels`` (``patch_vote``: from ``all_cell_labels``, e.g. computed
-    while the proposer was still running) spares the search.
+    while the proposer was still running) spares the search. ``image`` (the
+    frame) is the guide of ``runtime.refine_radius``; without it the
+    refinement is skipped (retrieval diagnostics on given regions).
     """
     timer = timer or StageTimer()
     if not isinstance(proposals, Proposals):
@@ -187,6 +190,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             label_map = cv2.resize(label_map, (W, H), interpolation=cv2.INTER_NEAREST)
     with timer("fill"):
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
+    if cfg.refine_radius > 0 and image is not None:
+        with timer("refine"):
+            label_map = guided_label_refine(label_map.astype(np.uint8), image,
+                                            cfg.refine_radius, cfg.refine_eps)
 
     painted = dict(zip(order.tolist(), won.tolist()))
     areas = all_areas[keep]
@@ -282,13 +289,7 @@ class Segmenter:
         if reused is None and thumb is not None:
             self._last = (thumb, proposals, 0)
         result = assign(fmap, proposals, self.bank, self.index, self.config, timer,
-                        self.pooler, self.prior, cell_labels)
-        if self.config.refine_radius > 0:
-            with timer("refine"):
-                result.label_map = guided_label_refine(result.label_map, image,
-                                                       self.config.refine_radius,
-                                                       self.config.refine_eps)
-            result.timings_ms["refine"] = timer.ms["refine"]
+                        self.pooler, self.prior, cell_labels, image)
         # wall time of the frame: less than the sum of stages when the proposer ran
         # beside the backbone
         timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
