@@ -160,12 +160,15 @@ def word_spans(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first.astype(np.int64), last.astype(np.int64)
 
 
-def greedy_class_nms(bits: np.ndarray, areas: np.ndarray, labels: np.ndarray,
+def greedy_class_nms(bits: np.ndarray, areas: np.ndarray, spans, labels: np.ndarray,
                      order: np.ndarray, iou_threshold: float) -> np.ndarray | None:
-    """Keep flags of class-wise greedy NMS in ``order``; None when numba is missing."""
+    """Keep flags of class-wise greedy NMS in ``order``; None when numba is missing.
+
+    ``spans``: (first, one-past-last) non-zero word per mask (``word_spans``).
+    """
     if _greedy_class_nms_jit is None:
         return None
-    first, last = word_spans(bits)
+    first, last = spans
     keep = np.zeros(len(bits), np.bool_)
     _greedy_class_nms_jit(np.ascontiguousarray(bits), areas.astype(np.int64), first, last,
                           labels.astype(np.int64), order.astype(np.int64),

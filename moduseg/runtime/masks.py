@@ -17,6 +17,9 @@ class PackedMasks:
     bits: np.ndarray            # [P, ceil(H*W/64)] uint64, pixels in row-major bit order
     hw: tuple[int, int]
     areas: np.ndarray           # [P] int64 pixel counts
+    # (first, one-past-last) non-zero word per mask, computed on first use and
+    # carried by take(), so the pooling and the NMS of one frame share it
+    spans: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def pack(cls, masks: np.ndarray) -> "PackedMasks":
@@ -32,13 +35,20 @@ class PackedMasks:
         return int(self.bits.shape[0])
 
     def take(self, idx) -> "PackedMasks":
-        return PackedMasks(self.bits[idx], self.hw, self.areas[idx])
+        spans = None if self.spans is None else (self.spans[0][idx], self.spans[1][idx])
+        return PackedMasks(self.bits[idx], self.hw, self.areas[idx], spans)
+
+    def word_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """First and one-past-last non-zero 64-bit word of each mask."""
+        if self.spans is None:
+            from ..kernels import word_spans
+            self.spans = word_spans(self.bits)
+        return self.spans
 
     def row_span(self) -> tuple[np.ndarray, np.ndarray]:
         """First and one-past-last pixel row holding any pixel of each mask."""
-        from ..kernels import word_spans
         H, W = self.hw
-        first, last = word_spans(self.bits)
+        first, last = self.word_spans()
         return (first * 64) // W, np.minimum(H, -((-last * 64) // W))
 
     def unpack(self, row: np.ndarray) -> np.ndarray:
@@ -81,15 +91,11 @@ def class_nms(masks, labels: np.ndarray, scores: np.ndarray,
 
     pm = _as_packed(masks)
     order = np.argsort(-np.asarray(scores), kind="stable")
-    keep_flag = greedy_class_nms(pm.bits, pm.areas, np.asarray(labels), order, iou_threshold)
+    keep_flag = greedy_class_nms(pm.bits, pm.areas, pm.word_spans(), np.asarray(labels),
+                                 order, iou_threshold)
     if keep_flag is not None:          # compiled: lazy IoU on the masks' common rows
-        kept = np.flatnonzero(keep_flag)
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(len(order))
-        return kept[np.argsort(rank[kept], kind="stable")]
+        return order[keep_flag[order]]
     keep_flag = np.zeros(len(order), bool)
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
     for c in np.unique(labels):
         members = order[labels[order] == c]          # this class, by descending score
         if len(members) == 1:
@@ -101,8 +107,7 @@ def class_nms(masks, labels: np.ndarray, scores: np.ndarray,
             if not suppressed[i]:
                 keep_flag[members[i]] = True
                 suppressed |= over[i]
-    kept = np.flatnonzero(keep_flag)
-    return kept[np.argsort(rank[kept], kind="stable")]
+    return order[keep_flag[order]]
 
 
 def rasterize(masks, labels: np.ndarray, order: np.ndarray,
