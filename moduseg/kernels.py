@@ -26,10 +26,11 @@ except Exception as exc:  # noqa: BLE001 - any import failure means "no JIT"
     log.debug("numba unavailable (%s): CPU kernels fall back to numpy", exc)
 
 
-def _jit(fn):
+def _jit(fn, **options):
+    """The compiled ``fn`` (cached on disk, releases the GIL), or None without numba."""
     if not HAVE_NUMBA:
         return None
-    return numba.njit(cache=True, nogil=True, fastmath=False)(fn)
+    return numba.njit(cache=True, nogil=True, **options)(fn)
 
 
 def sparse_axis(overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +53,7 @@ def sparse_axis(overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, wgt
 
 
-def _area_weights(masks, rows, row_lo, row_hi, yi, yw, xi, xw, h, w, out):
+def _area_weights(masks, rows, row_lo, row_hi, yi, yw, xi, xw, h, out):
     """out[k] = A_y @ masks[rows[k]] @ A_x.T with sparse A (per-pixel cell lists).
 
     Only pixel rows ``row_lo[k]:row_hi[k]`` (where the mask has pixels) are read.
@@ -118,13 +119,9 @@ def _greedy_class_nms(bits, areas, first, last, labels, order, thr, keep):
     return n_kept
 
 
-if HAVE_NUMBA:
-    popcount = numba.njit(cache=True, inline="always")(_popcount64)
-    _area_weights_jit = _jit(_area_weights)
-    _greedy_class_nms_jit = _jit(_greedy_class_nms)
-else:  # pragma: no cover
-    popcount = _popcount64
-    _area_weights_jit = _greedy_class_nms_jit = None
+popcount = _jit(_popcount64, inline="always") if HAVE_NUMBA else _popcount64
+_area_weights_jit = _jit(_area_weights)
+_greedy_class_nms_jit = _jit(_greedy_class_nms)
 
 
 def area_weights(masks: np.ndarray, rows: np.ndarray, ay: np.ndarray, ax: np.ndarray,
@@ -147,7 +144,7 @@ def area_weights(masks: np.ndarray, rows: np.ndarray, ay: np.ndarray, ax: np.nda
     else:
         lo, hi = (np.clip(np.asarray(v, np.int64), 0, m8.shape[1]) for v in row_span)
     _area_weights_jit(m8, np.ascontiguousarray(rows, np.int64), lo, hi, yi, yw, xi, xw,
-                      ay.shape[0], m8.shape[2], out)
+                      ay.shape[0], out)
     return out
 
 
@@ -208,9 +205,8 @@ def _pruned_topk(q, x, offsets, ids, corder, ub, k, out_v, out_i, scanned):
                 # insert keeping (value desc, id asc)
                 p = filled if filled < k else k - 1
                 while p > 0 and (vals[p - 1] < s or (vals[p - 1] == s and idx[p - 1] > gid)):
-                    if p < k:
-                        vals[p] = vals[p - 1]
-                        idx[p] = idx[p - 1]
+                    vals[p] = vals[p - 1]
+                    idx[p] = idx[p - 1]
                     p -= 1
                 vals[p] = s
                 idx[p] = gid
@@ -219,10 +215,7 @@ def _pruned_topk(q, x, offsets, ids, corder, ub, k, out_v, out_i, scanned):
     scanned[0] = total
 
 
-if HAVE_NUMBA:
-    _pruned_topk_jit = numba.njit(cache=True, nogil=True, fastmath=True)(_pruned_topk)
-else:  # pragma: no cover
-    _pruned_topk_jit = None
+_pruned_topk_jit = _jit(_pruned_topk, fastmath=True)
 
 
 def pruned_topk(q, x, offsets, ids, corder, ub, k):

@@ -109,15 +109,13 @@ class ExactIndex:
                                          1e-12)
         assign = np.argmax(self.x @ cent.T, axis=1)
         order = np.argsort(assign, kind="stable")
-        self.cx = np.ascontiguousarray(self.x[order])
-        self.cids = order.astype(np.int64)
-        # keep one copy: the cluster-ordered one (the dense path maps ids back)
-        self.x, self.ids = self.cx, self.cids
+        # one copy of the bank, cluster-ordered; both search paths map rows back to ids
+        self.x, self.ids = np.ascontiguousarray(self.x[order]), order.astype(np.int64)
         counts = np.bincount(assign, minlength=nc)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        norms = np.linalg.norm(self.cx.astype(np.float64), axis=1)
-        cos = np.einsum("nd,nd->n", self.cx.astype(np.float64),
-                        cent[assign[order]].astype(np.float64))
+        x64 = self.x.astype(np.float64)
+        norms = np.linalg.norm(x64, axis=1)
+        cos = np.einsum("nd,nd->n", x64, cent[assign[order]].astype(np.float64))
         ang = np.arccos(np.clip(cos / np.maximum(norms, 1e-30), -1.0, 1.0))
         self.radius = np.zeros(nc)             # angular radius of each cluster
         self.max_norm = np.zeros(nc)
@@ -134,7 +132,7 @@ class ExactIndex:
     @property
     def nbytes(self) -> int:
         """Memory held: the vectors (cluster-ordered when pruning), ids and centroids."""
-        extra = (self.cids.nbytes + self.centroids.nbytes) if hasattr(self, "cx") else 0
+        extra = 0 if self.ids is None else self.ids.nbytes + self.centroids.nbytes
         return int(self.x.nbytes + extra)
 
     def upper_bounds(self, q: np.ndarray) -> np.ndarray:
@@ -150,7 +148,7 @@ class ExactIndex:
 
         if self.pruned:
             ub = self.upper_bounds(q)
-            out = kernels.pruned_topk(q, self.cx, self.offsets, self.cids,
+            out = kernels.pruned_topk(q, self.x, self.offsets, self.ids,
                                       np.argsort(-ub, axis=1, kind="stable"), ub, k)
             sims, ids, scanned = out
             self.scanned_fraction = scanned / float(max(1, len(q) * self.ntotal))
