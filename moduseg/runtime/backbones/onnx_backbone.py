@@ -50,12 +50,15 @@ def input_size_tag(policy: str, short_side: int | None,
     return f"{policy}:short{int(short_side) if short_side else 'native'}"
 
 
-def check_sizing(short_side, pixels) -> None:
+def resolve_sizing(short_side, pixels) -> tuple[int | None, int | None]:
+    """Checked ``(short_side, pixels)``; a short side, when given, wins over the budget."""
     if short_side is not None and int(short_side) < 1:
         raise InputError(f"short_side must be a positive number of pixels, got {short_side}")
     if pixels is not None and int(pixels) < 1:
         raise InputError(f"pixels must be a positive pixel budget (e.g. 172800 = 480x360), "
                          f"got {pixels}")
+    short = int(short_side) if short_side else None
+    return short, (int(pixels) if pixels and not short else None)
 
 
 def check_image(image, what: str = "image") -> np.ndarray:
@@ -158,7 +161,7 @@ class OnnxBackbone:
                 f"'moduseg export backbone' first")
         if policy not in POLICIES:
             raise InputError(f"policy must be one of {POLICIES}, got {policy!r}")
-        check_sizing(short_side, pixels)
+        self.short_side, self.pixels = resolve_sizing(short_side, pixels)
         self.session = make_session(self.path, providers=providers, threads=threads)
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.metadata = meta
@@ -169,8 +172,6 @@ class OnnxBackbone:
             meta.get("moduseg.std", json.dumps(IMAGENET_STD)))))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise InputError(f"mean/std must be 3 values (std > 0), got {self.mean}, {self.std}")
-        self.short_side = int(short_side) if short_side else None
-        self.pixels = int(pixels) if pixels and not self.short_side else None
         self.policy = policy
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name

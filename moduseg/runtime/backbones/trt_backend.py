@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import BackendUnavailableError, InputError
 from ...types import BackboneIdentity, FeatureMap, GridGeometry
 from .onnx_backbone import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, POLICIES, check_image,
-                            check_sizing, input_size_tag, plan_geometry, preprocess)
+                            input_size_tag, plan_geometry, preprocess, resolve_sizing)
 
 
 def plan_fixed_geometry(image_hw, input_hw, patch: int, policy: str = "pad") -> GridGeometry:
@@ -50,7 +50,7 @@ class TensorRTBackbone:
 
         if policy not in POLICIES:
             raise InputError(f"policy must be one of {POLICIES}, got {policy!r}")
-        check_sizing(short_side, pixels)
+        self.short_side, self.pixels = resolve_sizing(short_side, pixels)
         self.runner = TrtRunner(engine, device=device, validate=validate,
                                 cuda_graph=cuda_graph)
         self.path = Path(engine)
@@ -71,8 +71,6 @@ class TensorRTBackbone:
         shape = self.runner.engine_shape(self.input_name)
         self.fixed_hw = None if min(shape[2:]) < 0 else (int(shape[2]), int(shape[3]))
         self.policy = policy
-        self.short_side = int(short_side) if short_side else None
-        self.pixels = int(pixels) if pixels and not self.short_side else None
         dim = int(meta.get("feature_dim") or self.runner.engine_shape(self.output_name)[1])
         if isinstance(identity, BackboneIdentity):
             self.identity = identity
