@@ -29,19 +29,27 @@ class GTProposer:
         return gt_proposals(self.label)
 
 
-def test_end_to_end_synthetic_scene_reaches_100_miou(bank):
+def segment_scenes(bank, cfg: RuntimeConfig, seeds):
+    """Segment synthetic scenes with ground-truth proposals: (mIoU, results)."""
     proposer = GTProposer()
-    seg = Segmenter(ColourBackbone(), proposer, bank,
-                    RuntimeConfig(min_area=50, top_k=5, unassigned="background"))
+    seg = Segmenter(ColourBackbone(), proposer, bank, cfg)
     ev = Evaluator(bank.class_names)
-    for seed in range(100, 105):
+    results = []
+    for seed in seeds:
         image, label = scene(seed)
         proposer.label = label
-        res = seg(image)
-        ev.add(res.label_map, label)
+        results.append(seg(image))
+        ev.add(results[-1].label_map, label)
+    return ev.scores().miou, results
+
+
+def test_end_to_end_synthetic_scene_reaches_100_miou(bank):
+    miou, results = segment_scenes(
+        bank, RuntimeConfig(min_area=50, top_k=5, unassigned="background"), range(100, 105))
+    for res in results:
         assert set(res.timings_ms) >= {"backbone", "proposer", "pool", "search", "vote", "nms",
                                        "raster", "fill"}
-    assert ev.scores().miou == pytest.approx(100.0)
+    assert miou == pytest.approx(100.0)
 
 
 def test_background_votes_are_not_painted_and_policies_fill_them(bank):
@@ -147,17 +155,9 @@ def test_patch_bank_and_patch_vote_segment_the_synthetic_scene():
     assert len(bank) <= 6 * 5 * 6
     for v, l in zip(bank.vectors.astype(np.float32), bank.labels):
         assert np.argmax(v) == l
-    proposer = GTProposer()
-    seg = Segmenter(ColourBackbone(), proposer, bank,
-                    RuntimeConfig(min_area=50, top_k=5, assignment="patch_vote",
-                                  unassigned="background"))
-    ev = Evaluator(bank.class_names)
-    for seed in range(200, 204):
-        image, label = scene(seed)
-        proposer.label = label
-        res = seg(image)
-        ev.add(res.label_map, label)
-    assert ev.scores().miou == pytest.approx(100.0)
+    miou, _ = segment_scenes(bank, RuntimeConfig(min_area=50, top_k=5, assignment="patch_vote",
+                                                 unassigned="background"), range(200, 204))
+    assert miou == pytest.approx(100.0)
 
 
 def test_classes_with_fewer_vectors_than_k_are_reported(bank, caplog):
