@@ -187,8 +187,9 @@ def default_config() -> ModuSegConfig:
     frame is retrieved once (top 10) and each proposal takes the class most of
     its soft weight votes for; pixels no proposal claims take their patch's
     label; the label map is then snapped to the frame's edges by a guided
-    filter (radius 8), which the coarse fast proposals need. The ~900 patch queries per frame make IVF worth it even for a 20k
-    bank: 2.5x faster than exact search at the same val mIoU.
+    filter (radius 8), which the coarse fast proposals need. The ~900 patch
+    queries per frame make IVF worth it even for a 20k bank: 2.5x faster than
+    exact search at the same val mIoU.
     """
     return ModuSegConfig(
         bank=BankConfig(granularity="patch", purification="none", min_area=0,

@@ -76,10 +76,11 @@ def soft_weights(masks: np.ndarray, geometry: GridGeometry, rows=None,
     proposals); ``row_span`` (first, one-past-last occupied pixel row per
     selected mask) lets the compiled kernel skip empty rows. With numba the
     sparse overlap matrices are applied in one pass over the mask bytes
-    (``moduseg.kernels.area_weights``). Without it, one integral image over the stacked masks (a single SIMD pass in OpenCV)
-    gives every cell's covered area: the integral of a piecewise-constant mask
-    is bilinear inside each pixel, so evaluating it at fractional cell corners
-    is exact. Equal to ``soft_weights_matmul`` up to float rounding.
+    (``moduseg.kernels.area_weights``). Without it, one integral image over
+    the stacked masks (a single SIMD pass in OpenCV) gives every cell's
+    covered area: the integral of a piecewise-constant mask is bilinear
+    inside each pixel, so evaluating it at fractional cell corners is exact.
+    Equal to ``soft_weights_matmul`` up to float rounding.
     """
     import cv2
 
