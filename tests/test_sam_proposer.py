@@ -159,3 +159,11 @@ def test_no_mask_passing_gives_empty_proposals(generator, monkeypatch, iou):
     monkeypatch.setattr(generator, "predict", nothing)
     props = generator(_frame())
     assert len(props) == 0 and props.mask_hw == generator.grid_hw()
+
+
+@pytest.mark.models
+def test_settings_name_what_shapes_the_proposals(generator):
+    s = generator.settings
+    assert s["points_per_side"] == (2, 3) and s["mask_stride"] == 2
+    assert s["padding_pool"] == 4 and s["encoder_crop"] is True
+    assert s["decoder"].endswith("_cells.onnx") and "int8" not in s["encoder"]

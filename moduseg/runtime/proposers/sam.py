@@ -21,20 +21,20 @@ Pipeline for one image (``generate``):
 5. Optional multi-crop (``crop_n_layers``): the same on overlapping tiles, for
    small objects; each tile costs one more encoder run.
 
-Content crop (``decoder_crop``, ``encoder_crop``; on by default): skip the
-zero padding of a non-square frame. ``decoder_crop`` prompts only the
-embedding cells holding content (48x64 of 64x64 for 480x360, 28x64 for
-640x272); ``encoder_crop`` runs an encoder rewritten for the content size
-rounded up to 64 (``sam_encoder_surgery``). Together: ~25% less CPU per
-480x360 CamVid frame, ~52% per 640x272 bikes.mp4 frame (2 cores). The cost:
-SAM was trained with the padding in view, its prompt tokens attend to the
-padding cells too, and without them the masks move (mean
-per-prompt mask IoU with the padded path 0.94 with ``decoder_crop``, 0.92
-with both on CamVid, 0.88 on bikes; INT8 moves them by 0.994) and the
-CamVid oracle mIoU drops from 44.7 to 42.7 (25 val frames; see
-``benchmarks/sam_content_crop.py`` and ``benchmarks/proposer_oracle.py``).
-End to end the default preset loses 0.6 val mIoU (53.4 -> 52.8 with 6x8+16
-prompts) for 1.58 -> 1.26 s a frame, which is why it is on.
+Padding (``encoder_crop``, ``padding_pool``): a non-square frame fills only
+part of the 1024 square (480x360: 48 of 64 embedding rows; 640x272: 28).
+``encoder_crop`` (on) runs an encoder rewritten for the content size rounded
+up to 64 (``sam_encoder_surgery``): -25% encoder CPU for 4:3, -52% for
+640x272. The decoder, though, was trained with the padding in view: its
+prompt tokens attend to the padding cells, and dropping them
+(``padding_pool=0``) moves the masks and cost 0.6 CamVid val mIoU. So the
+decoder gets the content cells plus the padding cells, taken from the
+cached embedding of an all-padding input where the content-sized encoder
+did not compute them, pooled in ``padding_pool x padding_pool`` blocks that
+keep their count as attention weight (``sam_cells``): with 4 (default) the
+masks agree with the all-cells decoder at per-prompt IoU 0.99 and val mIoU
+is that of the unpadded path (53.4), for ~10% more decoder work than the
+content alone on 4:3 (see ``benchmarks/sam_content_crop.py``).
 
 ``Proposals.masks`` are returned on the low-resolution grid restricted to the
 un-padded image area, so they cover exactly the image (``image_hw``); each
@@ -58,11 +58,10 @@ Defaults (chosen on CamVid val, end to end with the default bank, README
 "Performance"): 48 prompts placed by colour+position k-means
 (``point_sampler="kmeans"``, ``points_per_side=(6, 8)`` sets the count) plus
 up to 16 refinement points, logits on the 64x64 grid (``mask_stride=4``;
-48x64 cells for a 480x360 frame), INT8 encoder, and encoder and decoder run
-on the image content only (``encoder_crop``/``decoder_crop``: no work on
-the 1024 square's padding): ~0.85 s per 480x360 frame on 2 cores, val mIoU
-52.8 with the default preset. Without the crop the same prompts give 53.4
-at ~1.55 s; 24+12 prompts without crop 52.3 at ~1.25 s.
+48x64 cells for a 480x360 frame), INT8 encoder, content-sized encoder and
+pooled padding cells (``padding_pool=4``): ~0.9 s per 480x360 frame on 2
+cores, val mIoU 53.4 with the default preset (the same as with the padded
+encoder and every padding cell, which takes ~1.1 s).
 """
 
 from __future__ import annotations
@@ -77,7 +76,8 @@ from ...errors import InputError, ModelNotFoundError
 from ...timing import StageTimer
 from ...types import Proposals
 from . import mask_ops
-from .sam_decoder_surgery import (ALL_IOUS, ALL_MASKS,
+from .sam_cells import cell_layout, gather_cells, strip_to_grid
+from .sam_decoder_surgery import (ALL_IOUS, ALL_MASKS, CELL_COORDS, CELL_LOG_WEIGHT,
                                   batched_decoder_path, quantized_model_path)
 from .sam_encoder_surgery import content_input_hw, cropped_encoder_path
 
@@ -184,13 +184,13 @@ class SamAutomaticMaskGenerator:
     ``output_upsample`` 1, 2 or 4: kept masks are the bilinearly upsampled
     logits of that grid thresholded at 0 (smoother boundaries; on CamVid it
     did not raise the oracle mIoU, thin poles suffer, so it is off).
-    ``decoder_crop``: prompt only the embedding cells that hold image content
-    (``ceil(side / 16)`` per side), so the per-prompt attention of a
-    non-square frame runs over e.g. 48x64 tokens instead of 64x64.
-    ``encoder_crop`` (needs ``decoder_crop``): run a copy of the encoder
-    rewritten for the content size rounded up to multiples of 64
-    (``sam_encoder_surgery``, built once per size and cached) instead of
-    encoding the zero padding of the 1024 square.
+    ``encoder_crop``: run a copy of the encoder rewritten for the content
+    size rounded up to multiples of 64 (``sam_encoder_surgery``, built once
+    per size and cached) instead of encoding the zero padding of the 1024
+    square. ``padding_pool``: the decoder sees the content cells plus the
+    64x64 grid's padding cells pooled in blocks of this many cells a side
+    (``sam_cells``); 1 = every padding cell (with ``encoder_crop=False``
+    exactly SAM's padded decoder), 0 = none (content only).
     """
 
     name = "sam"
@@ -215,7 +215,7 @@ class SamAutomaticMaskGenerator:
                  quantize_decoder: bool = False,
                  quantize_encoder: bool = True,
                  fast_attention: bool = True,
-                 decoder_crop: bool = True,
+                 padding_pool: int = 4,
                  encoder_crop: bool = True,
                  providers: str = "auto",
                  threads: int | None = None,
@@ -254,10 +254,11 @@ class SamAutomaticMaskGenerator:
         self.refine_points = int(refine_points)
         self.refine_min_area = int(refine_min_area)
         self.crop_n_layers = int(crop_n_layers)
-        if encoder_crop and not decoder_crop:
-            raise InputError("encoder_crop=True needs decoder_crop=True: the content-sized "
-                             "embedding has no padding cells for the 64x64 decoder")
-        self.decoder_crop, self.encoder_crop = bool(decoder_crop), bool(encoder_crop)
+        if int(padding_pool) < 0:
+            raise InputError(f"padding_pool must be >= 0 (0: no padding cells, 1: all), "
+                             f"got {padding_pool}")
+        self.padding_pool, self.encoder_crop = int(padding_pool), bool(encoder_crop)
+        self._padding: np.ndarray | None = None
         if quantize_encoder:
             encoder_path = quantized_model_path(encoder_path, cache_dir)
         self.encoder_file = Path(encoder_path)
@@ -270,12 +271,26 @@ class SamAutomaticMaskGenerator:
                                                  quantize=quantize_decoder,
                                                  mask_stride=self.mask_stride,
                                                  fast_attention=fast_attention,
-                                                 any_size=self.decoder_crop)
+                                                 cells=True)
         self.decoder = make_session(self.decoder_file, providers, threads)
         self._dec_inputs = {i.name for i in self.decoder.get_inputs()}
         self._image: SamImage | None = None
         self.timer = StageTimer()
         self.last_stats: dict = {}
+
+    @property
+    def settings(self) -> dict:
+        """What determines the proposals (model files and options), for caches and reports."""
+        return {"encoder": self.encoder_file.name, "decoder": self.decoder_file.name,
+                "points_per_side": self.grid_rc, "point_sampler": self.point_sampler,
+                "pred_iou_thresh": self.pred_iou_thresh,
+                "stability_score_thresh": self.stability_score_thresh,
+                "stability_score_offset": self.stability_score_offset,
+                "nms_iou_thresh": self.nms_iou_thresh, "min_region_area": self.min_region_area,
+                "multimask": self.multimask, "mask_stride": self.mask_stride,
+                "output_upsample": self.output_upsample, "refine_points": self.refine_points,
+                "refine_min_area": self.refine_min_area, "crop_n_layers": self.crop_n_layers,
+                "padding_pool": self.padding_pool, "encoder_crop": self.encoder_crop}
 
     # -- segment-anything style API -------------------------------------------------
 
@@ -287,10 +302,52 @@ class SamAutomaticMaskGenerator:
             emb = enc.run(None, {enc.get_inputs()[0].name: x})[0]
         self._image = SamImage(emb[:1].astype(np.float32, copy=False),
                                (int(image.shape[0]), int(image.shape[1])), resized_hw)
-        eh, ew = (content_embed_hw(resized_hw) if self.decoder_crop
-                  else self._image.embedding.shape[2:])
-        self._dec_embedding = np.ascontiguousarray(self._image.embedding[:, :, :eh, :ew])
+        self._layout = cell_layout(content_embed_hw(resized_hw), self.padding_pool)
+        side = ENCODER_SIZE // EMBED_STRIDE
+        full = emb[:1]
+        if full.shape[2:] != (side, side):
+            # cells the content-sized encoder did not compute: those of an
+            # all-padding input (content-only decoding never reads them)
+            full = (self.padding_embedding().copy() if self.padding_pool else
+                    np.zeros((1, emb.shape[1], side, side), np.float32))
+            full[:, :, :emb.shape[2], :emb.shape[3]] = emb[:1]
+        self._dec_embedding = gather_cells(full, self._layout)
         return self._image
+
+    def padding_embedding(self) -> np.ndarray:
+        """The embedding of an all-padding 1024 input (a frame of the mean colour).
+
+        Far from the content, the padded path's padding cells hold (nearly)
+        this; the decoder attends to them, so filling them in keeps its masks
+        close to the padded path at the cost of the content-sized encoder.
+        Computed once by the full encoder and cached beside the rewritten
+        models (``<encoder>_padding_<sha>.npy``).
+        """
+        if self._padding is not None:
+            return self._padding
+        from ...io import atomic_path
+        from .sam_decoder_surgery import _sha256, _writable_dir, default_cache_dir
+
+        d = _writable_dir(Path(self._cache_dir) if self._cache_dir else default_cache_dir())
+        path = d / f"{self.encoder_file.stem}_padding_{_sha256(self.encoder_file)[:16]}.npy"
+        side = ENCODER_SIZE // EMBED_STRIDE
+        pad = None
+        if path.is_file():
+            try:
+                pad = np.load(path)
+            except (OSError, ValueError):
+                pad = None
+        if pad is None or pad.shape[:1] != (1,) or pad.shape[2:] != (side, side):
+            from ..onnx_session import make_session
+
+            enc = make_session(self.encoder_file, *self._session_args)
+            x = np.zeros((1, 3, ENCODER_SIZE, ENCODER_SIZE), np.float32)
+            pad = enc.run(None, {enc.get_inputs()[0].name: x})[0][:1].astype(np.float32)
+            del enc
+            with atomic_path(path, suffix=".npy") as tmp:
+                np.save(tmp, pad)
+        self._padding = np.ascontiguousarray(pad, dtype=np.float32)
+        return self._padding
 
     def _encoder_for(self, input_hw):
         """The encoder session for an input size (content-sized copies built on first use)."""
@@ -350,7 +407,8 @@ class SamAutomaticMaskGenerator:
                                       pl[s:s + self.points_per_batch])
                 logits.append(lg)
                 ious.append(io)
-        logits, ious = np.concatenate(logits), np.concatenate(ious)
+        logits = strip_to_grid(np.concatenate(logits), self._layout)
+        ious = np.concatenate(ious)
         n_pts = pc.shape[1] + 1
         if multimask:
             logits, ious = logits[:, 1:], ious[:, 1:]
@@ -370,11 +428,12 @@ class SamAutomaticMaskGenerator:
         labels = np.full((b, pc.shape[1] + 1), -1.0, np.float32)
         coords[:, :-1] = pc * im.scale       # last point: SAM's padding point
         labels[:, :-1] = pl
-        emb = self._dec_embedding
+        emb, lay = self._dec_embedding, self._layout
         feed = {"image_embeddings": emb, "point_coords": coords,
                 "point_labels": labels,
-                # SAM's mask input is 4x the embedding grid (256 for 64)
-                "mask_input": np.zeros((1, 1, 4 * emb.shape[2], 4 * emb.shape[3]), np.float32),
+                CELL_COORDS: lay.coords, CELL_LOG_WEIGHT: lay.log_weight,
+                # SAM's mask input is 4x the embedding grid: 4 x 4n for the strip
+                "mask_input": np.zeros((1, 1, 4, 4 * emb.shape[3]), np.float32),
                 "has_mask_input": np.zeros(1, np.float32),
                 "orig_im_size": np.array(im.image_hw, np.float32)}
         feed = {k: v for k, v in feed.items() if k in self._dec_inputs}

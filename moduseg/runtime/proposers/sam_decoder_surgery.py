@@ -21,9 +21,9 @@ generator all of that is waste. This module makes four structural edits:
 Two optional exact speed-ups follow: ``subsample_mask_head`` (logits on a
 coarser grid) and ``fast_cross_attention`` (the per-prompt cross-attentions
 re-associated so the 4096 image tokens are never projected per prompt).
-``any_embedding_size`` lets the decoder take an ``h x w`` embedding (the
-content region of a non-square frame), with the matching slice of the dense
-positional encoding, so the per-prompt attention runs over ``h * w`` tokens.
+``cell_list_input`` lets the decoder take any list of weighted embedding
+cells (the content of a non-square frame plus pooled padding, see
+``cell_layout``), so the per-prompt attention runs over those cells only.
 
 Edits are located by graph structure (op types and data flow), not by node
 names, so any export of the standard SAM decoder works; anything unexpected
@@ -42,7 +42,9 @@ from ...errors import InputError, ModelNotFoundError
 
 ALL_MASKS = "all_low_res_masks"
 ALL_IOUS = "all_iou_predictions"
-SURGERY_VERSION = "3"
+CELL_COORDS = "cell_coords"
+CELL_LOG_WEIGHT = "cell_log_weight"
+SURGERY_VERSION = "4"
 
 
 def _producers(graph) -> dict:
@@ -246,7 +248,7 @@ def subsample_mask_head(model, stride: int):
     for o in g.output:
         if o.name == ALL_MASKS:
             dims = o.type.tensor_type.shape.dim
-            if dims[2].HasField("dim_value"):      # symbolic after any_embedding_size
+            if dims[2].HasField("dim_value"):      # symbolic after cell_list_input
                 dims[2].dim_value = dims[3].dim_value = 256 // stride
     _prune(g)
     onnx.checker.check_model(m)
@@ -478,20 +480,30 @@ def fast_cross_attention(model):
     return m, done
 
 
-def any_embedding_size(model):
-    """Accept ``image_embeddings [1, C, h, w]`` for any ``h, w <= 64``; exact at 64 x 64.
+def cell_list_input(model):
+    """Let the decoder take any list of embedding cells, each with a weight.
 
-    The dense positional encoding is computed in the graph from a constant
-    ``[64, 64, 2]`` grid of normalised cell centres ``((j + 0.5) / 64, (i +
-    0.5) / 64)``; the encoding of cell (i, j) depends on that coordinate only,
-    so the content region's encoding is the top-left ``[h, w]`` slice of the
-    grid, taken here from the embedding's own shape. Everything downstream
-    already reads its sizes from tensor shapes. ``mask_input`` becomes
-    ``[1, 1, 4h, 4w]`` (its downscaled map is added to the embedding).
+    The decoder's arithmetic is per cell except where the prompt tokens
+    attend to the image (a softmax over cells), so the image can be given as
+    a strip of ``n`` cells in any order: ``image_embeddings [1, C, 1, n]``,
+    their positions ``cell_coords [1, n, 2]`` (x, y in the normalised
+    cell-centre units of the dense positional encoding, -1..1 over the 64x64
+    grid) and ``cell_log_weight [n]``, added to every token-to-image
+    attention score: a cell with log weight ``log m`` counts as ``m``
+    identical cells (exact for identical cells). With all 64x64 cells in
+    row-major order and zero weights the outputs are the original's; with
+    the content cells only it is the content crop; with blocks of padding
+    cells each replaced by one cell of their mean (weight log of the block
+    size) it approximates the padded decoder at little more than the cost
+    of the content crop (``cell_layout``). Masks come out as a strip too:
+    ``[B, 4, f, f * n]`` with ``f = 4 / mask_stride`` rows of logits per cell.
+
+    Run it after ``fast_cross_attention`` (it adds the weights to the
+    softmaxes that rewrite leaves in place).
     """
     import numpy as np
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -519,40 +531,38 @@ def any_embedding_size(model):
             and np.allclose(grid[:, 0, 1], centres, atol=1e-6)):
         raise InputError("the SAM decoder's positional-encoding grid is not the normalised "
                          "cell-centre grid (x along columns, y along rows)")
-    c = lambda name, arr: g.initializer.append(  # noqa: E731
-        numpy_helper.from_array(np.asarray(arr, np.int64), "any_size/" + name))
-    c("two", [2]); c("four", [4]); c("zero", [0]); c("zeros", [0, 0]); c("axes01", [0, 1])
-    g.node.extend([
-        helper.make_node("Shape", ["image_embeddings"], ["any_size/emb_shape"],
-                         name="any_size/emb_shape"),
-        helper.make_node("Slice", ["any_size/emb_shape", "any_size/two", "any_size/four",
-                                   "any_size/zero"], ["any_size/emb_hw"], name="any_size/emb_hw"),
-        helper.make_node("Slice", [node.input[k], "any_size/zeros", "any_size/emb_hw",
-                                   "any_size/axes01"], ["any_size/pe_grid"],
-                         name="any_size/pe_grid"),
-    ])
-    node.input[k] = "any_size/pe_grid"
-    edims[2].Clear(); edims[2].dim_param = "embed_h"
-    edims[3].Clear(); edims[3].dim_param = "embed_w"
+    softmaxes = [n for n in g.node if n.op_type == "Softmax" and "token_to_image" in n.name]
+    if not softmaxes:
+        raise InputError("the SAM decoder has no token-to-image attention softmax (node names "
+                         "with 'token_to_image'); export it with segment-anything's script")
+    node.input[k] = CELL_COORDS
+    for sm in softmaxes:
+        weighted = sm.input[0] + "/cell_weighted"
+        g.node.append(helper.make_node("Add", [sm.input[0], CELL_LOG_WEIGHT], [weighted],
+                                       name=sm.name + "/cell_log_weight"))
+        sm.input[0] = weighted
+    g.input.extend([
+        helper.make_tensor_value_info(CELL_COORDS, TensorProto.FLOAT, [1, "num_cells", 2]),
+        helper.make_tensor_value_info(CELL_LOG_WEIGHT, TensorProto.FLOAT, ["num_cells"])])
+    edims[2].Clear(); edims[2].dim_value = 1
+    edims[3].Clear(); edims[3].dim_param = "num_cells"
     for i in g.input:
         if i.name == "mask_input":
             d = i.type.tensor_type.shape.dim
-            d[2].Clear(); d[2].dim_param = "mask_h"
+            d[2].Clear(); d[2].dim_value = 4
             d[3].Clear(); d[3].dim_param = "mask_w"
     for o in g.output:
         if o.name == ALL_MASKS:
             d = o.type.tensor_type.shape.dim
             d[2].Clear(); d[2].dim_param = "mask_rows"
             d[3].Clear(); d[3].dim_param = "mask_cols"
-    _prune(g)
+    _prune(g)      # also re-sorts: the Adds were appended at the end
     onnx.checker.check_model(m)
     return m
 
 
 # Row/col of the 256x256 logit grid that output index i samples: stride*i + offset.
 SUBSAMPLE_OFFSET = {1: 0, 2: 0, 4: 2}
-
-
 
 
 def default_cache_dir() -> Path:
@@ -574,11 +584,11 @@ def _writable_dir(preferred: Path) -> Path:
 
 def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None = None,
                          quantize: bool = False, mask_stride: int = 1,
-                         fast_attention: bool = True, any_size: bool = False) -> Path:
+                         fast_attention: bool = True, cells: bool = False) -> Path:
     """Path of the rewritten decoder, built once.
 
     ``mask_stride`` see ``subsample_mask_head``; ``fast_attention`` see
-    ``fast_cross_attention``; ``any_size`` see ``any_embedding_size``;
+    ``fast_cross_attention``; ``cells`` see ``cell_list_input``;
     ``quantize``: INT8 dynamic quantisation of the MatMul/Gemm weights
     (``onnxruntime.quantization.quantize_dynamic``).
 
@@ -595,18 +605,18 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
     d = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
     tag = _sha256(src)[:16]
     stem = (f"sam_decoder_batched_v{SURGERY_VERSION}_{tag}_s{mask_stride}"
-            f"{'_fa' if fast_attention else ''}{'_hw' if any_size else ''}")
+            f"{'_fa' if fast_attention else ''}{'_cells' if cells else ''}")
     out = d / f"{stem}{'_int8' if quantize else ''}.onnx"
     if out.is_file():
         return out
     fp32 = d / f"{stem}.onnx"
     if not fp32.is_file():
         m = batch_prompt_decoder(onnx.load(str(src)))
-        if any_size:
-            m = any_embedding_size(m)
         m = subsample_mask_head(m, mask_stride)
         if fast_attention:
             m, _ = fast_cross_attention(m)
+        if cells:
+            m = cell_list_input(m)
         _atomic_save(m, fp32)
     if quantize:
         _quantize(fp32, out, d)
