@@ -33,8 +33,8 @@ cached embedding of an all-padding input where the content-sized encoder
 did not compute them, pooled in ``padding_pool x padding_pool`` blocks that
 keep their count as attention weight (``sam_cells``): with 4 (default) the
 masks agree with the all-cells decoder at per-prompt IoU 0.99 and val mIoU
-is that of the unpadded path (53.4), for ~10% more decoder work than the
-content alone on 4:3 (see ``benchmarks/sam_content_crop.py``).
+is that of the padded path (53.4), for 4% (4:3) to 9% (640x272) more
+decoder CPU than the content alone (see ``benchmarks/sam_content_crop.py``).
 
 ``Proposals.masks`` are returned on the low-resolution grid restricted to the
 un-padded image area, so they cover exactly the image (``image_hw``); each
@@ -59,8 +59,8 @@ Defaults (chosen on CamVid val, end to end with the default bank, README
 (``point_sampler="kmeans"``, ``points_per_side=(6, 8)`` sets the count) plus
 up to 16 refinement points, logits on the 64x64 grid (``mask_stride=4``;
 48x64 cells for a 480x360 frame), INT8 encoder, content-sized encoder and
-pooled padding cells (``padding_pool=4``): ~0.9 s per 480x360 frame on 2
-cores, val mIoU 53.4 with the default preset (the same as with the padded
+pooled padding cells (``padding_pool=4``): ~0.8 s per 480x360 frame on 2
+cores (alone), val mIoU 53.4 with the default preset (the same as with the padded
 encoder and every padding cell, which takes ~1.1 s).
 """
 
