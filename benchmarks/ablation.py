@@ -72,7 +72,7 @@ def cache_inputs(cache: Path, home=None):
         if out.get("proposer") == proposer.settings:
             return out
         print("  default proposer changed: recomputing the val proposals", flush=True)
-        out["val"] = [(f, g, lab, _packed(proposer(s.image())))
+        out["val"] = [(f, g, lab, pack_proposals(proposer(s.image())))
                       for (f, g, lab, _), s in zip(out["val"], camvid(DATA, "val"))]
     else:
         backbone = load_default_backbone(home=home)
@@ -83,7 +83,7 @@ def cache_inputs(cache: Path, home=None):
             for i, s in enumerate(ds):
                 image = s.image()
                 f = backbone(image)
-                p = _packed(proposer(image)) if split == "val" else None
+                p = pack_proposals(proposer(image)) if split == "val" else None
                 rows.append((f.features.astype(np.float16), f.geometry, s.label(), p))
                 if i % 50 == 0:
                     print(f"  {split} {i}/{len(ds)}", flush=True)
@@ -94,7 +94,8 @@ def cache_inputs(cache: Path, home=None):
     return out
 
 
-def _packed(p: Proposals):
+def pack_proposals(p: Proposals):
+    """Proposals as cached: masks bit-packed along rows, their grid size, scores."""
     return np.packbits(p.masks, axis=-1), p.mask_hw, p.scores
 
 

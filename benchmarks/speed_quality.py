@@ -38,7 +38,7 @@ def val_proposals(opts: dict):
         t = time.perf_counter()
         p = prop(s.image())
         ms.append((time.perf_counter() - t) * 1e3)
-        rows.append((np.packbits(p.masks, axis=-1), p.mask_hw, p.scores))
+        rows.append(ablation.pack_proposals(p))
     return rows, float(np.median(ms))
 
 

@@ -11,7 +11,6 @@ ONNX Runtime against the reference on random and real images and fails
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,14 +279,8 @@ def _rewrite_metadata(path: Path, meta: GraphMetadata) -> None:
 
     model = onnx.load(str(path), load_external_data=False)
     set_metadata(model, meta)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)  # external data (if any) stays where it is
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        onnx.save_model(model, str(tmp))  # external data (if any) stays where it is
 
 
 # ---------------------------------------------------------------- ONNX sources

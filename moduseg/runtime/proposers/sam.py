@@ -76,7 +76,7 @@ from ...errors import InputError, ModelNotFoundError
 from ...timing import StageTimer
 from ...types import Proposals
 from . import mask_ops
-from .sam_cells import cell_layout, gather_cells, strip_to_grid
+from .sam_cells import GRID, cell_layout, gather_cells, strip_to_grid
 from .sam_decoder_surgery import (ALL_IOUS, ALL_MASKS, CELL_COORDS, CELL_LOG_WEIGHT,
                                   batched_decoder_path, quantized_model_path)
 from .sam_encoder_surgery import content_input_hw, cropped_encoder_path
@@ -303,13 +303,12 @@ class SamAutomaticMaskGenerator:
         self._image = SamImage(emb[:1].astype(np.float32, copy=False),
                                (int(image.shape[0]), int(image.shape[1])), resized_hw)
         self._layout = cell_layout(content_embed_hw(resized_hw), self.padding_pool)
-        side = ENCODER_SIZE // EMBED_STRIDE
         full = emb[:1]
-        if full.shape[2:] != (side, side):
+        if full.shape[2:] != (GRID, GRID):
             # cells the content-sized encoder did not compute: those of an
             # all-padding input (content-only decoding never reads them)
             full = (self.padding_embedding().copy() if self.padding_pool else
-                    np.zeros((1, emb.shape[1], side, side), np.float32))
+                    np.zeros((1, emb.shape[1], GRID, GRID), np.float32))
             full[:, :, :emb.shape[2], :emb.shape[3]] = emb[:1]
         self._dec_embedding = gather_cells(full, self._layout)
         return self._image
@@ -330,14 +329,13 @@ class SamAutomaticMaskGenerator:
 
         d = _writable_dir(Path(self._cache_dir) if self._cache_dir else default_cache_dir())
         path = d / f"{self.encoder_file.stem}_padding_{_sha256(self.encoder_file)[:16]}.npy"
-        side = ENCODER_SIZE // EMBED_STRIDE
         pad = None
         if path.is_file():
             try:
                 pad = np.load(path)
             except (OSError, ValueError):
                 pad = None
-        if pad is None or pad.shape[:1] != (1,) or pad.shape[2:] != (side, side):
+        if pad is None or pad.shape[:1] != (1,) or pad.shape[2:] != (GRID, GRID):
             from ..onnx_session import make_session
 
             enc = make_session(self.encoder_file, *self._session_args)

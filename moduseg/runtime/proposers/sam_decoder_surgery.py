@@ -248,8 +248,7 @@ def subsample_mask_head(model, stride: int):
     for o in g.output:
         if o.name == ALL_MASKS:
             dims = o.type.tensor_type.shape.dim
-            if dims[2].HasField("dim_value"):      # symbolic after cell_list_input
-                dims[2].dim_value = dims[3].dim_value = 256 // stride
+            dims[2].dim_value = dims[3].dim_value = 256 // stride
     _prune(g)
     onnx.checker.check_model(m)
     return m
