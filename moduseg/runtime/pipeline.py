@@ -156,7 +156,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
 
     if cfg.assignment == "patch_vote":
         with timer("pool"):
-            weights = kept_weights().reshape(len(keep), -1)
+            # explicit cell count: a frame whose proposals were all filtered is a
+            # normal frame (0 rows), and reshape(0, -1) is ambiguous
+            n_cells = fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1]
+            weights = kept_weights().reshape(len(keep), n_cells)
             wsum = weights.sum(1)
             pooled = wsum > 0
         if cell_labels is None:
