@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -64,7 +66,10 @@ def _json_default(o):
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file -> ``H x W x 3`` uint8 RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except (cv2.error, ValueError, UnicodeError):
+        img = None
     if img is None:
         raise InputError(f"cannot read image {path}: missing, unreadable or not an image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -79,10 +84,20 @@ def read_label_map(path: str | Path) -> np.ndarray:
                     f"label map {path} has mode {im.mode}; expected a single-channel "
                     f"index PNG (mode L or P) with class indices as pixel values")
             arr = np.array(im)
-    except (FileNotFoundError, OSError) as e:
-        raise InputError(f"cannot read label map {path}: {e}") from None
-    if arr.max(initial=0) > 255:
-        raise InputError(f"label map {path} has values above 255")
+    except InputError:
+        raise
+    # PIL reports a damaged file as any of these (SyntaxError: "broken PNG file")
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+            Image.DecompressionBombError) as e:
+        raise InputError(f"cannot read label map {path} ({type(e).__name__}: {e}); it is "
+                         f"missing, truncated or not an image: re-create it") from None
+    if arr.ndim != 2:
+        raise InputError(f"label map {path} is not a single-channel image (shape {arr.shape})")
+    # check the range before the cast: -253 would otherwise wrap to class 3
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi > 255:
+        raise InputError(f"label map {path} has values {lo}..{hi}; class indices must be "
+                         f"0..254 (255 = ignore)")
     return arr.astype(np.uint8)
 
 

@@ -71,6 +71,21 @@ class Dataset:
                                               self.background_index, self.samples[:n])
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file's content, or one ``InputError`` naming the file and the fix."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if b"\0" in data:
+        raise InputError(f"{what} {path} is a binary file, not text; pass the text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {e.start}); save it as "
+                         f"UTF-8") from None
+
+
 def _require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise InputError(f"{what} folder {path} does not exist")
@@ -101,7 +116,16 @@ def camvid(root: str | Path, split: str = "train") -> Dataset:
     fix = _remap({11: IGNORE})
     samples = []
     if listing.is_file():
-        pairs = [ln.split() for ln in listing.read_text().splitlines() if ln.strip()]
+        pairs = []
+        for ln_no, ln in enumerate(read_text_file(listing, "CamVid listing").splitlines(), 1):
+            cols = ln.split()
+            if not cols:
+                continue
+            if len(cols) != 2:
+                raise InputError(
+                    f"{listing}:{ln_no}: expected two columns 'IMAGE LABEL' (paths relative "
+                    f"to {root}), got {len(cols)}; fix that line")
+            pairs.append(cols)
     else:
         imgs = sorted((root / split).glob("*.png")) if (root / split).is_dir() else []
         pairs = [(f"{split}/{p.name}", f"{split}annot/{p.name}") for p in imgs]
@@ -121,7 +145,8 @@ def voc(root: str | Path, split: str | None = "train") -> Dataset:
     masks = _require_dir(root / "SegmentationClass", "VOC SegmentationClass")
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if split and listing.is_file():
-        ids = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        ids = [ln.strip() for ln in read_text_file(listing, "VOC image list").splitlines()
+               if ln.strip()]
     else:
         ids = sorted(p.stem for p in masks.glob("*.png"))
     samples = [Sample(i, root / "JPEGImages" / f"{i}.jpg",
@@ -135,6 +160,30 @@ def _paint_instances(shape, instances) -> np.ndarray:
     for label, mask in sorted(instances, key=lambda t: -int(t[1].sum())):
         out[mask] = label
     return out
+
+
+def parse_yolo_polygon(vals: list[str], n_classes: int, where: str):
+    """``class x1 y1 x2 y2 ...`` -> (class, ``[N, 2]`` normalised points), checked.
+
+    The class must index the class names; coordinates must be finite and in
+    [0, 1] (YOLO normalises by the image size), at least three points.
+    """
+    fix = "expected 'class x1 y1 x2 y2 x3 y3 ...' with x, y normalised to [0, 1]"
+    try:
+        cls = int(vals[0])
+        pts = np.asarray(vals[1:], np.float64)
+    except ValueError:
+        raise InputError(f"{where}: {fix}") from None
+    if not 0 <= cls < n_classes:
+        raise InputError(f"{where}: class {cls} is outside the {n_classes} class names "
+                         f"(valid 0..{n_classes - 1}); fix the line or the class file")
+    if pts.size % 2 or pts.size < 6:
+        raise InputError(f"{where}: {pts.size} coordinates; a polygon needs an even number, "
+                         f"at least 6 (a box label 'class cx cy w h' is not a segmentation "
+                         f"label); {fix}")
+    if not np.isfinite(pts).all() or pts.min() < 0 or pts.max() > 1:
+        raise InputError(f"{where}: coordinates must be finite and in [0, 1]; {fix}")
+    return cls, pts.reshape(-1, 2)
 
 
 def yolo_seg(root: str | Path, split: str = "train2017",
@@ -152,17 +201,11 @@ def yolo_seg(root: str | Path, split: str = "train2017",
         h, w = read_image(img_path).shape[:2]
         inst = []
         if txt.is_file():
-            for ln_no, ln in enumerate(txt.read_text().splitlines(), 1):
+            for ln_no, ln in enumerate(read_text_file(txt, "YOLO label file").splitlines(), 1):
                 vals = ln.split()
                 if not vals:
                     continue
-                try:
-                    cls, pts = int(vals[0]), np.asarray(vals[1:], np.float64).reshape(-1, 2)
-                except ValueError:
-                    raise InputError(f"{txt}:{ln_no}: expected 'class x1 y1 x2 y2 ...'")
-                if cls + 1 >= len(names):
-                    raise InputError(f"{txt}:{ln_no}: class {cls} is outside the "
-                                     f"{len(names) - 1} class names")
+                cls, pts = parse_yolo_polygon(vals, len(names) - 1, f"{txt}:{ln_no}")
                 m = np.zeros((h, w), np.uint8)
                 cv2.fillPoly(m, [np.round(pts * (w, h)).astype(np.int32)], 1)
                 inst.append((cls + 1, m.astype(bool)))
@@ -175,15 +218,19 @@ def yolo_seg(root: str | Path, split: str = "train2017",
 
 def coco_json(annotations: str | Path, images_dir: str | Path) -> Dataset:
     """COCO instance JSON (pycocotools): categories become labels 1..C, crowd -> ignore."""
+    import contextlib
+    import io as _io
+
     from pycocotools.coco import COCO
 
     annotations, images_dir = Path(annotations), Path(images_dir)
     if not annotations.is_file():
         raise InputError(f"COCO annotation file {annotations} does not exist")
-    import contextlib
-    import io as _io
+    data = check_coco(annotations)
     with contextlib.redirect_stdout(_io.StringIO()):
-        coco = COCO(str(annotations))
+        coco = COCO()
+        coco.dataset = data
+        coco.createIndex()
     cat_ids = sorted(coco.getCatIds())
     to_label = {c: i + 1 for i, c in enumerate(cat_ids)}
     names = ["background"] + [coco.cats[c]["name"] for c in cat_ids]
@@ -191,18 +238,145 @@ def coco_json(annotations: str | Path, images_dir: str | Path) -> Dataset:
     def load(img_id: int) -> np.ndarray:
         info = coco.imgs[img_id]
         anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
-        inst = [(to_label[a["category_id"]], coco.annToMask(a).astype(bool))
-                for a in anns if not a.get("iscrowd")]
-        out = _paint_instances((info["height"], info["width"]), inst)
+        hw = (info["height"], info["width"])
+
+        def mask(a):
+            try:
+                m = coco.annToMask(a)
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+                m = e
+            if not isinstance(m, np.ndarray) or m.shape != hw:
+                raise InputError(
+                    f"{annotations}: annotation {a.get('id')} of image {img_id} has a "
+                    f"segmentation that does not decode to a {hw[1]}x{hw[0]} mask; fix or "
+                    f"drop it")
+            return m.astype(bool)
+
+        inst = [(to_label[a["category_id"]], mask(a)) for a in anns if not a.get("iscrowd")]
+        out = _paint_instances(hw, inst)
         for a in anns:
             if a.get("iscrowd"):
-                out[coco.annToMask(a).astype(bool)] = IGNORE
+                out[mask(a)] = IGNORE
         return out
 
     samples = [Sample(Path(coco.imgs[i]["file_name"]).stem,
                       images_dir / coco.imgs[i]["file_name"], lambda i=i: load(i))
                for i in sorted(coco.imgs)]
     return _nonempty(Dataset("coco", names, 0, samples), annotations)
+
+
+def check_coco(path: Path) -> dict:
+    """Read and check a COCO instance JSON: one ``InputError`` per kind of damage.
+
+    pycocotools trusts its input (an unknown category or a malformed
+    segmentation surfaces as a KeyError or a crash in C later), so the
+    structure is checked here first.
+    """
+    import json
+
+    try:
+        data = json.loads(read_text_file(path, "COCO annotation file"))
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"COCO annotation file {path} is not valid JSON ({e}); fix or "
+                         f"re-export it") from None
+
+    def bad(what):
+        return InputError(f"COCO annotation file {path}: {what}; expected the COCO instance "
+                          f"format ({{'images': [...], 'annotations': [...], "
+                          f"'categories': [...]}})")
+
+    if not isinstance(data, dict):
+        raise bad(f"the top level is a {type(data).__name__}, not an object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise bad(f"'{key}' is missing or not a list")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    cats, imgs = set(), {}
+    for i, c in enumerate(data["categories"]):
+        if not (isinstance(c, dict) and is_int(c.get("id")) and isinstance(c.get("name"), str)):
+            raise bad(f"categories[{i}] needs an integer 'id' and a string 'name'")
+        cats.add(c["id"])
+    for i, im in enumerate(data["images"]):
+        if not (isinstance(im, dict) and is_int(im.get("id"))
+                and isinstance(im.get("file_name"), str) and im["file_name"]
+                and "\0" not in im["file_name"]
+                and all(is_int(im.get(k)) and 0 < im[k] <= 1 << 16
+                        for k in ("height", "width"))):
+            raise bad(f"images[{i}] needs an integer 'id', a 'file_name' and positive "
+                      f"integer 'height' and 'width' (at most 65536)")
+        imgs[im["id"]] = (im["height"], im["width"])
+    for i, a in enumerate(data["annotations"]):
+        if not (isinstance(a, dict) and is_int(a.get("id", 0))):
+            raise bad(f"annotations[{i}] is not an object with an integer 'id'")
+        if a.get("image_id") not in imgs or not is_int(a.get("image_id")):
+            raise bad(f"annotations[{i}] names image_id {a.get('image_id')!r}, which is not "
+                      f"in 'images'")
+        if a.get("category_id") not in cats or not is_int(a.get("category_id")):
+            raise bad(f"annotations[{i}] names category_id {a.get('category_id')!r}, which "
+                      f"is not in 'categories'")
+        if not _coco_segmentation_ok(a.get("segmentation"), imgs[a["image_id"]]):
+            raise bad(f"annotations[{i}] has no valid 'segmentation' (polygons: lists of at "
+                      f"least 6 finite numbers; RLE: {{'size': [h, w], 'counts': ...}} with "
+                      f"the image's size)")
+    return data
+
+
+def _coco_segmentation_ok(seg, hw) -> bool:
+    import math
+
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and abs(v) <= 1 << 20
+
+    if isinstance(seg, list):
+        return bool(seg) and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+                                 and all(num(v) for v in p) for p in seg)
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and list(size) == list(hw)):
+            return False
+        if isinstance(counts, list):
+            return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                       for v in counts) and sum(counts) == hw[0] * hw[1]
+        if not isinstance(counts, str):
+            return False
+        runs = _rle_string_counts(counts)
+        return runs is not None and min(runs, default=0) >= 0 and sum(runs) == hw[0] * hw[1]
+    return False
+
+
+def _rle_string_counts(s: str) -> list[int] | None:
+    """Run lengths of COCO's compressed RLE string (None if malformed).
+
+    pycocotools decodes a malformed string without complaint into
+    uninitialised memory, so the runs are checked to cover the image exactly.
+    Format: each run is a little-endian sequence of 6-bit chars (offset 48; bit
+    5 = more follows, bit 4 of the last = sign); runs after the second are
+    deltas from the run two before.
+    """
+    runs: list[int] = []
+    p, n = 0, len(s)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n or k > 12:
+                return None
+            c = ord(s[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
 
 
 def folder(images: str | Path, labels: str | Path, class_names: list[str],
@@ -221,7 +395,7 @@ def read_class_names(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"class-name file {path} does not exist")
-    names = [ln.strip() for ln in path.read_text().splitlines()
+    names = [ln.strip() for ln in read_text_file(path, "class-name file").splitlines()
              if ln.strip() and not ln.strip().startswith("#")]
     if not names:
         raise InputError(f"class-name file {path} lists no classes")
@@ -255,6 +429,14 @@ def open_dataset(layout: str, root: str | Path, split: str | None = None,
 
 def check_label_map(sample_id: str, image_hw, label: np.ndarray, n_classes: int) -> None:
     """The label map must match the image size and only use known class indices."""
+    if not isinstance(label, np.ndarray) or label.ndim != 2 or label.dtype.kind not in "ui":
+        raise InputError(
+            f"{sample_id}: a label map must be a 2-D integer array, got "
+            f"{getattr(label, 'shape', type(label))} {getattr(label, 'dtype', '')}")
+    if label.size and label.dtype.kind == "i" and label.min() < 0:
+        raise InputError(
+            f"{sample_id}: label map holds negative values (min {int(label.min())}); class "
+            f"indices are 0..{n_classes - 1}, {IGNORE} = ignore")
     if tuple(label.shape[:2]) != tuple(image_hw):
         raise InputError(
             f"{sample_id}: label map is {label.shape[1]}x{label.shape[0]} but the image is "
