@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,24 +42,175 @@ def save_bank(bank: Bank, path: str | Path) -> Path:
     return path
 
 
+# Limits checked from the .npy headers inside the zip, before any array is read
+# (numpy allocates a whole array before it reads the data).
+MAX_EXPANSION = 16             # declared array bytes <= 16 x the file size + slack
+EXPANSION_SLACK = 64 << 20
+MAX_META_CHARS = 16 << 20
+MAX_ID_CHARS = 1024
+MAX_META_DEPTH = 32
+MAX_CLASSES = 255              # label maps are uint8 with 255 = ignore
+MEMBERS = ("meta", "vectors", "labels", "image_ids")
+
+
+def check_vector_dtype(dtype: np.dtype, path) -> None:
+    """The one place that says which vector dtypes a bank may hold.
+
+    float16 and float32 (cosine search on L2-normalised rows). A quantised
+    format (e.g. int8 with per-vector scales) is added here together with its
+    reader; until then int8, bool, complex and strings are refused.
+    """
+    if not (dtype.kind == "f" and dtype.itemsize in (2, 4)):
+        raise BankError(f"bank file {path} holds vectors of dtype {dtype}; a bank stores "
+                        f"float16 or float32 vectors: rebuild it with 'moduseg bank build'")
+
+
+def _npy_headers(path: Path) -> dict[str, tuple[tuple, np.dtype, int]]:
+    """name -> (shape, dtype, uncompressed bytes declared by the zip) of each member."""
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                          (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if reader is None:
+                    raise ValueError(f"unsupported .npy version {version}")
+                shape, fortran, dtype = reader(f)
+                header_len = f.tell()
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared != info.file_size - header_len:
+                raise BankError(
+                    f"bank file {path}: member {info.filename} declares {shape} {dtype} "
+                    f"({declared} bytes) but holds {info.file_size - header_len} bytes; the "
+                    f"file is truncated or crafted: rebuild it with 'moduseg bank build'")
+            out[info.filename[:-4]] = (tuple(shape), dtype, declared)
+    return out
+
+
+def check_bank_headers(path: Path) -> dict:
+    """Refuse a damaged or oversized bank from its headers alone (nothing allocated)."""
+    heads = _npy_headers(path)
+    missing = [m for m in MEMBERS if m not in heads]
+    if missing:
+        raise BankError(f"{path} is not a moduseg bank (no {', '.join(missing)} array); "
+                        f"build one with 'moduseg bank build'")
+    total = sum(h[2] for h in heads.values())
+    limit = MAX_EXPANSION * path.stat().st_size + EXPANSION_SLACK
+    if total > limit:
+        raise BankError(
+            f"bank file {path} declares {total} bytes of arrays in a {path.stat().st_size}-"
+            f"byte file (more than {MAX_EXPANSION}x + {EXPANSION_SLACK >> 20} MiB): refused "
+            f"before reading; rebuild it with 'moduseg bank build'")
+    (ms, mt, _), (vs, vt, _) = heads["meta"], heads["vectors"]
+    (ls, lt, _), (is_, it, _) = heads["labels"], heads["image_ids"]
+
+    def bad(what):
+        return BankError(f"bank file {path}: {what}; rebuild it with 'moduseg bank build'")
+
+    if ms != () or mt.kind != "U" or mt.itemsize // 4 > MAX_META_CHARS:
+        raise bad(f"metadata must be one JSON string, got {ms} {mt}")
+    check_vector_dtype(vt, path)
+    if len(vs) != 2 or vs[0] == 0 or not 0 < vs[1] <= 1 << 16:
+        raise bad(f"vectors must be a non-empty [N, D] array, got shape {vs}")
+    if lt.kind not in "iu" or lt.itemsize > 8:
+        raise bad(f"labels must be integers, got dtype {lt}")
+    if ls != vs[:1]:
+        raise bad(f"labels must be one per vector ({vs[0]}), got shape {ls}")
+    if it.kind != "U" or is_ != vs[:1] or it.itemsize // 4 > MAX_ID_CHARS:
+        raise bad(f"image_ids must be {vs[0]} strings, got {is_} {it}")
+    return heads
+
+
+def _depth(o, limit: int, d: int = 0) -> int:
+    if d > limit:
+        return d
+    if isinstance(o, dict):
+        return max([_depth(v, limit, d + 1) for v in o.values()], default=d + 1)
+    if isinstance(o, list):
+        return max([_depth(v, limit, d + 1) for v in o], default=d + 1)
+    return d
+
+
+def check_meta(meta, path) -> dict:
+    """The metadata's types, before anything uses it."""
+    def bad(what):
+        return BankError(f"bank file {path}: metadata {what}; rebuild it with "
+                         f"'moduseg bank build'")
+
+    if not isinstance(meta, dict):
+        raise bad(f"is a {type(meta).__name__}, not an object")
+    if meta.get("format") != FORMAT:
+        raise BankError(f"{path} is not a moduseg bank (format {meta.get('format')!r})")
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise bad(f"'version' is {version!r}, not an integer")
+    if version > VERSION:
+        raise BankError(f"bank {path} has format version {version}; this moduseg "
+                        f"reads up to {VERSION}: upgrade moduseg")
+    if _depth(meta, MAX_META_DEPTH) > MAX_META_DEPTH:
+        raise bad(f"is nested deeper than {MAX_META_DEPTH} levels")
+    names = meta.get("class_names")
+    if not (isinstance(names, list) and 0 < len(names) <= MAX_CLASSES
+            and all(isinstance(n, str) and n.strip() for n in names)):
+        raise bad(f"'class_names' must be a list of 1..{MAX_CLASSES} non-empty strings")
+    bg = meta.get("background_index")
+    if bg is not None and (not isinstance(bg, int) or isinstance(bg, bool)
+                           or not 0 <= bg < len(names)):
+        raise bad(f"'background_index' {bg!r} is not an index into the {len(names)} classes")
+    bb = meta.get("backbone")
+    types = {"name": str, "input_size": str, "patch_size": int, "feature_dim": int,
+             "weights_sha256": str}
+    if not (isinstance(bb, dict) and all(
+            isinstance(bb.get(k), t) and not isinstance(bb.get(k), bool)
+            for k, t in types.items())):
+        raise bad("'backbone' must hold name, input_size, weights_sha256 (strings), "
+                  "patch_size and feature_dim (integers)")
+    for key in ("config", "stats"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise bad(f"'{key}' is a {type(meta[key]).__name__}, not an object")
+    return meta
+
+
 def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
-    """Read a bank; with ``expect``, refuse one built with another backbone."""
+    """Read a bank; with ``expect``, refuse one built with another backbone.
+
+    Headers, shapes, dtypes and sizes are checked before any array is read,
+    the metadata before anything uses it, the values (finite, non-zero
+    vectors, labels in range) before the bank is returned.
+    """
     path = Path(path)
     if not path.is_file():
         raise BankError(f"bank file {path} does not exist; build one with 'moduseg bank build'")
+    fix = "rebuild it with 'moduseg bank build'"
+    if not zipfile.is_zipfile(path):
+        raise BankError(f"bank file {path} is unreadable or truncated: not a .npz archive "
+                        f"(perhaps a single .npy or another file); {fix}")
     try:
+        check_bank_headers(path)
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             vectors, labels, ids = z["vectors"], z["labels"], z["image_ids"]
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as e:
+    except BankError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, RecursionError,
+            NotImplementedError, RuntimeError, zlib.error) as e:
         raise BankError(
             f"bank file {path} is unreadable or truncated ({type(e).__name__}: {e}); "
-            f"rebuild it with 'moduseg bank build'") from None
-    if meta.get("format") != FORMAT:
-        raise BankError(f"{path} is not a moduseg bank (format {meta.get('format')!r})")
-    if meta.get("version", 0) > VERSION:
-        raise BankError(f"bank {path} has format version {meta['version']}; this moduseg "
-                        f"reads up to {VERSION}: upgrade moduseg")
+            f"{fix}") from None
+    check_meta(meta, path)
+    if not np.isfinite(vectors).all():
+        raise BankError(f"bank file {path} holds NaN or infinite vectors; {fix}")
+    zero = int((np.abs(vectors).max(axis=1) == 0).sum())
+    if zero:
+        raise BankError(f"bank file {path} holds {zero} zero vectors (a bank stores "
+                        f"L2-normalised rows); {fix}")
+    n = len(meta["class_names"])
+    if labels.min() < 0 or labels.max() >= n:
+        raise BankError(f"bank file {path} has labels {int(labels.min())}..{int(labels.max())}"
+                        f" outside its {n} class names; {fix}")
     try:
         bank = Bank(vectors=vectors, labels=labels, class_names=meta["class_names"],
                     backbone=BackboneIdentity.from_dict(meta["backbone"]), image_ids=ids,
