@@ -68,6 +68,12 @@ def list_models(home, verify, as_json):
         ident = entry.get("identity")
         if ident:
             click.echo("  identity " + json.dumps(ident, sort_keys=True))
+    broken = sorted(k for k in manifest["models"] if status.get(k) is not None
+                    and k in SPECS)
+    if broken:
+        from ..errors import ModelNotFoundError
+        raise ModelNotFoundError(f"{len(broken)} installed model(s) BROKEN ({', '.join(broken)});"
+                                 f" run 'moduseg models pull --force'")
 
 
 @models.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import BackendUnavailableError, ModelNotFoundError
 from ..types import BackboneIdentity
 from .home import model_home
-from .pull import read_manifest
+from .pull import file_problem, read_manifest
 from .registry import BACKBONE, PROPOSER, SPECS
 
 
@@ -21,10 +21,10 @@ def installed_file(key: str, role: str, home=None) -> Path:
             f"model {key!r} ({role}) is not installed in {home}; run 'moduseg models pull' "
             f"(or 'moduseg models pull --from DIR' offline; installable: {known})")
     p = home / entry["files"][role]["path"]
-    if not p.is_file():
-        raise ModelNotFoundError(
-            f"{p} is listed in {home / 'manifest.json'} but missing; run "
-            f"'moduseg models pull --force'")
+    problem = file_problem(home, role, entry["files"][role])
+    if problem:
+        raise ModelNotFoundError(f"{problem} (listed in {home / 'manifest.json'}); run "
+                                 f"'moduseg models pull --force'")
     return p
 
 

