@@ -123,7 +123,8 @@ def gt_proposals(label: np.ndarray, mode: str = "classes"):
 @click.option("--proposals", "proposal_mode", default="model",
               type=click.Choice(["model", "gt-classes", "gt-components"]),
               help="Diagnostics: replace the proposer by ground-truth regions.")
-@click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N images (N >= 1).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--out", default=None, type=click.Path(), help="Write scores as JSON here.")
 @click.option("--save-pred", default=None, type=click.Path(),

@@ -545,3 +545,35 @@ def test_copying_stops_one_chunk_past_the_pinned_size(tmp_path):
     with pytest.raises(InputError, match="more than 1000"):
         pull_mod._copy_verified(Endless(), tmp_path / "x.onnx", spec.package.files[0], "t")
     assert Endless.reads == 1 and not (tmp_path / "x.onnx").exists()
+
+
+# --------------------------------------------------------------------------- #
+# item 10: --limit / --shots are positive integers (0 used everything, -1 dropped one)
+
+@pytest.mark.parametrize("cmd", [
+    ["bank", "build", "--out", "x.npz", "--limit", "0"],
+    ["bank", "build", "--out", "x.npz", "--limit", "-1"],
+    ["bank", "build", "--out", "x.npz", "--shots", "0"],
+    ["bank", "build", "--out", "x.npz", "--shots", "-2"],
+    ["eval", "--pred", "p", "--limit", "0"],
+    ["eval", "--pred", "p", "--limit", "-1"],
+    ["pseudo", "generate", "--limit", "0"],
+])
+def test_non_positive_limits_are_refused_at_parse_time(tmp_path, cmd):
+    r = _run([*cmd[:2], "--dataset", "camvid", "--root", str(tmp_path), *cmd[2:]]
+             if cmd[0] != "pseudo" else cmd)
+    assert r.exit_code == 2 and "Invalid value for '--" in r.output, r.output
+    assert ">=1" in r.output
+
+
+@pytest.mark.parametrize("kw", [dict(limit=0), dict(limit=-1), dict(shots=0)])
+def test_build_bank_refuses_non_positive_limits(kw):
+    with pytest.raises(InputError, match="positive integer"):
+        build_bank(dataset(2), ColourBackbone(), BankConfig(), **kw)
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_dataset_subset_refuses_non_positive_limits(n):
+    with pytest.raises(InputError, match="positive integer"):
+        dataset(3).subset(n)
+    assert len(dataset(3).subset(2)) == 2 and len(dataset(3).subset(None)) == 3

@@ -145,6 +145,9 @@ def build_bank(dataset: Dataset, backbone: Backbone, cfg: BankConfig | None = No
     """Build a bank from every (image, label map) in ``dataset``."""
     cfg = cfg or BankConfig()
     cfg.validate()
+    for name, n in (("limit", limit), ("shots", shots)):
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise InputError(f"{name} must be a positive integer (or None for all), got {n!r}")
     samples: Iterable[Sample] = select_shots(dataset, shots) if shots else list(dataset)
     samples = list(samples)[:limit] if limit else list(samples)
     if not samples:

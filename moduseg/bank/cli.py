@@ -28,8 +28,10 @@ def bank():
 @click.option("--preset", default=None, help="Configuration preset: paper or default.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set bank.erosion_iterations=5.")
-@click.option("--limit", type=int, default=None, help="Use at most N images.")
-@click.option("--shots", type=int, default=None, help="At most N images per class.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use at most N images (N >= 1).")
+@click.option("--shots", type=click.IntRange(min=1), default=None,
+              help="At most N images per class (N >= 1).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--backend", default="auto",
               help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")

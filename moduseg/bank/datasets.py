@@ -67,6 +67,9 @@ class Dataset:
         return iter(self.samples)
 
     def subset(self, n: int | None) -> "Dataset":
+        """The first ``n`` samples (``None``: all); ``n`` must be positive."""
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise InputError(f"a dataset limit must be a positive integer, got {n!r}")
         return self if n is None else Dataset(self.name, self.class_names,
                                               self.background_index, self.samples[:n])
 

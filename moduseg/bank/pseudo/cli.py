@@ -83,7 +83,8 @@ def load_proposer(spec: str, home: str | None, providers: str):
               help="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--home", default=None, type=click.Path(), help="Model home (for --proposer default).")
-@click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N images (N >= 1).")
 def generate(clip_dir, images, classes, labels_file, out_dir, background, no_filter, stride,
              crop, short_side, batch, prompts, background_words, proposer_spec,
              min_proposal_score, min_confidence, cache_dir, backend, threads, home, limit):
