@@ -64,8 +64,29 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+# Image files above this many pixels are refused before decoding (a 150 MP RGB
+# frame is 450 MB decoded); frames are segmented at most at 4K UHD anyway
+# (``runtime.pipeline.MAX_WORK_PIXELS``).
+MAX_IMAGE_PIXELS = 150_000_000
+
+
+def _declared_pixels(path) -> int | None:
+    """Pixel count from the file header (nothing decoded), None if PIL cannot tell."""
+    try:
+        with Image.open(path) as im:
+            return im.size[0] * im.size[1]
+    except Image.DecompressionBombError:
+        return MAX_IMAGE_PIXELS + 1
+    except Exception:  # not a format PIL knows: let OpenCV try
+        return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file -> ``H x W x 3`` uint8 RGB."""
+    """An image file -> ``H x W x 3`` uint8 RGB (at most ``MAX_IMAGE_PIXELS``)."""
+    n = _declared_pixels(path)
+    if n is not None and n > MAX_IMAGE_PIXELS:
+        raise InputError(f"image {path} has {n / 1e6:.0f} megapixels, above the "
+                         f"{MAX_IMAGE_PIXELS // 1_000_000} MP limit; downscale it first")
     try:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except (cv2.error, ValueError, UnicodeError):

@@ -577,3 +577,48 @@ def test_dataset_subset_refuses_non_positive_limits(n):
     with pytest.raises(InputError, match="positive integer"):
         dataset(3).subset(n)
     assert len(dataset(3).subset(2)) == 2 and len(dataset(3).subset(None)) == 3
+
+
+# --------------------------------------------------------------------------- #
+# item 12: large frames are worked on downscaled; huge image files are refused
+
+def test_frames_above_the_work_limit_are_segmented_downscaled(patch_bank, monkeypatch):
+    from moduseg.evaluate import Evaluator
+    from moduseg.runtime import pipeline
+    from synthetic import gt_proposals, scene
+    image, label = scene(3)                              # 96 x 128
+    seen = []
+
+    def propose(im):
+        seen.append(im.shape[:2])
+        small = cv2_resize_nearest(label, im.shape[:2])
+        return gt_proposals(small)
+
+    monkeypatch.setattr(pipeline, "MAX_WORK_PIXELS", 48 * 64)
+    rcfg = dataclasses.replace(preset("paper").runtime, index="flat", min_area=10, top_k=3,
+                               unassigned="background")
+    seg = Segmenter(ColourBackbone(), _FixedProposer(propose), patch_bank, rcfg,
+                    parallel=False)
+    res = seg(image)
+    assert seen == [(48, 64)] and res.label_map.shape == (96, 128)
+    ev = Evaluator(patch_bank.class_names)
+    ev.add(res.label_map, label)
+    assert ev.scores().pixel_acc > 0.95
+    assert max(s.area for s in res.segments) > 48 * 64 / 4   # areas in the frame's pixels
+
+
+def cv2_resize_nearest(a, hw):
+    import cv2
+    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def test_image_files_above_the_decode_limit_are_refused_from_the_header(tmp_path, monkeypatch):
+    import cv2
+
+    from moduseg import io as mio
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((30, 40, 3), np.uint8))
+    monkeypatch.setattr(mio, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(InputError, match="megapixels"):
+        mio.read_image(tmp_path / "a.png")
+    monkeypatch.setattr(mio, "MAX_IMAGE_PIXELS", 1200)
+    assert mio.read_image(tmp_path / "a.png").shape == (30, 40, 3)

@@ -209,6 +209,24 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
                               timings_ms=timer.as_dict(), class_names=list(bank.class_names))
 
 
+# Frames above this many pixels (3840x2160, 4K UHD) are segmented on a copy
+# downscaled to it and the label map is scaled back (nearest): the backbone and
+# the proposer see a few hundred thousand pixels anyway, and the full-resolution
+# stages (rasterise, fill, refine) would otherwise grow with the frame.
+MAX_WORK_PIXELS = 3840 * 2160
+
+
+def work_image(image: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
+    """``image`` itself, or a copy downscaled (area-averaged) to at most ``max_pixels``."""
+    max_pixels = max_pixels or MAX_WORK_PIXELS
+    H, W = image.shape[:2]
+    if H * W <= max_pixels:
+        return image
+    f = (max_pixels / float(H * W)) ** 0.5
+    w, h = max(1, int(W * f)), max(1, int(H * f))
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def check_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
             or image.dtype != np.uint8:
@@ -264,7 +282,27 @@ class Segmenter:
         return thumb, None
 
     def __call__(self, image: np.ndarray, timer: StageTimer | None = None) -> SegmentationResult:
+        """Segment one RGB frame; frames above ``MAX_WORK_PIXELS`` are worked on downscaled.
+
+        The label map always has the frame's size; segment areas are in the
+        frame's pixels.
+        """
         check_image(image)
+        small = work_image(image)
+        if small is image:
+            return self._segment(image, timer)
+        t0 = time.perf_counter()
+        res = self._segment(small, timer)
+        (H, W), (h, w) = image.shape[:2], small.shape[:2]
+        res.label_map = cv2.resize(res.label_map, (W, H), interpolation=cv2.INTER_NEAREST)
+        for s in res.segments:
+            s.area = int(round(s.area * (H * W) / float(h * w)))
+        res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+        if timer is not None:
+            timer.ms["total"] = res.timings_ms["total"]
+        return res
+
+    def _segment(self, image: np.ndarray, timer: StageTimer | None = None) -> SegmentationResult:
         timer = timer or StageTimer()
         t0 = time.perf_counter()
         thumb, reused = self._reusable(image)
