@@ -312,12 +312,12 @@ def check_coco(path: Path) -> dict:
                       f"integer 'height' and 'width' (at most 65536)")
         imgs[im["id"]] = (im["height"], im["width"])
     for i, a in enumerate(data["annotations"]):
-        if not (isinstance(a, dict) and is_int(a.get("id", 0))):
+        if not (isinstance(a, dict) and is_int(a.get("id"))):
             raise bad(f"annotations[{i}] is not an object with an integer 'id'")
-        if a.get("image_id") not in imgs or not is_int(a.get("image_id")):
+        if not is_int(a.get("image_id")) or a["image_id"] not in imgs:
             raise bad(f"annotations[{i}] names image_id {a.get('image_id')!r}, which is not "
                       f"in 'images'")
-        if a.get("category_id") not in cats or not is_int(a.get("category_id")):
+        if not is_int(a.get("category_id")) or a["category_id"] not in cats:
             raise bad(f"annotations[{i}] names category_id {a.get('category_id')!r}, which "
                       f"is not in 'categories'")
         if not _coco_segmentation_ok(a.get("segmentation"), imgs[a["image_id"]]):
