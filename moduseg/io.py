@@ -147,12 +147,16 @@ def colorize(label_map: np.ndarray) -> np.ndarray:
 
 def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.5,
             ignore: int = 255) -> np.ndarray:
-    """Blend class colours over an RGB image; ignored pixels stay untouched."""
-    colors = colorize(label_map).astype(np.float32)
-    out = image.astype(np.float32)
-    m = label_map != ignore
-    out[m] = (1 - alpha) * out[m] + alpha * colors[m]
-    return out.clip(0, 255).astype(np.uint8)
+    """Blend class colours over an RGB image; ignored pixels stay untouched.
+
+    Blended in uint8 (``cv2.addWeighted``): a float32 copy of a 48 MP frame and
+    its masked temporaries took gigabytes.
+    """
+    colors = colorize(label_map)
+    out = cv2.addWeighted(np.ascontiguousarray(image), 1 - alpha, colors, alpha, 0)
+    keep = label_map == ignore
+    out[keep] = image[keep]
+    return out
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
