@@ -69,7 +69,7 @@ def class_palette(class_names: list[str], min_luma: float = MIN_LUMA) -> np.ndar
     """``[C, 3]`` uint8 class colours, none darker than ``min_luma``.
 
     CamVid class names keep CamVid's colours; other classes get evenly spread
-    hues (golden-ratio steps) at high saturation and value.
+    hues (golden-ratio steps) alternating two saturations and two values.
     """
     out = np.zeros((len(class_names), 3), np.uint8)
     k = 0
@@ -81,8 +81,9 @@ def class_palette(class_names: list[str], min_luma: float = MIN_LUMA) -> np.ndar
             rgb = (150, 150, 150)
         else:
             h = (0.11 + 0.618034 * k) % 1.0
+            sat, val = (0.85, 0.55)[k % 2], (1.0, 0.8)[(k // 2) % 2]   # more distinct pairs
             k += 1
-            rgb = tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(h, 0.75, 1.0))
+            rgb = tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(h, sat, val))
         out[i] = lift(rgb, min_luma)
     return out
 
@@ -282,6 +283,14 @@ class RunWriter:
 
     # per frame (called from the writer thread, in frame order)
     def add(self, frame, result: SegmentationResult) -> None:
+        try:
+            self._add(frame, result)
+        except OutputError as e:        # name --out, not the private staging folder
+            why = str(e).split(": ", 1)[-1]
+            raise OutputError(f"cannot write the results of frame {frame.name} into "
+                              f"{self.out}: {why}") from None
+
+    def _add(self, frame, result: SegmentationResult) -> None:
         lm = result.label_map
         write_label_png(self.stage / "labels" / f"{frame.name}.png", lm, self.palette)
         C = len(self.class_names)
