@@ -446,6 +446,25 @@ def test_atomic_writes_clean_temps_of_dead_processes(tmp_path):
         assert f".c.txt.{os.getpid()}-" in tmp.name
 
 
+def test_a_killed_model_pull_leaves_nothing_after_the_next_pull(tmp_path):
+    from moduseg.errors import ModelNotFoundError
+    from moduseg.models.pull import pull
+
+    home = tmp_path / "home"
+    dead = home / ".pull-999999999-abcdefgh"
+    (dead / "download").mkdir(parents=True)
+    (dead / "download" / "big.whl").write_bytes(b"x" * 1000)
+    legacy = home / ".pull-abcdefgh"
+    legacy.mkdir()
+    os.utime(legacy, (time.time() - 3600,) * 2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelNotFoundError):
+        pull(home=home, source_dir=empty, log=lambda m: None)
+    assert not dead.exists() and not legacy.exists()
+    assert not [p for p in home.iterdir() if p.name.startswith(".pull-")]
+
+
 # -- output paths checked before any work (#18 item 7) ------------------------------------
 
 @pytest.fixture

@@ -56,12 +56,16 @@ def luma(rgb) -> np.ndarray:
 
 
 def lift(rgb, min_luma: float = MIN_LUMA) -> tuple[int, int, int]:
-    """Blend a colour towards white just enough to reach ``min_luma``."""
+    """Brighten a colour just enough to reach ``min_luma``: first by scaling (hue and
+    saturation kept), then, if that is not enough, by blending towards white."""
     c = np.asarray(rgb, np.float64)
     y = float(luma(c))
     if y < min_luma:
-        t = (min_luma - y) / (255.0 - y)
-        c = c + t * (255.0 - c)
+        f = min(min_luma / max(y, 1e-9), 255.0 / max(c.max(), 1e-9))
+        c = c * f
+        y = float(luma(c))
+        if y < min_luma:
+            c = c + (min_luma - y) / (255.0 - y) * (255.0 - c)
     return tuple(int(v) for v in np.ceil(c).clip(0, 255))
 
 
