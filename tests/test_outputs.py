@@ -108,7 +108,7 @@ def test_camvid_palette_keeps_camvid_colours_and_none_is_dark():
     assert len({tuple(c) for c in pal}) == len(CAMVID)
     assert tuple(pal[CAMVID.index("sky")]) == (128, 128, 128)        # CamVid's own colour
     road = pal[CAMVID.index("road")].astype(int)                      # (128, 64, 128) lifted
-    assert np.abs(road - (128, 64, 128)).max() <= 12
+    assert np.abs(road - (128, 64, 128)).max() <= 15
     car = pal[CAMVID.index("car")].astype(int)                        # (64, 0, 128) lifted
     assert car[2] > car[0] > car[1]                                   # still purple
 
