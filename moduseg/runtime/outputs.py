@@ -137,26 +137,29 @@ def render_overlay(image: np.ndarray, label_map: np.ndarray, palette: np.ndarray
     ``untinted`` classes (a background class) are not coloured, only outlined.
     """
     H, W = label_map.shape
-    img = image.astype(np.float32)
-    lm = label_map.astype(np.int64)
-    valid = lm < len(palette)
+    C = min(len(palette), 256)
+    lm = np.ascontiguousarray(label_map, np.uint8)
+    image = np.ascontiguousarray(image, np.uint8)
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:C] = palette[:C]
+    valid = np.zeros(256, np.uint8)
+    valid[:C] = 1
+    tint = valid.copy()
     for c in untinted:
-        valid &= lm != c
-    colours = palette[np.where(valid, lm, 0)].astype(np.float32)
-    img[valid] = (1 - alpha) * img[valid] + alpha * colours[valid]
+        if 0 <= c < 256:
+            tint[c] = 0
+    # table look-ups and blends in OpenCV: a 1080p frame stays in the tens of ms
+    col = cv2.merge([cv2.LUT(lm, np.ascontiguousarray(lut[:, k])) for k in range(3)])
+    out = image.copy()
+    cv2.copyTo(cv2.addWeighted(image, 1.0 - alpha, col, alpha, 0.0), cv2.LUT(lm, tint), out)
     # class borders at full colour: shapes stay readable where the tint is light
-    edge = np.zeros((H, W), bool)
-    edge[:, 1:] |= lm[:, 1:] != lm[:, :-1]
-    edge[1:, :] |= lm[1:, :] != lm[:-1, :]
-    if max(H, W) > 900:
-        edge = cv2.dilate(edge.view(np.uint8), np.ones((2, 2), np.uint8)).astype(bool)
-    border = edge & (lm < len(palette))
-    img[border] = palette[lm[border]]
-    out = img.clip(0, 255).astype(np.uint8)
+    k = np.ones((3, 3) if max(H, W) > 900 else (2, 2), np.uint8)
+    edge = (cv2.morphologyEx(lm, cv2.MORPH_GRADIENT, k) > 0).view(np.uint8)
+    cv2.copyTo(col, edge & cv2.LUT(lm, valid), out)
 
     legend_h = legend_h or legend_height(class_names, W)
     strip = np.full((legend_h, W, 3), 28, np.uint8)
-    counts = np.bincount(lm[lm < len(class_names)].ravel(), minlength=len(class_names))
+    counts = np.bincount(lm.ravel(), minlength=256)[:len(class_names)]
     present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
     widths, sw, row_h, pad, scale, thick = _legend_items(class_names, W)
     for c, x, row in _layout(present, widths, sw, pad, W):
@@ -193,10 +196,15 @@ def segment_records(result: SegmentationResult) -> list[dict]:
             "painted": bool(s.painted_pixels > 0),
         }
         if props is not None and 0 <= s.proposal < len(props):
-            m = props.masks[s.proposal]
-            if m.shape != (H, W):
-                m = cv2.resize(m.view(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
-            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            # RLE runs down columns: resize the transposed mask, and its transpose is
+            # the Fortran-ordered full-resolution mask without a copy
+            m = props.masks[s.proposal].view(np.uint8)
+            if m.shape == (H, W):
+                rle = mask_utils.encode(np.asfortranarray(m))
+            else:
+                mt = cv2.resize(np.ascontiguousarray(m.T), (H, W),
+                                interpolation=cv2.INTER_NEAREST)
+                rle = mask_utils.encode(mt.T)
             x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(rle))
             rec["bbox"] = [x, y, w, h]
             rec["rle"] = {"size": [int(H), int(W)], "counts": rle["counts"].decode("ascii")}
