@@ -433,6 +433,19 @@ def test_rerun_replaces_the_previous_outputs_as_a_set(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_a_users_files_of_the_same_names_are_never_replaced(tmp_path, no_models):
+    out = tmp_path / "dataset"
+    (out / "labels").mkdir(parents=True)
+    (out / "labels" / "gt.png").write_bytes(b"mine")
+    src = _images(tmp_path / "in", 1)
+    with pytest.raises(OutputError, match="not written by"):
+        run_segment(FakeSeg(), str(src), out, progress=False)
+    _one_line_error(_cli(["segment", str(src), "--bank", "b.npz", "--out", str(out)]),
+                    "--out", "labels")
+    assert (out / "labels" / "gt.png").read_bytes() == b"mine"
+    assert sorted(p.name for p in out.iterdir()) == ["labels"]
+
+
 def test_orphaned_temps_are_cleaned_and_live_ones_kept(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -559,6 +572,13 @@ def test_a_disk_filling_during_a_write_is_an_output_error(tiny_tmpfs):
     with pytest.raises(OutputError, match="cannot write"):
         write_json(mnt / "scores.json", {"x": list(range(100000))})
     assert not (mnt / "scores.json").exists()
+    from moduseg.bank.store import save_bank
+    from moduseg.types import Bank, BackboneIdentity
+    ident = BackboneIdentity("b", "224", 14, 64, "0" * 64)
+    bank = Bank(np.ones((500, 64), np.float32), np.zeros(500), ["a"], ident,
+                np.array(["i"] * 500))
+    with pytest.raises(OutputError, match="cannot write"):
+        save_bank(bank, mnt / "b.npz")
     assert [p.name for p in mnt.iterdir()] == ["filler"]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import colorsys
 import contextlib
 import html
+import json
 import os
 import shutil
 import tempfile
@@ -230,7 +231,27 @@ class RunSummary:
 
 def prepare_output(out: str | Path) -> Path:
     """Check ``--out`` before any model loads (see ``io.check_output_dir``)."""
-    return check_output_dir(out, "--out", min_free=4 << 20)
+    out = check_output_dir(out, "--out", min_free=4 << 20)
+    check_replaceable(out)
+    return out
+
+
+def check_replaceable(out: Path) -> None:
+    """A run replaces ``labels/``, ``index.html``... only when they are a previous
+    run's (its ``segments.json`` says so): never a user's folder of the same name."""
+    found = [n for n in OUTPUT_NAMES if os.path.lexists(out / n)]
+    if not found:
+        return
+    try:
+        d = json.loads((out / "segments.json").read_text())
+        ours = isinstance(d, dict) and (d.get("format") == SEGMENTS_FORMAT
+                                        or {"frames", "config"} <= set(d))
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise OutputError(f"--out {out} already holds {', '.join(found)} not written by "
+                          f"'moduseg segment' (no segments.json of a run); choose an empty "
+                          f"or new folder")
 
 
 @contextlib.contextmanager
@@ -276,6 +297,7 @@ class RunWriter:
         self.started = time.time()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            check_replaceable(self.out)
             clean_stale_outputs(self.out, self.started)
             self.stage = Path(tempfile.mkdtemp(prefix=f".run.{os.getpid()}-", dir=self.out))
             (self.stage / "labels").mkdir()
