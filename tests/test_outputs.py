@@ -433,6 +433,20 @@ def test_rerun_replaces_the_previous_outputs_as_a_set(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_a_run_of_an_older_version_is_replaced(tmp_path):
+    out = tmp_path / "out"
+    (out / "labels").mkdir(parents=True)
+    (out / "labels" / "frame_000000.png").write_bytes(b"old")
+    (out / ".overlay.part.mp4").write_bytes(b"")
+    os.utime(out / ".overlay.part.mp4", (time.time() - 600,) * 2)
+    (out / "segments.json").write_text(json.dumps({"config": {"min_area": 1}, "frames": {},
+                                                   "median_ms": {}}, indent=2))
+    run_segment(FakeSeg(), str(_images(tmp_path / "in", 1)), out, progress=False)
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["img0.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "labels", "overlays",
+                                                     "palette.json", "segments.json"]
+
+
 def test_a_users_files_of_the_same_names_are_never_replaced(tmp_path, no_models):
     out = tmp_path / "dataset"
     (out / "labels").mkdir(parents=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import colorsys
 import contextlib
 import html
-import json
 import os
 import shutil
 import tempfile
@@ -242,12 +241,13 @@ def check_replaceable(out: Path) -> None:
     found = [n for n in OUTPUT_NAMES if os.path.lexists(out / n)]
     if not found:
         return
-    try:
-        d = json.loads((out / "segments.json").read_text())
-        ours = isinstance(d, dict) and (d.get("format") == SEGMENTS_FORMAT
-                                        or {"frames", "config"} <= set(d))
-    except (OSError, ValueError):
-        ours = False
+    try:                 # the head is enough (the file of a long video is large)
+        with open(out / "segments.json", "rb") as f:
+            head = f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        head = ""
+    ours = (f'"format": "{SEGMENTS_FORMAT}"' in head
+            or head.startswith('{\n  "config": {'))     # written by versions before 2
     if not ours:
         raise OutputError(f"--out {out} already holds {', '.join(found)} not written by "
                           f"'moduseg segment' (no segments.json of a run); choose an empty "
