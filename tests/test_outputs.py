@@ -320,6 +320,10 @@ def test_video_run_writes_a_verified_overlay_video(tmp_path):
     assert d["overlay_video"] == "overlay.mp4" and d["input"]["kind"] == "video"
     assert len(list((out / "previews").glob("*.jpg"))) == 8
     assert len(list((out / "labels").glob("*.png"))) == 8
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape[:2] == (48 + legend_height(["sky", "road", "car"], 64), 64)
 
 
 class _SilentWriter:
