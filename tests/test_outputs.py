@@ -323,7 +323,27 @@ def test_video_run_writes_a_verified_overlay_video(tmp_path):
     cap = cv2.VideoCapture(str(out / "overlay.mp4"))
     ok, frame = cap.read()
     cap.release()
-    assert ok and frame.shape[:2] == (48 + legend_height(["sky", "road", "car"], 64), 64)
+    lh = legend_height(["sky", "road", "car"], 64)
+    assert ok and frame.shape[:2] == (48 + lh + lh % 2, 64)             # legend, even height
+
+
+def test_odd_sized_video_frames_keep_every_pixel(tmp_path):
+    """OpenCV's writer crops odd frame sizes to even: the overlay is padded instead."""
+    from moduseg.runtime.stream import Frame
+
+    seg = FakeSeg()
+    out = tmp_path / "out"
+    w = outputs.RunWriter(out, seg.bank.class_names, {}, kind="video", input_spec="cam",
+                          fps=10.0, total=3)
+    for i in range(3):
+        img = np.full((47, 63, 3), 40 * i, np.uint8)
+        w.add(Frame(i, f"frame_{i:06d}", img), seg(img))
+    w.finish()
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    lh = legend_height(seg.bank.class_names, 63)
+    assert ok and frame.shape[:2] == (47 + lh + (47 + lh) % 2, 64)
 
 
 class _SilentWriter:

@@ -312,7 +312,7 @@ class RunWriter:
         self.gallery: list[str] = []
         self._writer = None
         self._video_frames = 0
-        self._legend_h: dict[int, int] = {}
+        self._legend_h: dict[tuple[int, int], int] = {}
         self._preview_at = self._preview_indices(total)
 
     # per frame (called from the writer thread, in frame order)
@@ -344,10 +344,13 @@ class RunWriter:
         if not self.overlays:
             return
         W = lm.shape[1]
-        if W not in self._legend_h:
-            self._legend_h[W] = legend_height(self.class_names, W)
+        H = lm.shape[0]
+        if (H, W) not in self._legend_h:
+            lh = legend_height(self.class_names, W)
+            # video encoders want even frame sizes: the strip makes the height even
+            self._legend_h[H, W] = lh + (H + lh) % 2 if self.video else lh
         ov = render_overlay(frame.image, lm, self.palette, self.class_names,
-                            self._legend_h[W], self.untinted)
+                            self._legend_h[H, W], self.untinted)
         if self.video:
             self._write_video(ov)
             if frame.index in self._preview_at or (self.total is None and frame.index % 30 == 0
@@ -373,6 +376,8 @@ class RunWriter:
 
     def _write_video(self, ov: np.ndarray) -> None:
         path = self.stage / "overlay.mp4"     # private folder: no other run writes here
+        if ov.shape[1] % 2:                   # an odd width: one dark column
+            ov = np.pad(ov, ((0, 0), (0, 1), (0, 0)), constant_values=28)
         if self._writer is None:
             h, w = ov.shape[:2]
             self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"),
