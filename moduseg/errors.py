@@ -23,3 +23,7 @@ class ModelNotFoundError(ModuSegError, FileNotFoundError):
 
 class BackendUnavailableError(ModuSegError, RuntimeError):
     """A requested backend (TensorRT, CUDA, a GPU) is not usable on this machine."""
+
+
+class OutputError(ModuSegError):
+    """An output path cannot be written: a file in the way, read-only, or a full disk."""

@@ -133,8 +133,13 @@ def eval_command(layout, root, split, labels, classes, pred, bank, preset, overr
                  proposal_mode, limit, home, out, save_pred):
     """Score predictions (or segment with a bank) against ground truth: mIoU per class."""
     from .bank.datasets import open_dataset
-    from .io import read_label_map, write_json, write_label_png
+    from .io import check_output_dir, check_output_file, read_label_map, write_json, \
+        write_label_png
 
+    if out:                                     # output paths before any work
+        check_output_file(out, "--out")
+    if save_pred:
+        check_output_dir(save_pred, "--save-pred")
     ds = open_dataset(layout, root, split, labels, classes).subset(limit)
     if (pred is None) == (bank is None):
         raise InputError("give exactly one of --pred DIR (score PNGs) or --bank BANK "

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -15,19 +18,33 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
+from .errors import InputError, OutputError
+
+
+# errno values that mean "this output cannot be written here" (not a bug)
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+STALE_AFTER_S = 600      # a temp without a live owner's pid counts as orphaned after this
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None):
     """Yield a temporary path beside ``path``; rename it into place on success.
 
-    A crash or an exception leaves no half-written file at ``path``.
+    A crash or an exception leaves no half-written file at ``path``. The temp
+    name carries the process id, so temps orphaned by a killed run are
+    removed by the next write of the same file; a full disk or a read-only
+    folder becomes an ``OutputError``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix,
-                               dir=path.parent)
+    suffix = suffix or path.suffix
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(path.parent, f".{path.name}.", suffix)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=suffix,
+                                   dir=path.parent)
+    except OSError as e:
+        raise _output_error(path, e) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -35,9 +52,62 @@ def atomic_path(path: str | Path, suffix: str | None = None):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in _OUTPUT_ERRNOS:
+            raise _output_error(path, e) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _output_error(path, e: OSError) -> OutputError:
+    why = e.strerror or str(e)
+    return OutputError(f"cannot write {path}: {why}; free some space or choose another "
+                       f"output path")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | Path, prefix: str, suffix: str = "") -> list[Path]:
+    """Remove ``prefix<pid>-*suffix`` temps whose process is gone (and old pid-less ones).
+
+    Only names this package makes are touched: ``prefix`` + pid + ``-`` (or the
+    8 random characters of ``mkstemp`` from older versions) + ``suffix``.
+    """
+    removed = []
+    now = time.time()
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        name = p.name
+        if not (name.startswith(prefix) and name.endswith(suffix)):
+            continue
+        middle = name[len(prefix):len(name) - len(suffix) if suffix else None]
+        pid, sep, _ = middle.partition("-")
+        try:
+            if sep and pid.isdigit():
+                stale = int(pid) != os.getpid() and not pid_alive(int(pid))
+            elif len(middle) == 8 and middle.replace("_", "").isalnum():
+                stale = now - p.lstat().st_mtime > STALE_AFTER_S
+            else:
+                continue
+            if stale:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed.append(p)
+        except OSError:
+            continue            # another process removed or holds it: leave it
+    return removed
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -93,7 +163,103 @@ def read_image(path: str | Path) -> np.ndarray:
         img = None
     if img is None:
         raise InputError(f"cannot read image {path}: missing, unreadable or not an image")
+    if not jpeg_complete(path):
+        raise InputError(f"image {path} is a truncated JPEG (no end-of-image marker); "
+                         f"copy it again or remove it")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def jpeg_complete(path: str | Path) -> bool:
+    """False for a JPEG cut short (OpenCV decodes those partially without an error).
+
+    The segments before the first start-of-scan are skipped by their lengths
+    (an EXIF thumbnail holds its own end marker); the scan data must then be
+    followed by an end-of-image marker. Non-JPEG files return True.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return True             # unreadable files are reported by the decoder
+    if data[:2] != b"\xff\xd8":
+        return True
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:                      # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:
+            return True
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:   # no length field
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:                      # start of scan: entropy data follows
+            return data.find(b"\xff\xd9", i + 2 + length) >= 0
+        i += 2 + length
+    return False
+
+
+def check_output_dir(path: str | Path, what: str = "--out", min_free: int = 1 << 20) -> Path:
+    """Refuse, before any work, an output folder that cannot hold the results.
+
+    An existing file, a path under a file, a read-only folder or a full disk
+    give one ``OutputError`` line; nothing is created.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{what} {p} is an existing file; give a folder for the outputs")
+    _probe(_existing_ancestor(p, what), p, what, min_free)
+    return p
+
+
+def check_output_file(path: str | Path, what: str = "--out", suffix: str | None = None,
+                      min_free: int = 1 << 20) -> Path:
+    """Refuse, before any work, an output file path that cannot be written."""
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(("/", os.sep)):
+        raise OutputError(f"{what} {p} is a folder; give a file name"
+                          + (f" ending in {suffix}, e.g. {p / ('out' + suffix)}" if suffix else ""))
+    if suffix and p.suffix != suffix:
+        raise OutputError(f"{what} {p} must end in {suffix}; use {what} {p}{suffix}")
+    _probe(_existing_ancestor(p.parent, what), p, what, min_free)
+    return p
+
+
+def _existing_ancestor(p: Path, what: str) -> Path:
+    a = p.absolute()
+    while True:
+        try:
+            os.stat(a)
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            a = a.parent
+    if not a.is_dir():
+        raise OutputError(f"{what} {p} lies under {a}, which is a file, not a folder")
+    return a
+
+
+def _probe(folder: Path, p: Path, what: str, min_free: int) -> None:
+    """Write and delete a small file: catches read-only folders and full disks."""
+    try:
+        free = shutil.disk_usage(folder).free
+        fd, tmp = tempfile.mkstemp(prefix=f".moduseg-probe.{os.getpid()}-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            os.unlink(tmp)
+    except OSError as e:
+        raise OutputError(f"{what} {p} cannot be written ({e.strerror or e}); choose a "
+                          f"writable folder with free space") from None
+    if free < min_free:
+        raise OutputError(f"{what} {p}: the disk is full ({free // 1024} KiB free); free some "
+                          f"space or choose another folder")
 
 
 def read_label_map(path: str | Path) -> np.ndarray:
@@ -132,10 +298,16 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return pal
 
 
-def write_label_png(path: str | Path, label_map: np.ndarray) -> None:
-    """Save a label map as a palettised PNG (VOC colours, values preserved)."""
+def write_label_png(path: str | Path, label_map: np.ndarray,
+                    palette: np.ndarray | None = None) -> None:
+    """Save a label map as a palettised PNG: pixel values are the class indices;
+    ``palette`` (``[C, 3]``, e.g. the overlay colours) colours the first C
+    indices, VOC colours the rest."""
     im = Image.fromarray(label_map.astype(np.uint8), mode="P")
-    im.putpalette(voc_palette().reshape(-1).tolist())
+    pal = voc_palette()
+    if palette is not None:
+        pal[:len(palette)] = np.asarray(palette, np.uint8)[:256]
+    im.putpalette(pal.reshape(-1).tolist())
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
 

@@ -212,8 +212,8 @@ class Segment:
     class_name: str
     confidence: float
     objectness: float
-    area: int
-    painted_pixels: int = 0
+    area: int                  # full-resolution pixels of the proposal
+    painted_pixels: int = 0    # full-resolution pixels it won when painted (before fill/refine)
 
 
 @dataclass
@@ -224,6 +224,9 @@ class SegmentationResult:
     segments: list[Segment]
     timings_ms: dict[str, float]
     class_names: list[str]
+    # the proposals the segments index (``Segment.proposal``), so a writer can
+    # tie each segment to its pixels; not part of ``to_json``
+    proposals: Proposals | None = None
 
     def to_json(self) -> dict:
         return {

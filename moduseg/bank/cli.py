@@ -42,8 +42,10 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     from ..settings import resolve_config
     from .builder import build_bank
     from .datasets import open_dataset
+    from ..io import check_output_file
     from .store import save_bank
 
+    check_output_file(out, "--out", suffix=".npz")     # before any work
     cfg = resolve_config(preset, overrides)
     ds = open_dataset(layout, root, split, labels, classes, background)
     backbone = load_backbone(backend, home, cfg)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
-from ..io import sha256_file
+from ..io import clean_stale_temps, sha256_file
 from ..errors import InputError, ModelNotFoundError
 from ..types import BackboneIdentity
 from .home import ENV_VAR, MANIFEST, model_home
@@ -406,7 +406,8 @@ def pull(home=None, source_dir=None, force: bool = False,
             return report
     try:
         home.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.TemporaryDirectory(prefix=".pull-", dir=home)
+        clean_stale_temps(home, ".pull-")       # left by a killed pull
+        probe = tempfile.TemporaryDirectory(prefix=f".pull-{os.getpid()}-", dir=home)
     except OSError as e:
         raise ModelNotFoundError(
             f"cannot write to the model home {home} ({e.strerror or e}); pass --home DIR or "

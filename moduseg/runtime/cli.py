@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ..errors import InputError
 
@@ -64,72 +63,27 @@ class _NoProposer:
 @click.option("--backend", default="auto",
               help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
-@click.option("--max-frames", type=int, default=None, help="Stop after N frames.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Stop after N frames (N >= 1).")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, max_frames,
             no_overlay):
-    """Segment INPUT (an image, a folder, a video file or a camera index)."""
-    import cv2
-    from tqdm import tqdm
+    """Segment INPUT (an image, a folder, a video file or a camera index).
 
-    from ..io import overlay, write_image, write_json, write_label_png
-    from ..timing import StageTimer
-    from .stream import input_kind, iter_frames, run_overlapped, video_info
+    Writes labels/, overlays/ (or overlay.mp4), segments.json, palette.json and
+    index.html into --out, replacing a previous run's files as a set.
+    """
+    from .outputs import prepare_output, run_segment
+    from .stream import input_kind, probe_input
 
-    kind = input_kind(input_spec)
+    input_kind(input_spec)
+    out = prepare_output(out_dir)          # before any model loads
+    probe_input(input_spec)
     seg = build_segmenter(bank_path, home, preset, overrides, backend=backend)
-    out = Path(out_dir)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
-    if not no_overlay and kind in ("image", "folder"):
-        (out / "overlays").mkdir(exist_ok=True)
-    total = None
-    writer = None
-    video_tmp = out / ".overlay.part.mp4"   # OpenCV picks the container by suffix
-    if kind in ("video", "camera"):
-        fps, total = video_info(input_spec)
-        total = min(total, max_frames) if (max_frames and total) else (total or max_frames)
-    timings: dict[str, list[float]] = {}
-    records = {}
-    bar = tqdm(total=total, desc="segment", unit="frame")
-
-    def infer(frame):
-        timer = StageTimer()
-        return seg(frame.image, timer)
-
-    def write(frame, res):
-        nonlocal writer
-        write_label_png(out / "labels" / f"{frame.name}.png", res.label_map)
-        records[frame.name] = res.to_json()
-        for k, v in res.timings_ms.items():
-            timings.setdefault(k, []).append(v)
-        if not no_overlay:
-            ov = overlay(frame.image, res.label_map)
-            if kind in ("video", "camera"):
-                if writer is None:
-                    h, w = ov.shape[:2]
-                    writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                             fps, (w, h))
-                    if not writer.isOpened():
-                        raise InputError(f"cannot write the overlay video {video_tmp}; "
-                                         f"use --no-overlay or check the output folder")
-                writer.write(cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
-            else:
-                write_image(out / "overlays" / f"{frame.name}.jpg", ov)
-        bar.update(1)
-
-    try:
-        n = run_overlapped(iter_frames(input_spec, max_frames), infer, write)
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.release()
-    if writer is not None:
-        video_tmp.replace(out / "overlay.mp4")
-    from ..io import voc_palette
-    write_json(out / "palette.json", {"class_names": seg.bank.class_names,
-                                      "colors": voc_palette(len(seg.bank.class_names)).tolist()})
-    summary = {k: float(np.median(v)) for k, v in timings.items()}
-    write_json(out / "segments.json", {"config": seg.config.__dict__, "frames": records,
-                                       "median_ms": summary})
-    click.echo(f"{n} frame(s) -> {out}")
-    click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.items()))
+    summary = run_segment(seg, input_spec, out, max_frames=max_frames,
+                          overlays=not no_overlay)
+    click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"
+               + (f"; {len(summary.skipped)} unreadable file(s) skipped"
+                  if summary.skipped else ""))
+    click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
+                                                   for k, v in summary.median_ms.items()))

@@ -199,14 +199,16 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
                                             cfg.refine_radius, cfg.refine_eps)
 
     painted = dict(zip(order.tolist(), won.tolist()))
-    areas = all_areas[keep]
+    areas, px = all_areas[keep], H * W / float(mh * mw)     # mask pixels -> image pixels
     segments = [Segment(proposal=int(keep[i]), label=int(labels[i]),
                         class_name=bank.class_names[labels[i]] if labels[i] >= 0 else "",
                         confidence=float(conf[i]), objectness=float(scores[i]),
-                        area=int(round(areas[i])), painted_pixels=int(painted.get(i, 0)))
+                        area=int(round(areas[i])),
+                        painted_pixels=int(round(painted.get(i, 0) * px)))
                 for i in range(len(keep))]
     return SegmentationResult(label_map=label_map.astype(np.uint8), segments=segments,
-                              timings_ms=timer.as_dict(), class_names=list(bank.class_names))
+                              timings_ms=timer.as_dict(), class_names=list(bank.class_names),
+                              proposals=proposals)
 
 
 # Frames above this many pixels (3840x2160, 4K UHD) are segmented on a copy
@@ -246,6 +248,9 @@ class Segmenter:
                  parallel: bool = True):
         cfg = config.runtime if isinstance(config, ModuSegConfig) else config
         self.config = (cfg or RuntimeConfig())
+        # the whole configuration, recorded in every result file
+        self.full_config = (config if isinstance(config, ModuSegConfig)
+                            else ModuSegConfig(runtime=self.config, preset="custom"))
         self.config.validate()
         check_identity(bank.backbone, backbone.identity)
         self.backbone, self.proposer, self.bank = backbone, proposer, bank

@@ -58,16 +58,62 @@ def video_info(spec: str) -> tuple[float, int]:
     return fps, n
 
 
-def iter_frames(spec: str, max_frames: int | None = None) -> Iterator[Frame]:
+def image_paths(spec: str) -> list[Path]:
+    """The image files of an image or folder input, in name order."""
+    if input_kind(spec) == "image":
+        return [Path(spec)]
+    paths = sorted(p for p in Path(spec).iterdir()
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise InputError(f"folder {spec} holds no images ({IMAGE_SUFFIXES})")
+    return paths
+
+
+def count_frames(spec: str, max_frames: int | None = None) -> int | None:
+    """Frames the input will give (None for a camera or a video without a count)."""
+    kind = input_kind(spec)
+    if kind in ("image", "folder"):
+        n = len(image_paths(spec))
+    elif kind == "camera":
+        return max_frames
+    else:
+        n = video_info(spec)[1] or None
+    return n if max_frames is None or n is None else min(n, max_frames)
+
+
+def probe_input(spec: str) -> None:
+    """Fail before any model loads on a video with no decodable frame."""
+    if input_kind(spec) != "video":
+        return
+    cap = cv2.VideoCapture(spec)
+    try:
+        ok = cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
+    if not ok:
+        raise InputError(f"video {spec} has no decodable frame (empty, truncated or an "
+                         f"unsupported codec); re-encode it, e.g. with ffmpeg -i IN out.mp4")
+
+
+def iter_frames(spec: str, max_frames: int | None = None,
+                on_error: Callable[[Path, InputError], None] | None = None) -> Iterator[Frame]:
+    """Frames of an image, a folder, a video or a camera.
+
+    In a folder, an unreadable or truncated image is passed to ``on_error``
+    (when given) and skipped; otherwise it stops the run.
+    """
     kind = input_kind(spec)
     if kind in ("image", "folder"):
         from ..io import read_image
-        paths = [Path(spec)] if kind == "image" else sorted(
-            p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise InputError(f"folder {spec} holds no images ({IMAGE_SUFFIXES})")
-        for i, p in enumerate(paths[:max_frames]):
-            yield Frame(i, p.stem, read_image(p))
+        for i, p in enumerate(image_paths(spec)[:max_frames]):
+            try:
+                image = read_image(p)
+            except InputError as e:
+                if on_error is None or kind == "image":
+                    raise
+                on_error(p, e)
+                continue
+            yield Frame(i, p.stem, image)
         return
     cap = cv2.VideoCapture(int(spec) if kind == "camera" else spec)
     if not cap.isOpened():
