@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from moduseg.models.defaults import default_model_paths
+
 from moduseg.errors import InputError, ModelNotFoundError
 from moduseg.runtime.proposers import sam as sam_mod
 from moduseg.runtime.proposers import sam_encoder_surgery as enc_surgery
@@ -23,7 +25,7 @@ ort = pytest.importorskip("onnxruntime")
 
 def _model_paths() -> tuple[Path, Path]:
     try:
-        return sam_mod.default_model_paths()
+        return default_model_paths()
     except ModelNotFoundError as e:
         pytest.skip(f"SAM models not installed: {e}")
 

