@@ -20,10 +20,10 @@ def load_segmenter(bank: str, preset: str | None = None, home: str | None = None
     ``overrides`` are settings such as ``{"runtime.top_k": 10}`` passed as
     keyword arguments with dots replaced by ``__`` (``runtime__top_k=10``).
     """
-    from .runtime.cli import build_segmenter
+    from .runtime.assemble import load_segmenter as _load
 
     sets = [f"{k.replace('__', '.')}={v!r}" for k, v in overrides.items()]
-    return build_segmenter(bank, home, preset, sets, backend=backend)
+    return _load(bank, home, preset, sets, backend=backend)
 
 
 def __getattr__(name):

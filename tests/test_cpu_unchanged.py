@@ -45,21 +45,10 @@ def label_map_hashes(shared_data, name: str) -> list[str]:
     from moduseg.bank.builder import build_bank
     cfg = CONFIGS[name]()
     train, val = _frames(shared_data)
-    try:
-        from moduseg.runtime.assemble import assemble, build_models
-    except ImportError:  # before the refactor
-        assemble = None
-    if assemble is not None:
-        backbone, proposer = build_models(cfg, backend="cpu")
-        bank = build_bank(train, backbone, cfg.bank, config_record=cfg.to_dict())
-        seg = assemble(cfg, bank, backend="cpu", backbone=backbone, proposer=proposer)
-    else:
-        from moduseg.models import load_default_backbone, load_default_proposer
-        from moduseg.runtime.pipeline import Segmenter
-        backbone = load_default_backbone(providers="cpu", **cfg.backbone_options())
-        proposer = load_default_proposer(providers="cpu", **cfg.proposer_options())
-        bank = build_bank(train, backbone, cfg.bank, config_record=cfg.to_dict())
-        seg = Segmenter(backbone, proposer, bank, cfg)
+    from moduseg.runtime.assemble import assemble, build_models
+    backbone, proposer = build_models(cfg, backend="cpu")
+    bank = build_bank(train, backbone, cfg.bank, config_record=cfg.to_dict())
+    seg = assemble(cfg, bank, backend="cpu", backbone=backbone, proposer=proposer)
     out = []
     for s in val:
         lm = np.ascontiguousarray(seg(s.image()).label_map, np.uint8)

@@ -116,14 +116,13 @@ def split_backbone(backbone, image, timer):
 
 
 def device_index_pooler(vectors, cfg, device: str):
-    """CPU faiss + CPU SMFA, or on ``cuda`` the GPU index and the CUDA SMFA pooler."""
-    if device != "cuda":
-        from ..runtime.pipeline import cpu_pooler
-        return build_index(vectors, cfg.index, cfg.nprobe), cpu_pooler
-    from ..runtime.cuda.smfa_gpu import make_smfa_pooler
-    from ..runtime.gpu_index import make_index
-    return make_index(vectors, cfg.index, cfg.nprobe, prefer="gpu"), \
-        make_smfa_pooler(prefer="gpu")
+    """The index and pooler ``runtime.assemble`` builds for ``device`` (cpu or cuda)."""
+    from ..config import ModuSegConfig
+    from ..runtime.assemble import build_index as assembled_index, build_pooler
+
+    full = ModuSegConfig(runtime=cfg)
+    backend = "cuda" if device == "cuda" else "cpu"
+    return assembled_index(vectors, full, backend), build_pooler(full, backend)
 
 
 def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
@@ -176,7 +175,7 @@ def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
             result["skipped"]["backbone"] = result["skipped"]["proposer"] = \
                 "models=off (the 'all' command takes them from the video suite)"
         else:
-            backbone, proposer, why = try_models(home, "cpu" if device == "cpu" else "auto")
+            backbone, proposer, why = try_models(home, "cuda" if device == "cuda" else "cpu")
             if backbone is None:
                 if models == "on":
                     from ..errors import ModelNotFoundError

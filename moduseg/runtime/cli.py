@@ -11,47 +11,23 @@ from ..errors import InputError
 
 
 def build_segmenter(bank_path, home=None, preset=None, overrides=(), need_proposer=True,
-                    backend: str = "auto"):
-    """Load a bank, the configuration (preset > bank's > default) and the default models."""
-    from ..bank.store import load_bank
-    from ..models import load_default_proposer
-    from ..settings import resolve_config
-    from .pipeline import Segmenter
-
-    bank = load_bank(bank_path)
-    cfg = resolve_config(preset, overrides, bank.config)
-    backbone = load_backbone(backend, home, cfg)
-    proposer = (load_default_proposer(home=home, providers=_ort(backend),
-                                      **cfg.proposer_options())
-                if need_proposer else _NoProposer())
-    return Segmenter(backbone, proposer, bank, cfg, pooler=_pooler(backend))
-
-
-def _ort(backend: str) -> str:
-    return "auto" if backend in ("auto", "tensorrt-native") else backend
+                    backend: str = "auto", proposer: str | None = None):
+    """``runtime.assemble.load_segmenter`` (the name earlier code imports)."""
+    from .assemble import load_segmenter
+    return load_segmenter(bank_path, home, preset, overrides, backend, need_proposer, proposer)
 
 
 def load_backbone(backend: str, home, cfg):
-    from ..models import load_default_backbone
-    if backend == "tensorrt-native":
-        from .backbones.trt_backend import TensorRTBackbone  # needs tensorrt + a GPU
-        return TensorRTBackbone.from_options(home=home, **cfg.backbone_options())
-    return load_default_backbone(home=home, providers=_ort(backend), **cfg.backbone_options())
+    """``runtime.assemble.build_backbone`` (the name earlier code imports)."""
+    from .assemble import build_backbone
+    return build_backbone(cfg, backend, home)
 
 
-def _pooler(backend: str):
-    if backend in ("cpu",):
-        return None
-    from .cuda.smfa_gpu import make_smfa_pooler
-    return make_smfa_pooler(prefer="gpu" if backend in ("cuda", "tensorrt", "tensorrt-native")
-                            else "auto")
-
-
-class _NoProposer:
-    name = "none"
-
-    def __call__(self, image):
-        raise InputError("this segmenter was built without a proposer")
+BACKEND_HELP = ("auto (cuda when a GPU is usable, else cpu), cpu, cuda, tensorrt (ONNX Runtime "
+                "providers; bank search and SMFA on the GPU) or tensorrt-native (TensorRT "
+                "engines).")
+PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its export through "
+                 "--set proposer.model=PATH). Default: the bank's.")
 
 
 @click.command("segment")
@@ -61,13 +37,14 @@ class _NoProposer:
 @click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
-@click.option("--backend", default="auto",
-              help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
+@click.option("--backend", default="auto", help=BACKEND_HELP)
+@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
+              help=PROPOSER_HELP)
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=int, default=None, help="Stop after N frames.")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
-def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, max_frames,
-            no_overlay):
+def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
+            max_frames, no_overlay):
     """Segment INPUT (an image, a folder, a video file or a camera index)."""
     import cv2
     from tqdm import tqdm
@@ -77,7 +54,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
     from .stream import input_kind, iter_frames, run_overlapped, video_info
 
     kind = input_kind(input_spec)
-    seg = build_segmenter(bank_path, home, preset, overrides, backend=backend)
+    seg = build_segmenter(bank_path, home, preset, overrides, backend=backend, proposer=proposer)
     out = Path(out_dir)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     if not no_overlay and kind in ("image", "folder"):
@@ -129,7 +106,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
     write_json(out / "palette.json", {"class_names": seg.bank.class_names,
                                       "colors": voc_palette(len(seg.bank.class_names)).tolist()})
     summary = {k: float(np.median(v)) for k, v in timings.items()}
-    write_json(out / "segments.json", {"config": seg.config.__dict__, "frames": records,
+    write_json(out / "segments.json", {"config": seg.full_config.to_dict(), "frames": records,
                                        "median_ms": summary})
     click.echo(f"{n} frame(s) -> {out}")
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.items()))

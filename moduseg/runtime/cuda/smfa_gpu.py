@@ -47,6 +47,7 @@ import numpy as np
 
 from ...errors import BackendUnavailableError, InputError
 from ...types import FeatureMap, GridGeometry
+from ..pooling import HostPooler
 from .device import BufferCache
 from .plans import check_geometry, check_masks, feature_strides, smfa_plan
 
@@ -184,6 +185,38 @@ class GpuSmfa:
         vec, wsum, _ = self.run(masks, features, geometry)
         return vec, wsum
 
+    # ---- the runtime's ``Pooler`` protocol (``moduseg.runtime.pooling``) ----
+    backend = "gpu"
+
+    def pool(self, masks, keep, row_span, fmap: FeatureMap, eps: float):
+        """SMFA queries of the kept masks; features from the engine's buffer when there."""
+        if float(eps) != self.eps:
+            self.eps = float(eps)
+        feats = fmap.device if fmap.device is not None else fmap
+        return self(np.ascontiguousarray(masks[keep]), feats, fmap.geometry)
+
+    def patch_vote(self, masks, keep, row_span, fmap: FeatureMap, cell_labels, n_classes: int):
+        """The patch vote on the device: the weights kernel, then the pooling kernel
+        over one-hot patch labels ``[C, h, w]`` gives each mask's per-class weight
+        share (normalised; the squared norm it divided by restores the share).
+        Only the ``[K, C]`` result comes back for the arg-max."""
+        m = np.ascontiguousarray(masks[keep])
+        K = len(m)
+        h, w = fmap.geometry.grid_hw
+        labels = np.asarray(cell_labels).reshape(-1)
+        onehot = np.zeros((n_classes, h * w), np.float32)
+        ok = np.flatnonzero(labels >= 0)
+        onehot[labels[ok], ok] = 1.0
+        if K == 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+        vec, wsum, _ = self.run(m, onehot.reshape(n_classes, h, w), fmap.geometry)
+        norm = np.sqrt(self.dev.download(self._bufs["norm2"], np.empty(K, np.float32)))
+        winner = vec.argmax(1).astype(np.int32)
+        best = vec[np.arange(K), winner]
+        share = best * np.maximum(norm, 1e-12) * (wsum + self.eps) / np.maximum(wsum, 1e-12)
+        winner = np.where(best > 0, winner, -1)
+        return winner, share.astype(np.float32), wsum
+
 
 @dataclass(frozen=True)
 class SmfaPlanBuffers:
@@ -192,8 +225,18 @@ class SmfaPlanBuffers:
     area: int
 
 
+class _HostPooler(HostPooler):
+    """The numpy path, callable like ``GpuSmfa`` (``masks, features, geometry``)."""
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def __call__(self, masks, features, geometry: GridGeometry | None = None):
+        return self._fn(masks, features, geometry)
+
+
 def cpu_pooler(eps: float = 1e-6):
-    """The numpy reference path with the pooler's signature."""
+    """The numpy reference path with the pooler's signature (and the ``Pooler`` protocol)."""
     from ...smfa import smfa
 
     def pool(masks, features, geometry: GridGeometry | None = None):
@@ -208,8 +251,7 @@ def cpu_pooler(eps: float = 1e-6):
             np.asarray(feats, np.float32), geometry)
         return smfa(np.asarray(masks), fmap, "soft", eps)
 
-    pool.backend = "cpu"
-    return pool
+    return _HostPooler(pool)
 
 
 def _warn_fallback(reason: str) -> None:
@@ -236,7 +278,6 @@ def make_smfa_pooler(prefer: str = "auto", device: int = 0, eps: float = 1e-6):
             raise
         _warn_fallback(str(e))
         return cpu_pooler(eps)
-    gpu.backend = "gpu"
     return gpu
 
 
