@@ -45,9 +45,31 @@ def _scene(seed):
     return (img + noise).clip(0, 255).astype(np.uint8), lab
 
 
+def _colour_surgery(src, dst):
+    """Stands in for the DINOv2 surgery: a stride-14 Conv giving each patch's mean colour."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((3, 3, 14, 14), np.float32)
+    for c in range(3):
+        w[c, c] = 1 / 196
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["input_image", "W"], ["features"],
+                          kernel_shape=[14, 14], strides=[14, 14])], "colour",
+        [helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, "a", "b"])],
+        [numpy_helper.from_array(w, "W")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.save(m, str(dst))
+    return {"path": str(dst), "patch_size": 14, "feature_dim": 3, "layers": None}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from test_models import _pull, _raw_folder
+    from test_models import FAKE, _raw_folder
+
+    from moduseg.models import pull as pull_mod
 
     from moduseg.export.entityseg.config import tiny_test_config
     from moduseg.export.entityseg.export import export_onnx
@@ -55,7 +77,8 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("assemble")
     home = root / "home"
-    _pull(home, _raw_folder(root / "src"))
+    pull_mod.pull(home=home, source_dir=_raw_folder(root / "src"), specs=FAKE,
+                  surgery=_colour_surgery, log=lambda *a: None)
     es = export_onnx(random_model(tiny_test_config("swin"), seed=3), root / "es.onnx", HW,
                      min_size=64, max_size=96, simplify=False)
     (root / "img").mkdir()
