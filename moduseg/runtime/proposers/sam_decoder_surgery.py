@@ -626,8 +626,8 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
 def quantized_model_path(model_path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """INT8 dynamic quantisation (MatMul/Gemm weights) of any ONNX model, cached by sha256.
 
-    Used for the SAM image encoder: about a third less CPU time for a ~1%
-    relative change of the embedding (see the proposer benchmark).
+    Used for the SAM image encoder (CPU time and mask agreement: README,
+    "Performance").
     """
     src = Path(model_path)
     if not src.is_file():
