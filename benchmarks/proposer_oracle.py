@@ -190,7 +190,7 @@ def decoder_micro(frame: Path, cache_dir: str | None, prompts: int = 32,
                   threads: int | None = None) -> list[tuple[str, float, float]]:
     """ms per prompt (wall, process CPU) of each decoder variant on one real embedding."""
     from moduseg.runtime.onnx_session import make_session
-    from moduseg.runtime.proposers import sam_decoder_surgery as surgery
+    from moduseg.graphs import sam_decoder as surgery
     from moduseg.runtime.proposers.mask_ops import point_grid
     from moduseg.models.defaults import default_model_paths
     from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator

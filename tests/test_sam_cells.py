@@ -15,7 +15,7 @@ from moduseg.models.defaults import default_model_paths
 
 from moduseg.errors import InputError, ModelNotFoundError
 from moduseg.runtime.proposers import sam as sam_mod
-from moduseg.runtime.proposers import sam_decoder_surgery as surgery
+from moduseg.graphs import sam_decoder as surgery
 from moduseg.runtime.proposers.sam_cells import cell_layout, gather_cells, strip_to_grid
 
 

@@ -17,7 +17,7 @@ from moduseg.models.defaults import default_model_paths
 
 from moduseg.errors import InputError, ModelNotFoundError
 from moduseg.runtime.proposers import sam as sam_mod
-from moduseg.runtime.proposers import sam_encoder_surgery as enc_surgery
+from moduseg.graphs import sam_encoder as enc_surgery
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

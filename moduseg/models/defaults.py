@@ -41,7 +41,7 @@ def layer_variant(layers, home=None) -> tuple[Path, str]:
     Built once from the installed source graph by the DINOv2 surgery and kept
     next to it (``features_blocks8-11.onnx``); returns (path, identity name).
     """
-    from ..export.dinov2_surgery import patch_feature_graph
+    from ..graphs.dinov2 import patch_feature_graph
 
     layers = tuple(int(i) for i in layers)
     tag = "-".join(str(i) for i in layers)

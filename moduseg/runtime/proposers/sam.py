@@ -9,7 +9,7 @@ Pipeline for one image (``generate``):
    once, cached; cost and mask agreement in README "Performance").
 2. Prompt points (k-means on colour and position, or a regular grid) are
    prompted in batches through a rewritten decoder
-   (``sam_decoder_surgery``): one session call per batch, the image
+   (``graphs.sam_decoder``): one session call per batch, the image
    embedding shared by broadcasting, all three multimask outputs kept, the
    logits emitted on a ``mask_stride``-subsampled grid.
 3. On those low-resolution logits: keep masks with predicted IoU >=
@@ -24,7 +24,7 @@ Pipeline for one image (``generate``):
 Padding (``encoder_crop``, ``padding_pool``): a non-square frame fills only
 part of the 1024 square (480x360: 48 of 64 embedding rows; 640x272: 28).
 ``encoder_crop`` (on) runs an encoder rewritten for the content size rounded
-up to 64 (``sam_encoder_surgery``), which saves encoder CPU in proportion
+up to 64 (``graphs.sam_encoder``), which saves encoder CPU in proportion
 to the padding. The decoder, though, was trained with the padding in view: its
 prompt tokens attend to the padding cells, and dropping them
 (``padding_pool=0``) moves the masks and costs CamVid val mIoU. So the
@@ -75,9 +75,9 @@ from ...timing import StageTimer
 from ...types import Proposals
 from . import mask_ops
 from .sam_cells import GRID, cell_layout, gather_cells, strip_to_grid
-from .sam_decoder_surgery import (ALL_IOUS, ALL_MASKS, CELL_COORDS, CELL_LOG_WEIGHT,
+from ...graphs.sam_decoder import (ALL_IOUS, ALL_MASKS, CELL_COORDS, CELL_LOG_WEIGHT,
                                   batched_decoder_path, quantized_model_path)
-from .sam_encoder_surgery import content_input_hw, cropped_encoder_path
+from ...graphs.sam_encoder import content_input_hw, cropped_encoder_path
 
 ENCODER_SIZE = 1024
 EMBED_STRIDE = 16          # encoder pixels per embedding cell
@@ -168,7 +168,7 @@ class SamAutomaticMaskGenerator:
     logits of that grid thresholded at 0 (smoother boundaries; on CamVid it
     did not raise the oracle mIoU, thin poles suffer, so it is off).
     ``encoder_crop``: run a copy of the encoder rewritten for the content
-    size rounded up to multiples of 64 (``sam_encoder_surgery``, built once
+    size rounded up to multiples of 64 (``graphs.sam_encoder``, built once
     per size and cached) instead of encoding the zero padding of the 1024
     square. ``padding_pool``: the decoder sees the content cells plus the
     64x64 grid's padding cells pooled in blocks of this many cells a side
@@ -308,7 +308,7 @@ class SamAutomaticMaskGenerator:
         if self._padding is not None:
             return self._padding
         from ...io import atomic_path
-        from .sam_decoder_surgery import _sha256, _writable_dir, default_cache_dir
+        from ...graphs.sam_decoder import _sha256, _writable_dir, default_cache_dir
 
         d = _writable_dir(Path(self._cache_dir) if self._cache_dir else default_cache_dir())
         path = d / f"{self.encoder_file.stem}_padding_{_sha256(self.encoder_file)[:16]}.npy"

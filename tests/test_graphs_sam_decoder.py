@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from moduseg.errors import InputError, ModelNotFoundError
-from moduseg.runtime.proposers import sam_decoder_surgery as surgery
+from moduseg.graphs import sam_decoder as surgery
 
 
 def _decoder_path() -> Path:
