@@ -266,3 +266,25 @@ def test_segment_backend_tensorrt_native_reads_the_engine_buffer(world, tmp_path
         np.testing.assert_array_equal(trt[k], cpu[k])
     seg = assemble.load_segmenter(bank, home, backend="tensorrt-native")
     assert isinstance(seg.backbone, TensorRTBackbone)
+
+
+def test_device_patch_vote_matches_the_host(emulated_gpu):
+    """The patch vote through the SMFA kernels: same winners, same weight shares."""
+    from moduseg.runtime.cuda.smfa_gpu import GpuSmfa
+    from moduseg.runtime.pooling import HOST
+    from moduseg.types import FeatureMap, GridGeometry
+
+    emu, _, _ = emulated_gpu
+    rng = np.random.default_rng(5)
+    geo = GridGeometry((90, 120), (84, 112), (6, 8), 14)
+    fmap = FeatureMap(rng.standard_normal((16, 6, 8)).astype(np.float32), geo)
+    masks = rng.random((20, 60, 80)) < rng.uniform(0.05, 0.6, size=(20, 1, 1))
+    masks[3] = False                                        # no weight: no label
+    keep = np.array([0, 2, 3, 5, 7, 11, 19])
+    cells = rng.integers(-1, 4, size=48)
+    host = HOST.patch_vote(masks, keep, None, fmap, cells, 4)
+    dev = GpuSmfa(emu).patch_vote(masks, keep, None, fmap, cells, 4)
+    np.testing.assert_array_equal(dev[0], host[0])
+    np.testing.assert_allclose(dev[1], host[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dev[2], host[2], rtol=1e-5, atol=1e-5)
+    assert host[0][2] == -1 and host[2][2] == 0

@@ -21,7 +21,6 @@ from ..runtime.backbones.onnx_backbone import (
     plan_geometry,
     preprocess,
 )
-from ..runtime.index import build_index
 from ..runtime.pipeline import assign
 from .common import default_data_root, progress, try_models
 from .gpu import make_timer
@@ -210,7 +209,7 @@ def run_model_frames(backbone, proposer, data_root: Path, n: int, cfg, device: s
     if not images:
         return {"note": "no CamVid frames found", "stages": {}}
     bank, _ = make_bank(20_000, backbone.identity.feature_dim, seed=seed)
-    index = build_index(bank.vectors, cfg.index, cfg.nprobe)
+    index, pooler = device_index_pooler(bank.vectors, cfg, device)
     per_frame, n_props = [], []
     for i, p in enumerate(images):
         timer = make_timer(device)
@@ -219,7 +218,7 @@ def run_model_frames(backbone, proposer, data_root: Path, n: int, cfg, device: s
         fmap = split_backbone(backbone, img, timer)
         with timer("proposer"):
             props = proposer(img)
-        assign(fmap, props, bank, index, cfg, timer)
+        assign(fmap, props, bank, index, cfg, timer, pooler)
         if i >= 1:                       # first frame is the warm-up
             per_frame.append(timer.as_dict())
             n_props.append(len(props))

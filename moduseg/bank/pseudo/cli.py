@@ -30,11 +30,13 @@ def load_proposer(spec: str, home: str | None, providers: str):
     """``default`` -> the runtime's default proposer; ``module:callable`` -> callable()."""
     if spec == "default":
         try:
-            from ...models import load_default_proposer
+            from ...config import preset
+            from ...runtime.assemble import BACKENDS, build_proposer
         except ImportError as e:
             raise InputError(f"the default proposer is unavailable here ({e}); pass "
                              f"--proposer module:factory") from None
-        return load_default_proposer(home=home, providers=providers)
+        backend = providers if providers in BACKENDS else "auto"
+        return build_proposer(preset("default"), backend, home)
     module, sep, attr = spec.partition(":")
     if not sep:
         raise InputError(f"--proposer {spec!r}: expected 'default' or 'module:factory'")
