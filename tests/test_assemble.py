@@ -288,3 +288,26 @@ def test_device_patch_vote_matches_the_host(emulated_gpu):
     np.testing.assert_allclose(dev[1], host[1], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(dev[2], host[2], rtol=1e-5, atol=1e-5)
     assert host[0][2] == -1 and host[2][2] == 0
+
+
+def test_auto_on_a_gpu_falls_back_per_stage_but_named_backends_raise():
+    import warnings
+
+    from moduseg.errors import BackendUnavailableError
+    from moduseg.runtime.cuda.device import gpu_available
+    from moduseg.runtime.index import SearchIndex
+    from moduseg.runtime.pooling import HostPooler
+
+    if gpu_available()[0]:
+        pytest.skip("a GPU is present: nothing falls back")
+    cfg = preset("paper")
+    vecs = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    be = assemble.Backend("cuda", "auto", "auto", fallback=True)  # what auto gives on a GPU
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert isinstance(assemble.build_index(vecs, cfg, be), SearchIndex)
+        assert isinstance(assemble.build_pooler(cfg, be), HostPooler)
+    with pytest.raises(BackendUnavailableError):
+        assemble.build_pooler(cfg, "cuda")
+    with pytest.raises(BackendUnavailableError):
+        assemble.build_index(vecs, cfg, "cuda")

@@ -39,6 +39,9 @@ class Backend:
     # ONNX Runtime execution providers for the graphs ORT runs (``onnx_session``)
     providers: str
     requested: str = ""
+    # auto on a GPU: a kernel backend that cannot start (no NVRTC, say) falls back to
+    # the host once, with a warning; a named GPU backend raises instead
+    fallback: bool = False
 
     @property
     def gpu(self) -> bool:
@@ -62,7 +65,8 @@ def resolve_backend(name: str | Backend = "auto") -> Backend:
     if name == "auto":
         from .cuda.device import gpu_available
         ok, _ = gpu_available()
-        return Backend("cuda", "auto", "auto") if ok else Backend("cpu", "cpu", "auto")
+        return Backend("cuda", "auto", "auto", fallback=True) if ok else \
+            Backend("cpu", "cpu", "auto")
     providers = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "tensorrt",
                  "tensorrt-native": "auto"}[name]
     return Backend(name, providers, name)
@@ -106,7 +110,9 @@ def build_index(vectors, cfg: ModuSegConfig, backend):
     be = resolve_backend(backend)
     rt = cfg.runtime
     if be.gpu:
-        from .gpu_index import build_gpu_index
+        from .gpu_index import build_gpu_index, make_index
+        if be.fallback:
+            return make_index(vectors, rt.index, rt.nprobe, prefer="auto")
         return build_gpu_index(vectors, rt.index, rt.nprobe)
     from .index import build_index as host_index
     return host_index(vectors, rt.index, rt.nprobe)
@@ -117,7 +123,9 @@ def build_pooler(cfg: ModuSegConfig, backend):
     be = resolve_backend(backend)
     if be.gpu:
         from .cuda.device import open_device
-        from .cuda.smfa_gpu import GpuSmfa
+        from .cuda.smfa_gpu import GpuSmfa, make_smfa_pooler
+        if be.fallback:
+            return make_smfa_pooler("auto", eps=cfg.runtime.eps)
         return GpuSmfa(open_device(0), cfg.runtime.eps)
     from .pooling import HOST
     return HOST
