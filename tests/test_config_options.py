@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from moduseg.config import (SECTIONS, BackboneOptions, ModuSegConfig, ProposerOptions,
                             preset)
 from moduseg.errors import InputError, ModuSegError
-from moduseg.settings import parse_overrides, resolve_config
+from moduseg.settings import parse_overrides, resolve_config  # noqa: F401
 
 # issue #18 item 6: each was a traceback (often after the models loaded) or accepted
 BAD = [
@@ -141,6 +141,12 @@ def test_only_moduseg_errors_escape_stored_configs(d):
         ModuSegConfig.from_dict(d)
     except ModuSegError:
         pass
+
+
+def test_parse_overrides_keeps_strings_that_are_not_literals():
+    assert parse_overrides(["runtime.unassigned=nearest", "runtime.top_k= 10 ",
+                            "proposer.model=/a/b=c.onnx"]) == {
+        "runtime.unassigned": "nearest", "runtime.top_k": 10, "proposer.model": "/a/b=c.onnx"}
 
 
 def test_presets_are_valid_and_typed():

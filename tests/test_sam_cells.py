@@ -14,7 +14,6 @@ import pytest
 from moduseg.models.defaults import default_model_paths
 
 from moduseg.errors import InputError, ModelNotFoundError
-from moduseg.runtime.proposers import sam as sam_mod
 from moduseg.graphs import sam_decoder as surgery
 from moduseg.runtime.proposers.sam_cells import cell_layout, gather_cells, strip_to_grid
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..timing import StageTimer
 from .common import default_data_root, progress
-from .gpu import gpu_status, make_timer
+from .gpu import make_timer
 from .memory import MemorySampler, file_mb, model_files
 from .stats import summarize, summarize_stages
 

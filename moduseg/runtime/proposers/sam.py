@@ -84,6 +84,9 @@ from .sam_model import (ENCODER_SIZE, EMBED_STRIDE, MAX_ENCODER_SESSIONS,  # noq
 from .sam_options import SamOptions
 
 OPTION_NAMES = SamOptions.names()
+__all__ = ["SamAutomaticMaskGenerator", "SamOptions", "SamEncoder", "SamDecoder", "SamImage",
+           "SamPrediction", "preprocess", "resized_size", "content_embed_hw", "ENCODER_SIZE",
+           "EMBED_STRIDE", "MAX_ENCODER_SESSIONS", "PIXEL_MEAN", "PIXEL_STD"]
 
 
 class SamAutomaticMaskGenerator:
