@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import math
 import numbers
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
@@ -344,7 +345,7 @@ def _check_fields(obj, section: str) -> None:
 def _coerce(name: str, value, tp):
     """``value`` as type ``tp`` (int, float, bool, str, Optional/Union/Tuple of them)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Union:
+    if origin is Union or origin is types.UnionType:     # Optional[X], X | None
         if value is None and type(None) in args:
             return None
         errors = []
