@@ -153,3 +153,19 @@ def test_presets_are_valid_and_typed():
     for name in ("paper", "default"):
         cfg = preset(name)
         assert ModuSegConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_every_proposer_option_has_a_typed_setting():
+    import inspect
+
+    from moduseg.config import PROPOSER_ONLY
+    from moduseg.runtime.proposers.entityseg import EntitySegProposer
+    from moduseg.runtime.proposers.sam_options import SamOptions
+
+    sam = {f.name for f in dataclasses.fields(SamOptions)}
+    assert set(PROPOSER_ONLY["sam"]) == sam
+    es = set(inspect.signature(EntitySegProposer).parameters) - {"model_path", "providers",
+                                                                   "threads", "device"}
+    assert set(PROPOSER_ONLY["entityseg"]) == es
+    names = {f.name for f in dataclasses.fields(ProposerOptions)}
+    assert sam | es | {"name", "model", "threads"} == names
