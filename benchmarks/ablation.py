@@ -25,7 +25,7 @@ from moduseg.bank.datasets import camvid
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
-from moduseg.runtime.index import build_index
+from moduseg.runtime.assemble import build_index
 from moduseg.runtime.pipeline import assign, class_prior
 from moduseg.settings import parse_overrides
 from moduseg.types import Bank, FeatureMap, Proposals
@@ -62,11 +62,11 @@ def cache_inputs(cache: Path, home=None):
     The val proposals are recomputed (features kept) when the default
     proposer's settings differ from those they were made with.
     """
-    from moduseg.models import load_default_backbone, load_default_proposer
+    from moduseg.runtime.assemble import build_backbone, build_proposer
 
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / "camvid_inputs.pkl"
-    proposer = load_default_proposer(home=home)
+    proposer = build_proposer(preset("default"), "cpu", home)
     if path.is_file():
         out = pickle.loads(path.read_bytes())
         if out.get("proposer") == proposer.settings:
@@ -75,7 +75,7 @@ def cache_inputs(cache: Path, home=None):
         out["val"] = [(f, g, lab, pack_proposals(proposer(s.image())))
                       for (f, g, lab, _), s in zip(out["val"], camvid(DATA, "val"))]
     else:
-        backbone = load_default_backbone(home=home)
+        backbone = build_backbone(preset("default"), "cpu", home)
         out = {"identity": backbone.identity}
         for split in ("train", "val"):
             ds = camvid(DATA, split)
@@ -120,7 +120,7 @@ def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
     bank = Bank(v[keep].astype(cfg.bank.dtype), l[keep], names, inputs["identity"],
                 np.zeros(int(keep.sum()), str), None)
     build_s = time.perf_counter() - t0
-    index = build_index(bank.vectors, cfg.runtime.index, cfg.runtime.nprobe)
+    index = build_index(bank.vectors, cfg, "cpu")
     prior = class_prior(bank)
     ev = Evaluator(names)
     ms = []

@@ -109,9 +109,9 @@ class CpuWallTimer:
 
 def run_setting(setting: dict, frames: list[tuple[Path, Path]], repeat: int,
                 min_score: float, min_area: float, cache_dir: str | None) -> dict:
-    from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator
+    from moduseg.models import load_default_proposer
 
-    gen = SamAutomaticMaskGenerator(cache_dir=cache_dir, **setting)
+    gen = load_default_proposer(cache_dir=cache_dir, **setting)
     gen.timer_cls = CpuWallTimer
     n = len(CAMVID_CLASSES)
     conf = np.zeros((n, n + 1), np.int64)
@@ -160,12 +160,12 @@ def run_setting(setting: dict, frames: list[tuple[Path, Path]], repeat: int,
 def quantisation_drift(frames: list[tuple[Path, Path]], cache_dir: str | None,
                        grid: int = 8) -> dict:
     """Mean IoU of masks from INT8 encoder/decoder vs FP32 for the same grid prompts."""
-    from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator
+    from moduseg.models import load_default_proposer
 
     variants = {"fp32": {}, "int8 decoder": {"quantize_decoder": True},
                 "int8 encoder": {"quantize_encoder": True},
                 "int8 both": {"quantize_decoder": True, "quantize_encoder": True}}
-    gens = {k: SamAutomaticMaskGenerator(cache_dir=cache_dir, mask_stride=1, **v)
+    gens = {k: load_default_proposer(cache_dir=cache_dir, mask_stride=1, **v)
             for k, v in variants.items()}
     ious = {k: [] for k in variants if k != "fp32"}
     for img_path, _ in frames:
@@ -190,9 +190,10 @@ def decoder_micro(frame: Path, cache_dir: str | None, prompts: int = 32,
                   threads: int | None = None) -> list[tuple[str, float, float]]:
     """ms per prompt (wall, process CPU) of each decoder variant on one real embedding."""
     from moduseg.runtime.onnx_session import make_session
-    from moduseg.runtime.proposers import sam_decoder_surgery as surgery
+    from moduseg.graphs import sam_decoder as surgery
     from moduseg.runtime.proposers.mask_ops import point_grid
-    from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator, default_model_paths
+    from moduseg.models.defaults import default_model_paths
+    from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator
 
     enc, dec = default_model_paths()
     gen = SamAutomaticMaskGenerator(enc, dec, cache_dir=cache_dir, threads=threads)

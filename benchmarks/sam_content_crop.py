@@ -134,11 +134,11 @@ def main(argv=None) -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    from moduseg.runtime.proposers.sam import SamAutomaticMaskGenerator
+    from moduseg.models import load_default_proposer
 
     gens = {}
     for k, kw in SETTINGS.items():
-        gens[k] = SamAutomaticMaskGenerator(threads=args.threads, cache_dir=args.cache_dir, **kw)
+        gens[k] = load_default_proposer(threads=args.threads, cache_dir=args.cache_dir, **kw)
         gens[k].timer_cls = CpuWallTimer
     camvid = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in
               sorted((DATA / "val").glob("*.png"))[::args.stride][:args.frames]]

@@ -30,9 +30,11 @@ from moduseg.bank.datasets import camvid
 
 
 def val_proposals(opts: dict):
-    from moduseg.models import load_default_proposer
+    from moduseg.config import preset
+    from moduseg.runtime.assemble import build_proposer
 
-    prop = load_default_proposer(**opts)
+    cfg = preset("default").with_overrides(**{f"proposer.{k}": v for k, v in opts.items()})
+    prop = build_proposer(cfg, "cpu")
     rows, ms = [], []
     for s in camvid(ablation.DATA, "val"):
         t = time.perf_counter()

@@ -14,16 +14,18 @@ __version__ = "0.1.0"
 
 
 def load_segmenter(bank: str, preset: str | None = None, home: str | None = None,
-                   backend: str = "auto", **overrides):
+                   backend: str = "auto", proposer: str | None = None, **overrides):
     """The embedded default models with a bank: ``load_segmenter("b.npz")(rgb)``.
 
     ``overrides`` are settings such as ``{"runtime.top_k": 10}`` passed as
     keyword arguments with dots replaced by ``__`` (``runtime__top_k=10``).
+    ``backend``: cpu, cuda, tensorrt, tensorrt-native or auto; ``proposer``:
+    sam or entityseg (default: the bank's). Built by ``runtime.assemble``.
     """
-    from .runtime.cli import build_segmenter
+    from .runtime.assemble import load_segmenter as _load
 
     sets = [f"{k.replace('__', '.')}={v!r}" for k, v in overrides.items()]
-    return build_segmenter(bank, home, preset, sets, backend=backend)
+    return _load(bank, home, preset, sets, backend=backend, proposer=proposer)
 
 
 def __getattr__(name):

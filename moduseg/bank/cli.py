@@ -35,10 +35,13 @@ def bank():
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--backend", default="auto",
               help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
+@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
+              help="Proposer recorded in the bank for segment/eval: sam or entityseg "
+                   "(--set proposer.model=PATH).")
 def build(layout, root, split, labels, classes, background, out, preset, overrides, limit,
-          shots, home, backend):
+          shots, home, backend, proposer):
     """Build a bank from images with label maps (ground truth or pseudo-masks)."""
-    from ..runtime.cli import load_backbone
+    from ..runtime.assemble import build_backbone, resolve_backend
     from ..settings import resolve_config
     from .builder import build_bank
     from .datasets import open_dataset
@@ -46,9 +49,10 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     from .store import save_bank
 
     check_output_file(out, "--out", suffix=".npz")     # before any work
-    cfg = resolve_config(preset, overrides)
+    be = resolve_backend(backend)
+    cfg = resolve_config(preset, overrides, proposer=proposer)
     ds = open_dataset(layout, root, split, labels, classes, background)
-    backbone = load_backbone(backend, home, cfg)
+    backbone = build_backbone(cfg, be, home)
     b = build_bank(ds, backbone, cfg.bank, limit=limit, shots=shots, progress=True,
                    config_record=cfg.to_dict())
     path = save_bank(b, out)

@@ -25,13 +25,14 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2)
 
 
-def try_models(home=None, backend: str = "cpu", need_proposer: bool = True):
-    """(backbone, proposer, reason): the installed default models, or None and why not."""
+def try_models(home=None, backend: str = "cpu", need_proposer: bool = True, cfg=None):
+    """(backbone, proposer, reason): the models of ``cfg`` (default: the ``default``
+    preset's) built by ``runtime.assemble``, or None and why not."""
     try:
-        from ..models import load_default_backbone, load_default_proposer
-        backbone = load_default_backbone(home=home, providers=backend)
-        proposer = load_default_proposer(home=home, providers=backend) if need_proposer \
-            else None
+        from ..config import preset
+        from ..runtime.assemble import build_models
+        backbone, proposer = build_models(cfg or preset("default"), backend, home,
+                                          need_proposer)
         return backbone, proposer, ""
     except Exception as e:  # ModelNotFoundError, BackendUnavailableError, ImportError
         return None, None, f"default models unavailable ({type(e).__name__}: {e}); run " \

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import RuntimeConfig
-from ..runtime.index import build_index
+from ..config import ModuSegConfig, RuntimeConfig
+from ..runtime.assemble import build_index as assembled_index
 from ..runtime.pipeline import assign
 from ..timing import StageTimer
 from .common import progress, ratio
@@ -53,7 +53,7 @@ def run_reference(proposals=(100, 200), repeats: int = 5, warmup: int = 1,
                   patch: int = DEFAULT_PATCH, seed: int = 0, show_progress: bool = True) -> dict:
     cfg = compare_config()
     bank, centres = make_bank(bank_size, dim, seed=seed)
-    rt_index = build_index(bank.vectors, cfg.index)
+    rt_index = assembled_index(bank.vectors, ModuSegConfig(runtime=cfg), "cpu")
     ref_index = ReferenceFlatIndex(bank.vectors)
     runs = {}
     all_same = True

@@ -21,7 +21,6 @@ from ..runtime.backbones.onnx_backbone import (
     plan_geometry,
     preprocess,
 )
-from ..runtime.index import build_index
 from ..runtime.pipeline import assign
 from .common import default_data_root, progress, try_models
 from .gpu import make_timer
@@ -116,14 +115,13 @@ def split_backbone(backbone, image, timer):
 
 
 def device_index_pooler(vectors, cfg, device: str):
-    """CPU faiss + CPU SMFA, or on ``cuda`` the GPU index and the CUDA SMFA pooler."""
-    if device != "cuda":
-        from ..runtime.pipeline import cpu_pooler
-        return build_index(vectors, cfg.index, cfg.nprobe), cpu_pooler
-    from ..runtime.cuda.smfa_gpu import make_smfa_pooler
-    from ..runtime.gpu_index import make_index
-    return make_index(vectors, cfg.index, cfg.nprobe, prefer="gpu"), \
-        make_smfa_pooler(prefer="gpu")
+    """The index and pooler ``runtime.assemble`` builds for ``device`` (cpu or cuda)."""
+    from ..config import ModuSegConfig
+    from ..runtime.assemble import build_index as assembled_index, build_pooler
+
+    full = ModuSegConfig(runtime=cfg)
+    backend = "cuda" if device == "cuda" else "cpu"
+    return assembled_index(vectors, full, backend), build_pooler(full, backend)
 
 
 def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
@@ -176,7 +174,7 @@ def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
             result["skipped"]["backbone"] = result["skipped"]["proposer"] = \
                 "models=off (the 'all' command takes them from the video suite)"
         else:
-            backbone, proposer, why = try_models(home, "cpu" if device == "cpu" else "auto")
+            backbone, proposer, why = try_models(home, "cuda" if device == "cuda" else "cpu")
             if backbone is None:
                 if models == "on":
                     from ..errors import ModelNotFoundError
@@ -211,7 +209,7 @@ def run_model_frames(backbone, proposer, data_root: Path, n: int, cfg, device: s
     if not images:
         return {"note": "no CamVid frames found", "stages": {}}
     bank, _ = make_bank(20_000, backbone.identity.feature_dim, seed=seed)
-    index = build_index(bank.vectors, cfg.index, cfg.nprobe)
+    index, pooler = device_index_pooler(bank.vectors, cfg, device)
     per_frame, n_props = [], []
     for i, p in enumerate(images):
         timer = make_timer(device)
@@ -220,7 +218,7 @@ def run_model_frames(backbone, proposer, data_root: Path, n: int, cfg, device: s
         fmap = split_backbone(backbone, img, timer)
         with timer("proposer"):
             props = proposer(img)
-        assign(fmap, props, bank, index, cfg, timer)
+        assign(fmap, props, bank, index, cfg, timer, pooler)
         if i >= 1:                       # first frame is the warm-up
             per_frame.append(timer.as_dict())
             n_props.append(len(props))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..timing import StageTimer
 from .common import default_data_root, progress
-from .gpu import gpu_status, make_timer
+from .gpu import make_timer
 from .memory import MemorySampler, file_mb, model_files
 from .stats import summarize, summarize_stages
 
@@ -139,7 +139,6 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
               preset_name: str | None = None, overrides=(),
               show_progress: bool = True) -> dict:
     from ..bank.store import load_bank
-    from ..runtime.pipeline import Segmenter
     from ..settings import resolve_config
     from .common import try_models
 
@@ -152,26 +151,30 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
     if not present:
         result["skipped"] = f"no videos found under {data_root / 'video'}"
         return result
-    backbone, proposer, why = try_models(home, backend)
+    from ..runtime.assemble import assemble, resolve_backend
+
+    be = resolve_backend(backend or "auto")
+    # the models of the configuration the run uses: the bank's (with --preset / --set)
+    stored = load_bank(bank_path) if bank_path else None
+    cfg = resolve_config(preset_name, overrides, stored.config if stored else None)
+    backbone, proposer, why = try_models(home, be, cfg=cfg)
     if backbone is None:
         result["skipped"] = why
         return result
     with MemorySampler() as mem:
-        if bank_path:
-            bank, bpath, build_s = load_bank(bank_path, expect=backbone.identity), \
-                Path(bank_path), 0.0
+        if stored is not None:
+            bank, bpath, build_s = stored, Path(bank_path), 0.0
         else:
             bank_out = Path(bank_out or Path(tempfile.gettempdir()) /
                             f"moduseg-bench-camvid{build_limit}.npz")
             bank, bpath, build_s = camvid_bank(backbone, data_root, build_limit, bank_out)
-        cfg = resolve_config(preset_name, overrides, bank.config)
-        seg = Segmenter(backbone, proposer, bank, cfg)
+        seg = assemble(cfg, bank, be, home, backbone=backbone, proposer=proposer)
         result["bank"] = {"path": str(bpath), "vectors": len(bank), "dim": bank.dim,
                           "file_mb": file_mb(bpath), "build_s": round(build_s, 1),
                           "index_kind": seg.index.kind}
         result["config"]["runtime_config"] = seg.config.__dict__
-        device = "cuda" if backend in ("cuda", "tensorrt") and gpu_status()["available"] \
-            else "cpu"
+        result["config"]["configuration"] = seg.full_config.to_dict()
+        device = "cuda" if be.gpu else "cpu"
         result["config"]["clock"] = "CUDA events" if device == "cuda" else "time.perf_counter"
         folder = data_root / "camvid" / "val"
         total = len(present) * max_frames + (folder_frames if folder.is_dir() else 0)

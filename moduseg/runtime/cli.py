@@ -10,47 +10,23 @@ from ..errors import InputError
 
 
 def build_segmenter(bank_path, home=None, preset=None, overrides=(), need_proposer=True,
-                    backend: str = "auto"):
-    """Load a bank, the configuration (preset > bank's > default) and the default models."""
-    from ..bank.store import load_bank
-    from ..models import load_default_proposer
-    from ..settings import resolve_config
-    from .pipeline import Segmenter
-
-    bank = load_bank(bank_path)
-    cfg = resolve_config(preset, overrides, bank.config)
-    backbone = load_backbone(backend, home, cfg)
-    proposer = (load_default_proposer(home=home, providers=_ort(backend),
-                                      **cfg.proposer_options())
-                if need_proposer else _NoProposer())
-    return Segmenter(backbone, proposer, bank, cfg, pooler=_pooler(backend))
-
-
-def _ort(backend: str) -> str:
-    return "auto" if backend in ("auto", "tensorrt-native") else backend
+                    backend: str = "auto", proposer: str | None = None):
+    """``runtime.assemble.load_segmenter`` (the name earlier code imports)."""
+    from .assemble import load_segmenter
+    return load_segmenter(bank_path, home, preset, overrides, backend, need_proposer, proposer)
 
 
 def load_backbone(backend: str, home, cfg):
-    from ..models import load_default_backbone
-    if backend == "tensorrt-native":
-        from .backbones.trt_backend import TensorRTBackbone  # needs tensorrt + a GPU
-        return TensorRTBackbone.from_options(home=home, **cfg.backbone_options())
-    return load_default_backbone(home=home, providers=_ort(backend), **cfg.backbone_options())
+    """``runtime.assemble.build_backbone`` (the name earlier code imports)."""
+    from .assemble import build_backbone
+    return build_backbone(cfg, backend, home)
 
 
-def _pooler(backend: str):
-    if backend in ("cpu",):
-        return None
-    from .cuda.smfa_gpu import make_smfa_pooler
-    return make_smfa_pooler(prefer="gpu" if backend in ("cuda", "tensorrt", "tensorrt-native")
-                            else "auto")
-
-
-class _NoProposer:
-    name = "none"
-
-    def __call__(self, image):
-        raise InputError("this segmenter was built without a proposer")
+BACKEND_HELP = ("auto (cuda when a GPU is usable, else cpu), cpu, cuda, tensorrt (ONNX Runtime "
+                "providers; bank search and SMFA on the GPU) or tensorrt-native (TensorRT "
+                "engines).")
+PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its export through "
+                 "--set proposer.model=PATH). Default: the bank's.")
 
 
 @click.command("segment")
@@ -60,14 +36,15 @@ class _NoProposer:
 @click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
-@click.option("--backend", default="auto",
-              help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
+@click.option("--backend", default="auto", help=BACKEND_HELP)
+@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
+              help=PROPOSER_HELP)
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
-def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, max_frames,
-            no_overlay):
+def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
+            max_frames, no_overlay):
     """Segment INPUT (an image, a folder, a video file or a camera index).
 
     Writes labels/, overlays/ (or overlay.mp4), segments.json, palette.json and
@@ -79,7 +56,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
     input_kind(input_spec)
     out = prepare_output(out_dir)          # before any model loads
     probe_input(input_spec)
-    seg = build_segmenter(bank_path, home, preset, overrides, backend=backend)
+    seg = build_segmenter(bank_path, home, preset, overrides, backend=backend, proposer=proposer)
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay)
     click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -18,22 +17,20 @@ import numpy as np
 from ..bank.store import check_identity
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
-from ..smfa import l2_normalize, pool, smfa, soft_weights
+from ..smfa import l2_normalize
 from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
 from .index import SearchIndex, build_index
 from .masks import PackedMasks, class_nms, rasterize
+from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
 from .vote import vote
 
 log = logging.getLogger(__name__)
 
-Pooler = Callable[[np.ndarray, FeatureMap], tuple]
-
-
-def cpu_pooler(masks: np.ndarray, fmap: FeatureMap):
-    return smfa(masks, fmap, "soft")
+cpu_pooler = HOST                 # the host ``Pooler`` (the name earlier code imports)
+patch_vote = vote_by_weight       # likewise
 
 
 def class_prior(bank: Bank) -> np.ndarray:
@@ -58,22 +55,6 @@ def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: Search
     nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
     lab, _ = vote(sims, nbr, len(bank.class_names), cfg.voting, prior)
     return lab
-
-
-def patch_vote(weights: np.ndarray, cell_labels: np.ndarray, n_classes: int):
-    """Each mask takes the class holding most of its soft weight among patch labels.
-
-    Confidence is that class's share of the mask's weight (in [0, 1]).
-    """
-    valid = cell_labels >= 0
-    onehot = np.zeros((len(cell_labels), n_classes), np.float32)
-    onehot[np.flatnonzero(valid), cell_labels[valid]] = 1.0
-    mass = weights @ onehot                              # [P, C]
-    winner = mass.argmax(1).astype(np.int32)
-    total = weights.sum(1)
-    conf = mass[np.arange(len(mass)), winner] / np.maximum(total, 1e-12)
-    winner = np.where(mass.max(1) > 0, winner, -1)
-    return winner, conf.astype(np.float32)
 
 
 def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: SearchIndex,
@@ -113,7 +94,7 @@ def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runti
 
 def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchIndex,
            cfg: RuntimeConfig, timer: StageTimer | None = None,
-           pooler: Pooler = cpu_pooler, prior: np.ndarray | None = None,
+           pooler: Pooler | None = None, prior: np.ndarray | None = None,
            cell_labels: np.ndarray | None = None,
            image: np.ndarray | None = None) -> SegmentationResult:
     """Post-backbone stages of ModuSeg for one image.
@@ -124,6 +105,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
     refinement is skipped (retrieval diagnostics on given regions).
     """
     timer = timer or StageTimer()
+    pooler = as_pooler(pooler)
     if not isinstance(proposals, Proposals):
         raise InputError(f"proposals must be a moduseg.Proposals, got {type(proposals).__name__}")
     if tuple(proposals.image_hw) != tuple(fmap.image_hw):
@@ -149,32 +131,18 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
     if cfg.assignment != "patch_vote":
         cell_labels = None
 
-    def kept_weights():
-        # the kept masks' area weights, read in place (no copy of the masks)
-        return soft_weights(proposals.masks, fmap.geometry, rows=keep,
-                            row_span=packed.row_span())
-
     if cfg.assignment == "patch_vote":
-        with timer("pool"):
-            # explicit cell count: a frame whose proposals were all filtered is a
-            # normal frame (0 rows), and reshape(0, -1) is ambiguous
-            n_cells = fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1]
-            weights = kept_weights().reshape(len(keep), n_cells)
-            wsum = weights.sum(1)
-            pooled = wsum > 0
         if cell_labels is None:
             with timer("search"):
                 cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
-        with timer("vote"):
-            labels, conf = patch_vote(weights, cell_labels, n_classes)
-            labels = np.where(pooled, labels, -1)
+        with timer("pool"):      # the weights and the vote by weight, in one pooler call
+            labels, conf, wsum = pooler.patch_vote(proposals.masks, keep, packed.row_span(),
+                                                   fmap, cell_labels, n_classes)
+            labels = np.where(wsum > 0, labels, -1)
     else:
         with timer("pool"):
-            if pooler is cpu_pooler or getattr(pooler, "backend", None) == "cpu":
-                # host pooling: the kept masks are read in place
-                queries, wsum = pool(kept_weights(), fmap, cfg.eps)
-            else:
-                queries, wsum = pooler(proposals.masks[keep], fmap)
+            queries, wsum = pooler.pool(proposals.masks, keep, packed.row_span(), fmap,
+                                        cfg.eps)
             pooled = wsum > 0
         with timer("search"):
             sims, ids = index.search(queries, cfg.top_k)
@@ -248,14 +216,14 @@ class Segmenter:
                  parallel: bool = True):
         cfg = config.runtime if isinstance(config, ModuSegConfig) else config
         self.config = (cfg or RuntimeConfig())
-        # the whole configuration, recorded in every result file
+        # the whole configuration, recorded with every result
         self.full_config = (config if isinstance(config, ModuSegConfig)
                             else ModuSegConfig(runtime=self.config, preset="custom"))
         self.config.validate()
         check_identity(bank.backbone, backbone.identity)
         self.backbone, self.proposer, self.bank = backbone, proposer, bank
         self.index = index or build_index(bank.vectors, self.config.index, self.config.nprobe)
-        self.pooler = pooler or cpu_pooler
+        self.pooler = as_pooler(pooler)
         self.prior = class_prior(bank)
         warn_small_classes(bank, self.config.top_k)
         # The backbone and the proposer are independent: on a CPU the proposer runs
@@ -340,20 +308,6 @@ class Segmenter:
         # beside the backbone
         timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return result
-
-    @classmethod
-    def from_bank(cls, bank_path, home=None, config: ModuSegConfig | None = None,
-                  backend: str = "auto", **model_opts) -> "Segmenter":
-        """The embedded default models with a bank built by them."""
-        from ..bank.store import load_bank
-        from ..models import load_default_backbone, load_default_proposer
-
-        bank = load_bank(bank_path)
-        backbone = load_default_backbone(home=home, providers=backend,
-                                         **model_opts.get("backbone", {}))
-        proposer = load_default_proposer(home=home, providers=backend,
-                                         **model_opts.get("proposer", {}))
-        return cls(backbone, proposer, bank, config)
 
 
 _warned: set = set()

@@ -30,11 +30,13 @@ def load_proposer(spec: str, home: str | None, providers: str):
     """``default`` -> the runtime's default proposer; ``module:callable`` -> callable()."""
     if spec == "default":
         try:
-            from ...models import load_default_proposer
+            from ...config import preset
+            from ...runtime.assemble import BACKENDS, build_proposer
         except ImportError as e:
             raise InputError(f"the default proposer is unavailable here ({e}); pass "
                              f"--proposer module:factory") from None
-        return load_default_proposer(home=home, providers=providers)
+        backend = providers if providers in BACKENDS else "auto"
+        return build_proposer(preset("default"), backend, home)
     module, sep, attr = spec.partition(":")
     if not sep:
         raise InputError(f"--proposer {spec!r}: expected 'default' or 'module:factory'")
@@ -78,7 +80,7 @@ def load_proposer(spec: str, home: str | None, providers: str):
 @click.option("--min-confidence", type=float, default=0.0, show_default=True,
               help="Pixels whose softmax confidence is below this become 255 (ignore).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
-              help="Text-embedding cache (default ~/.cache/moduseg/clip-text).")
+              help="Text-embedding cache (default <model home>/cache/clip-text).")
 @click.option("--backend", default="auto", show_default=True,
               help="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")

@@ -163,7 +163,9 @@ def cache_key(model_sha256: str, vocab: Vocabulary) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "moduseg" / "clip-text"
+    from ...models.home import cache_dir
+
+    return cache_dir("clip-text")
 
 
 def cached_query_embeddings(vocab: Vocabulary, model_sha256: str,

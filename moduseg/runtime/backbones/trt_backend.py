@@ -182,9 +182,16 @@ class TensorRTBackbone:
                               dtype=np.dtype(dev.dtype).name, geometry=geo, layout="dhw")
 
     def __call__(self, image: np.ndarray) -> FeatureMap:
+        """Host features, plus ``device``: the same features in the engine's output
+        buffer, which a GPU pooler reads in place (valid until the next call)."""
+        from ..cuda.smfa_gpu import DeviceFeatures
+
         dev, geo = self.device_features(image)
         y = self.runner.to_host(dev)
-        return FeatureMap(np.ascontiguousarray(y[0], dtype=np.float32), geo)
+        _, d, h, w = dev.shape
+        on_gpu = DeviceFeatures(ptr=int(dev.ptr), shape=(int(d), int(h), int(w)),
+                                dtype=np.dtype(dev.dtype).name, geometry=geo, layout="dhw")
+        return FeatureMap(np.ascontiguousarray(y[0], dtype=np.float32), geo, device=on_gpu)
 
     def close(self) -> None:
         self.runner.close()

@@ -42,7 +42,7 @@ def info():
 @cuda.command("compile")
 @click.option("--arch", "archs", default="72,75,80,86,87,89,90", show_default=True,
               help="comma-separated compute capabilities")
-@click.option("--cache-dir", default=None, help="default: ~/.cache/moduseg/cuda")
+@click.option("--cache-dir", default=None, help="default: <model home>/cache/cuda")
 def compile_command(archs, cache_dir):
     """Compile smfa.cu and topk.cu to CUBIN for each arch into the disk cache."""
     from .nvrtc import compile_kernel

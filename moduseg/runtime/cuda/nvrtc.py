@@ -217,8 +217,9 @@ def choose_compiler(arch: int, max_version: tuple[int, int] | None = None) -> _C
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "moduseg" / "cuda"
+    from ...models.home import cache_dir
+
+    return cache_dir("cuda")
 
 
 def kernel_source(name: str) -> bytes:

@@ -9,29 +9,8 @@ the CUDA kernels when a GPU, driver and NVRTC are usable, otherwise the numpy
 ([D, h, w] or [h, w, D], fp16 or fp32), so features never leave the GPU.
 ``masks`` is a host array (bool/uint8) or ``DeviceMasks`` (uint8 on the GPU).
 
-Cost estimate for P = 200 masks of 512 x 512, D = 1152, a 32 x 32 grid
-(patch 16), fp16 features (not yet measured on a GPU: see ``benchmark``):
-
-* ``smfa_weights``: reads the masks once, 200 * 512 * 512 B = 52.4 MB
-  (a warp is 32 cells of one grid row, so each load instruction covers one
-  contiguous 512 B stretch of a mask row, reused from L1 across the cell's
-  16 columns); writes 200 * 1024 * 4 B = 0.8 MB of weights. About 3 integer
-  ops per pixel (byte test + add; fractional overlaps only on a cell's edge
-  rows/columns): 0.16 G ops, far below the memory time. Memory floor:
-  0.26 ms on Orin AGX (205 GB/s), 0.38 ms on Xavier AGX (137 GB/s),
-  0.17 ms on an L4 (300 GB/s), 0.03-0.06 ms on A100/RTX 3090-class GPUs.
-* ``smfa_pool``: a [200 x 1024] x [1024 x 1152] product, 2 * P * N * D =
-  0.47 GFLOP. Features (2.4 MB fp16) are re-read by each of the 7 tiles of
-  32 masks (16.5 MB, mostly L2 hits), weights by each of the 18 tiles of 64
-  dims (14.7 MB from L2), output 0.9 MB written then rescaled in place
-  (2.8 MB); DRAM traffic ~4 MB, so it is FMA-bound: 0.09 ms at Orin AGX's
-  5.3 TFLOPS fp32 peak, ~0.15-0.25 ms at a realistic 40-60 % (the inner
-  loop issues 3 shared loads, two of them float4 broadcasts, per 8 FMAs).
-  0.024 ms at an A100's 19.5 TFLOPS peak.
-* So ~0.4-0.5 ms of device time on Orin, ~0.1 ms on a server GPU. Uploading
-  host masks costs more than both kernels on a discrete GPU (52 MB at
-  ~25 GB/s PCIe 4 = 2 ms): keep masks on the device or at the proposer's
-  low resolution (256 x 256 is 4x less) where possible.
+The expected device cost of both launches (a memory / FLOP estimate, not a
+measurement) is derived in ``runtime/cuda/README.md``.
 
 ``benchmark`` measures both launches with CUDA events (needs a GPU).
 """
@@ -47,6 +26,7 @@ import numpy as np
 
 from ...errors import BackendUnavailableError, InputError
 from ...types import FeatureMap, GridGeometry
+from ..pooling import HostPooler
 from .device import BufferCache
 from .plans import check_geometry, check_masks, feature_strides, smfa_plan
 
@@ -184,6 +164,38 @@ class GpuSmfa:
         vec, wsum, _ = self.run(masks, features, geometry)
         return vec, wsum
 
+    # ---- the runtime's ``Pooler`` protocol (``moduseg.runtime.pooling``) ----
+    backend = "gpu"
+
+    def pool(self, masks, keep, row_span, fmap: FeatureMap, eps: float):
+        """SMFA queries of the kept masks; features from the engine's buffer when there."""
+        if float(eps) != self.eps:
+            self.eps = float(eps)
+        feats = fmap.device if fmap.device is not None else fmap
+        return self(np.ascontiguousarray(masks[keep]), feats, fmap.geometry)
+
+    def patch_vote(self, masks, keep, row_span, fmap: FeatureMap, cell_labels, n_classes: int):
+        """The patch vote on the device: the weights kernel, then the pooling kernel
+        over one-hot patch labels ``[C, h, w]`` gives each mask's per-class weight
+        share (normalised; the squared norm it divided by restores the share).
+        Only the ``[K, C]`` result comes back for the arg-max."""
+        m = np.ascontiguousarray(masks[keep])
+        K = len(m)
+        h, w = fmap.geometry.grid_hw
+        labels = np.asarray(cell_labels).reshape(-1)
+        onehot = np.zeros((n_classes, h * w), np.float32)
+        ok = np.flatnonzero(labels >= 0)
+        onehot[labels[ok], ok] = 1.0
+        if K == 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+        vec, wsum, _ = self.run(m, onehot.reshape(n_classes, h, w), fmap.geometry)
+        norm = np.sqrt(self.dev.download(self._bufs["norm2"], np.empty(K, np.float32)))
+        winner = vec.argmax(1).astype(np.int32)
+        best = vec[np.arange(K), winner]
+        share = best * np.maximum(norm, 1e-12) * (wsum + self.eps) / np.maximum(wsum, 1e-12)
+        winner = np.where(best > 0, winner, -1)
+        return winner, share.astype(np.float32), wsum
+
 
 @dataclass(frozen=True)
 class SmfaPlanBuffers:
@@ -192,8 +204,18 @@ class SmfaPlanBuffers:
     area: int
 
 
+class _HostPooler(HostPooler):
+    """The numpy path, callable like ``GpuSmfa`` (``masks, features, geometry``)."""
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def __call__(self, masks, features, geometry: GridGeometry | None = None):
+        return self._fn(masks, features, geometry)
+
+
 def cpu_pooler(eps: float = 1e-6):
-    """The numpy reference path with the pooler's signature."""
+    """The numpy reference path with the pooler's signature (and the ``Pooler`` protocol)."""
     from ...smfa import smfa
 
     def pool(masks, features, geometry: GridGeometry | None = None):
@@ -208,8 +230,7 @@ def cpu_pooler(eps: float = 1e-6):
             np.asarray(feats, np.float32), geometry)
         return smfa(np.asarray(masks), fmap, "soft", eps)
 
-    pool.backend = "cpu"
-    return pool
+    return _HostPooler(pool)
 
 
 def _warn_fallback(reason: str) -> None:
@@ -236,7 +257,6 @@ def make_smfa_pooler(prefer: str = "auto", device: int = 0, eps: float = 1e-6):
             raise
         _warn_fallback(str(e))
         return cpu_pooler(eps)
-    gpu.backend = "gpu"
     return gpu
 
 

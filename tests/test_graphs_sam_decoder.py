@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from moduseg.errors import InputError, ModelNotFoundError
-from moduseg.runtime.proposers import sam_decoder_surgery as surgery
+from moduseg.graphs import sam_decoder as surgery
 
 
 def _decoder_path() -> Path:
-    from moduseg.runtime.proposers.sam import default_model_paths
+    from moduseg.models.defaults import default_model_paths
 
     try:
         return default_model_paths()[1]

@@ -10,7 +10,7 @@ position grid to ``(H // 14, W // 14)`` from the *runtime* input shape
 (Shape -> Gather -> Div 14 -> Resize cubic, half_pixel, a=-0.75), so nothing
 224-specific is baked into the computation. The only 224-specific thing is
 the declared input shape ``[B, 3, 224, 224]``, which ONNX Runtime enforces;
-we replace it with symbolic ``height``/``width``. ``tests/test_dinov2_surgery``
+we replace it with symbolic ``height``/``width``. ``tests/test_graphs_dinov2``
 checks the interpolated embeddings against an independent torch bicubic
 resize and the 224 output against the original graph's internal tokens.
 
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import sha256_file
 from ..errors import InputError, ModelNotFoundError
+from ..io import sha256_file
+from .helpers import prune
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -294,22 +295,12 @@ def patch_feature_graph(src_path: str | Path, dst_path: str | Path,
 
 
 def _prune(g) -> None:
-    """Drop every node and initializer the outputs do not depend on."""
-    needed = {o.name for o in g.output}
-    keep = []
-    for n in reversed(list(g.node)):
-        if any(o in needed for o in n.output):
-            keep.append(n)
-            needed.update(i for i in n.input if i)
-            for a in n.attribute:  # subgraphs are not used by this model
-                if a.g.node:
-                    raise InputError("graphs with control-flow subgraphs are not supported")
-    keep.reverse()
-    del g.node[:]
-    g.node.extend(keep)
-    inits = [i for i in g.initializer if i.name in needed]
-    del g.initializer[:]
-    g.initializer.extend(inits)
+    """Drop every node and initializer the outputs do not depend on (order kept)."""
+    for n in g.node:
+        for a in n.attribute:  # subgraphs are not used by this model
+            if a.g.node:
+                raise InputError("graphs with control-flow subgraphs are not supported")
+    prune(g, inputs=False, value_info=False, what="the DINOv2 patch-feature graph")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import InputError, ModelNotFoundError
-from ...io import sha256_file as _sha256
+from ..errors import InputError, ModelNotFoundError
+from ..io import sha256_file as _sha256
+from .helpers import GraphIndex, drop_unused
 
 ORIGINAL_SIZE = 1024
 ALIGN = 64          # stride 16 output and 4 x window 14 rounding never need more
@@ -58,49 +59,8 @@ class _Edit:
     value: np.ndarray
 
 
-class _Index:
-    """Producers, consumers and constant values of a graph (read-only view)."""
-
-    def __init__(self, graph):
-        from onnx import numpy_helper
-
-        self.prod = {o: n for n in graph.node for o in n.output}
-        self.cons: dict[str, list] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.cons.setdefault(i, []).append(n)
-        self.const = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        for n in graph.node:
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                self.const[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-
-    def producer(self, tensor: str, op_type: str, where: str):
-        node = self.prod.get(tensor)
-        if node is None or node.op_type != op_type:
-            got = "a graph input or constant" if node is None else f"{node.op_type} {node.name!r}"
-            raise InputError(f"SAM encoder: expected a {op_type} producing {tensor!r} "
-                             f"({where}), found {got}")
-        return node
-
-    def consumer(self, tensor: str, op_type: str, where: str):
-        users = self.cons.get(tensor, [])
-        if len(users) != 1 or users[0].op_type != op_type:
-            raise InputError(f"SAM encoder: expected {tensor!r} to feed one {op_type} "
-                             f"({where}), found {[u.op_type for u in users]}")
-        return users[0]
-
-    def int_const(self, tensor: str, where: str) -> np.ndarray:
-        v = self.const.get(tensor)
-        if v is None or v.dtype.kind not in "iu":
-            raise InputError(f"SAM encoder: {tensor!r} ({where}) is not an integer constant")
-        return v
-
-    def shape_parts(self, reshape, where: str) -> tuple[object, list]:
-        """The Concat building a Reshape's target shape and its entries (None = dynamic)."""
-        concat = self.producer(reshape.input[1], "Concat", where)
-        vals = [self.const.get(t) for t in concat.input]
-        return concat, [int(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
-                        for v in vals]
+def _Index(graph) -> GraphIndex:
+    return GraphIndex(graph, "SAM encoder")
 
 
 def _perm(node) -> list[int]:
@@ -139,11 +99,11 @@ def _set(v: np.ndarray, pos: dict[int, int]) -> np.ndarray:
     return out.reshape(v.shape)
 
 
-def _concat_edits(ix: _Index, concat, pos: dict[int, int]) -> list[_Edit]:
+def _concat_edits(ix: GraphIndex, concat, pos: dict[int, int]) -> list[_Edit]:
     return [_Edit(concat, k, _scalar(ix.const[concat.input[k]], x)) for k, x in pos.items()]
 
 
-def _window_block_edits(ix: _Index, pad, hw: tuple[int, int]) -> list[_Edit]:
+def _window_block_edits(ix: GraphIndex, pad, hw: tuple[int, int]) -> list[_Edit]:
     """Edits of one TinyViT attention block, found from its window-padding ``Pad``.
 
     The block (in data-flow order): view ``[B, H, W, C]`` -> ``Pad`` to a
@@ -226,7 +186,7 @@ def _window_block_edits(ix: _Index, pad, hw: tuple[int, int]) -> list[_Edit]:
     return edits
 
 
-def _find_window_reverse(ix: _Index, start: str, n: int, ws: int, limit: int = 400):
+def _find_window_reverse(ix: GraphIndex, start: str, n: int, ws: int, limit: int = 400):
     """First Reshape downstream of the window batch whose shape is ``[B, n, n, ws, ws, C]``."""
     seen, queue = set(), [start]
     while queue and len(seen) < limit:
@@ -246,7 +206,7 @@ def _find_window_reverse(ix: _Index, start: str, n: int, ws: int, limit: int = 4
                      f"after {start!r}; not the expected TinyViT block")
 
 
-def _token_grid_edits(ix: _Index, reshape, hw: tuple[int, int]) -> list[_Edit]:
+def _token_grid_edits(ix: GraphIndex, reshape, hw: tuple[int, int]) -> list[_Edit]:
     """A ``[B, L, C] -> [B, H, W, C]`` view before a stage's ``Transpose(0, 3, 1, 2)``."""
     where = "token-to-grid reshape"
     if reshape.input[1] in ix.const:
@@ -325,10 +285,7 @@ def crop_encoder(model, input_hw: tuple[int, int]):
 
 
 def _drop_unused_constants(graph) -> None:
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    keep = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in used]
-    del graph.node[:]
-    graph.node.extend(keep)
+    drop_unused(graph, initializers=False)
 
 
 def cropped_encoder_path(encoder_path: str | Path, input_hw: tuple[int, int],
@@ -341,7 +298,7 @@ def cropped_encoder_path(encoder_path: str | Path, input_hw: tuple[int, int],
     """
     import onnx
 
-    from .sam_decoder_surgery import _atomic_save, _writable_dir, default_cache_dir
+    from .sam_decoder import _atomic_save, _writable_dir, default_cache_dir
 
     src = Path(encoder_path)
     if not src.is_file():

@@ -18,7 +18,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from moduseg.errors import InputError, ModelNotFoundError  # noqa: E402
-from moduseg.export.dinov2_surgery import patch_feature_graph, read_metadata  # noqa: E402
+from moduseg.graphs.dinov2 import patch_feature_graph, read_metadata  # noqa: E402
 
 SRC_NAME = "vit_s_focus.onnx"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

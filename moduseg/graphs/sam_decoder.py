@@ -32,100 +32,21 @@ raises ``InputError`` naming the file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-from ...io import atomic_path
-from ...io import sha256_file as _sha256
-from ...errors import InputError, ModelNotFoundError
+from ..errors import InputError, ModelNotFoundError
+from ..io import atomic_path
+from ..io import sha256_file as _sha256
+from .helpers import (depends_on as _depends_on, producers as _producers, prune as _prune_all,
+                      rename_input_uses as _rename_input_uses,
+                      rename_output_uses as _rename_output_uses, save_atomic as _atomic_save,
+                      walk_back_to as _walk_back_to, writable_dir)
 
 ALL_MASKS = "all_low_res_masks"
 ALL_IOUS = "all_iou_predictions"
 CELL_COORDS = "cell_coords"
 CELL_LOG_WEIGHT = "cell_log_weight"
 SURGERY_VERSION = "4"
-
-
-def _producers(graph) -> dict:
-    return {o: n for n in graph.node for o in n.output}
-
-
-def _consumers(graph) -> dict:
-    out: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
-
-
-def _walk_back_to(graph, start: str, op_type: str, through: tuple[str, ...]):
-    """Follow first inputs up from tensor ``start`` through ``through`` ops to ``op_type``."""
-    prod = _producers(graph)
-    name = start
-    for _ in range(32):
-        node = prod.get(name)
-        if node is None:
-            return None
-        if node.op_type == op_type:
-            return node
-        if node.op_type not in through:
-            return None
-        name = node.input[0]
-    return None
-
-
-def _rename_input_uses(graph, old: str, new: str) -> None:
-    for n in graph.node:
-        for k, i in enumerate(n.input):
-            if i == old:
-                n.input[k] = new
-
-
-def _toposort(nodes: list, available: set) -> list:
-    """Order nodes so every input is produced before use (edits append at the end)."""
-    avail = set(available) | {""}
-    pending, out = list(nodes), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in avail for i in n.input):
-                out.append(n)
-                avail.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise InputError("the rewritten SAM decoder has a dependency cycle or a "
-                             "missing tensor: " + rest[0].name)
-        pending = rest
-    return out
-
-
-def _prune(graph) -> None:
-    """Drop nodes, initializers and inputs the outputs do not depend on."""
-    prod = _producers(graph)
-    needed, stack = set(), [o.name for o in graph.output]
-    keep_nodes = set()
-    while stack:
-        t = stack.pop()
-        if t in needed:
-            continue
-        needed.add(t)
-        node = prod.get(t)
-        if node is not None and id(node) not in keep_nodes:
-            keep_nodes.add(id(node))
-            stack.extend(i for i in node.input if i)
-    nodes = _toposort([n for n in graph.node if id(n) in keep_nodes],
-                      {i.name for i in graph.input} | {i.name for i in graph.initializer})
-    del graph.node[:]
-    graph.node.extend(nodes)
-    inits = [i for i in graph.initializer if i.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    inputs = [i for i in graph.input if i.name in needed]
-    del graph.input[:]
-    graph.input.extend(inputs)
-    del graph.value_info[:]
 
 
 def batch_prompt_decoder(model):
@@ -252,22 +173,6 @@ def subsample_mask_head(model, stride: int):
     _prune(g)
     onnx.checker.check_model(m)
     return m
-
-
-def _depends_on(graph, tensor: str, source: str) -> bool:
-    prod = _producers(graph)
-    seen, stack = set(), [tensor]
-    while stack:
-        t = stack.pop()
-        if t == source:
-            return True
-        if t in seen:
-            continue
-        seen.add(t)
-        node = prod.get(t)
-        if node is not None:
-            stack.extend(i for i in node.input if i)
-    return False
 
 
 def _attention_parts(graph, prefix: str):
@@ -435,12 +340,6 @@ def _rewrite_image_to_token(graph, prefix: str, parts, shared_q: bool = False) -
     _rename_output_uses(graph, out_name, f("out"))
 
 
-def _rename_output_uses(graph, old: str, new: str) -> None:
-    for o in graph.output:
-        if o.name == old:
-            o.name = new
-
-
 def fast_cross_attention(model):
     """Rewrite the per-prompt cross-attentions so image tokens are never projected.
 
@@ -564,21 +463,18 @@ def cell_list_input(model):
 SUBSAMPLE_OFFSET = {1: 0, 2: 0, 4: 2}
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "moduseg" / "sam"
+def _prune(graph) -> None:
+    _prune_all(graph, what="the rewritten SAM decoder")
 
 
 def _writable_dir(preferred: Path) -> Path:
-    for d in (preferred, Path(tempfile.gettempdir()) / "moduseg-sam-cache"):
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            if os.access(d, os.W_OK):
-                return d
-        except OSError:
-            continue
-    raise InputError(f"no writable cache directory for the rewritten SAM decoder "
-                     f"(tried {preferred}); pass cache_dir=")
+    return writable_dir(preferred, "moduseg-sam-cache")
+
+
+def default_cache_dir() -> Path:
+    from ..models.home import cache_dir
+
+    return cache_dir("sam")
 
 
 def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None = None,
@@ -625,8 +521,8 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
 def quantized_model_path(model_path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """INT8 dynamic quantisation (MatMul/Gemm weights) of any ONNX model, cached by sha256.
 
-    Used for the SAM image encoder: about a third less CPU time for a ~1%
-    relative change of the embedding (see the proposer benchmark).
+    Used for the SAM image encoder (CPU time and mask agreement: README,
+    "Performance").
     """
     src = Path(model_path)
     if not src.is_file():
@@ -646,10 +542,3 @@ def _quantize(src: Path, out: Path, d: Path) -> None:
     with atomic_path(out, suffix=".onnx") as tmp:
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])
-
-
-def _atomic_save(model, path: Path) -> None:
-    import onnx
-
-    with atomic_path(path, suffix=".onnx") as tmp:
-        onnx.save(model, str(tmp))

