@@ -16,7 +16,7 @@ INDEX_KINDS = ("auto", "flat", "flat_fp16", "ivf")
 PURIFICATIONS = ("fixed", "adaptive", "none")
 AGGREGATIONS = ("soft", "hard")
 GRANULARITIES = ("class", "component", "patch")
-ASSIGNMENTS = ("pooled", "patch_vote")
+ASSIGNMENTS = ("pooled", "patch_vote", "patch")
 VOTINGS = ("count", "weighted")
 
 
@@ -46,9 +46,24 @@ class BankConfig:
     # (1.0 = off).
     patch_fallback_purity: float = 1.0
     dtype: str = "float16"
+    # project the bank (and every query) onto the top `pca_dim` principal axes of the
+    # bank's own vectors after centring on their mean (0 = off); `whiten` also scales
+    # each axis to unit variance. Training-free: statistics of the bank only.
+    pca_dim: int = 0
+    whiten: bool = False
+    # at most this many vectors per class, evenly spread over the build order (so over
+    # the images); 0 = no cap. Frequent classes (road, sky, building) otherwise fill
+    # most of a patch bank and most of every top-K.
+    max_per_class: int = 0
     eps: float = 1e-6
 
     def validate(self) -> None:
+        if not isinstance(self.max_per_class, int) or self.max_per_class < 0:
+            raise InputError(f"bank.max_per_class must be an integer >= 0 (0 = no cap), got "
+                             f"{self.max_per_class!r}")
+        if not isinstance(self.pca_dim, int) or self.pca_dim < 0:
+            raise InputError(f"bank.pca_dim must be an integer >= 0 (0 = off), got "
+                             f"{self.pca_dim!r}")
         _check_choice("bank.purification", self.purification, PURIFICATIONS)
         _check_choice("bank.aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("bank.granularity", self.granularity, GRANULARITIES)
@@ -82,7 +97,9 @@ class RuntimeConfig:
     voting: str = "count"
     # pooled: each proposal's SMFA vector is retrieved (the paper); patch_vote: every
     # patch is retrieved once, and each proposal takes the class with the most
-    # patch votes under its soft weights (unassigned pixels reuse the patch labels).
+    # patch votes under its soft weights (unassigned pixels reuse the patch labels);
+    # patch: no proposer at all, every pixel takes its patch's label (then the
+    # guided refinement snaps the map to the frame's edges).
     assignment: str = "pooled"
     nprobe: int = 32
     # edge-aware refinement of the final label map with the frame as guide (guided
@@ -134,6 +151,10 @@ class ModuSegConfig:
         self.bank.validate()
         self.runtime.validate()
         return self
+
+    @property
+    def needs_proposer(self) -> bool:
+        return self.runtime.assignment != "patch"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -200,7 +221,18 @@ def default_config() -> ModuSegConfig:
         preset="default")
 
 
-PRESETS = {"paper": paper_config, "default": default_config}
+def fast_config() -> ModuSegConfig:
+    """No proposer: every patch is retrieved and the label map is snapped to edges.
+
+    Placeholder values until the cross-sequence measurements (README, "Quality").
+    """
+    cfg = default_config()
+    cfg.runtime.assignment = "patch"
+    cfg.preset = "fast"
+    return cfg
+
+
+PRESETS = {"paper": paper_config, "default": default_config, "fast": fast_config}
 
 
 def preset(name: str) -> ModuSegConfig:

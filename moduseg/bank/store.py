@@ -35,9 +35,12 @@ def save_bank(bank: Bank, path: str | Path) -> Path:
     }
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
+            extra = {} if bank.projection is None else {
+                "projection": bank.projection.astype(np.float32),
+                "projection_mean": bank.projection_mean.astype(np.float32)}
             np.savez(f, vectors=bank.vectors, labels=bank.labels.astype(np.int32),
                      image_ids=bank.image_ids.astype(str),
-                     meta=np.array(json.dumps(meta)))
+                     meta=np.array(json.dumps(meta)), **extra)
     return path
 
 
@@ -50,6 +53,8 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             vectors, labels, ids = z["vectors"], z["labels"], z["image_ids"]
+            proj = z["projection"] if "projection" in z.files else None
+            proj_mean = z["projection_mean"] if "projection_mean" in z.files else None
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as e:
         raise BankError(
             f"bank file {path} is unreadable or truncated ({type(e).__name__}: {e}); "
@@ -63,8 +68,9 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
         bank = Bank(vectors=vectors, labels=labels, class_names=meta["class_names"],
                     backbone=BackboneIdentity.from_dict(meta["backbone"]), image_ids=ids,
                     background_index=meta.get("background_index"),
-                    config=meta.get("config", {}), stats=meta.get("stats", {}))
-    except (KeyError, ValueError, TypeError) as e:
+                    config=meta.get("config", {}), stats=meta.get("stats", {}),
+                    projection=proj, projection_mean=proj_mean)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise BankError(f"bank file {path} is inconsistent: {e}") from None
     if expect is not None:
         check_identity(bank.backbone, expect, path)

@@ -25,13 +25,18 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2)
 
 
-def try_models(home=None, backend: str = "cpu", need_proposer: bool = True):
-    """(backbone, proposer, reason): the installed default models, or None and why not."""
+def try_models(home=None, backend: str = "cpu", need_proposer: bool = True, config=None):
+    """(backbone, proposer, reason): the installed default models, or None and why not.
+
+    ``config`` (a ``ModuSegConfig``) supplies the backbone and proposer options.
+    """
     try:
         from ..models import load_default_backbone, load_default_proposer
-        backbone = load_default_backbone(home=home, providers=backend)
-        proposer = load_default_proposer(home=home, providers=backend) if need_proposer \
-            else None
+        bopts = config.backbone_options() if config is not None else {}
+        popts = config.proposer_options() if config is not None else {}
+        backbone = load_default_backbone(home=home, providers=backend, **bopts)
+        proposer = load_default_proposer(home=home, providers=backend, **popts) \
+            if need_proposer else None
         return backbone, proposer, ""
     except Exception as e:  # ModelNotFoundError, BackendUnavailableError, ImportError
         return None, None, f"default models unavailable ({type(e).__name__}: {e}); run " \

@@ -21,7 +21,7 @@ from ..runtime.backbones.onnx_backbone import (
     plan_geometry,
     preprocess,
 )
-from ..runtime.index import build_index
+from ..runtime.index import bank_index, build_index
 from ..runtime.pipeline import assign
 from .common import default_data_root, progress, try_models
 from .gpu import make_timer
@@ -211,7 +211,7 @@ def run_model_frames(backbone, proposer, data_root: Path, n: int, cfg, device: s
     if not images:
         return {"note": "no CamVid frames found", "stages": {}}
     bank, _ = make_bank(20_000, backbone.identity.feature_dim, seed=seed)
-    index = build_index(bank.vectors, cfg.index, cfg.nprobe)
+    index = bank_index(bank, cfg.index, cfg.nprobe)
     per_frame, n_props = [], []
     for i, p in enumerate(images):
         timer = make_timer(device)

@@ -152,7 +152,11 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
     if not present:
         result["skipped"] = f"no videos found under {data_root / 'video'}"
         return result
-    backbone, proposer, why = try_models(home, backend)
+    # the models follow the bank's configuration (backbone layers, proposer options;
+    # no proposer at all for runtime.assignment='patch')
+    cfg = resolve_config(preset_name, overrides,
+                         load_bank(bank_path).config if bank_path else None)
+    backbone, proposer, why = try_models(home, backend, cfg.needs_proposer, cfg)
     if backbone is None:
         result["skipped"] = why
         return result
@@ -164,7 +168,6 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
             bank_out = Path(bank_out or Path(tempfile.gettempdir()) /
                             f"moduseg-bench-camvid{build_limit}.npz")
             bank, bpath, build_s = camvid_bank(backbone, data_root, build_limit, bank_out)
-        cfg = resolve_config(preset_name, overrides, bank.config)
         seg = Segmenter(backbone, proposer, bank, cfg)
         result["bank"] = {"path": str(bpath), "vectors": len(bank), "dim": bank.dim,
                           "file_mb": file_mb(bpath), "build_s": round(build_s, 1),

@@ -21,9 +21,10 @@ def build_segmenter(bank_path, home=None, preset=None, overrides=(), need_propos
     bank = load_bank(bank_path)
     cfg = resolve_config(preset, overrides, bank.config)
     backbone = load_backbone(backend, home, cfg)
+    # runtime.assignment='patch' (the fast preset) labels patches only: no SAM
     proposer = (load_default_proposer(home=home, providers=_ort(backend),
                                       **cfg.proposer_options())
-                if need_proposer else _NoProposer())
+                if need_proposer and cfg.needs_proposer else _NoProposer())
     return Segmenter(backbone, proposer, bank, cfg, pooler=_pooler(backend))
 
 

@@ -178,11 +178,20 @@ class SearchIndex:
     size: int
     dim: int
     owned: tuple = ()   # sub-objects (IVF quantizer) that must outlive the index
+    # (``[D, d]`` axes, ``[D]`` mean) of a projected bank (``bank.pca_dim``): queries in
+    # the backbone's space are centred, projected and re-normalised first
+    projection: tuple | None = None
 
     def search(self, queries: np.ndarray, k: int):
         """``[Q, D]`` queries -> (``[Q, k']`` similarities, ``[Q, k']`` ids), ``k' = min(k, n)``."""
         if k <= 0:
             raise InputError(f"top-K must be positive, got {k}")
+        if self.projection is not None and queries.ndim == 2 \
+                and queries.shape[1] == self.projection[0].shape[0]:
+            P, mean = self.projection
+            q = queries.astype(np.float32, copy=False) - mean
+            q = q @ P
+            queries = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise InputError(
                 f"queries must be [Q, {self.dim}] to match the bank, got {queries.shape}; the "
@@ -193,6 +202,15 @@ class SearchIndex:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         sims, ids = self.index.search(q, k)
         return sims, ids
+
+
+def bank_index(bank, kind: str = "auto", nprobe: int = 32) -> SearchIndex:
+    """The index of a ``Bank``; queries are projected when the bank is (``bank.pca_dim``)."""
+    index = build_index(bank.vectors, kind, nprobe)
+    if bank.projection is not None:
+        index.projection = (np.ascontiguousarray(bank.projection, np.float32),
+                            np.ascontiguousarray(bank.projection_mean, np.float32))
+    return index
 
 
 def build_index(vectors: np.ndarray, kind: str = "auto", nprobe: int = 32,
