@@ -81,6 +81,7 @@ def cached_frames(ss, cfg, cache: Path, need_proposals: bool, home=None):
 
     bopts, popts = model_options(cfg)
     backbone = load_default_backbone(home=home, **bopts)
+    bopts = {k: v for k, v in bopts.items() if v is not None}   # None = the model's default
     fdir = cache / f"features-{_key([backbone.identity.to_dict(), bopts])}"
     proposer, pdir = None, None
     if need_proposals:
@@ -124,13 +125,13 @@ def cached_frames(ss, cfg, cache: Path, need_proposals: bool, home=None):
 
 
 def run(dataset: str, preset_name: str, sets: list[str], cache: Path, home=None,
-        save_bank_to: str | None = None) -> dict:
+        save_bank_to: str | None = None, folds_too: bool = True) -> dict:
     cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
     names, bg, ss, folds, fold_names = samples(dataset)
     rows, identity = cached_frames(ss, cfg, cache, cfg.needs_proposer, home)
     pooled = Evaluator(names)
     out = {"dataset": dataset, "preset": preset_name, "sets": sets, "folds": []}
-    for k, fold in enumerate(fold_names):
+    for k, fold in enumerate(fold_names if folds_too else []):
         train = [r for r, f in zip(rows, folds) if f != k]
         test = [(r, s) for r, s, f in zip(rows, ss, folds) if f == k]
         bank, build_s = ablation.bank_from_rows(train, cfg, names, bg, identity)
@@ -158,6 +159,8 @@ def run(dataset: str, preset_name: str, sets: list[str], cache: Path, home=None,
                             "file_mb": round(path.stat().st_size / 1e6, 2)}
         print(f"  bank of all {len(rows)} frames: {len(bank)} x {bank.dim} "
               f"-> {path} ({out['full_bank']['file_mb']} MB)", flush=True)
+    if not folds_too:
+        return out
     ps = pooled.scores()
     out["mean_fold_mIoU"] = round(float(np.mean([f["mIoU"] for f in out["folds"]])), 2)
     out["pooled_mIoU"] = round(ps.miou, 2)
@@ -199,13 +202,23 @@ def main(argv=None):
     ap.add_argument("--home", default=None)
     ap.add_argument("--out", default=None, help="append the result to this JSON list")
     ap.add_argument("--md", default=None, help="write the markdown tables of --out here")
+    ap.add_argument("--bank-only", action="store_true",
+                    help="with --save-bank: only build and save the bank, no folds")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS/OpenMP/OpenCV threads (1: spinning workers stall on a "
+                         "shared CPU; see benchmarks/README.md)")
     ap.add_argument("--save-bank", default=None,
                     help="also save the bank of all frames here (for 'bench video')")
     args = ap.parse_args(argv)
     if not (DATA / "camvid").is_dir():
         raise SystemExit(f"data not found at {DATA}")
+    from moduseg.bench.stats import set_threads
+    set_threads(args.threads)
     t0 = time.perf_counter()
-    r = run(args.dataset, args.preset, args.sets, Path(args.cache), args.home, args.save_bank)
+    r = run(args.dataset, args.preset, args.sets, Path(args.cache), args.home, args.save_bank,
+            not args.bank_only)
+    if args.bank_only:
+        return
     r["row"] = args.row or " ".join([args.preset] + args.sets)
     r["seconds"] = round(time.perf_counter() - t0, 1)
     results = [r]

@@ -213,6 +213,11 @@ class Bank:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    @property
+    def centers_images(self) -> bool:
+        """Built with ``bank.center_image``: queries must be centred per image too."""
+        return bool(self.config.get("bank", {}).get("center_image", False))
+
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.class_names))
         return {n: int(c) for n, c in zip(self.class_names, counts)}

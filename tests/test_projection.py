@@ -109,3 +109,28 @@ def test_max_per_class_caps_every_class_evenly():
     assert len(set(capped.image_ids[capped.labels == 1])) > 3
     with pytest.raises(InputError, match="max_per_class"):
         BankConfig(max_per_class=-2).validate()
+
+
+class ShiftedBackbone(ColourBackbone):
+    """The colour features plus one constant vector per frame (a global colour cast)."""
+
+    shift = np.zeros(5, np.float32)
+
+    def __call__(self, image):
+        f = super().__call__(image)
+        f.features += self.shift[:, None, None]
+        return f
+
+
+def test_center_image_cancels_a_per_frame_shift_on_both_sides():
+    cfg = BankConfig(granularity="patch", purification="none", min_area=0,
+                     outlier_fraction=0.0, patch_purity=0.75, center_image=True)
+    bb = ShiftedBackbone()
+    bank = build_bank(dataset(8), bb, cfg, config_record={"bank": cfg.__dict__.copy()})
+    assert bank.centers_images
+    rt = RuntimeConfig(assignment="patch", top_k=5, refine_radius=0)
+    seg = Segmenter(bb, RaisingProposer(), bank, rt)
+    image, _ = scene(101)
+    plain = seg(image).label_map
+    bb.shift = np.array([3.0, -1.0, 0.5, 2.0, 1.0], np.float32)
+    assert np.array_equal(seg(image).label_map, plain)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import BankConfig
 from ..errors import InputError
-from ..smfa import l2_normalize, smfa, soft_weights
+from ..smfa import center_image, l2_normalize, smfa, soft_weights
 from ..types import IGNORE, Backbone, Bank, FeatureMap
 from .datasets import Dataset, Sample, check_label_map
 from .purify import purify
@@ -90,6 +90,8 @@ def patch_vectors(fmap: FeatureMap, masks: np.ndarray, labels: np.ndarray, cfg: 
 def image_vectors(fmap: FeatureMap, label: np.ndarray, n_classes: int, cfg: BankConfig):
     """One image's bank entries: (``[R, D]`` vectors, ``[R]`` labels, skipped count)."""
     masks, labels, skipped = region_masks(label, n_classes, cfg)
+    if cfg.center_image:
+        fmap = center_image(fmap)
     if len(masks) == 0:
         return np.zeros((0, fmap.dim), np.float32), labels, skipped
     if cfg.granularity == "patch":

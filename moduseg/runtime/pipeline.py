@@ -18,7 +18,7 @@ import numpy as np
 from ..bank.store import check_identity
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
-from ..smfa import l2_normalize, pool, smfa, soft_weights
+from ..smfa import center_image, l2_normalize, pool, smfa, soft_weights
 from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
@@ -107,6 +107,8 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
 def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: RuntimeConfig,
                     prior=None) -> np.ndarray:
     """Retrieval label of every grid cell (``patch_vote``); needs no proposals."""
+    if bank.centers_images:
+        fmap = center_image(fmap)
     cells = np.arange(fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1])
     return label_patches(fmap, cells, bank, index, cfg, prior)
 
@@ -134,8 +136,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             f"{fmap.image_hw} image; run the proposer and the backbone on the same image")
     if fmap.dim != bank.backbone.feature_dim:
         raise InputError(
-            f"feature dim {fmap.dim} does not match the bank's {bank.dim}; the bank was built "
-            f"with {bank.backbone.name}")
+            f"feature dim {fmap.dim} does not match the bank's {bank.backbone.feature_dim}; the "
+            f"bank was built with {bank.backbone.name}")
+    if bank.centers_images:
+        fmap = center_image(fmap)
     if prior is None and cfg.voting == "weighted":
         prior = class_prior(bank)
     n_classes = len(bank.class_names)
@@ -220,8 +224,8 @@ def assign_patches(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runtim
     timer = timer or StageTimer()
     if fmap.dim != bank.backbone.feature_dim:
         raise InputError(
-            f"feature dim {fmap.dim} does not match the bank's {bank.dim}; the bank was built "
-            f"with {bank.backbone.name}")
+            f"feature dim {fmap.dim} does not match the bank's {bank.backbone.feature_dim}; the "
+            f"bank was built with {bank.backbone.name}")
     if cell_labels is None:
         with timer("search"):
             cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
