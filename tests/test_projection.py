@@ -134,3 +134,12 @@ def test_center_image_cancels_a_per_frame_shift_on_both_sides():
     plain = seg(image).label_map
     bb.shift = np.array([3.0, -1.0, 0.5, 2.0, 1.0], np.float32)
     assert np.array_equal(seg(image).label_map, plain)
+
+
+def test_projected_banks_say_version_2_and_plain_banks_stay_1(tmp_path):
+    import json
+    for pca, want in ((0, 1), (4, 2)):
+        cfg = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.0, pca_dim=pca)
+        path = save_bank(build_bank(dataset(4), ColourBackbone(), cfg), tmp_path / f"b{pca}.npz")
+        with np.load(path) as z:
+            assert json.loads(str(z["meta"]))["version"] == want

@@ -18,7 +18,9 @@ from ..io import atomic_path
 from ..types import BackboneIdentity, Bank
 
 FORMAT = "moduseg-bank"
-VERSION = 1
+# 2: optional projection / projection_mean arrays (bank.pca_dim); a reader of version 1
+# would ignore them and compare raw features with projected vectors, so such banks say 2
+VERSION = 2
 
 
 def save_bank(bank: Bank, path: str | Path) -> Path:
@@ -26,7 +28,7 @@ def save_bank(bank: Bank, path: str | Path) -> Path:
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
     meta = {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT, "version": VERSION if bank.projection is not None else 1,
         "class_names": list(bank.class_names),
         "background_index": bank.background_index,
         "backbone": bank.backbone.to_dict(),
