@@ -144,6 +144,10 @@ def label_rows(rows, bank, cfg):
 
 def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
     cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
+    if cfg.backbone_options() or not cfg.needs_proposer:
+        # the val cache holds final-block features at the default size and SAM proposals only
+        raise SystemExit(f"{preset_name} {sets}: backbone options or the proposer-free mode "
+                         f"need benchmarks/cross_sequence.py (it caches per setting)")
     names = camvid(DATA, "val").class_names
     bank, build_s = bank_from_rows(inputs["train"], cfg, names, None, inputs["identity"])
     ev, ms = label_rows(list(zip(inputs["val"], camvid(DATA, "val"))), bank, cfg)
