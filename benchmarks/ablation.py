@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moduseg.bank.builder import image_vectors, reject_outliers
+from moduseg.bank.builder import finish_bank, image_vectors
 from moduseg.bank.datasets import camvid
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
@@ -28,7 +28,7 @@ from moduseg.io import atomic_path
 from moduseg.runtime.assemble import build_index
 from moduseg.runtime.pipeline import assign, class_prior
 from moduseg.settings import parse_overrides
-from moduseg.types import Bank, FeatureMap, Proposals
+from moduseg.types import FeatureMap, Proposals
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 
@@ -105,33 +105,52 @@ def proposals_of(packed, image_hw) -> Proposals:
     return Proposals(masks.reshape(len(scores), *hw), scores, image_hw)
 
 
-def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
-    cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
-    names = camvid(DATA, "val").class_names
+def bank_from_rows(rows, cfg, names, background_index, identity, image_ids=None):
+    """A bank from cached (features, geometry, label, _) rows, as ``bank build`` makes it."""
     t0 = time.perf_counter()
     vecs, labs = [], []
-    for feats, geo, label, _ in inputs["train"]:
+    image_ids = image_ids or [""] * len(rows)
+    for feats, geo, label, _ in rows:
         v, l, _ = image_vectors(FeatureMap(feats.astype(np.float32), geo), label, len(names),
                                 cfg.bank)
         vecs.append(v)
         labs.append(l)
     v, l = np.concatenate(vecs), np.concatenate(labs)
-    keep = reject_outliers(v, l, cfg.bank.outlier_fraction, None)
-    bank = Bank(v[keep].astype(cfg.bank.dtype), l[keep], names, inputs["identity"],
-                np.zeros(int(keep.sum()), str), None)
-    build_s = time.perf_counter() - t0
-    index = build_index(bank.vectors, cfg, "cpu")
+    ids = np.repeat(np.asarray(image_ids), [len(x) for x in labs])
+    bank = finish_bank(v, l, ids, names, identity, background_index, cfg.bank)
+    return bank, time.perf_counter() - t0
+
+
+def label_rows(rows, bank, cfg):
+    """Label cached (row, sample) pairs through ``assign``, as ``eval`` does.
+
+    Returns the Evaluator and the post-backbone milliseconds per frame.
+    """
+    index = build_index(bank, cfg, "cpu")
     prior = class_prior(bank)
-    ev = Evaluator(names)
+    ev = Evaluator(bank.class_names)
     ms = []
     rt = cfg.runtime
-    for (feats, geo, label, packed), sample in zip(inputs["val"], camvid(DATA, "val")):
+    for (feats, geo, label, packed), sample in rows:
         fmap = FeatureMap(feats.astype(np.float32), geo)
         t = time.perf_counter()
-        res = assign(fmap, proposals_of(packed, geo.image_hw), bank, index, rt, prior=prior,
+        props = None if packed is None else proposals_of(packed, geo.image_hw)
+        res = assign(fmap, props, bank, index, rt, prior=prior,
                      image=sample.image() if rt.refine_radius > 0 else None)
         ms.append((time.perf_counter() - t) * 1e3)
         ev.add(res.label_map, label)
+    return ev, ms
+
+
+def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
+    cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
+    if cfg.backbone_options() or not cfg.needs_proposer:
+        # the val cache holds final-block features at the default size and SAM proposals only
+        raise SystemExit(f"{preset_name} {sets}: backbone options or the proposer-free mode "
+                         f"need benchmarks/cross_sequence.py (it caches per setting)")
+    names = camvid(DATA, "val").class_names
+    bank, build_s = bank_from_rows(inputs["train"], cfg, names, None, inputs["identity"])
+    ev, ms = label_rows(list(zip(inputs["val"], camvid(DATA, "val"))), bank, cfg)
     sc = ev.scores()
     return {"mIoU": round(sc.miou, 2), "bank_vectors": len(bank),
             "post_backbone_ms": round(float(np.median(ms)), 1), "bank_build_s": round(build_s, 1),

@@ -22,7 +22,7 @@ INDEX_KINDS = ("auto", "flat", "flat_fp16", "ivf")
 PURIFICATIONS = ("fixed", "adaptive", "none")
 AGGREGATIONS = ("soft", "hard")
 GRANULARITIES = ("class", "component", "patch")
-ASSIGNMENTS = ("pooled", "patch_vote")
+ASSIGNMENTS = ("pooled", "patch_vote", "patch")
 VOTINGS = ("count", "weighted")
 PROPOSERS = ("sam", "entityseg")
 DINOV2_BLOCKS = 12
@@ -64,6 +64,19 @@ class BankConfig:
     # (1.0 = off).
     patch_fallback_purity: float = _num(1.0, 0.0, 1.0)
     dtype: str = _choice("float16", ("float16", "float32"))
+    # project the bank (and every query) onto the top `pca_dim` principal axes of the
+    # bank's own vectors after centring on their mean (0 = off); `whiten` also scales
+    # each axis to unit variance. Training-free: statistics of the bank only.
+    pca_dim: int = _num(0, 0, 65536)
+    whiten: bool = False
+    # at most this many vectors per class, evenly spread over the build order (so over
+    # the images); 0 = no cap. Frequent classes (road, sky, building) otherwise fill
+    # most of a patch bank and most of every top-K.
+    max_per_class: int = _num(0, 0, BIG)
+    # subtract each image's mean patch feature before anything else, in the bank and
+    # at run time (the bank records it): removes what a whole frame shares (light,
+    # camera, weather), which differs between sequences more than between classes
+    center_image: bool = False
     eps: float = _num(1e-6, 0.0, 1.0)
 
     def validate(self) -> None:
@@ -101,7 +114,9 @@ class RuntimeConfig:
     voting: str = _choice("count", VOTINGS)
     # pooled: each proposal's SMFA vector is retrieved (the paper); patch_vote: every
     # patch is retrieved once, and each proposal takes the class with the most
-    # patch votes under its soft weights (unassigned pixels reuse the patch labels).
+    # patch votes under its soft weights (unassigned pixels reuse the patch labels);
+    # patch: no proposer at all, every pixel takes its patch's label (then the
+    # guided refinement snaps the map to the frame's edges).
     assignment: str = _choice("pooled", ASSIGNMENTS)
     nprobe: int = _num(32, 1, 65536)
     # edge-aware refinement of the final label map with the frame as guide (guided
@@ -258,6 +273,10 @@ class ModuSegConfig:
             getattr(self, name).validate()
         return self
 
+    @property
+    def needs_proposer(self) -> bool:
+        return self.runtime.assignment != "patch"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -409,30 +428,47 @@ def paper_config() -> ModuSegConfig:
 
 
 def default_config() -> ModuSegConfig:
-    """The recommended configuration, chosen on CamVid val (README, "Quality").
+    """The recommended configuration, chosen by the leave-one-sequence-out
+    CamVid protocol (README, "Quality"; ``benchmarks/cross_sequence.py``).
 
-    The bank keeps patch features of patches at least 75% inside a labelled
+    DINOv2 blocks 9 and 11 concatenated (intermediate features carry the
+    local appearance that transfers across sequences; same forward pass). The
+    bank keeps patch features of patches at least 75% inside a labelled
     region (8 per region, spread over it; a thin region with no such patch
-    gives its best-covered patches down to 40%) instead of one merged vector per
-    class, with no erosion and no outlier rejection (classes in street scenes
-    are multimodal, and thin ones vanish under 20 erosions); every patch of a
-    frame is retrieved once (top 10) and each proposal takes the class most of
-    its soft weight votes for; pixels no proposal claims take their patch's
-    label; the label map is then snapped to the frame's edges by a guided
-    filter (radius 8), which the coarse fast proposals need. The ~900 patch
-    queries per frame make IVF worth it even for a 20k bank: 2.5x faster than
-    exact search at the same val mIoU.
+    gives its best-covered patches down to 40%), with no erosion and no outlier
+    rejection (street classes are multimodal, thin ones vanish under 20
+    erosions), projected onto the bank's own 128 principal axes and whitened
+    (a smaller bank and search, and no single direction dominating the
+    cosine). Every patch of a frame is retrieved once (top 10, IVF: ~900
+    queries a frame) and each proposal takes the class most of its soft weight
+    votes for; pixels no proposal claims take their patch's label; a guided
+    filter (radius 8) snaps the map to the frame's edges.
     """
     return ModuSegConfig(
         bank=BankConfig(granularity="patch", purification="none", min_area=0,
                         outlier_fraction=0.0, patch_purity=0.75, patches_per_region=8,
-                        patch_fallback_purity=0.4),
+                        patch_fallback_purity=0.4, pca_dim=128, whiten=True),
         runtime=RuntimeConfig(assignment="patch_vote", top_k=10, unassigned="nearest",
                               index="ivf", refine_radius=8),
+        backbone={"layers": (9, 11)},
         preset="default")
 
 
-PRESETS = {"paper": paper_config, "default": default_config}
+def fast_config() -> ModuSegConfig:
+    """No proposer (SAM is not even loaded): the default's bank recipe, every patch retrieved,
+    each pixel takes its patch's label and a wider guided filter (radius 16) puts the
+    class edges on the frame's edges; a smaller pixel budget for the backbone.
+    Chosen by the leave-one-sequence-out mean (README, "Quality").
+    """
+    cfg = default_config()
+    cfg.runtime.assignment = "patch"
+    cfg.runtime.refine_radius = 16
+    cfg.backbone.pixels = 100_000
+    cfg.preset = "fast"
+    return cfg
+
+
+PRESETS = {"paper": paper_config, "default": default_config, "fast": fast_config}
 
 
 def preset(name: str) -> ModuSegConfig:

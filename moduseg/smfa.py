@@ -170,6 +170,12 @@ def pool(weights: np.ndarray, fmap: FeatureMap, eps: float = 1e-6):
     return l2_normalize(v), wsum
 
 
+def center_image(fmap: FeatureMap) -> FeatureMap:
+    """Patch features minus the image's mean patch feature (``bank.center_image``)."""
+    f = fmap.features
+    return FeatureMap(f - f.mean(axis=(1, 2), keepdims=True, dtype=np.float32), fmap.geometry)
+
+
 def l2_normalize(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return (v / np.maximum(n, eps)).astype(np.float32, copy=False)

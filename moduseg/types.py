@@ -164,7 +164,10 @@ class Bank:
     """Labelled prototype vectors with the identity of their backbone.
 
     ``vectors`` are L2-normalised rows; ``labels`` index ``class_names``;
-    ``image_ids`` records where each vector came from.
+    ``image_ids`` records where each vector came from. With a ``projection``
+    (``[D, d]``, fitted on the bank's own vectors, ``bank.pca_dim``) the rows
+    live in the projected space: a backbone feature ``f`` is compared as
+    ``normalise((normalise(f) - projection_mean) @ projection)``.
     """
 
     vectors: np.ndarray
@@ -175,6 +178,8 @@ class Bank:
     background_index: int | None = None
     config: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    projection: np.ndarray | None = None
+    projection_mean: np.ndarray | None = None
 
     def __post_init__(self):
         v = self.vectors
@@ -189,7 +194,17 @@ class Bank:
         if len(v) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise InputError(
                 f"Bank labels must index the {len(self.class_names)} class names")
-        if v.shape[1] != self.backbone.feature_dim:
+        if (self.projection is None) != (self.projection_mean is None):
+            raise InputError("Bank.projection and projection_mean come together")
+        if self.projection is not None:
+            D = self.backbone.feature_dim
+            if (self.projection.shape != (D, v.shape[1])
+                    or self.projection_mean.shape != (D,)):
+                raise InputError(
+                    f"Bank projection {self.projection.shape} / mean "
+                    f"{self.projection_mean.shape} do not map the backbone's {D} dims to the "
+                    f"vectors' {v.shape[1]}")
+        elif v.shape[1] != self.backbone.feature_dim:
             raise InputError(
                 f"Bank vectors have dim {v.shape[1]} but the backbone "
                 f"{self.backbone.name} has feature dim {self.backbone.feature_dim}")
@@ -200,6 +215,11 @@ class Bank:
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
+
+    @property
+    def centers_images(self) -> bool:
+        """Built with ``bank.center_image``: queries must be centred per image too."""
+        return bool(self.config.get("bank", {}).get("center_image", False))
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.class_names))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import BankConfig
 from ..errors import InputError
-from ..smfa import l2_normalize, smfa, soft_weights
+from ..smfa import center_image, l2_normalize, smfa, soft_weights
 from ..types import IGNORE, Backbone, Bank, FeatureMap
 from .datasets import Dataset, Sample, check_label_map
 from .purify import purify
@@ -90,6 +90,8 @@ def patch_vectors(fmap: FeatureMap, masks: np.ndarray, labels: np.ndarray, cfg: 
 def image_vectors(fmap: FeatureMap, label: np.ndarray, n_classes: int, cfg: BankConfig):
     """One image's bank entries: (``[R, D]`` vectors, ``[R]`` labels, skipped count)."""
     masks, labels, skipped = region_masks(label, n_classes, cfg)
+    if cfg.center_image:
+        fmap = center_image(fmap)
     if len(masks) == 0:
         return np.zeros((0, fmap.dim), np.float32), labels, skipped
     if cfg.granularity == "patch":
@@ -121,6 +123,61 @@ def reject_outliers(vectors: np.ndarray, labels: np.ndarray, fraction: float,
         d = np.linalg.norm(v - v.mean(0), axis=1)
         keep[idx[np.argsort(d, kind="stable")[len(idx) - n_drop:]]] = False
     return keep
+
+
+def fit_projection(vectors: np.ndarray, dim: int, whiten: bool = False):
+    """(``[D, dim]`` principal axes, ``[D]`` mean) of the bank's own vectors.
+
+    Centring on the bank mean removes the direction every DINOv2 patch shares
+    (which dominates cosine similarity across scenes); keeping the top axes
+    drops the rest of the noise and shrinks bank and search. ``whiten`` divides
+    each axis by its standard deviation. Axis signs are fixed (largest entry
+    positive) so a rebuild gives the same bytes.
+    """
+    n, D = vectors.shape
+    if not 0 < dim < D or dim > n:
+        raise InputError(f"bank.pca_dim={dim} must be below the feature dim {D} and at most "
+                         f"the number of bank vectors {n}")
+    v = vectors.astype(np.float64)
+    mean = v.mean(0)
+    cov = (v - mean).T @ (v - mean) / max(n - 1, 1)
+    w, U = np.linalg.eigh(cov)
+    order = np.argsort(w)[::-1][:dim]
+    P = U[:, order]
+    P *= np.where(P[np.abs(P).argmax(0), np.arange(dim)] < 0, -1.0, 1.0)[None]
+    if whiten:
+        P = P / np.sqrt(np.maximum(w[order], w[order[0]] * 1e-6))[None]
+    return P.astype(np.float32), mean.astype(np.float32)
+
+
+def project(vectors: np.ndarray, projection: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """L2-normalised rows -> their L2-normalised projection (see ``fit_projection``)."""
+    return l2_normalize((vectors.astype(np.float32) - mean) @ projection)
+
+
+def finish_bank(vectors: np.ndarray, labels: np.ndarray, ids, class_names, identity,
+                background_index, cfg: BankConfig, config_record=None, stats=None) -> Bank:
+    """Outlier rejection and the optional projection: the last steps of every bank build."""
+    keep = reject_outliers(vectors, labels, cfg.outlier_fraction, background_index)
+    if cfg.max_per_class:
+        for c in np.unique(labels):
+            idx = np.flatnonzero(keep & (labels == c))
+            keep[np.setdiff1d(idx, spread(idx, cfg.max_per_class))] = False
+    vectors, labels, ids = vectors[keep], labels[keep], np.asarray(ids)[keep]
+    proj = mean = None
+    if cfg.pca_dim:
+        proj, mean = fit_projection(vectors, cfg.pca_dim, cfg.whiten)
+        vectors = project(vectors, proj, mean)
+    if stats is not None:
+        stats.dropped_outliers = int((~keep).sum())
+        counts = np.bincount(labels, minlength=len(class_names))
+        stats.per_class = {n: int(c) for n, c in zip(class_names, counts)}
+    return Bank(vectors=vectors.astype(cfg.dtype), labels=labels,
+                class_names=list(class_names), backbone=identity, image_ids=ids,
+                background_index=background_index,
+                config=config_record or {"bank": cfg.__dict__.copy()},
+                stats=stats.as_dict() if stats is not None else {},
+                projection=proj, projection_mean=mean)
 
 
 def select_shots(dataset: Dataset, shots: int) -> list[Sample]:
@@ -180,14 +237,5 @@ def build_bank(dataset: Dataset, backbone: Backbone, cfg: BankConfig | None = No
         raise InputError(
             f"no region of {dataset.name!r} survived purification and min_area="
             f"{cfg.min_area}; lower bank.min_area or bank.erosion_iterations")
-    keep = reject_outliers(vectors, labels, cfg.outlier_fraction, dataset.background_index)
-    stats.dropped_outliers = int((~keep).sum())
-    vectors, labels = vectors[keep], labels[keep]
-    ids = np.asarray(all_ids)[keep]
-    counts = np.bincount(labels, minlength=n_classes)
-    stats.per_class = {n: int(c) for n, c in zip(dataset.class_names, counts)}
-    return Bank(vectors=vectors.astype(cfg.dtype), labels=labels,
-                class_names=list(dataset.class_names), backbone=backbone.identity,
-                image_ids=ids, background_index=dataset.background_index,
-                config=config_record or {"bank": cfg.__dict__.copy()},
-                stats=stats.as_dict())
+    return finish_bank(vectors, labels, all_ids, dataset.class_names, backbone.identity,
+                       dataset.background_index, cfg, config_record, stats)

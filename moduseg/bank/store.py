@@ -19,7 +19,9 @@ from ..io import atomic_path
 from ..types import BackboneIdentity, Bank
 
 FORMAT = "moduseg-bank"
-VERSION = 1
+# 2: optional projection / projection_mean arrays (bank.pca_dim); a reader of version 1
+# would ignore them and compare raw features with projected vectors, so such banks say 2
+VERSION = 2
 
 
 def save_bank(bank: Bank, path: str | Path) -> Path:
@@ -27,7 +29,7 @@ def save_bank(bank: Bank, path: str | Path) -> Path:
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
     meta = {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT, "version": VERSION if bank.projection is not None else 1,
         "class_names": list(bank.class_names),
         "background_index": bank.background_index,
         "backbone": bank.backbone.to_dict(),
@@ -36,9 +38,12 @@ def save_bank(bank: Bank, path: str | Path) -> Path:
     }
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
+            extra = {} if bank.projection is None else {
+                "projection": bank.projection.astype(np.float32),
+                "projection_mean": bank.projection_mean.astype(np.float32)}
             np.savez(f, vectors=bank.vectors, labels=bank.labels.astype(np.int32),
                      image_ids=bank.image_ids.astype(str),
-                     meta=np.array(json.dumps(meta)))
+                     meta=np.array(json.dumps(meta)), **extra)
     return path
 
 
@@ -121,6 +126,14 @@ def check_bank_headers(path: Path) -> dict:
         raise bad(f"labels must be one per vector ({vs[0]}), got shape {ls}")
     if it.kind != "U" or is_ != vs[:1] or it.itemsize // 4 > MAX_ID_CHARS:
         raise bad(f"image_ids must be {vs[0]} strings, got {is_} {it}")
+    if ("projection" in heads) != ("projection_mean" in heads):
+        raise bad("projection and projection_mean come together")
+    if "projection" in heads:      # version 2: a bank projected by bank.pca_dim
+        (ps, pt, _), (pms, pmt, _) = heads["projection"], heads["projection_mean"]
+        if (pt.kind != "f" or pmt.kind != "f" or len(ps) != 2 or ps[1] != vs[1]
+                or not 0 < ps[0] <= 1 << 16 or pms != ps[:1]):
+            raise bad(f"projection must be a [D, {vs[1]}] float array with a [D] mean, "
+                      f"got {ps} {pt} and {pms} {pmt}")
     return heads
 
 
@@ -193,6 +206,8 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             vectors, labels, ids = z["vectors"], z["labels"], z["image_ids"]
+            proj = z["projection"] if "projection" in z.files else None
+            proj_mean = z["projection_mean"] if "projection_mean" in z.files else None
     except BankError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, RecursionError,
@@ -201,6 +216,8 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
             f"bank file {path} is unreadable or truncated ({type(e).__name__}: {e}); "
             f"{fix}") from None
     check_meta(meta, path)
+    if proj is not None and not (np.isfinite(proj).all() and np.isfinite(proj_mean).all()):
+        raise BankError(f"bank file {path} holds a NaN or infinite projection; {fix}")
     if not np.isfinite(vectors).all():
         raise BankError(f"bank file {path} holds NaN or infinite vectors; {fix}")
     zero = int((np.abs(vectors).max(axis=1) == 0).sum())
@@ -215,8 +232,9 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
         bank = Bank(vectors=vectors, labels=labels, class_names=meta["class_names"],
                     backbone=BackboneIdentity.from_dict(meta["backbone"]), image_ids=ids,
                     background_index=meta.get("background_index"),
-                    config=meta.get("config", {}), stats=meta.get("stats", {}))
-    except (KeyError, ValueError, TypeError) as e:
+                    config=meta.get("config", {}), stats=meta.get("stats", {}),
+                    projection=proj, projection_mean=proj_mean)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise BankError(f"bank file {path} is inconsistent: {e}") from None
     if expect is not None:
         check_identity(bank.backbone, expect, path)

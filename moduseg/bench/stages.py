@@ -114,14 +114,14 @@ def split_backbone(backbone, image, timer):
         return backbone(image)
 
 
-def device_index_pooler(vectors, cfg, device: str):
+def device_index_pooler(bank, cfg, device: str):
     """The index and pooler ``runtime.assemble`` builds for ``device`` (cpu or cuda)."""
     from ..config import ModuSegConfig
     from ..runtime.assemble import build_index as assembled_index, build_pooler
 
     full = ModuSegConfig(runtime=cfg)
     backend = "cuda" if device == "cuda" else "cpu"
-    return assembled_index(vectors, full, backend), build_pooler(full, backend)
+    return assembled_index(bank, full, backend), build_pooler(full, backend)
 
 
 def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
@@ -146,7 +146,7 @@ def run_stages(proposals=(25, 50, 100, 200), frames: int = 20, warmup: int = 3,
         notes["preprocess"] = "resize (short side 360) + normalise + pad to 14 px, float32 NCHW"
         bar.update(1)
         bank, centres = make_bank(bank_size, dim, seed=seed)
-        index, pooler = device_index_pooler(bank.vectors, cfg, device)
+        index, pooler = device_index_pooler(bank, cfg, device)
         result["config"]["index_kind"] = getattr(index, "kind", type(index).__name__)
         result["config"]["bank_mb"] = round(bank.vectors.nbytes / 2 ** 20, 2)
         post = {}
@@ -209,7 +209,7 @@ def run_model_frames(backbone, proposer, data_root: Path, n: int, cfg, device: s
     if not images:
         return {"note": "no CamVid frames found", "stages": {}}
     bank, _ = make_bank(20_000, backbone.identity.feature_dim, seed=seed)
-    index, pooler = device_index_pooler(bank.vectors, cfg, device)
+    index, pooler = device_index_pooler(bank, cfg, device)
     per_frame, n_props = [], []
     for i, p in enumerate(images):
         timer = make_timer(device)

@@ -157,7 +157,7 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
     # the models of the configuration the run uses: the bank's (with --preset / --set)
     stored = load_bank(bank_path) if bank_path else None
     cfg = resolve_config(preset_name, overrides, stored.config if stored else None)
-    backbone, proposer, why = try_models(home, be, cfg=cfg)
+    backbone, proposer, why = try_models(home, be, cfg.needs_proposer, cfg=cfg)
     if backbone is None:
         result["skipped"] = why
         return result

@@ -105,17 +105,18 @@ def build_proposer(cfg: ModuSegConfig, backend, home=None):
     return load_default_proposer(home=home, providers=be.providers, **opts)
 
 
-def build_index(vectors, cfg: ModuSegConfig, backend):
-    """faiss on the host, or faiss-gpu / the NVRTC top-K on the device."""
+def build_index(bank, cfg: ModuSegConfig, backend):
+    """faiss on the host, or faiss-gpu / the NVRTC top-K on the device, over the
+    bank's vectors (queries projected first when the bank is, ``bank.pca_dim``)."""
+    from .index import build_index as host_index, with_projection
     be = resolve_backend(backend)
-    rt = cfg.runtime
+    rt, vectors = cfg.runtime, bank.vectors
     if be.gpu:
         from .gpu_index import build_gpu_index, make_index
         if be.fallback:
-            return make_index(vectors, rt.index, rt.nprobe, prefer="auto")
-        return build_gpu_index(vectors, rt.index, rt.nprobe)
-    from .index import build_index as host_index
-    return host_index(vectors, rt.index, rt.nprobe)
+            return with_projection(make_index(vectors, rt.index, rt.nprobe, prefer="auto"), bank)
+        return with_projection(build_gpu_index(vectors, rt.index, rt.nprobe), bank)
+    return with_projection(host_index(vectors, rt.index, rt.nprobe), bank)
 
 
 def build_pooler(cfg: ModuSegConfig, backend):
@@ -167,9 +168,11 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
     if backbone is None:
         backbone = build_backbone(cfg, be, home)
     if proposer is None:
-        proposer = build_proposer(cfg, be, home) if need_proposer else NoProposer()
+        # runtime.assignment='patch' (the fast preset) labels patches only: no proposer
+        proposer = (build_proposer(cfg, be, home) if need_proposer and cfg.needs_proposer
+                    else NoProposer())
     return Segmenter(backbone, proposer, bank, cfg, pooler=build_pooler(cfg, be),
-                     index=build_index(bank.vectors, cfg, be), parallel=parallel)
+                     index=build_index(bank, cfg, be), parallel=parallel)
 
 
 def load_segmenter(bank_path, home=None, preset: str | None = None, overrides=(),

@@ -178,11 +178,15 @@ class SearchIndex:
     size: int
     dim: int
     owned: tuple = ()   # sub-objects (IVF quantizer) that must outlive the index
+    # (``[D, d]`` axes, ``[D]`` mean) of a projected bank (``bank.pca_dim``): queries in
+    # the backbone's space are centred, projected and re-normalised first
+    projection: tuple | None = None
 
     def search(self, queries: np.ndarray, k: int):
         """``[Q, D]`` queries -> (``[Q, k']`` similarities, ``[Q, k']`` ids), ``k' = min(k, n)``."""
         if k <= 0:
             raise InputError(f"top-K must be positive, got {k}")
+        queries = project_queries(queries, self.projection)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise InputError(
                 f"queries must be [Q, {self.dim}] to match the bank, got {queries.shape}; the "
@@ -193,6 +197,48 @@ class SearchIndex:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         sims, ids = self.index.search(q, k)
         return sims, ids
+
+
+def project_queries(queries: np.ndarray, projection: tuple | None) -> np.ndarray:
+    """Queries in the backbone's space -> the projected bank's space (centred,
+    projected, re-normalised); unchanged without a projection or when they are
+    already projected."""
+    if projection is None or queries.ndim != 2 or queries.shape[1] != projection[0].shape[0]:
+        return queries
+    P, mean = projection
+    q = (queries.astype(np.float32, copy=False) - mean) @ P
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+
+
+class ProjectedIndex:
+    """Any index (faiss-gpu, the NVRTC top-K) over a projected bank: queries are
+    projected first, as ``SearchIndex`` does for the host indexes."""
+
+    def __init__(self, inner, projection: tuple):
+        self.inner, self.projection = inner, projection
+
+    def search(self, queries: np.ndarray, k: int):
+        return self.inner.search(project_queries(queries, self.projection), k)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def with_projection(index, bank):
+    """``index`` searching ``bank``'s (possibly projected, ``bank.pca_dim``) space."""
+    if bank.projection is None:
+        return index
+    projection = (np.ascontiguousarray(bank.projection, np.float32),
+                  np.ascontiguousarray(bank.projection_mean, np.float32))
+    if isinstance(index, SearchIndex):
+        index.projection = projection
+        return index
+    return ProjectedIndex(index, projection)
+
+
+def bank_index(bank, kind: str = "auto", nprobe: int = 32) -> SearchIndex:
+    """The host index of a ``Bank``; queries are projected when the bank is."""
+    return with_projection(build_index(bank.vectors, kind, nprobe), bank)
 
 
 def build_index(vectors: np.ndarray, kind: str = "auto", nprobe: int = 32,

@@ -17,11 +17,11 @@ import numpy as np
 from ..bank.store import check_identity
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
-from ..smfa import l2_normalize
+from ..smfa import center_image, l2_normalize
 from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
-from .index import SearchIndex, build_index
+from .index import SearchIndex, bank_index
 from .masks import PackedMasks, class_nms, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
@@ -88,6 +88,8 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
 def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: RuntimeConfig,
                     prior=None) -> np.ndarray:
     """Retrieval label of every grid cell (``patch_vote``); needs no proposals."""
+    if bank.centers_images:
+        fmap = center_image(fmap)
     cells = np.arange(fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1])
     return label_patches(fmap, cells, bank, index, cfg, prior)
 
@@ -106,16 +108,20 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
     """
     timer = timer or StageTimer()
     pooler = as_pooler(pooler)
+    if cfg.assignment == "patch":
+        return assign_patches(fmap, bank, index, cfg, timer, prior, cell_labels, image)
     if not isinstance(proposals, Proposals):
         raise InputError(f"proposals must be a moduseg.Proposals, got {type(proposals).__name__}")
     if tuple(proposals.image_hw) != tuple(fmap.image_hw):
         raise InputError(
             f"proposals describe a {proposals.image_hw} image but the features come from a "
             f"{fmap.image_hw} image; run the proposer and the backbone on the same image")
-    if fmap.dim != bank.dim:
+    if fmap.dim != bank.backbone.feature_dim:
         raise InputError(
-            f"feature dim {fmap.dim} does not match the bank's {bank.dim}; the bank was built "
-            f"with {bank.backbone.name}")
+            f"feature dim {fmap.dim} does not match the bank's {bank.backbone.feature_dim}; the "
+            f"bank was built with {bank.backbone.name}")
+    if bank.centers_images:
+        fmap = center_image(fmap)
     if prior is None and cfg.voting == "weighted":
         prior = class_prior(bank)
     n_classes = len(bank.class_names)
@@ -197,6 +203,35 @@ def work_image(image: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
 
+def assign_patches(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: RuntimeConfig,
+                   timer: StageTimer | None = None, prior: np.ndarray | None = None,
+                   cell_labels: np.ndarray | None = None,
+                   image: np.ndarray | None = None) -> SegmentationResult:
+    """``runtime.assignment='patch'``: no proposals, each pixel takes its patch's label.
+
+    The patch grid is coarse (14 px cells); the guided refinement with the frame
+    as guide (``runtime.refine_radius``) puts the class edges on image edges.
+    """
+    timer = timer or StageTimer()
+    if fmap.dim != bank.backbone.feature_dim:
+        raise InputError(
+            f"feature dim {fmap.dim} does not match the bank's {bank.backbone.feature_dim}; the "
+            f"bank was built with {bank.backbone.name}")
+    if cell_labels is None:
+        with timer("search"):
+            cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
+    with timer("raster"):
+        iy, ix = pixel_cells(fmap.geometry, fmap.image_hw)
+        lut = np.where(cell_labels >= 0, cell_labels, IGNORE).astype(np.uint8)
+        label_map = lut[iy[:, None] * fmap.geometry.grid_hw[1] + ix[None, :]]
+    if cfg.refine_radius > 0 and image is not None:
+        with timer("refine"):
+            label_map = guided_label_refine(label_map, image, cfg.refine_radius,
+                                            cfg.refine_eps)
+    return SegmentationResult(label_map=label_map.astype(np.uint8), segments=[],
+                              timings_ms=timer.as_dict(), class_names=list(bank.class_names))
+
+
 def check_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
             or image.dtype != np.uint8:
@@ -222,7 +257,7 @@ class Segmenter:
         self.config.validate()
         check_identity(bank.backbone, backbone.identity)
         self.backbone, self.proposer, self.bank = backbone, proposer, bank
-        self.index = index or build_index(bank.vectors, self.config.index, self.config.nprobe)
+        self.index = index or bank_index(bank, self.config.index, self.config.nprobe)
         self.pooler = as_pooler(pooler)
         self.prior = class_prior(bank)
         warn_small_classes(bank, self.config.top_k)
@@ -278,6 +313,14 @@ class Segmenter:
     def _segment(self, image: np.ndarray, timer: StageTimer | None = None) -> SegmentationResult:
         timer = timer or StageTimer()
         t0 = time.perf_counter()
+        if self.config.assignment == "patch":
+            with timer("backbone"):
+                fmap = self.backbone(image)
+            fmap.check_finite()
+            result = assign_patches(fmap, self.bank, self.index, self.config, timer,
+                                    self.prior, image=image)
+            timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+            return result
         thumb, reused = self._reusable(image)
         pending = None
         if reused is None and self._pool:

@@ -1,0 +1,241 @@
+"""Leave-one-sequence-out quality on CamVid train + val (the headline protocol).
+
+CamVid val is one sequence (``0016E5``) that also fills 204 of the 367 train
+frames, so val mostly measures how well a bank finds near-duplicates of
+itself. This protocol pools train + val (468 frames), and for each sequence
+(file-name prefix ``0001TP``, ``0006R0``, ``0016E5``) builds the bank from
+the other two and labels the held-out one. It reports each fold's mIoU and
+per-class IoU, the mean of the three fold mIoUs (the headline) and the mIoU
+of the pooled confusion matrix.
+
+Backbone features and proposals of every frame are cached on disk (one file
+per frame, in a folder keyed by the model files and the settings that change
+them: backbone identity and options, proposer settings), so a second row or
+a repeat costs only bank building and retrieval. Banks are built and frames
+labelled through the package's own ``image_vectors`` / ``assign`` (via
+``benchmarks/ablation.py``), exactly what ``moduseg bank build`` + ``moduseg
+eval`` with the same ``--preset`` / ``--set`` flags do.
+
+    python benchmarks/cross_sequence.py                          # default preset
+    python benchmarks/cross_sequence.py --preset paper
+    python benchmarks/cross_sequence.py --row "k=20" --set runtime.top_k=20
+    python benchmarks/cross_sequence.py --preset default --out loso.json --md loso.md
+
+``--dataset coco128`` runs the coco128-seg 4-fold check instead (bank from 96
+images, 32 evaluated per fold, 80 classes + background).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+import ablation
+from moduseg.bank.datasets import camvid, yolo_seg
+from moduseg.config import preset
+from moduseg.evaluate import Evaluator
+from moduseg.io import atomic_path
+from moduseg.settings import parse_overrides
+
+DATA = ablation.DATA.parent
+SEQUENCES = ("0001TP", "0006R0", "0016E5")
+PROPOSER_FREE = ("fast",)
+
+
+def samples(dataset: str):
+    """(class names, background index, samples, fold of each sample)."""
+    if dataset == "camvid":
+        ss = list(camvid(DATA / "camvid", "train")) + list(camvid(DATA / "camvid", "val"))
+        names, bg = camvid(DATA / "camvid", "val").class_names, None
+        folds = [SEQUENCES.index(s.image_id.split("_")[0]) for s in ss]
+        return names, bg, ss, folds, list(SEQUENCES)
+    ds = yolo_seg(DATA / "coco128-seg", "train2017")
+    ss = sorted(ds.samples, key=lambda s: s.image_id)
+    return ds.class_names, ds.background_index, ss, [i % 4 for i in range(len(ss))], \
+        [f"fold{i}" for i in range(4)]
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_options(cfg) -> tuple[dict, dict]:
+    return cfg.backbone_options(), cfg.proposer_options()
+
+
+def cached_frames(ss, cfg, cache: Path, need_proposals: bool, home=None):
+    """Per frame: (fp16 features, geometry, label, packed proposals or None).
+
+    Features live under ``features-<key>`` (key = backbone identity, which
+    includes the graph's checksum and input size, plus the options), proposals
+    under ``proposals-<key>`` (key = the proposer's settings, which name its
+    model files by checksum); a changed model or setting gets a new folder.
+    """
+    from moduseg.models import load_default_backbone, load_default_proposer
+
+    bopts, popts = model_options(cfg)
+    backbone = load_default_backbone(home=home, **bopts)
+    bopts = {k: v for k, v in bopts.items() if v is not None}   # None = the model's default
+    fdir = cache / f"features-{_key([backbone.identity.to_dict(), bopts])}"
+    proposer, pdir = None, None
+    if need_proposals:
+        proposer = load_default_proposer(home=home, **popts)
+        pdir = cache / f"proposals-{_key(proposer.settings)}"
+    for d in (fdir, pdir):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+    if not (fdir / "key.json").is_file():
+        (fdir / "key.json").write_text(json.dumps([backbone.identity.to_dict(), bopts],
+                                                  default=str))
+    if pdir is not None and not (pdir / "key.json").is_file():
+        (pdir / "key.json").write_text(json.dumps(proposer.settings, default=str))
+    rows, t0 = [], time.perf_counter()
+    for i, s in enumerate(ss):
+        fp = fdir / f"{s.image_id}.pkl"
+        pp = pdir / f"{s.image_id}.pkl" if pdir is not None else None
+        image = None
+        if fp.is_file():
+            feats, geo = pickle.loads(fp.read_bytes())
+        else:
+            image = s.image()
+            f = backbone(image)
+            feats, geo = f.features.astype(np.float16), f.geometry
+            with atomic_path(fp) as tmp:
+                tmp.write_bytes(pickle.dumps((feats, geo)))
+        packed = None
+        if pp is not None:
+            if pp.is_file():
+                packed = pickle.loads(pp.read_bytes())
+            else:
+                image = s.image() if image is None else image
+                packed = ablation.pack_proposals(proposer(image))
+                with atomic_path(pp) as tmp:
+                    tmp.write_bytes(pickle.dumps(packed))
+        rows.append((feats, geo, s.label(), packed))
+        if image is not None and i % 25 == 0:
+            print(f"  cached {i + 1}/{len(ss)} frames ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    return rows, backbone.identity
+
+
+def run(dataset: str, preset_name: str, sets: list[str], cache: Path, home=None,
+        save_bank_to: str | None = None, folds_too: bool = True) -> dict:
+    cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
+    names, bg, ss, folds, fold_names = samples(dataset)
+    rows, identity = cached_frames(ss, cfg, cache, cfg.needs_proposer, home)
+    pooled = Evaluator(names)
+    out = {"dataset": dataset, "preset": preset_name, "sets": sets, "folds": []}
+    for k, fold in enumerate(fold_names if folds_too else []):
+        train = [r for r, f in zip(rows, folds) if f != k]
+        test = [(r, s) for r, s, f in zip(rows, ss, folds) if f == k]
+        bank, build_s = ablation.bank_from_rows(train, cfg, names, bg, identity)
+        ev, ms = ablation.label_rows(test, bank, cfg)
+        pooled.cm += ev.cm
+        pooled.missed += ev.missed
+        sc = ev.scores()
+        out["folds"].append({"held_out": fold, "bank_frames": len(train),
+                             "eval_frames": len(test), "bank_vectors": len(bank),
+                             "bank_build_s": round(build_s, 1),
+                             "post_backbone_ms": round(float(np.median(ms)), 1),
+                             "mIoU": round(sc.miou, 2),
+                             "per_class_iou": {n: (None if np.isnan(v) else round(100 * v, 2))
+                                               for n, v in zip(names, sc.iou)}})
+        print(f"  held out {fold}: mIoU {sc.miou:.2f} (bank {len(bank)} vectors "
+              f"from {len(train)} frames)", flush=True)
+    if save_bank_to:
+        # the bank of every frame, as 'moduseg bank build' with these flags makes it
+        from moduseg.bank.store import save_bank
+        bank, _ = ablation.bank_from_rows(rows, cfg, names, bg, identity,
+                                          [s.image_id for s in ss])
+        bank.config = cfg.to_dict()
+        path = save_bank(bank, save_bank_to)
+        out["full_bank"] = {"path": str(path), "vectors": len(bank), "dim": bank.dim,
+                            "file_mb": round(path.stat().st_size / 1e6, 2)}
+        print(f"  bank of all {len(rows)} frames: {len(bank)} x {bank.dim} "
+              f"-> {path} ({out['full_bank']['file_mb']} MB)", flush=True)
+    if not folds_too:
+        return out
+    ps = pooled.scores()
+    out["mean_fold_mIoU"] = round(float(np.mean([f["mIoU"] for f in out["folds"]])), 2)
+    out["pooled_mIoU"] = round(ps.miou, 2)
+    out["pooled_per_class_iou"] = {n: (None if np.isnan(v) else round(100 * v, 2))
+                                   for n, v in zip(names, ps.iou)}
+    return out
+
+
+def markdown(results: list[dict]) -> str:
+    if not results:
+        return ""
+    folds = [f["held_out"] for f in results[0]["folds"]]
+    lines = ["| row | flags | " + " | ".join(folds) + " | **mean** | pooled | bank vectors |",
+             "|---" * (len(folds) + 5) + "|"]
+    for r in results:
+        flags = " ".join([f"--preset {r['preset']}"] + [f'--set "{s}"' for s in r["sets"]])
+        lines.append(f"| {r['row']} | `{flags}` | "
+                     + " | ".join(f"{f['mIoU']:.1f}" for f in r["folds"])
+                     + f" | **{r['mean_fold_mIoU']:.1f}** | {r['pooled_mIoU']:.1f} | "
+                     + "/".join(str(f["bank_vectors"]) for f in r["folds"]) + " |")
+    names = list(results[0]["pooled_per_class_iou"])
+    if len(names) <= 12:
+        lines += ["", "| row | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for r in results:
+            lines.append(f"| {r['row']} (pooled) | " + " | ".join(
+                "-" if r["pooled_per_class_iou"][n] is None
+                else f"{r['pooled_per_class_iou'][n]:.1f}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=("camvid", "coco128"), default="camvid")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--set", action="append", default=[], dest="sets",
+                    help="a setting as for 'moduseg bank build --set' (repeatable)")
+    ap.add_argument("--row", default=None, help="row name in the table")
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "moduseg" / "cross_sequence"))
+    ap.add_argument("--home", default=None)
+    ap.add_argument("--out", default=None, help="append the result to this JSON list")
+    ap.add_argument("--md", default=None, help="write the markdown tables of --out here")
+    ap.add_argument("--bank-only", action="store_true",
+                    help="with --save-bank: only build and save the bank, no folds")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS/OpenMP/OpenCV threads (1: spinning workers stall on a "
+                         "shared CPU; see benchmarks/README.md)")
+    ap.add_argument("--save-bank", default=None,
+                    help="also save the bank of all frames here (for 'bench video')")
+    args = ap.parse_args(argv)
+    if not (DATA / "camvid").is_dir():
+        raise SystemExit(f"data not found at {DATA}")
+    from moduseg.bench.stats import set_threads
+    set_threads(args.threads)
+    t0 = time.perf_counter()
+    r = run(args.dataset, args.preset, args.sets, Path(args.cache), args.home, args.save_bank,
+            not args.bank_only)
+    if args.bank_only:
+        return
+    r["row"] = args.row or " ".join([args.preset] + args.sets)
+    r["seconds"] = round(time.perf_counter() - t0, 1)
+    results = [r]
+    if args.out:
+        p = Path(args.out)
+        prev = json.loads(p.read_text()) if p.is_file() else []
+        results = [x for x in prev if x["row"] != r["row"] or x["dataset"] != r["dataset"]] + [r]
+        with atomic_path(p) as tmp:
+            tmp.write_text(json.dumps(results, indent=1))
+    md = markdown([x for x in results if x["dataset"] == args.dataset])
+    if args.md:
+        with atomic_path(Path(args.md)) as tmp:
+            tmp.write_text(md)
+    print(markdown([r]))
+    print(f"mean of fold mIoUs {r['mean_fold_mIoU']:.2f}, pooled {r['pooled_mIoU']:.2f} "
+          f"({r['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
