@@ -101,7 +101,9 @@ def _build_bank(world, preset_name, out_name):
             "--out", str(bank), "--home", str(home), "--backend", "cpu",
             "--preset", preset_name, "--proposer", "entityseg",
             "--set", f"proposer.model={es}", "--set", "bank.min_area=0",
-            "--set", "bank.component_min_area=0"])
+            "--set", "bank.component_min_area=0",
+            # the colour stand-in has 3 dims and no blocks: no layers, no PCA
+            "--set", "backbone.layers=None", "--set", "bank.pca_dim=0"])
         assert r.exit_code == 0, r.output
     return bank
 

@@ -106,11 +106,12 @@ def build_proposer(cfg: ModuSegConfig, backend, home=None):
 
 
 def build_index(bank, cfg: ModuSegConfig, backend):
-    """faiss on the host, or faiss-gpu / the NVRTC top-K on the device, over the
-    bank's vectors (queries projected first when the bank is, ``bank.pca_dim``)."""
+    """faiss on the host, or faiss-gpu / the NVRTC top-K on the device, over a
+    ``Bank`` (queries projected first when the bank is, ``bank.pca_dim``) or raw
+    ``[N, D]`` vectors."""
     from .index import build_index as host_index, with_projection
     be = resolve_backend(backend)
-    rt, vectors = cfg.runtime, bank.vectors
+    rt, vectors = cfg.runtime, getattr(bank, "vectors", bank)
     if be.gpu:
         from .gpu_index import build_gpu_index, make_index
         if be.fallback:

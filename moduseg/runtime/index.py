@@ -226,7 +226,7 @@ class ProjectedIndex:
 
 def with_projection(index, bank):
     """``index`` searching ``bank``'s (possibly projected, ``bank.pca_dim``) space."""
-    if bank.projection is None:
+    if getattr(bank, "projection", None) is None:
         return index
     projection = (np.ascontiguousarray(bank.projection, np.float32),
                   np.ascontiguousarray(bank.projection_mean, np.float32))
