@@ -35,10 +35,24 @@ def save_bank(bank: Bank, path: str | Path) -> Path:
     }
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, vectors=bank.vectors, labels=bank.labels.astype(np.int32),
-                     image_ids=bank.image_ids.astype(str),
-                     meta=np.array(json.dumps(meta)))
+            write_npz(f, {"vectors": bank.vectors, "labels": bank.labels.astype(np.int32),
+                          "image_ids": bank.image_ids.astype(str),
+                          "meta": np.array(json.dumps(meta))})
     return path
+
+
+def write_npz(f, arrays: dict) -> None:
+    """``np.savez`` with fixed member timestamps, so equal arrays give equal file bytes.
+
+    ``np.load`` reads it like any ``.npz``; a merged bank and a single-process
+    bank can then be compared with ``cmp``.
+    """
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with z.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
 
 def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:

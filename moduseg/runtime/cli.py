@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from ..errors import InputError
+from ..scale.options import engine_options
 
 
 def build_segmenter(bank_path, home=None, preset=None, overrides=(), need_proposer=True,
@@ -66,18 +67,35 @@ class _NoProposer:
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=int, default=None, help="Stop after N frames.")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
+@engine_options
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, max_frames,
-            no_overlay):
-    """Segment INPUT (an image, a folder, a video file or a camera index)."""
+            no_overlay, **engine):
+    """Segment INPUT (an image, a folder, a video file or a camera index).
+
+    A folder's images can be split over jobs (--shard i/N) or a Ray actor pool
+    (--engine ray); frames that fail are listed in OUT/errors.json.
+    """
     import cv2
     from tqdm import tqdm
 
     from ..io import overlay, write_image, write_json, write_label_png
-    from ..timing import StageTimer
-    from .stream import input_kind, iter_frames, run_overlapped, video_info
+    from ..scale import options
+    from ..scale.work import FrameError, ModelSpec, segment_image
+    from .stream import image_paths, input_kind, iter_frames, run_overlapped, video_info
 
     kind = input_kind(input_spec)
-    seg = build_segmenter(bank_path, home, preset, overrides, backend=backend)
+    shard, ray_options = options.parse(**engine)
+    spec = ModelSpec(backend, home, preset, tuple(overrides), bank_path)
+    if shard is not None or ray_options is not None:
+        work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
+        seg = _outputs_only(spec)
+        if seg.config.reuse_proposals_below > 0:
+            raise InputError("runtime.reuse_proposals_below > 0 makes a frame depend on the one "
+                             "before it, so the frames cannot be split over workers; drop "
+                             "that --set or run without --shard/--engine ray")
+    if ray_options is None:
+        from ..scale.work import assemble
+        seg = assemble(spec, "segmenter")
     out = Path(out_dir)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     if not no_overlay and kind in ("image", "folder"):
@@ -88,16 +106,24 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
     if kind in ("video", "camera"):
         fps, total = video_info(input_spec)
         total = min(total, max_frames) if (max_frames and total) else (total or max_frames)
+    if ray_options is not None:
+        total = len(work)
     timings: dict[str, list[float]] = {}
     records = {}
+    errors = []
     bar = tqdm(total=total, desc="segment", unit="frame")
 
     def infer(frame):
-        timer = StageTimer()
-        return seg(frame.image, timer)
+        if frame.error is not None:
+            return FrameError(frame.error)
+        return segment_image(seg, frame.image)
 
     def write(frame, res):
         nonlocal writer
+        if isinstance(res, FrameError):
+            errors.append({"frame": frame.name, "error": res.message})
+            bar.update(1)
+            return
         write_label_png(out / "labels" / f"{frame.name}.png", res.label_map)
         records[frame.name] = res.to_json()
         for k, v in res.timings_ms.items():
@@ -118,7 +144,10 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
         bar.update(1)
 
     try:
-        n = run_overlapped(iter_frames(input_spec, max_frames), infer, write)
+        if ray_options is None:
+            n = run_overlapped(iter_frames(input_spec, max_frames, shard), infer, write)
+        else:
+            n = _run_ray(spec, work, ray_options, write, need_image=not no_overlay)
     finally:
         bar.close()
         if writer is not None:
@@ -131,5 +160,41 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
     summary = {k: float(np.median(v)) for k, v in timings.items()}
     write_json(out / "segments.json", {"config": seg.config.__dict__, "frames": records,
                                        "median_ms": summary})
+    write_json(out / "errors.json", {"failed": errors})
     click.echo(f"{n} frame(s) -> {out}")
+    if errors:
+        click.echo(f"{len(errors)} frame(s) failed (listed in {out / 'errors.json'}):", err=True)
+        for e in errors[:20]:
+            click.echo(f"  {e['frame']}: {e['error']}", err=True)
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.items()))
+
+
+def _outputs_only(spec):
+    """What segment's outputs need from the segmenter (bank, runtime config), without models."""
+    from types import SimpleNamespace
+
+    from ..bank.store import load_bank
+    from ..settings import resolve_config
+    bank = load_bank(spec.bank_path)
+    cfg = resolve_config(spec.preset, spec.overrides, bank.config)
+    cfg.runtime.validate()
+    return SimpleNamespace(bank=bank, config=cfg.runtime)
+
+
+def _run_ray(spec, work, ray_options, write, need_image: bool) -> int:
+    """Segment ``work`` [(position, path)] on a Ray actor pool; write results in order."""
+    from functools import partial
+
+    from ..io import read_image
+    from ..scale import ray_engine
+    from ..scale.work import FrameError, SegmentTask, assemble
+    from .stream import Frame
+
+    task = SegmentTask(partial(assemble, spec, "segmenter"))
+    n = 0
+    for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):
+        index, path = work[k]
+        image = read_image(path) if need_image and not isinstance(res, FrameError) else None
+        write(Frame(index, path.stem, image), res)
+        n += 1
+    return n

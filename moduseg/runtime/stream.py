@@ -26,7 +26,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 class Frame:
     index: int
     name: str
-    image: np.ndarray   # RGB uint8
+    image: np.ndarray | None   # RGB uint8; None when it could not be read
+    error: str | None = None   # why, in one line; that frame fails, the run goes on
 
 
 def input_kind(spec: str) -> str:
@@ -58,16 +59,33 @@ def video_info(spec: str) -> tuple[float, int]:
     return fps, n
 
 
-def iter_frames(spec: str, max_frames: int | None = None) -> Iterator[Frame]:
+def image_paths(spec: str, max_frames: int | None = None, shard=None) -> list[tuple[int, Path]]:
+    """``(position, path)`` of an image or a folder's images (sorted by name).
+
+    The first ``max_frames``, then shard ``i/N``'s share of them (``scale.shard``).
+    """
     kind = input_kind(spec)
-    if kind in ("image", "folder"):
+    if kind not in ("image", "folder"):
+        raise InputError(f"input {spec} is a {kind}; --shard and --engine ray take an image "
+                         f"folder (extract the frames first)")
+    paths = [Path(spec)] if kind == "image" else sorted(
+        p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise InputError(f"folder {spec} holds no images ({IMAGE_SUFFIXES})")
+    paths = paths[:max_frames]
+    keep = shard.positions(len(paths)) if shard is not None else range(len(paths))
+    return [(i, paths[i]) for i in keep]
+
+
+def iter_frames(spec: str, max_frames: int | None = None, shard=None) -> Iterator[Frame]:
+    kind = input_kind(spec)
+    if kind in ("image", "folder") or shard is not None:
         from ..io import read_image
-        paths = [Path(spec)] if kind == "image" else sorted(
-            p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise InputError(f"folder {spec} holds no images ({IMAGE_SUFFIXES})")
-        for i, p in enumerate(paths[:max_frames]):
-            yield Frame(i, p.stem, read_image(p))
+        for i, p in image_paths(spec, max_frames, shard):
+            try:
+                yield Frame(i, p.stem, read_image(p))
+            except InputError as e:
+                yield Frame(i, p.stem, None, str(e))
         return
     cap = cv2.VideoCapture(int(spec) if kind == "camera" else spec)
     if not cap.isOpened():
