@@ -122,3 +122,42 @@ def test_segment_task_on_the_pool_matches_local_and_lists_bad_frames(local_ray, 
     for g, w in zip(got[:-1], want[:-1]):
         np.testing.assert_array_equal(g.label_map, w.label_map)
     assert len({g.label_map.tobytes() for g in got[:-1]}) > 1
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+def test_cli_ray_engine_equals_single_process_on_40_camvid_frames(local_ray, shared_data,
+                                                                  tmp_path):
+    """Real models: bank build and segment, local vs --engine ray, identical files."""
+    from click.testing import CliRunner
+
+    from moduseg.cli import cli
+    from moduseg.errors import ModuSegError
+    from moduseg.models import load_default_backbone
+    try:
+        load_default_backbone()
+    except ModuSegError as e:
+        pytest.skip(str(e))
+    camvid = shared_data / "camvid"
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for p in sorted((camvid / "val").glob("*.png"))[::2][:40]:     # every other frame
+        (frames / p.name).symlink_to(p)
+    assert len(list(frames.iterdir())) == 40
+    cheap = ["--preset", "paper", "--set", "proposer.points_per_side=4"]
+
+    def run(*args):
+        r = CliRunner().invoke(cli, [str(a) for a in args])
+        assert r.exit_code == 0, r.output
+
+    for engine in ("local", "ray"):
+        run("bank", "build", "--dataset", "camvid", "--root", camvid, "--limit", 40,
+            "--preset", "paper", "--out", tmp_path / f"bank-{engine}.npz", "--engine", engine)
+        run("segment", frames, "--bank", tmp_path / "bank-local.npz", "--out",
+            tmp_path / f"seg-{engine}", "--no-overlay", "--engine", engine, *cheap)
+    assert ((tmp_path / "bank-local.npz").read_bytes()
+            == (tmp_path / "bank-ray.npz").read_bytes())
+    local = sorted((tmp_path / "seg-local" / "labels").iterdir())
+    assert len(local) == 40
+    for p in local:
+        assert p.read_bytes() == (tmp_path / "seg-ray" / "labels" / p.name).read_bytes(), p.name
