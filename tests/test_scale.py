@@ -190,7 +190,6 @@ def test_a_bad_image_is_listed_and_left_out_in_both_paths(tmp_path, fake_models)
 def test_segment_shards_cover_the_folder_and_match_one_run(tmp_path, data, fake_models):
     bank = tmp_path / "bank.npz"
     run(bank_args(data, bank))
-    (data["images"].parent / "broken").mkdir(exist_ok=True)
     frames = tmp_path / "frames"
     frames.mkdir()
     for p in sorted(data["images"].iterdir()):
