@@ -17,8 +17,8 @@ def engine_options(f):
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
                      show_default=True, help="Where the per-image work runs."),
         click.option("--ray-address", default=None,
-                     help="--engine ray: the cluster to join (e.g. ray://head:10001 or auto); "
-                          "default: start a local Ray instance."),
+                     help="--engine ray: the cluster to join (auto, or HEAD:6379 as 'ray start "
+                          "--head' prints it); default: start a local Ray instance."),
         click.option("--workers", type=int, default=2, show_default=True,
                      help="--engine ray: actors in the pool (each loads the models once)."),
         click.option("--cpus-per-worker", type=float, default=None,
