@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moduseg.bank.builder import finish_bank, image_vectors
+from moduseg.bank.builder import finish_vectors, image_vectors
 from moduseg.bank.datasets import camvid
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
@@ -117,7 +117,7 @@ def bank_from_rows(rows, cfg, names, background_index, identity, image_ids=None)
         labs.append(l)
     v, l = np.concatenate(vecs), np.concatenate(labs)
     ids = np.repeat(np.asarray(image_ids), [len(x) for x in labs])
-    bank = finish_bank(v, l, ids, names, identity, background_index, cfg.bank)
+    bank = finish_vectors(v, l, ids, names, identity, background_index, cfg.bank)
     return bank, time.perf_counter() - t0
 
 

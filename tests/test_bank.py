@@ -96,7 +96,7 @@ def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
     bank = build_bank(dataset(2), ColourBackbone(), CFG)
     def boom(*a, **k):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(np, "savez", boom)
+    monkeypatch.setattr(np.lib.format, "write_array", boom)   # fails mid-write
     with pytest.raises(RuntimeError):
         save_bank(bank, tmp_path / "b.npz")
     assert list(tmp_path.iterdir()) == []

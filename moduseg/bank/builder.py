@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
-
 import cv2
 import numpy as np
 
 from ..config import BankConfig
-from ..errors import InputError
+from ..errors import InputError, ModuSegError
 from ..smfa import center_image, l2_normalize, smfa, soft_weights
-from ..types import IGNORE, Backbone, Bank, FeatureMap
+from ..types import IGNORE, Backbone, BackboneIdentity, Bank, FeatureMap
 from .datasets import Dataset, Sample, check_label_map
 from .purify import purify
 
@@ -155,9 +153,11 @@ def project(vectors: np.ndarray, projection: np.ndarray, mean: np.ndarray) -> np
     return l2_normalize((vectors.astype(np.float32) - mean) @ projection)
 
 
-def finish_bank(vectors: np.ndarray, labels: np.ndarray, ids, class_names, identity,
-                background_index, cfg: BankConfig, config_record=None, stats=None) -> Bank:
-    """Outlier rejection and the optional projection: the last steps of every bank build."""
+def finish_vectors(vectors: np.ndarray, labels: np.ndarray, ids, class_names, identity,
+                   background_index, cfg: BankConfig, config_record=None,
+                   stats=None) -> Bank:
+    """Outlier rejection, the per-class cap and the optional projection: the last
+    steps of every bank build (``finish_bank``) and of the cached-feature studies."""
     keep = reject_outliers(vectors, labels, cfg.outlier_fraction, background_index)
     if cfg.max_per_class:
         for c in np.unique(labels):
@@ -180,62 +180,114 @@ def finish_bank(vectors: np.ndarray, labels: np.ndarray, ids, class_names, ident
                 projection=proj, projection_mean=mean)
 
 
+def select_indices(dataset: Dataset, limit: int | None = None,
+                   shots: int | None = None) -> list[int]:
+    """Dataset indices of the images a build uses, in build order.
+
+    At most ``shots`` images per class (greedily, images that add a class
+    still short), then the first ``limit``. Every shard and engine calls
+    this, so they all agree on which images a build covers and in what order.
+    """
+    if shots:
+        need = {c: shots for c in range(len(dataset.class_names))
+                if c != dataset.background_index}
+        chosen = []
+        for i, s in enumerate(dataset):
+            present = set(np.unique(s.label()).tolist())
+            if any(need.get(c, 0) > 0 for c in present):
+                chosen.append(i)
+                for c in present:
+                    if c in need:
+                        need[c] -= 1
+            if all(v <= 0 for v in need.values()):
+                break
+    else:
+        chosen = list(range(len(dataset)))
+    return chosen[:limit] if limit else chosen
+
+
 def select_shots(dataset: Dataset, shots: int) -> list[Sample]:
     """At most ``shots`` images per class: greedily take images that add a class still short."""
-    need = {c: shots for c in range(len(dataset.class_names)) if c != dataset.background_index}
-    chosen = []
-    for s in dataset:
-        present = set(np.unique(s.label()).tolist())
-        if any(need.get(c, 0) > 0 for c in present):
-            chosen.append(s)
-            for c in present:
-                if c in need:
-                    need[c] -= 1
-        if all(v <= 0 for v in need.values()):
-            break
-    return chosen
+    return [dataset.samples[i] for i in select_indices(dataset, shots=shots)]
+
+
+@dataclass
+class ImageEntries:
+    """The per-image step's output: one image's bank entries, or why it failed."""
+
+    image_id: str
+    vectors: np.ndarray          # [R, D]
+    labels: np.ndarray           # [R] int32
+    regions: int = 0             # regions seen, kept or skipped
+    skipped: int = 0
+    error: str | None = None     # the one-line reason the image was left out
+
+
+def image_entries(sample: Sample, backbone: Backbone, n_classes: int,
+                  cfg: BankConfig) -> ImageEntries:
+    """The per-image step: read, check, embed, pool. Bad input fails this image only."""
+    dim = backbone.identity.feature_dim
+    try:
+        image, label = sample.image(), sample.label()
+        check_label_map(sample.image_id, image.shape[:2], label, n_classes)
+        fmap = backbone(image)
+        fmap.check_finite(f"backbone features of {sample.image_id}")
+        if fmap.dim != dim:
+            raise InputError(f"backbone returned dim {fmap.dim}, its identity says {dim}")
+        v, l, skipped = image_vectors(fmap, label, n_classes, cfg)
+    except ModuSegError as e:
+        return ImageEntries(sample.image_id, np.zeros((0, dim), np.float32),
+                            np.zeros(0, np.int32), error=str(e))
+    return ImageEntries(sample.image_id, v, np.asarray(l, np.int32), len(l) + skipped, skipped)
+
+
+def finish_bank(entries: list[ImageEntries], class_names: list[str],
+                background_index: int | None, identity: BackboneIdentity, cfg: BankConfig,
+                config_record: dict | None = None, dataset_name: str = "dataset") -> Bank:
+    """The global step: concatenate in build order, reject outliers, count, make the Bank.
+
+    ``bank build`` and ``bank merge`` both end here, which is why a merged
+    bank equals a single-process one.
+    """
+    ok = [e for e in entries if e.error is None]
+    failed = [e for e in entries if e.error is not None]
+    if not ok:
+        first = f"; first error: {failed[0].image_id}: {failed[0].error}" if failed else ""
+        raise InputError(f"no image of {dataset_name!r} could be used ({len(failed)} failed)"
+                         f"{first}")
+    stats = BuildStats(images=len(ok), regions=sum(e.regions for e in ok),
+                       skipped_small=sum(e.skipped for e in ok))
+    vectors = np.concatenate([e.vectors for e in ok])
+    labels = np.concatenate([e.labels for e in ok])
+    ids = np.asarray([e.image_id for e in ok for _ in range(len(e.labels))], dtype=str)
+    if len(vectors) == 0:
+        raise InputError(
+            f"no region of {dataset_name!r} survived purification and min_area="
+            f"{cfg.min_area}; lower bank.min_area or bank.erosion_iterations")
+    bank = finish_vectors(vectors, labels, ids, class_names, identity, background_index, cfg,
+                          config_record, stats)
+    if failed:
+        bank.stats["failed"] = [{"image": e.image_id, "error": e.error} for e in failed]
+    return bank
 
 
 def build_bank(dataset: Dataset, backbone: Backbone, cfg: BankConfig | None = None,
                limit: int | None = None, shots: int | None = None,
                progress: bool = False, config_record: dict | None = None) -> Bank:
-    """Build a bank from every (image, label map) in ``dataset``."""
+    """Build a bank from every (image, label map) in ``dataset`` in this process."""
     cfg = cfg or BankConfig()
     cfg.validate()
     for name, n in (("limit", limit), ("shots", shots)):
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise InputError(f"{name} must be a positive integer (or None for all), got {n!r}")
-    samples: Iterable[Sample] = select_shots(dataset, shots) if shots else list(dataset)
-    samples = list(samples)[:limit] if limit else list(samples)
-    if not samples:
+    order = select_indices(dataset, limit, shots)
+    if not order:
         raise InputError(f"dataset {dataset.name!r} gave no images to build a bank from")
     n_classes = len(dataset.class_names)
-    stats = BuildStats()
-    all_v, all_l, all_ids = [], [], []
-    it = samples
+    it = order
     if progress:
         from tqdm import tqdm
-        it = tqdm(samples, desc="bank", unit="img")
-    for s in it:
-        image, label = s.image(), s.label()
-        check_label_map(s.image_id, image.shape[:2], label, n_classes)
-        fmap = backbone(image)
-        fmap.check_finite(f"backbone features of {s.image_id}")
-        if fmap.dim != backbone.identity.feature_dim:
-            raise InputError(f"backbone returned dim {fmap.dim}, its identity says "
-                             f"{backbone.identity.feature_dim}")
-        v, l, skipped = image_vectors(fmap, label, n_classes, cfg)
-        stats.images += 1
-        stats.regions += len(l) + skipped
-        stats.skipped_small += skipped
-        all_v.append(v)
-        all_l.append(l)
-        all_ids += [s.image_id] * len(l)
-    vectors = np.concatenate(all_v) if all_v else np.zeros((0, backbone.identity.feature_dim))
-    labels = np.concatenate(all_l) if all_l else np.zeros(0, np.int32)
-    if len(vectors) == 0:
-        raise InputError(
-            f"no region of {dataset.name!r} survived purification and min_area="
-            f"{cfg.min_area}; lower bank.min_area or bank.erosion_iterations")
-    return finish_bank(vectors, labels, all_ids, dataset.class_names, backbone.identity,
-                       dataset.background_index, cfg, config_record, stats)
+        it = tqdm(order, desc="bank", unit="img")
+    entries = [image_entries(dataset.samples[i], backbone, n_classes, cfg) for i in it]
+    return finish_bank(entries, dataset.class_names, dataset.background_index,
+                       backbone.identity, cfg, config_record, dataset.name)

@@ -7,6 +7,7 @@ import json
 import click
 
 from ..bank.datasets import LAYOUTS
+from ..scale.options import engine_options
 
 
 @click.group()
@@ -38,29 +39,89 @@ def bank():
 @click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
               help="Proposer recorded in the bank for segment/eval: sam or entityseg "
                    "(--set proposer.model=PATH).")
+@engine_options
 def build(layout, root, split, labels, classes, background, out, preset, overrides, limit,
-          shots, home, backend, proposer):
-    """Build a bank from images with label maps (ground truth or pseudo-masks)."""
-    from ..runtime.assemble import build_backbone, resolve_backend
-    from ..settings import resolve_config
-    from .builder import build_bank
-    from .datasets import open_dataset
+          shots, home, backend, proposer, **engine):
+    """Build a bank from images with label maps (ground truth or pseudo-masks).
+
+    With --shard i/N write a partial bank of share i (see 'bank merge').
+    """
+    from functools import partial
+
+    from ..errors import InputError
     from ..io import check_output_file
+    from ..scale import options
+    from ..scale.work import BankTask, ModelSpec, assemble, run_task
+    from ..settings import resolve_config
+    from .builder import finish_bank, select_indices
+    from .datasets import open_dataset
+    from .parts import save_part
     from .store import save_bank
 
     check_output_file(out, "--out", suffix=".npz")     # before any work
-    be = resolve_backend(backend)
+    shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
+    cfg.bank.validate()
     ds = open_dataset(layout, root, split, labels, classes, background)
-    backbone = build_backbone(cfg, be, home)
-    b = build_bank(ds, backbone, cfg.bank, limit=limit, shots=shots, progress=True,
-                   config_record=cfg.to_dict())
-    path = save_bank(b, out)
+    order = select_indices(ds, limit, shots)
+    if not order:
+        raise InputError(f"dataset {ds.name!r} gave no images to build a bank from")
+    positions = list(shard.positions(len(order))) if shard else list(range(len(order)))
+    if not positions:
+        raise InputError(f"--shard {shard}: the build has only {len(order)} images, so this "
+                         f"shard is empty; use at most {len(order)} shards")
+    spec = ModelSpec(backend, home, preset, tuple(overrides), None, proposer)
+    task = BankTask(partial(open_dataset, layout, root, split, labels, classes, background),
+                    partial(assemble, spec, "backbone"), dict(cfg.bank.__dict__))
+    results = run_task(task, [str(order[p]) for p in positions], ray_options, desc="bank")
+    entries = [e for e, _ in results]
+    identities = {i for _, i in results}
+    if len(identities) != 1:
+        raise InputError(f"the workers loaded different backbones ({len(identities)} "
+                         f"identities); give every node the same model files")
+    identity = identities.pop()
+    if shard:
+        path = save_part(out, entries, positions, shard, [ds.samples[i].image_id for i in order],
+                         {"name": ds.name, "class_names": list(ds.class_names),
+                          "background_index": ds.background_index}, identity, cfg.to_dict())
+        n_vec = sum(len(e.labels) for e in entries)
+        click.echo(f"wrote {path}: shard {shard}, {len(entries)} of {len(order)} images, "
+                   f"{n_vec} vectors before outlier rejection; combine the parts with "
+                   f"'moduseg bank merge PARTS... --out BANK'")
+        _echo_failures([{"image": e.image_id, "error": e.error} for e in entries if e.error])
+        return
+    b = finish_bank(entries, ds.class_names, ds.background_index, identity, cfg.bank,
+                    cfg.to_dict(), ds.name)
+    _echo_bank(save_bank(b, out), b)
+
+
+@bank.command("merge")
+@click.argument("parts", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Bank file to write (.npz).")
+def merge(parts, out):
+    """Merge the parts of 'bank build --shard i/N' into the bank one process would build."""
+    from .parts import merge_parts
+    from .store import save_bank
+
+    b = merge_parts(parts)
+    _echo_bank(save_bank(b, out), b)
+
+
+def _echo_failures(failed):
+    if failed:
+        click.echo(f"{len(failed)} image(s) failed and were left out (listed in the bank's "
+                   f"stats.failed):", err=True)
+        for f in failed[:20]:
+            click.echo(f"  {f['image']}: {f['error']}", err=True)
+
+
+def _echo_bank(path, b):
     s = b.stats
     click.echo(f"wrote {path}: {len(b)} vectors of dim {b.dim} from {s['images']} images "
                f"({s['skipped_small']} regions skipped below min_area, "
                f"{s['dropped_outliers']} outliers dropped)")
     click.echo("vectors per class: " + ", ".join(f"{k} {v}" for k, v in s["per_class"].items()))
+    _echo_failures(s.get("failed", []))
 
 
 @bank.command("info")

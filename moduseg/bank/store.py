@@ -41,10 +41,24 @@ def save_bank(bank: Bank, path: str | Path) -> Path:
             extra = {} if bank.projection is None else {
                 "projection": bank.projection.astype(np.float32),
                 "projection_mean": bank.projection_mean.astype(np.float32)}
-            np.savez(f, vectors=bank.vectors, labels=bank.labels.astype(np.int32),
-                     image_ids=bank.image_ids.astype(str),
-                     meta=np.array(json.dumps(meta)), **extra)
+            write_npz(f, {"vectors": bank.vectors, "labels": bank.labels.astype(np.int32),
+                          "image_ids": bank.image_ids.astype(str),
+                          "meta": np.array(json.dumps(meta)), **extra})
     return path
+
+
+def write_npz(f, arrays: dict) -> None:
+    """``np.savez`` with fixed member timestamps, so equal arrays give equal file bytes.
+
+    ``np.load`` reads it like any ``.npz``; a merged bank and a single-process
+    bank can then be compared with ``cmp``.
+    """
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with z.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
 
 # Limits checked from the .npy headers inside the zip, before any array is read

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..scale.options import engine_options
 
 
 def build_segmenter(bank_path, home=None, preset=None, overrides=(), need_proposer=True,
@@ -43,24 +44,77 @@ PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its expor
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
+@engine_options
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
-            max_frames, no_overlay):
+            max_frames, no_overlay, **engine):
     """Segment INPUT (an image, a folder, a video file or a camera index).
 
     Writes labels/, overlays/ (or overlay.mp4), segments.json, palette.json and
-    index.html into --out, replacing a previous run's files as a set.
+    index.html into --out, replacing a previous run's files as a set. A folder's
+    images can be split over jobs (--shard i/N) or a Ray actor pool (--engine
+    ray); frames that fail are listed under "skipped" in segments.json.
     """
+    from ..scale import options
+    from ..scale.work import ModelSpec, assemble
     from .outputs import prepare_output, run_segment
-    from .stream import input_kind, probe_input
+    from .stream import image_paths, input_kind, probe_input
 
     input_kind(input_spec)
+    shard, ray_options = options.parse(**engine)
+    spec = ModelSpec(backend, home, preset, tuple(overrides), bank_path, proposer)
+    work = None
+    if shard is not None or ray_options is not None:
+        work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
     out = prepare_output(out_dir)          # before any model loads
     probe_input(input_spec)
-    seg = build_segmenter(bank_path, home, preset, overrides, backend=backend, proposer=proposer)
+    results = None
+    if ray_options is None:
+        seg = assemble(spec, "segmenter")
+    else:
+        seg = _outputs_only(spec)
+        results = _ray_results(spec, work, ray_options, need_image=not no_overlay)
+    if seg.full_config.runtime.reuse_proposals_below > 0 and work is not None:
+        raise InputError("runtime.reuse_proposals_below > 0 makes a frame depend on the one "
+                         "before it, so the frames cannot be split over workers; drop "
+                         "that --set or run without --shard/--engine ray")
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
-                          overlays=not no_overlay)
+                          overlays=not no_overlay, shard=shard, results=results)
     click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"
-               + (f"; {len(summary.skipped)} unreadable file(s) skipped"
+               + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
                   if summary.skipped else ""))
+    for e in summary.skipped[:20]:
+        click.echo(f"  skipped {e['file']}: {e['error']}", err=True)
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
                                                    for k, v in summary.median_ms.items()))
+
+
+def _outputs_only(spec):
+    """What segment's outputs need from the segmenter (bank, configuration), without models."""
+    from types import SimpleNamespace
+
+    from ..bank.store import load_bank
+    from ..settings import resolve_config
+    bank = load_bank(spec.bank_path)
+    cfg = resolve_config(spec.preset, spec.overrides, bank.config, proposer=spec.proposer)
+    cfg.validate()
+    return SimpleNamespace(bank=bank, config=cfg.runtime, full_config=cfg)
+
+
+def _ray_results(spec, work, ray_options, need_image: bool):
+    """``(Frame, result or InputError)`` of ``work`` [(position, path)] from a Ray actor
+    pool, in frame order."""
+    from functools import partial
+
+    from ..io import read_image
+    from ..scale import ray_engine
+    from ..scale.work import FrameError, SegmentTask, assemble
+    from .stream import Frame
+
+    task = SegmentTask(partial(assemble, spec, "segmenter"))
+    for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):
+        index, path = work[k]
+        if isinstance(res, FrameError):
+            yield Frame(index, path.stem, None), InputError(res.message)
+            continue
+        image = read_image(path) if need_image else None
+        yield Frame(index, path.stem, image), res

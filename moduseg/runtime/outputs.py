@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import InputError, OutputError
+from ..errors import ModuSegError, InputError, OutputError
 from ..io import check_output_dir, clean_stale_temps, write_image, write_json, write_label_png
 from ..types import IGNORE, SegmentationResult
 
@@ -488,13 +488,18 @@ def verified_video_frames(path: Path, expected: int) -> int:
 
 
 def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None = None,
-                overlays: bool = True, progress: bool = True) -> RunSummary:
+                overlays: bool = True, progress: bool = True, shard=None,
+                results=None) -> RunSummary:
     """Segment an image, folder, video or camera into ``out``: the one call the CLI makes.
 
     ``seg`` is a ``Segmenter`` (anything with ``bank``, ``full_config`` and
-    ``seg(image, timer)``). In a folder an unreadable or truncated image is
-    reported in one line, listed under ``skipped`` in segments.json and
-    skipped; a single image or a run where no frame is readable is an error.
+    ``seg(image, timer)``). In a folder an unreadable or truncated image, or a
+    frame the pipeline refuses, is reported in one line, listed under
+    ``skipped`` in segments.json and skipped; a single image or a run where no
+    frame is readable is an error. ``shard`` (``scale.shard.Shard``) takes one
+    share of a folder; ``results`` (an iterable of ``(Frame, result or
+    Exception)`` in frame order, e.g. from a Ray actor pool) replaces the
+    in-process inference.
     """
     from tqdm import tqdm
 
@@ -504,7 +509,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     kind = input_kind(input_spec)
     out = Path(out)
     fps = video_info(input_spec)[0] if kind in ("video", "camera") else 25.0
-    total = count_frames(input_spec, max_frames)
+    total = count_frames(input_spec, max_frames, shard)
     cfg = seg.full_config.to_dict() if hasattr(seg, "full_config") else {}
     writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
                        fps=fps, total=total, overlays=overlays,
@@ -516,14 +521,27 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
         bar.write(f"skipped: {err}")
 
     def infer(frame):
-        return seg(frame.image, StageTimer())
+        try:
+            return seg(frame.image, StageTimer())
+        except ModuSegError as e:       # one bad frame of a folder fails alone
+            if kind != "folder":
+                raise
+            return e
 
     def write(frame, res):
-        writer.add(frame, res)
+        if isinstance(res, Exception):
+            on_error(frame.name, res)
+        else:
+            writer.add(frame, res)
         bar.update(1)
 
     try:
-        run_overlapped(iter_frames(input_spec, max_frames, on_error=on_error), infer, write)
+        if results is None:
+            run_overlapped(iter_frames(input_spec, max_frames, shard, on_error=on_error),
+                           infer, write)
+        else:
+            for frame, res in results:
+                write(frame, res)
         summary = writer.finish()
     except BaseException:
         writer.abort()

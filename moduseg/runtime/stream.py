@@ -26,7 +26,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 class Frame:
     index: int
     name: str
-    image: np.ndarray   # RGB uint8
+    image: np.ndarray | None   # RGB uint8; None when it could not be read
+    error: str | None = None   # why, in one line; that frame fails, the run goes on
 
 
 def input_kind(spec: str) -> str:
@@ -58,26 +59,32 @@ def video_info(spec: str) -> tuple[float, int]:
     return fps, n
 
 
-def image_paths(spec: str) -> list[Path]:
-    """The image files of an image or folder input, in name order."""
-    if input_kind(spec) == "image":
-        return [Path(spec)]
-    paths = sorted(p for p in Path(spec).iterdir()
-                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def image_paths(spec: str, max_frames: int | None = None, shard=None) -> list[tuple[int, Path]]:
+    """``(position, path)`` of an image or a folder's images (sorted by name).
+
+    The first ``max_frames``, then shard ``i/N``'s share of them (``scale.shard``).
+    """
+    kind = input_kind(spec)
+    if kind not in ("image", "folder"):
+        raise InputError(f"input {spec} is a {kind}; --shard and --engine ray take an image "
+                         f"folder (extract the frames first)")
+    paths = [Path(spec)] if kind == "image" else sorted(
+        p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise InputError(f"folder {spec} holds no images ({IMAGE_SUFFIXES})")
-    return paths
+    paths = paths[:max_frames]
+    keep = shard.positions(len(paths)) if shard is not None else range(len(paths))
+    return [(i, paths[i]) for i in keep]
 
 
-def count_frames(spec: str, max_frames: int | None = None) -> int | None:
+def count_frames(spec: str, max_frames: int | None = None, shard=None) -> int | None:
     """Frames the input will give (None for a camera or a video without a count)."""
     kind = input_kind(spec)
     if kind in ("image", "folder"):
-        n = len(image_paths(spec))
-    elif kind == "camera":
+        return len(image_paths(spec, max_frames, shard))
+    if kind == "camera":
         return max_frames
-    else:
-        n = video_info(spec)[1] or None
+    n = video_info(spec)[1] or None
     return n if max_frames is None or n is None else min(n, max_frames)
 
 
@@ -95,17 +102,17 @@ def probe_input(spec: str) -> None:
                          f"unsupported codec); re-encode it, e.g. with ffmpeg -i IN out.mp4")
 
 
-def iter_frames(spec: str, max_frames: int | None = None,
+def iter_frames(spec: str, max_frames: int | None = None, shard=None,
                 on_error: Callable[[Path, InputError], None] | None = None) -> Iterator[Frame]:
-    """Frames of an image, a folder, a video or a camera.
+    """Frames of an image, a folder (or shard ``i/N`` of it), a video or a camera.
 
     In a folder, an unreadable or truncated image is passed to ``on_error``
     (when given) and skipped; otherwise it stops the run.
     """
     kind = input_kind(spec)
-    if kind in ("image", "folder"):
+    if kind in ("image", "folder") or shard is not None:
         from ..io import read_image
-        for i, p in enumerate(image_paths(spec)[:max_frames]):
+        for i, p in image_paths(spec, max_frames, shard):
             try:
                 image = read_image(p)
             except InputError as e:
