@@ -52,9 +52,12 @@ def write_folder_dataset(root: Path, n: int = 9, bad: int | None = None) -> dict
 
 
 def bank_args(d: dict, out, *extra) -> list[str]:
+    # the default preset projects the bank onto its 128 principal axes: the 5-dim stand-in
+    # backbone gets 3 (the projection is fitted in the global step, after the merge)
+    pca = [] if "paper" in extra else ["--set", "bank.pca_dim=3"]
     return ["bank", "build", "--dataset", "folder", "--root", str(d["images"]),
             "--labels", str(d["labels"]), "--classes", str(d["classes"]), "--background", "0",
-            "--out", str(out), *extra]
+            "--out", str(out), *extra, *pca]
 
 
 class ColourProposer:
