@@ -138,6 +138,7 @@ def test_cpu_repository_every_config_parses_as_a_model_config(bank_file, tmp_pat
         ("image", pb2.TYPE_UINT8, [-1, -1, 3])]
     assert [o.name for o in pipe.output] == ["label_map", "class", "confidence", "box"]
     assert json.loads(_params(pipe)["class_names"])[0] == "sky"
+    assert pipe.instance_group[0].count == 2 and bb.instance_group[0].count == 1
     assert (repo / BANK / "1" / "bank.npz").read_bytes() == bank_file.read_bytes()
     # the decoder's tensors are the rewritten SAM decoder's own
     assert "point_coords" in [i.name for i in cfgs[DECODER].input]
@@ -396,3 +397,26 @@ def test_sigint_stops_the_server_and_leaves_no_process(server):
     assert _stray_processes(str(work)) == []
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{server['http']}/v2/health/ready", timeout=2)
+
+
+def test_metrics_give_per_request_queue_and_compute_times():
+    from moduseg.serve.client import parse_metrics, per_request_ms
+
+    def text(n, execs, queue_us, infer_us):
+        return "\n".join([
+            "# HELP nv_inference_count Number of inferences performed",
+            f'nv_inference_request_success{{model="backbone",version="1"}} {n}',
+            f'nv_inference_request_failure{{model="backbone",reason="OTHER",version="1"}} 1',
+            f'nv_inference_count{{model="backbone",version="1"}} {n}',
+            f'nv_inference_exec_count{{model="backbone",version="1"}} {execs}',
+            f'nv_inference_queue_duration_us{{model="backbone",version="1"}} {queue_us}',
+            f'nv_inference_compute_infer_duration_us{{model="backbone",version="1"}} {infer_us}',
+            'nv_cpu_memory_used_bytes 123'])
+
+    before = parse_metrics(text(2, 2, 1000, 50000))
+    after = parse_metrics(text(10, 4, 9000, 450000))
+    assert before[("nv_inference_exec_count", "backbone")] == 2
+    got = per_request_ms(before, after, "backbone")
+    assert got["requests"] == 8 and got["avg_batch"] == 4.0
+    assert got["queue_ms"] == pytest.approx(1.0) and got["compute_infer_ms"] == pytest.approx(50.0)
+    assert per_request_ms(after, after, "backbone") == {}

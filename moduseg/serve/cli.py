@@ -14,7 +14,7 @@ from ..errors import InputError
 
 
 def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
-             engine_dir, python_env, instances):
+             engine_dir, python_env, instances, pipeline_instances):
     from .repository import TritonOptions, parse_batch_sizes, parse_frame_size, \
         python_env_default
 
@@ -23,7 +23,8 @@ def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame
                          preferred_batch_sizes=parse_batch_sizes(preferred_batch_sizes),
                          frame_hw=parse_frame_size(frame_size), engine_dir=engine_dir,
                          python_env=python_env or python_env_default(),
-                         instances=instances).validate()
+                         instances=instances,
+                         pipeline_instances=pipeline_instances).validate()
 
 
 def repository_options(f):
@@ -34,7 +35,10 @@ def repository_options(f):
                      help="Backbone dynamic batching: preferred batch sizes (the largest is "
                           "max_batch_size)."),
         click.option("--instances", type=int, default=1, show_default=True,
-                     help="Instances of each model."),
+                     help="Instances of each network model and of the bank model."),
+        click.option("--pipeline-instances", type=int, default=2, show_default=True,
+                     help="Instances of the 'moduseg' BLS model: frames in flight at once "
+                          "(what lets the backbone batch across streams)."),
         click.option("--python-env", default=None, type=click.Path(),
                      help="EXECUTION_ENV_PATH of the Python models (default: this "
                           "interpreter's environment, which must have onnxruntime and faiss)."),
@@ -61,12 +65,13 @@ def repository_options(f):
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @repository_options
 def export_triton(bank_path, out_dir, variant, platform, frame_size, engine_dir, home,
-                  max_queue_delay_us, preferred_batch_sizes, instances, python_env):
+                  max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
+                  python_env):
     """Write a Triton Inference Server model repository for a bank."""
     from .repository import write_repository
 
     opts = _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
-                    engine_dir, python_env, instances)
+                    engine_dir, python_env, instances, pipeline_instances)
     out = write_repository(bank_path, out_dir, opts, home)
     click.echo(f"model repository -> {out} ({variant} variant; models: "
                f"moduseg, backbone, sam_encoder, sam_decoder, moduseg_bank)")
@@ -120,11 +125,12 @@ def _ports(host, http_port, grpc_port, metrics_port):
                    "serve/<bank sha256> under the model home).")
 @repository_options
 def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir,
-          max_queue_delay_us, preferred_batch_sizes, instances, python_env):
+          max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
+                  python_env):
     """Serve a bank with Triton Inference Server (CPU variant) until Ctrl-C or SIGTERM."""
     ports = _ports(host, http_port, grpc_port, metrics_port)
     opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us, preferred_batch_sizes,
-                    "480x360", None, python_env, instances)
+                    "480x360", None, python_env, instances, pipeline_instances)
     stop = threading.Event()
     starting = [True]
 
@@ -158,6 +164,10 @@ def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir,
             signal.signal(s, h)
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @click.command("serve")
 @click.option("--video", required=True, type=click.Path(), help="Video whose frames each "
               "stream sends.")
@@ -179,7 +189,7 @@ def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir,
 @repository_options
 def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, in_process,
                 home, out_json, max_queue_delay_us, preferred_batch_sizes, instances,
-                python_env):
+                pipeline_instances, python_env):
     """N concurrent clients, each sending the frames of VIDEO: latency, fps, server times."""
     from ..io import write_json
     from .client import per_request_ms, process_tree_rss_mb, read_frames, read_metrics, \
@@ -199,12 +209,15 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
         raise InputError("bench serve needs --bank (it starts a server) or --url (a running one)")
     images = read_frames(video, frames)
     server = None
+    # SIGTERM unwinds like Ctrl-C, so the finally below stops the server it started
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     report: dict = {"video": str(video), "frames_per_stream": len(images), "runs": []}
     try:
         if not url:
             ports = Ports(*free_ports())
             opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us,
-                            preferred_batch_sizes, "480x360", None, python_env, instances)
+                            preferred_batch_sizes, "480x360", None, python_env, instances,
+                            pipeline_instances)
             server = prepare_server(bank_path, home, ports, opts)
             server.start()
             url = ports.grpc_url if protocol == "grpc" else ports.http_url
@@ -236,6 +249,7 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
     finally:
         if server is not None:
             server.stop()
+        signal.signal(signal.SIGTERM, old_term)
     if in_process and bank_path:
         from .triton_models import build_parts
         seg = build_parts(bank_path, home)

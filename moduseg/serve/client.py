@@ -55,7 +55,11 @@ _LINE = re.compile(r'^(nv_inference_\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
 def read_metrics(url: str) -> dict[tuple[str, str], float]:
     """{(metric, model): value} for the nv_inference_* counters of the metrics endpoint."""
     with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
+        return parse_metrics(r.read().decode())
+
+
+def parse_metrics(text: str) -> dict[tuple[str, str], float]:
+    """Prometheus text -> {(metric, model): value}, summed over other labels."""
     out: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
         m = _LINE.match(line.strip())
@@ -75,7 +79,7 @@ def per_request_ms(before, after, model: str) -> dict[str, float]:
     if n <= 0:
         return {}
     return {"requests": n, "executions": execs,
-            "avg_batch": (delta("nv_inference_inference_count") / execs) if execs else 0.0,
+            "avg_batch": (delta("nv_inference_count") / execs) if execs else 0.0,
             "queue_ms": delta("nv_inference_queue_duration_us") / n / 1e3,
             "compute_input_ms": delta("nv_inference_compute_input_duration_us") / n / 1e3,
             "compute_infer_ms": delta("nv_inference_compute_infer_duration_us") / n / 1e3,
@@ -155,7 +159,7 @@ def run_streams(url: str, protocol: str, frames: list[np.ndarray], streams: int,
         res.wall_s = time.perf_counter() - t0
         client.close()
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(streams)]
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(streams)]
     for t in threads:
         t.start()
     for t in threads:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,8 @@ class TritonOptions:
     frame_hw: tuple[int, int] = (360, 480)     # gpu variant: the SAM encoder's frame size
     engine_dir: str | None = None              # tensorrt_plan: backbone.plan, sam_encoder.plan...
     python_env: str | None = None              # EXECUTION_ENV_PATH of the Python models
-    instances: int = 1
+    instances: int = 1                         # of each network and of the bank model
+    pipeline_instances: int = 2                # of the BLS model: frames in flight at once
 
     def validate(self) -> "TritonOptions":
         if self.variant not in ("cpu", "gpu"):
@@ -72,8 +74,9 @@ class TritonOptions:
         if not self.preferred_batch_sizes or min(self.preferred_batch_sizes) < 1:
             raise InputError(f"--preferred-batch-sizes must be positive integers such as 4,8, "
                              f"got {list(self.preferred_batch_sizes)}")
-        if self.instances < 1:
-            raise InputError(f"--instances must be >= 1, got {self.instances}")
+        if self.instances < 1 or self.pipeline_instances < 1:
+            raise InputError(f"--instances and --pipeline-instances must be >= 1, got "
+                             f"{self.instances}, {self.pipeline_instances}")
         if min(self.frame_hw) < 1:
             raise InputError(f"--frame-size must be WxH with positive sides, got {self.frame_hw}")
         if self.variant == "gpu" and self.platform == "tensorrt_plan":
@@ -223,14 +226,14 @@ def write_repository(bank_path: str | Path, out: str | Path, opts: TritonOptions
     bank_path = Path(bank_path)
     load_bank(bank_path)                      # a bad bank stops here, with its own message
     seg = build_parts(bank_path, home)
+    seg.proposer.padding_embedding()          # cached on disk: the served pipeline reads it
     files = network_files(seg, opts)
     out = Path(out)
     if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
         raise InputError(f"--out {out} exists and is not a moduseg model repository; "
                          f"choose an empty or new folder")
-    tmp = out.with_name(f".{out.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
         _write(tmp, bank_path, seg, files, opts, home)
         (tmp / MANIFEST).write_text(json.dumps({
@@ -290,7 +293,8 @@ def _write(root: Path, bank_path: Path, seg, files: dict[str, Path], opts: Trito
     params = dict(common, class_names=json.dumps(list(seg.bank.class_names)),
                   variant=opts.variant)
     (folder / "config.pbtxt").write_text(config_text(
-        PIPELINE, PIPELINE_INPUTS, RESULT_OUTPUTS, backend="python", count=opts.instances,
+        PIPELINE, PIPELINE_INPUTS, RESULT_OUTPUTS, backend="python",
+        count=opts.pipeline_instances,
         parameters=params))
 
 
