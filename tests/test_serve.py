@@ -138,7 +138,7 @@ def test_cpu_repository_every_config_parses_as_a_model_config(bank_file, tmp_pat
         ("image", pb2.TYPE_UINT8, [-1, -1, 3])]
     assert [o.name for o in pipe.output] == ["label_map", "class", "confidence", "box"]
     assert json.loads(_params(pipe)["class_names"])[0] == "sky"
-    assert pipe.instance_group[0].count == 2 and bb.instance_group[0].count == 1
+    assert pipe.instance_group[0].count == 1 and bb.instance_group[0].count == 1
     assert (repo / BANK / "1" / "bank.npz").read_bytes() == bank_file.read_bytes()
     # the decoder's tensors are the rewritten SAM decoder's own
     assert "point_coords" in [i.name for i in cfgs[DECODER].input]

@@ -36,7 +36,7 @@ def repository_options(f):
                           "max_batch_size)."),
         click.option("--instances", type=int, default=1, show_default=True,
                      help="Instances of each network model and of the bank model."),
-        click.option("--pipeline-instances", type=int, default=2, show_default=True,
+        click.option("--pipeline-instances", type=int, default=1, show_default=True,
                      help="Instances of the 'moduseg' BLS model: frames in flight at once "
                           "(what lets the backbone batch across streams)."),
         click.option("--python-env", default=None, type=click.Path(),
@@ -240,7 +240,8 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
                        f"p99 {row['p99_ms']:.0f} ms, {row['fps']:.2f} fps "
                        f"({', '.join(f'{v:.2f}' for v in row['fps_per_stream'])} per stream)"
                        + (f", server RSS {row['server_rss_mb']:.0f} MB"
-                          if "server_rss_mb" in row else ""))
+                          if "server_rss_mb" in row else "")
+                       + (f"; first error: {row['first_error']}" if row["errors"] else ""))
             for m, s in row.get("server", {}).items():
                 if s:
                     click.echo(f"    {m:13s} queue {s['queue_ms']:7.1f} ms  compute "

@@ -34,8 +34,12 @@ def _tritonclient(protocol: str):
     return mod
 
 
-def connect(url: str, protocol: str = "http"):
-    return _tritonclient(protocol).InferenceServerClient(url)
+def connect(url: str, protocol: str = "http", timeout_s: float = 600.0):
+    """A client; HTTP timeouts raised from 60 s, as a loaded CPU server is slow."""
+    mod = _tritonclient(protocol)
+    if protocol == "grpc":
+        return mod.InferenceServerClient(url)
+    return mod.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
 
 
 def segment(client, image: np.ndarray, protocol: str = "http") -> dict[str, np.ndarray]:
@@ -171,8 +175,9 @@ def summarize(results: list[StreamResult], wall_s: float) -> dict:
     lat = np.array([v for r in results for v in r.latencies_ms], np.float64)
     ok = len(lat)
     q = (lambda p: float(np.percentile(lat, p))) if ok else (lambda p: float("nan"))
-    return {"streams": len(results), "frames": ok,
-            "errors": sum(len(r.errors) for r in results),
+    errors = [e for r in results for e in r.errors]
+    return {"streams": len(results), "frames": ok, "errors": len(errors),
+            "first_error": errors[0] if errors else "",
             "p50_ms": q(50), "p90_ms": q(90), "p99_ms": q(99),
             "fps": ok / wall_s if wall_s > 0 else 0.0,
             "fps_per_stream": [len(r.latencies_ms) / r.wall_s if r.wall_s else 0.0

@@ -61,7 +61,7 @@ class TritonOptions:
     engine_dir: str | None = None              # tensorrt_plan: backbone.plan, sam_encoder.plan...
     python_env: str | None = None              # EXECUTION_ENV_PATH of the Python models
     instances: int = 1                         # of each network and of the bank model
-    pipeline_instances: int = 2                # of the BLS model: frames in flight at once
+    pipeline_instances: int = 1                # of the BLS model: frames in flight at once
 
     def validate(self) -> "TritonOptions":
         if self.variant not in ("cpu", "gpu"):

@@ -14,11 +14,9 @@ it is imported in the methods that run there.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -31,69 +29,6 @@ def build_parts(bank_path, home=None):
     from ..runtime.cli import build_segmenter
 
     return build_segmenter(str(bank_path), home, backend="cpu")
-
-
-class GraphSession:
-    """An ONNX Runtime session stand-in: the graph's metadata and tensors at once, the
-    session itself (``open_session()``) only when ``run`` is first called.
-
-    Each served model needs one network (the BLS model none: its networks are other
-    models), but the construction makes every session; deferring them keeps a model's
-    load time and memory to its own network.
-    """
-
-    def __init__(self, path, open_session):
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        inits = {i.name for i in model.graph.initializer}
-        self.path, self._open, self._session = Path(path), open_session, None
-        self._meta = {p.key: p.value for p in model.metadata_props}
-
-        def info(v):
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                    for d in v.type.tensor_type.shape.dim]
-            return SimpleNamespace(name=v.name, shape=dims)
-        self._inputs = [info(v) for v in model.graph.input if v.name not in inits]
-        self._outputs = [info(v) for v in model.graph.output]
-
-    def get_modelmeta(self):
-        return SimpleNamespace(custom_metadata_map=dict(self._meta))
-
-    def get_inputs(self):
-        return list(self._inputs)
-
-    def get_outputs(self):
-        return list(self._outputs)
-
-    def open(self):
-        if self._session is None:
-            self._session = self._open(self)
-        return self._session
-
-    def run(self, output_names, feed):
-        return self.open().run(output_names, feed)
-
-
-@contextlib.contextmanager
-def deferred_sessions(open_session):
-    """Within the block, ``make_session`` returns ``GraphSession``s opened by ``open_session``."""
-    from ..runtime import onnx_session
-
-    real = onnx_session.make_session
-
-    def make(path, providers="auto", threads=None, spin=None):
-        return GraphSession(path, lambda g: open_session(g, real, providers, threads, spin))
-
-    onnx_session.make_session = make
-    try:
-        yield real
-    finally:
-        onnx_session.make_session = real
-
-
-def _open_locally(graph, real, providers, threads, spin):
-    return real(graph.path, providers, threads, spin)
 
 
 def _pb():
@@ -109,11 +44,9 @@ def _setup(args):
     return cfg, params, root
 
 
-def _parts(args, open_session=_open_locally):
+def _parts(args):
     cfg, params, root = _setup(args)
-    with deferred_sessions(open_session):
-        seg = build_parts(root / params["bank"], params.get("home") or None)
-    return cfg, params, seg
+    return cfg, params, build_parts(root / params["bank"], params.get("home") or None)
 
 
 def _error_response(e: Exception):
@@ -176,9 +109,9 @@ class OnnxStageModel:
         self.inputs, self.outputs = _io_names(cfg)
         self.batched = int(cfg.get("max_batch_size", 0)) > 0
         if self.name == BACKBONE:
-            self.session = seg.backbone.session.open()
+            self.session = seg.backbone.session
         elif self.name == DECODER:
-            self.session = seg.proposer.decoder.open()
+            self.session = seg.proposer.decoder
         elif self.name == ENCODER:
             self.proposer = seg.proposer          # content-sized encoders, made per size
             self.session = None
@@ -289,22 +222,19 @@ class PipelineModel:
     """``moduseg``: one frame through backbone and SAM (beside each other), then the bank."""
 
     def initialize(self, args):
-        # the networks are served by their own models: every session of the pipeline is a
-        # RemoteSession to one of them (the encoder's, whatever its input size)
-        files = {}
-
-        def served(graph, real, providers, threads, spin):
-            model = files.get(graph.path, ENCODER)
-            return RemoteSession(model, [i.name for i in graph.get_inputs()],
-                                 [o.name for o in graph.get_outputs()])
-
-        cfg, params, seg = _parts(args, served)
+        cfg, params, seg = _parts(args)
         self.outputs = [t["name"] for t in cfg["output"]]
         bb, prop = seg.backbone, seg.proposer
-        files.update({Path(bb.path): BACKBONE, Path(prop.decoder_file): DECODER})
-        encoder = GraphSession(prop.encoder_file, lambda g: served(g, None, None, None, None))
-        prop._encoder_for = lambda hw: encoder     # no content-sized graph built here
-        prop.padding_embedding()                   # cached on disk by the export
+        # the networks are served by their own models; keep their metadata, not sessions
+        bb.session = RemoteSession(BACKBONE, [bb.input_name], [bb.output_name])
+        prop.padding_embedding()                   # cached on disk after the first build
+        prop.decoder = RemoteSession(DECODER, sorted(prop._dec_inputs),
+                                     _decoder_outputs())
+        prop._encoders.clear()
+        from .repository import onnx_io
+        ins, outs = onnx_io(prop.encoder_file)
+        encoder = RemoteSession(ENCODER, [ins[0][0]], [outs[0][0]])
+        prop._encoder_for = lambda hw: encoder
         self.backbone, self.proposer = bb, prop
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
 
@@ -344,3 +274,7 @@ class PipelineModel:
     def finalize(self):
         self.pool.shutdown(wait=False)
 
+
+def _decoder_outputs():
+    from ..runtime.proposers.sam_decoder_surgery import ALL_IOUS, ALL_MASKS
+    return [ALL_MASKS, ALL_IOUS]
