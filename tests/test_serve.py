@@ -395,6 +395,8 @@ def test_sigint_stops_the_server_and_leaves_no_process(server):
     while _stray_processes(str(work)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _stray_processes(str(work)) == []
+    # nor shared-memory regions of its Python backend
+    assert not list(Path("/dev/shm").glob("moduseg_*")) if Path("/dev/shm").is_dir() else True
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{server['http']}/v2/health/ready", timeout=2)
 

@@ -21,6 +21,7 @@ import sys
 import sysconfig
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,9 @@ class TritonServer:
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "tritonserver.log"
+        # the Python backend's shared-memory regions get this prefix, so stop() can remove
+        # what a killed server leaves in /dev/shm
+        self.shm_prefix = f"moduseg_{uuid.uuid4().hex[:12]}_"
 
     def command(self, backends: Path | None) -> list[str]:
         p = self.ports
@@ -143,7 +147,8 @@ class TritonServer:
                f"--metrics-address={p.host}", f"--metrics-port={p.metrics}",
                "--allow-metrics=true", "--allow-gpu-metrics=false",
                "--disable-auto-complete-config", "--exit-timeout-secs=20",
-               "--backend-config=python,shm-default-byte-size=16777216"]
+               "--backend-config=python,shm-default-byte-size=16777216",
+               f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
         if backends is not None:
             cmd.append(f"--backend-directory={backends}")
         return cmd
@@ -216,6 +221,10 @@ class TritonServer:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        shm = Path("/dev/shm")
+        if shm.is_dir():
+            for f in shm.glob(f"{self.shm_prefix}*"):
+                f.unlink(missing_ok=True)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
