@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": "moduseg.bench:bench_command",
     "pseudo": "moduseg.bank.pseudo.cli:pseudo",
     "cuda": "moduseg.runtime.cuda.cli:cuda",
+    "serve": "moduseg.serve.cli:serve",
 }
 
 

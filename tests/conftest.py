@@ -13,3 +13,11 @@ def shared_data() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real data not found at {DATA} (needs ../shared/data beside the checkout)")
     return DATA
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--serve-env", default=None, metavar="VENV",
+        help="environment with moduseg[serve] (numpy < 2, nvidia-pytriton) that runs the "
+             "Triton server of tests/test_serve.py; default: this interpreter's, if it has it, "
+             "else .venv-serve at the checkout's root")

@@ -57,3 +57,33 @@ def test_packed_masks_round_trip_and_areas():
         np.testing.assert_array_equal(pm.unpack(pm.bits[i]), m[i])
     ref = np.array([[(a & b).sum() / max((a | b).sum(), 1) for b in m] for a in m])
     np.testing.assert_allclose(pairwise_iou(pm), ref, atol=1e-6)
+
+
+# numpy 1.x (the serving environment, PyTriton pins numpy < 2) has no bitwise_count
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from moduseg.runtime import masks as masks_mod  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.uint64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
+                  elements=st.integers(0, 2**64 - 1)))
+def test_table_popcount_counts_every_set_bit(words):
+    expected = np.array([bin(int(v)).count("1") for v in words.ravel()]).reshape(words.shape)
+    np.testing.assert_array_equal(masks_mod._popcount_table(words), expected)
+
+
+def test_masks_module_gives_the_same_answers_without_bitwise_count(monkeypatch):
+    rng = np.random.default_rng(0)
+    m = rng.random((7, 23, 31)) > 0.6
+    labels = rng.integers(0, 3, 7)
+    order = np.arange(7)
+    want_iou, (want_map, want_won) = pairwise_iou(m), rasterize(m, labels, order, -1)
+    monkeypatch.setattr(masks_mod, "popcount", masks_mod._popcount_table)
+    np.testing.assert_array_equal(pairwise_iou(m), want_iou)
+    got_map, got_won = rasterize(m, labels, order, -1)
+    np.testing.assert_array_equal(got_map, want_map)
+    np.testing.assert_array_equal(got_won, want_won)
+    assert masks_mod.PackedMasks.pack(m).areas.tolist() == m.reshape(7, -1).sum(1).tolist()

@@ -91,3 +91,11 @@ _make("reference", "Runtime vs the straightforward reference: identical labels, 
 _make("scaling", "Bank scaling: latency, recall@25 and memory per index kind and size.")
 _make("video", "Real video and an image folder end to end with the default models.")
 _make("all", "Every suite (default profile: under 10 minutes on 2 CPU cores).")
+
+
+def _serve():
+    from ..serve.cli import bench_serve
+    return bench_serve
+
+
+bench_command.add_command(_serve(), "serve")

@@ -10,6 +10,7 @@ EXPORT_COMMANDS = {
     "check": "moduseg.export.trt_compat:check_command",
     "entityseg": "moduseg.export.entityseg.cli:export_entityseg",
     "clip": "moduseg.export.clip:export_clip",
+    "triton": "moduseg.serve.cli:export_triton",
 }
 
 

@@ -11,6 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _popcount_table(words: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 by a byte table: numpy 1.x has no ``bitwise_count``."""
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    per_byte = _BYTE_BITS[words.view(np.uint8)]
+    return per_byte.reshape(words.shape + (8,)).sum(-1, dtype=np.uint8)
+
+
+# numpy >= 2 counts bits in one ufunc; the serving side (PyTriton) pins numpy < 2
+popcount = getattr(np, "bitwise_count", _popcount_table)
+
 
 @dataclass
 class PackedMasks:
@@ -29,7 +42,7 @@ class PackedMasks:
         if pad:
             b8 = np.pad(b8, ((0, 0), (0, pad)))
         bits = np.ascontiguousarray(b8).view(np.uint64)
-        return cls(bits, (H, W), np.bitwise_count(bits).sum(1, dtype=np.int64))
+        return cls(bits, (H, W), popcount(bits).sum(1, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.bits.shape[0])
@@ -68,7 +81,7 @@ def intersections(a: PackedMasks, b: PackedMasks, chunk_words: int = 1 << 23) ->
     rows = max(1, chunk_words // max(1, len(b) * a.bits.shape[1]))
     for i in range(0, len(a), rows):
         both = a.bits[i:i + rows, None, :] & b.bits[None, :, :]
-        out[i:i + rows] = np.bitwise_count(both).sum(-1, dtype=np.int64)
+        out[i:i + rows] = popcount(both).sum(-1, dtype=np.int64)
     return out
 
 
@@ -128,7 +141,7 @@ def rasterize(masks, labels: np.ndarray, order: np.ndarray,
     for k, i in enumerate(order):                  # loop over masks, bitwise on packed rows
         new = pm.bits[i] & ~taken
         taken |= new
-        won[k] = int(np.bitwise_count(new).sum())
+        won[k] = int(popcount(new).sum())
         lab = int(labels[i])
         per_class[lab] = per_class[lab] | new if lab in per_class else new
     flat = out.reshape(-1)

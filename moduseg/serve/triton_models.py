@@ -1,0 +1,280 @@
+"""The Python-backend models of the Triton repository (``repository.MODELS``).
+
+Each model builds the pipeline exactly as ``moduseg segment`` does
+(``build_parts``, the one construction call) and keeps only its own stage:
+the ONNX Runtime session of a network, the bank with its index, or, for the
+BLS model ``moduseg``, the backbone and SAM generator objects whose sessions
+are swapped for ``RemoteSession``s that call the network models. So the
+served algorithm is the package's own code: ``OnnxBackbone`` preprocessing,
+``SamAutomaticMaskGenerator`` prompting and filtering, and ``assign``.
+
+``triton_python_backend_utils`` exists only inside Triton's Python stub, so
+it is imported in the methods that run there.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, ModuSegError
+from .repository import BACKBONE, BANK, DECODER, ENCODER
+
+
+def build_parts(bank_path, home=None):
+    """The one place the served models construct the pipeline (as ``moduseg segment``)."""
+    from ..runtime.cli import build_segmenter
+
+    return build_segmenter(str(bank_path), home, backend="cpu")
+
+
+def _pb():
+    import triton_python_backend_utils as pb_utils  # only inside Triton's Python stub
+    return pb_utils
+
+
+def _setup(args):
+    """(model name, parameters, repository root) from the backend's ``initialize`` args."""
+    cfg = json.loads(args["model_config"])
+    params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+    root = Path(args["model_repository"]).parent
+    return cfg, params, root
+
+
+def _parts(args):
+    cfg, params, root = _setup(args)
+    return cfg, params, build_parts(root / params["bank"], params.get("home") or None)
+
+
+def _error_response(e: Exception):
+    """An error for the client: bad input is the caller's (400), anything else ours (500)."""
+    pb = _pb()
+    code = getattr(pb.TritonError, "INVALID_ARG" if isinstance(e, InputError) else "INTERNAL",
+                   None)
+    err = pb.TritonError(str(e)) if code is None else pb.TritonError(str(e), code)
+    return pb.InferenceResponse(output_tensors=[], error=err)
+
+
+class _Meta:
+    def __init__(self, name):
+        self.name = name
+
+
+class RemoteSession:
+    """The part of ``onnxruntime.InferenceSession`` the pipeline uses, run by BLS.
+
+    ``run`` sends the feeds to the Triton model ``model`` and returns its
+    outputs, so ``OnnxBackbone`` and ``SamAutomaticMaskGenerator`` work
+    unchanged against served networks.
+    """
+
+    def __init__(self, model: str, inputs, outputs):
+        self.model, self.inputs, self.outputs = model, list(inputs), list(outputs)
+
+    def get_inputs(self):
+        return [_Meta(n) for n in self.inputs]
+
+    def get_outputs(self):
+        return [_Meta(n) for n in self.outputs]
+
+    def run(self, output_names, feed):
+        pb = _pb()
+        names = list(output_names or self.outputs)
+        req = pb.InferenceRequest(
+            model_name=self.model, requested_output_names=names,
+            inputs=[pb.Tensor(k, np.ascontiguousarray(v)) for k, v in feed.items()])
+        resp = req.exec()
+        if resp.has_error():
+            raise ModuSegError(f"model {self.model}: {resp.error().message()}")
+        return [pb.get_output_tensor_by_name(resp, n).as_numpy() for n in names]
+
+
+def _io_names(cfg):
+    return [t["name"] for t in cfg["input"]], [t["name"] for t in cfg["output"]]
+
+
+class OnnxStageModel:
+    """``backbone``, ``sam_encoder`` or ``sam_decoder`` on ONNX Runtime (CPU variant).
+
+    The backbone has dynamic batching: requests of one input size are stacked
+    into one session run.
+    """
+
+    def initialize(self, args):
+        cfg, _, seg = _parts(args)
+        self.name = cfg["name"]
+        self.inputs, self.outputs = _io_names(cfg)
+        self.batched = int(cfg.get("max_batch_size", 0)) > 0
+        if self.name == BACKBONE:
+            self.session = seg.backbone.session
+        elif self.name == DECODER:
+            self.session = seg.proposer.decoder
+        elif self.name == ENCODER:
+            self.proposer = seg.proposer          # content-sized encoders, made per size
+            self.session = None
+        else:
+            raise ModuSegError(f"OnnxStageModel cannot serve a model named {self.name!r}")
+
+    def _session(self, feed):
+        if self.session is not None:
+            return self.session
+        return self.proposer._encoder_for(next(iter(feed.values())).shape[2:])
+
+    def _run(self, feed):
+        return self._session(feed).run(self.outputs, feed)
+
+    def execute(self, requests):
+        pb = _pb()
+        feeds = [{n: pb.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs}
+                 for r in requests]
+        results: list = [None] * len(requests)
+        if self.batched:
+            groups: dict = {}
+            for i, f in enumerate(feeds):
+                groups.setdefault(tuple(v.shape[1:] for v in f.values()), []).append(i)
+            for idx in groups.values():
+                try:
+                    stacked = {n: np.concatenate([feeds[i][n] for i in idx]) for n in self.inputs}
+                    outs = self._run(stacked)
+                    at = 0
+                    for i in idx:
+                        b = len(feeds[i][self.inputs[0]])
+                        results[i] = [o[at:at + b] for o in outs]
+                        at += b
+                except Exception as e:  # noqa: BLE001 - reported to the caller
+                    for i in idx:
+                        results[i] = e
+        else:
+            for i, f in enumerate(feeds):
+                try:
+                    results[i] = self._run(f)
+                except Exception as e:  # noqa: BLE001
+                    results[i] = e
+        return [_error_response(r) if isinstance(r, Exception) else pb.InferenceResponse(
+            [pb.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.outputs, r)])
+            for r in results]
+
+
+def segment_boxes(masks: np.ndarray, image_hw) -> np.ndarray:
+    """``[P, Hm, Wm]`` masks -> ``[P, 4]`` boxes x0, y0, x1, y1 (exclusive) in image pixels."""
+    P, mh, mw = masks.shape
+    H, W = image_hw
+    boxes = np.zeros((P, 4), np.int32)
+    for i in range(P):
+        rows, cols = np.flatnonzero(masks[i].any(1)), np.flatnonzero(masks[i].any(0))
+        if len(rows):
+            boxes[i] = (int(np.floor(cols[0] * W / mw)), int(np.floor(rows[0] * H / mh)),
+                        int(np.ceil((cols[-1] + 1) * W / mw)),
+                        int(np.ceil((rows[-1] + 1) * H / mh)))
+    return boxes
+
+
+def result_arrays(result, masks: np.ndarray):
+    """A ``SegmentationResult`` as the served outputs: the segments painted in the map."""
+    shown = [s for s in result.segments if s.label >= 0 and s.painted_pixels > 0]
+    idx = np.array([s.proposal for s in shown], np.int64)
+    boxes = (segment_boxes(masks[idx], result.label_map.shape) if len(idx)
+             else np.zeros((0, 4), np.int32))
+    return {"label_map": np.ascontiguousarray(result.label_map, np.uint8),
+            "class": np.array([s.label for s in shown], np.int32),
+            "confidence": np.array([s.confidence for s in shown], np.float32),
+            "box": boxes}
+
+
+class BankModel:
+    """``moduseg_bank``: the bank (loaded once) and ``assign``: SMFA to painting."""
+
+    def initialize(self, args):
+        _, _, seg = _parts(args)
+        self.seg = seg
+        seg.backbone = seg.proposer = None        # their sessions are not needed here
+
+    def execute(self, requests):
+        from ..runtime.pipeline import assign
+        from ..types import FeatureMap, GridGeometry, Proposals
+
+        pb = _pb()
+        out = []
+        for r in requests:
+            try:
+                get = {n: pb.get_input_tensor_by_name(r, n).as_numpy()
+                       for n in ("features", "geometry", "masks", "scores", "image")}
+                g = [int(v) for v in get["geometry"]]
+                geo = GridGeometry((g[0], g[1]), (g[2], g[3]), (g[4], g[5]), g[6])
+                fmap = FeatureMap(np.ascontiguousarray(get["features"], np.float32), geo)
+                image = get["image"]
+                props = Proposals(get["masks"].astype(bool, copy=False), get["scores"],
+                                  tuple(image.shape[:2]))
+                s = self.seg
+                res = assign(fmap, props, s.bank, s.index, s.config, None, s.pooler, s.prior,
+                             None, image)
+                arrays = result_arrays(res, props.masks)
+                out.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in arrays.items()]))
+            except Exception as e:  # noqa: BLE001 - reported to the caller
+                out.append(_error_response(e))
+        return out
+
+
+class PipelineModel:
+    """``moduseg``: one frame through backbone and SAM (beside each other), then the bank."""
+
+    def initialize(self, args):
+        cfg, params, seg = _parts(args)
+        self.outputs = [t["name"] for t in cfg["output"]]
+        bb, prop = seg.backbone, seg.proposer
+        # the networks are served by their own models; keep their metadata, not sessions
+        bb.session = RemoteSession(BACKBONE, [bb.input_name], [bb.output_name])
+        prop.padding_embedding()                   # cached on disk after the first build
+        prop.decoder = RemoteSession(DECODER, sorted(prop._dec_inputs),
+                                     _decoder_outputs())
+        prop._encoders.clear()
+        from .repository import onnx_io
+        ins, outs = onnx_io(prop.encoder_file)
+        encoder = RemoteSession(ENCODER, [ins[0][0]], [outs[0][0]])
+        prop._encoder_for = lambda hw: encoder
+        self.backbone, self.proposer = bb, prop
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
+
+    def _one(self, image):
+        from ..runtime.pipeline import check_image
+
+        check_image(image)
+        if min(image.shape[:2]) < 1:
+            raise InputError(f"image must be a non-empty H x W x 3 uint8 RGB array, got shape "
+                             f"{image.shape}")
+        pending = self.pool.submit(self.proposer, image)
+        try:
+            fmap = self.backbone(image)
+            fmap.check_finite()
+        finally:
+            props = pending.result()
+        geo = fmap.geometry
+        geometry = np.array([*geo.image_hw, *geo.resized_hw, *geo.grid_hw, geo.patch], np.int64)
+        feed = {"features": fmap.features, "geometry": geometry,
+                "masks": np.ascontiguousarray(props.masks, bool),
+                "scores": np.ascontiguousarray(props.scores, np.float32), "image": image}
+        return RemoteSession(BANK, list(feed), self.outputs).run(None, feed)
+
+    def execute(self, requests):
+        pb = _pb()
+        out = []
+        for r in requests:
+            try:
+                image = pb.get_input_tensor_by_name(r, "image").as_numpy()
+                outs = self._one(image)
+                out.append(pb.InferenceResponse(
+                    [pb.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.outputs, outs)]))
+            except Exception as e:  # noqa: BLE001 - reported to the caller
+                out.append(_error_response(e))
+        return out
+
+    def finalize(self):
+        self.pool.shutdown(wait=False)
+
+
+def _decoder_outputs():
+    from ..runtime.proposers.sam_decoder_surgery import ALL_IOUS, ALL_MASKS
+    return [ALL_MASKS, ALL_IOUS]

@@ -1,0 +1,428 @@
+"""Serving on Triton: repository configs, ``moduseg serve`` end to end, clients.
+
+The server runs in the environment given by ``--serve-env`` (numpy < 2 and
+nvidia-pytriton: ``.ci/run`` makes it), on 127.0.0.1 ports picked free, with
+a bounded number of requests; the client side and the in-process reference
+run here. Tests skip with the reason when a piece is missing.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moduseg.errors import InputError
+from moduseg.serve.repository import (BACKBONE, BANK, DECODER, ENCODER, MODELS, PIPELINE,
+                                      TritonOptions, parse_batch_sizes, parse_frame_size,
+                                      write_repository)
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL_FRAMES = ["0016E5_07959", "0016E5_08085", "0016E5_08145", "0016E5_08019"]
+
+
+# -- option parsing (user input) -------------------------------------------------------
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(max_size=12))
+def test_batch_sizes_parse_or_refuse_with_one_line(text):
+    try:
+        sizes = parse_batch_sizes(text)
+    except InputError as e:
+        assert "\n" not in str(e) and "--preferred-batch-sizes" in str(e)
+    else:
+        assert sizes and min(sizes) >= 1 and list(sizes) == sorted(set(sizes))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(max_size=10))
+def test_frame_size_parses_or_refuses_with_one_line(text):
+    try:
+        h, w = parse_frame_size(text)
+    except InputError as e:
+        assert "\n" not in str(e) and "--frame-size" in str(e)
+    else:
+        assert h >= 1 and w >= 1
+
+
+def test_known_option_values():
+    assert parse_batch_sizes("8, 4,4") == (4, 8)
+    assert parse_frame_size("480x360") == (360, 480)
+    with pytest.raises(InputError, match="tensorrt_plan needs --engine-dir"):
+        TritonOptions(variant="gpu", platform="tensorrt_plan").validate()
+    with pytest.raises(InputError, match="--variant"):
+        TritonOptions(variant="tpu").validate()
+
+
+# -- fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bank_file(shared_data, tmp_path_factory):
+    """A small CamVid bank (6 train frames) built with the default models."""
+    from moduseg.bank.builder import build_bank
+    from moduseg.bank.datasets import camvid
+    from moduseg.bank.store import save_bank
+    from moduseg.config import preset
+    from moduseg.errors import ModuSegError
+    from moduseg.models import load_default_backbone
+
+    cfg = preset("default")
+    try:
+        backbone = load_default_backbone(providers="cpu", **cfg.backbone_options())
+    except ModuSegError as e:
+        pytest.skip(f"default models not installed ({e}); run 'moduseg models pull'")
+    train = camvid(shared_data / "camvid", "train")
+    train.samples = train.samples[::30][:6]
+    bank = build_bank(train, backbone, cfg.bank, config_record=cfg.to_dict())
+    path = tmp_path_factory.mktemp("serve-bank") / "camvid6.npz"
+    save_bank(bank, path)
+    return path
+
+
+def _model_config_pb2():
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as e:
+        pytest.skip(f"tritonclient[grpc] is not installed ({e}); pip install 'moduseg[serve]'")
+    return model_config_pb2, text_format
+
+
+def _parse_configs(repo: Path):
+    pb2, text_format = _model_config_pb2()
+    out = {}
+    for name in MODELS:
+        cfg = text_format.Parse((repo / name / "config.pbtxt").read_text(), pb2.ModelConfig())
+        assert cfg.name == name
+        out[name] = cfg
+    return out, pb2
+
+
+def _params(cfg):
+    return {k: v.string_value for k, v in cfg.parameters.items()}
+
+
+# -- repository configs --------------------------------------------------------------------
+
+@pytest.mark.realdata
+@pytest.mark.models
+def test_cpu_repository_every_config_parses_as_a_model_config(bank_file, tmp_path):
+    opts = TritonOptions(max_queue_delay_us=1500, preferred_batch_sizes=(2, 4),
+                         python_env="/some/env")
+    repo = write_repository(bank_file, tmp_path / "repo", opts)
+    cfgs, pb2 = _parse_configs(repo)
+    for name, cfg in cfgs.items():
+        assert cfg.backend == "python" and not cfg.platform
+        assert [g.kind for g in cfg.instance_group] == [pb2.ModelInstanceGroup.KIND_CPU]
+        assert _params(cfg)["EXECUTION_ENV_PATH"] == "/some/env"
+        assert (repo / name / "1" / "model.py").is_file()
+    bb = cfgs[BACKBONE]
+    assert bb.max_batch_size == 4
+    assert list(bb.dynamic_batching.preferred_batch_size) == [2, 4]
+    assert bb.dynamic_batching.max_queue_delay_microseconds == 1500
+    assert [(i.name, list(i.dims)) for i in bb.input] == [("input_image", [3, -1, -1])]
+    for name in (ENCODER, DECODER, BANK, PIPELINE):
+        assert cfgs[name].max_batch_size == 0 and not cfgs[name].HasField("dynamic_batching")
+    pipe = cfgs[PIPELINE]
+    assert [(i.name, i.data_type, list(i.dims)) for i in pipe.input] == [
+        ("image", pb2.TYPE_UINT8, [-1, -1, 3])]
+    assert [o.name for o in pipe.output] == ["label_map", "class", "confidence", "box"]
+    assert json.loads(_params(pipe)["class_names"])[0] == "sky"
+    assert pipe.instance_group[0].count == 1 and bb.instance_group[0].count == 1
+    assert (repo / BANK / "1" / "bank.npz").read_bytes() == bank_file.read_bytes()
+    # the decoder's tensors are the rewritten SAM decoder's own
+    assert "point_coords" in [i.name for i in cfgs[DECODER].input]
+    # written again into the same folder: replaced, not refused
+    write_repository(bank_file, repo, opts)
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.parametrize("platform", ["onnxruntime_onnx", "tensorrt_plan"])
+def test_gpu_repository_configs_use_the_gpu_platforms(bank_file, tmp_path, platform):
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    for f in ("backbone.plan", "sam_encoder.plan", "sam_decoder.plan"):
+        (engines / f).write_bytes(b"not an engine: the configs are what is checked")
+    opts = TritonOptions(variant="gpu", platform=platform, frame_hw=(360, 480),
+                         engine_dir=str(engines) if platform == "tensorrt_plan" else None)
+    repo = write_repository(bank_file, tmp_path / "repo", opts)
+    cfgs, pb2 = _parse_configs(repo)
+    model_file = "model.onnx" if platform == "onnxruntime_onnx" else "model.plan"
+    for name in (BACKBONE, ENCODER, DECODER):
+        assert cfgs[name].platform == platform and not cfgs[name].backend
+        assert [g.kind for g in cfgs[name].instance_group] == [pb2.ModelInstanceGroup.KIND_GPU]
+        assert (repo / name / "1" / model_file).stat().st_size > 0
+    # the encoder graph is cut for the 480x360 frame: 1024x768 resized, 768 rows of content
+    assert list(cfgs[ENCODER].input[0].dims)[1:] == [3, 768, 1024]
+    for name in (BANK, PIPELINE):
+        assert cfgs[name].backend == "python"
+        assert [g.kind for g in cfgs[name].instance_group] == [pb2.ModelInstanceGroup.KIND_CPU]
+    assert cfgs[BACKBONE].dynamic_batching.preferred_batch_size
+
+
+def test_export_refuses_a_bad_bank_with_one_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a bank")
+    r = subprocess.run([sys.executable, "-m", "moduseg.cli", "export", "triton", "--bank",
+                        str(bad), "--out", str(tmp_path / "repo")],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "bad.npz" in r.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+# -- moduseg serve refusals (no server needed) ---------------------------------------------
+
+def _run_serve(args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "moduseg.cli", "serve", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_serve_refuses_a_bad_bank_with_one_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    r = _run_serve(["--bank", str(bad)])
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "bad.npz" in lines[0], lines
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+def test_serve_refuses_a_busy_port_with_one_line(bank_file, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        r = _run_serve(["--bank", str(bank_file), "--http-port", str(port),
+                        "--workdir", str(tmp_path / "w")])
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--http-port {port}" in lines[0] and "in use" in lines[0], lines
+
+
+# -- a running server ----------------------------------------------------------------------
+
+def _serve_env(config) -> Path:
+    opt = config.getoption("--serve-env")
+    beside = Path(__file__).resolve().parents[1] / ".venv-serve"    # what .ci/run makes
+    if opt:
+        env = Path(opt)
+    elif importlib.util.find_spec("pytriton") is not None:
+        env = Path(sys.prefix)
+    elif (beside / "bin" / "python").is_file():
+        env = beside
+    else:
+        pytest.skip("no serving environment: make .venv-serve at the checkout's root (a venv "
+                    "with 'moduseg[serve]', numpy < 2; .ci/run makes one) or pass "
+                    "--serve-env VENV")
+    py = env / "bin" / "python"
+    probe = subprocess.run([str(py), "-c", "import pytriton, tritonclient, onnxruntime, faiss"],
+                           capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip(f"{env} lacks the serve extra: {probe.stderr.strip().splitlines()[-1:]}")
+    return env
+
+
+def _free_ports(n=3):
+    from moduseg.serve.server import free_ports
+    return free_ports("127.0.0.1", n)
+
+
+def _stray_processes(marker: str) -> list[str]:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if marker in cmd:
+            found.append(f"{p.pid}: {cmd[:120]}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(request, bank_file, tmp_path_factory):
+    """``moduseg serve`` in the serving environment; stopped by the last test (or here)."""
+    pytest.importorskip("tritonclient.http", reason="tritonclient is not installed here")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed here")
+    env = _serve_env(request.config)
+    work = tmp_path_factory.mktemp("serve-work")
+    http, grpc, metrics = _free_ports()
+    penv = dict(os.environ, PYTHONPATH=str(ROOT))
+    log = open(work / "serve.out", "wb")
+    proc = subprocess.Popen(
+        [str(env / "bin" / "python"), "-m", "moduseg.cli", "serve", "--bank", str(bank_file),
+         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+         "--workdir", str(work)], stdout=log, stderr=subprocess.STDOUT, env=penv, cwd=ROOT)
+    deadline = time.monotonic() + 600
+    ready = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready",
+                                        timeout=2) as r:
+                ready = r.status == 200
+        except OSError:
+            pass
+        if ready:
+            break
+        time.sleep(1)
+    state = {"proc": proc, "work": work, "http": f"127.0.0.1:{http}",
+             "grpc": f"127.0.0.1:{grpc}", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
+    try:
+        if not ready:
+            pytest.fail(f"moduseg serve did not become ready: "
+                        f"{(work / 'serve.out').read_text()[-2000:]}")
+        yield state
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def reference(bank_file, shared_data):
+    """The in-process ``Segmenter`` (the same construction as the served models)."""
+    from moduseg.io import read_image
+    from moduseg.serve.triton_models import build_parts
+
+    seg = build_parts(bank_file)
+    images = {n: read_image(shared_data / "camvid" / "val" / f"{n}.png") for n in VAL_FRAMES}
+    return images, {n: seg(im) for n, im in images.items()}
+
+
+def _check_answer(out, ref):
+    np.testing.assert_array_equal(out["label_map"], ref.label_map)
+    shown = [s for s in ref.segments if s.label >= 0 and s.painted_pixels > 0]
+    assert out["class"].tolist() == [s.label for s in shown]
+    np.testing.assert_allclose(out["confidence"], [s.confidence for s in shown], atol=1e-5)
+    b = out["box"]
+    assert b.shape == (len(shown), 4)
+    H, W = ref.label_map.shape
+    assert ((b[:, 0] < b[:, 2]) & (b[:, 1] < b[:, 3]) & (b[:, 2] <= W) & (b[:, 3] <= H)).all()
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_served_label_maps_equal_the_in_process_segmenter(server, reference, protocol):
+    from moduseg.serve.client import connect, segment
+
+    images, refs = reference
+    client = connect(server[protocol], protocol)
+    for name in VAL_FRAMES[:2]:
+        _check_answer(segment(client, images[name], protocol), refs[name])
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
+def test_concurrent_streams_all_get_complete_correct_answers(server, reference):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moduseg.serve.client import connect, segment
+
+    images, refs = reference
+    streams = [("http", VAL_FRAMES[0:2]), ("grpc", VAL_FRAMES[2:4]), ("http", VAL_FRAMES[3:1:-1])]
+
+    def run(stream):
+        protocol, names = stream
+        client = connect(server[protocol], protocol)
+        return [(n, segment(client, images[n], protocol)) for n in names]
+
+    with ThreadPoolExecutor(len(streams)) as pool:
+        answers = list(pool.map(run, streams))
+    assert [len(a) for a in answers] == [2, 2, 2]
+    for answer in answers:
+        for name, out in answer:
+            _check_answer(out, refs[name])
+    # the server's own counters saw every request of the moduseg model
+    from moduseg.serve.client import read_metrics
+    m = read_metrics(server["metrics"])
+    assert m[("nv_inference_request_success", PIPELINE)] >= 6
+    assert m[("nv_inference_queue_duration_us", BACKBONE)] >= 0
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
+def test_malformed_requests_get_errors_and_the_server_keeps_serving(server, reference):
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    from tritonclient.utils import InferenceServerException
+
+    from moduseg.serve.client import connect, segment
+
+    images, refs = reference
+    image = images[VAL_FRAMES[0]]
+    for mod, protocol in ((th, "http"), (tg, "grpc")):
+        client = connect(server[protocol], protocol)
+        bad = [(image.astype(np.float32), "FP32"),            # wrong dtype
+               (np.ascontiguousarray(image[..., 0]), "UINT8"),  # wrong rank
+               (np.zeros((0, 0, 3), np.uint8), "UINT8"),      # empty image
+               (np.zeros((4, 5, 4), np.uint8), "UINT8")]      # four channels
+        for arr, dtype in bad:
+            inp = mod.InferInput("image", list(arr.shape), dtype)
+            inp.set_data_from_numpy(arr)
+            with pytest.raises(InferenceServerException):
+                client.infer(PIPELINE, [inp])
+    _check_answer(segment(connect(server["http"]), image), refs[VAL_FRAMES[0]])
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
+def test_sigint_stops_the_server_and_leaves_no_process(server):
+    proc, work = server["proc"], server["work"]
+    assert _stray_processes(str(work)), "the server's processes should be running"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=90) == 0
+    deadline = time.monotonic() + 10
+    while _stray_processes(str(work)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _stray_processes(str(work)) == []
+    # nor shared-memory regions of its Python backend
+    assert not list(Path("/dev/shm").glob("moduseg_*")) if Path("/dev/shm").is_dir() else True
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{server['http']}/v2/health/ready", timeout=2)
+
+
+def test_metrics_give_per_request_queue_and_compute_times():
+    from moduseg.serve.client import parse_metrics, per_request_ms
+
+    def text(n, execs, queue_us, infer_us):
+        return "\n".join([
+            "# HELP nv_inference_count Number of inferences performed",
+            f'nv_inference_request_success{{model="backbone",version="1"}} {n}',
+            f'nv_inference_request_failure{{model="backbone",reason="OTHER",version="1"}} 1',
+            f'nv_inference_count{{model="backbone",version="1"}} {n}',
+            f'nv_inference_exec_count{{model="backbone",version="1"}} {execs}',
+            f'nv_inference_queue_duration_us{{model="backbone",version="1"}} {queue_us}',
+            f'nv_inference_compute_infer_duration_us{{model="backbone",version="1"}} {infer_us}',
+            'nv_cpu_memory_used_bytes 123'])
+
+    before = parse_metrics(text(2, 2, 1000, 50000))
+    after = parse_metrics(text(10, 4, 9000, 450000))
+    assert before[("nv_inference_exec_count", "backbone")] == 2
+    got = per_request_ms(before, after, "backbone")
+    assert got["requests"] == 8 and got["avg_batch"] == 4.0
+    assert got["queue_ms"] == pytest.approx(1.0) and got["compute_infer_ms"] == pytest.approx(50.0)
+    assert per_request_ms(after, after, "backbone") == {}
