@@ -23,3 +23,11 @@ class ModelNotFoundError(ModuSegError, FileNotFoundError):
 
 class BackendUnavailableError(ModuSegError, RuntimeError):
     """A requested backend (TensorRT, CUDA, a GPU) is not usable on this machine."""
+
+
+class NoGpuError(BackendUnavailableError):
+    """This machine has no NVIDIA GPU to use: no driver, no device or no cuda-python.
+
+    ``auto`` backends fall back to the CPU without a word on such a machine; an
+    explicitly requested GPU backend reports it.
+    """
