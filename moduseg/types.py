@@ -172,6 +172,10 @@ class Bank:
     background_index: int | None = None
     config: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    # one RGB colour per class (e.g. CamVid's own), when the bank's source had them
+    palette: list | None = None
+    # how the vectors were stored on disk ("int8": dequantised on load), None = as is
+    quantization: str | None = None
 
     def __post_init__(self):
         v = self.vectors
@@ -186,6 +190,12 @@ class Bank:
         if len(v) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise InputError(
                 f"Bank labels must index the {len(self.class_names)} class names")
+        if self.palette is not None and (
+                len(self.palette) != len(self.class_names)
+                or any(len(c) != 3 or not all(0 <= int(x) <= 255 for x in c)
+                       for c in self.palette)):
+            raise InputError(f"Bank palette must give one RGB colour (0-255) per class "
+                             f"({len(self.class_names)} classes)")
         if v.shape[1] != self.backbone.feature_dim:
             raise InputError(
                 f"Bank vectors have dim {v.shape[1]} but the backbone "
