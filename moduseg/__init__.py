@@ -13,16 +13,20 @@ from .types import (IGNORE, Backbone, BackboneIdentity, Bank, FeatureMap, GridGe
 __version__ = "0.1.0"
 
 
-def load_segmenter(bank: str, preset: str | None = None, home: str | None = None,
-                   backend: str = "auto", **overrides):
-    """The embedded default models with a bank: ``load_segmenter("b.npz")(rgb)``.
+def load_segmenter(bank: str | None = None, preset: str | None = None, home: str | None = None,
+                   backend: str = "auto", offline: bool = False, **overrides):
+    """The default models with a bank (default: the embedded one): ``load_segmenter()(rgb)``.
 
+    Missing default models are fetched first (unless ``offline``).
     ``overrides`` are settings such as ``{"runtime.top_k": 10}`` passed as
     keyword arguments with dots replaced by ``__`` (``runtime__top_k=10``).
     """
-    from .runtime.cli import build_segmenter
+    from .models import ensure_models
+    from .runtime.cli import build_segmenter, resolve_bank
 
     sets = [f"{k.replace('__', '.')}={v!r}" for k, v in overrides.items()]
+    bank = resolve_bank(bank)
+    ensure_models(home, offline=offline)
     return build_segmenter(bank, home, preset, sets, backend=backend)
 
 

@@ -47,6 +47,25 @@ def _pooler(backend: str):
                             else "auto")
 
 
+DEFAULT_OUT_ROOT = "moduseg-out"
+
+
+def default_out_dir(input_spec: str, kind: str) -> Path:
+    """``moduseg-out/<input name>`` under the working directory (git-ignored in the repo)."""
+    if kind == "camera":
+        name = f"camera{input_spec}"
+    else:
+        p = Path(input_spec)
+        name = (p.resolve().name if kind == "folder" else p.stem) or "input"
+    return Path(DEFAULT_OUT_ROOT) / name
+
+
+def resolve_bank(bank_path) -> Path:
+    """``--bank`` if given, else the embedded default bank."""
+    from ..bank.embedded import default_bank_path
+    return Path(bank_path) if bank_path else default_bank_path()
+
+
 class _NoProposer:
     name = "none"
 
@@ -56,8 +75,11 @@ class _NoProposer:
 
 @click.command("segment")
 @click.argument("input_spec", metavar="INPUT")
-@click.option("--bank", "bank_path", required=True, type=click.Path(), help="Bank file (.npz).")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder.")
+@click.option("--bank", "bank_path", default=None, type=click.Path(),
+              help="Bank file (.npz); default: the embedded CamVid street-scene bank.")
+@click.option("--out", "out_dir", default=None, type=click.Path(),
+              help=f"Output folder; default: {DEFAULT_OUT_ROOT}/<input name> in the working "
+                   f"directory.")
 @click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
@@ -66,8 +88,10 @@ class _NoProposer:
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=int, default=None, help="Stop after N frames.")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
+@click.option("--offline", is_flag=True,
+              help="Never fetch the default models (they are fetched on first use otherwise).")
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, max_frames,
-            no_overlay):
+            no_overlay, offline):
     """Segment INPUT (an image, a folder, a video file or a camera index)."""
     import cv2
     from tqdm import tqdm
@@ -76,9 +100,14 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, home, ma
     from ..timing import StageTimer
     from .stream import input_kind, iter_frames, run_overlapped, video_info
 
+    from ..models import ensure_models
+
     kind = input_kind(input_spec)
+    bank_path = resolve_bank(bank_path)
+    out = Path(out_dir) if out_dir else default_out_dir(input_spec, kind)
+    click.echo(f"writing to {out}", err=True)
+    ensure_models(home, offline=offline)
     seg = build_segmenter(bank_path, home, preset, overrides, backend=backend)
-    out = Path(out_dir)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     if not no_overlay and kind in ("image", "folder"):
         (out / "overlays").mkdir(exist_ok=True)
