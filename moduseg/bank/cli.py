@@ -33,8 +33,10 @@ def bank():
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--backend", default="auto",
               help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
+@click.option("--offline", is_flag=True,
+              help="Never fetch the default models (they are fetched on first use otherwise).")
 def build(layout, root, split, labels, classes, background, out, preset, overrides, limit,
-          shots, home, backend):
+          shots, home, backend, offline):
     """Build a bank from images with label maps (ground truth or pseudo-masks)."""
     from ..runtime.cli import load_backbone
     from ..settings import resolve_config
@@ -47,7 +49,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     cfg = resolve_config(preset, overrides)
     ds = open_dataset(layout, root, split, labels, classes, background)
     if backend != "tensorrt-native":
-        ensure_models(home)
+        ensure_models(home, offline=offline)
     backbone = load_backbone(backend, home, cfg)
     b = build_bank(ds, backbone, cfg.bank, limit=limit, shots=shots, progress=True,
                    config_record=cfg.to_dict())
