@@ -13,18 +13,24 @@ from .types import (IGNORE, Backbone, BackboneIdentity, Bank, FeatureMap, GridGe
 __version__ = "0.1.0"
 
 
-def load_segmenter(bank: str, preset: str | None = None, home: str | None = None,
-                   backend: str = "auto", proposer: str | None = None, **overrides):
-    """The embedded default models with a bank: ``load_segmenter("b.npz")(rgb)``.
+def load_segmenter(bank: str | None = None, preset: str | None = None, home: str | None = None,
+                   backend: str = "auto", proposer: str | None = None, offline: bool = False,
+                   **overrides):
+    """The default models with a bank (default: the embedded one): ``load_segmenter()(rgb)``.
 
+    Missing default models are fetched first (unless ``offline``).
     ``overrides`` are settings such as ``{"runtime.top_k": 10}`` passed as
     keyword arguments with dots replaced by ``__`` (``runtime__top_k=10``).
     ``backend``: cpu, cuda, tensorrt, tensorrt-native or auto; ``proposer``:
     sam or entityseg (default: the bank's). Built by ``runtime.assemble``.
     """
+    from .models import ensure_models
     from .runtime.assemble import load_segmenter as _load
+    from .runtime.cli import resolve_bank
 
     sets = [f"{k.replace('__', '.')}={v!r}" for k, v in overrides.items()]
+    bank = resolve_bank(bank)
+    ensure_models(home, offline=offline)
     return _load(bank, home, preset, sets, backend=backend, proposer=proposer)
 
 

@@ -27,3 +27,11 @@ class BackendUnavailableError(ModuSegError, RuntimeError):
 
 class OutputError(ModuSegError):
     """An output path cannot be written: a file in the way, read-only, or a full disk."""
+
+
+class NoGpuError(BackendUnavailableError):
+    """This machine has no NVIDIA GPU to use: no driver, no device or no cuda-python.
+
+    ``auto`` backends fall back to the CPU without a word on such a machine; an
+    explicitly requested GPU backend reports it.
+    """

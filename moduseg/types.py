@@ -180,6 +180,10 @@ class Bank:
     stats: dict = field(default_factory=dict)
     projection: np.ndarray | None = None
     projection_mean: np.ndarray | None = None
+    # one RGB colour per class (e.g. CamVid's own), when the bank's source had them
+    palette: list | None = None
+    # how the vectors were stored on disk ("int8": dequantised on load), None = as is
+    quantization: str | None = None
 
     def __post_init__(self):
         v = self.vectors
@@ -194,6 +198,12 @@ class Bank:
         if len(v) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise InputError(
                 f"Bank labels must index the {len(self.class_names)} class names")
+        if self.palette is not None and (
+                len(self.palette) != len(self.class_names)
+                or any(len(c) != 3 or not all(0 <= int(x) <= 255 for x in c)
+                       for c in self.palette)):
+            raise InputError(f"Bank palette must give one RGB colour (0-255) per class "
+                             f"({len(self.class_names)} classes)")
         if (self.projection is None) != (self.projection_mean is None):
             raise InputError("Bank.projection and projection_mean come together")
         if self.projection is not None:

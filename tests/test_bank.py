@@ -146,3 +146,89 @@ def test_patch_fallback_keeps_thin_regions_in_the_bank():
                        patch_fallback_purity=0.4, patches_per_region=3)
     _, labels, _ = image_vectors(fmap, label, 2, loose)
     assert (labels == 1).sum() == 3
+
+
+# --------------------------------------------------------------------------- #
+# int8 storage, byte-for-byte saves, the size budget of the embedded bank
+
+
+def _random_bank(n=500, d=32, seed=0, palette=None):
+    from moduseg.smfa import l2_normalize
+    from moduseg.types import Bank
+
+    rng = np.random.default_rng(seed)
+    v = l2_normalize(rng.standard_normal((n, d)).astype(np.float32)).astype(np.float16)
+    ident = BackboneIdentity("rand", "pad-s360", 14, d, "0" * 64)
+    return Bank(v, rng.integers(0, 3, n), ["a", "b", "c"], ident,
+                np.array([f"img{i // 7}" for i in range(n)]), None,
+                config={"preset": "default"}, stats={"images": n // 7}, palette=palette)
+
+
+def test_saves_are_byte_for_byte_reproducible(tmp_path):
+    import time
+
+    bank = _random_bank()
+    a = save_bank(bank, tmp_path / "a.npz").read_bytes()
+    time.sleep(2.1)                                     # zip timestamps have 2 s resolution
+    b = save_bank(bank, tmp_path / "b.npz").read_bytes()
+    assert a == b
+    qa = save_bank(bank, tmp_path / "qa.npz", quantize="int8", compress=True).read_bytes()
+    qb = save_bank(bank, tmp_path / "qb.npz", quantize="int8", compress=True).read_bytes()
+    assert qa == qb and len(qa) < len(a)
+
+
+def test_int8_bank_round_trip_keeps_neighbours(tmp_path):
+    from moduseg.runtime.index import build_index
+
+    bank = _random_bank(palette=[[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    p = save_bank(bank, tmp_path / "q.npz", quantize="int8")
+    with np.load(p) as z:
+        assert z["vectors"].dtype == np.int8 and z["vector_scale"].shape == (bank.dim,)
+    back = load_bank(p, expect=bank.backbone)
+    assert back.quantization == "int8" and back.palette == bank.palette
+    assert back.class_names == bank.class_names and (back.labels == bank.labels).all()
+    np.testing.assert_allclose(np.linalg.norm(back.vectors, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(back.vectors * bank.vectors.astype(np.float32), axis=1)
+    assert cos.min() > 0.995
+    q = bank.vectors[:50].astype(np.float32)
+    _, want = build_index(bank.vectors, "flat").search(q, 1)
+    _, got = build_index(back.vectors, "flat").search(q, 1)
+    assert (want == got).mean() >= 0.98
+
+
+def test_bad_quantisation_is_refused(tmp_path):
+    bank = _random_bank()
+    with pytest.raises(BankError, match="quantisation"):
+        save_bank(bank, tmp_path / "x.npz", quantize="int4")
+    p = save_bank(bank, tmp_path / "q.npz", quantize="int8")
+    import zipfile
+    with zipfile.ZipFile(p) as z:                       # drop the scales, keep the rest
+        entries = {n: z.read(n) for n in z.namelist() if n != "vector_scale.npy"}
+    with zipfile.ZipFile(tmp_path / "broken.npz", "w") as z:
+        for n, data in entries.items():
+            z.writestr(n, data)
+    with pytest.raises(BankError, match="broken.npz"):
+        load_bank(tmp_path / "broken.npz")
+
+
+def test_palette_must_match_the_classes():
+    with pytest.raises(InputError, match="palette"):
+        _random_bank(palette=[[0, 0, 0]])
+    with pytest.raises(InputError, match="palette"):
+        _random_bank(palette=[[0, 0, 0], [1, 1, 1], [300, 0, 0]])
+
+
+def test_fit_to_budget_keeps_an_even_share_of_every_class(tmp_path):
+    from moduseg.bank.embedded import fit_to_budget
+
+    bank = _random_bank(n=3000, d=64)
+    save = lambda b, p: save_bank(b, p, quantize="int8", compress=True)   # noqa: E731
+    full = save(bank, tmp_path / "full.npz").stat().st_size
+    small, size = fit_to_budget(bank, tmp_path / "fit.npz", save, max_bytes=full // 2)
+    assert size <= full // 2 and size == (tmp_path / "fit.npz").stat().st_size
+    assert len(small) < len(bank) and small.stats["subsampled"]["from"] == 3000
+    share = np.bincount(small.labels, minlength=3) / len(small)
+    np.testing.assert_allclose(share, np.bincount(bank.labels, minlength=3) / len(bank),
+                               atol=0.03)
+    same, size2 = fit_to_budget(bank, tmp_path / "big.npz", save, max_bytes=full)
+    assert len(same) == len(bank) and size2 == full

@@ -205,3 +205,18 @@ def test_stages_on_cuda_needs_a_gpu(tmp_path):
         run_stages(proposals=(10,), frames=2, warmup=1, bank_size=1000, dim=32, n_scenes=1,
                    models="off", device="cuda", data_root=tmp_path, show_progress=False)
     pytest.skip(f"needs an NVIDIA GPU and driver: {gpu_status()['reason']}")
+
+
+def test_each_suite_help_lists_only_its_own_options():
+    from moduseg.bench.cli import OPTIONS
+
+    def listed(suite):
+        out = CliRunner().invoke(bench_command, [suite, "--help"]).output
+        return {o for o in out.split() if o.startswith("--")}
+
+    assert {"--sizes", "--dims", "--repeats"} <= listed("scaling")
+    assert not {"--bank", "--max-frames", "--backend", "--device"} & listed("scaling")
+    assert {"--bank", "--max-frames", "--backend"} <= listed("video")
+    assert not {"--sizes", "--dims", "--bank-size", "--proposals"} & listed("video")
+    every = {o.opts[0] for _, deco in OPTIONS for o in [deco(lambda: None).__click_params__[0]]}
+    assert every <= listed("all")

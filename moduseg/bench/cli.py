@@ -10,44 +10,61 @@ def _ints(text):
         if text else None
 
 
-def common(f):
-    opts = [
-        click.option("--out", "out_dir", default="bench-results", show_default=True,
-                     type=click.Path(), help="Folder for results.json, results.md, *.png."),
-        click.option("--profile", type=click.Choice(["quick", "default", "full"]),
-                     default=None, help="Sizes and repeats (default: default)."),
-        click.option("--quick", is_flag=True, help="Tiny sizes for CI (seconds)."),
-        click.option("--full", is_flag=True, help="Every size (1M-vector banks; slow)."),
-        click.option("--threads", type=int, default=None,
-                     help="Pin BLAS/OpenMP/OpenCV threads (default: libraries' own)."),
-        click.option("--no-progress", is_flag=True, help="No progress bars."),
-        click.option("--no-plots", is_flag=True, help="Skip the PNG plots."),
-        click.option("--proposals", default=None, help="Proposal counts, e.g. 100,200."),
-        click.option("--frames", type=int, default=None, help="stages: frames after warm-up."),
-        click.option("--repeats", type=int, default=None, help="reference/scaling repeats."),
-        click.option("--bank-size", type=int, default=None, help="stages/reference bank size."),
-        click.option("--sizes", default=None, help="scaling: bank sizes, e.g. 1000,1e6."),
-        click.option("--dims", default=None, help="scaling: dimensions, e.g. 384,1152."),
-        click.option("--models", type=click.Choice(["auto", "on", "off"]), default=None,
-                     help="stages: time the backbone/proposer (auto: when installed)."),
-        click.option("--bank", "bank_path", default=None, type=click.Path(),
-                     help="video: bank file (default: build one from CamVid train)."),
-        click.option("--max-frames", type=int, default=None, help="video: frames per input."),
-        click.option("--home", default=None, type=click.Path(), help="Model home."),
-        click.option("--backend", default=None, help="video: cpu, cuda, auto, ..."),
-        click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-                     help="stages: cuda = GPU index, CUDA SMFA and CUDA-event timing."),
-        click.option("--data", "data_root", default=None, type=click.Path(),
-                     help="Data root (default: ../shared/data beside the checkout)."),
-    ]
-    for opt in reversed(opts):          # click lists options in decoration order
-        f = opt(f)
-    return f
+ALL = None  # an option every suite takes
+
+# (suites that use the option, the option); each suite's --help lists only its own
+OPTIONS = [
+    (ALL, click.option("--out", "out_dir", default="bench-results", show_default=True,
+                       type=click.Path(), help="Folder for results.json, results.md, *.png.")),
+    (ALL, click.option("--profile", type=click.Choice(["quick", "default", "full"]),
+                       default=None, help="Sizes and repeats (default: default).")),
+    (ALL, click.option("--quick", is_flag=True, help="Tiny sizes for CI (seconds).")),
+    (ALL, click.option("--full", is_flag=True, help="Every size (1M-vector banks; slow).")),
+    (ALL, click.option("--threads", type=int, default=None,
+                       help="Pin BLAS/OpenMP/OpenCV threads (default: libraries' own).")),
+    (ALL, click.option("--no-progress", is_flag=True, help="No progress bars.")),
+    (ALL, click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")),
+    (("stages", "reference"),
+     click.option("--proposals", default=None, help="Proposal counts, e.g. 100,200.")),
+    (("stages",), click.option("--frames", type=int, default=None,
+                               help="Frames timed after warm-up.")),
+    (("reference", "scaling"), click.option("--repeats", type=int, default=None,
+                                            help="Repeats per measurement.")),
+    (("stages", "reference"), click.option("--bank-size", type=int, default=None,
+                                           help="Synthetic bank size.")),
+    (("scaling",), click.option("--sizes", default=None, help="Bank sizes, e.g. 1000,1e6.")),
+    (("scaling",), click.option("--dims", default=None, help="Dimensions, e.g. 384,1152.")),
+    (("stages",), click.option("--models", type=click.Choice(["auto", "on", "off"]),
+                               default=None,
+                               help="Time the backbone/proposer (auto: when installed).")),
+    (("video",), click.option("--bank", "bank_path", default=None, type=click.Path(),
+                              help="Bank file (default: build one from CamVid train).")),
+    (("video",), click.option("--max-frames", type=int, default=None,
+                              help="Frames per input.")),
+    (("stages", "video"), click.option("--home", default=None, type=click.Path(),
+                                       help="Model home.")),
+    (("video",), click.option("--backend", default=None, help="cpu, cuda, auto, ...")),
+    (("stages",), click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+                               help="cuda = GPU index, CUDA SMFA and CUDA-event timing.")),
+    (("stages", "video"), click.option("--data", "data_root", default=None, type=click.Path(),
+                                       help="Data root (default: ../shared/data beside the "
+                                            "checkout).")),
+]
 
 
-def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, proposals,
-         frames, repeats, bank_size, sizes, dims, models, bank_path, max_frames, home, backend,
-         data_root, device):
+def options_for(suite: str):
+    """Decorator adding the options ``suite`` uses (``all``: every option)."""
+    def deco(f):
+        for suites, opt in reversed(OPTIONS):   # click lists options in decoration order
+            if suites is ALL or suite == "all" or suite in suites:
+                f = opt(f)
+        return f
+    return deco
+
+
+def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, proposals=None,
+         frames=None, repeats=None, bank_size=None, sizes=None, dims=None, models=None,
+         bank_path=None, max_frames=None, home=None, backend=None, data_root=None, device=None):
     from .report import write_report
     from .suites import run
 
@@ -80,7 +97,7 @@ def bench_command():
 
 def _make(name, doc):
     @bench_command.command(name, help=doc)
-    @common
+    @options_for(name)
     def cmd(**kw):
         _run([name] if name != "all" else "all", **kw)
     return cmd

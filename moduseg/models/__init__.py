@@ -9,4 +9,5 @@ the model home (``--home`` > ``$MODUSEG_HOME`` > ``~/.cache/moduseg``).
 
 from .defaults import (default_backbone_identity, installed_file,  # noqa: F401
                        load_default_backbone, load_default_proposer)
+from .first_use import ensure_models  # noqa: F401
 from .home import model_home  # noqa: F401

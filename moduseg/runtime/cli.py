@@ -30,10 +30,32 @@ PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its expor
                  "--set proposer.model=PATH). Default: the bank's.")
 
 
+DEFAULT_OUT_ROOT = "moduseg-out"
+
+
+def default_out_dir(input_spec: str, kind: str) -> Path:
+    """``moduseg-out/<input name>`` under the working directory (git-ignored in the repo)."""
+    if kind == "camera":
+        name = f"camera{input_spec}"
+    else:
+        p = Path(input_spec)
+        name = (p.resolve().name if kind == "folder" else p.stem) or "input"
+    return Path(DEFAULT_OUT_ROOT) / name
+
+
+def resolve_bank(bank_path) -> Path:
+    """``--bank`` if given, else the embedded default bank."""
+    from ..bank.embedded import default_bank_path
+    return Path(bank_path) if bank_path else default_bank_path()
+
+
 @click.command("segment")
 @click.argument("input_spec", metavar="INPUT")
-@click.option("--bank", "bank_path", required=True, type=click.Path(), help="Bank file (.npz).")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder.")
+@click.option("--bank", "bank_path", default=None, type=click.Path(),
+              help="Bank file (.npz); default: the embedded CamVid street-scene bank.")
+@click.option("--out", "out_dir", default=None, type=click.Path(),
+              help=f"Output folder; default: {DEFAULT_OUT_ROOT}/<input name> in the working "
+                   f"directory.")
 @click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
@@ -44,9 +66,11 @@ PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its expor
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
+@click.option("--offline", is_flag=True,
+              help="Never fetch the default models (they are fetched on first use otherwise).")
 @engine_options
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
-            max_frames, no_overlay, **engine):
+            max_frames, no_overlay, offline, **engine):
     """Segment INPUT (an image, a folder, a video file or a camera index).
 
     Writes labels/, overlays/ (or overlay.mp4), segments.json, palette.json and
@@ -54,19 +78,23 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     images can be split over jobs (--shard i/N) or a Ray actor pool (--engine
     ray); frames that fail are listed under "skipped" in segments.json.
     """
+    from ..models import ensure_models
     from ..scale import options
     from ..scale.work import ModelSpec, assemble
     from .outputs import prepare_output, run_segment
     from .stream import image_paths, input_kind, probe_input
 
-    input_kind(input_spec)
+    kind = input_kind(input_spec)
     shard, ray_options = options.parse(**engine)
+    bank_path = resolve_bank(bank_path)
     spec = ModelSpec(backend, home, preset, tuple(overrides), bank_path, proposer)
     work = None
     if shard is not None or ray_options is not None:
         work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
-    out = prepare_output(out_dir)          # before any model loads
+    out = prepare_output(out_dir or default_out_dir(input_spec, kind))   # before any model loads
     probe_input(input_spec)
+    if backend != "tensorrt-native":
+        ensure_models(home, offline=offline)
     results = None
     if ray_options is None:
         seg = assemble(spec, "segmenter")

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import warnings
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import BackendUnavailableError, InputError, NoGpuError
 from .cuda.device import BufferCache
 from .index import build_index, choose_kind, ivf_params
 
@@ -177,7 +176,7 @@ def build_gpu_index(vectors, kind: str = "auto", nprobe: int = 32, device: int =
     """faiss-gpu if usable (``backend`` auto/faiss), else the NVRTC kernel (auto/nvrtc)."""
     if backend not in BACKENDS:
         raise InputError(f"GPU index backend must be one of {BACKENDS}, got {backend!r}")
-    reasons = []
+    reasons, no_gpu = [], False
     if backend in ("auto", "faiss"):
         try:
             return FaissGpuIndex(vectors, kind, nprobe, device)
@@ -191,7 +190,9 @@ def build_gpu_index(vectors, kind: str = "auto", nprobe: int = 32, device: int =
         return NvrtcTopkIndex(vectors, kind, open_device(device))
     except BackendUnavailableError as e:
         reasons.append(f"NVRTC top-K: {e}")
-    raise BackendUnavailableError("no GPU search backend is usable: " + "; ".join(reasons))
+        no_gpu = isinstance(e, NoGpuError)
+    raise (NoGpuError if no_gpu else BackendUnavailableError)(
+        "no GPU search backend is usable: " + "; ".join(reasons))
 
 
 def make_index(vectors, kind: str = "auto", nprobe: int = 32, prefer: str = "auto",
@@ -207,9 +208,9 @@ def make_index(vectors, kind: str = "auto", nprobe: int = 32, prefer: str = "aut
         if prefer == "gpu":
             raise
         global _FALLBACK_WARNED
-        if not _FALLBACK_WARNED:
+        if isinstance(e, NoGpuError):  # a CPU machine: auto means CPU, nothing to say
+            log.debug("no GPU for search, using the CPU faiss index: %s", e)
+        elif not _FALLBACK_WARNED:
             _FALLBACK_WARNED = True
-            msg = f"GPU search unavailable, using the CPU faiss index: {e}"
-            log.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            log.warning("GPU search unavailable, using the CPU faiss index: %s", e)
         return build_index(vectors, kind, nprobe)

@@ -13,7 +13,7 @@ from functools import cache
 
 import numpy as np
 
-from ...errors import BackendUnavailableError
+from ...errors import BackendUnavailableError, NoGpuError
 from .nvrtc import CompiledKernel, compile_kernel
 
 
@@ -21,7 +21,7 @@ def _driver():
     try:
         from cuda.bindings import driver
     except ImportError as e:
-        raise BackendUnavailableError(
+        raise NoGpuError(
             f"cuda-python is not installed ({e}); pip install cuda-python") from None
     return driver
 
@@ -75,15 +75,15 @@ class CudaDevice:
         try:
             (err,) = d.cuInit(0)
         except Exception as e:  # noqa: BLE001 - pathfinder raises its own types when libcuda is missing
-            raise BackendUnavailableError(
+            raise NoGpuError(
                 f"no NVIDIA driver: {e.__class__.__name__}: {str(e).rstrip('.')}. Install the NVIDIA driver "
                 f"(or JetPack on Jetson); the CPU path is used otherwise") from None
         if err != d.CUresult.CUDA_SUCCESS:
-            raise BackendUnavailableError(
+            raise NoGpuError(
                 f"cuInit failed ({err}): no usable NVIDIA GPU or driver on this machine")
         count = check(d.cuDeviceGetCount(), "cuDeviceGetCount")
         if count <= ordinal:
-            raise BackendUnavailableError(
+            raise (NoGpuError if count == 0 else BackendUnavailableError)(
                 f"CUDA device {ordinal} requested but {count} device(s) present")
         self.d = d
         self.dev = check(d.cuDeviceGet(ordinal), "cuDeviceGet")

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import BackendUnavailableError, InputError
+from ...errors import BackendUnavailableError, InputError, NoGpuError
 from ...types import FeatureMap, GridGeometry
 from ..pooling import HostPooler
 from .device import BufferCache
@@ -237,13 +236,12 @@ def _warn_fallback(reason: str) -> None:
     global _FALLBACK_WARNED
     if not _FALLBACK_WARNED:
         _FALLBACK_WARNED = True
-        msg = f"GPU SMFA unavailable, using the CPU path: {reason}"
-        log.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        log.warning("GPU SMFA unavailable, using the CPU path: %s", reason)  # one line
 
 
 def make_smfa_pooler(prefer: str = "auto", device: int = 0, eps: float = 1e-6):
-    """``prefer``: ``auto`` (GPU if usable, else CPU with one warning), ``gpu`` (or raise), ``cpu``."""
+    """``prefer``: ``auto`` (GPU if usable, else CPU: silently on a machine without a GPU,
+    with one warning when a GPU is there but unusable), ``gpu`` (or raise), ``cpu``."""
     if prefer not in ("auto", "gpu", "cpu"):
         raise InputError(f"SMFA backend must be auto, gpu or cpu, got {prefer!r}")
     if prefer == "cpu":
@@ -255,7 +253,10 @@ def make_smfa_pooler(prefer: str = "auto", device: int = 0, eps: float = 1e-6):
     except BackendUnavailableError as e:
         if prefer == "gpu":
             raise
-        _warn_fallback(str(e))
+        if isinstance(e, NoGpuError):  # a CPU machine: auto means CPU, nothing to say
+            log.debug("no GPU for SMFA, using the CPU path: %s", e)
+        else:
+            _warn_fallback(str(e))
         return cpu_pooler(eps)
     return gpu
 
