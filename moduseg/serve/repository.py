@@ -202,17 +202,25 @@ def _copy(src: Path, dst: Path) -> None:
 
 def network_files(seg, opts: TritonOptions) -> dict[str, Path]:
     """The ONNX graph behind each network model, as the in-process pipeline uses it."""
-    from ..runtime.proposers.sam import resized_size
-    from ..runtime.proposers.sam_encoder_surgery import content_input_hw, cropped_encoder_path
+    from ..graphs.sam_encoder import content_input_hw, cropped_encoder_path
+    from ..runtime.proposers.sam_model import resized_size
 
     prop = seg.proposer
     encoder = prop.encoder_file
     if opts.variant == "gpu" and getattr(prop, "encoder_crop", False):
         # an engine takes one input size: the content-sized encoder of the frame size
         encoder = cropped_encoder_path(encoder, content_input_hw(resized_size(opts.frame_hw)),
-                                       prop._cache_dir)
+                                       prop.encoder._cache_dir)
     return {BACKBONE: Path(seg.backbone.path), ENCODER: Path(encoder),
             DECODER: Path(prop.decoder_file)}
+
+
+def build_parts(bank_path, home=None):
+    """The one place the served models construct the pipeline: ``runtime.assemble``,
+    as ``moduseg segment`` does, on the CPU inside each Python-backend model."""
+    from ..runtime.assemble import load_segmenter
+
+    return load_segmenter(str(bank_path), home, backend="cpu")
 
 
 def write_repository(bank_path: str | Path, out: str | Path, opts: TritonOptions,
@@ -220,7 +228,6 @@ def write_repository(bank_path: str | Path, out: str | Path, opts: TritonOptions
     """Write the model repository under ``out`` (replaced if it holds one already)."""
     from ..bank.store import load_bank
     from ..io import sha256_file
-    from .triton_models import build_parts
 
     opts.validate()
     bank_path = Path(bank_path)

@@ -21,14 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModuSegError
-from .repository import BACKBONE, BANK, DECODER, ENCODER
+from .repository import BACKBONE, BANK, DECODER, ENCODER, build_parts, onnx_io
 
 
-def build_parts(bank_path, home=None):
-    """The one place the served models construct the pipeline (as ``moduseg segment``)."""
-    from ..runtime.cli import build_segmenter
-
-    return build_segmenter(str(bank_path), home, backend="cpu")
 
 
 def _pb():
@@ -121,7 +116,7 @@ class OnnxStageModel:
     def _session(self, feed):
         if self.session is not None:
             return self.session
-        return self.proposer._encoder_for(next(iter(feed.values())).shape[2:])
+        return self.proposer.encoder.session_for(next(iter(feed.values())).shape[2:])
 
     def _run(self, feed):
         return self._session(feed).run(self.outputs, feed)
@@ -228,13 +223,12 @@ class PipelineModel:
         # the networks are served by their own models; keep their metadata, not sessions
         bb.session = RemoteSession(BACKBONE, [bb.input_name], [bb.output_name])
         prop.padding_embedding()                   # cached on disk after the first build
-        prop.decoder = RemoteSession(DECODER, sorted(prop._dec_inputs),
-                                     _decoder_outputs())
-        prop._encoders.clear()
-        from .repository import onnx_io
+        prop.prompt_decoder.session = RemoteSession(
+            DECODER, sorted(prop.prompt_decoder._inputs), _decoder_outputs())
+        prop.encoder.sessions.clear()
         ins, outs = onnx_io(prop.encoder_file)
         encoder = RemoteSession(ENCODER, [ins[0][0]], [outs[0][0]])
-        prop._encoder_for = lambda hw: encoder
+        prop.encoder.session_for = lambda hw: encoder
         self.backbone, self.proposer = bb, prop
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
 
@@ -276,5 +270,5 @@ class PipelineModel:
 
 
 def _decoder_outputs():
-    from ..runtime.proposers.sam_decoder_surgery import ALL_IOUS, ALL_MASKS
+    from ..graphs.sam_decoder import ALL_IOUS, ALL_MASKS
     return [ALL_MASKS, ALL_IOUS]
