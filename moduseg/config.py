@@ -110,8 +110,10 @@ class RuntimeConfig:
     unassigned: str = _choice("background", UNASSIGNED_POLICIES)
     index: str = _choice("auto", INDEX_KINDS)
     # count: majority vote, ties by summed similarity (the paper);
-    # weighted: votes weighted by similarity and divided by class frequency in the bank.
+    # weighted: votes weighted by similarity and divided by class frequency in the bank
+    # raised to vote_balance (1: fully class-balanced, 0: similarity only).
     voting: str = _choice("count", VOTINGS)
+    vote_balance: float = _num(1.0, 0.0, 1.0)
     # pooled: each proposal's SMFA vector is retrieved (the paper); patch_vote: every
     # patch is retrieved once, and each proposal takes the class with the most
     # patch votes under its soft weights (unassigned pixels reuse the patch labels);
@@ -157,10 +159,12 @@ class BackboneOptions:
     concatenated instead of the last block's (``(8, 11)``); at most 4 of the
     12 blocks, increasing. ``engine``/``precision``: ``--backend
     tensorrt-native`` only (an engine file, else the cached engine of that
-    precision).
+    precision). ``flip``: test-time horizontal flip, the features of the frame
+    and of its mirror (un-mirrored) averaged; twice the backbone work.
     """
 
     layers: Optional[Tuple[int, ...]] = None
+    flip: Optional[bool] = None
     short_side: Optional[int] = _num(None, 14, 4096)
     pixels: Optional[int] = _num(None, 196, 16_000_000)
     policy: Optional[str] = _choice(None, ("pad", "stretch"))
