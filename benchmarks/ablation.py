@@ -1,18 +1,25 @@
-"""Quality ablation on CamVid val: the paper preset, each change on its own, the default.
+"""Quality ablation on same-sequence CamVid val: the paper preset, each change on its own, the default.
 
-Backbone features of every train and val frame and the proposer's masks of
-every val frame are computed once with the embedded default models (cached
-in ``--cache``); each row then builds its bank and labels val through the
-package's own ``image_vectors`` / ``assign``, exactly as ``moduseg bank
-build`` + ``moduseg eval`` with the row's ``--preset``/``--set`` flags would.
+Bank from train, labels of val (both mostly sequence ``0016E5``: the headline
+protocol is ``benchmarks/cross_sequence.py``; this table is kept for
+comparison with earlier releases). Backbone features and proposals of every
+frame come from the per-frame cache ``cross_sequence.py`` fills (one folder
+per backbone identity + options and per proposer setting, computed on first
+use), so any preset and ``--set`` works, backbone options and the
+proposer-free ``fast`` preset included. Each row builds its bank and labels
+val through the package's own ``image_vectors`` / ``assign``, exactly as
+``moduseg bank build`` + ``moduseg eval`` with the row's ``--preset`` /
+``--set`` flags would.
 
     python benchmarks/ablation.py                     # every row, markdown table
     python benchmarks/ablation.py --row "paper"       # one row
+    python benchmarks/ablation.py --preset default --set runtime.top_k=20   # one ad-hoc row
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pickle
 import time
@@ -31,6 +38,7 @@ from moduseg.settings import parse_overrides
 from moduseg.types import FeatureMap, Proposals
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+CACHE = Path.home() / ".cache" / "moduseg" / "cross_sequence"   # shared with cross_sequence.py
 
 # (row name, preset, --set overrides); each row changes one thing against its base
 ROWS = [
@@ -53,45 +61,71 @@ ROWS = [
     ("default - guided refinement", "default", ["runtime.refine_radius=0"]),
     ("default, exact search", "default", ["runtime.index='flat'"]),
     ("default", "default", []),
+    ("fast (no proposer)", "fast", []),
 ]
 
 
-def cache_inputs(cache: Path, home=None):
-    """Features of train + val and proposals of val, computed once.
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    The val proposals are recomputed (features kept) when the default
-    proposer's settings differ from those they were made with.
+
+def model_options(cfg) -> tuple[dict, dict]:
+    return cfg.backbone_options(), cfg.proposer_options()
+
+
+def cached_frames(ss, cfg, cache: Path, need_proposals: bool, home=None):
+    """Per frame: (fp16 features, geometry, label, packed proposals or None).
+
+    Features live under ``features-<key>`` (key = backbone identity, which
+    includes the graph's checksum and input size, plus the options), proposals
+    under ``proposals-<key>`` (key = the proposer's settings, which name its
+    model files by checksum); a changed model or setting gets a new folder.
     """
-    from moduseg.runtime.assemble import build_backbone, build_proposer
+    from moduseg.models import load_default_backbone, load_default_proposer
 
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / "camvid_inputs.pkl"
-    proposer = build_proposer(preset("default"), "cpu", home)
-    if path.is_file():
-        out = pickle.loads(path.read_bytes())
-        if out.get("proposer") == proposer.settings:
-            return out
-        print("  default proposer changed: recomputing the val proposals", flush=True)
-        out["val"] = [(f, g, lab, pack_proposals(proposer(s.image())))
-                      for (f, g, lab, _), s in zip(out["val"], camvid(DATA, "val"))]
-    else:
-        backbone = build_backbone(preset("default"), "cpu", home)
-        out = {"identity": backbone.identity}
-        for split in ("train", "val"):
-            ds = camvid(DATA, split)
-            rows = []
-            for i, s in enumerate(ds):
-                image = s.image()
-                f = backbone(image)
-                p = pack_proposals(proposer(image)) if split == "val" else None
-                rows.append((f.features.astype(np.float16), f.geometry, s.label(), p))
-                if i % 50 == 0:
-                    print(f"  {split} {i}/{len(ds)}", flush=True)
-            out[split] = rows
-    out["proposer"] = proposer.settings
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(pickle.dumps(out))
-    return out
+    bopts, popts = model_options(cfg)
+    backbone = load_default_backbone(home=home, **bopts)
+    bopts = {k: v for k, v in bopts.items() if v is not None}   # None = the model's default
+    fdir = cache / f"features-{_key([backbone.identity.to_dict(), bopts])}"
+    proposer, pdir = None, None
+    if need_proposals:
+        proposer = load_default_proposer(home=home, **popts)
+        pdir = cache / f"proposals-{_key(proposer.settings)}"
+    for d in (fdir, pdir):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+    if not (fdir / "key.json").is_file():
+        (fdir / "key.json").write_text(json.dumps([backbone.identity.to_dict(), bopts],
+                                                  default=str))
+    if pdir is not None and not (pdir / "key.json").is_file():
+        (pdir / "key.json").write_text(json.dumps(proposer.settings, default=str))
+    rows, t0 = [], time.perf_counter()
+    for i, s in enumerate(ss):
+        fp = fdir / f"{s.image_id}.pkl"
+        pp = pdir / f"{s.image_id}.pkl" if pdir is not None else None
+        image = None
+        if fp.is_file():
+            feats, geo = pickle.loads(fp.read_bytes())
+        else:
+            image = s.image()
+            f = backbone(image)
+            feats, geo = f.features.astype(np.float16), f.geometry
+            with atomic_path(fp) as tmp:
+                tmp.write_bytes(pickle.dumps((feats, geo)))
+        packed = None
+        if pp is not None:
+            if pp.is_file():
+                packed = pickle.loads(pp.read_bytes())
+            else:
+                image = s.image() if image is None else image
+                packed = pack_proposals(proposer(image))
+                with atomic_path(pp) as tmp:
+                    tmp.write_bytes(pickle.dumps(packed))
+        rows.append((feats, geo, s.label(), packed))
+        if image is not None and i % 25 == 0:
+            print(f"  cached {i + 1}/{len(ss)} frames ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    return rows, backbone.identity
 
 
 def pack_proposals(p: Proposals):
@@ -142,15 +176,31 @@ def label_rows(rows, bank, cfg):
     return ev, ms
 
 
-def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
+def split_rows(cfg, cache: Path, home=None, proposals=None, keep=None):
+    """(train rows, [(val row, sample)], backbone identity, class names) from the cache.
+
+    ``keep``: indices of the val frames to label (all when None); ``proposals``:
+    packed proposals of those frames to use instead of the cached ones of
+    ``cfg``'s proposer (``speed_quality.py``'s settings).
+    """
+    train, val = list(camvid(DATA, "train")), list(camvid(DATA, "val"))
+    if keep is not None:
+        val = [s for i, s in enumerate(val) if i in keep]
+    need = cfg.needs_proposer and proposals is None
+    tr, identity = cached_frames(train, cfg, cache, False, home)
+    va, _ = cached_frames(val, cfg, cache, need, home)
+    if proposals is not None:
+        va = [(f, g, lab, p) for (f, g, lab, _), p in zip(va, proposals)]
+    return tr, list(zip(va, val)), identity, camvid(DATA, "val").class_names
+
+
+def evaluate_row(preset_name: str, sets: list[str], cache: Path = CACHE, home=None,
+                 proposals=None, keep=None) -> dict:
+    """One row: bank from train, val labelled, with ``--preset`` / ``--set`` flags."""
     cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
-    if cfg.backbone_options() or not cfg.needs_proposer:
-        # the val cache holds final-block features at the default size and SAM proposals only
-        raise SystemExit(f"{preset_name} {sets}: backbone options or the proposer-free mode "
-                         f"need benchmarks/cross_sequence.py (it caches per setting)")
-    names = camvid(DATA, "val").class_names
-    bank, build_s = bank_from_rows(inputs["train"], cfg, names, None, inputs["identity"])
-    ev, ms = label_rows(list(zip(inputs["val"], camvid(DATA, "val"))), bank, cfg)
+    train, val, identity, names = split_rows(cfg, cache, home, proposals, keep)
+    bank, build_s = bank_from_rows(train, cfg, names, None, identity)
+    ev, ms = label_rows(val, bank, cfg)
     sc = ev.scores()
     return {"mIoU": round(sc.miou, 2), "bank_vectors": len(bank),
             "post_backbone_ms": round(float(np.median(ms)), 1), "bank_build_s": round(build_s, 1),
@@ -160,25 +210,38 @@ def evaluate_row(inputs, preset_name: str, sets: list[str]) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--row", action="append", help="only these rows (by name)")
-    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "moduseg" / "ablation"))
+    ap.add_argument("--preset", default=None, help="one ad-hoc row with this preset ...")
+    ap.add_argument("--set", action="append", default=[], dest="sets",
+                    help="... and these settings (repeatable), instead of the table's rows")
+    ap.add_argument("--cache", default=str(CACHE))
     ap.add_argument("--home", default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS/OpenMP/OpenCV threads (see benchmarks/README.md)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
     if not DATA.is_dir():
         raise SystemExit(f"CamVid not found at {DATA}")
-    inputs = cache_inputs(Path(args.cache), args.home)
-    rows = [r for r in ROWS if not args.row or r[0] in args.row]
+    from moduseg.bench.stats import set_threads
+    set_threads(args.threads)
+    if args.preset or args.sets:
+        rows = [(" ".join([args.preset or "default"] + args.sets), args.preset or "default",
+                 args.sets)]
+    else:
+        rows = [r for r in ROWS if not args.row or r[0] in args.row]
+        if not rows:
+            raise SystemExit(f"no row named {args.row}; rows: {[r[0] for r in ROWS]}")
     results = []
     print("| configuration | flags | val mIoU | bank vectors | post-backbone ms |")
     print("|---|---|---|---|---|")
     for name, base, sets in rows:
-        r = evaluate_row(inputs, base, sets)
+        r = evaluate_row(base, sets, Path(args.cache), args.home)
         flags = " ".join([f"--preset {base}"] + [f'--set "{s}"' for s in sets])
         results.append({"row": name, "flags": flags, **r})
         print(f"| {name} | `{flags}` | {r['mIoU']:.1f} | {r['bank_vectors']} | "
               f"{r['post_backbone_ms']:.0f} |", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        with atomic_path(Path(args.out)) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,9 +28,7 @@ images, 32 evaluated per fold, 80 classes + background).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import pickle
 import time
 from pathlib import Path
 
@@ -61,74 +59,11 @@ def samples(dataset: str):
         [f"fold{i}" for i in range(4)]
 
 
-def _key(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def model_options(cfg) -> tuple[dict, dict]:
-    return cfg.backbone_options(), cfg.proposer_options()
-
-
-def cached_frames(ss, cfg, cache: Path, need_proposals: bool, home=None):
-    """Per frame: (fp16 features, geometry, label, packed proposals or None).
-
-    Features live under ``features-<key>`` (key = backbone identity, which
-    includes the graph's checksum and input size, plus the options), proposals
-    under ``proposals-<key>`` (key = the proposer's settings, which name its
-    model files by checksum); a changed model or setting gets a new folder.
-    """
-    from moduseg.models import load_default_backbone, load_default_proposer
-
-    bopts, popts = model_options(cfg)
-    backbone = load_default_backbone(home=home, **bopts)
-    bopts = {k: v for k, v in bopts.items() if v is not None}   # None = the model's default
-    fdir = cache / f"features-{_key([backbone.identity.to_dict(), bopts])}"
-    proposer, pdir = None, None
-    if need_proposals:
-        proposer = load_default_proposer(home=home, **popts)
-        pdir = cache / f"proposals-{_key(proposer.settings)}"
-    for d in (fdir, pdir):
-        if d is not None:
-            d.mkdir(parents=True, exist_ok=True)
-    if not (fdir / "key.json").is_file():
-        (fdir / "key.json").write_text(json.dumps([backbone.identity.to_dict(), bopts],
-                                                  default=str))
-    if pdir is not None and not (pdir / "key.json").is_file():
-        (pdir / "key.json").write_text(json.dumps(proposer.settings, default=str))
-    rows, t0 = [], time.perf_counter()
-    for i, s in enumerate(ss):
-        fp = fdir / f"{s.image_id}.pkl"
-        pp = pdir / f"{s.image_id}.pkl" if pdir is not None else None
-        image = None
-        if fp.is_file():
-            feats, geo = pickle.loads(fp.read_bytes())
-        else:
-            image = s.image()
-            f = backbone(image)
-            feats, geo = f.features.astype(np.float16), f.geometry
-            with atomic_path(fp) as tmp:
-                tmp.write_bytes(pickle.dumps((feats, geo)))
-        packed = None
-        if pp is not None:
-            if pp.is_file():
-                packed = pickle.loads(pp.read_bytes())
-            else:
-                image = s.image() if image is None else image
-                packed = ablation.pack_proposals(proposer(image))
-                with atomic_path(pp) as tmp:
-                    tmp.write_bytes(pickle.dumps(packed))
-        rows.append((feats, geo, s.label(), packed))
-        if image is not None and i % 25 == 0:
-            print(f"  cached {i + 1}/{len(ss)} frames ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
-    return rows, backbone.identity
-
-
 def run(dataset: str, preset_name: str, sets: list[str], cache: Path, home=None,
         save_bank_to: str | None = None, folds_too: bool = True) -> dict:
     cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
     names, bg, ss, folds, fold_names = samples(dataset)
-    rows, identity = cached_frames(ss, cfg, cache, cfg.needs_proposer, home)
+    rows, identity = ablation.cached_frames(ss, cfg, cache, cfg.needs_proposer, home)
     pooled = Evaluator(names)
     out = {"dataset": dataset, "preset": preset_name, "sets": sets, "folds": []}
     for k, fold in enumerate(fold_names if folds_too else []):
@@ -198,7 +133,7 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], dest="sets",
                     help="a setting as for 'moduseg bank build --set' (repeatable)")
     ap.add_argument("--row", default=None, help="row name in the table")
-    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "moduseg" / "cross_sequence"))
+    ap.add_argument("--cache", default=str(ablation.CACHE))
     ap.add_argument("--home", default=None)
     ap.add_argument("--out", default=None, help="append the result to this JSON list")
     ap.add_argument("--md", default=None, help="write the markdown tables of --out here")

@@ -110,8 +110,10 @@ class RuntimeConfig:
     unassigned: str = _choice("background", UNASSIGNED_POLICIES)
     index: str = _choice("auto", INDEX_KINDS)
     # count: majority vote, ties by summed similarity (the paper);
-    # weighted: votes weighted by similarity and divided by class frequency in the bank.
+    # weighted: votes weighted by similarity and divided by class frequency in the bank
+    # raised to vote_balance (1: fully class-balanced, 0: similarity only).
     voting: str = _choice("count", VOTINGS)
+    vote_balance: float = _num(1.0, 0.0, 1.0)
     # pooled: each proposal's SMFA vector is retrieved (the paper); patch_vote: every
     # patch is retrieved once, and each proposal takes the class with the most
     # patch votes under its soft weights (unassigned pixels reuse the patch labels);
@@ -157,10 +159,12 @@ class BackboneOptions:
     concatenated instead of the last block's (``(8, 11)``); at most 4 of the
     12 blocks, increasing. ``engine``/``precision``: ``--backend
     tensorrt-native`` only (an engine file, else the cached engine of that
-    precision).
+    precision). ``flip``: test-time horizontal flip, the features of the frame
+    and of its mirror (un-mirrored) averaged; twice the backbone work.
     """
 
     layers: Optional[Tuple[int, ...]] = None
+    flip: Optional[bool] = None
     short_side: Optional[int] = _num(None, 14, 4096)
     pixels: Optional[int] = _num(None, 196, 16_000_000)
     policy: Optional[str] = _choice(None, ("pad", "stretch"))
@@ -440,16 +444,20 @@ def default_config() -> ModuSegConfig:
     erosions), projected onto the bank's own 128 principal axes and whitened
     (a smaller bank and search, and no single direction dominating the
     cosine). Every patch of a frame is retrieved once (top 10, IVF: ~900
-    queries a frame) and each proposal takes the class most of its soft weight
-    votes for; pixels no proposal claims take their patch's label; a guided
-    filter (radius 8) snaps the map to the frame's edges.
+    queries a frame) and labelled by its neighbours' summed similarity divided
+    by the square root of each class's share of the bank (frequent classes
+    such as road and building would otherwise outvote fence or pole); each
+    proposal takes the class most of its soft weight votes for; pixels no
+    proposal claims take their patch's label; a guided filter (radius 8)
+    snaps the map to the frame's edges.
     """
     return ModuSegConfig(
         bank=BankConfig(granularity="patch", purification="none", min_area=0,
                         outlier_fraction=0.0, patch_purity=0.75, patches_per_region=8,
                         patch_fallback_purity=0.4, pca_dim=128, whiten=True),
         runtime=RuntimeConfig(assignment="patch_vote", top_k=10, unassigned="nearest",
-                              index="ivf", refine_radius=8),
+                              index="ivf", refine_radius=8, voting="weighted",
+                              vote_balance=0.5),
         backbone={"layers": (9, 11)},
         preset="default")
 
@@ -462,6 +470,8 @@ def fast_config() -> ModuSegConfig:
     """
     cfg = default_config()
     cfg.runtime.assignment = "patch"
+    # count vote for patch labels (the default's tempered class-balanced vote: +0.1 here)
+    cfg.runtime.voting, cfg.runtime.vote_balance = "count", 1.0
     cfg.runtime.refine_radius = 16
     cfg.backbone.pixels = 100_000
     cfg.preset = "fast"

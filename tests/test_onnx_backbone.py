@@ -180,3 +180,38 @@ def test_fixed_size_graph_letterboxes_or_stretches(tmp_path):
     fm = st(_position_image(100, 700))
     assert fm.geometry == GridGeometry((100, 700), (224, 224), (16, 16), 14)
     np.testing.assert_allclose(fm.features[2], 1.0, atol=1e-6)
+
+
+def test_flip_averages_the_mirror_on_the_same_grid(tmp_path, probe):
+    """backbone.flip: features of the frame and of its mirror, un-mirrored, averaged.
+
+    With a patch-mean model the mirror sees exactly the same pixels per patch
+    (the padded input is mirrored whole), so nothing may change; with a model
+    that reads only each patch's first column, the average is (first + last
+    column) / 2, padding included.
+    """
+    img = _position_image(360, 480)
+    img[..., 2] = (np.arange(480) * 7 % 251)[None, :]      # not mirror-symmetric
+    kw = dict(pixels=None, mean=(0, 0, 0), std=(1, 1, 1))
+    plain, flipped = OnnxBackbone(probe, "probe", **kw), OnnxBackbone(probe, "probe", flip=True, **kw)
+    np.testing.assert_allclose(flipped(img).features, plain(img).features, atol=1e-6)
+    assert flipped.identity.name == "probe+hflip" and plain.identity.name == "probe"
+
+    w = np.zeros((3, 3, P, P), np.float32)
+    for c in range(3):
+        w[c, c, :, 0] = 1.0 / P
+    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, "h", "w"])
+    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, "gh", "gw"])
+    node = helper.make_node("Conv", ["input_image", "W"], ["features"],
+                            kernel_shape=[P, P], strides=[P, P])
+    m = helper.make_model(helper.make_graph([node], "col0", [x], [y],
+                                            [numpy_helper.from_array(w, "W")]),
+                          opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "col0.onnx"))
+    fm = OnnxBackbone(tmp_path / "col0.onnx", "col0", flip=True, **kw)(img)
+    pad = np.zeros((26 * P, 35 * P, 3), np.float32)
+    pad[:360, :480] = img / 255.0
+    first = pad[:, 0::P].reshape(26, P, 35, 3).mean(1)
+    last = pad[:, P - 1::P].reshape(26, P, 35, 3).mean(1)
+    np.testing.assert_allclose(fm.features, (0.5 * (first + last)).transpose(2, 0, 1), atol=1e-5)

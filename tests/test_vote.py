@@ -41,6 +41,18 @@ def test_weighted_voting_lifts_rare_classes():
     assert vote(sims, labs, 2, "weighted", prior)[0][0] == 1
 
 
+def test_vote_balance_tempers_the_class_prior():
+    # sums: class 0 = 1.8, class 1 = 1.4; prior 0.8 / 0.2
+    sims = np.array([[0.6, 0.6, 0.6, 0.7, 0.7]], np.float32)
+    labs = np.array([[0, 0, 0, 1, 1]])
+    prior = np.array([0.8, 0.2])
+    assert vote(sims, labs, 2, "weighted", prior, balance=0.0)[0][0] == 0    # 1.8 > 1.4
+    assert vote(sims, labs, 2, "weighted", prior, balance=1.0)[0][0] == 1    # 2.25 < 7.0
+    # balance 0.1: 1.8 / 0.8**0.1 = 1.84 > 1.4 / 0.2**0.1 = 1.64
+    assert vote(sims, labs, 2, "weighted", prior, balance=0.1)[0][0] == 0
+    assert vote(sims, labs, 2, "weighted", prior, balance=0.5)[0][0] == 1    # 2.01 < 3.13
+
+
 def test_many_queries_vectorised():
     rng = np.random.default_rng(0)
     labs = rng.integers(0, 5, (200, 25))

@@ -53,7 +53,7 @@ def run_reference(proposals=(100, 200), repeats: int = 5, warmup: int = 1,
                   patch: int = DEFAULT_PATCH, seed: int = 0, show_progress: bool = True) -> dict:
     cfg = compare_config()
     bank, centres = make_bank(bank_size, dim, seed=seed)
-    rt_index = assembled_index(bank.vectors, ModuSegConfig(runtime=cfg), "cpu")
+    rt_index = assembled_index(bank, ModuSegConfig(runtime=cfg), "cpu")
     ref_index = ReferenceFlatIndex(bank.vectors)
     runs = {}
     all_same = True

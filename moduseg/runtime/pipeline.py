@@ -53,7 +53,7 @@ def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: Search
     f = fmap.features.reshape(fmap.dim, -1)[:, cells].T
     sims, ids = index.search(l2_normalize(f.astype(np.float32)), cfg.top_k)
     nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
-    lab, _ = vote(sims, nbr, len(bank.class_names), cfg.voting, prior)
+    lab, _ = vote(sims, nbr, len(bank.class_names), cfg.voting, prior, cfg.vote_balance)
     return lab
 
 
@@ -154,7 +154,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             sims, ids = index.search(queries, cfg.top_k)
         with timer("vote"):
             nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
-            labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior)
+            labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior, cfg.vote_balance)
             labels = np.where(pooled, labels, -1)
     with timer("nms"):
         paintable = np.flatnonzero((labels >= 0) & (labels != (-2 if bg is None else bg)))

@@ -17,19 +17,20 @@ def class_tallies(sims: np.ndarray, nbr_labels: np.ndarray, n_classes: int):
 
 
 def vote(sims: np.ndarray, nbr_labels: np.ndarray, n_classes: int, mode: str = "count",
-         class_prior: np.ndarray | None = None):
+         class_prior: np.ndarray | None = None, balance: float = 1.0):
     """Winning class and confidence per query.
 
     ``count``: most neighbours wins, ties go to the larger summed similarity
     (the paper). ``weighted``: summed similarity divided by the class's share
-    of the bank, so frequent classes do not outvote rare ones by numbers.
+    of the bank raised to ``balance`` (1: fully balanced, 0: plain summed
+    similarity), so frequent classes do not outvote rare ones by numbers.
     Confidence is the mean similarity of the winner's neighbours.
     Queries with no valid neighbour get label -1 and confidence 0.
     """
     counts, sums = class_tallies(sims, nbr_labels, n_classes)
     if mode == "weighted":
         prior = np.ones(n_classes) if class_prior is None else np.maximum(class_prior, 1e-9)
-        score = np.where(counts > 0, sums / prior[None], -np.inf)
+        score = np.where(counts > 0, sums / prior[None] ** float(balance), -np.inf)
         winner = score.argmax(1)
     else:
         best = counts.max(1, keepdims=True)

@@ -151,7 +151,8 @@ class OnnxBackbone:
                  short_side: int | None = DEFAULT_SHORT_SIDE, policy: str = "pad",
                  mean=None, std=None, providers: str = "auto", threads: int | None = None,
                  patch: int | None = None, output: str | None = None,
-                 weights_sha256: str | None = None, pixels: int | None = DEFAULT_PIXELS):
+                 weights_sha256: str | None = None, pixels: int | None = DEFAULT_PIXELS,
+                 flip: bool = False):
         from ..onnx_session import make_session
 
         self.path = Path(path)
@@ -173,6 +174,7 @@ class OnnxBackbone:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise InputError(f"mean/std must be 3 values (std > 0), got {self.mean}, {self.std}")
         self.policy = policy
+        self.flip = bool(flip)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         # a graph exported at a fixed resolution (e.g. for TensorRT) takes only that size
@@ -190,8 +192,9 @@ class OnnxBackbone:
         if isinstance(identity, BackboneIdentity):
             self.identity = identity
         else:
+            # flipped features are averages: a bank of them says so in its identity
             self.identity = BackboneIdentity(
-                name=identity or self.path.stem,
+                name=(identity or self.path.stem) + ("+hflip" if self.flip else ""),
                 input_size=self.input_size_tag,
                 patch_size=self.patch, feature_dim=dim,
                 weights_sha256=weights_sha256 or _sha256(self.path))
@@ -219,6 +222,12 @@ class OnnxBackbone:
         geo = self.geometry(image.shape[:2])
         x = preprocess(image, geo, self.mean, self.std)
         (y,) = self.session.run([self.output_name], {self.input_name: x})
+        if self.flip:
+            # the whole padded input is mirrored, so its patch grid maps onto the
+            # original one exactly (column j <-> last - j), padding included
+            (ym,) = self.session.run([self.output_name],
+                                     {self.input_name: np.ascontiguousarray(x[..., ::-1])})
+            y = 0.5 * (y + ym[..., ::-1])
         if y.ndim != 4 or tuple(y.shape[2:]) != geo.grid_hw:
             raise InputError(
                 f"{self.path}: output {self.output_name} has shape {y.shape}, expected a "
