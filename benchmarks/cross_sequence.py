@@ -59,17 +59,31 @@ def samples(dataset: str):
         [f"fold{i}" for i in range(4)]
 
 
+def stored_as(bank, quantize: str | None):
+    """The bank as a file stored with ``quantize`` would load (int8: the embedded bank's
+    storage, codes with per-dimension scales, dequantised and re-normalised)."""
+    if quantize is None:
+        return bank
+    import dataclasses
+
+    from moduseg.bank.quantize import dequantize_int8, quantize_int8
+    return dataclasses.replace(bank, vectors=dequantize_int8(*quantize_int8(bank.vectors)))
+
+
 def run(dataset: str, preset_name: str, sets: list[str], cache: Path, home=None,
-        save_bank_to: str | None = None, folds_too: bool = True) -> dict:
+        save_bank_to: str | None = None, folds_too: bool = True,
+        quantize: str | None = None) -> dict:
     cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
     names, bg, ss, folds, fold_names = samples(dataset)
     rows, identity = ablation.cached_frames(ss, cfg, cache, cfg.needs_proposer, home)
     pooled = Evaluator(names)
-    out = {"dataset": dataset, "preset": preset_name, "sets": sets, "folds": []}
+    out = {"dataset": dataset, "preset": preset_name, "sets": sets, "quantize": quantize,
+           "folds": []}
     for k, fold in enumerate(fold_names if folds_too else []):
         train = [r for r, f in zip(rows, folds) if f != k]
         test = [(r, s) for r, s, f in zip(rows, ss, folds) if f == k]
         bank, build_s = ablation.bank_from_rows(train, cfg, names, bg, identity)
+        bank = stored_as(bank, quantize)
         ev, ms = ablation.label_rows(test, bank, cfg)
         pooled.cm += ev.cm
         pooled.missed += ev.missed
@@ -137,6 +151,9 @@ def main(argv=None):
     ap.add_argument("--home", default=None)
     ap.add_argument("--out", default=None, help="append the result to this JSON list")
     ap.add_argument("--md", default=None, help="write the markdown tables of --out here")
+    ap.add_argument("--quantize", choices=("int8",), default=None,
+                    help="label with each fold's bank as stored int8 (the embedded bank's "
+                         "storage) instead of float16")
     ap.add_argument("--bank-only", action="store_true",
                     help="with --save-bank: only build and save the bank, no folds")
     ap.add_argument("--threads", type=int, default=1,
@@ -151,10 +168,11 @@ def main(argv=None):
     set_threads(args.threads)
     t0 = time.perf_counter()
     r = run(args.dataset, args.preset, args.sets, Path(args.cache), args.home, args.save_bank,
-            not args.bank_only)
+            not args.bank_only, args.quantize)
     if args.bank_only:
         return
-    r["row"] = args.row or " ".join([args.preset] + args.sets)
+    r["row"] = args.row or " ".join([args.preset] + args.sets
+                                    + (["int8"] if args.quantize else []))
     r["seconds"] = round(time.perf_counter() - t0, 1)
     results = [r]
     if args.out:
