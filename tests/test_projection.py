@@ -42,6 +42,20 @@ def test_bad_pca_dims_are_refused():
         ModuSegConfig().with_overrides(**{"bank.pca_dim": 1.5})
 
 
+def test_a_bank_smaller_than_pca_dim_keeps_the_axes_it_has():
+    """A one-image bank with the default preset (pca_dim 128) still builds: n - 1 axes."""
+    rng = np.random.default_rng(0)
+    v = l2_normalize(rng.normal(size=(20, 32)).astype(np.float32))
+    P, mean = fit_projection(v, 16, whiten=True)
+    assert P.shape == (32, 16) and mean.shape == (32,)
+    P, mean = fit_projection(v[:9], 16, whiten=True)
+    assert P.shape == (32, 8)                     # 9 vectors span at most 8 centred axes
+    y = project(v[:9], P, mean)
+    assert np.allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(InputError, match="at least 3"):
+        fit_projection(v[:2], 16)
+
+
 @pytest.mark.parametrize("whiten", [False, True])
 def test_projected_bank_segments_synthetic_scenes_and_round_trips(tmp_path, whiten):
     cfg = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.0, pca_dim=4,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import logging
+
 import cv2
 import numpy as np
 
@@ -12,6 +14,8 @@ from ..smfa import center_image, l2_normalize, smfa, soft_weights
 from ..types import IGNORE, Backbone, BackboneIdentity, Bank, FeatureMap
 from .datasets import Dataset, Sample, check_label_map
 from .purify import purify
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -130,12 +134,20 @@ def fit_projection(vectors: np.ndarray, dim: int, whiten: bool = False):
     (which dominates cosine similarity across scenes); keeping the top axes
     drops the rest of the noise and shrinks bank and search. ``whiten`` divides
     each axis by its standard deviation. Axis signs are fixed (largest entry
-    positive) so a rebuild gives the same bytes.
+    positive) so a rebuild gives the same bytes. A bank of fewer vectors than
+    ``dim`` has at most ``n - 1`` axes with any variance: it keeps those (a
+    one-image bank still builds; ``bank info`` shows the stored dimension).
     """
     n, D = vectors.shape
-    if not 0 < dim < D or dim > n:
-        raise InputError(f"bank.pca_dim={dim} must be below the feature dim {D} and at most "
-                         f"the number of bank vectors {n}")
+    if not 0 < dim < D:
+        raise InputError(f"bank.pca_dim={dim} must be below the feature dim {D} (0 = off)")
+    if n < 3:
+        raise InputError(f"bank.pca_dim needs at least 3 bank vectors, got {n}; add images or "
+                         f"use --set bank.pca_dim=0")
+    if dim > n - 1:
+        log.warning("bank.pca_dim=%d but the bank has only %d vectors: keeping %d axes",
+                    dim, n, n - 1)
+        dim = n - 1
     v = vectors.astype(np.float64)
     mean = v.mean(0)
     cov = (v - mean).T @ (v - mean) / max(n - 1, 1)
