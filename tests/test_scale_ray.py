@@ -100,7 +100,8 @@ def test_default_pool_fits_under_a_two_cpu_node_and_matches_single_process(
 
 
 def test_a_killed_actor_is_restarted_and_the_result_is_identical(local_ray, data, tmp_path):
-    cfg = preset("default")
+    # the 5-dim stand-in backbone: a 3-axis projection instead of the preset's 128
+    cfg = preset("default").with_overrides(**{"bank.pca_dim": 3})
     marker = tmp_path / "crashed"
     got = bank_via_ray(data, cfg, RayOptions(workers=2, batch_size=2),
                        wrap=lambda t: CrashOnce(t, marker))
@@ -110,7 +111,8 @@ def test_a_killed_actor_is_restarted_and_the_result_is_identical(local_ray, data
 
 
 def test_segment_task_on_the_pool_matches_local_and_lists_bad_frames(local_ray, data, tmp_path):
-    cfg = preset("default")
+    # the 5-dim stand-in backbone: a 3-axis projection instead of the preset's 128
+    cfg = preset("default").with_overrides(**{"bank.pca_dim": 3})
     bank_path = save_bank(single_bank(data, cfg), tmp_path / "bank.npz")
     spec = ModelSpec(bank_path=str(bank_path))
     paths = sorted(str(p) for p in data["images"].iterdir()) + [str(tmp_path / "missing.png")]

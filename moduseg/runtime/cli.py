@@ -92,8 +92,8 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     if shard is not None or ray_options is not None:
         work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
     out = prepare_output(out_dir or default_out_dir(input_spec, kind))   # before any model loads
-    click.echo(f"writing to {out}", err=True)
     probe_input(input_spec)
+    click.echo(f"writing to {out}", err=True)
     if backend != "tensorrt-native":
         ensure_models(home, offline=offline)
     results = None
