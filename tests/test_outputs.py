@@ -542,8 +542,9 @@ def no_models(monkeypatch):
     """Fail loudly if a command gets as far as loading a bank or models."""
     def boom(*a, **k):
         raise AssertionError("models loaded before the output path was checked")
-    monkeypatch.setattr("moduseg.runtime.cli.build_segmenter", boom)
-    monkeypatch.setattr("moduseg.runtime.cli.load_backbone", boom)
+    monkeypatch.setattr("moduseg.runtime.assemble.load_segmenter", boom)
+    monkeypatch.setattr("moduseg.runtime.assemble.build_backbone", boom)
+    monkeypatch.setattr("moduseg.bank.store.load_bank", boom)
 
 
 def _cli(args):

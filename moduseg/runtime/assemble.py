@@ -184,13 +184,20 @@ def load_segmenter(bank_path, home=None, preset: str | None = None, overrides=()
     """Bank file + configuration (``--preset`` > the bank's > ``default``, then
     ``--proposer`` and ``--set``) -> ``Segmenter``. Everything is checked before
     a model is loaded."""
+    be = resolve_backend(backend)
+    bank, cfg = load_bank_config(bank_path, preset, overrides, proposer)
+    return assemble(cfg, bank, be, home, need_proposer=need_proposer)
+
+
+def load_bank_config(bank_path, preset: str | None = None, overrides=(),
+                     proposer: str | None = None):
+    """(bank, checked configuration): the bank file and the configuration a run
+    uses (``--preset`` > the bank's > ``default``, then ``--proposer`` and ``--set``)."""
     from ..bank.store import load_bank
     from ..settings import resolve_config
 
-    be = resolve_backend(backend)
     bank = load_bank(bank_path)
-    cfg = resolve_config(preset, overrides, bank.config, proposer=proposer)
-    return assemble(cfg, bank, be, home, need_proposer=need_proposer)
+    return bank, resolve_config(preset, overrides, bank.config, proposer=proposer).validate()
 
 
 def _model_path(model, home) -> Path:

@@ -10,19 +10,6 @@ from ..errors import InputError
 from ..scale.options import engine_options
 
 
-def build_segmenter(bank_path, home=None, preset=None, overrides=(), need_proposer=True,
-                    backend: str = "auto", proposer: str | None = None):
-    """``runtime.assemble.load_segmenter`` (the name earlier code imports)."""
-    from .assemble import load_segmenter
-    return load_segmenter(bank_path, home, preset, overrides, backend, need_proposer, proposer)
-
-
-def load_backbone(backend: str, home, cfg):
-    """``runtime.assemble.build_backbone`` (the name earlier code imports)."""
-    from .assemble import build_backbone
-    return build_backbone(cfg, backend, home)
-
-
 BACKEND_HELP = ("auto (cuda when a GPU is usable, else cpu), cpu, cuda, tensorrt (ONNX Runtime "
                 "providers; bank search and SMFA on the GPU) or tensorrt-native (TensorRT "
                 "engines).")
@@ -121,11 +108,8 @@ def _outputs_only(spec):
     """What segment's outputs need from the segmenter (bank, configuration), without models."""
     from types import SimpleNamespace
 
-    from ..bank.store import load_bank
-    from ..settings import resolve_config
-    bank = load_bank(spec.bank_path)
-    cfg = resolve_config(spec.preset, spec.overrides, bank.config, proposer=spec.proposer)
-    cfg.validate()
+    from .assemble import load_bank_config
+    bank, cfg = load_bank_config(spec.bank_path, spec.preset, spec.overrides, spec.proposer)
     return SimpleNamespace(bank=bank, config=cfg.runtime, full_config=cfg)
 
 

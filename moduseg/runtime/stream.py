@@ -26,8 +26,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 class Frame:
     index: int
     name: str
-    image: np.ndarray | None   # RGB uint8; None when it could not be read
-    error: str | None = None   # why, in one line; that frame fails, the run goes on
+    image: np.ndarray | None   # RGB uint8; None when not needed (Ray results, no overlays)
 
 
 def input_kind(spec: str) -> str:
