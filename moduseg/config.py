@@ -114,6 +114,12 @@ class RuntimeConfig:
     # raised to vote_balance (1: fully class-balanced, 0: similarity only).
     voting: str = _choice("count", VOTINGS)
     vote_balance: float = _num(1.0, 0.0, 1.0)
+    # patch labels (patch_vote, patch, nearest fill from all patches): mix each patch's
+    # retrieval scores (as a distribution) with this weight of a softmax, at
+    # prototype_temperature, of its cosine to the frame's own mean feature of each
+    # class the retrieval found in the frame; 0 = off
+    frame_prototypes: float = _num(0.0, 0.0, 1.0)
+    prototype_temperature: float = _num(0.05, 1e-3, 10.0)
     # pooled: each proposal's SMFA vector is retrieved (the paper); patch_vote: every
     # patch is retrieved once, and each proposal takes the class with the most
     # patch votes under its soft weights (unassigned pixels reuse the patch labels);
@@ -446,7 +452,9 @@ def default_config() -> ModuSegConfig:
     cosine). Every patch of a frame is retrieved once (top 10, IVF: ~900
     queries a frame) and labelled by its neighbours' summed similarity divided
     by the square root of each class's share of the bank (frequent classes
-    such as road and building would otherwise outvote fence or pole); each
+    such as road and building would otherwise outvote fence or pole), and
+    corrected by the frame's own class means (``runtime.frame_prototypes``:
+    a fifth of the weight to each patch's similarity to them); each
     proposal takes the class most of its soft weight votes for; pixels no
     proposal claims take their patch's label; a guided filter (radius 8)
     snaps the map to the frame's edges.
@@ -457,7 +465,7 @@ def default_config() -> ModuSegConfig:
                         patch_fallback_purity=0.4, pca_dim=128, whiten=True),
         runtime=RuntimeConfig(assignment="patch_vote", top_k=10, unassigned="nearest",
                               index="ivf", refine_radius=8, voting="weighted",
-                              vote_balance=0.5),
+                              vote_balance=0.5, frame_prototypes=0.2),
         backbone={"layers": (9, 11)},
         preset="default")
 

@@ -63,3 +63,16 @@ def test_many_queries_vectorised():
         sums = np.bincount(labs[q], weights=sims[q], minlength=5)
         best = np.flatnonzero(counts == counts.max())
         assert winner[q] == best[np.argmax(sums[best])]
+
+
+def test_class_scores_argmax_is_the_vote():
+    from moduseg.runtime.vote import class_scores
+    rng = np.random.default_rng(1)
+    labs = np.where(rng.random((300, 10)) < 0.05, -1, rng.integers(0, 4, (300, 10)))
+    sims = rng.random((300, 10)).astype(np.float32)
+    prior = np.array([0.5, 0.2, 0.2, 0.1])
+    for mode in ("count", "weighted"):
+        score, counts, _ = class_scores(sims, labs, 4, mode, prior, 0.5)
+        winner, _ = vote(sims, labs, 4, mode, prior, 0.5)
+        assert (score.argmax(1) == winner).all()
+        assert np.isneginf(score[counts == 0]).all()

@@ -21,11 +21,12 @@ from ..smfa import center_image, l2_normalize
 from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
-from .index import SearchIndex, bank_index
+from .index import SearchIndex, bank_index, project_queries
 from .masks import PackedMasks, class_nms, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
-from .vote import vote
+from .prototypes import frame_prototype_scores
+from .vote import class_scores, vote
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,26 @@ def pixel_cells(geometry, out_hw) -> tuple[np.ndarray, np.ndarray]:
 
 
 def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: SearchIndex,
-                  cfg: RuntimeConfig, prior=None) -> np.ndarray:
-    """Retrieval labels for the given flat grid cells (background votes kept)."""
-    f = fmap.features.reshape(fmap.dim, -1)[:, cells].T
-    sims, ids = index.search(l2_normalize(f.astype(np.float32)), cfg.top_k)
+                  cfg: RuntimeConfig, prior=None, whole_frame: bool = False) -> np.ndarray:
+    """Retrieval labels for the given flat grid cells (background votes kept).
+
+    ``whole_frame`` (``cells`` are every cell of the frame): with
+    ``runtime.frame_prototypes`` the frame's own class means correct the labels
+    (``prototypes.frame_prototype_scores``).
+    """
+    f = l2_normalize(fmap.features.reshape(fmap.dim, -1)[:, cells].T.astype(np.float32))
+    if bank.projection is not None:       # once, here: the index and the prototypes share it
+        f = project_queries(f, (np.asarray(bank.projection, np.float32),
+                                np.asarray(bank.projection_mean, np.float32)))
+    sims, ids = index.search(f, cfg.top_k)
     nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
-    lab, _ = vote(sims, nbr, len(bank.class_names), cfg.voting, prior, cfg.vote_balance)
-    return lab
+    if not (whole_frame and cfg.frame_prototypes > 0):
+        lab, _ = vote(sims, nbr, len(bank.class_names), cfg.voting, prior, cfg.vote_balance)
+        return lab
+    scores, _, _ = class_scores(sims, nbr, len(bank.class_names), cfg.voting, prior,
+                                cfg.vote_balance)
+    scores = frame_prototype_scores(scores, f, cfg.frame_prototypes, cfg.prototype_temperature)
+    return np.where(np.isfinite(scores).any(1), scores.argmax(1), -1).astype(np.int32)
 
 
 def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: SearchIndex,
@@ -91,7 +105,7 @@ def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runti
     if bank.centers_images:
         fmap = center_image(fmap)
     cells = np.arange(fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1])
-    return label_patches(fmap, cells, bank, index, cfg, prior)
+    return label_patches(fmap, cells, bank, index, cfg, prior, whole_frame=True)
 
 
 def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchIndex,

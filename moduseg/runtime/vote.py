@@ -16,25 +16,38 @@ def class_tallies(sims: np.ndarray, nbr_labels: np.ndarray, n_classes: int):
     return counts, sums
 
 
-def vote(sims: np.ndarray, nbr_labels: np.ndarray, n_classes: int, mode: str = "count",
-         class_prior: np.ndarray | None = None, balance: float = 1.0):
-    """Winning class and confidence per query.
+def class_scores(sims: np.ndarray, nbr_labels: np.ndarray, n_classes: int, mode: str = "count",
+                 class_prior: np.ndarray | None = None, balance: float = 1.0):
+    """``[Q, C]`` score of each class, neighbour counts and summed similarities.
+
+    The winner is the argmax of the score.
 
     ``count``: most neighbours wins, ties go to the larger summed similarity
     (the paper). ``weighted``: summed similarity divided by the class's share
     of the bank raised to ``balance`` (1: fully balanced, 0: plain summed
     similarity), so frequent classes do not outvote rare ones by numbers.
-    Confidence is the mean similarity of the winner's neighbours.
-    Queries with no valid neighbour get label -1 and confidence 0.
+    Classes with no neighbour score ``-inf``.
     """
     counts, sums = class_tallies(sims, nbr_labels, n_classes)
     if mode == "weighted":
         prior = np.ones(n_classes) if class_prior is None else np.maximum(class_prior, 1e-9)
-        score = np.where(counts > 0, sums / prior[None] ** float(balance), -np.inf)
-        winner = score.argmax(1)
+        score = sums / prior[None] ** float(balance)
     else:
-        best = counts.max(1, keepdims=True)
-        winner = np.where(counts == best, sums, -np.inf).argmax(1)
+        # a count outweighs any sum of at most K similarities in [-1, 1]
+        K = max(nbr_labels.shape[1], 1)
+        score = counts * (2.0 * K + 1.0) + sums
+    return np.where(counts > 0, score, -np.inf), counts, sums
+
+
+def vote(sims: np.ndarray, nbr_labels: np.ndarray, n_classes: int, mode: str = "count",
+         class_prior: np.ndarray | None = None, balance: float = 1.0):
+    """Winning class and confidence per query (the scores of ``class_scores``).
+
+    Confidence is the mean similarity of the winner's neighbours.
+    Queries with no valid neighbour get label -1 and confidence 0.
+    """
+    score, counts, sums = class_scores(sims, nbr_labels, n_classes, mode, class_prior, balance)
+    winner = score.argmax(1)
     rows = np.arange(len(winner))
     n_win = counts[rows, winner]
     conf = np.where(n_win > 0, sums[rows, winner] / np.maximum(n_win, 1), 0.0)
