@@ -441,7 +441,7 @@ def default_config() -> ModuSegConfig:
     """The recommended configuration, chosen by the leave-one-sequence-out
     CamVid protocol (README, "Quality"; ``benchmarks/cross_sequence.py``).
 
-    DINOv2 blocks 9 and 11 concatenated (intermediate features carry the
+    DINOv2 blocks 7, 9 and 11 concatenated (intermediate features carry the
     local appearance that transfers across sequences; same forward pass). The
     bank keeps patch features of patches at least 75% inside a labelled
     region (8 per region, spread over it; a thin region with no such patch
@@ -449,12 +449,12 @@ def default_config() -> ModuSegConfig:
     rejection (street classes are multimodal, thin ones vanish under 20
     erosions), projected onto the bank's own 128 principal axes and whitened
     (a smaller bank and search, and no single direction dominating the
-    cosine). Every patch of a frame is retrieved once (top 10, IVF: ~900
-    queries a frame) and labelled by its neighbours' summed similarity divided
+    cosine). Every patch of a frame is retrieved once (top 10, IVF probing 8
+    lists: ~900 queries a frame) and labelled by its neighbours' summed similarity divided
     by the square root of each class's share of the bank (frequent classes
     such as road and building would otherwise outvote fence or pole), and
     corrected by the frame's own class means (``runtime.frame_prototypes``:
-    a fifth of the weight to each patch's similarity to them); each
+    30% of the weight to each patch's similarity to them); each
     proposal takes the class most of its soft weight votes for; pixels no
     proposal claims take their patch's label; a guided filter (radius 8)
     snaps the map to the frame's edges.
@@ -464,9 +464,9 @@ def default_config() -> ModuSegConfig:
                         outlier_fraction=0.0, patch_purity=0.75, patches_per_region=8,
                         patch_fallback_purity=0.4, pca_dim=128, whiten=True),
         runtime=RuntimeConfig(assignment="patch_vote", top_k=10, unassigned="nearest",
-                              index="ivf", refine_radius=8, voting="weighted",
-                              vote_balance=0.5, frame_prototypes=0.2),
-        backbone={"layers": (9, 11)},
+                              index="ivf", nprobe=8, refine_radius=8, voting="weighted",
+                              vote_balance=0.5, frame_prototypes=0.3),
+        backbone={"layers": (7, 9, 11)},
         preset="default")
 
 

@@ -68,7 +68,14 @@ def test_known_option_values():
 
 @pytest.fixture(scope="module")
 def bank_file(shared_data, tmp_path_factory):
-    """A small CamVid bank (6 train frames) built with the default models."""
+    """A small CamVid bank (6 train frames) built with the default models.
+
+    Exact search (``runtime.index='flat'``): the served models and the in-process
+    reference build their indexes in two environments (numpy 1 and 2, different
+    BLAS threads), and an IVF probing fewer lists than it has (the default's
+    ``nprobe`` 8) may rank a query's lists differently on float noise; these tests
+    check that the served pipeline computes what the in-process one does.
+    """
     from moduseg.bank.builder import build_bank
     from moduseg.bank.datasets import camvid
     from moduseg.bank.store import save_bank
@@ -76,7 +83,7 @@ def bank_file(shared_data, tmp_path_factory):
     from moduseg.errors import ModuSegError
     from moduseg.models import load_default_backbone
 
-    cfg = preset("default")
+    cfg = preset("default").with_overrides(**{"runtime.index": "flat"})
     try:
         backbone = load_default_backbone(providers="cpu", **cfg.backbone_options())
     except ModuSegError as e:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..smfa import l2_normalize
 
 
 def score_distribution(scores: np.ndarray) -> np.ndarray:
@@ -44,9 +43,12 @@ def frame_prototype_scores(scores: np.ndarray, features: np.ndarray, weight: flo
     classes = np.unique(winner[winner >= 0])
     if len(classes) == 0:
         return scores
-    f = features.astype(np.float32, copy=False)
+    # float64: the result must not depend on the BLAS's summation order (the served
+    # models and the in-process pipeline run in different environments and must agree)
+    f = features.astype(np.float64)
     means = np.stack([f[winner == c].mean(0) for c in classes])
-    sims = f @ l2_normalize(means).T                                  # [Q, present]
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    sims = f @ means.T                                                # [Q, present]
     e = np.exp((sims - sims.max(1, keepdims=True)) / float(temperature))
     e /= e.sum(1, keepdims=True)
     out = (1.0 - weight) * dist

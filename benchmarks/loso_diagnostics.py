@@ -1,0 +1,127 @@
+"""Where the cross-sequence errors are: confusion matrices and a mask-label oracle.
+
+For each leave-one-sequence-out fold of ``cross_sequence.py`` (same cache,
+same banks), prints the row-normalised confusion matrix (row = true class,
+% of its pixels per predicted class) and, with ``--oracle``, the mIoU when
+every kept SAM proposal is painted with the majority ground-truth class
+under it instead of its retrieved class (pixels no proposal claims keep the
+preset's patch labels, then the preset's guided refinement): the ceiling of
+better labelling with the same proposals.
+
+    python benchmarks/loso_diagnostics.py                          # default preset, all folds
+    python benchmarks/loso_diagnostics.py --fold 0001TP --oracle
+    python benchmarks/loso_diagnostics.py --preset fast --set runtime.frame_prototypes=0.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import ablation
+import cross_sequence as cs
+from moduseg.config import preset
+from moduseg.evaluate import Evaluator
+from moduseg.io import atomic_path
+from moduseg.runtime.assemble import build_index
+from moduseg.runtime.masks import PackedMasks, class_nms, rasterize
+from moduseg.runtime.pipeline import all_cell_labels, class_prior, fill_unassigned
+from moduseg.runtime.refine import guided_label_refine
+from moduseg.settings import parse_overrides
+from moduseg.types import IGNORE, FeatureMap
+
+
+def oracle_label_map(row, sample, bank, index, cfg, prior, n_classes: int) -> np.ndarray:
+    """Kept proposals painted with their ground-truth majority class, the rest as the preset."""
+    feats, geo, label, packed = row
+    props = ablation.proposals_of(packed, geo.image_hw)
+    rt = cfg.runtime
+    (H, W), (mh, mw) = props.image_hw, props.mask_hw
+    pk = PackedMasks.pack(props.masks)
+    keep = np.flatnonzero((props.scores >= rt.min_objectness)
+                          & (pk.areas * (H * W / float(mh * mw)) >= rt.min_area))
+    small = cv2.resize(label, (mw, mh), interpolation=cv2.INTER_NEAREST)
+    labels = np.full(len(keep), -1, np.int32)
+    for j, i in enumerate(keep):
+        v = small[props.masks[i]]
+        v = v[v < n_classes]
+        if len(v):
+            labels[j] = np.bincount(v, minlength=n_classes).argmax()
+    pk = pk.take(keep)
+    order = np.flatnonzero(labels >= 0)
+    order = order[class_nms(pk.take(order), labels[order], np.ones(len(order), np.float32),
+                            rt.nms_iou)]
+    lm, _ = rasterize(pk, labels, order, fill=-1)
+    lm = cv2.resize(lm, (W, H), interpolation=cv2.INTER_NEAREST) if lm.shape != (H, W) else lm
+    fmap = FeatureMap(feats.astype(np.float32), geo)
+    cells = all_cell_labels(fmap, bank, index, rt, prior)
+    lm = fill_unassigned(lm, fmap, bank, index, rt, prior, cells)
+    if rt.refine_radius > 0:
+        lm = guided_label_refine(np.where(lm < 0, IGNORE, lm).astype(np.uint8), sample.image(),
+                                 rt.refine_radius, rt.refine_eps)
+    return lm
+
+
+def confusion_text(names, cm: np.ndarray) -> str:
+    pct = 100.0 * cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    w = max(len(n) for n in names)
+    lines = [" " * (w + 2) + " ".join(f"{n[:6]:>6}" for n in names)]
+    lines += [f"{n:>{w}}  " + " ".join(f"{v:6.1f}" for v in row) for n, row in zip(names, pct)]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--set", action="append", default=[], dest="sets")
+    ap.add_argument("--fold", action="append", default=None, choices=cs.SEQUENCES,
+                    help="held-out sequence(s) (default: all three)")
+    ap.add_argument("--oracle", action="store_true", help="also the mask-label oracle")
+    ap.add_argument("--cache", default=str(ablation.CACHE))
+    ap.add_argument("--home", default=None)
+    ap.add_argument("--out", default=None, help="write the matrices and scores as JSON here")
+    args = ap.parse_args(argv)
+    if not (cs.DATA / "camvid").is_dir():
+        raise SystemExit(f"CamVid not found under {cs.DATA}")
+    cfg = preset(args.preset).with_overrides(**parse_overrides(args.sets))
+    if args.oracle and not cfg.needs_proposer:
+        raise SystemExit(f"--oracle needs a preset with proposals; {args.preset!r} has none")
+    names, bg, ss, folds, fold_names = cs.samples("camvid")
+    rows, identity = ablation.cached_frames(ss, cfg, Path(args.cache), cfg.needs_proposer,
+                                            args.home)
+    out = {"preset": args.preset, "sets": args.sets, "folds": []}
+    for k, fold in enumerate(fold_names):
+        if args.fold and fold not in args.fold:
+            continue
+        train = [r for r, f in zip(rows, folds) if f != k]
+        test = [(r, s) for r, s, f in zip(rows, ss, folds) if f == k]
+        bank, _ = ablation.bank_from_rows(train, cfg, names, bg, identity)
+        ev, _ = ablation.label_rows(test, bank, cfg)
+        rec = {"held_out": fold, "mIoU": round(ev.scores().miou, 2), "confusion": ev.cm.tolist()}
+        print(f"held out {fold}: mIoU {rec['mIoU']:.2f}; % of each true class (rows) "
+              f"per predicted class:\n{confusion_text(names, ev.cm)}", flush=True)
+        if args.oracle:
+            index, prior = build_index(bank, cfg, "cpu"), class_prior(bank)
+            oev = Evaluator(names)
+            for r, s in test:
+                oev.add(oracle_label_map(r, s, bank, index, cfg, prior, len(names)), r[2])
+            rec["oracle_mIoU"] = round(oev.scores().miou, 2)
+            rec["oracle_per_class_iou"] = {n: round(100 * v, 1)
+                                           for n, v in zip(names, oev.scores().iou)}
+            print(f"  mask-label oracle: mIoU {rec['oracle_mIoU']:.2f} "
+                  f"{rec['oracle_per_class_iou']}", flush=True)
+        out["folds"].append(rec)
+    if args.oracle and out["folds"]:
+        print(f"oracle mean of fold mIoUs "
+              f"{np.mean([f['oracle_mIoU'] for f in out['folds']]):.2f}")
+    if args.out:
+        with atomic_path(Path(args.out)) as tmp:
+            tmp.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
