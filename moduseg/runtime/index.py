@@ -224,12 +224,19 @@ class ProjectedIndex:
         return getattr(self.inner, name)
 
 
+def bank_projection(bank) -> tuple | None:
+    """(``[D, d]`` axes, ``[D]`` mean) of a projected bank (``bank.pca_dim``), else None."""
+    if getattr(bank, "projection", None) is None:
+        return None
+    return (np.ascontiguousarray(bank.projection, np.float32),
+            np.ascontiguousarray(bank.projection_mean, np.float32))
+
+
 def with_projection(index, bank):
     """``index`` searching ``bank``'s (possibly projected, ``bank.pca_dim``) space."""
-    if getattr(bank, "projection", None) is None:
+    projection = bank_projection(bank)
+    if projection is None:
         return index
-    projection = (np.ascontiguousarray(bank.projection, np.float32),
-                  np.ascontiguousarray(bank.projection_mean, np.float32))
     if isinstance(index, SearchIndex):
         index.projection = projection
         return index

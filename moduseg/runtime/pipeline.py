@@ -21,7 +21,7 @@ from ..smfa import center_image, l2_normalize
 from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
-from .index import SearchIndex, bank_index, project_queries
+from .index import SearchIndex, bank_index, bank_projection, project_queries
 from .masks import PackedMasks, class_nms, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
@@ -57,9 +57,9 @@ def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: Search
     (``prototypes.frame_prototype_scores``).
     """
     f = l2_normalize(fmap.features.reshape(fmap.dim, -1)[:, cells].T.astype(np.float32))
-    if bank.projection is not None:       # once, here: the index and the prototypes share it
-        f = project_queries(f, (np.asarray(bank.projection, np.float32),
-                                np.asarray(bank.projection_mean, np.float32)))
+    # projected once, here: the index (which leaves projected queries as they are) and
+    # the prototypes share it
+    f = project_queries(f, bank_projection(bank))
     sims, ids = index.search(f, cfg.top_k)
     nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
     if not (whole_frame and cfg.frame_prototypes > 0):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 def score_distribution(scores: np.ndarray) -> np.ndarray:
     """``[Q, C]`` class scores (``-inf`` = no neighbour) -> rows summing to 1 (all-zero
     rows for queries with no neighbour). Negative scores count as 0."""
