@@ -167,10 +167,14 @@ class BackboneOptions:
     tensorrt-native`` only (an engine file, else the cached engine of that
     precision). ``flip``: test-time horizontal flip, the features of the frame
     and of its mirror (un-mirrored) averaged; twice the backbone work.
+    ``normalize``: ``dataset`` (the graph's fixed ImageNet mean and std) or
+    ``image`` (each frame's colour channels first given ImageNet's mean and
+    std: exposure and white balance removed; part of the backbone identity).
     """
 
     layers: Optional[Tuple[int, ...]] = None
     flip: Optional[bool] = None
+    normalize: Optional[str] = _choice(None, ("dataset", "image"))
     short_side: Optional[int] = _num(None, 14, 4096)
     pixels: Optional[int] = _num(None, 196, 16_000_000)
     policy: Optional[str] = _choice(None, ("pad", "stretch"))

@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from moduseg.errors import InputError, ModelNotFoundError  # noqa: E402
 from moduseg.runtime.backbones.onnx_backbone import (  # noqa: E402
-    OnnxBackbone, check_image, plan_geometry)
+    IMAGENET_MEAN, IMAGENET_STD, MIN_CHANNEL_STD, OnnxBackbone, check_image, plan_geometry,
+    standardize_channels)
 from moduseg.types import Backbone, BackboneIdentity, GridGeometry  # noqa: E402
 
 P = 14
@@ -125,6 +126,59 @@ def test_normalisation_uses_mean_std(probe):
     fm = bb(img)
     expect = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(fm.features[:, 0, 0], expect, rtol=1e-5)
+
+
+def _whole_image_model(path, hw):
+    """One 'patch' covering the whole fixed input: out = per-channel mean and mean square."""
+    h, w = hw
+    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, h, w])
+    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 6, 1, 1])
+    nodes = [helper.make_node("ReduceMean", ["input_image"], ["m"], axes=[2, 3], keepdims=1),
+             helper.make_node("Mul", ["input_image", "input_image"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["m2"], axes=[2, 3], keepdims=1),
+             helper.make_node("Concat", ["m", "m2"], ["features"], axis=1)]
+    g = helper.make_graph(nodes, "stats", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    m.metadata_props.add(key="moduseg.patch_size", value=str(h))
+    onnx.save(m, str(path))
+    return path
+
+
+def test_image_normalisation_gives_every_frame_the_dataset_statistics(tmp_path):
+    """normalize='image': after the graph's (x - mean) / std each channel has mean 0 and
+    std 1 whatever the exposure and white balance, so a dark, tinted copy of a frame and
+    the frame itself give the same features; 'dataset' keeps them apart."""
+    path = _whole_image_model(tmp_path / "stats.onnx", (28, 28))
+    rng = np.random.default_rng(0)
+    img = rng.integers(40, 220, (28, 28, 3)).astype(np.uint8)
+    dusk = np.clip(img.astype(np.float32) * [0.45, 0.5, 0.7] + [3, 5, 12], 0, 255).round()
+    dusk = dusk.astype(np.uint8)
+    per_image = OnnxBackbone(path, "stats", normalize="image")
+    f, g = per_image(img).features[:, 0, 0], per_image(dusk).features[:, 0, 0]
+    np.testing.assert_allclose(f[:3], 0.0, atol=1e-5)           # channel means
+    np.testing.assert_allclose(f[3:], 1.0, atol=1e-4)           # channel mean squares = var
+    np.testing.assert_allclose(g, f, atol=1e-4)
+    fixed = OnnxBackbone(path, "stats")
+    assert np.abs(fixed(img).features - fixed(dusk).features).max() > 0.5
+    assert per_image.identity.input_size == "pad:fixed28x28:norm-image"
+    assert fixed.identity.input_size == "pad:fixed28x28"
+    with pytest.raises(InputError, match="normalize"):
+        OnnxBackbone(path, "stats", normalize="frame")
+
+
+def test_standardize_channels_known_answers():
+    x = np.zeros((4, 4, 3), np.float32)
+    x[..., 0] = np.arange(16).reshape(4, 4) / 15.0              # spread, mean 0.5
+    x[..., 1] = 0.3                                            # flat: no spread to stretch
+    x[..., 2] = 0.3 + 0.001 * (np.arange(16).reshape(4, 4) % 2)  # nearly flat
+    out = standardize_channels(x.copy())
+    assert abs(out[..., 0].mean() - IMAGENET_MEAN[0]) < 1e-6
+    assert abs(out[..., 0].std() - IMAGENET_STD[0]) < 1e-6
+    np.testing.assert_allclose(out[..., 1], IMAGENET_MEAN[1], atol=1e-6)
+    # a nearly flat channel is stretched as if its spread were MIN_CHANNEL_STD, no more
+    assert out[..., 2].std() == pytest.approx(0.0005 * IMAGENET_STD[2] / MIN_CHANNEL_STD,
+                                              rel=1e-3)
 
 
 def test_identity_and_protocol(probe):

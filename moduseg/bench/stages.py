@@ -93,20 +93,22 @@ def time_preprocess(frame: np.ndarray, n: int, warmup: int, backbone=None) -> di
     if backbone is not None and hasattr(backbone, "geometry"):
         geo = backbone.geometry(frame.shape[:2])
         mean, std = backbone.mean, backbone.std
+        normalize = getattr(backbone, "normalize", "dataset")
     else:
         geo = plan_geometry(frame.shape[:2], 14, 360, "pad")
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    return summarize(_timed(lambda i: preprocess(frame, geo, mean, std), n, warmup))
+        mean, std, normalize = IMAGENET_MEAN, IMAGENET_STD, "dataset"
+    return summarize(_timed(lambda i: preprocess(frame, geo, mean, std, normalize), n, warmup))
 
 
 def split_backbone(backbone, image, timer):
     """Run ``backbone(image)`` with preprocessing timed apart when the backbone exposes it."""
     if all(hasattr(backbone, a) for a in ("session", "geometry", "input_name", "output_name",
-                                          "mean", "std")):
+                                          "mean", "std")) and not getattr(backbone, "flip", False):
         from ..types import FeatureMap
         with timer("preprocess"):
             geo = backbone.geometry(image.shape[:2])
-            x = preprocess(image, geo, backbone.mean, backbone.std)
+            x = preprocess(image, geo, backbone.mean, backbone.std,
+                           getattr(backbone, "normalize", "dataset"))
         with timer("backbone"):
             (y,) = backbone.session.run([backbone.output_name], {backbone.input_name: x})
         return FeatureMap(np.ascontiguousarray(y[0], dtype=np.float32), geo)

@@ -118,7 +118,8 @@ def batch_throughput(backbone, image: np.ndarray, sizes=(1, 2, 4), repeats: int 
         return {"skipped": f"the backbone graph has a fixed batch of {b0}; export it with a "
                            f"dynamic batch axis to batch frames"}
     geo = backbone.geometry(image.shape[:2])
-    x1 = preprocess(image, geo, backbone.mean, backbone.std)
+    x1 = preprocess(image, geo, backbone.mean, backbone.std,
+                    getattr(backbone, "normalize", "dataset"))
     out = {}
     for b in sizes:
         x = np.repeat(x1, b, axis=0)

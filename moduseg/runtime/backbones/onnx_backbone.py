@@ -11,7 +11,12 @@ and recorded exactly in the returned ``GridGeometry``:
   360-pixel short side would make it;
 * ``pad``: place the resized image top-left and pad bottom/right up to the
   next multiple of the patch size (padding is 0 after normalisation, i.e. the
-  mean colour); ``stretch``: resize each side to its nearest multiple instead.
+  mean colour); ``stretch``: resize each side to its nearest multiple instead;
+* ``normalize``: ``dataset`` subtracts the graph's fixed mean and divides by
+  its std (ImageNet's); ``image`` first gives each colour channel of the
+  frame the dataset's mean and std (its own mean and spread mapped onto
+  them), which removes the exposure and white balance of the camera and the
+  light: footage from another camera or dusk then looks like the bank's.
 
 The default budget is CamVid's native 480x360: no resampling, a 364x490
 input and a 26x35 grid (14-pixel patches; about 0.65 CPU-seconds per frame).
@@ -36,18 +41,30 @@ from ...types import BackboneIdentity, FeatureMap, GridGeometry
 DEFAULT_SHORT_SIDE = None
 DEFAULT_PIXELS = 480 * 360
 POLICIES = ("pad", "stretch")
+NORMALIZATIONS = ("dataset", "image")
+# a flat frame's channel spread (in [0, 1]) is not stretched beyond this
+MIN_CHANNEL_STD = 0.02
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def input_size_tag(policy: str, short_side: int | None,
-                   fixed_hw: tuple[int, int] | None = None, pixels: int | None = None) -> str:
-    """How inputs are sized, as recorded in ``BackboneIdentity.input_size``."""
+                   fixed_hw: tuple[int, int] | None = None, pixels: int | None = None,
+                   normalize: str = "dataset") -> str:
+    """How inputs are sized (and, unless ``dataset``, normalised), as recorded in
+    ``BackboneIdentity.input_size``: a bank only matches inputs prepared alike."""
+    norm = "" if normalize == "dataset" else f":norm-{normalize}"
     if fixed_hw is not None:
-        return f"{policy}:fixed{int(fixed_hw[0])}x{int(fixed_hw[1])}"
+        return f"{policy}:fixed{int(fixed_hw[0])}x{int(fixed_hw[1])}{norm}"
     if not short_side and pixels:
-        return f"{policy}:pixels{int(pixels)}"
-    return f"{policy}:short{int(short_side) if short_side else 'native'}"
+        return f"{policy}:pixels{int(pixels)}{norm}"
+    return f"{policy}:short{int(short_side) if short_side else 'native'}{norm}"
+
+
+def check_normalize(normalize: str) -> str:
+    if normalize not in NORMALIZATIONS:
+        raise InputError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    return normalize
 
 
 def resolve_sizing(short_side, pixels) -> tuple[int | None, int | None]:
@@ -119,7 +136,20 @@ def plan_geometry(image_hw, patch: int, short_side: int | None = DEFAULT_SHORT_S
     return GridGeometry.unpadded((H, W), grid, patch)
 
 
-def preprocess(image: np.ndarray, geometry: GridGeometry, mean, std) -> np.ndarray:
+def standardize_channels(x: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """``[H, W, 3]`` float in [0, 1] with each channel's mean and std set to ``mean``/``std``
+    (in place; a channel flatter than ``MIN_CHANNEL_STD`` is stretched as if it had that)."""
+    flat = x.reshape(-1, 3)
+    m = flat.mean(0, dtype=np.float64)
+    s = np.maximum(flat.std(0, dtype=np.float64), MIN_CHANNEL_STD)
+    scale = np.asarray(std, np.float64) / s
+    x *= scale.astype(np.float32)
+    x += (np.asarray(mean, np.float64) - m * scale).astype(np.float32)
+    return x
+
+
+def preprocess(image: np.ndarray, geometry: GridGeometry, mean, std,
+               normalize: str = "dataset") -> np.ndarray:
     """uint8 HWC RGB -> normalised float32 [1, 3, Hp, Wp] laid out as ``geometry`` says."""
     rh, rw = geometry.resized_hw
     H, W = image.shape[:2]
@@ -127,6 +157,8 @@ def preprocess(image: np.ndarray, geometry: GridGeometry, mean, std) -> np.ndarr
         interp = cv2.INTER_AREA if rh * rw < H * W else cv2.INTER_LINEAR
         image = cv2.resize(image, (rw, rh), interpolation=interp)
     x = image.astype(np.float32) * np.float32(1.0 / 255.0)
+    if normalize == "image":
+        standardize_channels(x)
     x -= np.asarray(mean, np.float32)
     x /= np.asarray(std, np.float32)
     ph, pw = geometry.padded_hw
@@ -143,8 +175,9 @@ class OnnxBackbone:
     ``identity`` may be a full ``BackboneIdentity`` (used as is) or a name; a
     name gets ``weights_sha256`` = the graph file's checksum (pass
     ``weights_sha256`` to skip hashing) and ``input_size`` = policy and size
-    (pixel budget or short side), so banks built at another resolution are refused. Mean, std and the
-    patch size default to the graph's ``moduseg.*`` metadata, else ImageNet/14.
+    (pixel budget or short side) and normalisation, so banks built at another resolution or
+    with another normalisation are refused. Mean, std and the patch size default to the
+    graph's ``moduseg.*`` metadata, else ImageNet/14.
     """
 
     def __init__(self, path: str | Path, identity: BackboneIdentity | str | None = None,
@@ -152,7 +185,7 @@ class OnnxBackbone:
                  mean=None, std=None, providers: str = "auto", threads: int | None = None,
                  patch: int | None = None, output: str | None = None,
                  weights_sha256: str | None = None, pixels: int | None = DEFAULT_PIXELS,
-                 flip: bool = False):
+                 flip: bool = False, normalize: str = "dataset"):
         from ..onnx_session import make_session
 
         self.path = Path(path)
@@ -174,6 +207,7 @@ class OnnxBackbone:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise InputError(f"mean/std must be 3 values (std > 0), got {self.mean}, {self.std}")
         self.policy = policy
+        self.normalize = check_normalize(normalize)
         self.flip = bool(flip)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -201,7 +235,8 @@ class OnnxBackbone:
 
     @property
     def input_size_tag(self) -> str:
-        return input_size_tag(self.policy, self.short_side, self.fixed_hw, self.pixels)
+        return input_size_tag(self.policy, self.short_side, self.fixed_hw, self.pixels,
+                              self.normalize)
 
     def _feature_dim(self, meta) -> int:
         o = next(o for o in self.session.get_outputs() if o.name == self.output_name)
@@ -220,7 +255,7 @@ class OnnxBackbone:
     def __call__(self, image: np.ndarray) -> FeatureMap:
         image = check_image(image)
         geo = self.geometry(image.shape[:2])
-        x = preprocess(image, geo, self.mean, self.std)
+        x = preprocess(image, geo, self.mean, self.std, self.normalize)
         (y,) = self.session.run([self.output_name], {self.input_name: x})
         if self.flip:
             # the whole padded input is mirrored, so its patch grid maps onto the

@@ -20,7 +20,8 @@ import numpy as np
 from ...errors import BackendUnavailableError, InputError
 from ...types import BackboneIdentity, FeatureMap, GridGeometry
 from .onnx_backbone import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, POLICIES, check_image,
-                            input_size_tag, plan_geometry, preprocess, resolve_sizing)
+                            check_normalize, input_size_tag, plan_geometry, preprocess,
+                            resolve_sizing)
 
 
 def plan_fixed_geometry(image_hw, input_hw, patch: int, policy: str = "pad") -> GridGeometry:
@@ -45,7 +46,7 @@ class TensorRTBackbone:
                  short_side: int | None = DEFAULT_SHORT_SIDE, policy: str = "pad",
                  device: int = 0, cuda_graph: bool = False, output: str | None = None,
                  mean=None, std=None, validate: bool = True,
-                 pixels: int | None = DEFAULT_PIXELS):
+                 pixels: int | None = DEFAULT_PIXELS, normalize: str = "dataset"):
         from ..trt import TrtRunner
 
         if policy not in POLICIES:
@@ -71,6 +72,7 @@ class TensorRTBackbone:
         shape = self.runner.engine_shape(self.input_name)
         self.fixed_hw = None if min(shape[2:]) < 0 else (int(shape[2]), int(shape[3]))
         self.policy = policy
+        self.normalize = check_normalize(normalize)
         dim = int(meta.get("feature_dim") or self.runner.engine_shape(self.output_name)[1])
         if isinstance(identity, BackboneIdentity):
             self.identity = identity
@@ -146,7 +148,8 @@ class TensorRTBackbone:
 
     @property
     def input_size_tag(self) -> str:
-        return input_size_tag(self.policy, self.short_side, self.fixed_hw, self.pixels)
+        return input_size_tag(self.policy, self.short_side, self.fixed_hw, self.pixels,
+                              self.normalize)
 
     def geometry(self, image_hw) -> GridGeometry:
         if self.fixed_hw:
@@ -157,7 +160,7 @@ class TensorRTBackbone:
     def _prepare(self, image):
         image = check_image(image)
         geo = self.geometry(image.shape[:2])
-        return preprocess(image, geo, self.mean, self.std), geo
+        return preprocess(image, geo, self.mean, self.std, self.normalize), geo
 
     def device_features(self, image: np.ndarray):
         """(``DeviceTensor`` [1, D, h, w] on the GPU, ``GridGeometry``): no host copy."""
