@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from moduseg.errors import InputError, ModelNotFoundError  # noqa: E402
 from moduseg.runtime.backbones.onnx_backbone import (  # noqa: E402
-    IMAGENET_MEAN, IMAGENET_STD, MIN_CHANNEL_STD, OnnxBackbone, check_image, plan_geometry,
-    standardize_channels)
+    IMAGENET_MEAN, IMAGENET_STD, MIN_CHANNEL_STD, OnnxBackbone, check_image, image_channel_affine,
+    plan_geometry, preprocess)
 from moduseg.types import Backbone, BackboneIdentity, GridGeometry  # noqa: E402
 
 P = 14
@@ -167,18 +167,35 @@ def test_image_normalisation_gives_every_frame_the_dataset_statistics(tmp_path):
         OnnxBackbone(path, "stats", normalize="frame")
 
 
-def test_standardize_channels_known_answers():
-    x = np.zeros((4, 4, 3), np.float32)
-    x[..., 0] = np.arange(16).reshape(4, 4) / 15.0              # spread, mean 0.5
-    x[..., 1] = 0.3                                            # flat: no spread to stretch
-    x[..., 2] = 0.3 + 0.001 * (np.arange(16).reshape(4, 4) % 2)  # nearly flat
-    out = standardize_channels(x.copy())
-    assert abs(out[..., 0].mean() - IMAGENET_MEAN[0]) < 1e-6
-    assert abs(out[..., 0].std() - IMAGENET_STD[0]) < 1e-6
-    np.testing.assert_allclose(out[..., 1], IMAGENET_MEAN[1], atol=1e-6)
-    # a nearly flat channel is stretched as if its spread were MIN_CHANNEL_STD, no more
-    assert out[..., 2].std() == pytest.approx(0.0005 * IMAGENET_STD[2] / MIN_CHANNEL_STD,
-                                              rel=1e-3)
+def test_image_channel_affine_known_answers():
+    """The gain and bias map each channel onto ImageNet's mean and std, then apply the graph's
+    own (x - mean) / std; a flat channel is not stretched beyond MIN_CHANNEL_STD."""
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[..., 0] = (np.arange(16) * 17).reshape(4, 4)            # 0..255, spread
+    img[..., 1] = 77                                           # flat
+    img[..., 2] = 100 + (np.arange(16).reshape(4, 4) % 2)      # one grey level of spread
+    gain, bias = image_channel_affine(img, (0, 0, 0), (1, 1, 1))   # a [0, 1]-input graph
+    v = img.reshape(-1, 3).astype(np.float64)
+    out = v * gain + bias
+    assert abs(out[:, 0].mean() - IMAGENET_MEAN[0]) < 1e-9
+    assert abs(out[:, 0].std() - IMAGENET_STD[0]) < 1e-9
+    np.testing.assert_allclose(out[:, 1], IMAGENET_MEAN[1], atol=1e-9)
+    assert out[:, 2].std() == pytest.approx(0.5 / 255 * IMAGENET_STD[2] / MIN_CHANNEL_STD)
+    # with the graph's ImageNet normalisation the result has mean 0 and std 1 per channel
+    gain, bias = image_channel_affine(img, IMAGENET_MEAN, IMAGENET_STD)
+    out = v * gain + bias
+    assert abs(out[:, 0].mean()) < 1e-9 and abs(out[:, 0].std() - 1) < 1e-9
+
+
+def test_image_preprocess_pads_with_the_mean_colour():
+    img = np.random.default_rng(1).integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    geo = plan_geometry(img.shape[:2], P, None, "pad")
+    x = preprocess(img, geo, IMAGENET_MEAN, IMAGENET_STD, "image")
+    assert x.shape == (1, 3, 28, 42) and x.dtype == np.float32
+    content = x[0, :, :20, :30].reshape(3, -1)
+    np.testing.assert_allclose(content.mean(1), 0, atol=1e-5)
+    np.testing.assert_allclose(content.std(1), 1, atol=1e-5)
+    assert not x[0, :, 20:, :].any() and not x[0, :, :, 30:].any()
 
 
 def test_identity_and_protocol(probe):

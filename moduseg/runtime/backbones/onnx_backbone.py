@@ -136,16 +136,17 @@ def plan_geometry(image_hw, patch: int, short_side: int | None = DEFAULT_SHORT_S
     return GridGeometry.unpadded((H, W), grid, patch)
 
 
-def standardize_channels(x: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """``[H, W, 3]`` float in [0, 1] with each channel's mean and std set to ``mean``/``std``
-    (in place; a channel flatter than ``MIN_CHANNEL_STD`` is stretched as if it had that)."""
-    flat = x.reshape(-1, 3)
-    m = flat.mean(0, dtype=np.float64)
-    s = np.maximum(flat.std(0, dtype=np.float64), MIN_CHANNEL_STD)
-    scale = np.asarray(std, np.float64) / s
-    x *= scale.astype(np.float32)
-    x += (np.asarray(mean, np.float64) - m * scale).astype(np.float32)
-    return x
+def image_channel_affine(image: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(gain, bias)`` taking a uint8 RGB ``image`` straight to the graph's input
+    with its channels given ImageNet's mean and std first: ``v / 255`` becomes
+    ``(v / 255 - m) * IMAGENET_STD / s + IMAGENET_MEAN`` (``m``, ``s``: the image's own channel
+    mean and std, ``s`` at least ``MIN_CHANNEL_STD``), then ``(. - mean) / std``."""
+    m, s = cv2.meanStdDev(image)
+    m = m.reshape(3) / 255.0
+    s = np.maximum(s.reshape(3) / 255.0, MIN_CHANNEL_STD)
+    k = np.asarray(IMAGENET_STD, np.float64) / s
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    return k / (255.0 * std), (np.asarray(IMAGENET_MEAN, np.float64) - m * k - mean) / std
 
 
 def preprocess(image: np.ndarray, geometry: GridGeometry, mean, std,
@@ -156,13 +157,19 @@ def preprocess(image: np.ndarray, geometry: GridGeometry, mean, std,
     if (rh, rw) != (H, W):
         interp = cv2.INTER_AREA if rh * rw < H * W else cv2.INTER_LINEAR
         image = cv2.resize(image, (rw, rh), interpolation=interp)
-    x = image.astype(np.float32) * np.float32(1.0 / 255.0)
-    if normalize == "image":
-        standardize_channels(x)
-    x -= np.asarray(mean, np.float32)
-    x /= np.asarray(std, np.float32)
     ph, pw = geometry.padded_hw
     out = np.zeros((1, 3, ph, pw), np.float32)
+    if normalize == "image":
+        # one multiply-add per pixel and channel, written in place
+        gain, bias = image_channel_affine(image, mean, std)
+        for c, plane in enumerate(cv2.split(image)):
+            dst = out[0, c, :rh, :rw]
+            np.multiply(plane, np.float32(gain[c]), out=dst)
+            dst += np.float32(bias[c])
+        return out
+    x = image.astype(np.float32) * np.float32(1.0 / 255.0)
+    x -= np.asarray(mean, np.float32)
+    x /= np.asarray(std, np.float32)
     out[0, :, :rh, :rw] = x.transpose(2, 0, 1)
     return out
 
