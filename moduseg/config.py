@@ -445,6 +445,9 @@ def default_config() -> ModuSegConfig:
     """The recommended configuration, chosen by the leave-one-sequence-out
     CamVid protocol (README, "Quality"; ``benchmarks/cross_sequence.py``).
 
+    Each frame's colour channels are first given ImageNet's mean and std
+    (``backbone.normalize='image'``: another camera's exposure and white
+    balance, or dusk, no longer move its features away from the bank's).
     DINOv2 blocks 7, 9 and 11 concatenated (intermediate features carry the
     local appearance that transfers across sequences; same forward pass). The
     bank keeps patch features of patches at least 75% inside a labelled
@@ -458,7 +461,11 @@ def default_config() -> ModuSegConfig:
     by the square root of each class's share of the bank (frequent classes
     such as road and building would otherwise outvote fence or pole), and
     corrected by the frame's own class means (``runtime.frame_prototypes``:
-    30% of the weight to each patch's similarity to them); each
+    30% of the weight to each patch's similarity to them); SAM is prompted at
+    42 colour-cluster points (6 x 7) plus up to 16 in uncovered regions,
+    keeps masks down to a predicted IoU of 0.5 and a stability of 0.7 and
+    drops a mask only when it overlaps a better one by 85% (a pavement mask
+    beside the road survives instead of only the merged one); each
     proposal takes the class most of its soft weight votes for; pixels no
     proposal claims take their patch's label; a guided filter (radius 8)
     snaps the map to the frame's edges.
@@ -470,7 +477,9 @@ def default_config() -> ModuSegConfig:
         runtime=RuntimeConfig(assignment="patch_vote", top_k=10, unassigned="nearest",
                               index="ivf", nprobe=8, refine_radius=8, voting="weighted",
                               vote_balance=0.5, frame_prototypes=0.3),
-        backbone={"layers": (7, 9, 11)},
+        backbone={"layers": (7, 9, 11), "normalize": "image"},
+        proposer={"points_per_side": (6, 7), "pred_iou_thresh": 0.5,
+                  "stability_score_thresh": 0.7, "nms_iou_thresh": 0.85},
         preset="default")
 
 
@@ -486,6 +495,7 @@ def fast_config() -> ModuSegConfig:
     cfg.runtime.voting, cfg.runtime.vote_balance = "count", 1.0
     cfg.runtime.refine_radius = 16
     cfg.backbone.pixels = 100_000
+    cfg.proposer = ProposerOptions()    # no proposer runs
     cfg.preset = "fast"
     return cfg
 

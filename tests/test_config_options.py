@@ -150,9 +150,25 @@ def test_parse_overrides_keeps_strings_that_are_not_literals():
 
 
 def test_presets_are_valid_and_typed():
-    for name in ("paper", "default"):
+    for name in ("paper", "default", "fast"):
         cfg = preset(name)
-        assert ModuSegConfig.from_dict(cfg.to_dict()) == cfg
+        assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_default_normalises_each_image_and_old_banks_keep_the_fixed_normalisation():
+    """The default (and fast) backbone standardises each frame; paper keeps the published
+    fixed ImageNet normalisation; a bank stored before the option existed (no
+    ``normalize`` key) resolves to the model's own fixed normalisation, not the new default."""
+    assert preset("default").backbone_options()["normalize"] == "image"
+    assert preset("fast").backbone_options()["normalize"] == "image"
+    assert "normalize" not in preset("paper").backbone_options()
+    assert preset("fast").proposer_options() == {}          # no proposer runs
+    assert preset("default").proposer_options()["points_per_side"] == (6, 7)
+    stored = preset("default").to_dict()
+    del stored["backbone"]["normalize"]
+    assert "normalize" not in resolve_config(None, [], stored).backbone_options()
+    with pytest.raises(InputError, match="normalize"):
+        resolve_config("default", ["backbone.normalize='frame'"])
 
 
 def test_every_proposer_option_has_a_typed_setting():

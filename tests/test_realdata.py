@@ -17,7 +17,7 @@ from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.runtime.pipeline import Segmenter
 
-FLOORS = {"paper": 12.0, "default": 30.0, "fast": 29.0}
+FLOORS = {"paper": 12.0, "default": 39.0, "fast": 36.0}
 
 
 def _models():
