@@ -90,25 +90,20 @@ def time_decode(data_root: Path, n: int, warmup: int) -> tuple[dict, dict, np.nd
 
 def time_preprocess(frame: np.ndarray, n: int, warmup: int, backbone=None) -> dict:
     """The backbone's resize/normalise/pad step alone (no model needed)."""
-    if backbone is not None and hasattr(backbone, "geometry"):
-        geo = backbone.geometry(frame.shape[:2])
-        mean, std = backbone.mean, backbone.std
-        normalize = getattr(backbone, "normalize", "dataset")
-    else:
-        geo = plan_geometry(frame.shape[:2], 14, 360, "pad")
-        mean, std, normalize = IMAGENET_MEAN, IMAGENET_STD, "dataset"
-    return summarize(_timed(lambda i: preprocess(frame, geo, mean, std, normalize), n, warmup))
+    if backbone is not None and hasattr(backbone, "prepare"):
+        return summarize(_timed(lambda i: backbone.prepare(frame), n, warmup))
+    geo = plan_geometry(frame.shape[:2], 14, 360, "pad")
+    return summarize(_timed(lambda i: preprocess(frame, geo, IMAGENET_MEAN, IMAGENET_STD), n,
+                            warmup))
 
 
 def split_backbone(backbone, image, timer):
     """Run ``backbone(image)`` with preprocessing timed apart when the backbone exposes it."""
-    if all(hasattr(backbone, a) for a in ("session", "geometry", "input_name", "output_name",
-                                          "mean", "std")) and not getattr(backbone, "flip", False):
+    if all(hasattr(backbone, a) for a in ("session", "prepare", "input_name", "output_name")) \
+            and not getattr(backbone, "flip", False):
         from ..types import FeatureMap
         with timer("preprocess"):
-            geo = backbone.geometry(image.shape[:2])
-            x = preprocess(image, geo, backbone.mean, backbone.std,
-                           getattr(backbone, "normalize", "dataset"))
+            x, geo = backbone.prepare(image)
         with timer("backbone"):
             (y,) = backbone.session.run([backbone.output_name], {backbone.input_name: x})
         return FeatureMap(np.ascontiguousarray(y[0], dtype=np.float32), geo)

@@ -108,8 +108,6 @@ def stream_run(seg, spec: str, max_frames: int, out_dir: Path, bar=None,
 
 def batch_throughput(backbone, image: np.ndarray, sizes=(1, 2, 4), repeats: int = 2) -> dict:
     """Backbone images/s per batch size, when the graph's batch axis is dynamic."""
-    from ..runtime.backbones.onnx_backbone import preprocess
-
     sess = getattr(backbone, "session", None)
     if sess is None:
         return {"skipped": "backbone is not an ONNX Runtime session"}
@@ -117,9 +115,7 @@ def batch_throughput(backbone, image: np.ndarray, sizes=(1, 2, 4), repeats: int 
     if isinstance(b0, int):
         return {"skipped": f"the backbone graph has a fixed batch of {b0}; export it with a "
                            f"dynamic batch axis to batch frames"}
-    geo = backbone.geometry(image.shape[:2])
-    x1 = preprocess(image, geo, backbone.mean, backbone.std,
-                    getattr(backbone, "normalize", "dataset"))
+    x1, _ = backbone.prepare(image)
     out = {}
     for b in sizes:
         x = np.repeat(x1, b, axis=0)

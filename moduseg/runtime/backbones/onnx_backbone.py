@@ -259,10 +259,15 @@ class OnnxBackbone:
         return plan_geometry(image_hw, self.patch, self.short_side, self.policy, self.fixed_hw,
                              self.pixels)
 
-    def __call__(self, image: np.ndarray) -> FeatureMap:
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, GridGeometry]:
+        """The checked frame as the graph's input (resized, normalised, padded) and where
+        its patches lie; ``__call__`` runs the graph on it (benchmarks time the two apart)."""
         image = check_image(image)
         geo = self.geometry(image.shape[:2])
-        x = preprocess(image, geo, self.mean, self.std, self.normalize)
+        return preprocess(image, geo, self.mean, self.std, self.normalize), geo
+
+    def __call__(self, image: np.ndarray) -> FeatureMap:
+        x, geo = self.prepare(image)
         (y,) = self.session.run([self.output_name], {self.input_name: x})
         if self.flip:
             # the whole padded input is mirrored, so its patch grid maps onto the

@@ -157,14 +157,15 @@ class TensorRTBackbone:
         return plan_geometry(image_hw, self.patch, self.short_side, self.policy,
                              pixels=self.pixels)
 
-    def _prepare(self, image):
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, GridGeometry]:
+        """``OnnxBackbone.prepare``: the graph's input and the grid geometry."""
         image = check_image(image)
         geo = self.geometry(image.shape[:2])
         return preprocess(image, geo, self.mean, self.std, self.normalize), geo
 
     def device_features(self, image: np.ndarray):
         """(``DeviceTensor`` [1, D, h, w] on the GPU, ``GridGeometry``): no host copy."""
-        x, geo = self._prepare(image)
+        x, geo = self.prepare(image)
         out = self.runner.run_device({self.input_name: x})[self.output_name]
         if tuple(out.shape[2:]) != geo.grid_hw:
             raise InputError(f"{self.path.name}: output {out.shape} does not match the grid "
