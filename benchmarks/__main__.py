@@ -17,6 +17,7 @@ STUDIES = {
     "proposer-oracle": "proposer_oracle",
     "sam-content-crop": "sam_content_crop",
     "scale-out": "scale_out",
+    "reference": "reference",
 }
 
 

@@ -130,6 +130,8 @@ def check_against_cli(tokens: list[str], group: click.Command = cli) -> None:
     ctx = click.Context(group, info_name=tokens[0])
     args = tokens[1:]
     while isinstance(cmd, click.Group) and args and not args[0].startswith("-"):
+        if re.fullmatch(r"[A-Z][A-Z_]+", args[0]):        # a placeholder: `moduseg bench SUITE`
+            return
         sub = cmd.get_command(ctx, args[0])
         assert sub is not None, f"`{' '.join(tokens)}`: no command {args[0]!r} in {ctx.info_name}"
         ctx = click.Context(sub, info_name=args[0], parent=ctx)
@@ -164,6 +166,28 @@ def test_example_matches_the_cli(ex: Example):
         check_against_cli(tokens, _benchmarks_cli())
     scripts = re.findall(r"python3? (benchmarks/\S+\.py)", ex.code)
     assert not scripts, f"{ex.id}: run the studies as 'python -m benchmarks STUDY', not {scripts}"
+
+
+def inline_commands(path: Path) -> list[tuple[str, list[str]]]:
+    """``moduseg ...`` and ``python -m benchmarks ...`` written as inline code in prose."""
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    out = []
+    for span in re.findall(r"`([^`]+)`", text):
+        span = " ".join(span.split())
+        if re.match(r"^(moduseg|python -m benchmarks) [a-z]", span) and "..." not in span:
+            for command in (moduseg_commands(span) + benchmark_commands(span)):
+                out.append((span, command))
+    return out
+
+
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_inline_commands_match_the_cli(page):
+    for span, tokens in inline_commands(page):
+        group = cli if Path(tokens[0]).name == "moduseg" else _benchmarks_cli()
+        try:
+            check_against_cli(tokens, group)
+        except AssertionError as e:
+            raise AssertionError(f"{page.name}: `{span}`: {e}") from None
 
 
 def test_examples_are_found():
