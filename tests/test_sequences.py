@@ -56,6 +56,9 @@ def test_idle_streams_are_forgotten():
 
 
 def test_stream_paths_are_named_or_refused():
+    from moduseg.temporal import TemporalSegmenter
+
     assert stream_factory("per_frame") is per_frame
+    assert isinstance(stream_factory("temporal")(lambda im, t=None: None), TemporalSegmenter)
     with pytest.raises(InputError, match="per_frame"):
         stream_factory("flow")

@@ -161,8 +161,8 @@ def test_cpu_repository_every_config_parses_as_a_model_config(bank_file, tmp_pat
     assert kinds == {"START": K.CONTROL_SEQUENCE_START, "END": K.CONTROL_SEQUENCE_END,
                      "CORRID": K.CONTROL_SEQUENCE_CORRID}
     assert [o.name for o in stream.output] == ["label_map", "class", "confidence", "box",
-                                               "keyframe"]
-    assert _params(stream)["stream_path"] == "per_frame"
+                                               "track_id", "keyframe"]
+    assert _params(stream)["stream_path"] == "temporal"
     # written again into the same folder: replaced, not refused
     write_repository(bank_file, repo, opts)
 
@@ -392,39 +392,45 @@ def test_concurrent_streams_all_get_complete_correct_answers(server, reference):
 @pytest.mark.models
 @pytest.mark.slow
 def test_interleaved_served_streams_give_the_local_stream_labels(server, reference,
-                                                                 local_segmenter):
+                                                                 local_segmenter, shared_data):
     """Two cameras as two Triton sequences, sent at once (their frames interleave on the
-    server): each gets exactly what the local streaming path gives for its frames."""
+    server): each gets exactly what the local temporal path gives for its frames, so
+    neither stream's memory leaks into the other's."""
     import threading
 
-    from moduseg.serve.client import connect, segment_in_stream
+    from moduseg.serve.client import connect, read_frames, segment_in_stream
     from moduseg.serve.sequences import stream_factory
 
     images, _ = reference
-    streams = {11: VAL_FRAMES[0:3], 12: VAL_FRAMES[3:0:-1]}
-    path = "per_frame"              # what the served repository was written with
+    streams = {11: read_frames(shared_data / "video" / "bikes.mp4", 4),   # propagated frames
+               12: [images[n] for n in VAL_FRAMES[0:3]]}                   # cuts
     served: dict = {}
 
     def run(sid, protocol):
         client = connect(server[protocol], protocol)
-        names = streams[sid]
-        served[sid] = [segment_in_stream(client, images[n], sid, start=i == 0,
-                                         end=i == len(names) - 1, protocol=protocol)
-                       for i, n in enumerate(names)]
+        frames = streams[sid]
+        served[sid] = [segment_in_stream(client, f, sid, start=i == 0,
+                                         end=i == len(frames) - 1, protocol=protocol)
+                       for i, f in enumerate(frames)]
 
     threads = [threading.Thread(target=run, args=(11, "http")),
                threading.Thread(target=run, args=(12, "grpc"))]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=600)
+        t.join(timeout=900)
     assert sorted(served) == [11, 12]
-    for sid, names in streams.items():
-        step = stream_factory(path)(local_segmenter)
-        for name, out in zip(names, served[sid]):
-            ref = step(images[name])
+    keyframes = []
+    for sid, frames in streams.items():
+        step = stream_factory("temporal")(local_segmenter)   # 'moduseg serve' default
+        for frame, out in zip(frames, served[sid]):
+            ref = step(frame)
             _check_answer(out, ref)
-            assert out["keyframe"].tolist() == [bool(getattr(ref, "keyframe", True))]
+            assert out["keyframe"].tolist() == [ref.keyframe]
+            shown = [i for i, s in enumerate(ref.segments) if s.label >= 0 and s.painted_pixels]
+            assert out["track_id"].tolist() == [ref.track_ids[i] for i in shown]
+            keyframes.append(ref.keyframe)
+    assert not all(keyframes)           # some frames were propagated from the stream's state
     # a frame of a stream that was never started is refused, and the server goes on
     from tritonclient.utils import InferenceServerException
     with pytest.raises(InferenceServerException, match="START"):

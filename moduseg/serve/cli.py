@@ -15,7 +15,7 @@ from ..errors import InputError
 
 def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
              engine_dir, python_env, instances, pipeline_instances, stream_instances=2,
-             stream_path="per_frame"):
+             stream_path="temporal"):
     from .repository import TritonOptions, parse_batch_sizes, parse_frame_size, \
         python_env_default
 
@@ -130,15 +130,18 @@ def _ports(host, http_port, grpc_port, metrics_port):
 @click.option("--workdir", default=None, type=click.Path(),
               help="Folder for the generated repository and the server log (default: "
                    "serve/<bank sha256> under the model home).")
+@click.option("--temporal", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="moduseg_stream: each stream on the temporal path (keyframes, "
+                   "propagation, class memory) or every frame on its own.")
 @repository_options
-def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir,
+def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir, temporal,
           max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
           stream_instances, python_env):
     """Serve a bank with Triton Inference Server (CPU variant) until Ctrl-C or SIGTERM."""
     ports = _ports(host, http_port, grpc_port, metrics_port)
     opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us, preferred_batch_sizes,
                     "480x360", None, python_env, instances, pipeline_instances,
-                    stream_instances)
+                    stream_instances, "temporal" if temporal == "on" else "per_frame")
     stop = threading.Event()
     starting = [True]
 
@@ -197,14 +200,15 @@ def _raise_interrupt(signum, frame):
               default="moduseg_stream", show_default=True,
               help="moduseg_stream: each client is a camera (a Triton sequence with its own "
                    "state); moduseg: independent frames.")
-@click.option("--stream-path", type=click.Choice(["per_frame", "temporal"]),
-              default="per_frame", show_default=True,
-              help="With --bank: the state each served stream keeps.")
+@click.option("--temporal", "temporal", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="With --bank: each served stream on the temporal path (keyframes, "
+                   "propagation, class memory) or per frame.")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--out", "out_json", default=None, type=click.Path(), help="Write results JSON.")
 @repository_options
 def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, in_process,
-                model, stream_path, home, out_json, max_queue_delay_us, preferred_batch_sizes,
+                model, temporal, home, out_json, max_queue_delay_us, preferred_batch_sizes,
                 instances, pipeline_instances, stream_instances, python_env):
     """N concurrent clients, each sending the frames of VIDEO: latency, fps, server times."""
     from ..io import write_json
@@ -228,6 +232,7 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
     # SIGTERM unwinds like Ctrl-C, so the finally below stops the server it started
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     sequences = model == "moduseg_stream"
+    stream_path = "temporal" if temporal == "on" else "per_frame"
     report: dict = {"video": str(video), "frames_per_stream": len(images), "model": model,
                     "stream_path": stream_path if sequences else None, "runs": []}
     try:

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, InputError
 
 OUTPUTS = ("label_map", "class", "confidence", "box")
-STREAM_OUTPUTS = OUTPUTS + ("keyframe",)
+STREAM_OUTPUTS = OUTPUTS + ("track_id", "keyframe")
 MODEL = "moduseg"
 STREAM_MODEL = "moduseg_stream"
 

@@ -52,7 +52,8 @@ RESULT_OUTPUTS = [("label_map", "TYPE_UINT8", [-1, -1]),
                   ("confidence", "TYPE_FP32", [-1]),
                   ("box", "TYPE_INT32", [-1, 4])]             # x0, y0, x1, y1 (exclusive)
 PIPELINE_INPUTS = [("image", "TYPE_UINT8", [-1, -1, 3])]
-STREAM_OUTPUTS = RESULT_OUTPUTS + [("keyframe", "TYPE_BOOL", [1])]
+STREAM_OUTPUTS = RESULT_OUTPUTS + [("track_id", "TYPE_INT32", [-1]),
+                                   ("keyframe", "TYPE_BOOL", [1])]
 STREAM_IDLE_US = 60_000_000     # a stream silent this long is forgotten
 STREAM_MAX_BATCH = 4            # requests of different streams in one execute
 
@@ -69,7 +70,7 @@ class TritonOptions:
     instances: int = 1                         # of each network and of the bank model
     pipeline_instances: int = 1                # of the BLS model: frames in flight at once
     stream_instances: int = 2                  # of moduseg_stream: streams computed at once
-    stream_path: str = "per_frame"             # per_frame | temporal: a stream's state
+    stream_path: str = "temporal"              # temporal | per_frame: a stream's state
 
     def validate(self) -> "TritonOptions":
         if self.variant not in ("cpu", "gpu"):

@@ -7,9 +7,9 @@ model instance. ``SequenceTable`` is that instance's table of stream states:
 START makes a fresh state (a camera that restarts starts over), END drops it
 after its frame, and a state idle longer than the batcher's own idle limit
 is dropped too (the batcher has already released its slot). A state is made
-by ``factory(segment)``; the default is the per-frame path, and the temporal
-path plugs in the same way, so a served stream gets exactly the labels the
-local path gives for the same frames in the same order.
+by ``factory(segment)``: the temporal path (``temporal.TemporalSegmenter``,
+the default) or the per-frame path, so a served stream gets exactly the
+labels the local path gives for the same frames in the same order.
 """
 
 from __future__ import annotations
@@ -71,14 +71,15 @@ class SequenceTable:
         return len(self.states)
 
 
-def _temporal_factory(segment: Callable) -> FrameStep:
-    from ..temporal import stream_state   # the video branch's temporal path
-    return stream_state(segment)
+def temporal(segment: Callable) -> FrameStep:
+    """The temporal path (keyframes, propagation, class memory, tracks), one per stream."""
+    from ..temporal import TemporalConfig, TemporalSegmenter
+    return TemporalSegmenter(segment, TemporalConfig())
 
 
 STREAM_PATHS: dict[str, Callable[[Callable], FrameStep]] = {
     "per_frame": per_frame,
-    "temporal": _temporal_factory,
+    "temporal": temporal,
 }
 
 

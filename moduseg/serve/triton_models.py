@@ -318,10 +318,15 @@ class StreamModel:
 
 
 def stream_arrays(result) -> dict[str, np.ndarray]:
-    """A streamed frame's outputs: ``result_arrays`` plus whether it was a keyframe."""
+    """A streamed frame's outputs: ``result_arrays``, each shown segment's track id
+    (-1: none) and whether the frame was a keyframe."""
     props = result.proposals
     masks = props.masks if props is not None else np.zeros((0, 1, 1), bool)
     arrays = result_arrays(result, masks)
+    ids = list(getattr(result, "track_ids", None) or [])
+    shown = [i for i, s in enumerate(result.segments) if s.label >= 0 and s.painted_pixels > 0]
+    arrays["track_id"] = np.array([int(ids[i]) if i < len(ids) and ids[i] is not None else -1
+                                   for i in shown], np.int32)
     arrays["keyframe"] = np.array([bool(getattr(result, "keyframe", True))], bool)
     return arrays
 
