@@ -156,6 +156,7 @@ def info(path, as_json):
     """Show a bank's backbone, configuration and class counts (default: the embedded bank)."""
     from pathlib import Path
 
+    from ..text import printable
     from .embedded import default_bank_path
     from .store import load_bank
 
@@ -172,18 +173,19 @@ def info(path, as_json):
         click.echo(json.dumps(rec, indent=2))
         return
     what = " (the embedded default bank)" if embedded else ""
-    click.echo(f"{path}{what}: {len(b)} vectors x {b.dim}, stored as {stored}"
+    pr = printable                      # names come from the file: no raw control characters
+    click.echo(f"{pr(path)}{what}: {len(b)} vectors x {b.dim}, stored as {stored}"
                + (f" (per-dimension scales, loaded as {b.vectors.dtype})" if b.quantization
                   else "") + f", {rec['file_bytes'] / 1e6:.1f} MB")
-    click.echo(f"backbone: {b.backbone.name} input {b.backbone.input_size} patch "
-               f"{b.backbone.patch_size} sha256 {b.backbone.weights_sha256[:12]}")
-    click.echo("classes: " + ", ".join(f"{k} {v}" for k, v in b.class_counts().items()))
+    click.echo(f"backbone: {pr(b.backbone.name)} input {pr(b.backbone.input_size)} patch "
+               f"{b.backbone.patch_size} sha256 {pr(b.backbone.weights_sha256[:12])}")
+    click.echo("classes: " + ", ".join(f"{pr(k)} {v}" for k, v in b.class_counts().items()))
     if b.palette is not None:
-        click.echo("colours: " + ", ".join(f"{n} #{r:02x}{g:02x}{bl:02x}"
+        click.echo("colours: " + ", ".join(f"{pr(n)} #{r:02x}{g:02x}{bl:02x}"
                                            for n, (r, g, bl) in zip(b.class_names, b.palette)))
     sub = b.stats.get("subsampled")
-    if sub:
-        click.echo(f"kept {sub['to']} of {sub['from']} vectors (evenly spaced) to fit the size "
-                   f"limit")
-    click.echo(f"built from {b.stats.get('images', '?')} images; "
-               f"preset: {b.config.get('preset', '?')}")
+    if isinstance(sub, dict):
+        click.echo(f"kept {pr(sub.get('to', '?'))} of {pr(sub.get('from', '?'))} vectors "
+                   f"(evenly spaced) to fit the size limit")
+    click.echo(f"built from {pr(b.stats.get('images', '?'))} images; "
+               f"preset: {pr(b.config.get('preset', '?'))}")
