@@ -26,7 +26,7 @@ def load_segmenter(bank: str | None = None, preset: str | None = None, home: str
     """
     from .models import ensure_models
     from .runtime.assemble import load_segmenter as _load
-    from .runtime.cli import resolve_bank
+    from .bank.embedded import resolve_bank
 
     sets = [f"{k.replace('__', '.')}={v!r}" for k, v in overrides.items()]
     bank = resolve_bank(bank)

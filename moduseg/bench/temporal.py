@@ -27,7 +27,7 @@ from .common import progress
 
 
 def decode(spec: str, max_frames: int) -> list[np.ndarray]:
-    from ..runtime.stream import iter_frames
+    from ..app.sources import iter_frames
     return [f.image for f in iter_frames(spec, max_frames)]
 
 

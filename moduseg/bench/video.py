@@ -1,7 +1,7 @@
 """End to end on real footage with the embedded default models.
 
 Frames per second with decode, inference and writing overlapped
-(``runtime.stream.run_overlapped``), per-stage medians, backbone batch
+(``app.loop.run_overlapped``), per-stage medians, backbone batch
 throughput where the graph takes a batch, memory and model sizes.
 """
 
@@ -67,8 +67,9 @@ def stream_run(seg, spec: str, max_frames: int, out_dir: Path, bar=None,
                warmup: bool = True, device: str = "cpu") -> dict:
     """An optional warm-up frame, then ``max_frames`` frames overlapped; fps and stage
     medians. The warm-up frame is not counted (nor is it skipped in the stream)."""
+    from ..app.loop import run_overlapped
+    from ..app.sources import iter_frames
     from ..io import write_label_png
-    from ..runtime.stream import iter_frames, run_overlapped
 
     first = next(iter_frames(spec, 1))
     if warmup:
