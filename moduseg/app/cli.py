@@ -47,11 +47,16 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
+@click.option("--temporal", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Videos and cameras: keyframes with the full pipeline, the frames between "
+                   "propagated by optical flow, a temporal class memory and track ids (on); "
+                   "or every frame segmented alone (off). Images and folders are always "
+                   "per frame.")
 @click.option("--offline", is_flag=True,
               help="Never fetch the default models (they are fetched on first use otherwise).")
 @engine_options
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
-            max_frames, no_overlay, offline, **engine):
+            max_frames, no_overlay, temporal, offline, **engine):
     """Segment INPUT (an image, a folder, a video file or a camera index).
 
     Writes labels/, overlays/ (or overlay.mp4), segments.json, palette.json and
@@ -89,8 +94,10 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
         raise InputError("runtime.reuse_proposals_below > 0 makes a frame depend on the one "
                          "before it, so the frames cannot be split over workers; drop "
                          "that --set or run without --shard/--engine ray")
+    from ..temporal import TemporalConfig
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
-                          overlays=not no_overlay, shard=shard, results=results)
+                          overlays=not no_overlay, shard=shard, results=results,
+                          temporal=TemporalConfig(enabled=temporal == "on"))
     click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
                   if summary.skipped else ""))
@@ -98,6 +105,16 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
         click.echo(f"  skipped {e['file']}: {e['error']}", err=True)
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
                                                    for k, v in summary.median_ms.items()))
+    if summary.temporal:
+        t = summary.temporal
+        tc = t.get("consistency", {}).get("mean")
+        click.echo(f"temporal: {t['keyframes']} keyframe(s) of {t['frames']} frames "
+                   f"(rate {t['keyframe_rate']}); ms per frame amortised "
+                   f"{t['frame_ms']['amortised']:.1f}, p50 {t['frame_ms']['p50']:.1f}, p95 "
+                   f"{t['frame_ms']['p95']:.1f}"
+                   + (f"; latency p50 {t['latency_ms']['p50']:.1f}, p95 "
+                      f"{t['latency_ms']['p95']:.1f}" if "latency_ms" in t else "")
+                   + (f"; temporal consistency {tc:.1f} %" if tc is not None else ""))
 
 
 def _outputs_only(spec):

@@ -50,6 +50,7 @@ class Run:
     timings: dict[str, list[float]] = field(default_factory=dict)
     class_pixels: np.ndarray | None = None                  # [C + 1], last: unassigned
     gallery: list[str] = field(default_factory=list)       # overlays shown in index.html
+    temporal: object = None          # ``app.temporal.TemporalLog`` of a temporal run
 
     @property
     def video(self) -> bool:
@@ -230,6 +231,7 @@ class SegmentsJson(BaseSink):
             "unassigned_pixels": int(run.class_pixels[-1]),
             "median_ms": run.median_ms(),
             "overlay_video": "overlay.mp4" if (run.video and run.overlays) else None,
+            **({"temporal": run.temporal.summary()} if run.temporal is not None else {}),
         })
 
 
