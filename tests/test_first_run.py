@@ -18,7 +18,7 @@ from moduseg.bank.embedded import MAX_BYTES, default_bank_path, embedded_bank_pa
 from moduseg.bank.store import check_identity, load_bank
 from moduseg.cli import cli
 from moduseg.config import preset
-from moduseg.runtime.cli import default_out_dir
+from moduseg.app.cli import default_out_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # a street scene the bank was built from (every labelled CamVid frame is in it)
