@@ -149,7 +149,7 @@ def merge_parts(paths) -> Bank:
     record = first["config"]
     try:
         cfg = BankConfig(**record["bank"])
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, InputError) as e:
         raise BankError(f"bank part {first_path} has an unusable configuration: {e}") from None
     return finish_bank(ordered, ds["class_names"], ds["background_index"],
                        BackboneIdentity.from_dict(first["backbone"]), cfg, record, ds["name"])
