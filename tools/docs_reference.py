@@ -126,41 +126,50 @@ def _value(v) -> str:
 
 
 def config_markdown() -> str:
-    """The configuration reference: every setting, its type, range and preset values."""
+    """The configuration reference: every option once (``moduseg.config.config_schema``),
+    its type, default, range or choices and the value each preset gives it."""
     from moduseg import config as C
 
-    presets = {name: make() for name, make in C.PRESETS.items()}
+    presets = {name: C.preset(name) for name in C.preset_names()}
     out = ["# Configuration", "",
-           "Generated from the configuration schema (`moduseg/config.py`) at build time "
-           "(`tools/docs_reference.py`). Set any of these with `--set section.name=value` "
-           "on `bank build`, `segment` and `eval`, or pick a preset with `--preset` "
-           f"({', '.join(f'`{p}`' for p in presets)}; see [Presets](../presets.md)). "
+           "Generated from the configuration schema (`moduseg.config.config_schema()`) at "
+           "build time (`tools/docs_reference.py`). Set any of these with "
+           "`--set section.name=value` on `bank build`, `segment` and `eval`, or pick a preset "
+           f"with `--preset` ({', '.join(f'`{p}`' for p in presets)}; see "
+           "[Presets](../presets.md) and [Configuration](../concepts/configuration.md)). "
            "A bank stores the configuration it was built with, and `segment`/`eval` use "
            "it unless told otherwise. A misspelt or ill-typed setting stops with one line "
            "before any model loads (\"did you mean ...?\"). `None` means the model's own "
            "default.", ""]
-    for section, cls in C.SECTIONS.items():
-        out += [f"## `{section}`", ""]
-        doc = inspect.cleandoc(cls.__doc__ or "")
+    rows = C.config_schema()
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["section"], r["proposer"]), []).append(r)
+    for (section, proposer), group in groups.items():
+        title = f"`{section}`" + (f" (`proposer.name={proposer}`)" if proposer else "")
+        out += [f"## {title}", ""]
+        cls = C.PROPOSER_OPTIONS[proposer] if proposer else C.SECTIONS.get(section)
+        doc = inspect.cleandoc(cls.__doc__ or "") if cls is not None else ""
         if doc:
             out += [doc, ""]
-        notes = _field_comments(cls)
-        hints = typing.get_type_hints(cls)
-        head = "| setting | type | allowed | " + " | ".join(f"`{p}`" for p in presets) + " | what |"
-        out += [head, "|" + "---|" * (4 + len(presets))]
-        for f in dataclasses.fields(cls):
-            meta = f.metadata or {}
-            if "choices" in meta:
-                allowed = ", ".join(_value(c) for c in meta["choices"])
-            elif "range" in meta:
-                lo, hi = meta["range"]
-                allowed = f"{lo} .. {hi}"
+        head = ("| setting | type | default | allowed | "
+                + " | ".join(f"`{p}`" for p in presets) + " | what |")
+        out += [head, "|" + "---|" * (5 + len(presets))]
+        for r in group:
+            if r["choices"] is not None:
+                allowed = ", ".join(_value(c) for c in r["choices"])
             else:
-                allowed = ""
-            vals = " | ".join(_value(getattr(getattr(cfg, section), f.name))
-                              for cfg in presets.values())
-            out.append(f"| `{section}.{f.name}` | {_cell(_type_text(hints.get(f.name, f.type)))} "
-                       f"| {_cell(allowed)} | {vals} | {_cell(notes.get(f.name, ''))} |")
+                allowed = r["range"] or ""
+            vals = []
+            for cfg in presets.values():
+                part = getattr(cfg, section)
+                if proposer and part.name != proposer:
+                    vals.append("")
+                else:
+                    v = getattr(part, r["path"].split(".", 1)[1])
+                    vals.append(_value(list(v) if isinstance(v, tuple) else v))
+            out.append(f"| `{r['path']}` | {_cell(r['type'])} | {_value(r['default'])} "
+                       f"| {_cell(allowed)} | {' | '.join(vals)} | {_cell(r['help'])} |")
         out.append("")
     return "\n".join(out) + "\n"
 
