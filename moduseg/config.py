@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import numbers
@@ -332,7 +333,9 @@ class ModuSegConfig:
         return self.runtime.assignment != "patch"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The stored form: plain JSON values (tuples as lists)."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {
+            k: list(v) if isinstance(v, tuple) else v for k, v in items})
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ModuSegConfig":
@@ -467,7 +470,7 @@ def _check_fields(obj, section: str) -> None:
     Coerces in place where nothing is lost (an int where a float is expected,
     a list where a tuple is): values from JSON and from ``--set`` arrive so.
     """
-    hints = typing.get_type_hints(type(obj))
+    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         name = f"{section}.{f.name}"
         value = _coerce(name, getattr(obj, f.name), hints[f.name])
@@ -480,6 +483,11 @@ def _check_fields(obj, section: str) -> None:
                 raise InputError(f"{name} must be one of {list(choices)}, got "
                                  f"{value!r}{_did_you_mean(value, choices)}")
         object.__setattr__(obj, f.name, value)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
 
 
 def _in_bounds(v, meta) -> bool:
