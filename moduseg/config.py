@@ -477,7 +477,8 @@ def _check_fields(obj, section: str) -> None:
         if value is not None:
             for v in (value if isinstance(value, tuple) else (value,)):
                 if not _in_bounds(v, f.metadata):
-                    raise InputError(f"{name} must be in {_bounds_text(f.metadata)}, got {v!r}")
+                    raise InputError(f"{name} must be in {_bounds_text(f.metadata)}, "
+                                     f"got {_short(v)}")
             choices = f.metadata.get("choices")
             if choices is not None and value not in choices:
                 raise InputError(f"{name} must be one of {list(choices)}, got "
@@ -538,9 +539,13 @@ def _coerce(name: str, value, tp):
             return int(value)
     elif tp is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
-                raise InputError(f"{name} must be a finite number, got {value!r}")
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:            # an int beyond float range (10**400)
+                number = math.inf
+            if not math.isfinite(number):
+                raise InputError(f"{name} must be a finite number, got {_short(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -548,6 +553,11 @@ def _coerce(name: str, value, tp):
         raise TypeError(f"{name}: unsupported field type {tp!r}")
     raise InputError(f"{name} must be {_type_name(tp)}, got {value!r} "
                      f"({type(value).__name__})")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _type_name(tp) -> str:

@@ -363,3 +363,11 @@ def test_only_moduseg_errors_escape_typed_overrides(sets, base, proposer):
         assert "\n" not in str(e)
         return
     assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_huge_numbers_are_one_line_errors():
+    """An integer beyond float range for a float option was an OverflowError."""
+    with pytest.raises(InputError, match="bank.eps must be a finite number"):
+        resolve_config("paper", ["bank.eps=" + "9" * 400])
+    with pytest.raises(InputError, match="runtime.top_k must be in"):
+        resolve_config("paper", {"runtime.top_k": 10 ** 400})
