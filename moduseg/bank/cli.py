@@ -64,10 +64,10 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     check_output_file(out, "--out", suffix=".npz")     # before any work
     shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
+    ds = open_dataset(layout, root, split, labels, classes, background)   # before the models
     if backend != "tensorrt-native":
         from ..models import ensure_models
         ensure_models(home, offline=offline)
-    ds = open_dataset(layout, root, split, labels, classes, background)
     order = select_indices(ds, limit, shots)
     if not order:
         raise InputError(f"dataset {ds.name!r} gave no images to build a bank from")
