@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..text import printable
 from ..scale.options import engine_options
 from ..settings import preset_option, proposer_option
 
@@ -76,7 +77,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
         work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
     out = prepare_output(out_dir or default_out_dir(input_spec, kind))   # before any model loads
     probe_input(input_spec)
-    click.echo(f"writing to {out}", err=True)
+    click.echo(f"writing to {printable(out)}", err=True)
     if backend != "tensorrt-native":
         ensure_models(home, offline=offline)
     results = None
@@ -91,11 +92,12 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
                          "that --set or run without --shard/--engine ray")
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay, shard=shard, results=results)
-    click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"
+    click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "
+               f"{printable(out / 'index.html')})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
                   if summary.skipped else ""))
     for e in summary.skipped[:20]:
-        click.echo(f"  skipped {e['file']}: {e['error']}", err=True)
+        click.echo(f"  skipped {printable(e['file'])}: {printable(e['error'])}", err=True)
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
                                                    for k, v in summary.median_ms.items()))
 

@@ -430,6 +430,9 @@ def open_dataset(layout: str, root: str | Path, split: str | None = None,
                  labels: str | Path | None = None, classes: str | Path | None = None,
                  background: int | None = None) -> Dataset:
     """One entry point for the CLI: ``layout`` names the reader."""
+    if background is not None and layout != "folder":
+        raise InputError(f"--background {background} applies to --dataset folder only ("
+                         f"{layout} says which class is the background itself); leave it out")
     if layout == "camvid":
         return camvid(root, split or "train")
     if layout == "voc":
