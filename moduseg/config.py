@@ -136,6 +136,12 @@ class RuntimeConfig:
     # for at most `reuse_max_age` frames in a row. The backbone still runs every frame.
     reuse_proposals_below: float = _num(0.0, 0.0, 255.0)
     reuse_max_age: int = _num(1, 0, BIG)
+    # label a patch or proposal `unknown` (label value 254) when its similarity to the
+    # nearest bank vector of the class it won is below this quantile of the bank's own
+    # leave-one-image-out similarities of that class (calibrated from the bank:
+    # moduseg/bank/calibrate.py); about this share of a known class's held-out
+    # examples would be flagged. 0 = off.
+    unknown: float = _num(0.0, 0.0, 0.5)
     eps: float = _num(1e-6, 0.0, 1.0)
 
     def validate(self) -> None:

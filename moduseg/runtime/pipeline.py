@@ -19,12 +19,13 @@ from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
 from ..smfa import center_image, l2_normalize
 from ..timing import StageTimer
-from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
-    SegmentationResult
+from ..types import IGNORE, UNKNOWN_NAME, Backbone, Bank, FeatureMap, Proposals, \
+    Proposer, Segment, SegmentationResult
 from .index import SearchIndex, bank_index, bank_projection, project_queries
 from .masks import PackedMasks, class_nms, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
+from .unknown import to_label_values, unknown_rule
 from .prototypes import frame_prototype_scores
 from .vote import class_scores, vote
 
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 cpu_pooler = HOST                 # the host ``Pooler`` (the name earlier code imports)
 patch_vote = vote_by_weight       # likewise
+
+
+def unknown_quantile(cfg: RuntimeConfig) -> float:
+    """``runtime.unknown`` (0 = off)."""
+    return float(getattr(cfg, "unknown", 0.0) or 0.0)
 
 
 def class_prior(bank: Bank) -> np.ndarray:
@@ -49,8 +55,13 @@ def pixel_cells(geometry, out_hw) -> tuple[np.ndarray, np.ndarray]:
 
 
 def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: SearchIndex,
-                  cfg: RuntimeConfig, prior=None, whole_frame: bool = False) -> np.ndarray:
+                  cfg: RuntimeConfig, prior=None, whole_frame: bool = False,
+                  evidence_out: list | None = None) -> np.ndarray:
     """Retrieval labels for the given flat grid cells (background votes kept).
+
+    With ``runtime.unknown`` a cell whose evidence is too far from its class is
+    labelled ``len(bank.class_names)`` (unknown, ``runtime/unknown.py``);
+    ``evidence_out`` then receives the cells' p-values (the deciding score).
 
     ``whole_frame`` (``cells`` are every cell of the frame): with
     ``runtime.frame_prototypes`` the frame's own class means correct the labels
@@ -64,11 +75,18 @@ def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: Search
     nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
     if not (whole_frame and cfg.frame_prototypes > 0):
         lab, _ = vote(sims, nbr, len(bank.class_names), cfg.voting, prior, cfg.vote_balance)
-        return lab
-    scores, _, _ = class_scores(sims, nbr, len(bank.class_names), cfg.voting, prior,
-                                cfg.vote_balance)
-    scores = frame_prototype_scores(scores, f, cfg.frame_prototypes, cfg.prototype_temperature)
-    return np.where(np.isfinite(scores).any(1), scores.argmax(1), -1).astype(np.int32)
+    else:
+        scores, _, _ = class_scores(sims, nbr, len(bank.class_names), cfg.voting, prior,
+                                    cfg.vote_balance)
+        scores = frame_prototype_scores(scores, f, cfg.frame_prototypes,
+                                        cfg.prototype_temperature)
+        lab = np.where(np.isfinite(scores).any(1), scores.argmax(1), -1).astype(np.int32)
+    rule = unknown_rule(bank, unknown_quantile(cfg))
+    if rule is not None:       # unknown cells take the index after the bank's classes
+        if evidence_out is not None:
+            evidence_out.append(rule.p_values(sims, nbr, lab))
+        lab = rule.apply(sims, nbr, lab)
+    return lab
 
 
 def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: SearchIndex,
@@ -100,12 +118,13 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
 
 
 def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: RuntimeConfig,
-                    prior=None) -> np.ndarray:
+                    prior=None, evidence_out: list | None = None) -> np.ndarray:
     """Retrieval label of every grid cell (``patch_vote``); needs no proposals."""
     if bank.centers_images:
         fmap = center_image(fmap)
     cells = np.arange(fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1])
-    return label_patches(fmap, cells, bank, index, cfg, prior, whole_frame=True)
+    return label_patches(fmap, cells, bank, index, cfg, prior, whole_frame=True,
+                         evidence_out=evidence_out)
 
 
 def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchIndex,
@@ -140,6 +159,8 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         prior = class_prior(bank)
     n_classes = len(bank.class_names)
     bg = bank.background_index
+    rule = unknown_rule(bank, unknown_quantile(cfg))
+    n_labels = n_classes + (rule is not None)         # unknown: one more index
 
     with timer("filter"):
         packed = PackedMasks.pack(proposals.masks)
@@ -157,7 +178,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
                 cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
         with timer("pool"):      # the weights and the vote by weight, in one pooler call
             labels, conf, wsum = pooler.patch_vote(proposals.masks, keep, packed.row_span(),
-                                                   fmap, cell_labels, n_classes)
+                                                   fmap, cell_labels, n_labels)
             labels = np.where(wsum > 0, labels, -1)
     else:
         with timer("pool"):
@@ -169,6 +190,8 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         with timer("vote"):
             nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
             labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior, cfg.vote_balance)
+            if rule is not None:
+                labels = rule.apply(sims, nbr, labels)
             labels = np.where(pooled, labels, -1)
     with timer("nms"):
         paintable = np.flatnonzero((labels >= 0) & (labels != (-2 if bg is None else bg)))
@@ -181,6 +204,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             label_map = cv2.resize(label_map, (W, H), interpolation=cv2.INTER_NEAREST)
     with timer("fill"):
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
+        label_map = to_label_values(label_map, rule)
     if cfg.refine_radius > 0 and image is not None:
         with timer("refine"):
             label_map = guided_label_refine(label_map.astype(np.uint8), image,
@@ -188,8 +212,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
 
     painted = dict(zip(order.tolist(), won.tolist()))
     areas, px = all_areas[keep], H * W / float(mh * mw)     # mask pixels -> image pixels
-    segments = [Segment(proposal=int(keep[i]), label=int(labels[i]),
-                        class_name=bank.class_names[labels[i]] if labels[i] >= 0 else "",
+    names = list(bank.class_names) + [UNKNOWN_NAME]
+    values = to_label_values(labels, rule)
+    segments = [Segment(proposal=int(keep[i]), label=int(values[i]),
+                        class_name=names[labels[i]] if labels[i] >= 0 else "",
                         confidence=float(conf[i]), objectness=float(scores[i]),
                         area=int(round(areas[i])),
                         painted_pixels=int(round(painted.get(i, 0) * px)))
@@ -234,9 +260,11 @@ def assign_patches(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runtim
     if cell_labels is None:
         with timer("search"):
             cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
+    rule = unknown_rule(bank, unknown_quantile(cfg))
     with timer("raster"):
         iy, ix = pixel_cells(fmap.geometry, fmap.image_hw)
-        lut = np.where(cell_labels >= 0, cell_labels, IGNORE).astype(np.uint8)
+        lut = np.where(cell_labels >= 0, to_label_values(cell_labels, rule),
+                       IGNORE).astype(np.uint8)
         label_map = lut[iy[:, None] * fmap.geometry.grid_hw[1] + ix[None, :]]
     if cfg.refine_radius > 0 and image is not None:
         with timer("refine"):
