@@ -298,10 +298,14 @@ class Segmenter:
                             else ModuSegConfig(runtime=self.config, preset="custom"))
         self.config.validate()
         check_identity(bank.backbone, backbone.identity)
-        self.backbone, self.proposer, self.bank = backbone, proposer, bank
-        self.index = index or bank_index(bank, self.config.index, self.config.nprobe)
+        self.backbone, self.proposer = backbone, proposer
+        # the bank, its index and class prior, read once per frame (``swap_bank``
+        # replaces the tuple between frames; a frame in flight keeps the one it read)
+        self._state = (bank, index or bank_index(bank, self.config.index, self.config.nprobe),
+                       class_prior(bank))
+        # how a swapped-in bank gets its index (``runtime.assemble`` sets the backend's)
+        self.make_index = lambda b: bank_index(b, self.config.index, self.config.nprobe)
         self.pooler = as_pooler(pooler)
-        self.prior = class_prior(bank)
         warn_small_classes(bank, self.config.top_k)
         # The backbone and the proposer are independent: on a CPU the proposer runs
         # in a second thread (ONNX Runtime releases the GIL), so the frame costs about
@@ -311,6 +315,43 @@ class Segmenter:
         if parallel:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
+
+    @property
+    def bank(self) -> Bank:
+        return self._state[0]
+
+    @bank.setter
+    def bank(self, bank: Bank) -> None:
+        self._state = (bank, self._state[1], class_prior(bank))
+
+    @property
+    def index(self):
+        return self._state[1]
+
+    @index.setter
+    def index(self, index) -> None:
+        self._state = (self._state[0], index, self._state[2])
+
+    @property
+    def prior(self):
+        return self._state[2]
+
+    @prior.setter
+    def prior(self, prior) -> None:
+        self._state = (self._state[0], self._state[1], prior)
+
+    def swap_bank(self, bank: Bank) -> None:
+        """Use ``bank`` from the next frame on (same backbone, same configuration).
+
+        Everything is built before the swap (index, prior, the unknown rule), so
+        a bad bank raises here and the current one stays; the swap itself is one
+        assignment, so a frame in flight finishes on the bank it started with.
+        """
+        check_identity(bank.backbone, self.backbone.identity, "the new bank")
+        index = self.make_index(bank)
+        unknown_rule(bank, unknown_quantile(self.config))
+        warn_small_classes(bank, self.config.top_k)
+        self._state = (bank, index, class_prior(bank))
 
     def _propose(self, image, timer):
         with timer("proposer"):
@@ -355,12 +396,12 @@ class Segmenter:
     def _segment(self, image: np.ndarray, timer: StageTimer | None = None) -> SegmentationResult:
         timer = timer or StageTimer()
         t0 = time.perf_counter()
+        bank, index, prior = self._state          # this frame's bank, whatever swaps meanwhile
         if self.config.assignment == "patch":
             with timer("backbone"):
                 fmap = self.backbone(image)
             fmap.check_finite()
-            result = assign_patches(fmap, self.bank, self.index, self.config, timer,
-                                    self.prior, image=image)
+            result = assign_patches(fmap, bank, index, self.config, timer, prior, image=image)
             timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
             return result
         thumb, reused = self._reusable(image)
@@ -376,8 +417,7 @@ class Segmenter:
                 # the patch search needs only the features: run it while the
                 # proposer is still busy
                 with timer("search"):
-                    cell_labels = all_cell_labels(fmap, self.bank, self.index, self.config,
-                                                  self.prior)
+                    cell_labels = all_cell_labels(fmap, bank, index, self.config, prior)
         finally:
             proposals = pending.result() if pending else None
         if reused is not None:
@@ -387,8 +427,8 @@ class Segmenter:
             proposals = self._propose(image, timer)
         if reused is None and thumb is not None:
             self._last = (thumb, proposals, 0)
-        result = assign(fmap, proposals, self.bank, self.index, self.config, timer,
-                        self.pooler, self.prior, cell_labels, image)
+        result = assign(fmap, proposals, bank, index, self.config, timer,
+                        self.pooler, prior, cell_labels, image)
         # wall time of the frame: less than the sum of stages when the proposer ran
         # beside the backbone
         timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
