@@ -58,7 +58,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     from .builder import finish_bank, select_indices
     from .datasets import open_dataset
     from .parts import save_part
-    from .store import save_bank
+    from .store import save_checked_bank
 
     check_output_file(out, "--out", suffix=".npz")     # before any work
     shard, ray_options = options.parse(**engine)
@@ -97,7 +97,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
         return
     b = finish_bank(entries, ds.class_names, ds.background_index, identity, cfg.bank,
                     cfg.to_dict(), ds.name)
-    _echo_bank(save_bank(b, out), b)
+    _echo_bank(save_checked_bank(b, out), b)
 
 
 @bank.command("merge")
@@ -105,11 +105,13 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
 @click.option("--out", required=True, type=click.Path(), help="Bank file to write (.npz).")
 def merge(parts, out):
     """Merge the parts of 'bank build --shard i/N' into the bank one process would build."""
+    from ..io import check_output_file
     from .parts import merge_parts
-    from .store import save_bank
+    from .store import save_checked_bank
 
+    check_output_file(out, "--out", suffix=".npz")     # a folder, not DIR.npz
     b = merge_parts(parts)
-    _echo_bank(save_bank(b, out), b)
+    _echo_bank(save_checked_bank(b, out), b)
 
 
 def _echo_failures(failed):

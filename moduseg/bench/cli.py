@@ -1,4 +1,5 @@
-"""``moduseg bench stages|reference|scaling|video|all --out DIR``."""
+"""``moduseg bench stages|scaling|video|all --out DIR`` (the runtime-vs-reference
+comparison is ``python -m benchmarks reference`` in the repository)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ OPTIONS = [
                        help="Pin BLAS/OpenMP/OpenCV threads (default: libraries' own).")),
     (ALL, click.option("--no-progress", is_flag=True, help="No progress bars.")),
     (ALL, click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")),
-    (("stages", "reference"),
+    (("stages",),
      click.option("--proposals", default=None, help="Proposal counts, e.g. 100,200.")),
     (("stages",), click.option("--frames", type=int, default=None,
                                help="Frames timed after warm-up.")),
-    (("reference", "scaling"), click.option("--repeats", type=int, default=None,
+    (("scaling",), click.option("--repeats", type=int, default=None,
                                             help="Repeats per measurement.")),
-    (("stages", "reference"), click.option("--bank-size", type=int, default=None,
+    (("stages",), click.option("--bank-size", type=int, default=None,
                                            help="Synthetic bank size.")),
     (("scaling",), click.option("--sizes", default=None, help="Bank sizes, e.g. 1000,1e6.")),
     (("scaling",), click.option("--dims", default=None, help="Dimensions, e.g. 384,1152.")),
@@ -71,8 +72,6 @@ def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, 
     prof = profile or ("quick" if quick else "full" if full else "default")
     ov = {"stages": dict(proposals=_ints(proposals), frames=frames, bank_size=bank_size,
                          models=models, home=home, data_root=data_root, device=device),
-          "reference": dict(proposals=_ints(proposals), repeats=repeats,
-                            bank_size=bank_size),
           "scaling": dict(sizes=_ints(sizes), dims=_ints(dims), repeats=repeats),
           "video": dict(bank_path=bank_path, max_frames=max_frames, folder_frames=max_frames,
                         home=home, backend=backend, data_root=data_root)}
@@ -81,18 +80,12 @@ def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, 
     click.echo(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plot(s)")
     for name, secs in res["seconds"].items():
         click.echo(f"  {name}: {secs:.1f} s")
-    ref = res["suites"].get("reference")
-    if ref:
-        for p, r in ref["runs"].items():
-            click.echo(f"  reference {p} proposals: identical={r['identical']} speed-up total "
-                       f"{r['speedup']['total']}x (excl. search "
-                       f"{r['speedup']['total_excluding_search']}x)")
     return res
 
 
 @click.group("bench")
 def bench_command():
-    """Benchmarks: per-stage latency, reference comparison, bank scaling, real video."""
+    """Benchmarks: per-stage latency, bank scaling, real video, serving."""
 
 
 def _make(name, doc):
@@ -104,7 +97,6 @@ def _make(name, doc):
 
 
 _make("stages", "Per-stage latency of one frame (median/p90/p99 after warm-up).")
-_make("reference", "Runtime vs the straightforward reference: identical labels, speed-ups.")
 _make("scaling", "Bank scaling: latency, recall@25 and memory per index kind and size.")
 _make("video", "Real video and an image folder end to end with the default models.")
 _make("all", "Every suite (default profile: under 10 minutes on 2 CPU cores).")
