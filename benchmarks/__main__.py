@@ -18,6 +18,7 @@ STUDIES = {
     "sam-content-crop": "sam_content_crop",
     "scale-out": "scale_out",
     "reference": "reference",
+    "classes": "classes",
 }
 
 
