@@ -117,3 +117,57 @@ def test_the_watcher_only_stats_the_file_every_interval(tmp_path):
     _replace(path, drop_class(bank, "class1"))
     assert not w.poll(now=105.0)                           # within the interval
     assert w.poll(now=111.0)
+
+
+def test_the_served_bank_model_swaps_between_batches(tmp_path, monkeypatch):
+    """``moduseg serve``'s bank model: a changed bank file is used from the next batch;
+    a corrupted one is refused and the batch runs on the old bank."""
+    import sys
+    import types
+
+    from moduseg.serve import triton_models as tm
+
+    class Tensor:
+        def __init__(self, name, arr):
+            self.name, self.arr = name, arr
+
+        def as_numpy(self):
+            return self.arr
+
+    class Response:
+        def __init__(self, output_tensors=(), error=None):
+            self.tensors = {t.name: t.arr for t in output_tensors}
+            self.error = error
+
+    pb = types.SimpleNamespace(
+        Tensor=Tensor, InferenceResponse=Response,
+        TritonError=lambda msg, *a: msg,
+        get_input_tensor_by_name=lambda r, n: Tensor(n, r[n]))
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    bank, path, seg, image, label = _world(tmp_path)
+    model = tm.BankModel()
+    model.seg = seg
+    msgs = []
+    model.watcher = tm.watch_bank({"bank_source": str(path)}, seg)
+    model.watcher.report, model.watcher.interval = msgs.append, 0.0
+    assert tm.watch_bank({"bank_source": str(path), "watch_bank": "0"}, seg) is None
+    fmap = seg.backbone(image)
+    g = fmap.geometry
+    req = {"features": fmap.features, "image": image,
+           "geometry": np.array([*g.image_hw, *g.resized_hw, *g.grid_hw, g.patch]),
+           "masks": gt_proposals(label).masks, "scores": np.ones(len(np.unique(label)))}
+    first = model.execute([req])[0]
+    assert first.error is None
+    assert sorted(np.unique(first.tensors["class"]).tolist()) == [1, 2, 3, 4]   # bg unpainted
+    data = path.read_bytes()
+    path.write_bytes(data[:100])                            # corrupted in place
+    again = model.execute([req])[0]
+    assert again.error is None and "cannot be used" in msgs[-1]
+    np.testing.assert_array_equal(again.tensors["label_map"], first.tensors["label_map"])
+    _replace(path, drop_class(bank, "class1"))
+    swapped = model.execute([req, req])
+    assert "now using it" in msgs[-1] and seg.bank.class_names[1] == "class2"
+    # class1 gone: its region now takes another class, so the map differs
+    assert not np.array_equal(swapped[0].tensors["label_map"], first.tensors["label_map"])
+    np.testing.assert_array_equal(swapped[0].tensors["label_map"],
+                                  swapped[1].tensors["label_map"])
