@@ -112,7 +112,8 @@ def check_calibration(cal, class_names) -> dict | None:
 
 def tables(cal: dict, class_names) -> np.ndarray:
     """``[C, L]`` quantile tables; classes without one (a single vector) take the
-    element-wise median of the others' (NaN when no class has one)."""
+    element-wise minimum of the others' (the most lenient: a class just taught from one
+    example is not rejected more readily than any other; NaN when no class has one)."""
     t = np.full((len(class_names), len(LEVELS)), np.nan)
     for c, name in enumerate(class_names):
         row = cal["per_class"].get(name)
@@ -120,7 +121,7 @@ def tables(cal: dict, class_names) -> np.ndarray:
             t[c] = row
     have = np.isfinite(t[:, 0])
     if have.any() and not have.all():
-        t[~have] = np.median(t[have], axis=0)
+        t[~have] = t[have].min(axis=0)
     return t
 
 
