@@ -18,7 +18,7 @@ from .text import printable_message
 # command name -> "module:attribute" of a click command or group
 COMMANDS = {
     "bank": "moduseg.bank.cli:bank",
-    "segment": "moduseg.runtime.cli:segment",
+    "segment": "moduseg.app.cli:segment",
     "eval": "moduseg.evaluate:eval_command",
     "models": "moduseg.models.cli:models",
     "export": "moduseg.export.cli:export",

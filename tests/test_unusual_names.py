@@ -184,3 +184,27 @@ def test_bank_build_folder_with_file_names_that_are_not_utf8(tmp_path):
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert "from 3 images" in r.stdout and out.is_file()
+
+
+# -- bank info: names from the file never reach the terminal raw (item 6) -------------------
+
+def test_bank_info_prints_control_characters_escaped(tmp_path):
+    from click.testing import CliRunner
+
+    from moduseg.bank.parts import merge_parts
+    from moduseg.bank.store import save_bank
+    from moduseg.cli import cli
+    from part_fixtures import write_parts
+    b = merge_parts(write_parts(tmp_path))
+    b.class_names = ["bg", "\x1b[2J\x1b[31mred", "new\nline\r\x07"]
+    b.config = dict(b.config, preset="x\x1b]0;title\x07")
+    b.stats = dict(b.stats, subsampled=[1, 2])           # not the usual shape: no traceback
+    save_bank(b, tmp_path / "ctl.npz")
+    r = CliRunner().invoke(cli, ["bank", "info", str(tmp_path / "ctl.npz")])
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert not any(ch in r.output for ch in "\x1b\r\x07")
+    assert "\\x1b[2J\\x1b[31mred" in r.output and "new\\nline\\r\\x07" in r.output
+    assert len(r.output.splitlines()) == 4
+    j = CliRunner().invoke(cli, ["bank", "info", "--json", str(tmp_path / "ctl.npz")])
+    assert j.exit_code == 0 and "\x1b" not in j.output
+    assert json.loads(j.output)["class_names"][1] == "\x1b[2J\x1b[31mred"

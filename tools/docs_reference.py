@@ -172,21 +172,25 @@ def config_markdown() -> str:
             out += [doc, ""]
         notes = _field_comments(cls)
         hints = typing.get_type_hints(cls)
-        head = "| setting | type | allowed | " + " | ".join(f"`{p}`" for p in presets) + " | what |"
-        out += [head, "|" + "---|" * (4 + len(presets))]
         for f in dataclasses.fields(cls):
             meta = f.metadata or {}
             if "choices" in meta:
-                allowed = ", ".join(_value(c) for c in meta["choices"])
+                allowed = "one of " + ", ".join(_value(c) for c in meta["choices"])
             elif "range" in meta:
                 lo, hi = meta["range"]
-                allowed = f"{lo} .. {hi}"
+                allowed = f"{lo} to {hi}"
             else:
                 allowed = ""
-            vals = " | ".join(_value(getattr(getattr(cfg, section), f.name))
-                              for cfg in presets.values())
-            out.append(f"| `{section}.{f.name}` | {_cell(_type_text(hints.get(f.name, f.type)))} "
-                       f"| {_cell(allowed)} | {vals} | {_cell(notes.get(f.name, ''))} |")
+            kind = _type_text(hints.get(f.name, f.type))
+            vals = ", ".join(f"{name} {_value(getattr(getattr(cfg, section), f.name))}"
+                             for name, cfg in presets.items())
+            what = notes.get(f.name, "")
+            line = f"- **`{section}.{f.name}`** ({kind}{'; ' + allowed if allowed else ''}). "
+            line += f"Presets: {vals}."
+            if what:
+                line += f" {what[0].upper()}{what[1:]}"
+                line += "" if what.endswith(".") else "."
+            out.append(line)
         out.append("")
     return "\n".join(out) + "\n"
 

@@ -157,6 +157,7 @@ def info(path, as_json):
     from and whether added vectors drift from its projection (default: the embedded bank)."""
     from pathlib import Path
 
+    from ..text import printable
     from .edit import drift
     from .embedded import default_bank_path
     from .store import load_bank
@@ -177,25 +178,26 @@ def info(path, as_json):
         click.echo(json.dumps(rec, indent=2))
         return
     what = " (the embedded default bank)" if embedded else ""
-    click.echo(f"{path}{what}: {len(b)} vectors x {b.dim}, stored as {stored}"
+    pr = printable                      # names come from the file: no raw control characters
+    click.echo(f"{pr(path)}{what}: {len(b)} vectors x {b.dim}, stored as {stored}"
                + (f" (per-dimension scales, loaded as {b.vectors.dtype})" if b.quantization
                   else "") + f", {rec['file_bytes'] / 1e6:.1f} MB")
-    click.echo(f"backbone: {b.backbone.name} input {b.backbone.input_size} patch "
-               f"{b.backbone.patch_size} sha256 {b.backbone.weights_sha256[:12]}")
+    click.echo(f"backbone: {pr(b.backbone.name)} input {pr(b.backbone.input_size)} patch "
+               f"{b.backbone.patch_size} sha256 {pr(b.backbone.weights_sha256[:12])}")
     click.echo("classes (vectors, where from):")
-    width = max(len(n) for n in b.class_names)
+    width = max(len(pr(n)) for n in b.class_names)
     for n, c in b.class_counts().items():
-        src = "; ".join(_source(e) for e in b.provenance.get(n, [])) or "not recorded"
-        click.echo(f"  {n:<{width}} {c:>7}  {src}")
+        src = "; ".join(pr(_source(e)) for e in b.provenance.get(n, [])) or "not recorded"
+        click.echo(f"  {pr(n):<{width}} {c:>7}  {src}")
     if b.palette is not None:
-        click.echo("colours: " + ", ".join(f"{n} #{r:02x}{g:02x}{bl:02x}"
+        click.echo("colours: " + ", ".join(f"{pr(n)} #{r:02x}{g:02x}{bl:02x}"
                                            for n, (r, g, bl) in zip(b.class_names, b.palette)))
     sub = b.stats.get("subsampled")
-    if sub:
-        click.echo(f"kept {sub['to']} of {sub['from']} vectors (evenly spaced) to fit the size "
-                   f"limit")
-    click.echo(f"built from {b.stats.get('images', '?')} images; "
-               f"preset: {b.config.get('preset', '?')}")
+    if isinstance(sub, dict):
+        click.echo(f"kept {pr(sub.get('to', '?'))} of {pr(sub.get('from', '?'))} vectors "
+                   f"(evenly spaced) to fit the size limit")
+    click.echo(f"built from {pr(b.stats.get('images', '?'))} images; "
+               f"preset: {pr(b.config.get('preset', '?'))}")
     click.echo("unknown: " + ("calibrated in the bank" if b.calibration is not None else
                               "not calibrated in the file (calibrated when a run loads it)"))
     if dr is None:
@@ -206,7 +208,7 @@ def info(path, as_json):
         click.echo(f"projection drift: {dr['score']:.3f} after {dr['added']} added vectors "
                    f"(fitted on {dr['fit_vectors']})"
                    + (f"; DRIFTED: the added vectors no longer match the projection's "
-                      f"whitening: run 'moduseg bank refit {path} --out NEW.npz'"
+                      f"whitening: run 'moduseg bank refit {pr(path)} --out NEW.npz'"
                       if dr["flagged"] else "; within tolerance"))
 
 

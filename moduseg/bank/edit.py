@@ -52,7 +52,7 @@ def drift(bank: Bank) -> dict | None:
     if bank.projection is None:
         return None
     ref = bank.stats.get("projection_fit")
-    if not isinstance(ref, dict) or len(ref.get("moments", [])) != bank.dim:
+    if not _is_reference(ref, bank.dim):
         return {"score": None, "added": None, "flagged": False,
                 "note": "no fit reference stored (the bank predates it); it is recorded at "
                         "the first 'bank add'"}
@@ -60,14 +60,26 @@ def drift(bank: Bank) -> dict | None:
     was = np.maximum(np.asarray(ref["moments"], np.float64), 1e-12)
     score = float(np.sqrt(np.mean(np.log(np.maximum(now, 1e-12) / was) ** 2)))
     added = int(ref.get("added", 0))
-    return {"score": round(score, 4), "added": added, "fit_vectors": int(ref.get("vectors", 0)),
+    fit = ref.get("vectors", 0)
+    return {"score": round(score, 4), "added": added,
+            "fit_vectors": fit if isinstance(fit, int) else None,
             "flagged": score > DRIFT_WARN}
+
+
+def _is_reference(ref, dim: int) -> bool:
+    """A stored drift reference of the right shape (the file may be old or edited)."""
+    if not isinstance(ref, dict):
+        return False
+    m, added = ref.get("moments"), ref.get("added", 0)
+    return (isinstance(m, list) and len(m) == dim
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in m)
+            and isinstance(added, int) and not isinstance(added, bool))
 
 
 def _fit_reference(bank: Bank) -> dict:
     """The drift reference: recorded at the fit; taken from the current vectors when absent."""
     ref = bank.stats.get("projection_fit")
-    if isinstance(ref, dict) and len(ref.get("moments", [])) == bank.dim:
+    if _is_reference(ref, bank.dim):
         return dict(ref)
     return {"vectors": len(bank), "moments": axis_moments(bank.vectors), "added": 0}
 
@@ -216,9 +228,10 @@ def refit(bank: Bank) -> Bank:
     new = l2_normalize((v @ W).astype(np.float32))
     P = (bank.projection.astype(np.float64) @ W).astype(np.float32)
     stats = dict(bank.stats)
+    old = stats.get("projection_fit")
+    refits = old.get("refits", 0) if isinstance(old, dict) else 0
     stats["projection_fit"] = {"vectors": len(new), "moments": axis_moments(new), "added": 0,
-                               "refits": int(stats.get("projection_fit", {}).get("refits", 0))
-                               + 1 if isinstance(stats.get("projection_fit"), dict) else 1}
+                               "refits": (refits if isinstance(refits, int) else 0) + 1}
     out = _replace(bank, vectors=new.astype(bank.vectors.dtype), projection=P, stats=stats)
     out.calibration = calibrate(out.vectors, out.labels, out.image_ids, out.class_names)
     return out

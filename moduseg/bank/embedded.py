@@ -43,6 +43,11 @@ def default_bank_path() -> Path:
     return p
 
 
+def resolve_bank(bank_path) -> Path:
+    """``--bank`` if given, else the embedded default bank."""
+    return Path(bank_path) if bank_path else default_bank_path()
+
+
 def _camvid_all(root):
     """Every labelled CamVid frame: train then val, in file order."""
     from .datasets import CAMVID_PALETTE, Dataset, camvid

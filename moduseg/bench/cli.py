@@ -42,6 +42,17 @@ OPTIONS = [
                               help="Bank file (default: build one from CamVid train).")),
     (("video",), click.option("--max-frames", type=int, default=None,
                               help="Frames per input.")),
+    (("video",), click.option("--preset", "preset_name", default=None,
+                              help="Configuration preset (default: the bank's).")),
+    (("video",), click.option("--temporal", type=click.Choice(["compare", "off"]),
+                              default=None,
+                              help="compare (default): the temporal path on vs off, "
+                                   "alternated, on the videos and moving-camera CamVid clips "
+                                   "(cost, temporal consistency, clip mIoU); off: skip it.")),
+    (("video",), click.option("--temporal-frames", type=int, default=None,
+                              help="Frames per video in the temporal comparison (default 60).")),
+    (("video",), click.option("--clips/--no-clips", default=None,
+                              help="Include the moving-camera CamVid clips (default: yes).")),
     (("stages", "video"), click.option("--home", default=None, type=click.Path(),
                                        help="Model home.")),
     (("video",), click.option("--backend", default=None, help="cpu, cuda, auto, ...")),
@@ -65,7 +76,8 @@ def options_for(suite: str):
 
 def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, proposals=None,
          frames=None, repeats=None, bank_size=None, sizes=None, dims=None, models=None,
-         bank_path=None, max_frames=None, home=None, backend=None, data_root=None, device=None):
+         bank_path=None, max_frames=None, home=None, backend=None, data_root=None, device=None,
+         preset_name=None, temporal=None, temporal_frames=None, clips=None):
     from .report import write_report
     from .suites import run
 
@@ -74,7 +86,9 @@ def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, 
                          models=models, home=home, data_root=data_root, device=device),
           "scaling": dict(sizes=_ints(sizes), dims=_ints(dims), repeats=repeats),
           "video": dict(bank_path=bank_path, max_frames=max_frames, folder_frames=max_frames,
-                        home=home, backend=backend, data_root=data_root)}
+                        home=home, backend=backend, data_root=data_root,
+                        preset_name=preset_name, temporal=temporal,
+                        temporal_frames=temporal_frames, clips=clips)}
     res = run(suites, prof, ov, threads, progress=not no_progress)
     paths = write_report(res, out_dir, plots=not no_plots)
     click.echo(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plot(s)")

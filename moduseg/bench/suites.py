@@ -16,19 +16,21 @@ PROFILES: dict[str, dict[str, dict]] = {
         "stages": dict(proposals=(10, 25), frames=3, warmup=1, bank_size=2_000, dim=64,
                        n_scenes=1, models="off"),
         "scaling": dict(sizes=(500, 2_000), dims=(32,), repeats=1, n_clusters=32),
-        "video": dict(max_frames=1, folder_frames=1, batch_sizes=(1,), build_limit=4),
+        "video": dict(max_frames=1, folder_frames=1, batch_sizes=(1,), build_limit=4,
+                      temporal_frames=3, clips=False),
     },
     "default": {
         "stages": dict(proposals=(25, 50, 100, 200), frames=20, warmup=3, model_frames=2),
         "scaling": dict(sizes=(1_000, 10_000, 100_000), dims=(384, 1152), repeats=3),
-        "video": dict(max_frames=2, folder_frames=2, batch_sizes=(1, 2)),
+        "video": dict(max_frames=2, folder_frames=2, batch_sizes=(1, 2), temporal_frames=60),
     },
     "full": {
         "stages": dict(proposals=(25, 50, 100, 200, 400), frames=100, warmup=5,
                        model_frames=10),
         "scaling": dict(sizes=(1_000, 10_000, 100_000, 1_000_000), dims=(384, 1152),
                         repeats=5),
-        "video": dict(max_frames=30, folder_frames=30, batch_sizes=(1, 2, 4)),
+        "video": dict(max_frames=30, folder_frames=30, batch_sizes=(1, 2, 4),
+                      temporal_frames=120),
     },
 }
 

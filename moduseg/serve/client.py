@@ -1,7 +1,7 @@
 """Talking to a served ``moduseg`` model with ``tritonclient``, and ``bench serve``.
 
-``segment_http`` / ``segment_grpc`` are the client example of README
-"Serving" as functions; ``bench_streams`` runs N concurrent clients, each
+``segment_http`` / ``segment_grpc`` are the client example of
+docs/guides/serving.md as functions; ``bench_streams`` runs N concurrent clients, each
 sending the frames of a video, and reads the server's own queue and compute
 times from its metrics endpoint.
 """

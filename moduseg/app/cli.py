@@ -30,12 +30,6 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
     return Path(DEFAULT_OUT_ROOT) / name
 
 
-def resolve_bank(bank_path) -> Path:
-    """``--bank`` if given, else the embedded default bank."""
-    from ..bank.embedded import default_bank_path
-    return Path(bank_path) if bank_path else default_bank_path()
-
-
 @click.command("segment")
 @click.argument("input_spec", metavar="INPUT")
 @click.option("--bank", "bank_path", default=None, type=click.Path(),
@@ -65,11 +59,13 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     images can be split over jobs (--shard i/N) or a Ray actor pool (--engine
     ray); frames that fail are listed under "skipped" in segments.json.
     """
+    from ..bank.embedded import resolve_bank
     from ..models import ensure_models
     from ..scale import options
     from ..scale.work import ModelSpec, assemble
-    from .outputs import prepare_output, run_segment
-    from .stream import image_paths, input_kind, probe_input
+    from .loop import run_segment
+    from .run import prepare_output
+    from .sources import image_paths, input_kind, probe_input
 
     kind = input_kind(input_spec)
     shard, ray_options = options.parse(**engine)
@@ -108,7 +104,7 @@ def _outputs_only(spec):
     """What segment's outputs need from the segmenter (bank, configuration), without models."""
     from types import SimpleNamespace
 
-    from .assemble import load_bank_config
+    from ..runtime.assemble import load_bank_config
     bank, cfg = load_bank_config(spec.bank_path, spec.preset, spec.overrides, spec.proposer)
     return SimpleNamespace(bank=bank, config=cfg.runtime, full_config=cfg)
 
@@ -121,7 +117,7 @@ def _ray_results(spec, work, ray_options, need_image: bool):
     from ..io import read_image
     from ..scale import ray_engine
     from ..scale.work import FrameError, SegmentTask, assemble
-    from .stream import Frame
+    from .sources import Frame
 
     task = SegmentTask(partial(assemble, spec, "segmenter"))
     for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):
