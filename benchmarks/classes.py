@@ -83,7 +83,10 @@ class OpenSet:
     def json(self):
         return {"recall": round(100 * self.tp / max(self.p, 1), 2),
                 "false_alarm": round(100 * self.fp / max(self.n, 1), 2),
-                "auroc": round(self.auroc(), 4), "pixels": self.p}
+                "auroc": round(self.auroc(), 4), "pixels": self.p,
+                # p-value histograms (BINS bins over [0, 1]): recall / false alarm of a
+                # per-pixel threshold at any quantile, offline
+                "hist_pos": self.pos.tolist(), "hist_neg": self.neg.tolist()}
 
 
 def raw_entries(rows, cfg, n):
@@ -146,6 +149,7 @@ def run(args, partial=None):
     print(f"cache ready ({time.perf_counter() - t0:.0f} s)", flush=True)
     n = len(names)
     ev = {"full_off": Evaluator(names), "full_on": Evaluator(names)}
+    full_open = OpenSet()         # every class known: any unknown pixel is a false alarm
     per_c = {c: {"drop_on": Evaluator(names), **{f"k{k}": Evaluator(names) for k in KS},
                  "open": OpenSet(), "add_s": {k: [] for k in KS}, "shots": {k: 0 for k in KS}}
              for c in classes}
@@ -164,7 +168,7 @@ def run(args, partial=None):
         full.calibration = calibrate(full.vectors, full.labels, full.image_ids, names)
         full_s = time.perf_counter() - tb
         label_fold(test, full, cfg, np.arange(n), ev["full_off"])
-        label_fold(test, full, cfg_on, np.arange(n), ev["full_on"])
+        label_fold(test, full, cfg_on, np.arange(n), ev["full_on"], full_open, -1)
         data.append((raw, ids, full, test))
         print(f"fold {fold}: full bank {len(full)} vectors ({full_s:.1f} s to finish + "
               f"calibrate), {len(test)} eval frames ({time.perf_counter() - t0:.0f} s)",
@@ -193,18 +197,22 @@ def run(args, partial=None):
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
         if partial is not None:
             partial(summary(args, names, eval_idx, folds, ev, per_c, [x for x in classes
-                                                                       if x <= c], q, t0))
-    return summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0)
+                                                                       if x <= c], q, t0,
+                            full_open))
+    return summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open)
 
 
-def summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0):
+def summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open):
     n = len(names)
     full_iou = ev["full_off"].scores().iou * 100
     out = {"preset": args.preset, "sets": args.sets, "unknown_q": q, "stride": args.stride,
            "eval_frames": len(eval_idx), "bank_frames_per_fold": [
                int(sum(1 for g in folds if g != f)) for f in range(3)],
            "full_mIoU_off": round(ev["full_off"].scores().miou, 2),
-           "full_mIoU_on": round(ev["full_on"].scores().miou, 2), "classes": {}}
+           "full_mIoU_on": round(ev["full_on"].scores().miou, 2),
+           "full_per_class_off": [round(float(x) * 100, 2) for x in ev["full_off"].scores().iou],
+           "full_per_class_on": [round(float(x) * 100, 2) for x in ev["full_on"].scores().iou],
+           "full_open_set": full_open.json(), "classes": {}}
     for c in classes:
         r = per_c[c]
         known = [i for i in range(n) if i != c]
