@@ -19,6 +19,7 @@ STUDIES = {
     "scale-out": "scale_out",
     "reference": "reference",
     "classes": "classes",
+    "overlay-video": "overlay_video",
     "video-clips": "video_clips",
 }
 

@@ -8,6 +8,7 @@ import click
 
 from ..errors import InputError
 from ..scale.options import engine_options
+from ..settings import preset_option, proposer_option
 
 
 BACKEND_HELP = ("auto (cuda when a GPU is usable, else cpu), cpu, cuda, tensorrt (ONNX Runtime "
@@ -38,12 +39,11 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--out", "out_dir", default=None, type=click.Path(),
               help=f"Output folder; default: {DEFAULT_OUT_ROOT}/<input name> in the working "
                    f"directory.")
-@click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
+@preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
 @click.option("--backend", default="auto", help=BACKEND_HELP)
-@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
-              help=PROPOSER_HELP)
+@proposer_option(PROPOSER_HELP)
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
@@ -156,10 +156,10 @@ def _ray_results(spec, work, ray_options, need_image: bool):
     from .sources import Frame
 
     task = SegmentTask(partial(assemble, spec, "segmenter"))
-    for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):
-        index, path = work[k]
+    for k, res in ray_engine.run(task, [str(f.path) for f in work], ray_options):
+        index, path, name = work[k]
         if isinstance(res, FrameError):
-            yield Frame(index, path.stem, None), InputError(res.message)
+            yield Frame(index, name, None, path.name), InputError(res.message)
             continue
         image = read_image(path) if need_image else None
-        yield Frame(index, path.stem, image), res
+        yield Frame(index, name, image, path.name), res

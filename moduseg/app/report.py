@@ -6,7 +6,14 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ..text import printable, url_path
 from ..types import IGNORE
+
+
+def _e(s) -> str:
+    """Text for the page: control characters and undecodable bytes shown escaped
+    (a name that is not UTF-8 could not even be written to the file), then HTML-escaped."""
+    return html.escape(printable(s))
 
 
 def _hex(rgb) -> str:
@@ -46,12 +53,12 @@ def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, ga
                n_frames, n_overlays, video, overlays, skipped, unknown=None) -> str:
     """A self-contained page (relative links, inline CSS and SVG, no script).
 
-    ``unknown``: pixels labelled unknown (``runtime.unknown`` on; None: off). They are
-    are not part of ``unassigned``.
+    ``unknown``: pixels labelled unknown (``runtime.unknown`` on; None: off); they are
+    not part of ``unassigned``.
     """
     from ..render import UNKNOWN_COLOUR
     from ..types import UNKNOWN
-    e = html.escape
+    e = _e
     total_px = max(1, sum(class_pixels.values()) + unassigned + (unknown or 0))
     present = sorted(((n, c) for n, c in class_pixels.items() if c), key=lambda t: -t[1])
     index_of = {n: i for i, n in enumerate(names)}
@@ -85,7 +92,10 @@ def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, ga
     if not overlays:
         gallery_html = "<p>Overlays were not written (<code>--no-overlay</code>).</p>"
     else:
-        figs = "".join(f'<figure><a href="{e(g)}"><img src="{e(g)}" alt="{e(g)}"></a>'
+        # links percent-encode the file's bytes: '#', '?', '%' and newlines in a file name
+        # would otherwise cut the link short or point elsewhere
+        figs = "".join(f'<figure><a href="{html.escape(url_path(g))}"><img '
+                       f'src="{html.escape(url_path(g))}" alt="{e(g)}"></a>'
                        f'<figcaption>{e(Path(g).stem)}</figcaption></figure>' for g in gallery)
         note = (f'<p>Stills from <a href="overlay.mp4">overlay.mp4</a> '
                 f'({n_frames} frames).</p>' if video else

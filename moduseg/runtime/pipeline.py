@@ -296,7 +296,6 @@ class Segmenter:
         # the whole configuration, recorded with every result
         self.full_config = (config if isinstance(config, ModuSegConfig)
                             else ModuSegConfig(runtime=self.config, preset="custom"))
-        self.config.validate()
         check_identity(bank.backbone, backbone.identity)
         self.backbone, self.proposer = backbone, proposer
         # the bank, its index and class prior, read once per frame (``swap_bank``
