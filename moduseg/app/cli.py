@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..text import printable
 from ..scale.options import engine_options
 from ..settings import preset_option, proposer_option
 
@@ -99,7 +100,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
         extra_sinks.append(UncertainFrames(uncertain_dir, UncertainRule(
             unknown_share=uncertain_unknown, low_confidence_share=uncertain_low_confidence)))
     probe_input(input_spec)
-    click.echo(f"writing to {out}", err=True)
+    click.echo(f"writing to {printable(out)}", err=True)
     if backend != "tensorrt-native":
         ensure_models(home, offline=offline)
     results = None
@@ -122,16 +123,18 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay, shard=shard, results=results,
                           watcher=watcher, extra_sinks=extra_sinks)
-    click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"
+    click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "
+               f"{printable(out / 'index.html')})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
                   if summary.skipped else ""))
     for e in summary.skipped[:20]:
-        click.echo(f"  skipped {e['file']}: {e['error']}", err=True)
+        click.echo(f"  skipped {printable(e['file'])}: {printable(e['error'])}", err=True)
     for sink in extra_sinks:
-        click.echo(f"{sink.kept} uncertain frame(s) -> {sink.folder} (add them with 'moduseg "
-                   f"bank add BANK --dataset folder --root {sink.folder / 'images'} --labels "
-                   f"{sink.folder / 'labels'} --classes {sink.folder / 'classes.txt'} --out "
-                   f"NEW.npz')")
+        hard = sink.folder
+        click.echo(f"{sink.kept} uncertain frame(s) -> {printable(hard)} (add them with "
+                   f"'moduseg bank add BANK --dataset folder --root {printable(hard / 'images')} "
+                   f"--labels {printable(hard / 'labels')} --classes "
+                   f"{printable(hard / 'classes.txt')} --out NEW.npz')")
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
                                                    for k, v in summary.median_ms.items()))
 

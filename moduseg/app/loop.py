@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import ModuSegError
+from ..text import printable
 from .run import RunSummary, RunWriter
 from .sources import Frame, count_frames, input_kind, iter_frames, video_info
 
@@ -52,7 +53,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
 
     def on_error(path, err):
         writer.skip(path, err)
-        bar.write(f"skipped: {err}")
+        bar.write(f"skipped: {printable(err)}")
 
     def infer(frame):
         if watcher is not None:         # between frames: a changed bank file swaps in

@@ -8,6 +8,7 @@ import click
 
 from ..bank.datasets import LAYOUTS
 from ..scale.options import engine_options
+from ..text import printable
 from ..settings import preset_option, proposer_option
 
 
@@ -63,10 +64,10 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     check_output_file(out, "--out", suffix=".npz")     # before any work
     shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
+    ds = open_dataset(layout, root, split, labels, classes, background)   # before the models
     if backend != "tensorrt-native":
         from ..models import ensure_models
         ensure_models(home, offline=offline)
-    ds = open_dataset(layout, root, split, labels, classes, background)
     order = select_indices(ds, limit, shots)
     if not order:
         raise InputError(f"dataset {ds.name!r} gave no images to build a bank from")
@@ -89,7 +90,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
                          {"name": ds.name, "class_names": list(ds.class_names),
                           "background_index": ds.background_index}, identity, cfg.to_dict())
         n_vec = sum(len(e.labels) for e in entries)
-        click.echo(f"wrote {path}: shard {shard}, {len(entries)} of {len(order)} images, "
+        click.echo(f"wrote {printable(path)}: shard {shard}, {len(entries)} of {len(order)} images, "
                    f"{n_vec} vectors before outlier rejection; combine the parts with "
                    f"'moduseg bank merge PARTS... --out BANK'")
         _echo_failures([{"image": e.image_id, "error": e.error} for e in entries if e.error])
@@ -118,15 +119,16 @@ def _echo_failures(failed):
         click.echo(f"{len(failed)} image(s) failed and were left out (listed in the bank's "
                    f"stats.failed):", err=True)
         for f in failed[:20]:
-            click.echo(f"  {f['image']}: {f['error']}", err=True)
+            click.echo(f"  {printable(f['image'])}: {printable(f['error'])}", err=True)
 
 
 def _echo_bank(path, b):
     s = b.stats
-    click.echo(f"wrote {path}: {len(b)} vectors of dim {b.dim} from {s['images']} images "
+    click.echo(f"wrote {printable(path)}: {len(b)} vectors of dim {b.dim} from {s['images']} images "
                f"({s['skipped_small']} regions skipped below min_area, "
                f"{s['dropped_outliers']} outliers dropped)")
-    click.echo("vectors per class: " + ", ".join(f"{k} {v}" for k, v in s["per_class"].items()))
+    click.echo("vectors per class: " + ", ".join(f"{printable(k)} {v}"
+                                                 for k, v in s["per_class"].items()))
     _echo_failures(s.get("failed", []))
 
 

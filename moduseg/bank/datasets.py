@@ -514,6 +514,9 @@ def open_dataset(layout: str, root: str | Path, split: str | None = None,
     """One entry point for the CLI: ``layout`` names the reader."""
     if class_name is not None and layout != "pairs":
         raise InputError("--class names the class of binary masks: use it with --dataset pairs")
+    if background is not None and layout != "folder":
+        raise InputError(f"--background {background} applies to --dataset folder only ("
+                         f"{layout} says which class is the background itself); leave it out")
     if layout == "camvid":
         return camvid(root, split or "train")
     if layout == "voc":
