@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import ModuSegError
+from ..text import printable
 from .run import RunSummary, RunWriter
 from .sources import Frame, count_frames, input_kind, iter_frames, video_info
 
 
 def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None = None,
                 overlays: bool = True, progress: bool = True, shard=None,
-                results=None, temporal=None) -> RunSummary:
+                results=None, watcher=None, extra_sinks=(), temporal=None) -> RunSummary:
     """Segment an image, folder, video or camera into ``out``: the one call the CLI makes.
 
     ``seg`` is a ``Segmenter`` (anything with ``bank``, ``full_config`` and
@@ -30,9 +31,12 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     frame is readable is an error. ``shard`` (``scale.shard.Shard``) takes one
     share of a folder; ``results`` (an iterable of ``(Frame, result or
     Exception)`` in frame order, e.g. from a Ray actor pool) replaces the
-    in-process inference. ``temporal`` (a ``temporal.TemporalConfig``; None = on
-    with its defaults) applies to videos and cameras: the temporal path, or with
-    ``enabled=False`` the per-frame results; images and folders are always per frame.
+    in-process inference. ``watcher`` (``runtime.hotswap.BankWatcher``) is
+    polled before each frame: a changed bank file is used from the next frame.
+    ``extra_sinks`` (e.g. ``app.uncertain.UncertainFrames``) get every frame too.
+    ``temporal`` (a ``temporal.TemporalConfig``; None = on with its defaults)
+    applies to videos and cameras: the temporal path, or with ``enabled=False``
+    the per-frame results; images and folders are always per frame.
     """
     import time
     from dataclasses import replace
@@ -45,17 +49,18 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     kind = input_kind(input_spec)
     temporal = temporal or TemporalConfig()
     live = kind == "camera"
-    if kind in ("video", "camera") and temporal.enabled and results is None:
-        # a live source must not wait for a keyframe: its pipeline runs in a worker
-        seg = TemporalSegmenter(seg, replace(temporal, async_keyframes=live))
     out = Path(out)
     fps = video_info(input_spec)[0] if kind in ("video", "camera") else 25.0
     total = count_frames(input_spec, max_frames, shard)
     cfg = seg.full_config.to_dict() if hasattr(seg, "full_config") else {}
+    unknown = bool(getattr(getattr(seg, "config", None), "unknown", 0))
     writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
                        fps=fps, total=total, overlays=overlays,
-                       background_index=seg.bank.background_index)
-    if isinstance(seg, TemporalSegmenter):
+                       background_index=seg.bank.background_index, unknown=unknown,
+                       extra_sinks=extra_sinks)
+    if kind in ("video", "camera") and temporal.enabled and results is None:
+        # a live source must not wait for a keyframe: its pipeline runs in a worker
+        seg = TemporalSegmenter(seg, replace(temporal, async_keyframes=live))
         writer.temporal_config = seg.config.to_dict()
     captured: dict[int, float] = {}     # frame index -> when it left the source
     latency: dict[int, float] = {}      # live sources: capture -> result, ms
@@ -63,7 +68,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
 
     def on_error(path, err):
         writer.skip(path, err)
-        bar.write(f"skipped: {err}")
+        bar.write(f"skipped: {printable(err)}")
 
     def timed(frames):
         for f in frames:
@@ -71,6 +76,8 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
             yield f
 
     def infer(frame):
+        if watcher is not None:         # between frames: a changed bank file swaps in
+            watcher.poll()
         try:
             res = seg(frame.image, StageTimer())
             t0 = captured.pop(frame.index, None)

@@ -167,7 +167,6 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
     from .pipeline import Segmenter
 
     be = resolve_backend(backend)
-    cfg.validate()
     check_bank_options(cfg, bank, home)
     if backbone is None:
         backbone = build_backbone(cfg, be, home)
@@ -175,8 +174,10 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
         # runtime.assignment='patch' (the fast preset) labels patches only: no proposer
         proposer = (build_proposer(cfg, be, home) if need_proposer and cfg.needs_proposer
                     else NoProposer())
-    return Segmenter(backbone, proposer, bank, cfg, pooler=build_pooler(cfg, be),
-                     index=build_index(bank, cfg, be), parallel=parallel)
+    seg = Segmenter(backbone, proposer, bank, cfg, pooler=build_pooler(cfg, be),
+                    index=build_index(bank, cfg, be), parallel=parallel)
+    seg.make_index = lambda b: build_index(b, cfg, be)     # hot-swapped banks alike
+    return seg
 
 
 def load_segmenter(bank_path, home=None, preset: str | None = None, overrides=(),
@@ -197,7 +198,7 @@ def load_bank_config(bank_path, preset: str | None = None, overrides=(),
     from ..settings import resolve_config
 
     bank = load_bank(bank_path)
-    return bank, resolve_config(preset, overrides, bank.config, proposer=proposer).validate()
+    return bank, resolve_config(preset, overrides, bank.config, proposer=proposer)
 
 
 def _model_path(model, home) -> Path:
