@@ -372,3 +372,13 @@ def test_huge_numbers_are_one_line_errors():
         resolve_config("paper", ["bank.eps=" + "9" * 400])
     with pytest.raises(InputError, match="runtime.top_k must be in"):
         resolve_config("paper", {"runtime.top_k": 10 ** 400})
+
+
+@pytest.mark.parametrize("name", [["sam"], {"a": 1}, 3, None])
+def test_a_stored_proposer_name_of_any_type_is_a_one_line_error(name):
+    d = {"proposer": {"name": name}}
+    if name is None:                        # an old bank's "unset": the default proposer
+        assert ModuSegConfig.from_dict(d).proposer == SamOptions()
+        return
+    with pytest.raises(InputError, match="proposer.name must be one of"):
+        ModuSegConfig.from_dict(d)
