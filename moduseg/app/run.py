@@ -38,6 +38,7 @@ class RunSummary:
     skipped: list[dict]
     median_ms: dict[str, float]
     class_pixels: dict[str, int] = field(default_factory=dict)
+    live: dict | None = None        # cameras and streams: latency, keyframe rate, drops
 
 
 def prepare_output(out: str | Path) -> Path:
@@ -133,15 +134,17 @@ class RunWriter:
         return self.run.palette
 
     # per frame (called from the writer thread, in frame order)
-    def add(self, frame, result: SegmentationResult) -> None:
+    def add(self, frame, result: SegmentationResult, latency_ms: float | None = None) -> None:
+        """Write one frame's results; ``latency_ms``: a live frame's time from being
+        read to its result."""
         try:
-            self._add(frame, result)
+            self._add(frame, result, latency_ms)
         except OutputError as e:        # name --out, not the private staging folder
             why = str(e).split(": ", 1)[-1]
             raise OutputError(f"cannot write the results of frame {frame.name} into "
                               f"{self.out}: {why}") from None
 
-    def _add(self, frame, result: SegmentationResult) -> None:
+    def _add(self, frame, result: SegmentationResult, latency_ms: float | None) -> None:
         run, lm = self.run, result.label_map
         C = len(run.class_names)
         counts = np.bincount(np.where(lm < C, lm, C).ravel(), minlength=C + 1)
@@ -155,6 +158,12 @@ class RunWriter:
             "segments": segment_records(result),
             "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
         }
+        if latency_ms is not None:
+            record["latency_ms"] = round(float(latency_ms), 3)
+            run.latencies_ms.append(float(latency_ms))
+        key = getattr(result, "keyframe", None)
+        if key is not None:
+            run.keyframes.append(bool(key))
         for s in self.sinks:
             s.add(run, frame, result)
         run.frames.append(record)
@@ -163,6 +172,18 @@ class RunWriter:
 
     def skip(self, path, error) -> None:
         self.run.skipped.append({"file": str(path), "error": str(error)})
+
+    def overlay(self, frame, result: SegmentationResult) -> np.ndarray:
+        """The overlay of a frame just added (the overlay sink's, else drawn now)."""
+        for s in self.sinks:
+            last = getattr(s, "last_overlay", None)
+            if last is not None and last[0] == frame.index:
+                return last[1]
+        return result.plot(frame.image, self.run.palette, untinted=self.run.untinted)
+
+    def note_live(self, dropped: int = 0, reconnects: int | None = None) -> None:
+        """What the source reports at the end of a live run."""
+        self.run.dropped, self.run.reconnects = int(dropped), reconnects
 
     def finish(self) -> RunSummary:
         """Close and verify every sink, write the run files, then commit them as a set."""
@@ -177,7 +198,7 @@ class RunWriter:
             s.finish(run)
         self.commit()
         return RunSummary(self.out, len(run.frames), run.skipped, run.median_ms(),
-                          run.pixels())
+                          run.pixels(), run.live_summary())
 
     def commit(self) -> None:
         """Replace the previous run's files by this run's, as a set, under a folder lock."""
