@@ -8,6 +8,7 @@ import click
 
 from ..errors import InputError
 from ..scale.options import engine_options
+from ..settings import preset_option, proposer_option
 
 
 BACKEND_HELP = ("auto (cuda when a GPU is usable, else cpu), cpu, cuda, tensorrt (ONNX Runtime "
@@ -43,12 +44,11 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--out", "out_dir", default=None, type=click.Path(),
               help=f"Output folder; default: {DEFAULT_OUT_ROOT}/<input name> in the working "
                    f"directory.")
-@click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
+@preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
 @click.option("--backend", default="auto", help=BACKEND_HELP)
-@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
-              help=PROPOSER_HELP)
+@proposer_option(PROPOSER_HELP)
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")

@@ -268,7 +268,6 @@ class Segmenter:
         # the whole configuration, recorded with every result
         self.full_config = (config if isinstance(config, ModuSegConfig)
                             else ModuSegConfig(runtime=self.config, preset="custom"))
-        self.config.validate()
         check_identity(bank.backbone, backbone.identity)
         self.backbone, self.proposer, self.bank = backbone, proposer, bank
         self.index = index or bank_index(bank, self.config.index, self.config.nprobe)
