@@ -163,7 +163,7 @@ def test_live_sources_drop_stale_frames_instead_of_queueing_them():
     def camera():
         for i in range(60):
             time.sleep(0.01)
-            yield Frame(i, f"f{i}", None, time.perf_counter())
+            yield Frame(i, f"f{i}", None, captured=time.perf_counter())
 
     done, lat = [], []
 

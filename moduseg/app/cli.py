@@ -178,10 +178,10 @@ def _ray_results(spec, work, ray_options, need_image: bool):
     from .sources import Frame
 
     task = SegmentTask(partial(assemble, spec, "segmenter"))
-    for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):
-        index, path = work[k]
+    for k, res in ray_engine.run(task, [str(f.path) for f in work], ray_options):
+        index, path, name = work[k]
         if isinstance(res, FrameError):
-            yield Frame(index, path.stem, None), InputError(res.message)
+            yield Frame(index, name, None, path.name), InputError(res.message)
             continue
         image = read_image(path) if need_image else None
-        yield Frame(index, path.stem, image), res
+        yield Frame(index, name, image, path.name), res

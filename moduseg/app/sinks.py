@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import OutputError
-from ..io import write_image, write_json, write_label_png
+from ..io import opencv_path, write_image, write_json, write_label_png
 from ..registry import Entry, Registry
 from ..render import legend_height
 from ..types import IGNORE, SegmentationResult
@@ -135,6 +135,7 @@ class Overlays(BaseSink):
 
     def __init__(self):
         self._writer: OverlayVideo | None = None
+        self._writer_path = None          # opencv_path context of the writer's file
         self._video_frames = 0
         self._legend_h: dict[tuple[int, int], int] = {}
         self._preview_at: set[int] = set()
@@ -178,8 +179,10 @@ class Overlays(BaseSink):
         """H.264 in MP4 (``app.encode``): what browsers play; odd sides are padded."""
         if self._writer is None:
             import click
-            # private folder: no other run writes here
-            self._writer = OverlayVideo(run.stage / "overlay.mp4", run.fps,
+            # private folder: no other run writes here; a --out whose name is not UTF-8
+            # is reached through a link
+            self._writer_path = opencv_path(run.stage / "overlay.mp4")
+            self._writer = OverlayVideo(self._writer_path.__enter__(), run.fps,
                                         warn=lambda m: click.echo(m, err=True))
             run.video_codec = self._writer.encoding.codec
         self._writer.write(ov)
@@ -196,6 +199,8 @@ class Overlays(BaseSink):
         except OutputError:
             raise OutputError(f"the overlay video could not be finished (is the disk of "
                               f"{run.out} full?); free some space or use --no-overlay") from None
+        finally:
+            self._release_path()
         path = run.stage / "overlay.mp4"
         n_ok = verified_video_frames(path, self._video_frames)
         if n_ok != self._video_frames:
@@ -208,6 +213,13 @@ class Overlays(BaseSink):
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+        self._release_path()
+
+    def _release_path(self) -> None:
+        if self._writer_path is not None:
+            with contextlib.suppress(Exception):
+                self._writer_path.__exit__(None, None, None)
+            self._writer_path = None
 
 
 def verified_video_frames(path: Path, expected: int) -> int:
@@ -215,7 +227,11 @@ def verified_video_frames(path: Path, expected: int) -> int:
     container's count, provided its last frame decodes."""
     if not path.is_file() or path.stat().st_size == 0:
         return 0
-    cap = cv2.VideoCapture(str(path))
+    with opencv_path(path) as cv_path:
+        return _decodable_frames(cv2.VideoCapture(cv_path), expected)
+
+
+def _decodable_frames(cap, expected: int) -> int:
     try:
         if not cap.isOpened():
             return 0
