@@ -18,6 +18,7 @@ from moduseg.app.loop import run_overlapped, run_segment
 from moduseg.app.sources import Frame
 from moduseg.cli import cli
 from moduseg.config import ModuSegConfig
+from moduseg.temporal import TemporalConfig
 from moduseg.types import Proposals, Segment, SegmentationResult
 
 from browser import chromium, screenshot, video_playback
@@ -63,7 +64,8 @@ def test_rtsp_stream_run_plays_in_chromium_and_reports_latency(rtsp_python, tmp_
     out = tmp_path / "out"
     with RtspServer(rtsp_python, free_port(), seconds=40) as srv:
         url = srv.url.replace("rtsp://", "rtsp://viewer:secret@")
-        s = run_segment(BrightIsCar(), url, out, max_frames=15, progress=False)
+        s = run_segment(BrightIsCar(), url, out, max_frames=15, progress=False,
+                        temporal=TemporalConfig(enabled=False))
     assert s.frames == 15
     d = json.loads((out / "segments.json").read_text())
     assert d["input"] == {"path": url.replace("secret", "***"), "kind": "stream"}
@@ -146,7 +148,8 @@ def test_show_puts_each_overlay_on_screen(tmp_path, monkeypatch):
             seen.append((rgb.copy(), x.screen()))
             return ok
         monkeypatch.setattr(display.LiveWindow, "show", show_and_look)
-        run_segment(BrightIsCar(), str(video), out, progress=False, show=True)
+        run_segment(BrightIsCar(), str(video), out, progress=False, show=True,
+                    temporal=TemporalConfig(enabled=False))
     assert len(seen) == 12
     overlay, screen = seen[-1]
     h, w = overlay.shape[:2]

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..text import printable
 from ..scale.options import engine_options
 from ..settings import preset_option, proposer_option
 
@@ -19,6 +20,7 @@ PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its expor
 
 
 DEFAULT_OUT_ROOT = "moduseg-out"
+from .sources import LIVE_KINDS  # noqa: E402  inputs that run until stopped: the bank is watched
 
 
 def default_out_dir(input_spec: str, kind: str) -> Path:
@@ -59,11 +61,30 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--reconnect", type=click.IntRange(min=0), default=5, show_default=True,
               help="Stream URLs: reopen a dropped stream up to N times in a row (a pause "
                    "doubling from 0.5 s), each attempt said on the console.")
+@click.option("--temporal", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Videos, cameras and streams: keyframes with the full pipeline, the frames between "
+                   "propagated by optical flow, a temporal class memory and track ids (on); "
+                   "or every frame segmented alone (off). Images and folders are always "
+                   "per frame.")
 @click.option("--offline", is_flag=True,
               help="Never fetch the default models (they are fetched on first use otherwise).")
+@click.option("--save-uncertain", "uncertain_dir", default=None, type=click.Path(),
+              help="Write frames whose unknown or low-confidence share passes a threshold "
+                   "(image, label map, unknown mask, why) here, ready for 'bank add'.")
+@click.option("--uncertain-unknown", type=click.FloatRange(0.0, 1.0), default=0.05,
+              show_default=True,
+              help="--save-uncertain: keep a frame when this share of it is unknown (0: never).")
+@click.option("--uncertain-low-confidence", type=click.FloatRange(0.0, 1.0), default=0.25,
+              show_default=True,
+              help="--save-uncertain: keep a frame when this share of it is painted by "
+                   "proposals whose vote confidence is below 0.5 (0: never).")
+@click.option("--watch-bank/--no-watch-bank", default=None,
+              help="Use a changed bank file from the next frame on (default: on for a "
+                   "camera or stream, off for files).")
 @engine_options
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
-            max_frames, no_overlay, show, reconnect, offline, **engine):
+            max_frames, no_overlay, show, reconnect, temporal, offline, uncertain_dir,
+            uncertain_unknown, uncertain_low_confidence, watch_bank, **engine):
     """Segment INPUT (an image, a folder, a video file, a camera index, or an
     rtsp:// or http(s):// stream URL).
 
@@ -92,8 +113,16 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
         from .display import check_display
         check_display()                                      # before any model loads
     out = prepare_output(out_dir or default_out_dir(input_spec, kind))   # before any model loads
+    extra_sinks = []
+    if uncertain_dir is not None:
+        from .uncertain import UncertainFrames, UncertainRule
+        if ray_options is not None:
+            raise InputError("--save-uncertain writes frames from this process: run it "
+                             "without --engine ray")
+        extra_sinks.append(UncertainFrames(uncertain_dir, UncertainRule(
+            unknown_share=uncertain_unknown, low_confidence_share=uncertain_low_confidence)))
     probe_input(input_spec)
-    click.echo(f"writing to {out}", err=True)
+    click.echo(f"writing to {printable(out)}", err=True)
     if backend != "tensorrt-native":
         ensure_models(home, offline=offline)
     results = None
@@ -102,22 +131,50 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     else:
         seg = _outputs_only(spec)
         results = (_ray_video_results(spec, input_spec, max_frames, ray_options,
+                                      temporal=temporal == "on",
                                       need_image=not no_overlay or show) if ray_video else
                    _ray_results(spec, work, ray_options, need_image=not no_overlay or show))
     if seg.full_config.runtime.reuse_proposals_below > 0 and work is not None:
         raise InputError("runtime.reuse_proposals_below > 0 makes a frame depend on the one "
                          "before it, so the frames cannot be split over workers; drop "
                          "that --set or run without --shard/--engine ray")
+    watcher = None
+    if watch_bank or (watch_bank is None and kind in LIVE_KINDS):
+        if ray_options is not None:
+            raise InputError("--watch-bank swaps the bank of this process: run it without "
+                             "--engine ray")
+        from ..runtime.hotswap import BankWatcher
+        watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
+    from ..temporal import TemporalConfig
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
-                          overlays=not no_overlay, shard=shard, results=results, show=show,
+                          overlays=not no_overlay, shard=shard, results=results,
+                          watcher=watcher, extra_sinks=extra_sinks,
+                          temporal=TemporalConfig(enabled=temporal == "on"), show=show,
                           reconnect=reconnect, say=lambda m: click.echo(m, err=True))
-    click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"
+    click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "
+               f"{printable(out / 'index.html')})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
                   if summary.skipped else ""))
     for e in summary.skipped[:20]:
-        click.echo(f"  skipped {e['file']}: {e['error']}", err=True)
+        click.echo(f"  skipped {printable(e['file'])}: {printable(e['error'])}", err=True)
+    for sink in extra_sinks:
+        hard = sink.folder
+        click.echo(f"{sink.kept} uncertain frame(s) -> {printable(hard)} (add them with "
+                   f"'moduseg bank add BANK --dataset folder --root {printable(hard / 'images')} "
+                   f"--labels {printable(hard / 'labels')} --classes "
+                   f"{printable(hard / 'classes.txt')} --out NEW.npz')")
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
                                                    for k, v in summary.median_ms.items()))
+    if summary.temporal:
+        t = summary.temporal
+        tc = t.get("consistency", {}).get("mean")
+        click.echo(f"temporal: {t['keyframes']} keyframe(s) of {t['frames']} frames "
+                   f"(rate {t['keyframe_rate']}); ms per frame amortised "
+                   f"{t['frame_ms']['amortised']:.1f}, p50 {t['frame_ms']['p50']:.1f}, p95 "
+                   f"{t['frame_ms']['p95']:.1f}"
+                   + (f"; latency p50 {t['latency_ms']['p50']:.1f}, p95 "
+                      f"{t['latency_ms']['p95']:.1f}" if "latency_ms" in t else "")
+                   + (f"; temporal consistency {tc:.1f} %" if tc is not None else ""))
     if summary.live:
         click.echo(live_line(summary.live))
 

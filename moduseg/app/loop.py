@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import ModuSegError
+from ..text import printable
 from .run import RunSummary, RunWriter
 from .sources import (LIVE_KINDS, VIDEO_KINDS, Frame, count_frames, input_kind, iter_frames,
                       video_info)
@@ -22,9 +23,11 @@ from .sources import (LIVE_KINDS, VIDEO_KINDS, Frame, count_frames, input_kind, 
 
 def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None = None,
                 overlays: bool = True, progress: bool = True, shard=None,
-                results=None, show: bool = False, reconnect: int | None = None,
+                results=None, watcher=None, extra_sinks=(), temporal=None,
+                show: bool = False, reconnect: int | None = None,
                 say: Callable[[str], None] | None = None) -> RunSummary:
-    """Segment an image, folder, video or camera into ``out``: the one call the CLI makes.
+    """Segment an image, folder, video, camera or stream URL into ``out``: the one call
+    the CLI makes.
 
     ``seg`` is a ``Segmenter`` (anything with ``bank``, ``full_config`` and
     ``seg(image, timer)``). In a folder an unreadable or truncated image, or a
@@ -33,25 +36,36 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     frame is readable is an error. ``shard`` (``scale.shard.Shard``) takes one
     share of a folder; ``results`` (an iterable of ``(Frame, result or
     Exception)`` in frame order, e.g. from a Ray actor pool) replaces the
-    in-process inference.
+    in-process inference. ``watcher`` (``runtime.hotswap.BankWatcher``) is
+    polled before each frame: a changed bank file is used from the next frame.
+    ``extra_sinks`` (e.g. ``app.uncertain.UncertainFrames``) get every frame too.
+    ``temporal`` (a ``temporal.TemporalConfig``; None = on with its defaults)
+    applies to videos, cameras and streams: the temporal path, or with
+    ``enabled=False`` the per-frame results; images and folders are always per frame.
 
     A camera or stream URL is live: its frames are read as they come and, when
     the segmenter falls behind, the oldest waiting frame is dropped (counted),
-    so each frame's latency (read to result) stays bounded; a dropped stream is
-    reopened up to ``reconnect`` times (``netstream``), each attempt said on the
-    console. ``show``: each overlay also appears in a window (``app.display``);
-    closing it ends the run with the frames done so far.
+    so each frame's latency (read to result) stays bounded; ``max_frames``
+    counts segmented frames. A dropped stream is reopened up to ``reconnect``
+    times (``netstream``), each attempt said on the console (``say``).
+    ``show``: each overlay also appears in a window (``app.display``); closing
+    it ends the run with the frames done so far.
     """
+    import time
+    from dataclasses import replace
+
     from tqdm import tqdm
 
+    from ..temporal import TemporalConfig, TemporalSegmenter
     from ..timing import StageTimer
 
     kind = input_kind(input_spec)
-    out = Path(out)
+    temporal = temporal or TemporalConfig()
     live = kind in LIVE_KINDS and results is None
-    stream = None
+    out = Path(out)
     bar = tqdm(total=None, desc="segment", unit="frame", disable=not progress)
     say = say or bar.write
+    stream = None
     if kind == "stream":
         from .netstream import DEFAULT_RETRIES, StreamReader
         stream = StreamReader(input_spec, say=say,
@@ -63,15 +77,23 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     total = count_frames(input_spec, max_frames, shard)
     bar.reset(total=total)
     cfg = seg.full_config.to_dict() if hasattr(seg, "full_config") else {}
+    unknown = bool(getattr(getattr(seg, "config", None), "unknown", 0))
     try:
         writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
                            fps=fps, total=total, overlays=overlays,
-                           background_index=seg.bank.background_index)
+                           background_index=seg.bank.background_index, unknown=unknown,
+                           extra_sinks=extra_sinks)
     except BaseException:
         if stream is not None:
             stream.close()
         bar.close()
         raise
+    if kind in VIDEO_KINDS and temporal.enabled and results is None:
+        # a live source must not wait for a keyframe: its pipeline runs in a worker
+        seg = TemporalSegmenter(seg, replace(temporal, async_keyframes=live))
+        writer.temporal_config = seg.config.to_dict()
+    captured: dict[int, float] = {}     # frame index -> when it left the source
+    latency: dict[int, float] = {}      # live sources: capture -> result, ms
     stop = threading.Event()
     window = None
     if show:
@@ -80,28 +102,36 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
 
     def on_error(path, err):
         writer.skip(path, err)
-        bar.write(f"skipped: {err}")
+        bar.write(f"skipped: {printable(err)}")
+
+    def timed(frames):
+        for f in frames:
+            captured[f.index] = f.captured or time.perf_counter()
+            yield f
 
     def infer(frame):
+        if watcher is not None:         # between frames: a changed bank file swaps in
+            watcher.poll()
         try:
             res = seg(frame.image, StageTimer())
+            t0 = captured.pop(frame.index, None)
+            if live and t0 is not None:
+                latency[frame.index] = (time.perf_counter() - t0) * 1e3
+            return res
         except ModuSegError as e:       # one bad frame of a folder fails alone
             if kind != "folder":
                 raise
             return e
-        if frame.captured is not None:
-            frame.latency_ms = (time.perf_counter() - frame.captured) * 1e3
-        return res
 
     def write(frame, res):
         if isinstance(res, Exception):
             on_error(frame.name, res)
         else:
-            latency = frame.latency_ms
-            writer.add(frame, res, latency_ms=latency)
+            ms = latency.pop(frame.index, None)
+            writer.add(frame, res, ms)
             if window is not None and frame.image is not None and not stop.is_set():
                 ov = writer.overlay(frame, res)
-                caption = frame.name + (f", {latency:.0f} ms" if latency is not None else "")
+                caption = frame.name + (f", {ms:.0f} ms" if ms is not None else "")
                 if not window.show(ov, caption):
                     say("window closed: ending the run")
                     stop.set()
@@ -114,7 +144,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
             frames = iter_frames(input_spec, None if live else max_frames, shard,
                                  on_error=on_error, stream=stream)
             counts: dict = {}
-            run_overlapped(frames, infer, write, live=live, stop=stop, counts=counts,
+            run_overlapped(timed(frames), infer, write, live=live, stop=stop, counts=counts,
                            limit=max_frames if live else None)
             writer.note_live(dropped=counts.get("dropped", 0),
                              reconnects=stream.stats.reconnects if stream else None)
@@ -129,6 +159,8 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
         raise
     finally:
         bar.close()
+        if isinstance(seg, TemporalSegmenter):
+            seg.close()
         if window is not None:
             window.close()
         if stream is not None:
