@@ -42,6 +42,7 @@ class RunSummary:
     median_ms: dict[str, float]
     class_pixels: dict[str, int] = field(default_factory=dict)
     temporal: dict | None = None      # the temporal path's summary (videos, cameras)
+    live: dict | None = None        # cameras and streams: latency, keyframe rate, drops
 
 
 def prepare_output(out: str | Path) -> Path:
@@ -136,6 +137,8 @@ class RunWriter:
 
     # per frame (called from the writer thread, in frame order)
     def add(self, frame, result: SegmentationResult, latency_ms: float | None = None) -> None:
+        """Write one frame's results; ``latency_ms``: a live frame's time from being
+        read to its result."""
         try:
             self._add(frame, result, latency_ms)
         except OutputError as e:        # name --out, not the private staging folder
@@ -190,6 +193,12 @@ class RunWriter:
             "segments": segment_records(result),
             "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
         }
+        if latency_ms is not None:
+            record["latency_ms"] = round(float(latency_ms), 3)
+            run.latencies_ms.append(float(latency_ms))
+        key = getattr(result, "keyframe", None)
+        if key is not None:
+            run.keyframes.append(bool(key))
         if is_temporal(result):
             if run.temporal is None:
                 run.temporal = TemporalLog(self.temporal_config)
@@ -203,6 +212,18 @@ class RunWriter:
 
     def skip(self, path, error) -> None:
         self.run.skipped.append({"file": str(path), "error": str(error)})
+
+    def overlay(self, frame, result: SegmentationResult) -> np.ndarray:
+        """The overlay of a frame just added (the overlay sink's, else drawn now)."""
+        for s in self.sinks:
+            last = getattr(s, "last_overlay", None)
+            if last is not None and last[0] == frame.index:
+                return last[1]
+        return result.plot(frame.image, self.run.palette, untinted=self.run.untinted)
+
+    def note_live(self, dropped: int = 0, reconnects: int | None = None) -> None:
+        """What the source reports at the end of a live run."""
+        self.run.dropped, self.run.reconnects = int(dropped), reconnects
 
     def finish(self) -> RunSummary:
         """Close and verify every sink, write the run files, then commit them as a set."""
@@ -218,7 +239,8 @@ class RunWriter:
         self.commit()
         return RunSummary(self.out, len(run.frames), run.skipped, run.median_ms(),
                           run.pixels(),
-                          run.temporal.summary() if run.temporal is not None else None)
+                          run.temporal.summary() if run.temporal is not None else None,
+                          run.live_summary())
 
     def commit(self) -> None:
         """Replace the files the previous run recorded by this run's, under a folder
