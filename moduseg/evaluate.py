@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .config import PRESETS
 from .errors import InputError
 from .types import IGNORE
 
@@ -117,7 +118,8 @@ def gt_proposals(label: np.ndarray, mode: str = "classes"):
               help="Folder of predicted label PNGs named <image id>.png.")
 @click.option("--bank", default=None, type=click.Path(),
               help="Segment the dataset with this bank (default models) and score it.")
-@click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
+@click.option("--preset", default=None, type=click.Choice(list(PRESETS)),
+              help="Configuration preset: " + ", ".join(PRESETS) + " (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.top_k=10.")
 @click.option("--proposals", "proposal_mode", default="model",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..config import PRESETS
 from ..errors import InputError
 from ..scale.options import engine_options
 
@@ -30,20 +31,21 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
     return Path(DEFAULT_OUT_ROOT) / name
 
 
-def resolve_bank(bank_path) -> Path:
-    """``--bank`` if given, else the embedded default bank."""
-    from ..bank.embedded import default_bank_path
-    return Path(bank_path) if bank_path else default_bank_path()
+def resolve_bank(bank_path, preset: str | None = None) -> Path:
+    from ..bank.embedded import resolve_bank as _resolve
+    return _resolve(bank_path, preset)
 
 
 @click.command("segment")
 @click.argument("input_spec", metavar="INPUT")
 @click.option("--bank", "bank_path", default=None, type=click.Path(),
-              help="Bank file (.npz); default: the embedded CamVid street-scene bank.")
+              help="Bank file (.npz); default: the embedded CamVid street-scene bank of the "
+                   "preset.")
 @click.option("--out", "out_dir", default=None, type=click.Path(),
               help=f"Output folder; default: {DEFAULT_OUT_ROOT}/<input name> in the working "
                    f"directory.")
-@click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
+@click.option("--preset", default=None, type=click.Choice(list(PRESETS)),
+              help="Configuration preset: " + ", ".join(PRESETS) + " (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
 @click.option("--backend", default="auto", help=BACKEND_HELP)
@@ -67,13 +69,14 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     """
     from ..models import ensure_models
     from ..scale import options
+    from ..timing import format_stage_ms
     from ..scale.work import ModelSpec, assemble
     from .outputs import prepare_output, run_segment
     from .stream import image_paths, input_kind, probe_input
 
     kind = input_kind(input_spec)
     shard, ray_options = options.parse(**engine)
-    bank_path = resolve_bank(bank_path)
+    bank_path = resolve_bank(bank_path, preset)
     spec = ModelSpec(backend, home, preset, tuple(overrides), bank_path, proposer)
     work = None
     if shard is not None or ray_options is not None:
@@ -100,8 +103,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
                   if summary.skipped else ""))
     for e in summary.skipped[:20]:
         click.echo(f"  skipped {e['file']}: {e['error']}", err=True)
-    click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
-                                                   for k, v in summary.median_ms.items()))
+    click.echo(format_stage_ms(summary.median_ms))
 
 
 def _outputs_only(spec):

@@ -14,7 +14,7 @@ import time
 import cv2
 import numpy as np
 
-from ..bank.store import check_identity
+from ..bank.store import check_identity, rebuild_hint
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
 from ..smfa import center_image, l2_normalize
@@ -269,7 +269,8 @@ class Segmenter:
         self.full_config = (config if isinstance(config, ModuSegConfig)
                             else ModuSegConfig(runtime=self.config, preset="custom"))
         self.config.validate()
-        check_identity(bank.backbone, backbone.identity)
+        check_identity(bank.backbone, backbone.identity,
+                       fix=rebuild_hint(bank.config, self.full_config.preset))
         self.backbone, self.proposer, self.bank = backbone, proposer, bank
         self.index = index or bank_index(bank, self.config.index, self.config.nprobe)
         self.pooler = as_pooler(pooler)
