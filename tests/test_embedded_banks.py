@@ -16,7 +16,7 @@ from moduseg.bank.embedded import (EMBEDDED_BANKS, MAX_BYTES, TOTAL_MAX_BYTES,
                                    default_bank_path, embedded_bank_path, rebuild_command)
 from moduseg.bank.store import check_identity, load_bank, rebuild_hint
 from moduseg.cli import cli
-from moduseg.config import PRESETS, preset
+from moduseg.config import PRESETS, ModuSegConfig, preset
 from moduseg.errors import BankError
 from moduseg.bank.embedded import resolve_bank
 
@@ -40,7 +40,7 @@ def test_embedded_bank_is_built_with_its_presets_settings(name):
     assert all(bank.class_counts()[c] > 0 for c in CAMVID_CLASSES)
     # the stored configuration is the preset's own: the same backbone settings, bank
     # recipe and run-time settings (segment without --preset runs exactly the preset)
-    assert bank.config == preset(name).to_dict()
+    assert ModuSegConfig.from_dict(bank.config) == preset(name)
     np.testing.assert_allclose(np.linalg.norm(bank.vectors, axis=1), 1.0, atol=1e-4)
 
 

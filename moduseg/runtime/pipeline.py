@@ -22,7 +22,7 @@ from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
 from .index import SearchIndex, bank_index, bank_projection, project_queries
-from .masks import PackedMasks, class_nms, rasterize
+from .masks import FullResMasks, PackedMasks, class_nms
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
 from .prototypes import frame_prototype_scores
@@ -175,10 +175,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         order = paintable[class_nms(packed.take(paintable), labels[paintable],
                                     conf[paintable], cfg.nms_iou)]
     with timer("raster"):
-        label_map, won = rasterize(packed, labels, order, fill=-1)
-        if label_map.shape != tuple(proposals.image_hw):
-            H, W = proposals.image_hw
-            label_map = cv2.resize(label_map, (W, H), interpolation=cv2.INTER_NEAREST)
+        # painted at the frame's resolution (masks interpolated from the proposer's
+        # grid): the label map, the segment areas and segments.json's masks agree
+        full = FullResMasks.from_grid(proposals.masks[keep], proposals.image_hw)
+        label_map, won = full.paint(labels, order, fill=-1)
     with timer("fill"):
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
     if cfg.refine_radius > 0 and image is not None:
@@ -187,12 +187,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
                                             cfg.refine_radius, cfg.refine_eps)
 
     painted = dict(zip(order.tolist(), won.tolist()))
-    areas, px = all_areas[keep], H * W / float(mh * mw)     # mask pixels -> image pixels
     segments = [Segment(proposal=int(keep[i]), label=int(labels[i]),
                         class_name=bank.class_names[labels[i]] if labels[i] >= 0 else "",
                         confidence=float(conf[i]), objectness=float(scores[i]),
-                        area=int(round(areas[i])),
-                        painted_pixels=int(round(painted.get(i, 0) * px)))
+                        area=int(full.areas[i]), painted_pixels=int(painted.get(i, 0)))
                 for i in range(len(keep))]
     return SegmentationResult(label_map=label_map.astype(np.uint8), segments=segments,
                               timings_ms=timer.as_dict(), class_names=list(bank.class_names),
