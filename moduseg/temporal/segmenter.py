@@ -1,0 +1,259 @@
+"""The temporal path: keyframes run the full pipeline, the frames between are
+propagated by optical flow, and a class memory decides each pixel's class.
+
+``TemporalSegmenter(segmenter)(rgb) -> TemporalResult`` keeps its state in a
+small ``TemporalState``; ``reset()`` forgets it (a new stream). On a
+propagated frame no model runs: the last keyframe's fused label map and its
+proposals are carried to the frame by the composed flow (one resampling
+from the keyframe, never a chain of them). A keyframe's labels are fused
+with the memory warped to it (``memory.fuse``) and its segments continue
+the tracks whose warped masks they overlap (``tracks.update``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..timing import StageTimer
+from ..types import Proposals, SegmentationResult
+from . import memory as class_memory
+from .flow import compose, fb_valid, flow_pair, gray, identity_map, inside, resize_map, \
+    to_map, warp_nearest
+from .keyframes import FrameChange, KeyframePolicy, histogram_distance, keyframe_reason, \
+    photometric_residual
+from .tracks import TrackSet, update as update_tracks
+
+MODES = ("on", "off")
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """Settings of the temporal path (``--temporal on|off`` picks ``enabled``)."""
+
+    enabled: bool = True
+    policy: KeyframePolicy = field(default_factory=KeyframePolicy)
+    decay: float = 0.7             # weight of the memory against a keyframe's labels
+    track_decay: float = 0.7       # the same for a track's class scores
+    track_min_iou: float = 0.5     # warped-mask IoU that continues a track
+    flow_width: int = 480          # the flow runs on grey frames at most this wide
+    flow_preset: str = "ultrafast"  # DIS preset of the propagation flow
+    fb_max_err: float = 2.0        # forward-backward error (flow pixels) of a tracked pixel
+
+    def validate(self) -> "TemporalConfig":
+        from ..errors import InputError
+        if not 0.0 <= self.decay < 1.0 or not 0.0 <= self.track_decay < 1.0:
+            raise InputError("temporal decay must lie in [0, 1)")
+        if self.flow_width < 16:
+            raise InputError("temporal flow_width must be >= 16")
+        self.policy.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TemporalState:
+    """Everything a stream remembers between frames (one per camera / stream)."""
+
+    frame_index: int = -1
+    since_key: int = 0
+    shot: int = 0
+    image_hw: tuple | None = None
+    gray: np.ndarray | None = None          # previous frame, grey, flow resolution
+    key_gray: np.ndarray | None = None      # the keyframe, grey, flow resolution
+    key_map: np.ndarray | None = None       # current frame -> keyframe (flow resolution)
+    key_labels: np.ndarray | None = None    # the keyframe's fused label map
+    key_result: SegmentationResult | None = None
+    key_track_ids: list = field(default_factory=list)
+    memory: np.ndarray | None = None        # [C, H, W] class scores, keyframe coordinates
+    tracks: TrackSet = field(default_factory=TrackSet)
+    keyframes: int = 0
+
+
+@dataclass
+class TemporalResult(SegmentationResult):
+    """A ``SegmentationResult`` with what the temporal path decided for the frame."""
+
+    frame_index: int = 0
+    keyframe: bool = True
+    reason: str | None = None          # why it is a keyframe (``keyframes.REASONS``)
+    shot: int = 0                      # shots seen so far (a cut starts the next)
+    track_ids: list = field(default_factory=list)       # per segment
+    track_labels: list = field(default_factory=list)    # per segment: the track's class
+    change: dict | None = None         # ``FrameChange`` measurements
+
+    def to_json(self) -> dict:
+        d = super().to_json()
+        for s, tid, tl in zip(d["segments"], self.track_ids, self.track_labels):
+            s["track_id"], s["track_label"] = tid, tl
+        d["temporal"] = self.temporal_json()
+        return d
+
+    def temporal_json(self) -> dict:
+        return {"keyframe": self.keyframe, "reason": self.reason, "shot": self.shot,
+                "change": self.change}
+
+
+class TemporalSegmenter:
+    """Wraps a per-frame segmenter (``seg(image, timer) -> SegmentationResult``).
+
+    Call it on the frames of one stream in order; ``reset()`` before another.
+    With ``TemporalConfig(enabled=False)`` every frame is the wrapped
+    segmenter's own result, unchanged.
+    """
+
+    def __init__(self, segmenter, config: TemporalConfig | None = None):
+        self.segmenter = segmenter
+        self.config = (config or TemporalConfig()).validate()
+        self.state = TemporalState()
+        # what writers and the CLI read from a segmenter
+        for name in ("bank", "full_config", "index"):
+            if hasattr(segmenter, name):
+                setattr(self, name, getattr(segmenter, name))
+
+    def reset(self) -> None:
+        self.state = TemporalState()
+
+    def __call__(self, image: np.ndarray, timer: StageTimer | None = None):
+        if not self.config.enabled:
+            return self.segmenter(image, timer or StageTimer())
+        timer = timer or StageTimer()
+        t0 = time.perf_counter()
+        st, cfg = self.state, self.config
+        st.frame_index += 1
+        hw = tuple(image.shape[:2])
+        change, key_map = None, None
+        with timer("flow"):
+            g = gray(image, cfg.flow_width)
+            if st.gray is not None and st.image_hw == hw:
+                bwd, fwd = flow_pair(st.gray, g, cfg.flow_preset)
+                key_map = compose(st.key_map, bwd)
+                change = FrameChange(
+                    residual=photometric_residual(g, st.gray, to_map(bwd)),
+                    histogram=histogram_distance(st.gray, g),
+                    valid=float(fb_valid(bwd, fwd, cfg.fb_max_err).mean()),
+                    motion=float(np.linalg.norm(bwd, axis=2).mean()) / g.shape[1],
+                    fit_residual=photometric_residual(g, st.key_gray, key_map))
+        reason = keyframe_reason(change, st.since_key + 1, cfg.policy)
+        if reason is None:
+            res = self._propagate(image, key_map, timer)
+            st.since_key += 1
+        else:
+            res = self._keyframe(image, g, key_map if reason not in ("first", "cut") else None,
+                                 reason, timer)
+        st.gray, st.image_hw = g, hw
+        res.change = None if change is None else change.to_json()
+        res.timings_ms = timer.as_dict()
+        res.timings_ms["total"] = timer.ms["total"] = (time.perf_counter() - t0) * 1e3
+        return res
+
+    # -- the two kinds of frame -----------------------------------------------------------
+
+    def _keyframe(self, image, g, key_map, reason, timer) -> TemporalResult:
+        st, cfg = self.state, self.config
+        res = self.segmenter(image, timer)
+        n = len(res.class_names)
+        hw = res.label_map.shape
+        with timer("memory"):
+            if key_map is None or st.memory is None or st.memory.shape[1:] != hw:
+                if reason == "cut":
+                    st.shot += 1
+                st.tracks.reset()
+                mem = class_memory.start(res.label_map, n)
+                warped_masks = {}
+            else:
+                m = resize_map(key_map, hw)
+                mem = class_memory.fuse(class_memory.warp(st.memory, m), inside(m, hw),
+                                        res.label_map, cfg.decay)
+                warped_masks = self._warped_track_masks(key_map, res.proposals)
+            labels = class_memory.decide(mem)
+        with timer("tracks"):
+            segs, ids, tlabels = res.segments, [], []
+            if segs and res.proposals is not None:
+                new_masks = res.proposals.masks[[s.proposal for s in segs]]
+                ids = update_tracks(st.tracks, warped_masks, new_masks,
+                                    [s.label for s in segs], [s.confidence for s in segs],
+                                    n, st.frame_index, cfg.track_decay, cfg.track_min_iou)
+                tlabels = [st.tracks.tracks[i].label for i in ids]
+        st.memory, st.key_labels, st.key_gray = mem, labels, g
+        st.key_map, st.since_key, st.key_result = identity_map(g.shape), 0, res
+        st.key_track_ids, st.keyframes = ids, st.keyframes + 1
+        return TemporalResult(label_map=labels, segments=segs, timings_ms={},
+                              class_names=res.class_names, proposals=res.proposals,
+                              frame_index=st.frame_index, keyframe=True, reason=reason,
+                              shot=st.shot, track_ids=list(ids), track_labels=tlabels)
+
+    def _warped_track_masks(self, key_map, proposals) -> dict:
+        st = self.state
+        if not st.tracks.tracks:
+            return {}
+        some = next(iter(st.tracks.tracks.values())).mask
+        if proposals is not None and proposals.mask_hw != some.shape:
+            return {}
+        m = resize_map(key_map, some.shape)
+        return {tid: warp_nearest(t.mask, m, border=-1) for tid, t in st.tracks.tracks.items()}
+
+    def _propagate(self, image, key_map, timer) -> TemporalResult:
+        st = self.state
+        key = st.key_result
+        hw = st.key_labels.shape
+        with timer("propagate"):
+            st.key_map = key_map
+            labels = warp_nearest(st.key_labels, resize_map(key_map, hw))
+            props, segs, ids, tlabels = None, [], [], []
+            if key.proposals is not None and len(key.proposals):
+                kp = key.proposals
+                mm = resize_map(key_map, kp.mask_hw)
+                masks = np.stack([warp_nearest(k, mm, border=-1) for k in kp.masks])
+                props = Proposals(masks, kp.scores, kp.image_hw)
+                scale = kp.image_hw[0] * kp.image_hw[1] / float(kp.mask_hw[0] * kp.mask_hw[1])
+                areas = masks.reshape(len(masks), -1).sum(1) * scale
+                for s, tid in zip(key.segments, st.key_track_ids or [None] * len(key.segments)):
+                    # a mask mostly carried out of the frame no longer fits: drop it
+                    if areas[s.proposal] < 0.5 * max(s.area, 1):
+                        continue
+                    segs.append(replace(s, area=int(round(areas[s.proposal]))))
+                    ids.append(tid)
+                    t = st.tracks.tracks.get(tid)
+                    tlabels.append(t.label if t is not None else s.label)
+            elif key.segments:
+                segs = list(key.segments)
+        return TemporalResult(label_map=labels, segments=segs, timings_ms={},
+                              class_names=key.class_names, proposals=props,
+                              frame_index=st.frame_index, keyframe=False, reason=None,
+                              shot=st.shot, track_ids=ids if any(i is not None for i in ids)
+                              else [], track_labels=tlabels if ids else [])
+
+
+def segment_stream(segmenter, frames: Iterable[np.ndarray],
+                   config: TemporalConfig | None = None) -> Iterator[SegmentationResult]:
+    """Segment RGB frames of one video or stream in order (the stream form of the API).
+
+    ``segmenter`` is a per-frame ``Segmenter`` (``moduseg.load_segmenter()``) or a
+    ``TemporalSegmenter`` (its state continues); ``config`` defaults to the temporal
+    path on.
+    """
+    ts = segmenter if isinstance(segmenter, TemporalSegmenter) else \
+        TemporalSegmenter(segmenter, config)
+    for image in frames:
+        yield ts(image, StageTimer())
+
+
+def keyframe_summary(results_or_flags) -> dict:
+    """Keyframe count, rate and reasons of a run (``TemporalResult`` items or dicts)."""
+    flags = [r if isinstance(r, dict) else {"keyframe": r.keyframe, "reason": r.reason}
+             for r in results_or_flags]
+    n = len(flags)
+    keys = [f for f in flags if f["keyframe"]]
+    reasons: dict = {}
+    for f in keys:
+        reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+    return {"frames": n, "keyframes": len(keys),
+            "keyframe_rate": round(len(keys) / n, 4) if n else None, "reasons": reasons}
+
+

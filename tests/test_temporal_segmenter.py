@@ -1,0 +1,103 @@
+"""The temporal path end to end on synthetic moving scenes with a fake segmenter."""
+
+import numpy as np
+import pytest
+
+from moduseg.temporal import KeyframePolicy, TemporalConfig, TemporalSegmenter, \
+    keyframe_summary, segment_stream
+from temporal_fixtures import ColourSegmenter, canvas, crop, labels_of
+
+
+def pan(n, step=(2, 1), seed=0):
+    world, lab = canvas(seed)
+    return [crop(world, i * step[0], i * step[1]) for i in range(n)], \
+        [crop(lab, i * step[0], i * step[1]) for i in range(n)]
+
+
+def test_off_is_the_segmenter_itself():
+    frames, _ = pan(3)
+    fake = ColourSegmenter()
+    ts = TemporalSegmenter(fake, TemporalConfig(enabled=False))
+    for f in frames:
+        r = ts(f)
+        assert type(r).__name__ == "SegmentationResult"
+        assert np.array_equal(r.label_map, labels_of(f))
+    assert fake.calls == 3
+
+
+def test_propagated_frames_follow_a_known_shift():
+    frames, truth = pan(6)
+    fake = ColourSegmenter()
+    ts = TemporalSegmenter(fake, TemporalConfig(policy=KeyframePolicy(max_interval=10)))
+    results = [ts(f) for f in frames]
+    assert [r.keyframe for r in results] == [True] + [False] * 5
+    assert fake.calls == 1                       # no model ran on a propagated frame
+    inner = (slice(10, -10), slice(10, -10))
+    for r, t in zip(results[1:], truth[1:]):
+        assert (r.label_map[inner] == t[inner]).mean() > 0.97
+    # the masks moved with the content: the red mask's centre moved by (-10, -5) px
+    m0 = results[0].proposals.masks[1]
+    m5 = results[5].proposals.masks[1]
+    c0 = np.argwhere(m0).mean(0) * 2
+    c5 = np.argwhere(m5).mean(0) * 2
+    assert np.allclose(c0 - c5, [5, 10], atol=1.5)
+    # tracks keep their ids
+    assert results[5].track_ids == results[0].track_ids
+
+
+def test_cut_forces_a_keyframe_and_resets_the_memory():
+    a, _ = pan(4, seed=0)
+    world_b, _ = canvas(seed=7)
+    b = [np.ascontiguousarray(np.flipud(crop(world_b, i, 0))) for i in range(3)]
+    fake = ColourSegmenter()
+    ts = TemporalSegmenter(fake, TemporalConfig(policy=KeyframePolicy(max_interval=10)))
+    results = [ts(f) for f in a + b]
+    assert [r.reason for r in results] == ["first", None, None, None, "cut", None, None]
+    assert results[4].shot == 1 and results[3].shot == 0
+    # the memory restarted: the label map after the cut is exactly the new frame's vote
+    assert np.array_equal(results[4].label_map, labels_of(b[0]))
+    # and no track continues across the cut
+    assert not set(results[4].track_ids) & set(results[3].track_ids)
+
+
+def test_memory_holds_a_class_against_a_flickering_vote():
+    frames, truth = pan(9, step=(1, 0))
+    fake = ColourSegmenter(flip=True)           # every third call: green voted red
+    ts = TemporalSegmenter(fake, TemporalConfig(policy=KeyframePolicy(max_interval=1)))
+    results = [ts(f) for f in frames]
+    assert all(r.keyframe for r in results)
+    green = [(r.label_map[t == 2] == 2).mean() for r, t in zip(results, truth)]
+    assert min(green) > 0.95                    # per-frame output: 0 on every third
+    # the track's class holds too
+    assert all(2 in r.track_labels for r in results)
+
+
+def test_reset_starts_a_new_stream():
+    frames, _ = pan(3)
+    ts = TemporalSegmenter(ColourSegmenter())
+    [ts(f) for f in frames]
+    ts.reset()
+    assert ts(frames[0]).reason == "first"
+
+
+def test_interval_and_summary():
+    frames, _ = pan(7, step=(1, 0))
+    ts = TemporalSegmenter(ColourSegmenter(), TemporalConfig(policy=KeyframePolicy(max_interval=3)))
+    res = list(segment_stream(ts, frames))
+    assert [r.reason for r in res] == ["first", None, None, "interval", None, None, "interval"]
+    s = keyframe_summary(res)
+    assert s["keyframes"] == 3 and s["reasons"] == {"first": 1, "interval": 2}
+
+
+def test_json_carries_track_ids():
+    frames, _ = pan(2)
+    ts = TemporalSegmenter(ColourSegmenter())
+    d = [ts(f).to_json() for f in frames][1]
+    assert d["temporal"]["keyframe"] is False
+    assert all("track_id" in s for s in d["segments"])
+
+
+def test_bad_config():
+    from moduseg.errors import InputError
+    with pytest.raises(InputError):
+        TemporalConfig(decay=1.5).validate()

@@ -1,0 +1,191 @@
+"""Generate the docs' reference pages at build time (mkdocs-gen-files runs this).
+
+- reference/cli.md from the click commands (``moduseg.cli.cli``, lazy group included),
+- reference/configuration.md from the configuration schema and the presets,
+- changelog.md from CHANGELOG.md at the repository root.
+
+Nothing here is committed as Markdown: the pages are rebuilt on every ``mkdocs build``,
+so they cannot go stale. ``tests/test_docs.py`` imports the same functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _walk(cmd: click.Command, path: list[str], ctx: click.Context):
+    yield path, cmd, ctx
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, name)
+            if sub is None or getattr(sub, "hidden", False):
+                continue
+            yield from _walk(sub, path + [name], click.Context(sub, info_name=name, parent=ctx))
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _unset(value) -> bool:
+    """click >= 8.2 marks a missing default with a sentinel object."""
+    return type(value).__name__ == "Sentinel" or value is getattr(click.core, "UNSET", object())
+
+
+def _option_row(p: click.Parameter, ctx: click.Context) -> str:
+    names = ", ".join(f"`{n}`" for n in [*p.opts, *p.secondary_opts])
+    if isinstance(p, click.Option) and p.is_flag and not p.secondary_opts:
+        kind = "flag"
+    else:
+        kind = p.type.get_metavar(p, ctx) if hasattr(p.type, "get_metavar") else None
+        kind = kind or p.type.name.upper()
+        if getattr(p, "multiple", False):
+            kind += " (repeatable)"
+    default = ""
+    d = p.default
+    if p.required:
+        default = "required"
+    elif (isinstance(p, click.Option) and p.show_default is not False and not _unset(d)
+          and d not in (None, (), False) and not callable(d)):
+        default = f"`{d}`"
+    help_ = getattr(p, "help", "") or ""
+    return f"| {names} | {_cell(kind)} | {default} | {_cell(help_)} |"
+
+
+def cli_markdown() -> str:
+    """The command-line reference: every command and subcommand with its options."""
+    from moduseg.cli import cli
+
+    out = ["# Command line", "",
+           "Generated from the click commands at build time (`tools/docs_reference.py`). "
+           "Every command also answers `--help`. Bad input stops with one line naming the "
+           "input and the fix, exit code 2.", ""]
+    root = click.Context(cli, info_name="moduseg")
+    for path, cmd, ctx in _walk(cli, ["moduseg"], root):
+        name = " ".join(path)
+        level = "#" * min(len(path) + 1, 4)
+        out += [f"{level} `{name}`", ""]
+        doc = inspect.cleandoc(cmd.help or "")
+        if doc:
+            out += [doc.replace("\b\n", ""), ""]
+        pieces = cmd.collect_usage_pieces(ctx)
+        out += ["```text", f"Usage: {name} {' '.join(pieces)}".rstrip(), "```", ""]
+        args = [p for p in cmd.params if isinstance(p, click.Argument)]
+        if args:
+            out += ["Arguments: " + ", ".join(f"`{a.human_readable_name}`" for a in args), ""]
+        opts = [p for p in cmd.params if isinstance(p, click.Option) and not p.hidden]
+        if opts:
+            out += ["| option | value | default | what |", "|---|---|---|---|"]
+            out += [_option_row(p, ctx) for p in opts]
+            out += ["| `--help` | flag | | Show the help and exit. |", ""]
+        if isinstance(cmd, click.Group):
+            subs = [s for s in cmd.list_commands(ctx)]
+            out += ["Subcommands: " + ", ".join(f"`{s}`" for s in subs), ""]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------ configuration
+
+def _field_comments(cls) -> dict[str, str]:
+    """The comment lines written directly above each field of a dataclass."""
+    src = textwrap.dedent(inspect.getsource(cls))
+    lines = src.splitlines()
+    tree = ast.parse(src)
+    notes: dict[str, str] = {}
+    for node in tree.body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            i = node.lineno - 2
+            block = []
+            while i >= 0 and lines[i].strip().startswith("#"):
+                block.insert(0, lines[i].strip().lstrip("#").strip())
+                i -= 1
+            if block:
+                notes[node.target.id] = " ".join(block)
+    return notes
+
+
+def _type_text(tp) -> str:
+    text = tp if isinstance(tp, str) else getattr(tp, "__name__", None) or str(tp)
+    text = str(text).replace("typing.", "")
+    return text
+
+
+def _value(v) -> str:
+    return "`None`" if v is None else f"`{v!r}`"
+
+
+def config_markdown() -> str:
+    """The configuration reference: every setting, its type, range and preset values."""
+    from moduseg import config as C
+
+    presets = {name: make() for name, make in C.PRESETS.items()}
+    out = ["# Configuration", "",
+           "Generated from the configuration schema (`moduseg/config.py`) at build time "
+           "(`tools/docs_reference.py`). Set any of these with `--set section.name=value` "
+           "on `bank build`, `segment` and `eval`, or pick a preset with `--preset` "
+           f"({', '.join(f'`{p}`' for p in presets)}; see [Presets](../presets.md)). "
+           "A bank stores the configuration it was built with, and `segment`/`eval` use "
+           "it unless told otherwise. A misspelt or ill-typed setting stops with one line "
+           "before any model loads (\"did you mean ...?\"). `None` means the model's own "
+           "default.", ""]
+    for section, cls in C.SECTIONS.items():
+        out += [f"## `{section}`", ""]
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        if doc:
+            out += [doc, ""]
+        notes = _field_comments(cls)
+        hints = typing.get_type_hints(cls)
+        head = "| setting | type | allowed | " + " | ".join(f"`{p}`" for p in presets) + " | what |"
+        out += [head, "|" + "---|" * (4 + len(presets))]
+        for f in dataclasses.fields(cls):
+            meta = f.metadata or {}
+            if "choices" in meta:
+                allowed = ", ".join(_value(c) for c in meta["choices"])
+            elif "range" in meta:
+                lo, hi = meta["range"]
+                allowed = f"{lo} .. {hi}"
+            else:
+                allowed = ""
+            vals = " | ".join(_value(getattr(getattr(cfg, section), f.name))
+                              for cfg in presets.values())
+            out.append(f"| `{section}.{f.name}` | {_cell(_type_text(hints.get(f.name, f.type)))} "
+                       f"| {_cell(allowed)} | {vals} | {_cell(notes.get(f.name, ''))} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------- changelog
+
+def changelog_markdown() -> str:
+    path = ROOT / "CHANGELOG.md"
+    return path.read_text(encoding="utf-8") if path.exists() else "# Changelog\n"
+
+
+PAGES = {
+    "reference/cli.md": cli_markdown,
+    "reference/configuration.md": config_markdown,
+    "changelog.md": changelog_markdown,
+}
+
+
+def main() -> None:
+    import mkdocs_gen_files
+
+    for page, make in PAGES.items():
+        with mkdocs_gen_files.open(page, "w") as fh:
+            fh.write(make())
+
+
+if __name__ in ("__main__", "<run_path>"):
+    main()
