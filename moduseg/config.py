@@ -136,6 +136,12 @@ class RuntimeConfig:
     # for at most `reuse_max_age` frames in a row. The backbone still runs every frame.
     reuse_proposals_below: float = _num(0.0, 0.0, 255.0)
     reuse_max_age: int = _num(1, 0, BIG)
+    # segments whose vote confidence is below this are not painted, and the pixels only
+    # they cover are left unassigned (255) whatever runtime.unassigned says; 0 = off
+    min_confidence: float = _num(0.0, 0.0, 1.0)
+    # only these classes (names of the bank's classes) are painted; every other pixel is
+    # left unassigned (255) and other classes' segments are dropped; empty = all classes
+    classes: Tuple[str, ...] = ()
     eps: float = _num(1e-6, 0.0, 1.0)
 
     def validate(self) -> None:
@@ -155,6 +161,10 @@ class RuntimeConfig:
             raise InputError("runtime.nprobe must be positive")
         if self.reuse_proposals_below < 0 or self.reuse_max_age < 0:
             raise InputError("runtime.reuse_proposals_below and reuse_max_age must be >= 0")
+        if self.min_confidence > 0 and self.assignment == "patch":
+            raise InputError(
+                "runtime.min_confidence applies to segments, and runtime.assignment='patch' "
+                "(the fast preset) makes none; use --preset default, or drop the threshold")
 
 
 @dataclass

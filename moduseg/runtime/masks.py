@@ -147,11 +147,16 @@ class FullResMasks:
         out[y0:y0 + c.shape[0], x0:x0 + c.shape[1]] = c
         return out
 
-    def paint(self, labels: np.ndarray, order: np.ndarray,
-              fill: int) -> tuple[np.ndarray, np.ndarray]:
-        """``rasterize`` at full resolution: masks ``order`` first come first served;
-        (label map, pixels each painted mask won)."""
-        out = np.full(self.hw, fill, np.int32)
+    def paint(self, labels: np.ndarray, order: np.ndarray, fill: int,
+              out: np.ndarray | None = None,
+              value: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``rasterize`` at full resolution: masks ``order`` first come first served,
+        each over the pixels still at ``fill``; (label map, pixels each mask won).
+
+        ``out``: paint onto this map (in place) instead of a new one; ``value``:
+        paint every mask with this value instead of its label."""
+        if out is None:
+            out = np.full(self.hw, fill, np.int32)
         won = np.zeros(len(order), np.int64)
         for k, i in enumerate(order):
             y0, x0, c = self.crops[int(i)]
@@ -159,7 +164,7 @@ class FullResMasks:
                 continue
             region = out[y0:y0 + c.shape[0], x0:x0 + c.shape[1]]
             new = c & (region == fill)
-            region[new] = int(labels[i])
+            region[new] = int(labels[i]) if value is None else int(value)
             won[k] = int(new.sum())
         return out, won
 

@@ -79,7 +79,7 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
     ``cell_labels`` (every grid cell's retrieval label, when already known)
     spares the ``nearest`` policy its own search.
     """
-    un = label_map < 0
+    un = label_map == -1
     if not un.any():
         return label_map
     if cfg.unassigned == "ignore":
@@ -97,6 +97,42 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
         lut[cells] = np.where(labs >= 0, labs, IGNORE)
         label_map[un] = lut[cell_of[un]]
     return label_map
+
+
+# a pixel only a left-out segment covers (runtime.min_confidence / runtime.classes):
+# not filled by the unassigned policy, IGNORE in the label map
+ABSTAIN = -2
+
+
+def class_filter(classes, class_names) -> np.ndarray | None:
+    """``runtime.classes`` as a ``[C]`` bool mask over the bank's classes (``None``: all).
+
+    An unknown name is an ``InputError`` listing the bank's classes."""
+    if not classes:
+        return None
+    index = {str(n): i for i, n in enumerate(class_names)}
+    lower = {str(n).lower(): i for i, n in enumerate(class_names)}
+    shown = np.zeros(len(class_names), bool)
+    for name in classes:
+        i = index.get(name, lower.get(str(name).lower()))
+        if i is None:
+            import difflib
+            close = difflib.get_close_matches(str(name), list(index), n=1)
+            raise InputError(
+                f"runtime.classes: the bank has no class {name!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; its classes: {', '.join(map(str, class_names))}")
+        shown[i] = True
+    return shown
+
+
+def only_classes(label_map: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """Pixels of classes outside ``shown`` set to ``IGNORE``."""
+    lut = np.full(max(256, len(shown)), IGNORE, np.int64)
+    lut[:len(shown)] = np.where(shown, np.arange(len(shown)), IGNORE)
+    lm = np.asarray(label_map)
+    valid = (lm >= 0) & (lm < len(lut))
+    return np.where(valid, lut[np.clip(lm, 0, len(lut) - 1)], lm).astype(lm.dtype)
 
 
 def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: RuntimeConfig,
@@ -170,8 +206,15 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
             labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior, cfg.vote_balance)
             labels = np.where(pooled, labels, -1)
+    shown = class_filter(cfg.classes, bank.class_names)
     with timer("nms"):
-        paintable = np.flatnonzero((labels >= 0) & (labels != (-2 if bg is None else bg)))
+        named = (labels >= 0) & (labels != (-2 if bg is None else bg))
+        # runtime.min_confidence / runtime.classes: not painted, and the pixels only
+        # they cover left unassigned (not filled from the patches)
+        unsure = named & (conf < cfg.min_confidence)
+        hidden = ((labels >= 0) & ~shown[np.maximum(labels, 0)]) if shown is not None else \
+            np.zeros(len(labels), bool)
+        paintable = np.flatnonzero(named & ~unsure & ~hidden)
         order = paintable[class_nms(packed.take(paintable), labels[paintable],
                                     conf[paintable], cfg.nms_iou)]
     with timer("raster"):
@@ -179,19 +222,26 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         # grid): the label map, the segment areas and segments.json's masks agree
         full = FullResMasks.from_grid(proposals.masks[keep], proposals.image_hw)
         label_map, won = full.paint(labels, order, fill=-1)
+        left_out = np.flatnonzero(unsure | hidden)
+        if len(left_out):
+            full.paint(labels, left_out, fill=-1, out=label_map, value=ABSTAIN)
     with timer("fill"):
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
+        label_map[label_map == ABSTAIN] = IGNORE
+        if shown is not None:
+            label_map = only_classes(label_map, shown)
     if cfg.refine_radius > 0 and image is not None:
         with timer("refine"):
             label_map = guided_label_refine(label_map.astype(np.uint8), image,
                                             cfg.refine_radius, cfg.refine_eps)
 
     painted = dict(zip(order.tolist(), won.tolist()))
+    labels = np.where(unsure, -1, labels)             # too unsure to name: unassigned
     segments = [Segment(proposal=int(keep[i]), label=int(labels[i]),
                         class_name=bank.class_names[labels[i]] if labels[i] >= 0 else "",
                         confidence=float(conf[i]), objectness=float(scores[i]),
                         area=int(full.areas[i]), painted_pixels=int(painted.get(i, 0)))
-                for i in range(len(keep))]
+                for i in range(len(keep)) if not hidden[i]]
     return SegmentationResult(label_map=label_map.astype(np.uint8), segments=segments,
                               timings_ms=timer.as_dict(), class_names=list(bank.class_names),
                               proposals=proposals)
@@ -232,8 +282,12 @@ def assign_patches(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runtim
     if cell_labels is None:
         with timer("search"):
             cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
+    shown = class_filter(cfg.classes, bank.class_names)
     with timer("raster"):
         iy, ix = pixel_cells(fmap.geometry, fmap.image_hw)
+        if shown is not None:            # runtime.classes: other classes left unassigned
+            cell_labels = np.where((cell_labels >= 0) & shown[np.maximum(cell_labels, 0)],
+                                   cell_labels, -1)
         lut = np.where(cell_labels >= 0, cell_labels, IGNORE).astype(np.uint8)
         label_map = lut[iy[:, None] * fmap.geometry.grid_hw[1] + ix[None, :]]
     if cfg.refine_radius > 0 and image is not None:
@@ -269,6 +323,7 @@ class Segmenter:
         self.config.validate()
         check_identity(bank.backbone, backbone.identity,
                        fix=rebuild_hint(bank.config, self.full_config.preset))
+        class_filter(self.config.classes, bank.class_names)     # unknown names: now
         self.backbone, self.proposer, self.bank = backbone, proposer, bank
         self.index = index or bank_index(bank, self.config.index, self.config.nprobe)
         self.pooler = as_pooler(pooler)
