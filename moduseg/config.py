@@ -140,8 +140,8 @@ class RuntimeConfig:
     # they cover are left unassigned (255) whatever runtime.unassigned says; 0 = off
     min_confidence: float = _num(0.0, 0.0, 1.0)
     # only these classes (names of the bank's classes) are painted; every other pixel is
-    # left unassigned (255) and other classes' segments are dropped; empty = all classes
-    classes: Tuple[str, ...] = ()
+    # left unassigned (255) and other classes' segments are dropped; None = all classes
+    classes: Optional[Tuple[str, ...]] = None
     eps: float = _num(1e-6, 0.0, 1.0)
 
     def validate(self) -> None:
