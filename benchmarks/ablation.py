@@ -1,9 +1,9 @@
 """Quality ablation on same-sequence CamVid val: the paper preset, each change on its own, the default.
 
 Bank from train, labels of val (both mostly sequence ``0016E5``: the headline
-protocol is ``benchmarks/cross_sequence.py``; this table is kept for
+protocol is ``python -m benchmarks cross-sequence``; this table is kept for
 comparison with earlier releases). Backbone features and proposals of every
-frame come from the per-frame cache ``cross_sequence.py`` fills (one folder
+frame come from the per-frame cache ``cross-sequence`` fills (one folder
 per backbone identity + options and per proposer setting, computed on first
 use), so any preset and ``--set`` works, backbone options and the
 proposer-free ``fast`` preset included. Each row builds its bank and labels
@@ -11,20 +11,20 @@ val through the package's own ``image_vectors`` / ``assign``, exactly as
 ``moduseg bank build`` + ``moduseg eval`` with the row's ``--preset`` /
 ``--set`` flags would.
 
-    python benchmarks/ablation.py                     # every row, markdown table
-    python benchmarks/ablation.py --row "paper"       # one row
-    python benchmarks/ablation.py --preset default --set runtime.top_k=20   # one ad-hoc row
+    python -m benchmarks ablation                     # every row, markdown table
+    python -m benchmarks ablation --row "paper"       # one row
+    python -m benchmarks ablation --preset default --set runtime.top_k=20   # one ad-hoc row
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import pickle
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
 from moduseg.bank.builder import finish_vectors, image_vectors
@@ -207,42 +207,37 @@ def evaluate_row(preset_name: str, sets: list[str], cache: Path = CACHE, home=No
             "per_class_iou": sc.to_json()["per_class_iou"]}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--row", action="append", help="only these rows (by name)")
-    ap.add_argument("--preset", default=None, help="one ad-hoc row with this preset ...")
-    ap.add_argument("--set", action="append", default=[], dest="sets",
-                    help="... and these settings (repeatable), instead of the table's rows")
-    ap.add_argument("--cache", default=str(CACHE))
-    ap.add_argument("--home", default=None)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="BLAS/OpenMP/OpenCV threads (see benchmarks/README.md)")
-    ap.add_argument("--out", default=None, help="write the rows as JSON here")
-    args = ap.parse_args(argv)
+@click.command("ablation")
+@click.option("--row", "row_names", multiple=True, help="Only these rows of the table (by name; repeatable).")
+@click.option("--preset", "preset_name", default=None, help="One ad-hoc row with this preset ...")
+@click.option("--set", "sets", multiple=True, help="... and these settings (repeatable), instead of the table's rows.")
+@click.option("--cache", type=click.Path(path_type=Path), default=CACHE, show_default=True,
+              help="Per-frame feature and proposal cache (shared with cross-sequence).")
+@click.option("--home", default=None, help="Model home.")
+@click.option("--threads", type=int, default=1, show_default=True, help="BLAS/OpenMP/OpenCV threads.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the rows as JSON here.")
+def command(row_names, preset_name, sets, cache, home, threads, out):
+    """Same-sequence CamVid val mIoU: the paper preset, each change on its own, the default."""
     if not DATA.is_dir():
-        raise SystemExit(f"CamVid not found at {DATA}")
+        raise click.ClickException(f"CamVid not found at {DATA}")
     from moduseg.bench.stats import set_threads
-    set_threads(args.threads)
-    if args.preset or args.sets:
-        rows = [(" ".join([args.preset or "default"] + args.sets), args.preset or "default",
-                 args.sets)]
+    set_threads(threads)
+    sets = list(sets)
+    if preset_name or sets:
+        rows = [(" ".join([preset_name or "default"] + sets), preset_name or "default", sets)]
     else:
-        rows = [r for r in ROWS if not args.row or r[0] in args.row]
+        rows = [r for r in ROWS if not row_names or r[0] in row_names]
         if not rows:
-            raise SystemExit(f"no row named {args.row}; rows: {[r[0] for r in ROWS]}")
+            raise click.ClickException(f"no row named {list(row_names)}; rows: {[r[0] for r in ROWS]}")
     results = []
-    print("| configuration | flags | val mIoU | bank vectors | post-backbone ms |")
-    print("|---|---|---|---|---|")
-    for name, base, sets in rows:
-        r = evaluate_row(base, sets, Path(args.cache), args.home)
-        flags = " ".join([f"--preset {base}"] + [f'--set "{s}"' for s in sets])
+    click.echo("| configuration | flags | val mIoU | bank vectors | post-backbone ms |")
+    click.echo("|---|---|---|---|---|")
+    for name, base, row_sets in rows:
+        r = evaluate_row(base, row_sets, Path(cache), home)
+        flags = " ".join([f"--preset {base}"] + [f'--set "{s}"' for s in row_sets])
         results.append({"row": name, "flags": flags, **r})
-        print(f"| {name} | `{flags}` | {r['mIoU']:.1f} | {r['bank_vectors']} | "
-              f"{r['post_backbone_ms']:.0f} |", flush=True)
-    if args.out:
-        with atomic_path(Path(args.out)) as tmp:
+        click.echo(f"| {name} | `{flags}` | {r['mIoU']:.1f} | {r['bank_vectors']} | "
+                   f"{r['post_backbone_ms']:.0f} |")
+    if out:
+        with atomic_path(Path(out)) as tmp:
             tmp.write_text(json.dumps(results, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -13,13 +13,13 @@ per frame, in a folder keyed by the model files and the settings that change
 them: backbone identity and options, proposer settings), so a second row or
 a repeat costs only bank building and retrieval. Banks are built and frames
 labelled through the package's own ``image_vectors`` / ``assign`` (via
-``benchmarks/ablation.py``), exactly what ``moduseg bank build`` + ``moduseg
+``python -m benchmarks ablation``), exactly what ``moduseg bank build`` + ``moduseg
 eval`` with the same ``--preset`` / ``--set`` flags do.
 
-    python benchmarks/cross_sequence.py                          # default preset
-    python benchmarks/cross_sequence.py --preset paper
-    python benchmarks/cross_sequence.py --row "k=20" --set runtime.top_k=20
-    python benchmarks/cross_sequence.py --preset default --out loso.json --md loso.md
+    python -m benchmarks cross-sequence                          # default preset
+    python -m benchmarks cross-sequence --preset paper
+    python -m benchmarks cross-sequence --row "k=20" --set runtime.top_k=20
+    python -m benchmarks cross-sequence --preset default --out loso.json --md loso.md
 
 ``--dataset coco128`` runs the coco128-seg 4-fold check instead (bank from 96
 images, 32 evaluated per fold, 80 classes + background).
@@ -27,14 +27,14 @@ images, 32 evaluated per fold, 80 classes + background).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
-import ablation
+from . import ablation
 from moduseg.bank.datasets import camvid, yolo_seg
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
@@ -140,55 +140,49 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", choices=("camvid", "coco128"), default="camvid")
-    ap.add_argument("--preset", default="default")
-    ap.add_argument("--set", action="append", default=[], dest="sets",
-                    help="a setting as for 'moduseg bank build --set' (repeatable)")
-    ap.add_argument("--row", default=None, help="row name in the table")
-    ap.add_argument("--cache", default=str(ablation.CACHE))
-    ap.add_argument("--home", default=None)
-    ap.add_argument("--out", default=None, help="append the result to this JSON list")
-    ap.add_argument("--md", default=None, help="write the markdown tables of --out here")
-    ap.add_argument("--quantize", choices=("int8",), default=None,
-                    help="label with each fold's bank as stored int8 (the embedded bank's "
-                         "storage) instead of float16")
-    ap.add_argument("--bank-only", action="store_true",
-                    help="with --save-bank: only build and save the bank, no folds")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="BLAS/OpenMP/OpenCV threads (1: spinning workers stall on a "
-                         "shared CPU; see benchmarks/README.md)")
-    ap.add_argument("--save-bank", default=None,
-                    help="also save the bank of all frames here (for 'bench video')")
-    args = ap.parse_args(argv)
+@click.command("cross-sequence")
+@click.option("--dataset", type=click.Choice(["camvid", "coco128"]), default="camvid", show_default=True)
+@click.option("--preset", "preset_name", default="default", show_default=True)
+@click.option("--set", "sets", multiple=True, help="A setting as for 'moduseg bank build --set' (repeatable).")
+@click.option("--row", default=None, help="Row name in the table.")
+@click.option("--cache", type=click.Path(path_type=Path), default=ablation.CACHE, show_default=True,
+              help="Per-frame feature and proposal cache.")
+@click.option("--home", default=None, help="Model home.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Append the result to this JSON list.")
+@click.option("--md", type=click.Path(path_type=Path), default=None, help="Write the markdown tables of --out here.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Label with each fold's bank as stored int8 (the embedded bank's storage).")
+@click.option("--save-bank", type=click.Path(path_type=Path), default=None,
+              help="Also save the bank of all frames here (for 'moduseg bench video').")
+@click.option("--bank-only", is_flag=True, help="With --save-bank: only build and save the bank, no folds.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="BLAS/OpenMP/OpenCV threads (1: spinning workers stall on a shared CPU).")
+def command(dataset, preset_name, sets, row, cache, home, out, md, quantize, save_bank, bank_only,
+            threads):
+    """Leave one CamVid sequence out (the quality protocol): per-fold, mean and pooled mIoU."""
     if not (DATA / "camvid").is_dir():
-        raise SystemExit(f"data not found at {DATA}")
+        raise click.ClickException(f"data not found at {DATA}")
     from moduseg.bench.stats import set_threads
-    set_threads(args.threads)
+    set_threads(threads)
+    sets = list(sets)
     t0 = time.perf_counter()
-    r = run(args.dataset, args.preset, args.sets, Path(args.cache), args.home, args.save_bank,
-            not args.bank_only, args.quantize)
-    if args.bank_only:
+    r = run(dataset, preset_name, sets, Path(cache), home, str(save_bank) if save_bank else None,
+            not bank_only, quantize)
+    if bank_only:
         return
-    r["row"] = args.row or " ".join([args.preset] + args.sets
-                                    + (["int8"] if args.quantize else []))
+    r["row"] = row or " ".join([preset_name] + sets + (["int8"] if quantize else []))
     r["seconds"] = round(time.perf_counter() - t0, 1)
     results = [r]
-    if args.out:
-        p = Path(args.out)
+    if out:
+        p = Path(out)
         prev = json.loads(p.read_text()) if p.is_file() else []
         results = [x for x in prev if x["row"] != r["row"] or x["dataset"] != r["dataset"]] + [r]
         with atomic_path(p) as tmp:
             tmp.write_text(json.dumps(results, indent=1))
-    md = markdown([x for x in results if x["dataset"] == args.dataset])
-    if args.md:
-        with atomic_path(Path(args.md)) as tmp:
-            tmp.write_text(md)
-    print(markdown([r]))
-    print(f"mean of fold mIoUs {r['mean_fold_mIoU']:.2f}, pooled {r['pooled_mIoU']:.2f} "
-          f"({r['seconds']:.0f} s)")
-
-
-if __name__ == "__main__":
-    main()
+    table = markdown([x for x in results if x["dataset"] == dataset])
+    if md:
+        with atomic_path(Path(md)) as tmp:
+            tmp.write_text(table)
+    click.echo(markdown([r]))
+    click.echo(f"mean of fold mIoUs {r['mean_fold_mIoU']:.2f}, pooled {r['pooled_mIoU']:.2f} "
+               f"({r['seconds']:.0f} s)")

@@ -1,6 +1,6 @@
 """Where the cross-sequence errors are: confusion matrices and a mask-label oracle.
 
-For each leave-one-sequence-out fold of ``cross_sequence.py`` (same cache,
+For each leave-one-sequence-out fold of ``cross-sequence`` (same cache,
 same banks), prints the row-normalised confusion matrix (row = true class,
 % of its pixels per predicted class) and, with ``--oracle``, the mIoU when
 every kept SAM proposal is painted with the majority ground-truth class
@@ -8,22 +8,22 @@ under it instead of its retrieved class (pixels no proposal claims keep the
 preset's patch labels, then the preset's guided refinement): the ceiling of
 better labelling with the same proposals.
 
-    python benchmarks/loso_diagnostics.py                          # default preset, all folds
-    python benchmarks/loso_diagnostics.py --fold 0001TP --oracle
-    python benchmarks/loso_diagnostics.py --preset fast --set runtime.frame_prototypes=0.0
+    python -m benchmarks loso-diagnostics                          # default preset, all folds
+    python -m benchmarks loso-diagnostics --fold 0001TP --oracle
+    python -m benchmarks loso-diagnostics --preset fast --set runtime.frame_prototypes=0.0
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 
-import ablation
-import cross_sequence as cs
+from . import ablation
+from . import cross_sequence as cs
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
@@ -74,37 +74,39 @@ def confusion_text(names, cm: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="default")
-    ap.add_argument("--set", action="append", default=[], dest="sets")
-    ap.add_argument("--fold", action="append", default=None, choices=cs.SEQUENCES,
-                    help="held-out sequence(s) (default: all three)")
-    ap.add_argument("--oracle", action="store_true", help="also the mask-label oracle")
-    ap.add_argument("--cache", default=str(ablation.CACHE))
-    ap.add_argument("--home", default=None)
-    ap.add_argument("--out", default=None, help="write the matrices and scores as JSON here")
-    args = ap.parse_args(argv)
+@click.command("loso-diagnostics")
+@click.option("--preset", "preset_name", default="default", show_default=True)
+@click.option("--set", "sets", multiple=True, help="A setting as for 'moduseg bank build --set' (repeatable).")
+@click.option("--fold", "folds_wanted", multiple=True, type=click.Choice(list(cs.SEQUENCES)),
+              help="Held-out sequence(s) (repeatable; default: all three).")
+@click.option("--oracle", is_flag=True, help="Also the mask-label oracle.")
+@click.option("--cache", type=click.Path(path_type=Path), default=ablation.CACHE, show_default=True,
+              help="Per-frame feature and proposal cache.")
+@click.option("--home", default=None, help="Model home.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the matrices and scores as JSON here.")
+def command(preset_name, sets, folds_wanted, oracle, cache, home, out):
+    """Where the cross-sequence errors are: confusion matrices and the mask-label oracle."""
     if not (cs.DATA / "camvid").is_dir():
-        raise SystemExit(f"CamVid not found under {cs.DATA}")
-    cfg = preset(args.preset).with_overrides(**parse_overrides(args.sets))
-    if args.oracle and not cfg.needs_proposer:
-        raise SystemExit(f"--oracle needs a preset with proposals; {args.preset!r} has none")
+        raise click.ClickException(f"CamVid not found under {cs.DATA}")
+    sets = list(sets)
+    cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
+    if oracle and not cfg.needs_proposer:
+        raise click.ClickException(f"--oracle needs a preset with proposals; {preset_name!r} has none")
     names, bg, ss, folds, fold_names = cs.samples("camvid")
-    rows, identity = ablation.cached_frames(ss, cfg, Path(args.cache), cfg.needs_proposer,
-                                            args.home)
-    out = {"preset": args.preset, "sets": args.sets, "folds": []}
+    rows, identity = ablation.cached_frames(ss, cfg, Path(cache), cfg.needs_proposer, home)
+    result = {"preset": preset_name, "sets": sets, "folds": []}
     for k, fold in enumerate(fold_names):
-        if args.fold and fold not in args.fold:
+        if folds_wanted and fold not in folds_wanted:
             continue
         train = [r for r, f in zip(rows, folds) if f != k]
         test = [(r, s) for r, s, f in zip(rows, ss, folds) if f == k]
         bank, _ = ablation.bank_from_rows(train, cfg, names, bg, identity)
         ev, _ = ablation.label_rows(test, bank, cfg)
         rec = {"held_out": fold, "mIoU": round(ev.scores().miou, 2), "confusion": ev.cm.tolist()}
-        print(f"held out {fold}: mIoU {rec['mIoU']:.2f}; % of each true class (rows) "
-              f"per predicted class:\n{confusion_text(names, ev.cm)}", flush=True)
-        if args.oracle:
+        click.echo(f"held out {fold}: mIoU {rec['mIoU']:.2f}; % of each true class (rows) "
+                   f"per predicted class:\n{confusion_text(names, ev.cm)}")
+        if oracle:
             index, prior = build_index(bank, cfg, "cpu"), class_prior(bank)
             oev = Evaluator(names)
             for r, s in test:
@@ -112,16 +114,12 @@ def main(argv=None):
             rec["oracle_mIoU"] = round(oev.scores().miou, 2)
             rec["oracle_per_class_iou"] = {n: round(100 * v, 1)
                                            for n, v in zip(names, oev.scores().iou)}
-            print(f"  mask-label oracle: mIoU {rec['oracle_mIoU']:.2f} "
-                  f"{rec['oracle_per_class_iou']}", flush=True)
-        out["folds"].append(rec)
-    if args.oracle and out["folds"]:
-        print(f"oracle mean of fold mIoUs "
-              f"{np.mean([f['oracle_mIoU'] for f in out['folds']]):.2f}")
-    if args.out:
-        with atomic_path(Path(args.out)) as tmp:
-            tmp.write_text(json.dumps(out, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+            click.echo(f"  mask-label oracle: mIoU {rec['oracle_mIoU']:.2f} "
+                       f"{rec['oracle_per_class_iou']}")
+        result["folds"].append(rec)
+    if oracle and result["folds"]:
+        click.echo(f"oracle mean of fold mIoUs "
+                   f"{np.mean([f['oracle_mIoU'] for f in result['folds']]):.2f}")
+    if out:
+        with atomic_path(Path(out)) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))

@@ -12,18 +12,18 @@ proposals the runtime would keep (objectness >= ``--min-score``, area >=
   painted highest objectness last-wins-first (a pixel takes the best-scoring
   proposal covering it); uncovered labelled pixels count as errors.
 
-    python benchmarks/proposer_oracle.py --frames 10 \\
+    python -m benchmarks proposer-oracle --frames 10 \\
         --set "" --set "points_per_side=(4,6),refine_points=8"
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import time
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 
@@ -186,7 +186,7 @@ def quantisation_drift(frames: list[tuple[Path, Path]], cache_dir: str | None,
     return {k: float(np.mean(v)) for k, v in ious.items()}
 
 
-def decoder_micro(frame: Path, cache_dir: str | None, prompts: int = 32,
+def decoder_micro_rows(frame: Path, cache_dir: str | None, prompts: int = 32,
                   threads: int | None = None) -> list[tuple[str, float, float]]:
     """ms per prompt (wall, process CPU) of each decoder variant on one real embedding."""
     from moduseg.runtime.onnx_session import make_session
@@ -236,58 +236,51 @@ def decoder_micro(frame: Path, cache_dir: str | None, prompts: int = 32,
     return rows
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DATA, help="CamVid folder (val/, valannot/)")
-    ap.add_argument("--frames", type=int, default=10)
-    ap.add_argument("--stride", type=int, default=10, help="take every n-th val frame")
-    ap.add_argument("--offset", type=int, default=0, help="first val frame index")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per frame, best time kept")
-    ap.add_argument("--set", dest="settings", action="append", default=None,
-                    help="generator keyword overrides, e.g. 'mask_stride=4,refine_points=0'")
-    ap.add_argument("--min-score", type=float, default=0.6)
-    ap.add_argument("--min-area", type=float, default=300)
-    ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--json", type=Path, default=None, help="also write results here")
-    ap.add_argument("--decoder-micro", action="store_true",
-                    help="only report decoder ms per prompt for each graph rewrite")
-    ap.add_argument("--threads", type=int, default=None, help="for --decoder-micro")
-    ap.add_argument("--quant-drift", action="store_true",
-                    help="only report the mean mask IoU of INT8 vs FP32 models")
-    args = ap.parse_args(argv)
-
-    imgs = sorted((args.data / "val").glob("*.png"))
+@click.command("proposer-oracle")
+@click.option("--data", type=click.Path(path_type=Path), default=DATA, show_default=True,
+              help="CamVid folder (val/, valannot/).")
+@click.option("--frames", type=int, default=10, show_default=True)
+@click.option("--stride", type=int, default=10, show_default=True, help="Take every n-th val frame.")
+@click.option("--offset", type=int, default=0, show_default=True, help="First val frame index.")
+@click.option("--repeat", type=int, default=2, show_default=True, help="Runs per frame, best time kept.")
+@click.option("--setting", "settings", multiple=True,
+              help="Generator keyword overrides, e.g. 'mask_stride=4,refine_points=0' (repeatable).")
+@click.option("--min-score", type=float, default=0.6, show_default=True)
+@click.option("--min-area", type=float, default=300, show_default=True)
+@click.option("--cache", "cache_dir", default=None, help="Derived-model cache folder.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here.")
+@click.option("--decoder-micro", is_flag=True, help="Only report decoder ms per prompt for each graph rewrite.")
+@click.option("--threads", type=int, default=None, help="For --decoder-micro.")
+@click.option("--quant-drift", is_flag=True, help="Only report the mean mask IoU of INT8 vs FP32 models.")
+def command(data, frames, stride, offset, repeat, settings, min_score, min_area, cache_dir, out,
+            decoder_micro, threads, quant_drift):
+    """SAM proposals on CamVid val: timing, coverage and oracle mIoU per setting."""
+    imgs = sorted((data / "val").glob("*.png"))
     if not imgs:
-        raise SystemExit(f"no CamVid frames in {args.data / 'val'}")
-    imgs = imgs[args.offset::args.stride][:args.frames]
-    frames = [(p, args.data / "valannot" / p.name) for p in imgs]
-    if args.decoder_micro:
-        print("| decoder graph | wall ms/prompt | CPU ms/prompt |\n|---|---|---|")
-        for name, wall, cpu in decoder_micro(frames[0][0], args.cache_dir, threads=args.threads):
-            print(f"| {name} | {wall:.1f} | {cpu:.1f} |")
+        raise click.ClickException(f"no CamVid frames in {data / 'val'}")
+    imgs = imgs[offset::stride][:frames]
+    pairs = [(p, data / "valannot" / p.name) for p in imgs]
+    if decoder_micro:
+        click.echo("| decoder graph | wall ms/prompt | CPU ms/prompt |\n|---|---|---|")
+        for name, wall, cpu in decoder_micro_rows(pairs[0][0], cache_dir, threads=threads):
+            click.echo(f"| {name} | {wall:.1f} | {cpu:.1f} |")
         return
-    if args.quant_drift:
-        for k, v in quantisation_drift(frames, args.cache_dir).items():
-            print(f"| {k} | mean mask IoU vs fp32 {v:.3f} |")
+    if quant_drift:
+        for k, v in quantisation_drift(pairs, cache_dir).items():
+            click.echo(f"| {k} | mean mask IoU vs fp32 {v:.3f} |")
         return
     results = []
-    print("| setting | encoder ms | decoder ms | post ms | total ms | CPU ms enc/dec/post | "
-          "prompts | masks | kept | coverage | oracle mIoU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for text in args.settings or [""]:
-        r = run_setting(parse_setting(text), frames, args.repeat, args.min_score,
-                        args.min_area, args.cache_dir)
+    click.echo("| setting | encoder ms | decoder ms | post ms | total ms | CPU ms enc/dec/post | "
+               "prompts | masks | kept | coverage | oracle mIoU |")
+    click.echo("|---|---|---|---|---|---|---|---|---|---|---|")
+    for text in settings or [""]:
+        r = run_setting(parse_setting(text), pairs, repeat, min_score, min_area, cache_dir)
         results.append(r)
-        print(f"| {text or 'defaults'} | {r['encoder_ms']:.0f} | {r['decoder_ms']:.0f} | "
-              f"{r['postprocess_ms']:.0f} | {r['total_ms']:.0f} | "
-              f"{r['encoder_cpu_ms']:.0f}/{r['decoder_cpu_ms']:.0f}/{r['postprocess_cpu_ms']:.0f} | "
-              f"{r['prompts']:.0f} | "
-              f"{r['masks']:.1f} | {r['kept_masks']:.1f} | {100 * r['coverage']:.1f}% | "
-              f"{100 * r['oracle_miou']:.1f} |", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1, default=str))
-
-
-if __name__ == "__main__":
-    main()
+        click.echo(f"| {text or 'defaults'} | {r['encoder_ms']:.0f} | {r['decoder_ms']:.0f} | "
+                   f"{r['postprocess_ms']:.0f} | {r['total_ms']:.0f} | "
+                   f"{r['encoder_cpu_ms']:.0f}/{r['decoder_cpu_ms']:.0f}/{r['postprocess_cpu_ms']:.0f} | "
+                   f"{r['prompts']:.0f} | "
+                   f"{r['masks']:.1f} | {r['kept_masks']:.1f} | {100 * r['coverage']:.1f}% | "
+                   f"{100 * r['oracle_miou']:.1f} |")
+    if out:
+        out.write_text(json.dumps(results, indent=1, default=str))

@@ -21,22 +21,20 @@ proposals the best IoU with the variant's proposals (and the reverse), and
 per prompt: the mean IoU of the three multimask outputs for the same 4x6
 grid of prompts (no filtering in between).
 
-    python benchmarks/sam_content_crop.py --frames 10 --video-frames 5
+    python -m benchmarks sam-content-crop --frames 10 --video-frames 5
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proposer_oracle import DATA, CpuWallTimer  # noqa: E402
+from .proposer_oracle import DATA, CpuWallTimer
 
 VIDEO = DATA.parent / "video" / "bikes.mp4"
 SETTINGS = {"full": {"padding_pool": 1, "encoder_crop": False},
@@ -76,7 +74,7 @@ def per_prompt_iou(gens: dict, img: np.ndarray, rows: int = 4, cols: int = 6) ->
     return out
 
 
-def video_frames(path: Path, n: int, step: int = 15) -> list[np.ndarray]:
+def video_frames_of(path: Path, n: int, step: int = 15) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
     out, i = [], 0
     while len(out) < n:
@@ -122,50 +120,43 @@ def measure(gens: dict, frames: list[np.ndarray], repeat: int) -> dict:
                 else float(np.mean(v)) for s, v in r.items()} for k, r in rows.items()}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=10, help="CamVid val frames")
-    ap.add_argument("--stride", type=int, default=5, help="every n-th val frame")
-    ap.add_argument("--video-frames", type=int, default=5, help="bikes.mp4 frames")
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-
+@click.command("sam-content-crop")
+@click.option("--frames", type=int, default=10, show_default=True, help="CamVid val frames.")
+@click.option("--stride", type=int, default=5, show_default=True, help="Every n-th val frame.")
+@click.option("--video-frames", type=int, default=5, show_default=True, help="bikes.mp4 frames.")
+@click.option("--repeat", type=int, default=2, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--cache", "cache_dir", default=None, help="Derived-model cache folder.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here.")
+def command(frames, stride, video_frames, repeat, threads, cache_dir, out):
+    """SAM encoder/decoder time and mask agreement with and without the content-size crop."""
     from moduseg.models import load_default_proposer
 
     gens = {}
     for k, kw in SETTINGS.items():
-        gens[k] = load_default_proposer(threads=args.threads, cache_dir=args.cache_dir, **kw)
+        gens[k] = load_default_proposer(threads=threads, cache_dir=cache_dir, **kw)
         gens[k].timer_cls = CpuWallTimer
     camvid = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in
-              sorted((DATA / "val").glob("*.png"))[::args.stride][:args.frames]]
-    sets = {"camvid 480x360": camvid, "bikes 640x272": video_frames(VIDEO, args.video_frames)}
+              sorted((DATA / "val").glob("*.png"))[::stride][:frames]]
+    sets = {"camvid 480x360": camvid, "bikes 640x272": video_frames_of(VIDEO, video_frames)}
     for g in gens.values():                     # warm-up: builds the content-sized encoders
         for fr in sets.values():
             if fr:
                 g(fr[0])
     results = {}
-    print("| frames | setting | encoder ms | decoder ms | decoder ms/prompt | total ms | "
-          "CPU ms enc/dec/total | proposals | IoU full->var | IoU var->full | IoU per prompt |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, frames in sets.items():
-        if not frames:
+    click.echo("| frames | setting | encoder ms | decoder ms | decoder ms/prompt | total ms | "
+               "CPU ms enc/dec/total | proposals | IoU full->var | IoU var->full | IoU per prompt |")
+    click.echo("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, frs in sets.items():
+        if not frs:
             continue
-        res = measure(gens, frames, args.repeat)
+        res = measure(gens, frs, repeat)
         results[name] = res
         for k, r in res.items():
-            print(f"| {name} ({len(frames)}) | {k} | {r['encoder']:.0f} | {r['decoder']:.0f} | "
-                  f"{r['dec_per_prompt']:.1f} | {r['total']:.0f} | "
-                  f"{r['encoder_cpu']:.0f}/{r['decoder_cpu']:.0f}/{r['total_cpu']:.0f} | "
-                  f"{r['masks']:.1f} | {r['iou_ref_to_var']:.3f} | {r['iou_var_to_ref']:.3f} | "
-                  f"{r['iou_per_prompt']:.3f} |",
-                  flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+            click.echo(f"| {name} ({len(frs)}) | {k} | {r['encoder']:.0f} | {r['decoder']:.0f} | "
+                       f"{r['dec_per_prompt']:.1f} | {r['total']:.0f} | "
+                       f"{r['encoder_cpu']:.0f}/{r['decoder_cpu']:.0f}/{r['total_cpu']:.0f} | "
+                       f"{r['masks']:.1f} | {r['iou_ref_to_var']:.3f} | {r['iou_var_to_ref']:.3f} | "
+                       f"{r['iou_per_prompt']:.3f} |")
+    if out:
+        out.write_text(json.dumps(results, indent=1))

@@ -1,21 +1,21 @@
 """Proposer settings on CamVid val: mIoU of the default preset and time per frame.
 
 Same-sequence val (bank from train; the headline protocol is
-``benchmarks/cross_sequence.py``). For each ``--setting`` (proposer options
+``python -m benchmarks cross-sequence``). For each ``--setting`` (proposer options
 as Python literals) this runs the proposer on every val frame (``--val-frames``
 to take fewer, evenly spaced), labels those frames with the default preset
-through the cached backbone features of ``benchmarks/ablation.py`` (so only
+through the cached backbone features of ``python -m benchmarks ablation`` (so only
 the proposals differ between rows), and times the whole ``Segmenter``
 (backbone and proposer side by side, search, refinement) on ``--frames`` val
-frames with a bank built by ``moduseg bank build`` or ``cross_sequence.py
+frames with a bank built by ``moduseg bank build`` or ``cross-sequence
 --save-bank`` (``--bank``, made with the default preset and the same
 ``--set`` flags). ``--set`` changes the default preset's other settings for
 every row (e.g. the previous default: ``--set bank.pca_dim=0 --set
 bank.whiten=False --set backbone.layers=None``).
 
-    python benchmarks/speed_quality.py --bank camvid.npz \\
+    python -m benchmarks speed-quality --bank camvid.npz \\
         --setting "{}" --setting "{'padding_pool': 1, 'encoder_crop': False}"
-    python benchmarks/speed_quality.py --bank camvid.npz --setting "{}" \\
+    python -m benchmarks speed-quality --bank camvid.npz --setting "{}" \\
         --val-frames 6 --frames 3                      # a quick look
 
 The slow reference setting (the default preset with every proposer speed
@@ -26,14 +26,14 @@ lever off) is ``{'points_per_side': 16, 'point_sampler': 'grid',
 
 from __future__ import annotations
 
-import argparse
 import ast
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
-import ablation
+from . import ablation
 from moduseg.bank.datasets import camvid
 
 
@@ -66,37 +66,35 @@ def frame_ms(bank: str, opts: dict, frames: int, sets=()) -> float:
     return float(np.median([seg(im).timings_ms["total"] for im in images]))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--setting", action="append", required=True,
-                    help="proposer options as a Python dict literal")
-    ap.add_argument("--bank", required=True, help="default-preset CamVid train bank")
-    ap.add_argument("--frames", type=int, default=20)
-    ap.add_argument("--set", action="append", default=[], dest="sets",
-                    help="a setting on top of the default preset for every row (repeatable)")
-    ap.add_argument("--val-frames", type=int, default=0,
-                    help="label only this many val frames, evenly spaced (0: all 101)")
-    ap.add_argument("--cache", default=str(ablation.CACHE))
-    ap.add_argument("--threads", type=int, default=1,
-                    help="BLAS/OpenMP/OpenCV threads (see benchmarks/README.md)")
-    args = ap.parse_args(argv)
+@click.command("speed-quality")
+@click.option("--setting", "settings", multiple=True, required=True,
+              help="Proposer options as a Python dict literal (repeatable: one row each).")
+@click.option("--bank", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Default-preset CamVid train bank.")
+@click.option("--frames", type=int, default=20, show_default=True, help="Timed val frames.")
+@click.option("--set", "sets", multiple=True,
+              help="A setting on top of the default preset for every row (repeatable).")
+@click.option("--val-frames", type=int, default=0, show_default=True,
+              help="Label only this many val frames, evenly spaced (0: all 101).")
+@click.option("--cache", type=click.Path(path_type=Path), default=ablation.CACHE, show_default=True,
+              help="Per-frame feature and proposal cache.")
+@click.option("--threads", type=int, default=1, show_default=True, help="BLAS/OpenMP/OpenCV threads.")
+def command(settings, bank, frames, sets, val_frames, cache, threads):
+    """Proposer settings on CamVid val: mIoU of the default preset and time per frame."""
     from moduseg.bench.stats import set_threads
-    set_threads(args.threads)
+    set_threads(threads)
+    sets = list(sets)
     n = len(camvid(ablation.DATA, "val"))
-    keep = set(range(n)) if args.val_frames <= 0 else \
-        set(np.linspace(0, n - 1, min(args.val_frames, n)).round().astype(int).tolist())
-    print("| proposer options | val mIoU | without refinement | proposer ms | frame ms |")
-    print("|---|---|---|---|---|")
-    for text in args.setting:
+    keep = set(range(n)) if val_frames <= 0 else \
+        set(np.linspace(0, n - 1, min(val_frames, n)).round().astype(int).tolist())
+    click.echo("| proposer options | val mIoU | without refinement | proposer ms | frame ms |")
+    click.echo("|---|---|---|---|---|")
+    for text in settings:
         opts = ast.literal_eval(text)
-        props, prop_ms = val_proposals(opts, keep, args.sets)
-        scores = [ablation.evaluate_row("default", args.sets + extra, Path(args.cache),
+        props, prop_ms = val_proposals(opts, keep, sets)
+        scores = [ablation.evaluate_row("default", sets + extra, Path(cache),
                                         proposals=props, keep=keep)["mIoU"]
                   for extra in ([], ["runtime.refine_radius=0"])]
         with_refine, without = scores
-        print(f"| `{opts}` | {with_refine:.2f} | {without:.2f} | {prop_ms:.0f} | "
-              f"{frame_ms(args.bank, opts, args.frames, args.sets):.0f} |", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+        click.echo(f"| `{opts}` | {with_refine:.2f} | {without:.2f} | {prop_ms:.0f} | "
+                   f"{frame_ms(str(bank), opts, frames, sets):.0f} |")

@@ -34,15 +34,40 @@ def load_segmenter(bank: str | None = None, preset: str | None = None, home: str
     return _load(bank, home, preset, sets, backend=backend, proposer=proposer)
 
 
+def load_video_segmenter(bank: str | None = None, preset: str | None = None,
+                         temporal: bool = True, **kwargs):
+    """``load_segmenter`` wrapped in the temporal path, for the frames of one video or
+    stream in order: ``vs = load_video_segmenter(); for rgb in frames: vs(rgb)``;
+    ``vs.reset()`` before another stream. ``temporal=False`` gives the per-frame
+    results unchanged. Other arguments as ``load_segmenter``.
+    """
+    from .temporal import TemporalConfig, TemporalSegmenter
+    return TemporalSegmenter(load_segmenter(bank, preset, **kwargs),
+                             TemporalConfig(enabled=bool(temporal)))
+
+
+def segment_video(frames, segmenter=None, temporal: bool = True):
+    """Iterate over the results of RGB ``frames`` (any iterable: a list, a generator
+    reading a camera) with the temporal path; ``segmenter`` defaults to
+    ``load_segmenter()``."""
+    from .temporal import TemporalConfig, segment_stream
+    return segment_stream(segmenter if segmenter is not None else load_segmenter(), frames,
+                          TemporalConfig(enabled=bool(temporal)))
+
+
 def __getattr__(name):
     if name == "Segmenter":
         from .runtime.pipeline import Segmenter
         return Segmenter
+    if name in ("TemporalSegmenter", "TemporalConfig", "TemporalResult"):
+        from . import temporal
+        return getattr(temporal, name)
     raise AttributeError(f"module 'moduseg' has no attribute {name!r}")
 
 __all__ = [
     "BankConfig", "ModuSegConfig", "RuntimeConfig", "preset", "BankError", "InputError",
     "ModuSegError", "IGNORE", "Backbone", "BackboneIdentity", "Bank", "FeatureMap",
     "GridGeometry", "Proposals", "Proposer", "Segment", "SegmentationResult",
-    "Segmenter", "load_segmenter",
+    "Segmenter", "load_segmenter", "load_video_segmenter", "segment_video",
+    "TemporalSegmenter", "TemporalConfig", "TemporalResult",
 ]

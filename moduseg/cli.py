@@ -13,11 +13,12 @@ import sys
 import click
 
 from .errors import ModuSegError
+from .text import printable_message
 
 # command name -> "module:attribute" of a click command or group
 COMMANDS = {
     "bank": "moduseg.bank.cli:bank",
-    "segment": "moduseg.runtime.cli:segment",
+    "segment": "moduseg.app.cli:segment",
     "eval": "moduseg.evaluate:eval_command",
     "models": "moduseg.models.cli:models",
     "export": "moduseg.export.cli:export",
@@ -54,7 +55,7 @@ class FriendlyErrors(LazyGroup):
         try:
             return super().invoke(ctx)
         except ModuSegError as e:
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {printable_message(e)}", err=True)
             ctx.exit(2)
 
 

@@ -10,21 +10,31 @@ import numpy as np
 
 from .config import PRESETS
 from .errors import InputError
+from .text import printable
 from .types import IGNORE
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, n_classes: int,
-              ignore: int = IGNORE) -> np.ndarray:
+              ignore: int = IGNORE, name: str = "") -> np.ndarray:
     """``[C, C]`` counts, rows = ground truth, columns = prediction.
 
-    Ground-truth ``ignore`` pixels are skipped; a prediction of ``ignore``
-    (or any out-of-range value) on a labelled pixel counts as a miss for the
-    ground-truth class (it lands in no column).
+    Ground-truth ``ignore`` pixels are skipped; a ground-truth value outside the
+    classes is an error (skipping it silently scored a wrong class list as mIoU
+    100); a prediction of ``ignore`` (or any out-of-range value) on a labelled
+    pixel counts as a miss for the ground-truth class (it lands in no column).
     """
+    where = f" of {printable(name)}" if name else ""
     if pred.shape != gt.shape:
-        raise InputError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+        raise InputError(f"prediction{where} {pred.shape} and ground truth {gt.shape} differ "
+                         f"in size")
     g, p = gt.reshape(-1).astype(np.int64), pred.reshape(-1).astype(np.int64)
-    valid = (g != ignore) & (g < n_classes)
+    valid = g != ignore
+    bad = np.unique(g[valid & ((g < 0) | (g >= n_classes))])
+    if bad.size:
+        shown = ", ".join(map(str, bad[:8].tolist())) + (", ..." if bad.size > 8 else "")
+        raise InputError(f"ground truth{where} holds class values {shown} outside the "
+                         f"{n_classes} classes (0..{n_classes - 1}, {ignore} = ignore); fix the "
+                         f"label map or the class list (--classes)")
     g, p = g[valid], p[valid]
     hit = (p >= 0) & (p < n_classes)
     cm = np.bincount(g[hit] * n_classes + p[hit], minlength=n_classes ** 2)
@@ -69,8 +79,8 @@ class Evaluator:
         self.missed = np.zeros(n, np.int64)
         self.images = 0
 
-    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        cm, missed = confusion(pred, gt, len(self.class_names))
+    def add(self, pred: np.ndarray, gt: np.ndarray, name: str = "") -> None:
+        cm, missed = confusion(pred, gt, len(self.class_names), name=name)
         self.cm += cm
         self.missed += missed
         self.images += 1
@@ -158,7 +168,7 @@ def eval_command(layout, root, split, labels, classes, pred, bank, preset, overr
             p = Path(pred) / f"{s.image_id}.png"
             if not p.is_file():
                 raise InputError(f"no prediction {p} for image {s.image_id}")
-            ev.add(read_label_map(p), s.label())
+            ev.add(read_label_map(p), s.label(), s.image_id)
     else:
         from .runtime.assemble import load_segmenter
         seg = load_segmenter(bank, home, preset, overrides, backend,
@@ -178,7 +188,7 @@ def eval_command(layout, root, split, labels, classes, pred, bank, preset, overr
                     fmap = seg.backbone(image)
                 res = assign(fmap, gt_proposals(gt, proposal_mode[3:]), seg.bank, seg.index,
                              seg.config, timer, seg.pooler, seg.prior)
-            ev.add(res.label_map, gt)
+            ev.add(res.label_map, gt, s.image_id)
             for k, v in res.timings_ms.items():
                 timings.setdefault(k, []).append(v)
             if save_pred:

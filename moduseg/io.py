@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError, OutputError
+from .text import is_utf8, printable
 
 
 # errno values that mean "this output cannot be written here" (not a bug)
@@ -63,7 +64,7 @@ def atomic_path(path: str | Path, suffix: str | None = None):
 
 def _output_error(path, e: OSError) -> OutputError:
     why = e.strerror or str(e)
-    return OutputError(f"cannot write {path}: {why}; free some space or choose another "
+    return OutputError(f"cannot write {printable(path)}: {why}; free some space or choose another "
                        f"output path")
 
 
@@ -152,21 +153,52 @@ def _declared_pixels(path) -> int | None:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file -> ``H x W x 3`` uint8 RGB (at most ``MAX_IMAGE_PIXELS``)."""
+    """An image file -> ``H x W x 3`` uint8 RGB (at most ``MAX_IMAGE_PIXELS``).
+
+    Read as bytes and decoded in memory: OpenCV's ``imread`` crashes the process
+    on a file name that is not UTF-8 (``caf\\xe9.png`` from an old archive).
+    """
+    shown = printable(path)
     n = _declared_pixels(path)
     if n is not None and n > MAX_IMAGE_PIXELS:
-        raise InputError(f"image {path} has {n / 1e6:.0f} megapixels, above the "
+        raise InputError(f"image {shown} has {n / 1e6:.0f} megapixels, above the "
                          f"{MAX_IMAGE_PIXELS // 1_000_000} MP limit; downscale it first")
     try:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    except (cv2.error, ValueError, UnicodeError):
+        data = np.fromfile(os.fspath(path), np.uint8)
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except (OSError, cv2.error, ValueError, MemoryError):
         img = None
     if img is None:
-        raise InputError(f"cannot read image {path}: missing, unreadable or not an image")
+        raise InputError(f"cannot read image {shown}: missing, unreadable or not an image")
     if not jpeg_complete(path):
-        raise InputError(f"image {path} is a truncated JPEG (no end-of-image marker); "
+        raise InputError(f"image {shown} is a truncated JPEG (no end-of-image marker); "
                          f"copy it again or remove it")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+@contextlib.contextmanager
+def opencv_path(path: str | Path):
+    """Yield a path string OpenCV's video I/O can take for ``path``.
+
+    OpenCV crashes on a string that is not UTF-8; such a path is reached
+    through a symbolic link with an ASCII name in a private temporary folder
+    (to the file's folder when the file's own name is UTF-8, so a writer can
+    create it; else to the file itself, for reading).
+    """
+    s = os.fspath(path)
+    if is_utf8(s):
+        yield s
+        return
+    p = Path(s).absolute()
+    with tempfile.TemporaryDirectory(prefix="moduseg-path-") as d:
+        if is_utf8(p.name):
+            os.symlink(p.parent, os.path.join(d, "dir"))
+            yield os.path.join(d, "dir", p.name)
+        else:
+            suffix = p.suffix if is_utf8(p.suffix) else ""
+            link = os.path.join(d, "file" + suffix)
+            os.symlink(p, link)
+            yield link
 
 
 def jpeg_complete(path: str | Path) -> bool:
@@ -332,7 +364,16 @@ def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.5,
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Encode in memory, write the bytes atomically (any file name: OpenCV's
+    ``imwrite`` crashes on one that is not UTF-8)."""
     path = Path(path)
+    ext = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp",
+                                                         ".webp", ".tif", ".tiff") else ".png"
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode image {printable(path)}")
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise InputError(f"cannot write image {path}")
+        try:
+            buf.tofile(os.fspath(tmp))
+        except OSError as e:
+            raise _output_error(path, e) from None

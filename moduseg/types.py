@@ -9,6 +9,7 @@ protocols without the runtime importing a concrete model.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -268,6 +269,40 @@ class SegmentationResult:
             "segments": [asdict(s) for s in self.segments],
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }
+
+    def to_coco(self) -> list[dict]:
+        """Per segment: class, confidence, objectness, areas, bounding box and the
+        COCO RLE of its mask (``moduseg.coco.segment_records``)."""
+        from .coco import segment_records
+        return segment_records(self)
+
+    def plot(self, image: np.ndarray, palette: np.ndarray | None = None, *,
+             legend_h: int | None = None, untinted: tuple[int, ...] = ()) -> np.ndarray:
+        """``image`` (RGB uint8) with the class colours blended in, class borders
+        and a legend strip below (``moduseg.render.render_overlay``)."""
+        from .render import class_palette, render_overlay
+        if palette is None:
+            palette = class_palette(self.class_names)
+        return render_overlay(image, self.label_map, palette, self.class_names, legend_h,
+                              untinted)
+
+    def save(self, path, image: np.ndarray | None = None,
+             palette: np.ndarray | None = None) -> Path:
+        """Write the label map as a palettised PNG at ``path`` (pixel = class index),
+        or, given the ``image`` and a ``.jpg``/``.jpeg`` path, its overlay."""
+        from .io import write_image, write_label_png
+        from .render import class_palette
+        path = Path(path)
+        if palette is None:
+            palette = class_palette(self.class_names)
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            if image is None:
+                raise InputError(f"{path}: an overlay needs the image; give image=..., or a "
+                                 f".png path for the label map")
+            write_image(path, self.plot(image, palette))
+        else:
+            write_label_png(path, self.label_map, palette)
+        return path
 
 
 @runtime_checkable

@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# the repository root, for ``benchmarks`` (research studies, not part of the wheel); appended
+# so that ``moduseg`` still resolves as before (PYTHONPATH or the editable install)
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

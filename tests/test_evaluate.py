@@ -40,3 +40,37 @@ def test_gt_proposals_cover_every_labelled_pixel():
     assert len(p) == 2 and p.masks.sum() == 5 and (p.scores == 1).all()
     comp = gt_proposals(np.array([[1, 0, 1]], np.uint8), "components")
     assert len(comp) == 3
+
+
+def test_ground_truth_outside_the_classes_is_refused_not_ignored():
+    """#29 item 6: a label value >= the class count was skipped, so a wrong class list
+    scored mIoU 100; it is now one line naming the image and the fix."""
+    from moduseg.errors import InputError
+    gt = np.array([[0, 1], [7, 255]], np.uint8)
+    with pytest.raises(InputError, match=r"img3 holds class values 7 outside the 2 classes"):
+        Evaluator(["a", "b"]).add(gt.copy(), gt, "img3")
+    ev = Evaluator(["a", "b"])
+    ev.add(np.array([[0, 1], [1, 0]]), np.array([[0, 1], [255, 255]]))   # ignore still skipped
+    assert ev.scores().miou == 100.0
+
+
+def test_eval_cli_with_labels_outside_the_class_list(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from moduseg.cli import cli
+    for d in ("img", "gt", "pred"):
+        (tmp_path / d).mkdir()
+    lab = np.zeros((6, 8), np.uint8)
+    lab[3:] = 2                                        # class 2 of a 2-class list
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    Image.fromarray(lab, mode="L").save(tmp_path / "gt" / "a.png")
+    Image.fromarray(lab, mode="L").save(tmp_path / "pred" / "a.png")
+    (tmp_path / "classes.txt").write_text("x\ny\n")
+    r = CliRunner().invoke(cli, ["eval", "--dataset", "folder", "--root", str(tmp_path / "img"),
+                                 "--labels", str(tmp_path / "gt"), "--classes",
+                                 str(tmp_path / "classes.txt"), "--pred", str(tmp_path / "pred")])
+    assert r.exit_code == 2, r.output
+    err = [ln for ln in r.output.splitlines() if ln.startswith("Error")]
+    assert len(err) == 1 and "class values 2 outside the 2 classes" in err[0], r.output
+    assert "mIoU" not in r.output

@@ -30,10 +30,11 @@ from moduseg.cli import cli
 from moduseg.config import ModuSegConfig
 from moduseg.errors import InputError, OutputError
 from moduseg.io import atomic_path, jpeg_complete, read_image, read_label_map, write_json
-from moduseg.runtime import outputs
-from moduseg.runtime.outputs import (MIN_LUMA, class_palette, legend_height, luma,
-                                     render_overlay, run_segment)
-from moduseg.runtime.stream import count_frames
+from moduseg.app import run as outputs
+from moduseg.app import sinks
+from moduseg.app.loop import run_segment
+from moduseg.app.sources import count_frames
+from moduseg.render import MIN_LUMA, class_palette, legend_height, luma, render_overlay
 from moduseg.types import Proposals, Segment, SegmentationResult
 
 CAMVID = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
@@ -91,7 +92,7 @@ def _video(path: Path, n=8, hw=(48, 64), noise=False) -> Path:
 
 
 def _frames_in(video: Path) -> int:
-    return outputs.verified_video_frames(video, 10 ** 6)
+    return sinks.verified_video_frames(video, 10 ** 6)
 
 
 def _strict_json(path: Path) -> dict:
@@ -329,7 +330,7 @@ def test_video_run_writes_a_verified_overlay_video(tmp_path):
 
 def test_odd_sized_video_frames_keep_every_pixel(tmp_path):
     """OpenCV's writer crops odd frame sizes to even: the overlay is padded instead."""
-    from moduseg.runtime.stream import Frame
+    from moduseg.app.sources import Frame
 
     seg = FakeSeg()
     out = tmp_path / "out"
@@ -368,7 +369,7 @@ def test_lost_video_writes_are_an_error_not_an_empty_overlay(tmp_path, monkeypat
     out = tmp_path / "out"
     run_segment(FakeSeg(), str(v), out, max_frames=3, progress=False)     # a good first run
     before = (out / "segments.json").read_bytes()
-    monkeypatch.setattr(outputs.cv2, "VideoWriter", _SilentWriter)
+    monkeypatch.setattr(sinks.cv2, "VideoWriter", _SilentWriter)
     with pytest.raises(OutputError, match="0 of 5 frames"):
         run_segment(FakeSeg(), str(v), out, progress=False)
     # the previous run's files are untouched, no temp is left

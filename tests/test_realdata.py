@@ -3,8 +3,8 @@
 A bank from 40 frames of sequences 0006R0 and 0016E5 (every eighth train
 frame of them), then 10 frames of sequence 0001TP end to end (every sixth),
 which the bank has never seen: the same question as the leave-one-sequence-out
-protocol (benchmarks/cross_sequence.py), at CI cost. Floors sit a few points
-under what was measured (README, "Regression gates"); they catch a broken
+protocol (python -m benchmarks cross-sequence), at CI cost. Floors sit a few points
+under what was measured (docs/results.md, "Regression gates"); they catch a broken
 pipeline, not noise.
 """
 

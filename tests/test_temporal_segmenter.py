@@ -101,3 +101,51 @@ def test_bad_config():
     from moduseg.errors import InputError
     with pytest.raises(InputError):
         TemporalConfig(decay=1.5).validate()
+
+
+class GatedSegmenter(ColourSegmenter):
+    """Every call after the first blocks until the test opens the gate (or 20 s pass,
+    which the test then sees as ``timed_out``)."""
+
+    def __init__(self):
+        import threading
+        super().__init__()
+        self.gate, self.timed_out = threading.Event(), False
+
+    def __call__(self, image, timer=None):
+        if self.calls >= 1 and not self.gate.wait(20):
+            self.timed_out = True
+        return super().__call__(image, timer)
+
+
+def test_async_keyframe_does_not_hold_up_the_frames_after_it():
+    frames, truth = pan(10, step=(1, 0))
+    fake = GatedSegmenter()
+    ts = TemporalSegmenter(fake, TemporalConfig(
+        policy=KeyframePolicy(max_interval=2), async_keyframes=True))
+    results = [ts(f) for f in frames[:6]]          # the gate is shut: a wait would time out
+    assert not fake.timed_out
+    assert results[0].reason == "first" and results[2].reason == "interval"
+    assert ts.state.pending is not None and ts.state.pending.frame_index == 2
+    assert all(r.applied_keyframe is None for r in results)
+    fake.gate.set()
+    ts.state.pending.future.result()
+    results += [ts(f) for f in frames[6:]]
+    ts.close()
+    assert results[6].applied_keyframe == 2        # fused on the first frame after it ended
+    inner = (slice(10, -10), slice(10, -10))
+    for r, t in zip(results, truth):
+        assert (r.label_map[inner] == t[inner]).mean() > 0.97
+
+
+def test_async_cut_waits_and_resets():
+    a, _ = pan(3, seed=0)
+    world_b, _ = canvas(seed=7)
+    b = [np.ascontiguousarray(np.flipud(crop(world_b, i, 0))) for i in range(2)]
+    fake = GatedSegmenter()
+    fake.gate.set()
+    ts = TemporalSegmenter(fake, TemporalConfig(
+        policy=KeyframePolicy(max_interval=1), async_keyframes=True))
+    res = [ts(f) for f in a + b]
+    ts.close()
+    assert res[3].reason == "cut" and np.array_equal(res[3].label_map, labels_of(b[0]))

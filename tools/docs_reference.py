@@ -58,23 +58,21 @@ def _option_row(p: click.Parameter, ctx: click.Context) -> str:
         default = "required"
     elif (isinstance(p, click.Option) and p.show_default is not False and not _unset(d)
           and d not in (None, (), False) and not callable(d)):
-        default = f"`{d}`"
+        text = str(d)
+        home = str(Path.home())
+        if home != "/" and text.startswith(home):
+            text = "~" + text[len(home):]
+        default = f"`{text}`"
     help_ = getattr(p, "help", "") or ""
     return f"| {names} | {_cell(kind)} | {default} | {_cell(help_)} |"
 
 
-def cli_markdown() -> str:
-    """The command-line reference: every command and subcommand with its options."""
-    from moduseg.cli import cli
-
-    out = ["# Command line", "",
-           "Generated from the click commands at build time (`tools/docs_reference.py`). "
-           "Every command also answers `--help`. Bad input stops with one line naming the "
-           "input and the fix, exit code 2.", ""]
-    root = click.Context(cli, info_name="moduseg")
-    for path, cmd, ctx in _walk(cli, ["moduseg"], root):
+def _commands_markdown(group: click.Command, prog: str, top: int) -> list[str]:
+    out = []
+    root = click.Context(group, info_name=prog)
+    for path, cmd, ctx in _walk(group, [prog], root):
         name = " ".join(path)
-        level = "#" * min(len(path) + 1, 4)
+        level = "#" * min(len(path) + top, 4)
         out += [f"{level} `{name}`", ""]
         doc = inspect.cleandoc(cmd.help or "")
         if doc:
@@ -92,6 +90,34 @@ def cli_markdown() -> str:
         if isinstance(cmd, click.Group):
             subs = [s for s in cmd.list_commands(ctx)]
             out += ["Subcommands: " + ", ".join(f"`{s}`" for s in subs), ""]
+    return out
+
+
+def benchmarks_cli():
+    """The research studies' click group (``python -m benchmarks``), from the checkout."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.__main__ import cli as studies
+    finally:
+        sys.path.remove(str(ROOT))
+    return studies
+
+
+def cli_markdown() -> str:
+    """The command-line reference: every command and subcommand with its options."""
+    from moduseg.cli import cli
+
+    out = ["# Command line", "",
+           "Generated from the click commands at build time (`tools/docs_reference.py`). "
+           "Every command also answers `--help`. Bad input stops with one line naming the "
+           "input and the fix, exit code 2.", ""]
+    out += _commands_markdown(cli, "moduseg", 1)
+    out += ["## Research benchmarks: `python -m benchmarks`", "",
+            "From the repository root (not part of the wheel); see "
+            "[Benchmarks](benchmarks.md).", ""]
+    out += _commands_markdown(benchmarks_cli(), "python -m benchmarks", 2)[1:]
     return "\n".join(out) + "\n"
 
 
@@ -146,21 +172,25 @@ def config_markdown() -> str:
             out += [doc, ""]
         notes = _field_comments(cls)
         hints = typing.get_type_hints(cls)
-        head = "| setting | type | allowed | " + " | ".join(f"`{p}`" for p in presets) + " | what |"
-        out += [head, "|" + "---|" * (4 + len(presets))]
         for f in dataclasses.fields(cls):
             meta = f.metadata or {}
             if "choices" in meta:
-                allowed = ", ".join(_value(c) for c in meta["choices"])
+                allowed = "one of " + ", ".join(_value(c) for c in meta["choices"])
             elif "range" in meta:
                 lo, hi = meta["range"]
-                allowed = f"{lo} .. {hi}"
+                allowed = f"{lo} to {hi}"
             else:
                 allowed = ""
-            vals = " | ".join(_value(getattr(getattr(cfg, section), f.name))
-                              for cfg in presets.values())
-            out.append(f"| `{section}.{f.name}` | {_cell(_type_text(hints.get(f.name, f.type)))} "
-                       f"| {_cell(allowed)} | {vals} | {_cell(notes.get(f.name, ''))} |")
+            kind = _type_text(hints.get(f.name, f.type))
+            vals = ", ".join(f"{name} {_value(getattr(getattr(cfg, section), f.name))}"
+                             for name, cfg in presets.items())
+            what = notes.get(f.name, "")
+            line = f"- **`{section}.{f.name}`** ({kind}{'; ' + allowed if allowed else ''}). "
+            line += f"Presets: {vals}."
+            if what:
+                line += f" {what[0].upper()}{what[1:]}"
+                line += "" if what.endswith(".") else "."
+            out.append(line)
         out.append("")
     return "\n".join(out) + "\n"
 

@@ -61,7 +61,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     from .builder import finish_bank, select_indices
     from .datasets import open_dataset
     from .parts import save_part
-    from .store import save_bank
+    from .store import save_checked_bank
 
     check_output_file(out, "--out", suffix=".npz")     # before any work
     shard, ray_options = options.parse(**engine)
@@ -100,7 +100,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
         return
     b = finish_bank(entries, ds.class_names, ds.background_index, identity, cfg.bank,
                     cfg.to_dict(), ds.name)
-    _echo_bank(save_bank(b, out), b)
+    _echo_bank(save_checked_bank(b, out), b)
 
 
 @bank.command("merge")
@@ -108,11 +108,13 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
 @click.option("--out", required=True, type=click.Path(), help="Bank file to write (.npz).")
 def merge(parts, out):
     """Merge the parts of 'bank build --shard i/N' into the bank one process would build."""
+    from ..io import check_output_file
     from .parts import merge_parts
-    from .store import save_bank
+    from .store import save_checked_bank
 
+    check_output_file(out, "--out", suffix=".npz")     # a folder, not DIR.npz
     b = merge_parts(parts)
-    _echo_bank(save_bank(b, out), b)
+    _echo_bank(save_checked_bank(b, out), b)
 
 
 def _echo_failures(failed):
@@ -161,6 +163,7 @@ def info(path, as_json):
     """Show a bank's backbone, configuration and class counts (default: the embedded bank)."""
     from pathlib import Path
 
+    from ..text import printable
     from .embedded import default_bank_path
     from .store import load_bank
 
@@ -177,18 +180,19 @@ def info(path, as_json):
         click.echo(json.dumps(rec, indent=2))
         return
     what = " (the embedded default bank)" if embedded else ""
-    click.echo(f"{path}{what}: {len(b)} vectors x {b.dim}, stored as {stored}"
+    pr = printable                      # names come from the file: no raw control characters
+    click.echo(f"{pr(path)}{what}: {len(b)} vectors x {b.dim}, stored as {stored}"
                + (f" (per-dimension scales, loaded as {b.vectors.dtype})" if b.quantization
                   else "") + f", {rec['file_bytes'] / 1e6:.1f} MB")
-    click.echo(f"backbone: {b.backbone.name} input {b.backbone.input_size} patch "
-               f"{b.backbone.patch_size} sha256 {b.backbone.weights_sha256[:12]}")
-    click.echo("classes: " + ", ".join(f"{k} {v}" for k, v in b.class_counts().items()))
+    click.echo(f"backbone: {pr(b.backbone.name)} input {pr(b.backbone.input_size)} patch "
+               f"{b.backbone.patch_size} sha256 {pr(b.backbone.weights_sha256[:12])}")
+    click.echo("classes: " + ", ".join(f"{pr(k)} {v}" for k, v in b.class_counts().items()))
     if b.palette is not None:
-        click.echo("colours: " + ", ".join(f"{n} #{r:02x}{g:02x}{bl:02x}"
+        click.echo("colours: " + ", ".join(f"{pr(n)} #{r:02x}{g:02x}{bl:02x}"
                                            for n, (r, g, bl) in zip(b.class_names, b.palette)))
     sub = b.stats.get("subsampled")
-    if sub:
-        click.echo(f"kept {sub['to']} of {sub['from']} vectors (evenly spaced) to fit the size "
-                   f"limit")
-    click.echo(f"built from {b.stats.get('images', '?')} images; "
-               f"preset: {b.config.get('preset', '?')}")
+    if isinstance(sub, dict):
+        click.echo(f"kept {pr(sub.get('to', '?'))} of {pr(sub.get('from', '?'))} vectors "
+                   f"(evenly spaced) to fit the size limit")
+    click.echo(f"built from {pr(b.stats.get('images', '?'))} images; "
+               f"preset: {pr(b.config.get('preset', '?'))}")

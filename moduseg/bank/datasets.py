@@ -64,6 +64,20 @@ class Dataset:
     background_index: int | None
     samples: list[Sample]
 
+    def __post_init__(self):
+        from .store import duplicate_names
+        n = len(self.class_names)
+        dup = duplicate_names(self.class_names)
+        if dup is not None:
+            raise InputError(f"dataset {self.name!r}: the class name {dup!r} is given twice; "
+                             f"each class needs its own name (fix the class list)")
+        bg = self.background_index
+        if bg is not None and (not isinstance(bg, int) or isinstance(bg, bool)
+                               or not 0 <= bg < n):
+            raise InputError(f"background class index {bg!r} is not one of the {n} classes "
+                             f"(0..{n - 1}); give --background the index of the background "
+                             f"class in the class list, or leave it out")
+
     def __len__(self) -> int:
         return len(self.samples)
 

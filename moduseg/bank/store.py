@@ -81,6 +81,29 @@ def save_bank(bank: Bank, path: str | Path, quantize: str | None = None,
     return path
 
 
+def save_checked_bank(bank: Bank, path: str | Path, quantize: str | None = None,
+                      compress: bool = False) -> Path:
+    """``save_bank``, but the file only appears at ``path`` once it loads back
+    (``load_bank``: every check ``segment`` makes) with a configuration
+    ``segment`` accepts; otherwise a ``BankError`` and nothing written."""
+    from ..errors import InputError
+    from ..settings import resolve_config
+
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+    with atomic_path(path, suffix=".npz") as tmp:
+        save_bank(bank, tmp, quantize, compress)
+        try:
+            loaded = load_bank(tmp)
+            resolve_config(None, (), loaded.config)
+        except (BankError, InputError) as e:
+            why = str(e).replace(str(tmp), "it")
+            raise BankError(f"the bank for {path} would not load, so it was not written: "
+                            f"{why}") from None
+    return path
+
+
 # Limits checked from the .npy headers inside the zip, before any array is read
 # (numpy allocates a whole array before it reads the data).
 MAX_EXPANSION = 16             # declared array bytes <= 16 x the file size + slack
@@ -183,6 +206,16 @@ def _depth(o, limit: int, d: int = 0) -> int:
     return d
 
 
+def duplicate_names(names) -> str | None:
+    """The first class name given twice (compared as written), else None."""
+    seen = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return None
+
+
 def check_meta(meta, path) -> dict:
     """The metadata's types, before anything uses it."""
     def bad(what):
@@ -205,6 +238,9 @@ def check_meta(meta, path) -> dict:
     if not (isinstance(names, list) and 0 < len(names) <= MAX_CLASSES
             and all(isinstance(n, str) and n.strip() for n in names)):
         raise bad(f"'class_names' must be a list of 1..{MAX_CLASSES} non-empty strings")
+    dup = duplicate_names(names)
+    if dup:
+        raise bad(f"'class_names' lists {dup!r} twice (each class needs its own name)")
     bg = meta.get("background_index")
     if bg is not None and (not isinstance(bg, int) or isinstance(bg, bool)
                            or not 0 <= bg < len(names)):

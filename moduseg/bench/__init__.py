@@ -1,8 +1,9 @@
-"""Benchmarks of the runtime: ``moduseg bench ...`` and ``benchmarks/*.py``.
+"""Benchmarks of the runtime: ``moduseg bench ...``.
 
-``stages`` (per-stage latency), ``reference`` (runtime vs a straightforward
-reference on the same inputs), ``scaling`` (bank size and index kind),
-``video`` (real clips end to end). Results: JSON, markdown and PNG plots.
+``stages`` (per-stage latency), ``scaling`` (bank size and index kind), ``video``
+(real clips end to end), ``serve`` (Triton). Results: JSON, markdown and PNG plots.
+The research studies (and the runtime-vs-reference comparison, whose reference is
+test code) are ``python -m benchmarks`` in the repository, not in the wheel.
 """
 
 from .cli import bench_command  # noqa: F401

@@ -1,4 +1,5 @@
-"""``moduseg bench stages|reference|scaling|video|all --out DIR``."""
+"""``moduseg bench stages|scaling|video|all --out DIR`` (the runtime-vs-reference
+comparison is ``python -m benchmarks reference`` in the repository)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ OPTIONS = [
                        help="Pin BLAS/OpenMP/OpenCV threads (default: libraries' own).")),
     (ALL, click.option("--no-progress", is_flag=True, help="No progress bars.")),
     (ALL, click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")),
-    (("stages", "reference"),
+    (("stages",),
      click.option("--proposals", default=None, help="Proposal counts, e.g. 100,200.")),
     (("stages",), click.option("--frames", type=int, default=None,
                                help="Frames timed after warm-up.")),
-    (("reference", "scaling"), click.option("--repeats", type=int, default=None,
+    (("scaling",), click.option("--repeats", type=int, default=None,
                                             help="Repeats per measurement.")),
-    (("stages", "reference"), click.option("--bank-size", type=int, default=None,
+    (("stages",), click.option("--bank-size", type=int, default=None,
                                            help="Synthetic bank size.")),
     (("scaling",), click.option("--sizes", default=None, help="Bank sizes, e.g. 1000,1e6.")),
     (("scaling",), click.option("--dims", default=None, help="Dimensions, e.g. 384,1152.")),
@@ -41,6 +42,17 @@ OPTIONS = [
                               help="Bank file (default: build one from CamVid train).")),
     (("video",), click.option("--max-frames", type=int, default=None,
                               help="Frames per input.")),
+    (("video",), click.option("--preset", "preset_name", default=None,
+                              help="Configuration preset (default: the bank's).")),
+    (("video",), click.option("--temporal", type=click.Choice(["compare", "off"]),
+                              default=None,
+                              help="compare (default): the temporal path on vs off, "
+                                   "alternated, on the videos and moving-camera CamVid clips "
+                                   "(cost, temporal consistency, clip mIoU); off: skip it.")),
+    (("video",), click.option("--temporal-frames", type=int, default=None,
+                              help="Frames per video in the temporal comparison (default 60).")),
+    (("video",), click.option("--clips/--no-clips", default=None,
+                              help="Include the moving-camera CamVid clips (default: yes).")),
     (("stages", "video"), click.option("--home", default=None, type=click.Path(),
                                        help="Model home.")),
     (("video",), click.option("--backend", default=None, help="cpu, cuda, auto, ...")),
@@ -64,35 +76,30 @@ def options_for(suite: str):
 
 def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, proposals=None,
          frames=None, repeats=None, bank_size=None, sizes=None, dims=None, models=None,
-         bank_path=None, max_frames=None, home=None, backend=None, data_root=None, device=None):
+         bank_path=None, max_frames=None, home=None, backend=None, data_root=None, device=None,
+         preset_name=None, temporal=None, temporal_frames=None, clips=None):
     from .report import write_report
     from .suites import run
 
     prof = profile or ("quick" if quick else "full" if full else "default")
     ov = {"stages": dict(proposals=_ints(proposals), frames=frames, bank_size=bank_size,
                          models=models, home=home, data_root=data_root, device=device),
-          "reference": dict(proposals=_ints(proposals), repeats=repeats,
-                            bank_size=bank_size),
           "scaling": dict(sizes=_ints(sizes), dims=_ints(dims), repeats=repeats),
           "video": dict(bank_path=bank_path, max_frames=max_frames, folder_frames=max_frames,
-                        home=home, backend=backend, data_root=data_root)}
+                        home=home, backend=backend, data_root=data_root,
+                        preset_name=preset_name, temporal=temporal,
+                        temporal_frames=temporal_frames, clips=clips)}
     res = run(suites, prof, ov, threads, progress=not no_progress)
     paths = write_report(res, out_dir, plots=not no_plots)
     click.echo(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plot(s)")
     for name, secs in res["seconds"].items():
         click.echo(f"  {name}: {secs:.1f} s")
-    ref = res["suites"].get("reference")
-    if ref:
-        for p, r in ref["runs"].items():
-            click.echo(f"  reference {p} proposals: identical={r['identical']} speed-up total "
-                       f"{r['speedup']['total']}x (excl. search "
-                       f"{r['speedup']['total_excluding_search']}x)")
     return res
 
 
 @click.group("bench")
 def bench_command():
-    """Benchmarks: per-stage latency, reference comparison, bank scaling, real video."""
+    """Benchmarks: per-stage latency, bank scaling, real video, serving."""
 
 
 def _make(name, doc):
@@ -104,7 +111,6 @@ def _make(name, doc):
 
 
 _make("stages", "Per-stage latency of one frame (median/p90/p99 after warm-up).")
-_make("reference", "Runtime vs the straightforward reference: identical labels, speed-ups.")
 _make("scaling", "Bank scaling: latency, recall@25 and memory per index kind and size.")
 _make("video", "Real video and an image folder end to end with the default models.")
 _make("all", "Every suite (default profile: under 10 minutes on 2 CPU cores).")

@@ -173,6 +173,9 @@ def to_markdown(res: dict) -> str:
         lines += scaling_md(s["scaling"])
     if "video" in s:
         lines += video_md(s["video"])
+        if s["video"].get("temporal"):
+            from .temporal import temporal_md
+            lines += temporal_md(s["video"]["temporal"])
     lines += NOISE_NOTE
     return "\n".join(lines)
 

@@ -9,30 +9,28 @@ from datetime import datetime, timezone
 
 from ..errors import InputError
 
-SUITES = ("stages", "reference", "scaling", "video")
+SUITES = ("stages", "scaling", "video")
 
 PROFILES: dict[str, dict[str, dict]] = {
     "quick": {
         "stages": dict(proposals=(10, 25), frames=3, warmup=1, bank_size=2_000, dim=64,
                        n_scenes=1, models="off"),
-        "reference": dict(proposals=(20, 40), repeats=1, warmup=0, bank_size=2_000, dim=64,
-                          n_scenes=1),
         "scaling": dict(sizes=(500, 2_000), dims=(32,), repeats=1, n_clusters=32),
-        "video": dict(max_frames=1, folder_frames=1, batch_sizes=(1,), build_limit=4),
+        "video": dict(max_frames=1, folder_frames=1, batch_sizes=(1,), build_limit=4,
+                      temporal_frames=3, clips=False),
     },
     "default": {
         "stages": dict(proposals=(25, 50, 100, 200), frames=20, warmup=3, model_frames=2),
-        "reference": dict(proposals=(100, 200), repeats=5, warmup=1),
         "scaling": dict(sizes=(1_000, 10_000, 100_000), dims=(384, 1152), repeats=3),
-        "video": dict(max_frames=2, folder_frames=2, batch_sizes=(1, 2)),
+        "video": dict(max_frames=2, folder_frames=2, batch_sizes=(1, 2), temporal_frames=60),
     },
     "full": {
         "stages": dict(proposals=(25, 50, 100, 200, 400), frames=100, warmup=5,
                        model_frames=10),
-        "reference": dict(proposals=(50, 100, 200), repeats=10, warmup=2),
         "scaling": dict(sizes=(1_000, 10_000, 100_000, 1_000_000), dims=(384, 1152),
                         repeats=5),
-        "video": dict(max_frames=30, folder_frames=30, batch_sizes=(1, 2, 4)),
+        "video": dict(max_frames=30, folder_frames=30, batch_sizes=(1, 2, 4),
+                      temporal_frames=120),
     },
 }
 
@@ -49,9 +47,6 @@ def run_suite(suite: str, opts: dict, progress: bool = True) -> dict:
     if suite == "stages":
         from .stages import run_stages
         return run_stages(show_progress=progress, **opts)
-    if suite == "reference":
-        from .compare import run_reference
-        return run_reference(show_progress=progress, **opts)
     if suite == "scaling":
         from .scaling import run_scaling
         return run_scaling(show_progress=progress, **opts)

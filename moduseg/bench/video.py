@@ -1,7 +1,7 @@
 """End to end on real footage with the embedded default models.
 
 Frames per second with decode, inference and writing overlapped
-(``runtime.stream.run_overlapped``), per-stage medians, backbone batch
+(``app.loop.run_overlapped``), per-stage medians, backbone batch
 throughput where the graph takes a batch, memory and model sizes.
 """
 
@@ -67,8 +67,9 @@ def stream_run(seg, spec: str, max_frames: int, out_dir: Path, bar=None,
                warmup: bool = True, device: str = "cpu") -> dict:
     """An optional warm-up frame, then ``max_frames`` frames overlapped; fps and stage
     medians. The warm-up frame is not counted (nor is it skipped in the stream)."""
+    from ..app.loop import run_overlapped
+    from ..app.sources import iter_frames
     from ..io import write_label_png
-    from ..runtime.stream import iter_frames, run_overlapped
 
     first = next(iter_frames(spec, 1))
     if warmup:
@@ -134,7 +135,9 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
               home=None, backend: str = "cpu", data_root: Path | None = None,
               build_limit: int = 40, bank_out: Path | None = None, batch_sizes=(1, 2),
               preset_name: str | None = None, overrides=(),
-              show_progress: bool = True) -> dict:
+              show_progress: bool = True, temporal: str | None = "compare",
+              temporal_frames: int = 60, clips: bool | None = True,
+              clip_dir: Path | None = None) -> dict:
     from ..bank.store import load_bank
     from ..settings import resolve_config
     from .common import try_models
@@ -195,6 +198,13 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
         img = read_image(min(folder.glob("*.png"))) if folder.is_dir() else \
             np.zeros((360, 480, 3), np.uint8)
         result["batch"] = batch_throughput(backbone, img, batch_sizes)
+        if (temporal or "compare") == "compare":
+            from .temporal import run_temporal
+            result["temporal"] = run_temporal(
+                lambda b: assemble(cfg, b, be, home, backbone=backbone, proposer=proposer),
+                seg, {v: data_root / "video" / v for v in present}, data_root,
+                temporal_frames, clips=clips is not False and (data_root / "camvid").is_dir(),
+                clip_dir=clip_dir, show_progress=show_progress)
     result["memory"] = mem.as_dict()
     result["model_files_mb"] = model_files(home)
     return result

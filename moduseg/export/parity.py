@@ -115,12 +115,17 @@ def load_image_input(path: str | Path, resolution: tuple[int, int]) -> np.ndarra
     """An image file -> ``[1, 3, H, W]`` RGB float32 in [0, 1] at the export resolution."""
     import cv2
 
+    from ..io import read_image
+    from ..text import printable
+
     path = Path(path)
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"--image {path} is not a readable image file (png/jpg)")
+    try:
+        img = read_image(path)
+    except InputError:
+        raise InputError(f"--image {printable(path)} is not a readable image file "
+                         f"(png/jpg)") from None
     h, w = resolution
-    img = cv2.resize(img[:, :, ::-1], (w, h), interpolation=cv2.INTER_AREA)
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
 

@@ -523,7 +523,7 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
 def quantized_model_path(model_path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """INT8 dynamic quantisation (MatMul/Gemm weights) of any ONNX model, cached by sha256.
 
-    Used for the SAM image encoder (CPU time and mask agreement: README,
+    Used for the SAM image encoder (CPU time and mask agreement: the changelog,
     "Performance").
     """
     src = Path(model_path)

@@ -2,7 +2,7 @@
 
 Kinds: ``flat`` (exact, float32: one BLAS matrix product and a vectorised
 top-K, ``ExactIndex``; faster than FAISS's flat index for a frame's worth
-of queries, README "Performance"), ``flat_fp16`` (exact search over fp16
+of queries, docs/results.md), ``flat_fp16`` (exact search over fp16
 scalar-quantised storage: half the memory, near-identical ranking) and
 ``ivf`` (inverted lists, ``nlist = min(sqrt(n), 1024)``, ``nprobe =
 min(32, nlist)``). ``auto`` picks by bank size: below ``FP16_FROM`` vectors

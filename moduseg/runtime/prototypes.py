@@ -6,7 +6,7 @@ a class boundary in feature space. The frame's own patches of a class are
 closer to each other than to the bank: each patch's retrieval scores, as a
 distribution over classes, are mixed with a softmax of its similarity to the
 mean feature of every class the retrieval gave to some patch of the frame
-(a transductive step; no training, nothing stored). Gain and cost: README,
+(a transductive step; no training, nothing stored). Gain and cost: the changelog,
 "Quality".
 """
 

@@ -6,7 +6,7 @@ filter (He et al.: a local linear model of each class indicator in the grey
 image, fitted in ``(2r+1)^2`` windows) smooths every class indicator while
 keeping its edges on the image's edges; each pixel then takes the class
 with the highest filtered score. Box filters make it O(pixels) per class
-(cost and effect on CamVid: README, "Quality" and "Performance").
+(cost and effect on CamVid: docs/results.md and the changelog).
 """
 
 from __future__ import annotations

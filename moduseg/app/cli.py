@@ -31,11 +31,6 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
     return Path(DEFAULT_OUT_ROOT) / name
 
 
-def resolve_bank(bank_path, preset: str | None = None) -> Path:
-    from ..bank.embedded import resolve_bank as _resolve
-    return _resolve(bank_path, preset)
-
-
 @click.command("segment")
 @click.argument("input_spec", metavar="INPUT")
 @click.option("--bank", "bank_path", default=None, type=click.Path(),
@@ -67,12 +62,14 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     images can be split over jobs (--shard i/N) or a Ray actor pool (--engine
     ray); frames that fail are listed under "skipped" in segments.json.
     """
+    from ..bank.embedded import resolve_bank
     from ..models import ensure_models
     from ..scale import options
     from ..timing import format_stage_ms
     from ..scale.work import ModelSpec, assemble
-    from .outputs import prepare_output, run_segment
-    from .stream import image_paths, input_kind, probe_input
+    from .loop import run_segment
+    from .run import prepare_output
+    from .sources import image_paths, input_kind, probe_input
 
     kind = input_kind(input_spec)
     shard, ray_options = options.parse(**engine)
@@ -110,7 +107,7 @@ def _outputs_only(spec):
     """What segment's outputs need from the segmenter (bank, configuration), without models."""
     from types import SimpleNamespace
 
-    from .assemble import load_bank_config
+    from ..runtime.assemble import load_bank_config
     bank, cfg = load_bank_config(spec.bank_path, spec.preset, spec.overrides, spec.proposer)
     return SimpleNamespace(bank=bank, config=cfg.runtime, full_config=cfg)
 
@@ -123,7 +120,7 @@ def _ray_results(spec, work, ray_options, need_image: bool):
     from ..io import read_image
     from ..scale import ray_engine
     from ..scale.work import FrameError, SegmentTask, assemble
-    from .stream import Frame
+    from .sources import Frame
 
     task = SegmentTask(partial(assemble, spec, "segmenter"))
     for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):

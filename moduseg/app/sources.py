@@ -1,14 +1,8 @@
-"""Frame sources and an overlapped decode -> infer -> write loop.
-
-Decoding and writing run in their own threads with bounded queues, so on
-a video the CPU never waits for I/O while the models are busy (OpenCV and
-ONNX Runtime release the GIL).
-"""
+"""Frame sources of ``moduseg segment``: an image, a folder (or a shard of it),
+a video file or a camera, as ``Frame`` values in order."""
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -134,59 +128,3 @@ def iter_frames(spec: str, max_frames: int | None = None, shard=None,
             i += 1
     finally:
         cap.release()
-
-
-_DONE = object()
-
-
-def run_overlapped(frames: Iterator[Frame], infer: Callable[[Frame], object],
-                   write: Callable[[Frame, object], None], depth: int = 4) -> int:
-    """Decode, infer and write with a bounded queue on each side; returns frames done."""
-    q_in: queue.Queue = queue.Queue(maxsize=depth)
-    q_out: queue.Queue = queue.Queue(maxsize=depth)
-    errors: list[BaseException] = []
-
-    def decode():
-        try:
-            for f in frames:
-                if errors:
-                    break
-                q_in.put(f)
-        except BaseException as e:  # surfaced in the main thread
-            errors.append(e)
-        finally:
-            q_in.put(_DONE)
-
-    def writer():
-        while True:
-            item = q_out.get()
-            if item is _DONE:
-                return
-            try:
-                write(*item)
-            except BaseException as e:
-                errors.append(e)
-
-    td, tw = threading.Thread(target=decode, daemon=True), threading.Thread(target=writer, daemon=True)
-    td.start()
-    tw.start()
-    n = 0
-    try:
-        while True:
-            f = q_in.get()
-            if f is _DONE or errors:
-                break
-            q_out.put((f, infer(f)))
-            n += 1
-    finally:
-        q_out.put(_DONE)
-        tw.join()
-        while td.is_alive():           # unblock a decoder waiting on a full queue
-            try:
-                q_in.get_nowait()
-            except queue.Empty:
-                pass
-            td.join(timeout=0.05)
-    if errors:
-        raise errors[0]
-    return n

@@ -2,27 +2,37 @@
 
 Every repeat runs both on the same scene (interleaved, so load on a shared
 machine hits both alike), checks that the label maps and per-proposal classes
-are identical, and reports per-stage medians and their ratio.
+are identical, and reports per-stage medians and their ratio. The reference
+(``reference_impl.py``) is test code, so it lives here, not in the package:
+
+    python -m benchmarks reference --threads 1 --repeats 8 --out bench-results
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+
+import click
 import numpy as np
 
-from ..config import ModuSegConfig, RuntimeConfig
-from ..runtime.assemble import build_index as assembled_index
-from ..runtime.pipeline import assign
-from ..timing import StageTimer
-from .common import progress, ratio
-from .inputs import (
+from moduseg.bench.common import progress, ratio
+from moduseg.bench.inputs import (
     DEFAULT_FRAME_HW,
     DEFAULT_GRID_HW,
     DEFAULT_PATCH,
     make_bank,
     make_scene,
 )
-from .reference import ReferenceFlatIndex, reference_assign
-from .stats import summarize_stages
+from moduseg.bench.stats import summarize_stages
+from moduseg.config import ModuSegConfig, RuntimeConfig
+from moduseg.runtime.assemble import build_index as assembled_index
+from moduseg.runtime.pipeline import assign
+from moduseg.timing import StageTimer
+
+from .reference_impl import ReferenceFlatIndex, reference_assign
 
 STAGES = ("filter", "pool", "search", "vote", "nms", "raster", "fill")
 TARGET_SPEEDUP = 10.0
@@ -99,3 +109,64 @@ def run_reference(proposals=(100, 200), repeats: int = 5, warmup: int = 1,
                        "geometry": "unpadded (grid covers the image exactly)",
                        "runtime_config": cfg.__dict__, "seed": seed},
             "target_speedup": TARGET_SPEEDUP, "all_identical": bool(all_same), "runs": runs}
+
+
+PROFILES = {
+    "quick": dict(proposals=(20, 40), repeats=1, warmup=0, bank_size=2_000, dim=64, n_scenes=1),
+    "default": dict(proposals=(100, 200), repeats=5, warmup=1),
+    "full": dict(proposals=(50, 100, 200), repeats=10, warmup=2),
+}
+
+
+def run(profile: str = "default", threads: int | None = None, progress_bar: bool = True,
+        **overrides) -> dict:
+    """The reference suite as a ``moduseg bench`` result (same schema, one suite)."""
+    from moduseg.bench.stats import machine_info, set_threads
+
+    set_threads(threads)
+    opts = dict(PROFILES[profile])
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    t0 = time.perf_counter()
+    suite = run_reference(show_progress=progress_bar, **opts)
+    suite.setdefault("options", {k: (list(v) if isinstance(v, tuple) else v)
+                                 for k, v in opts.items()})
+    return {"schema": "moduseg-bench/1",
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(shlex.quote(a) for a in sys.argv),
+            "profile": profile, "threads": threads, "machine": machine_info(),
+            "suites": {"reference": suite},
+            "seconds": {"reference": round(time.perf_counter() - t0, 1)}}
+
+
+def _ints(text):
+    return tuple(int(float(x)) for x in str(text).split(",") if x.strip()) if text else None
+
+
+@click.command("reference")
+@click.option("--out", "out_dir", default="bench-results", show_default=True,
+              type=click.Path(), help="Folder for results.json, results.md, *.png.")
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
+              help="Sizes and repeats (default: default).")
+@click.option("--quick", is_flag=True, help="Tiny sizes for CI (seconds).")
+@click.option("--full", is_flag=True, help="More sizes and repeats.")
+@click.option("--threads", type=int, default=None,
+              help="Pin BLAS/OpenMP/OpenCV threads (default: libraries' own).")
+@click.option("--proposals", default=None, help="Proposal counts, e.g. 100,200.")
+@click.option("--repeats", type=int, default=None, help="Repeats per measurement.")
+@click.option("--bank-size", type=int, default=None, help="Synthetic bank size.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+def command(out_dir, profile, quick, full, threads, proposals, repeats, bank_size, no_progress,
+            no_plots):
+    """Runtime vs the straightforward reference: identical labels, speed-ups per stage."""
+    from moduseg.bench.report import write_report
+
+    prof = profile or ("quick" if quick else "full" if full else "default")
+    res = run(prof, threads, not no_progress, proposals=_ints(proposals), repeats=repeats,
+              bank_size=bank_size)
+    paths = write_report(res, out_dir, plots=not no_plots)
+    click.echo(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plot(s)")
+    for p, r in res["suites"]["reference"]["runs"].items():
+        click.echo(f"  reference {p} proposals: identical={r['identical']} speed-up total "
+                   f"{r['speedup']['total']}x (excl. search "
+                   f"{r['speedup']['total_excluding_search']}x)")

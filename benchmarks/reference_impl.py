@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..config import RuntimeConfig
-from ..errors import InputError
-from ..timing import StageTimer
-from ..types import IGNORE, Bank, FeatureMap, Proposals
+from moduseg.config import RuntimeConfig
+from moduseg.errors import InputError
+from moduseg.timing import StageTimer
+from moduseg.types import IGNORE, Bank, FeatureMap, Proposals
 
 
 @dataclass

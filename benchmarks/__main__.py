@@ -1,0 +1,45 @@
+"""``python -m benchmarks STUDY [OPTIONS]``: the research studies behind docs/results.md."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# study name -> module (each defines a click command named ``command``), imported only
+# when the study runs, so ``--help`` is quick and one study's imports cannot break another
+STUDIES = {
+    "cross-sequence": "cross_sequence",
+    "loso-diagnostics": "loso_diagnostics",
+    "ablation": "ablation",
+    "speed-quality": "speed_quality",
+    "proposer-oracle": "proposer_oracle",
+    "sam-content-crop": "sam_content_crop",
+    "scale-out": "scale_out",
+    "reference": "reference",
+    "video-clips": "video_clips",
+}
+
+
+class Studies(click.Group):
+    def list_commands(self, ctx):
+        return sorted(STUDIES)
+
+    def get_command(self, ctx, name):
+        if name not in STUDIES:
+            return None
+        return importlib.import_module(f"benchmarks.{STUDIES[name]}").command
+
+
+@click.group(cls=Studies)
+def cli():
+    """Research benchmarks on real data (run from the repository root)."""
+
+
+def main(argv=None):
+    return cli.main(args=argv, prog_name="python -m benchmarks")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""``index.html``: the run as a page that opens from disk (relative links,
+inline CSS and SVG, no script)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from ..types import IGNORE
+
+
+def _hex(rgb) -> str:
+    return "#%02x%02x%02x" % tuple(int(v) for v in rgb)
+
+
+def _pct(n: int, total: int) -> str:
+    p = 100.0 * n / total
+    return "&lt;0.1%" if 0 < p < 0.05 else f"{p:.1f}%"
+
+
+def stage_plot_svg(median_ms: dict[str, float], width: int = 520) -> str:
+    """Median milliseconds per stage as horizontal bars (inline SVG, no script)."""
+    items = [(k, v) for k, v in median_ms.items() if k != "total"]
+    if not items:
+        return "<p>No stage timings.</p>"
+    vmax = max(max(v for _, v in items), median_ms.get("total", 0.0), 1e-9)
+    row, label_w, bar_w = 20, 90, width - 90 - 80
+    rows = items + ([("total", median_ms["total"])] if "total" in median_ms else [])
+    h = row * len(rows) + 6
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
+             f'role="img" aria-label="median milliseconds per stage">']
+    for i, (k, v) in enumerate(rows):
+        y = 3 + i * row
+        w = max(1.0, bar_w * v / vmax)
+        fill = "#4a6fa5" if k != "total" else "#8a8a8a"
+        parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" '
+                     f'font-size="12">{html.escape(k)}</text>'
+                     f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row - 6}" '
+                     f'fill="{fill}"/><text x="{label_w + w + 4:.1f}" y="{y + 14}" '
+                     f'font-size="12">{v:.1f} ms</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, gallery,
+               n_frames, n_overlays, video, overlays, skipped) -> str:
+    """A self-contained page (relative links, inline CSS and SVG, no script)."""
+    e = html.escape
+    total_px = max(1, sum(class_pixels.values()) + unassigned)
+    present = sorted(((n, c) for n, c in class_pixels.items() if c), key=lambda t: -t[1])
+    index_of = {n: i for i, n in enumerate(names)}
+    legend = "".join(
+        f'<span class="item"><span class="sw" style="background:{_hex(palette[index_of[n]])}">'
+        f'</span>{e(n)}</span>' for n, _ in present)
+    share_rows = "".join(
+        f'<tr><td><span class="sw" style="background:{_hex(palette[index_of[n]])}"></span>'
+        f'{e(n)}</td><td class="num">{_pct(c, total_px)}</td><td class="bar">'
+        f'<div style="width:{100.0 * c / present[0][1]:.1f}%;'
+        f'background:{_hex(palette[index_of[n]])}"></div></td></tr>' for n, c in present)
+    if unassigned:
+        share_rows += (f'<tr><td><span class="sw" style="background:#000"></span>unassigned'
+                       f'</td><td class="num">{_pct(unassigned, total_px)}</td>'
+                       f'<td></td></tr>')
+    if not overlays:
+        gallery_html = "<p>Overlays were not written (<code>--no-overlay</code>).</p>"
+    else:
+        figs = "".join(f'<figure><a href="{e(g)}"><img src="{e(g)}" alt="{e(g)}"></a>'
+                       f'<figcaption>{e(Path(g).stem)}</figcaption></figure>' for g in gallery)
+        note = (f'<p>Stills from <a href="overlay.mp4">overlay.mp4</a> '
+                f'({n_frames} frames).</p>' if video else
+                (f"<p>Showing {len(gallery)} of {n_overlays} overlays; all are in "
+                 f'<a href="overlays/">overlays/</a>.</p>' if n_overlays > len(gallery) else ""))
+        gallery_html = note + f'<div class="gallery">{figs}</div>'
+    skipped_html = ""
+    if skipped:
+        skipped_html = ("<h2>Skipped inputs</h2><ul>" + "".join(
+            f"<li>{e(s['error'])}</li>" for s in skipped) + "</ul>")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>moduseg: {e(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.2em; color: #222; background: #fafafa; }}
+h1 {{ font-size: 1.3em; }} h2 {{ font-size: 1.05em; margin-top: 1.4em; }}
+.legend .item {{ display: inline-block; margin: 0 1em 0.4em 0; }}
+.sw {{ display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.35em;
+       vertical-align: -0.1em; border: 1px solid #555; }}
+.gallery {{ display: flex; flex-wrap: wrap; gap: 10px; }}
+figure {{ margin: 0; }} figure img {{ width: 320px; display: block; border: 1px solid #ccc; }}
+figcaption {{ font-size: 0.8em; color: #555; }}
+table {{ border-collapse: collapse; }} td {{ padding: 2px 8px; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+td.bar {{ width: 240px; }} td.bar div {{ height: 0.8em; }}
+.row {{ display: flex; flex-wrap: wrap; gap: 2.5em; }}
+</style></head>
+<body>
+<h1>moduseg segment: {e(title)}</h1>
+<p>{n_frames} frame(s). Label maps in <a href="labels/">labels/</a> (pixel value = class
+index, {IGNORE} = unassigned); every segment with its mask in
+<a href="segments.json">segments.json</a>.</p>
+<div class="legend">{legend}</div>
+<h2>Overlays</h2>
+{gallery_html}
+<div class="row">
+<div><h2>Pixel share per class</h2><table>{share_rows}</table></div>
+<div><h2>Median time per stage</h2>{stage_plot_svg(median_ms)}</div>
+</div>
+{skipped_html}
+</body></html>
+"""

@@ -1,0 +1,205 @@
+"""The run writer of ``moduseg segment``: stages a run's files and commits them
+into ``--out`` as a set.
+
+A run is staged in a private folder inside ``--out`` (``.run.<pid>-<random>``)
+and moved into place as a set when it has finished, under a lock on the
+folder. So a killed run leaves only its staging folder (removed by the next
+run once its process is gone), two runs into the same folder never share a
+temp name, and a re-run replaces every file of the previous run: the folder
+never mixes an old ``overlay.mp4`` or ``segments.json`` with new labels.
+Files in ``--out`` that a run does not write are left alone. What is written
+is up to the sinks (``app.sinks.SINKS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..coco import segment_records
+from ..errors import InputError, OutputError
+from ..io import check_output_dir, clean_stale_temps
+from ..render import class_palette
+from ..types import SegmentationResult
+from .sinks import SEGMENTS_FORMAT, SINKS, Run, output_names
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    frames: int
+    skipped: list[dict]
+    median_ms: dict[str, float]
+    class_pixels: dict[str, int] = field(default_factory=dict)
+
+
+def prepare_output(out: str | Path) -> Path:
+    """Check ``--out`` before any model loads (see ``io.check_output_dir``)."""
+    out = check_output_dir(out, "--out", min_free=4 << 20)
+    check_replaceable(out)
+    return out
+
+
+def check_replaceable(out: Path) -> None:
+    """A run replaces ``labels/``, ``index.html``... only when they are a previous
+    run's (its ``segments.json`` says so): never a user's folder of the same name."""
+    found = [n for n in output_names() if os.path.lexists(out / n)]
+    if not found:
+        return
+    try:                 # the head is enough (the file of a long video is large)
+        with open(out / "segments.json", "rb") as f:
+            head = f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        head = ""
+    ours = (f'"format": "{SEGMENTS_FORMAT}"' in head
+            or head.startswith('{\n  "config": {'))     # written by versions before 2
+    if not ours:
+        raise OutputError(f"--out {out} already holds {', '.join(found)} not written by "
+                          f"'moduseg segment' (no segments.json of a run); choose an empty "
+                          f"or new folder")
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    try:
+        import fcntl
+    except ImportError:          # not POSIX: no lock (the staging still keeps runs apart)
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)             # closing releases the lock
+
+
+def clean_stale_outputs(out: Path, started: float | None = None) -> list[Path]:
+    """Staging folders of runs whose process is gone, and the legacy
+    ``.overlay.part*`` temps (older versions) untouched for a minute."""
+    removed = clean_stale_temps(out, ".run.") + clean_stale_temps(out, ".old.")
+    started = started or time.time()
+    for p in out.glob(".overlay.part*"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and p.stat().st_mtime < started - 60:
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+class RunWriter:
+    """Writes one run into a staging folder through its sinks; ``finish`` commits
+    it into ``out``. ``sinks``: names in ``SINKS`` (default: all of them, without
+    ``overlays`` when ``overlays`` is false)."""
+
+    def __init__(self, out: str | Path, class_names: list[str], config: dict, *,
+                 kind: str, input_spec: str, fps: float = 25.0, total: int | None = None,
+                 overlays: bool = True, background_index: int | None = None,
+                 sinks: list[str] | None = None):
+        self.out = Path(out)
+        if sinks is None:
+            sinks = [n for n in SINKS if overlays or n != "overlays"]
+        self.sinks = [SINKS[n].load()() for n in sinks]
+        names = list(class_names)
+        started = time.time()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            check_replaceable(self.out)
+            clean_stale_outputs(self.out, started)
+            stage = Path(tempfile.mkdtemp(prefix=f".run.{os.getpid()}-", dir=self.out))
+            self.run = Run(self.out, stage, names, class_palette(names), config, kind,
+                           str(input_spec), fps, total, "overlays" in sinks,
+                           () if background_index is None else (int(background_index),),
+                           class_pixels=np.zeros(len(names) + 1, np.int64))
+            for s in self.sinks:
+                s.start(self.run)
+        except OSError as e:
+            raise OutputError(f"cannot write to --out {self.out}: {e.strerror or e}; choose a "
+                              f"writable folder with free space") from None
+
+    @property
+    def stage(self) -> Path:
+        return self.run.stage
+
+    @property
+    def palette(self) -> np.ndarray:
+        return self.run.palette
+
+    # per frame (called from the writer thread, in frame order)
+    def add(self, frame, result: SegmentationResult) -> None:
+        try:
+            self._add(frame, result)
+        except OutputError as e:        # name --out, not the private staging folder
+            why = str(e).split(": ", 1)[-1]
+            raise OutputError(f"cannot write the results of frame {frame.name} into "
+                              f"{self.out}: {why}") from None
+
+    def _add(self, frame, result: SegmentationResult) -> None:
+        run, lm = self.run, result.label_map
+        C = len(run.class_names)
+        counts = np.bincount(np.where(lm < C, lm, C).ravel(), minlength=C + 1)
+        run.class_pixels += counts
+        record = {
+            "index": int(frame.index), "name": frame.name,
+            "label_png": f"labels/{frame.name}.png",
+            "image_hw": [int(lm.shape[0]), int(lm.shape[1])],
+            "class_pixels": {run.class_names[c]: int(counts[c]) for c in range(C) if counts[c]},
+            "unassigned_pixels": int(counts[C]),
+            "segments": segment_records(result),
+            "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
+        }
+        for s in self.sinks:
+            s.add(run, frame, result)
+        run.frames.append(record)
+        for k, v in result.timings_ms.items():
+            run.timings.setdefault(k, []).append(float(v))
+
+    def skip(self, path, error) -> None:
+        self.run.skipped.append({"file": str(path), "error": str(error)})
+
+    def finish(self) -> RunSummary:
+        """Close and verify every sink, write the run files, then commit them as a set."""
+        run = self.run
+        for s in self.sinks:
+            s.close(run)
+        if not run.frames:
+            raise InputError(f"no frame of {run.input_spec} could be segmented"
+                             + (f" ({len(run.skipped)} unreadable: {run.skipped[0]['file']}: "
+                                f"{run.skipped[0]['error']})" if run.skipped else ""))
+        for s in self.sinks:
+            s.finish(run)
+        self.commit()
+        return RunSummary(self.out, len(run.frames), run.skipped, run.median_ms(),
+                          run.pixels())
+
+    def commit(self) -> None:
+        """Replace the previous run's files by this run's, as a set, under a folder lock."""
+        names = output_names()
+        with _folder_lock(self.out):
+            old = Path(tempfile.mkdtemp(prefix=f".old.{os.getpid()}-", dir=self.out))
+            try:
+                for name in names:
+                    if os.path.lexists(self.out / name):
+                        os.replace(self.out / name, old / name)
+                for name in names:
+                    if os.path.lexists(self.stage / name):
+                        os.replace(self.stage / name, self.out / name)
+            except OSError as e:
+                raise OutputError(f"cannot move the results into {self.out}: "
+                                  f"{e.strerror or e}") from None
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop the staging folder; the previous run's files stay as they were."""
+        for s in self.sinks:
+            with contextlib.suppress(Exception):
+                s.abort()
+        shutil.rmtree(self.stage, ignore_errors=True)

@@ -1,0 +1,64 @@
+"""The temporal on/off comparison and the clip generator, with a fake segmenter."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from moduseg.bench.clips import Shot, read_clip, shot_frames
+from moduseg.bench.temporal import compare_input, detect_cuts, temporal_md
+from temporal_fixtures import CLASSES, ColourSegmenter, canvas, crop
+
+
+class FakeSeg(ColourSegmenter):
+    bank = SimpleNamespace(class_names=CLASSES)
+
+
+def test_compare_reports_the_three_measurements():
+    world, lab = canvas()
+    wb, lb = canvas(9)
+    frames = [crop(world, i, 0) for i in range(5)] + \
+        [np.ascontiguousarray(np.flipud(crop(wb, i, 0))) for i in range(4)]
+    gts = [crop(lab, i, 0) for i in range(5)] + \
+        [np.ascontiguousarray(np.flipud(crop(lb, i, 0))) for i in range(4)]
+    assert detect_cuts(frames) == [5]
+    r = compare_input(FakeSeg(), frames, gts, [5])
+    assert r["on"]["keyframes"] == 2 and r["on"]["keyframe_reasons"] == {"first": 1, "cut": 1}
+    assert r["off"]["tc"]["pairs"] == 7 and r["off"]["tc"]["cut_pairs_excluded"] == 1
+    assert r["on"]["miou"] > 95 and r["off"]["miou"] > 95
+    assert r["amortised_on_over_off"] > 0
+    md = "\n".join(temporal_md({"inputs": {"synthetic": r}}))
+    assert "| synthetic | on |" in md
+
+
+def test_clip_shot_pans_and_zooms_with_matching_ground_truth(tmp_path):
+    world, lab = canvas()
+    shot = Shot("x", 5, 0.8, 0.6, (0.45, 0.5), (0.55, 0.5))
+    pairs = list(shot_frames(world, lab, shot))
+    assert len(pairs) == 5
+    for img, gt in pairs:
+        assert img.shape == world.shape and gt.shape == lab.shape
+        # the labels sit where the colours are: red pixels are class 1
+        red = (img[..., 0] > 150) & (img[..., 1] < 100)
+        assert (gt[red] == 1).mean() > 0.9
+    assert not np.array_equal(pairs[0][1], pairs[-1][1])
+
+
+def test_make_clip_round_trip(tmp_path):
+    from moduseg.bench.clips import make_clip
+
+    class S:
+        def __init__(self, i):
+            self.image_id = f"SEQ_{i:03d}"
+            self._w = canvas(i)
+
+        def image(self):
+            return self._w[0]
+
+        def label(self):
+            return self._w[1]
+
+    meta = make_clip([S(i) for i in range(4)], tmp_path / "c", n_shots=2, min_frames=3,
+                     max_frames=4)
+    frames, gts, starts = read_clip(tmp_path / "c")
+    assert len(frames) == len(gts) == meta["frames"] and starts == meta["shot_starts"]
+    assert starts[0] == 0 and 3 <= starts[1] <= 4
