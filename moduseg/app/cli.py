@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import PRESETS
+from ..device import device_option, resolve_backend_option
 from ..errors import InputError
 from ..scale.options import engine_options
 
@@ -43,9 +44,20 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
               help="Configuration preset: " + ", ".join(PRESETS) + " (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
-@click.option("--backend", default="auto", help=BACKEND_HELP)
+@click.option("--backend", default=None, help=BACKEND_HELP + " Default: auto.")
+@device_option
 @click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
               help=PROPOSER_HELP)
+@click.option("--min-confidence", "--conf", "min_confidence", default=None,
+              type=click.FloatRange(0.0, 1.0), metavar="C",
+              help="Leave segments whose class confidence is below C (0-1) unassigned (255) "
+                   "instead of painting them (runtime.min_confidence).")
+@click.option("--classes", "classes", default=None, metavar="NAMES",
+              help="Paint only these of the bank's classes, comma-separated (e.g. "
+                   "car,pedestrian); every other pixel is left unassigned (runtime.classes).")
+@click.option("--opacity", default=None, type=click.FloatRange(0.0, 1.0), metavar="A",
+              help="Weight of the class colours in the overlays, 0-1 (0: the frame only, "
+                   "1: solid colours; default 0.45).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
@@ -53,8 +65,8 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--offline", is_flag=True,
               help="Never fetch the default models (they are fetched on first use otherwise).")
 @engine_options
-def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
-            max_frames, no_overlay, offline, **engine):
+def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, proposer,
+            min_confidence, classes, opacity, home, max_frames, no_overlay, offline, **engine):
     """Segment INPUT (an image, a folder, a video file or a camera index).
 
     Writes labels/, overlays/ (or overlay.mp4), segments.json, palette.json and
@@ -72,9 +84,11 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     from .sources import image_paths, input_kind, probe_input
 
     kind = input_kind(input_spec)
+    backend = resolve_backend_option(backend, device)
+    overrides = tuple(overrides) + shorthand_settings(min_confidence, classes)
     shard, ray_options = options.parse(**engine)
     bank_path = resolve_bank(bank_path, preset)
-    spec = ModelSpec(backend, home, preset, tuple(overrides), bank_path, proposer)
+    spec = ModelSpec(backend, home, preset, overrides, bank_path, proposer)
     work = None
     if shard is not None or ray_options is not None:
         work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
@@ -94,13 +108,34 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
                          "before it, so the frames cannot be split over workers; drop "
                          "that --set or run without --shard/--engine ray")
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
-                          overlays=not no_overlay, shard=shard, results=results)
+                          overlays=not no_overlay, shard=shard, results=results,
+                          opacity=opacity)
     click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
                   if summary.skipped else ""))
     for e in summary.skipped[:20]:
         click.echo(f"  skipped {e['file']}: {e['error']}", err=True)
     click.echo(format_stage_ms(summary.median_ms))
+
+
+def parse_classes(text: str) -> tuple[str, ...]:
+    """``--classes car,pedestrian`` -> ``("car", "pedestrian")`` (names checked against
+    the bank when the segmenter is built)."""
+    names = tuple(n.strip() for n in str(text).split(","))
+    if not names or any(not n for n in names):
+        raise InputError(f"--classes {text!r}: give class names separated by commas, e.g. "
+                         f"--classes car,pedestrian")
+    return tuple(dict.fromkeys(names))
+
+
+def shorthand_settings(min_confidence, classes) -> tuple[str, ...]:
+    """``--min-confidence`` and ``--classes`` as the ``--set`` lines they stand for."""
+    out = ()
+    if min_confidence is not None:
+        out += (f"runtime.min_confidence={float(min_confidence)!r}",)
+    if classes is not None:
+        out += (f"runtime.classes={list(parse_classes(classes))!r}",)
+    return out
 
 
 def _outputs_only(spec):

@@ -20,7 +20,7 @@ from .sources import Frame, count_frames, input_kind, iter_frames, video_info
 
 def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None = None,
                 overlays: bool = True, progress: bool = True, shard=None,
-                results=None) -> RunSummary:
+                results=None, opacity: float | None = None) -> RunSummary:
     """Segment an image, folder, video or camera into ``out``: the one call the CLI makes.
 
     ``seg`` is a ``Segmenter`` (anything with ``bank``, ``full_config`` and
@@ -30,7 +30,8 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     frame is readable is an error. ``shard`` (``scale.shard.Shard``) takes one
     share of a folder; ``results`` (an iterable of ``(Frame, result or
     Exception)`` in frame order, e.g. from a Ray actor pool) replaces the
-    in-process inference.
+    in-process inference. ``opacity``: the class colours' weight in the overlays
+    (default ``render.ALPHA``).
     """
     from tqdm import tqdm
 
@@ -43,7 +44,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     cfg = seg.full_config.to_dict() if hasattr(seg, "full_config") else {}
     writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
                        fps=fps, total=total, overlays=overlays,
-                       background_index=seg.bank.background_index)
+                       background_index=seg.bank.background_index, opacity=opacity)
     bar = tqdm(total=total, desc="segment", unit="frame", disable=not progress)
 
     def on_error(path, err):

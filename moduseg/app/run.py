@@ -26,7 +26,7 @@ import numpy as np
 from ..coco import segment_records
 from ..errors import InputError, OutputError
 from ..io import check_output_dir, clean_stale_temps
-from ..render import class_palette
+from ..render import check_opacity, class_palette
 from ..types import SegmentationResult
 from .sinks import SEGMENTS_FORMAT, SINKS, Run, output_names
 
@@ -102,7 +102,7 @@ class RunWriter:
     def __init__(self, out: str | Path, class_names: list[str], config: dict, *,
                  kind: str, input_spec: str, fps: float = 25.0, total: int | None = None,
                  overlays: bool = True, background_index: int | None = None,
-                 sinks: list[str] | None = None):
+                 sinks: list[str] | None = None, opacity: float | None = None):
         self.out = Path(out)
         if sinks is None:
             sinks = [n for n in SINKS if overlays or n != "overlays"]
@@ -117,7 +117,8 @@ class RunWriter:
             self.run = Run(self.out, stage, names, class_palette(names), config, kind,
                            str(input_spec), fps, total, "overlays" in sinks,
                            () if background_index is None else (int(background_index),),
-                           class_pixels=np.zeros(len(names) + 1, np.int64))
+                           class_pixels=np.zeros(len(names) + 1, np.int64),
+                           opacity=check_opacity(opacity))
             for s in self.sinks:
                 s.start(self.run)
         except OSError as e:

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import OutputError
 from ..io import write_image, write_json, write_label_png
 from ..registry import Entry, Registry
-from ..render import legend_height
+from ..render import ALPHA, legend_height
 from ..types import IGNORE, SegmentationResult
 from .report import index_html
 from .sources import Frame
@@ -45,6 +45,7 @@ class Run:
     total: int | None = None
     overlays: bool = True
     untinted: tuple[int, ...] = ()
+    opacity: float = ALPHA                                  # class colours' weight, overlays
     frames: list[dict] = field(default_factory=list)       # segments.json "frames"
     skipped: list[dict] = field(default_factory=list)
     timings: dict[str, list[float]] = field(default_factory=dict)
@@ -131,7 +132,7 @@ class Overlays(BaseSink):
             # video encoders want even frame sizes: the strip makes the height even
             self._legend_h[H, W] = lh + (H + lh) % 2 if run.video else lh
         ov = result.plot(frame.image, run.palette, legend_h=self._legend_h[H, W],
-                         untinted=run.untinted)
+                         untinted=run.untinted, alpha=run.opacity)
         if run.video:
             self._write_video(run, ov)
             if frame.index in self._preview_at or (run.total is None and frame.index % 30 == 0

@@ -70,103 +70,23 @@ class PackedMasks:
         return np.unpackbits(row.view(np.uint8), count=H * W).reshape(H, W).astype(bool)
 
 
-def _taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bilinear taps along one axis, pixel centres aligned: output ``i`` reads input
-    ``(i + 0.5) * n_in / n_out - 0.5`` (clamped), i.e. (low, high, high weight)."""
-    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1.0)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n_in - 1)
-    return lo, hi, (pos - lo).astype(np.float32)
+def nearest_counts(n_out: int, n_in: int) -> np.ndarray:
+    """How many of ``n_out`` output rows (or columns) a nearest-neighbour resize
+    (``cv2.INTER_NEAREST``, as the label map is scaled) takes from each of ``n_in``."""
+    src = cv2.resize(np.arange(n_in, dtype=np.int32).reshape(n_in, 1), (1, n_out),
+                     interpolation=cv2.INTER_NEAREST).ravel()
+    return np.bincount(src, minlength=n_in).astype(np.int64)
 
 
-@dataclass
-class FullResMasks:
-    """A proposer's grid masks at the image's resolution, each kept as its bounding
-    crop (``y0``, ``x0``, bool crop): memory and work in proportion to the masks'
-    extents, not to masks x frame pixels.
-
-    Each mask's 0/1 values are bilinearly interpolated at the image's pixel
-    centres and kept where they reach one half, so edges run straight and
-    diagonal at the frame's resolution instead of in ``H / h``-pixel steps. The
-    painting, the segment areas and the masks in ``segments.json`` all come from
-    here, so they agree pixel for pixel.
-    """
-
-    hw: tuple[int, int]
-    crops: list[tuple[int, int, np.ndarray]]
-    areas: np.ndarray                      # [P] int64 pixels of each full-resolution mask
-
-    @classmethod
-    def from_grid(cls, masks: np.ndarray, hw: tuple[int, int]) -> "FullResMasks":
-        masks = np.asarray(masks, bool)
-        P, h, w = masks.shape
-        H, W = int(hw[0]), int(hw[1])
-        crops = []
-        if (h, w) == (H, W):
-            for m in masks:
-                ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-                if len(ys) == 0:
-                    crops.append((0, 0, np.zeros((0, 0), bool)))
-                    continue
-                crops.append((int(ys[0]), int(xs[0]),
-                              m[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1].copy()))
-        else:
-            ylo, yhi, _ = _taps(H, h)
-            xlo, xhi, _ = _taps(W, w)
-            sy, sx = h / H, w / W
-            any_row, any_col = masks.any(2), masks.any(1)
-            for m, mr, mc in zip(masks, any_row, any_col):
-                rows, cols = np.flatnonzero(mr), np.flatnonzero(mc)
-                if len(rows) == 0:
-                    crops.append((0, 0, np.zeros((0, 0), bool)))
-                    continue
-                # the output pixels whose taps reach the mask's cells, and those cells
-                Y = np.flatnonzero((yhi >= rows[0]) & (ylo <= rows[-1]))
-                X = np.flatnonzero((xhi >= cols[0]) & (xlo <= cols[-1]))
-                y0, y1, x0, x1 = int(Y[0]), int(Y[-1]) + 1, int(X[0]), int(X[-1]) + 1
-                r0, c0 = int(ylo[y0]), int(xlo[x0])
-                src = m[r0:int(yhi[y1 - 1]) + 1, c0:int(xhi[x1 - 1]) + 1].view(np.uint8) * 255
-                # output (x, y) of the crop reads the grid at ((x0 + x + .5) * w / W - .5)
-                # (edge-clamped), relative to the source crop: one affine resampling
-                A = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5 - c0],
-                              [0.0, sy, (y0 + 0.5) * sy - 0.5 - r0]])
-                up = cv2.warpAffine(np.ascontiguousarray(src, np.uint8), A, (x1 - x0, y1 - y0),
-                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                    borderMode=cv2.BORDER_REPLICATE)
-                crops.append((y0, x0, up >= 128))
-        areas = np.array([int(c.sum()) for _, _, c in crops], np.int64)
-        return cls((H, W), crops, areas)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def mask(self, i: int) -> np.ndarray:
-        """Mask ``i`` as an ``H x W`` bool array."""
-        out = np.zeros(self.hw, bool)
-        y0, x0, c = self.crops[i]
-        out[y0:y0 + c.shape[0], x0:x0 + c.shape[1]] = c
-        return out
-
-    def paint(self, labels: np.ndarray, order: np.ndarray, fill: int,
-              out: np.ndarray | None = None,
-              value: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``rasterize`` at full resolution: masks ``order`` first come first served,
-        each over the pixels still at ``fill``; (label map, pixels each mask won).
-
-        ``out``: paint onto this map (in place) instead of a new one; ``value``:
-        paint every mask with this value instead of its label."""
-        if out is None:
-            out = np.full(self.hw, fill, np.int32)
-        won = np.zeros(len(order), np.int64)
-        for k, i in enumerate(order):
-            y0, x0, c = self.crops[int(i)]
-            if c.size == 0:
-                continue
-            region = out[y0:y0 + c.shape[0], x0:x0 + c.shape[1]]
-            new = c & (region == fill)
-            region[new] = int(labels[i]) if value is None else int(value)
-            won[k] = int(new.sum())
-        return out, won
+def full_resolution_areas(masks: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``[P]`` exact pixel counts of grid masks ``[P, h, w]`` scaled to the frame's ``hw``
+    the way the label map is (nearest): each grid cell weighs the pixels it becomes."""
+    masks = np.asarray(masks, bool)
+    P, h, w = masks.shape
+    if P == 0:
+        return np.zeros(0, np.int64)
+    ry, rx = nearest_counts(int(hw[0]), h), nearest_counts(int(hw[1]), w)
+    return np.einsum("pij,i,j->p", masks.astype(np.int64), ry, rx)
 
 
 def _as_packed(masks) -> PackedMasks:

@@ -22,7 +22,7 @@ from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
     SegmentationResult
 from .index import SearchIndex, bank_index, bank_projection, project_queries
-from .masks import FullResMasks, PackedMasks, class_nms
+from .masks import PackedMasks, class_nms, full_resolution_areas, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
 from .prototypes import frame_prototype_scores
@@ -218,13 +218,19 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         order = paintable[class_nms(packed.take(paintable), labels[paintable],
                                     conf[paintable], cfg.nms_iou)]
     with timer("raster"):
-        # painted at the frame's resolution (masks interpolated from the proposer's
-        # grid): the label map, the segment areas and segments.json's masks agree
-        full = FullResMasks.from_grid(proposals.masks[keep], proposals.image_hw)
-        label_map, won = full.paint(labels, order, fill=-1)
+        # painted on the proposer's grid, by mask index: which kept proposal owns each
+        # pixel (its label is the label map's), then scaled to the frame (nearest)
+        owner, _ = rasterize(packed, np.arange(len(keep)), order, fill=-1)
         left_out = np.flatnonzero(unsure | hidden)
         if len(left_out):
-            full.paint(labels, left_out, fill=-1, out=label_map, value=ABSTAIN)
+            covered, _ = rasterize(packed, np.zeros(len(keep), np.int64), left_out, fill=-1)
+            owner[(owner == -1) & (covered == 0)] = ABSTAIN
+        if owner.shape != tuple(proposals.image_hw):
+            H, W = proposals.image_hw
+            owner = cv2.resize(owner, (W, H), interpolation=cv2.INTER_NEAREST)
+        lut = np.append(labels, -1).astype(np.int32)          # -1 / ABSTAIN stay as they are
+        label_map = np.where(owner >= 0, lut[np.where(owner >= 0, owner, len(labels))],
+                             owner).astype(np.int32)
     with timer("fill"):
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
         label_map[label_map == ABSTAIN] = IGNORE
@@ -235,16 +241,25 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             label_map = guided_label_refine(label_map.astype(np.uint8), image,
                                             cfg.refine_radius, cfg.refine_eps)
 
-    painted = dict(zip(order.tolist(), won.tolist()))
+    # exact full-resolution counts: each proposal's mask as the frame's pixels it scales
+    # to, and the pixels it owns in the painted map (before fill and refinement)
+    areas = full_resolution_areas(proposals.masks[keep], proposals.image_hw)
+    painted = np.bincount(owner[owner >= 0].ravel(), minlength=len(keep))
     labels = np.where(unsure, -1, labels)             # too unsure to name: unassigned
+    listed = np.flatnonzero(~hidden)
     segments = [Segment(proposal=int(keep[i]), label=int(labels[i]),
                         class_name=bank.class_names[labels[i]] if labels[i] >= 0 else "",
                         confidence=float(conf[i]), objectness=float(scores[i]),
-                        area=int(full.areas[i]), painted_pixels=int(painted.get(i, 0)))
-                for i in range(len(keep)) if not hidden[i]]
+                        area=int(areas[i]), painted_pixels=int(painted[i]))
+                for i in listed]
+    # owners as indices into ``segments`` (-1: no segment painted the pixel)
+    position = np.full(len(keep) + 1, -1, np.int64)
+    position[listed] = np.arange(len(listed))
+    owners = position[np.where(owner >= 0, owner, len(keep))].astype(np.int16 if len(listed)
+                                                                         < 32767 else np.int32)
     return SegmentationResult(label_map=label_map.astype(np.uint8), segments=segments,
                               timings_ms=timer.as_dict(), class_names=list(bank.class_names),
-                              proposals=proposals)
+                              proposals=proposals, owners=owners)
 
 
 # Frames above this many pixels (3840x2160, 4K UHD) are segmented on a copy
@@ -371,6 +386,8 @@ class Segmenter:
         res = self._segment(small, timer)
         (H, W), (h, w) = image.shape[:2], small.shape[:2]
         res.label_map = cv2.resize(res.label_map, (W, H), interpolation=cv2.INTER_NEAREST)
+        if res.owners is not None:
+            res.owners = cv2.resize(res.owners, (W, H), interpolation=cv2.INTER_NEAREST)
         for s in res.segments:
             s.area = int(round(s.area * (H * W) / float(h * w)))
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
