@@ -111,3 +111,56 @@ def test_distinct_colours_reach_the_bar_for_generated_classes(n):
     assert min_delta_e(got) >= required_delta_e(n)
     luma = got.astype(float) @ [0.2126, 0.7152, 0.0722]
     assert luma.min() >= 90
+
+
+# -- the palettes segment uses (moduseg.render.class_palette) ------------------------------
+
+from moduseg.bank.datasets import CAMVID_CLASSES, COCO80, VOC_CLASSES  # noqa: E402
+from moduseg.render import CAMVID_COLORS, MIN_LUMA, class_palette, lift  # noqa: E402
+
+
+@pytest.mark.parametrize("names", [CAMVID_CLASSES, VOC_CLASSES, COCO80,
+                                   [f"class {i}" for i in range(200)]],
+                         ids=["camvid", "voc", "coco80", "200"])
+def test_every_pair_of_classes_in_a_palette_is_distinguishable(names):
+    pal = class_palette(names)
+    assert pal.shape == (len(names), 3)
+    assert min_delta_e(pal) >= required_delta_e(len(names))
+    assert (pal.astype(float) @ [0.2126, 0.7152, 0.0722]).min() >= MIN_LUMA - 0.5
+
+
+def test_camvid_keeps_its_familiar_colours_where_they_pass():
+    pal = {n: tuple(c) for n, c in zip(CAMVID_CLASSES, class_palette(CAMVID_CLASSES).tolist())}
+    for name in ("sky", "building", "pole", "road", "pavement", "tree"):
+        assert pal[name] == lift(CAMVID_COLORS[name]), name
+    # the issue's pair: pedestrian was tree's olive
+    d = pairwise_delta_e([pal["pedestrian"], pal["tree"]])[0, 1]
+    assert d >= 20
+    old = pairwise_delta_e([lift(CAMVID_COLORS["pedestrian"]), lift(CAMVID_COLORS["tree"])])
+    assert old[0, 1] < 20                         # why it had to move
+
+
+def test_palette_is_stable_and_a_copy():
+    a = class_palette(CAMVID_CLASSES)
+    a[:] = 0
+    assert class_palette(CAMVID_CLASSES).any()
+    assert (class_palette(list(CAMVID_CLASSES)) == class_palette(tuple(CAMVID_CLASSES))).all()
+
+
+def test_legend_of_a_320_px_still_is_readable():
+    """Lower-case letters at least 7 px high, every present class listed in the strip."""
+    import cv2
+    from moduseg.render import _font, legend_height, render_overlay
+
+    scale, thick = _font(320)
+    (_, x_height), _ = cv2.getTextSize("x", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    assert x_height >= 7
+    lab = np.repeat(np.arange(len(CAMVID_CLASSES), dtype=np.uint8), 320 * 240 // 11 + 1)
+    lab = lab[:320 * 240].reshape(240, 320)
+    img = np.full((240, 320, 3), 120, np.uint8)
+    ov = render_overlay(img, lab, class_palette(CAMVID_CLASSES), CAMVID_CLASSES)
+    assert ov.shape == (240 + legend_height(CAMVID_CLASSES, 320), 320, 3)
+    strip = ov[240:]
+    # every class's swatch colour appears in the strip
+    for c in class_palette(CAMVID_CLASSES):
+        assert (strip == c).all(-1).sum() >= 50, c

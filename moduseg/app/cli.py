@@ -89,6 +89,10 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
     shard, ray_options = options.parse(**engine)
     bank_path = resolve_bank(bank_path, preset)
     spec = ModelSpec(backend, home, preset, overrides, bank_path, proposer)
+    if classes is not None:                # names checked against the bank before any work
+        from ..runtime.pipeline import class_filter
+        checked = _outputs_only(spec)
+        class_filter(checked.config.classes, checked.bank.class_names)
     work = None
     if shard is not None or ray_options is not None:
         work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
