@@ -28,7 +28,7 @@ def load_segmenter(bank: str | None = None, preset: str | None = None, home: str
     from .runtime.assemble import load_segmenter as _load
     from .bank.embedded import resolve_bank
 
-    sets = [f"{k.replace('__', '.')}={v!r}" for k, v in overrides.items()]
+    sets = {k.replace('__', '.'): v for k, v in overrides.items()}
     bank = resolve_bank(bank, preset)
     ensure_models(home, offline=offline)
     return _load(bank, home, preset, sets, backend=backend, proposer=proposer)

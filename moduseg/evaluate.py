@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .config import PRESETS
 from .errors import InputError
+from .settings import preset_option, proposer_option
 from .text import printable
 from .types import IGNORE
 
@@ -128,8 +128,7 @@ def gt_proposals(label: np.ndarray, mode: str = "classes"):
               help="Folder of predicted label PNGs named <image id>.png.")
 @click.option("--bank", default=None, type=click.Path(),
               help="Segment the dataset with this bank (default models) and score it.")
-@click.option("--preset", default=None, type=click.Choice(list(PRESETS)),
-              help="Configuration preset: " + ", ".join(PRESETS) + " (default: the bank's).")
+@preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.top_k=10.")
 @click.option("--proposals", "proposal_mode", default="model",
@@ -140,8 +139,7 @@ def gt_proposals(label: np.ndarray, mode: str = "classes"):
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--backend", default="auto", help="auto, cpu, cuda, tensorrt or tensorrt-native "
               "(as for segment).")
-@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
-              help="sam or entityseg (--set proposer.model=PATH); default: the bank's.")
+@proposer_option("Proposer (entityseg: --set proposer.model=PATH); default: the bank's.")
 @click.option("--out", default=None, type=click.Path(), help="Write scores as JSON here.")
 @click.option("--save-pred", default=None, type=click.Path(),
               help="Also write the predicted label PNGs to this folder.")

@@ -12,6 +12,8 @@ import functools
 import cv2
 import numpy as np
 
+from .text import opencv_text
+
 ALPHA = 0.45            # colour weight in the overlay: the picture stays readable
 MIN_LUMA = 90           # no class colour darker than this (0-255 luma)
 
@@ -101,7 +103,7 @@ def _legend_items(class_names, width):
     (_, th), _ = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     sw = th + 6                      # swatch side
     row_h, pad = sw + 10, 8
-    widths = [cv2.getTextSize(str(n), cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0]
+    widths = [cv2.getTextSize(opencv_text(n), cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0]
               for n in class_names]
     return widths, sw, row_h, pad, scale, thick
 
@@ -167,7 +169,7 @@ def render_overlay(image: np.ndarray, label_map: np.ndarray, palette: np.ndarray
         col = tuple(int(v) for v in palette[c])
         cv2.rectangle(strip, (x, y), (x + sw, y + sw), col, -1)
         cv2.rectangle(strip, (x, y), (x + sw, y + sw), (235, 235, 235), 1)
-        cv2.putText(strip, str(class_names[c]), (x + sw + 6, y + sw - 3),
+        cv2.putText(strip, opencv_text(class_names[c]), (x + sw + 6, y + sw - 3),
                     cv2.FONT_HERSHEY_SIMPLEX, scale, (245, 245, 245), thick, cv2.LINE_AA)
     return np.concatenate([out, strip], 0)
 

@@ -1,6 +1,6 @@
 """What the console says on a first run (issue 29, item 10): no ONNX Runtime
 quantizer advice, stage times that say they overlap, presets listed in --help
-(from ``config.PRESETS``, the one place they are declared)."""
+(``config.preset_names()``: the preset files, the one place they are declared)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from moduseg.cli import cli
-from moduseg.config import PRESETS
+from moduseg.config import preset_names
+
+PRESETS = preset_names()
 from moduseg.timing import OVERLAP_NOTE, format_stage_ms
 
 ROOT = Path(__file__).resolve().parents[1]

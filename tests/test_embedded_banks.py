@@ -16,7 +16,9 @@ from moduseg.bank.embedded import (EMBEDDED_BANKS, MAX_BYTES, TOTAL_MAX_BYTES,
                                    default_bank_path, embedded_bank_path, rebuild_command)
 from moduseg.bank.store import check_identity, load_bank, rebuild_hint
 from moduseg.cli import cli
-from moduseg.config import PRESETS, ModuSegConfig, preset
+from moduseg.config import ModuSegConfig, preset, preset_names
+
+PRESETS = preset_names()
 from moduseg.errors import BankError
 from moduseg.bank.embedded import resolve_bank
 

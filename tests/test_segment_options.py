@@ -80,8 +80,8 @@ def test_unknown_class_names_one_line(bank):
 
 def test_confidence_threshold_needs_segments():
     with pytest.raises(InputError, match="min_confidence applies to segments"):
-        RuntimeConfig(assignment="patch", min_confidence=0.5).validate()
-    RuntimeConfig(assignment="patch_vote", min_confidence=0.5).validate()
+        RuntimeConfig(assignment="patch", min_confidence=0.5)
+    RuntimeConfig(assignment="patch_vote", min_confidence=0.5)
 
 
 # -- the segment command's options ---------------------------------------------------------

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..config import PRESETS
 from ..device import device_option, resolve_backend_option
 from ..errors import InputError
 from ..scale.options import engine_options
+from ..settings import preset_option, proposer_option
 
 
 BACKEND_HELP = ("auto (cuda when a GPU is usable, else cpu), cpu, cuda, tensorrt (ONNX Runtime "
@@ -40,14 +40,12 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--out", "out_dir", default=None, type=click.Path(),
               help=f"Output folder; default: {DEFAULT_OUT_ROOT}/<input name> in the working "
                    f"directory.")
-@click.option("--preset", default=None, type=click.Choice(list(PRESETS)),
-              help="Configuration preset: " + ", ".join(PRESETS) + " (default: the bank's).")
+@preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
 @click.option("--backend", default=None, help=BACKEND_HELP + " Default: auto.")
 @device_option
-@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
-              help=PROPOSER_HELP)
+@proposer_option(PROPOSER_HELP)
 @click.option("--min-confidence", "--conf", "min_confidence", default=None,
               type=click.FloatRange(0.0, 1.0), metavar="C",
               help="Leave segments whose class confidence is below C (0-1) unassigned (255) "
@@ -162,10 +160,10 @@ def _ray_results(spec, work, ray_options, need_image: bool):
     from .sources import Frame
 
     task = SegmentTask(partial(assemble, spec, "segmenter"))
-    for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):
-        index, path = work[k]
+    for k, res in ray_engine.run(task, [str(f.path) for f in work], ray_options):
+        index, path, name = work[k]
         if isinstance(res, FrameError):
-            yield Frame(index, path.stem, None), InputError(res.message)
+            yield Frame(index, name, None, path.name), InputError(res.message)
             continue
         image = read_image(path) if need_image else None
-        yield Frame(index, path.stem, image), res
+        yield Frame(index, name, image, path.name), res

@@ -6,7 +6,14 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ..text import printable, url_path
 from ..types import IGNORE
+
+
+def _e(s) -> str:
+    """Text for the page: control characters and undecodable bytes shown escaped
+    (a name that is not UTF-8 could not even be written to the file), then HTML-escaped."""
+    return html.escape(printable(s))
 
 
 def _hex(rgb) -> str:
@@ -45,7 +52,7 @@ def stage_plot_svg(median_ms: dict[str, float], width: int = 520) -> str:
 def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, gallery,
                n_frames, n_overlays, video, overlays, skipped) -> str:
     """A self-contained page (relative links, inline CSS and SVG, no script)."""
-    e = html.escape
+    e = _e
     total_px = max(1, sum(class_pixels.values()) + unassigned)
     present = sorted(((n, c) for n, c in class_pixels.items() if c), key=lambda t: -t[1])
     index_of = {n: i for i, n in enumerate(names)}
@@ -64,7 +71,10 @@ def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, ga
     if not overlays:
         gallery_html = "<p>Overlays were not written (<code>--no-overlay</code>).</p>"
     else:
-        figs = "".join(f'<figure><a href="{e(g)}"><img src="{e(g)}" alt="{e(g)}"></a>'
+        # links percent-encode the file's bytes: '#', '?', '%' and newlines in a file name
+        # would otherwise cut the link short or point elsewhere
+        figs = "".join(f'<figure><a href="{html.escape(url_path(g))}"><img '
+                       f'src="{html.escape(url_path(g))}" alt="{e(g)}"></a>'
                        f'<figcaption>{e(Path(g).stem)}</figcaption></figure>' for g in gallery)
         note = (f'<p>Stills from <a href="overlay.mp4">overlay.mp4</a> '
                 f'({n_frames} frames).</p>' if video else

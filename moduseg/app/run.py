@@ -1,13 +1,14 @@
 """The run writer of ``moduseg segment``: stages a run's files and commits them
 into ``--out`` as a set.
 
-A run is staged in a private folder inside ``--out`` (``.run.<pid>-<random>``)
-and moved into place as a set when it has finished, under a lock on the
-folder. So a killed run leaves only its staging folder (removed by the next
+A run is staged in a private folder inside ``--out`` (``.run.<pid>-<random>``,
+marked as a run's) and moved into place when it has finished, under a lock on
+the folder. So a killed run leaves only its staging folder (removed by the next
 run once its process is gone), two runs into the same folder never share a
-temp name, and a re-run replaces every file of the previous run: the folder
-never mixes an old ``overlay.mp4`` or ``segments.json`` with new labels.
-Files in ``--out`` that a run does not write are left alone. What is written
+temp name, and a re-run replaces every file the previous run recorded in its
+manifest (``.moduseg-run.json``): the folder never mixes an old ``overlay.mp4``
+or ``segments.json`` with new labels. Nothing else in ``--out`` is touched, not
+even a file a user adds under ``labels/`` (``app.ownership``). What is written
 is up to the sinks (``app.sinks.SINKS``).
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +25,11 @@ import numpy as np
 
 from ..coco import segment_records
 from ..errors import InputError, OutputError
-from ..io import check_output_dir, clean_stale_temps
+from ..io import check_output_dir
 from ..render import check_opacity, class_palette
 from ..types import SegmentationResult
+from .ownership import (clean_stale_private_dirs, commit_files, legacy_run_files,
+                        make_private_dir, read_manifest)
 from .sinks import SEGMENTS_FORMAT, SINKS, Run, output_names
 
 
@@ -48,10 +50,11 @@ def prepare_output(out: str | Path) -> Path:
 
 
 def check_replaceable(out: Path) -> None:
-    """A run replaces ``labels/``, ``index.html``... only when they are a previous
-    run's (its ``segments.json`` says so): never a user's folder of the same name."""
+    """A run writes into ``labels/``, ``index.html``... only when they are a previous
+    run's (its manifest or ``segments.json`` says so): never into a user's folder of
+    the same name. Which files it then replaces is up to the manifest (``commit``)."""
     found = [n for n in output_names() if os.path.lexists(out / n)]
-    if not found:
+    if not found or read_manifest(out) is not None:
         return
     try:                 # the head is enough (the file of a long video is large)
         with open(out / "segments.json", "rb") as f:
@@ -82,16 +85,10 @@ def _folder_lock(folder: Path):
 
 
 def clean_stale_outputs(out: Path, started: float | None = None) -> list[Path]:
-    """Staging folders of runs whose process is gone, and the legacy
-    ``.overlay.part*`` temps (older versions) untouched for a minute."""
-    removed = clean_stale_temps(out, ".run.") + clean_stale_temps(out, ".old.")
-    started = started or time.time()
-    for p in out.glob(".overlay.part*"):
-        with contextlib.suppress(OSError):
-            if p.is_file() and p.stat().st_mtime < started - 60:
-                p.unlink()
-                removed.append(p)
-    return removed
+    """The private folders of runs whose process is gone, and nothing else: only
+    folders that carry a run's marker (``app.ownership``); a user's ``.old.projectA``
+    or ``.run.12345-mine`` is not one."""
+    return clean_stale_private_dirs(out)
 
 
 class RunWriter:
@@ -113,7 +110,7 @@ class RunWriter:
             self.out.mkdir(parents=True, exist_ok=True)
             check_replaceable(self.out)
             clean_stale_outputs(self.out, started)
-            stage = Path(tempfile.mkdtemp(prefix=f".run.{os.getpid()}-", dir=self.out))
+            stage = make_private_dir(self.out, ".run.")
             self.run = Run(self.out, stage, names, class_palette(names), config, kind,
                            str(input_spec), fps, total, "overlays" in sinks,
                            () if background_index is None else (int(background_index),),
@@ -149,6 +146,7 @@ class RunWriter:
         run.class_pixels += counts
         record = {
             "index": int(frame.index), "name": frame.name,
+            **({"file": frame.source} if getattr(frame, "source", None) else {}),
             "label_png": f"labels/{frame.name}.png",
             "image_hw": [int(lm.shape[0]), int(lm.shape[1])],
             "class_pixels": {run.class_names[c]: int(counts[c]) for c in range(C) if counts[c]},
@@ -181,21 +179,13 @@ class RunWriter:
                           run.pixels())
 
     def commit(self) -> None:
-        """Replace the previous run's files by this run's, as a set, under a folder lock."""
-        names = output_names()
+        """Replace the files the previous run recorded by this run's, under a folder
+        lock; files nobody recorded (a user's, under ``labels/`` too) stay."""
         with _folder_lock(self.out):
-            old = Path(tempfile.mkdtemp(prefix=f".old.{os.getpid()}-", dir=self.out))
-            try:
-                for name in names:
-                    if os.path.lexists(self.out / name):
-                        os.replace(self.out / name, old / name)
-                for name in names:
-                    if os.path.lexists(self.stage / name):
-                        os.replace(self.stage / name, self.out / name)
-            except OSError as e:
-                raise OutputError(f"cannot move the results into {self.out}: "
-                                  f"{e.strerror or e}") from None
-        shutil.rmtree(old, ignore_errors=True)
+            previous = read_manifest(self.out)
+            if previous is None:
+                previous = legacy_run_files(self.out)
+            commit_files(self.out, self.stage, previous)
         shutil.rmtree(self.stage, ignore_errors=True)
 
     def abort(self) -> None:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import OutputError
-from ..io import write_image, write_json, write_label_png
+from ..io import opencv_path, write_image, write_json, write_label_png
 from ..registry import Entry, Registry
 from ..render import ALPHA, legend_height
 from ..types import IGNORE, SegmentationResult
@@ -117,6 +117,7 @@ class Overlays(BaseSink):
 
     def __init__(self):
         self._writer = None
+        self._writer_path = None          # opencv_path context of the writer's file
         self._video_frames = 0
         self._legend_h: dict[tuple[int, int], int] = {}
         self._preview_at: set[int] = set()
@@ -159,8 +160,11 @@ class Overlays(BaseSink):
             ov = np.pad(ov, ((0, 0), (0, 1), (0, 0)), constant_values=28)
         if self._writer is None:
             h, w = ov.shape[:2]
-            self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                           float(run.fps), (w, h))
+            # a --out whose name is not UTF-8 would crash OpenCV: reach it through a link
+            self._writer_path = opencv_path(path)
+            self._writer = cv2.VideoWriter(self._writer_path.__enter__(),
+                                           cv2.VideoWriter_fourcc(*"mp4v"), float(run.fps),
+                                           (w, h))
             if not self._writer.isOpened():
                 raise OutputError(f"cannot write the overlay video in {run.out}; use "
                                   f"--no-overlay or check the output folder")
@@ -174,6 +178,7 @@ class Overlays(BaseSink):
             return
         self._writer.release()
         self._writer = None
+        self._release_path()
         path = run.stage / "overlay.mp4"
         n_ok = verified_video_frames(path, self._video_frames)
         if n_ok != self._video_frames:
@@ -187,6 +192,13 @@ class Overlays(BaseSink):
             with contextlib.suppress(Exception):
                 self._writer.release()
             self._writer = None
+        self._release_path()
+
+    def _release_path(self) -> None:
+        if self._writer_path is not None:
+            with contextlib.suppress(Exception):
+                self._writer_path.__exit__(None, None, None)
+            self._writer_path = None
 
 
 def verified_video_frames(path: Path, expected: int) -> int:
@@ -194,7 +206,11 @@ def verified_video_frames(path: Path, expected: int) -> int:
     container's count, provided its last frame decodes."""
     if not path.is_file() or path.stat().st_size == 0:
         return 0
-    cap = cv2.VideoCapture(str(path))
+    with opencv_path(path) as cv_path:
+        return _decodable_frames(cv2.VideoCapture(cv_path), expected)
+
+
+def _decodable_frames(cap, expected: int) -> int:
     try:
         if not cap.isOpened():
             return 0

@@ -8,7 +8,7 @@ import click
 
 from ..bank.datasets import LAYOUTS
 from ..scale.options import engine_options
-from ..config import PRESETS
+from ..settings import preset_option, proposer_option
 from .embedded import EMBEDDED_BANKS
 
 
@@ -28,8 +28,7 @@ def bank():
 @click.option("--background", type=int, default=None,
               help="folder: index of the background class, if any.")
 @click.option("--out", required=True, type=click.Path(), help="Bank file to write (.npz).")
-@click.option("--preset", default=None, type=click.Choice(list(PRESETS)),
-              help="Configuration preset: " + ", ".join(PRESETS) + " (default: default).")
+@preset_option("Configuration preset (default: default).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set bank.erosion_iterations=5.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -39,9 +38,8 @@ def bank():
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--backend", default="auto",
               help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
-@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
-              help="Proposer recorded in the bank for segment/eval: sam or entityseg "
-                   "(--set proposer.model=PATH).")
+@proposer_option("Proposer recorded in the bank for segment/eval "
+                 "(entityseg: --set proposer.model=PATH).")
 @click.option("--offline", is_flag=True,
               help="Never fetch the default models (they are fetched on first use otherwise).")
 @engine_options
@@ -66,7 +64,6 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     check_output_file(out, "--out", suffix=".npz")     # before any work
     shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
-    cfg.bank.validate()
     if backend != "tensorrt-native":
         from ..models import ensure_models
         ensure_models(home, offline=offline)

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import BankError
 from .builder import spread
 
-# preset -> the shipped bank file; every preset in ``config.PRESETS`` has one
+# preset -> the shipped bank file; every preset (``config.preset_names()``) has one
 EMBEDDED_BANKS = {"default": "camvid-default.npz", "fast": "camvid-fast.npz",
                   "paper": "camvid-paper.npz"}
 FILENAME = EMBEDDED_BANKS["default"]

@@ -168,7 +168,6 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
     from .pipeline import Segmenter
 
     be = resolve_backend(backend)
-    cfg.validate()
     check_bank_options(cfg, bank, home)
     if backbone is None:
         backbone = build_backbone(cfg, be, home)
@@ -198,7 +197,7 @@ def load_bank_config(bank_path, preset: str | None = None, overrides=(),
     from ..settings import resolve_config
 
     bank = load_bank(bank_path)
-    return bank, resolve_config(preset, overrides, bank.config, proposer=proposer).validate()
+    return bank, resolve_config(preset, overrides, bank.config, proposer=proposer)
 
 
 def _model_path(model, home) -> Path:

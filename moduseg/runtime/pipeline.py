@@ -335,7 +335,6 @@ class Segmenter:
         # the whole configuration, recorded with every result
         self.full_config = (config if isinstance(config, ModuSegConfig)
                             else ModuSegConfig(runtime=self.config, preset="custom"))
-        self.config.validate()
         check_identity(bank.backbone, backbone.identity,
                        fix=rebuild_hint(bank.config, self.full_config.preset))
         class_filter(self.config.classes, bank.class_names)     # unknown names: now

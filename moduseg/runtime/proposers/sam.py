@@ -1,7 +1,7 @@
 """SAM automatic mask generator on ONNX Runtime, tuned for CPU frame rates.
 
 Split like segment-anything's model / predictor / generator: ``SamOptions``
-(``sam_options``), ``SamEncoder`` and the batched ``SamDecoder``
+(declared with every other option in ``moduseg.config``), ``SamEncoder`` and the batched ``SamDecoder``
 (``sam_model``), and here the generator loop. Pipeline for one image
 (``generate``):
 
@@ -67,11 +67,13 @@ content-sized encoder and pooled padding cells (``padding_pool=4``).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ...config import ProposerOptions, SamOptions
 from ...errors import InputError
 from ...timing import StageTimer
 from ...types import Proposals
@@ -81,9 +83,11 @@ from .sam_model import (ENCODER_SIZE, EMBED_STRIDE, MAX_ENCODER_SESSIONS,  # noq
                         PIXEL_MEAN, PIXEL_STD, SamDecoder, SamEncoder, SamImage, SamPrediction,
                         check_image as _check_image, content_embed_hw, preprocess,
                         resized_size)
-from .sam_options import SamOptions
 
-OPTION_NAMES = SamOptions.names()
+# the generator's own options (threads is a constructor argument; name and model are
+# the configuration's), also readable as attributes
+OPTION_NAMES = (frozenset(f.name for f in dataclasses.fields(SamOptions))
+                - {f.name for f in dataclasses.fields(ProposerOptions)}) | {"grid_rc"}
 __all__ = ["SamAutomaticMaskGenerator", "SamOptions", "SamEncoder", "SamDecoder", "SamImage",
            "SamPrediction", "preprocess", "resized_size", "content_embed_hw", "ENCODER_SIZE",
            "EMBED_STRIDE", "MAX_ENCODER_SESSIONS", "PIXEL_MEAN", "PIXEL_STD"]
@@ -114,7 +118,6 @@ class SamAutomaticMaskGenerator:
         if options is None:
             options = SamOptions(**option_values)
         elif option_values:
-            import dataclasses
             options = dataclasses.replace(options, **option_values)
         self.options = o = options
         self.encoder = SamEncoder(encoder_path, quantize=o.quantize_encoder, crop=o.encoder_crop,
