@@ -25,13 +25,13 @@ from moduseg.bank.embedded import resolve_bank
 FRAME = "val/0016E5_07959.png"
 
 
-def test_every_preset_has_an_embedded_bank():
-    assert set(EMBEDDED_BANKS) == set(PRESETS)
-    for name in PRESETS:
+def test_the_presets_users_run_have_an_embedded_bank():
+    assert {"default", "fast"} <= set(EMBEDDED_BANKS) <= set(PRESETS)
+    for name in EMBEDDED_BANKS:
         assert default_bank_path(name) == embedded_bank_path(name)
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", list(EMBEDDED_BANKS))
 def test_embedded_bank_is_built_with_its_presets_settings(name):
     p = default_bank_path(name)
     assert p.stat().st_size <= MAX_BYTES
@@ -56,7 +56,6 @@ def test_shipped_banks_fit_the_package_budget():
 
 def test_preset_chooses_its_embedded_bank(tmp_path):
     assert resolve_bank(None, "fast") == embedded_bank_path("fast")
-    assert resolve_bank(None, "paper") == embedded_bank_path("paper")
     assert resolve_bank(None, None) == embedded_bank_path("default")
     assert resolve_bank(str(tmp_path / "b.npz"), "fast") == tmp_path / "b.npz"
 
@@ -96,7 +95,7 @@ def _models():
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", list(EMBEDDED_BANKS))
 def test_embedded_bank_matches_its_presets_backbone(name):
     from moduseg.models import load_default_backbone
 

@@ -23,10 +23,8 @@ import numpy as np
 
 from ..errors import BankError
 from .builder import spread
+from .shipped import EMBEDDED_BANKS
 
-# preset -> the shipped bank file; every preset (``config.preset_names()``) has one
-EMBEDDED_BANKS = {"default": "camvid-default.npz", "fast": "camvid-fast.npz",
-                  "paper": "camvid-paper.npz"}
 FILENAME = EMBEDDED_BANKS["default"]
 MAX_BYTES = 10_000_000          # one bank
 TOTAL_MAX_BYTES = 16_000_000    # every shipped bank together (the wheel's bank data)

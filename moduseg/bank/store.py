@@ -340,7 +340,9 @@ def check_identity(have: BackboneIdentity, want: BackboneIdentity, where="bank",
 def rebuild_hint(bank_config: dict | None, preset: str) -> str:
     """How to get a bank for a run's configuration (``preset``, perhaps ``+custom``)
     when the bank at hand was built with other backbone settings: the command."""
-    from ..config import preset_names       # every preset ships an embedded bank
+    from ..config import preset_names
+    from .shipped import EMBEDDED_BANKS
+
     presets = preset_names()
 
     built = (bank_config or {}).get("preset") if isinstance(bank_config, dict) else None
@@ -351,7 +353,7 @@ def rebuild_hint(bank_config: dict | None, preset: str) -> str:
     if built and built != preset:
         lead = (f"this bank was built with preset {built!r} and the run uses {preset!r}: "
                 f"drop --preset/--set backbone.* to run with the bank's own settings")
-        if base in presets and "+" not in str(preset):
+        if base in EMBEDDED_BANKS and "+" not in str(preset):
             lead += f", omit --bank to use the embedded {base} bank"
         return f"{lead}, or {build}"
     return build
