@@ -296,6 +296,7 @@ def check_index_in_chromium(out: Path, shot: Path) -> int:
     return n_img
 
 
+@pytest.mark.slow
 def test_index_html_renders_its_images_in_headless_chromium(tmp_path):
     src = _images(tmp_path / "in", 3)
     out = tmp_path / "out"

@@ -333,3 +333,28 @@ def test_unicode_digits_are_file_names_not_cameras(tmp_path):
         with pytest.raises(InputError, match="does not exist"):
             input_kind(spec)
     assert input_kind("0") == "camera"
+
+
+def test_status_lines_are_printable_under_a_strict_utf8_terminal(tmp_path):
+    """PYTHONIOENCODING=utf-8 makes stdout strict: a raw name that is not UTF-8 in a
+    status line would be a UnicodeEncodeError traceback."""
+    d = _bad_folder(tmp_path, n_good=0)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+               PYTHONIOENCODING="utf-8")
+    code = textwrap.dedent(f"""
+        import os, sys
+        from click.testing import CliRunner
+        from moduseg.bank.cli import _echo_failures
+        from moduseg.cli import main
+        d = os.fsdecode({os.fsencode(d)!r})
+        name = sorted(os.listdir(d))[0]
+        _echo_failures([{{"image": name, "error": "x"}}])
+        sys.argv = ["moduseg", "segment", os.path.join(d, "missing" + name), "--out",
+                    os.path.join(d, "o")]
+        main()
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, errors="replace")
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert "\\xff\\xfe bad" in r.stderr or "caf\\xe9" in r.stderr

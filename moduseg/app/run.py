@@ -99,11 +99,13 @@ class RunWriter:
     def __init__(self, out: str | Path, class_names: list[str], config: dict, *,
                  kind: str, input_spec: str, fps: float = 25.0, total: int | None = None,
                  overlays: bool = True, background_index: int | None = None,
-                 sinks: list[str] | None = None, opacity: float | None = None):
+                 sinks: list[str] | None = None, unknown: bool = False, extra_sinks=(),
+                 opacity: float | None = None):
         self.out = Path(out)
         if sinks is None:
             sinks = [n for n in SINKS if overlays or n != "overlays"]
-        self.sinks = [SINKS[n].load()() for n in sinks]
+        # ``extra_sinks``: sink objects that write elsewhere (``--save-uncertain``)
+        self.sinks = [SINKS[n].load()() for n in sinks] + list(extra_sinks)
         names = list(class_names)
         started = time.time()
         try:
@@ -114,8 +116,9 @@ class RunWriter:
             self.run = Run(self.out, stage, names, class_palette(names), config, kind,
                            str(input_spec), fps, total, "overlays" in sinks,
                            () if background_index is None else (int(background_index),),
-                           class_pixels=np.zeros(len(names) + 1, np.int64),
+                           class_pixels=np.zeros(len(names) + 1, np.int64), unknown=unknown,
                            opacity=check_opacity(opacity))
+            self.run.colour_of = {n: c for n, c in zip(names, self.run.palette.tolist())}
             for s in self.sinks:
                 s.start(self.run)
         except OSError as e:
@@ -139,11 +142,40 @@ class RunWriter:
             raise OutputError(f"cannot write the results of frame {frame.name} into "
                               f"{self.out}: {why}") from None
 
+    def _swapped_classes(self, names: list[str]) -> np.ndarray:
+        """A frame of a hot-swapped bank: its classes join the run's (colours by name);
+        returns the map from its label values to the run's class indices."""
+        run = self.run
+        new = [n for n in names if n not in run.colour_of]
+        if new:
+            colours = class_palette(run.class_names + new)
+            for n, c in zip(new, colours[len(run.class_names):].tolist()):
+                run.colour_of[n] = c
+            run.class_names = run.class_names + new
+            run.palette = np.asarray([run.colour_of[n] for n in run.class_names], np.uint8)
+            run.class_pixels = np.concatenate([run.class_pixels[:-1],
+                                               np.zeros(len(new), np.int64),
+                                               run.class_pixels[-1:]])
+        return np.asarray([run.class_names.index(n) for n in names], np.int64)
+
     def _add(self, frame, result: SegmentationResult) -> None:
+        from ..types import UNKNOWN
         run, lm = self.run, result.label_map
         C = len(run.class_names)
-        counts = np.bincount(np.where(lm < C, lm, C).ravel(), minlength=C + 1)
+        swapped = list(result.class_names) != run.class_names
+        n = len(result.class_names)
+        counts = np.bincount(np.where(lm < n, lm, n).ravel(), minlength=n + 1)
+        unknown = int((lm == UNKNOWN).sum()) if run.unknown else 0
+        counts[n] -= unknown
+        if swapped:
+            to_run = self._swapped_classes(list(result.class_names))
+            C = len(run.class_names)
+            full = np.zeros(C + 1, np.int64)
+            np.add.at(full, to_run, counts[:n])
+            full[C] = counts[n]
+            counts = full
         run.class_pixels += counts
+        run.unknown_pixels += unknown
         record = {
             "index": int(frame.index), "name": frame.name,
             **({"file": frame.source} if getattr(frame, "source", None) else {}),
@@ -151,6 +183,9 @@ class RunWriter:
             "image_hw": [int(lm.shape[0]), int(lm.shape[1])],
             "class_pixels": {run.class_names[c]: int(counts[c]) for c in range(C) if counts[c]},
             "unassigned_pixels": int(counts[C]),
+            **({"unknown_pixels": unknown} if run.unknown else {}),
+            # label values index these when a hot-swapped bank changed the classes
+            **({"class_names": list(result.class_names)} if swapped else {}),
             "segments": segment_records(result),
             "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
         }

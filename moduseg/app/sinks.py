@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import OutputError
 from ..io import opencv_path, write_image, write_json, write_label_png
 from ..registry import Entry, Registry
-from ..render import ALPHA, legend_height
+from ..render import ALPHA, label_png_palette, legend_height
 from ..types import IGNORE, SegmentationResult
 from .report import index_html
 from .sources import Frame
@@ -51,6 +51,11 @@ class Run:
     timings: dict[str, list[float]] = field(default_factory=dict)
     class_pixels: np.ndarray | None = None                  # [C + 1], last: unassigned
     gallery: list[str] = field(default_factory=list)       # overlays shown in index.html
+    unknown: bool = False             # runtime.unknown is on: the legend may need "unknown"
+    unknown_pixels: int = 0
+    # a hot-swapped bank (``runtime/hotswap.py``) may bring other classes: each frame's
+    # label values index its own result's class names; colours stay by name
+    colour_of: dict = field(default_factory=dict)
 
     @property
     def video(self) -> bool:
@@ -61,6 +66,16 @@ class Run:
 
     def pixels(self) -> dict[str, int]:
         return {n: int(self.class_pixels[i]) for i, n in enumerate(self.class_names)}
+
+    def palette_for(self, class_names: list[str]) -> np.ndarray:
+        """The run's colours for a frame whose bank has ``class_names``."""
+        if list(class_names) == self.class_names:
+            return self.palette
+        return np.asarray([self.colour_of[n] for n in class_names], np.uint8)
+
+    def legend_names(self) -> list[str]:
+        from ..types import UNKNOWN_NAME
+        return self.class_names + ([UNKNOWN_NAME] if self.unknown else [])
 
 
 @runtime_checkable
@@ -106,7 +121,8 @@ class LabelPngs(BaseSink):
 
     def add(self, run: Run, frame: Frame, result: SegmentationResult) -> None:
         write_label_png(run.stage / "labels" / f"{frame.name}.png", result.label_map,
-                        run.palette)
+                        label_png_palette(result.label_map,
+                                          run.palette_for(result.class_names)))
 
 
 class Overlays(BaseSink):
@@ -129,11 +145,12 @@ class Overlays(BaseSink):
         lm = result.label_map
         H, W = lm.shape
         if (H, W) not in self._legend_h:
-            lh = legend_height(run.class_names, W)
+            lh = legend_height(run.legend_names(), W)
             # video encoders want even frame sizes: the strip makes the height even
             self._legend_h[H, W] = lh + (H + lh) % 2 if run.video else lh
-        ov = result.plot(frame.image, run.palette, legend_h=self._legend_h[H, W],
-                         untinted=run.untinted, alpha=run.opacity)
+        ov = result.plot(frame.image, run.palette_for(result.class_names),
+                         legend_h=self._legend_h[H, W], untinted=run.untinted,
+                         alpha=run.opacity)
         if run.video:
             self._write_video(run, ov)
             if frame.index in self._preview_at or (run.total is None and frame.index % 30 == 0
@@ -245,6 +262,7 @@ class SegmentsJson(BaseSink):
             "skipped": run.skipped,
             "class_pixels": run.pixels(),
             "unassigned_pixels": int(run.class_pixels[-1]),
+            **({"unknown_pixels": run.unknown_pixels} if run.unknown else {}),
             "median_ms": run.median_ms(),
             "overlay_video": "overlay.mp4" if (run.video and run.overlays) else None,
         })
@@ -262,7 +280,8 @@ class HtmlReport(BaseSink):
             unassigned=int(run.class_pixels[-1]), median_ms=run.median_ms(),
             gallery=run.gallery, n_frames=len(run.frames),
             n_overlays=len(run.frames) if run.overlays else 0, video=run.video,
-            overlays=run.overlays, skipped=run.skipped), encoding="utf-8")
+            overlays=run.overlays, skipped=run.skipped,
+            unknown=run.unknown_pixels if run.unknown else None), encoding="utf-8")
 
 
 SINKS: Registry[Entry] = Registry("output sink")
