@@ -1,4 +1,4 @@
-"""``moduseg segment``: images, folders, videos and cameras."""
+"""``moduseg segment``: images, folders, videos, cameras and stream URLs."""
 
 from __future__ import annotations
 
@@ -21,13 +21,19 @@ PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its expor
 
 
 DEFAULT_OUT_ROOT = "moduseg-out"
-LIVE_KINDS = ("camera", "stream")     # inputs that run until stopped: the bank is watched
+from .sources import LIVE_KINDS  # noqa: E402  inputs that run until stopped: the bank is watched
 
 
 def default_out_dir(input_spec: str, kind: str) -> Path:
     """``moduseg-out/<input name>`` under the working directory (git-ignored in the repo)."""
     if kind == "camera":
         name = f"camera{input_spec}"
+    elif kind == "stream":
+        from urllib.parse import urlsplit
+        parts = urlsplit(input_spec)
+        tail = "-".join(p for p in parts.path.split("/") if p)
+        name = "".join(c if c.isalnum() or c in "-_." else "-"
+                       for c in f"{parts.hostname}-{tail}".strip("-"))[:80] or "stream"
     else:
         p = Path(input_spec)
         name = (p.resolve().name if kind == "folder" else p.stem) or "input"
@@ -62,6 +68,17 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
+@click.option("--show", is_flag=True,
+              help="Show each overlay live in a window (needs a display and pygame: pip "
+                   "install 'moduseg[show]'); closing it ends the run.")
+@click.option("--reconnect", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Stream URLs: reopen a dropped stream up to N times in a row (a pause "
+                   "doubling from 0.5 s), each attempt said on the console.")
+@click.option("--temporal", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Videos, cameras and streams: keyframes with the full pipeline, the frames between "
+                   "propagated by optical flow, a temporal class memory and track ids (on); "
+                   "or every frame segmented alone (off). Images and folders are always "
+                   "per frame.")
 @click.option("--offline", is_flag=True,
               help="Never fetch the default models (they are fetched on first use otherwise).")
 @click.option("--save-uncertain", "uncertain_dir", default=None, type=click.Path(),
@@ -79,9 +96,11 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
                    "camera or stream, off for files).")
 @engine_options
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, proposer,
-            min_confidence, classes, opacity, home, max_frames, no_overlay, offline,
-            uncertain_dir, uncertain_unknown, uncertain_low_confidence, watch_bank, **engine):
-    """Segment INPUT (an image, a folder, a video file or a camera index).
+            min_confidence, classes, opacity, home, max_frames, no_overlay, show, reconnect,
+            temporal, offline, uncertain_dir, uncertain_unknown, uncertain_low_confidence,
+            watch_bank, **engine):
+    """Segment INPUT (an image, a folder, a video file, a camera index, or an
+    rtsp:// or http(s):// stream URL).
 
     Writes labels/, overlays/ (or overlay.mp4), segments.json, palette.json and
     index.html into --out, replacing a previous run's files as a set. A folder's
@@ -108,8 +127,12 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
         checked = _outputs_only(spec)
         class_filter(checked.config.classes, checked.bank.class_names)
     work = None
-    if shard is not None or ray_options is not None:
-        work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
+    ray_video = ray_options is not None and kind == "video" and shard is None
+    if (shard is not None or ray_options is not None) and not ray_video:
+        work = image_paths(input_spec, max_frames, shard)    # refuses cameras and streams
+    if show:
+        from .display import check_display
+        check_display()                                      # before any model loads
     out = prepare_output(out_dir or default_out_dir(input_spec, kind))   # before any model loads
     extra_sinks = []
     if uncertain_dir is not None:
@@ -128,7 +151,10 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
         seg = assemble(spec, "segmenter")
     else:
         seg = _outputs_only(spec)
-        results = _ray_results(spec, work, ray_options, need_image=not no_overlay)
+        results = (_ray_video_results(spec, input_spec, max_frames, ray_options,
+                                      temporal=temporal == "on",
+                                      need_image=not no_overlay or show) if ray_video else
+                   _ray_results(spec, work, ray_options, need_image=not no_overlay or show))
     if seg.full_config.runtime.reuse_proposals_below > 0 and work is not None:
         raise InputError("runtime.reuse_proposals_below > 0 makes a frame depend on the one "
                          "before it, so the frames cannot be split over workers; drop "
@@ -140,9 +166,13 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
                              "--engine ray")
         from ..runtime.hotswap import BankWatcher
         watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
+    from ..temporal import TemporalConfig
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay, shard=shard, results=results,
-                          watcher=watcher, extra_sinks=extra_sinks, opacity=opacity)
+                          watcher=watcher, extra_sinks=extra_sinks,
+                          temporal=TemporalConfig(enabled=temporal == "on"), show=show,
+                          reconnect=reconnect, opacity=opacity,
+                          say=lambda m: click.echo(m, err=True))
     click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "
                f"{printable(out / 'index.html')})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
@@ -185,6 +215,30 @@ def _outputs_only(spec):
     from ..runtime.assemble import load_bank_config
     bank, cfg = load_bank_config(spec.bank_path, spec.preset, spec.overrides, spec.proposer)
     return SimpleNamespace(bank=bank, config=cfg.runtime, full_config=cfg)
+
+
+def _ray_video_results(spec, input_spec, max_frames, ray_options, need_image: bool,
+                       temporal: bool = True):
+    """``(Frame, result or InputError)`` of a video from one Ray actor: the video is one
+    ordered task on the temporal path (never split across actors), its results
+    streamed back in frame order; the frames for the overlays are decoded here."""
+    from functools import partial
+
+    from ..scale import ray_engine
+    from ..scale.work import FrameError, VideoTask, assemble
+    from .sources import Frame, iter_frames, video_images
+
+    task = VideoTask(partial(assemble, spec, "segmenter"),
+                     partial(video_images, max_frames=max_frames), temporal=temporal)
+    frames = iter_frames(input_spec, max_frames)
+    for k, res in ray_engine.run_ordered(task, str(input_spec), ray_options):
+        frame = next(frames, None) if need_image else None
+        if frame is None:
+            frame = Frame(k, f"frame_{k:06d}", None)
+        if isinstance(res, FrameError):
+            yield frame, InputError(res.message)
+            continue
+        yield frame, res
 
 
 def _ray_results(spec, work, ray_options, need_image: bool):
