@@ -188,3 +188,20 @@ def test_live_sources_drop_stale_frames_instead_of_queueing_them():
     counts = {}
     assert run_overlapped(camera(), infer, write, counts=counts) == 60
     assert counts["dropped"] == 0
+
+
+def test_a_refused_stream_is_one_line_from_the_real_process_too(tmp_path):
+    """OpenCV's and FFmpeg's own logs (written by native code, past click) stay quiet."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    env["PYTHONPATH"] = str(root)
+    r = subprocess.run([sys.executable, "-m", "moduseg.cli", "segment",
+                        f"rtsp://127.0.0.1:{free_port()}/x", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot open stream" in lines[0], lines
