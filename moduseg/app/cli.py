@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..device import device_option, resolve_backend_option
 from ..errors import InputError
 from ..text import printable
 from ..scale.options import engine_options
@@ -42,15 +43,27 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.command("segment")
 @click.argument("input_spec", metavar="INPUT")
 @click.option("--bank", "bank_path", default=None, type=click.Path(),
-              help="Bank file (.npz); default: the embedded CamVid street-scene bank.")
+              help="Bank file (.npz); default: the embedded CamVid street-scene bank of the "
+                   "preset.")
 @click.option("--out", "out_dir", default=None, type=click.Path(),
               help=f"Output folder; default: {DEFAULT_OUT_ROOT}/<input name> in the working "
                    f"directory.")
 @preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
-@click.option("--backend", default="auto", help=BACKEND_HELP)
+@click.option("--backend", default=None, help=BACKEND_HELP + " Default: auto.")
+@device_option
 @proposer_option(PROPOSER_HELP)
+@click.option("--min-confidence", "--conf", "min_confidence", default=None,
+              type=click.FloatRange(0.0, 1.0), metavar="C",
+              help="Leave segments whose class confidence is below C (0-1) unassigned (255) "
+                   "instead of painting them (runtime.min_confidence).")
+@click.option("--classes", "classes", default=None, metavar="NAMES",
+              help="Paint only these of the bank's classes, comma-separated (e.g. "
+                   "car,pedestrian); every other pixel is left unassigned (runtime.classes).")
+@click.option("--opacity", default=None, type=click.FloatRange(0.0, 1.0), metavar="A",
+              help="Weight of the class colours in the overlays, 0-1 (0: the frame only, "
+                   "1: solid colours; default 0.45).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
@@ -82,9 +95,10 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
               help="Use a changed bank file from the next frame on (default: on for a "
                    "camera or stream, off for files).")
 @engine_options
-def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
-            max_frames, no_overlay, show, reconnect, temporal, offline, uncertain_dir,
-            uncertain_unknown, uncertain_low_confidence, watch_bank, **engine):
+def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, proposer,
+            min_confidence, classes, opacity, home, max_frames, no_overlay, show, reconnect,
+            temporal, offline, uncertain_dir, uncertain_unknown, uncertain_low_confidence,
+            watch_bank, **engine):
     """Segment INPUT (an image, a folder, a video file, a camera index, or an
     rtsp:// or http(s):// stream URL).
 
@@ -96,15 +110,22 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     from ..bank.embedded import resolve_bank
     from ..models import ensure_models
     from ..scale import options
+    from ..timing import format_stage_ms
     from ..scale.work import ModelSpec, assemble
     from .loop import run_segment
     from .run import prepare_output
     from .sources import image_paths, input_kind, probe_input
 
     kind = input_kind(input_spec)
+    backend = resolve_backend_option(backend, device)
+    overrides = tuple(overrides) + shorthand_settings(min_confidence, classes)
     shard, ray_options = options.parse(**engine)
-    bank_path = resolve_bank(bank_path)
-    spec = ModelSpec(backend, home, preset, tuple(overrides), bank_path, proposer)
+    bank_path = resolve_bank(bank_path, preset)
+    spec = ModelSpec(backend, home, preset, overrides, bank_path, proposer)
+    if classes is not None:                # names checked against the bank before any work
+        from ..runtime.pipeline import class_filter
+        checked = _outputs_only(spec)
+        class_filter(checked.config.classes, checked.bank.class_names)
     work = None
     ray_video = ray_options is not None and kind == "video" and shard is None
     if (shard is not None or ray_options is not None) and not ray_video:
@@ -150,7 +171,8 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
                           overlays=not no_overlay, shard=shard, results=results,
                           watcher=watcher, extra_sinks=extra_sinks,
                           temporal=TemporalConfig(enabled=temporal == "on"), show=show,
-                          reconnect=reconnect, say=lambda m: click.echo(m, err=True))
+                          reconnect=reconnect, opacity=opacity,
+                          say=lambda m: click.echo(m, err=True))
     click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "
                f"{printable(out / 'index.html')})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
@@ -163,32 +185,27 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
                    f"'moduseg bank add BANK --dataset folder --root {printable(hard / 'images')} "
                    f"--labels {printable(hard / 'labels')} --classes "
                    f"{printable(hard / 'classes.txt')} --out NEW.npz')")
-    click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
-                                                   for k, v in summary.median_ms.items()))
-    if summary.temporal:
-        t = summary.temporal
-        tc = t.get("consistency", {}).get("mean")
-        click.echo(f"temporal: {t['keyframes']} keyframe(s) of {t['frames']} frames "
-                   f"(rate {t['keyframe_rate']}); ms per frame amortised "
-                   f"{t['frame_ms']['amortised']:.1f}, p50 {t['frame_ms']['p50']:.1f}, p95 "
-                   f"{t['frame_ms']['p95']:.1f}"
-                   + (f"; latency p50 {t['latency_ms']['p50']:.1f}, p95 "
-                      f"{t['latency_ms']['p95']:.1f}" if "latency_ms" in t else "")
-                   + (f"; temporal consistency {tc:.1f} %" if tc is not None else ""))
-    if summary.live:
-        click.echo(live_line(summary.live))
+    click.echo(format_stage_ms(summary.median_ms))
 
 
-def live_line(live: dict) -> str:
-    """One console line for a camera or stream run."""
-    lat, rate = live["latency_ms"], live["keyframe_rate"]
-    parts = [f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms" if lat["p50"] is not None
-             else "latency n/a",
-             "keyframes " + ("n/a" if rate is None else f"{100 * rate:.0f}%"),
-             f"{live['dropped']} frame(s) dropped while busy"]
-    if live.get("reconnects") is not None:
-        parts.append(f"{live['reconnects']} reconnect(s)")
-    return "live: " + ", ".join(parts)
+def parse_classes(text: str) -> tuple[str, ...]:
+    """``--classes car,pedestrian`` -> ``("car", "pedestrian")`` (names checked against
+    the bank when the segmenter is built)."""
+    names = tuple(n.strip() for n in str(text).split(","))
+    if not names or any(not n for n in names):
+        raise InputError(f"--classes {text!r}: give class names separated by commas, e.g. "
+                         f"--classes car,pedestrian")
+    return tuple(dict.fromkeys(names))
+
+
+def shorthand_settings(min_confidence, classes) -> tuple[str, ...]:
+    """``--min-confidence`` and ``--classes`` as the ``--set`` lines they stand for."""
+    out = ()
+    if min_confidence is not None:
+        out += (f"runtime.min_confidence={float(min_confidence)!r}",)
+    if classes is not None:
+        out += (f"runtime.classes={list(parse_classes(classes))!r}",)
+    return out
 
 
 def _outputs_only(spec):

@@ -25,7 +25,8 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
                 overlays: bool = True, progress: bool = True, shard=None,
                 results=None, watcher=None, extra_sinks=(), temporal=None,
                 show: bool = False, reconnect: int | None = None,
-                say: Callable[[str], None] | None = None) -> RunSummary:
+                say: Callable[[str], None] | None = None,
+                opacity: float | None = None) -> RunSummary:
     """Segment an image, folder, video, camera or stream URL into ``out``: the one call
     the CLI makes.
 
@@ -50,6 +51,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     times (``netstream``), each attempt said on the console (``say``).
     ``show``: each overlay also appears in a window (``app.display``); closing
     it ends the run with the frames done so far.
+    ``opacity``: the class colours' weight in the overlays (default ``render.ALPHA``).
     """
     import time
     from dataclasses import replace
@@ -82,7 +84,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
         writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
                            fps=fps, total=total, overlays=overlays,
                            background_index=seg.bank.background_index, unknown=unknown,
-                           extra_sinks=extra_sinks)
+                           extra_sinks=extra_sinks, opacity=opacity)
     except BaseException:
         if stream is not None:
             stream.close()

@@ -27,7 +27,7 @@ from ..coco import segment_records
 from .temporal import TemporalLog, add_track_ids, is_temporal
 from ..errors import InputError, OutputError
 from ..io import check_output_dir
-from ..render import class_palette
+from ..render import check_opacity, class_palette
 from ..types import SegmentationResult
 from .ownership import (clean_stale_private_dirs, commit_files, legacy_run_files,
                         make_private_dir, read_manifest)
@@ -102,7 +102,8 @@ class RunWriter:
     def __init__(self, out: str | Path, class_names: list[str], config: dict, *,
                  kind: str, input_spec: str, fps: float = 25.0, total: int | None = None,
                  overlays: bool = True, background_index: int | None = None,
-                 sinks: list[str] | None = None, unknown: bool = False, extra_sinks=()):
+                 sinks: list[str] | None = None, unknown: bool = False, extra_sinks=(),
+                 opacity: float | None = None):
         self.out = Path(out)
         if sinks is None:
             sinks = [n for n in SINKS if overlays or n != "overlays"]
@@ -119,7 +120,8 @@ class RunWriter:
             self.run = Run(self.out, stage, names, class_palette(names), config, kind,
                            str(input_spec), fps, total, "overlays" in sinks,
                            () if background_index is None else (int(background_index),),
-                           class_pixels=np.zeros(len(names) + 1, np.int64), unknown=unknown)
+                           class_pixels=np.zeros(len(names) + 1, np.int64), unknown=unknown,
+                           opacity=check_opacity(opacity))
             self.run.colour_of = {n: c for n, c in zip(names, self.run.palette.tolist())}
             for s in self.sinks:
                 s.start(self.run)

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import OutputError
 from ..io import opencv_path, write_image, write_json, write_label_png
 from ..registry import Entry, Registry
-from ..render import label_png_palette, legend_height
+from ..render import ALPHA, label_png_palette, legend_height
 from ..types import IGNORE, SegmentationResult
 from .report import index_html
 from .encode import OverlayVideo
@@ -46,6 +46,7 @@ class Run:
     total: int | None = None
     overlays: bool = True
     untinted: tuple[int, ...] = ()
+    opacity: float = ALPHA                                  # class colours' weight, overlays
     frames: list[dict] = field(default_factory=list)       # segments.json "frames"
     skipped: list[dict] = field(default_factory=list)
     timings: dict[str, list[float]] = field(default_factory=dict)
@@ -169,7 +170,8 @@ class Overlays(BaseSink):
             # video encoders want even frame sizes: the strip makes the height even
             self._legend_h[H, W] = lh + (H + lh) % 2 if run.video else lh
         ov = result.plot(frame.image, run.palette_for(result.class_names),
-                         legend_h=self._legend_h[H, W], untinted=run.untinted)
+                         legend_h=self._legend_h[H, W], untinted=run.untinted,
+                         alpha=run.opacity)
         self.last_overlay = (frame.index, ov)
         if run.video:
             self._write_video(run, ov)
