@@ -160,7 +160,20 @@ class RuntimeConfig(Options):
         help="Label a patch or proposal unknown (254) when its similarity to the nearest bank "
              "vector of its class is below this quantile of the bank's own leave-one-image-"
              "out similarities of that class (0 = off).")
+    min_confidence: float = option(
+        0.0, ge=0.0, le=1.0,
+        help="Segments whose class confidence is below this are not painted and the pixels "
+             "only they cover stay unassigned (255), whatever unassigned says (0 = off).")
+    classes: Optional[Tuple[str, ...]] = option(
+        None, help="Only these of the bank's classes are painted (names); every other pixel "
+                   "stays unassigned (255) and other classes' segments are dropped; unset: all.")
     eps: float = option(1e-6, ge=0.0, le=1.0, help="Numerical floor of the pooling weights.")
+
+    def check(self) -> None:
+        if self.min_confidence > 0 and self.assignment == "patch":
+            raise InputError(
+                "runtime.min_confidence applies to segments, and runtime.assignment='patch' "
+                "(the fast preset) makes none; use --preset default, or drop the threshold")
 
 
 @dataclass(frozen=True)
@@ -427,7 +440,7 @@ def _section(cls, name: str, d: Mapping):
 
 def _proposer_class(name, keys=()) -> type:
     """The options class of proposer ``name``; ``keys`` must be its options."""
-    if name not in PROPOSER_OPTIONS:
+    if not isinstance(name, str) or name not in PROPOSER_OPTIONS:
         raise InputError(f"proposer.name must be one of {proposer_names()}, got {name!r}"
                          f"{_did_you_mean(name, proposer_names())}")
     cls = PROPOSER_OPTIONS[name]
@@ -546,7 +559,7 @@ def _coerce(name: str, value, tp):
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             try:
                 number = float(value)
-            except OverflowError:            # an int beyond float range (10**400)
+            except (OverflowError, ValueError):   # beyond float range (10**400), sNaN
                 number = math.inf
             if not math.isfinite(number):
                 raise InputError(f"{name} must be a finite number, got {_short(value)}")
