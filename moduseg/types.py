@@ -16,10 +16,7 @@ import numpy as np
 
 from .errors import InputError
 
-IGNORE = 255
-# label-map value of pixels whose evidence is too far from every class (runtime.unknown)
-UNKNOWN = 254
-UNKNOWN_NAME = "unknown"
+from .labels import IGNORE, UNKNOWN, UNKNOWN_NAME  # noqa: F401 - label values, re-exported
 
 
 @dataclass(frozen=True)
@@ -269,6 +266,10 @@ class SegmentationResult:
     # the proposals the segments index (``Segment.proposal``), so a writer can
     # tie each segment to its pixels; not part of ``to_json``
     proposals: Proposals | None = None
+    # ``[H, W]`` index into ``segments`` of the segment painted at each pixel, before
+    # the unassigned fill and the refinement (-1: none); ``segments.json``'s masks
+    # are each segment's pixels of the final label map, found from it
+    owners: np.ndarray | None = None
 
     def to_json(self) -> dict:
         return {
@@ -285,14 +286,16 @@ class SegmentationResult:
         return segment_records(self)
 
     def plot(self, image: np.ndarray, palette: np.ndarray | None = None, *,
-             legend_h: int | None = None, untinted: tuple[int, ...] = ()) -> np.ndarray:
-        """``image`` (RGB uint8) with the class colours blended in, class borders
-        and a legend strip below (``moduseg.render.render_overlay``)."""
-        from .render import class_palette, render_overlay
+             legend_h: int | None = None, untinted: tuple[int, ...] = (),
+             alpha: float | None = None) -> np.ndarray:
+        """``image`` (RGB uint8) with the class colours blended in (weight ``alpha``,
+        default ``render.ALPHA``), class borders and a legend strip below
+        (``moduseg.render.render_overlay``)."""
+        from .render import check_opacity, class_palette, render_overlay
         if palette is None:
             palette = class_palette(self.class_names)
         return render_overlay(image, self.label_map, palette, self.class_names, legend_h,
-                              untinted)
+                              untinted, alpha=check_opacity(alpha))
 
     def save(self, path, image: np.ndarray | None = None,
              palette: np.ndarray | None = None) -> Path:

@@ -154,10 +154,11 @@ def check_bank_options(cfg: ModuSegConfig, bank, home=None) -> None:
     want = BACKBONE.key + (f"-blocks{'-'.join(str(i) for i in layers)}" if layers else "")
     have = bank.backbone.name
     if have != want and (have == BACKBONE.key or have.startswith(BACKBONE.key + "-blocks")):
+        from ..bank.store import rebuild_hint
         raise InputError(
-            f"the bank was built with backbone {have!r} but its configuration selects "
-            f"{want!r} (backbone.layers={list(layers) if layers else None}); rebuild the bank "
-            f"or drop the backbone.layers override")
+            f"the bank was built with backbone {have!r} but the run's configuration selects "
+            f"{want!r} (backbone.layers={list(layers) if layers else None}); "
+            + rebuild_hint(bank.config, cfg.preset))
 
 
 def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=None,
