@@ -4,4 +4,5 @@ Data only (no imports), so the bank store and the run-time error messages can as
 without importing the bank builder.
 """
 
-EMBEDDED_BANKS = {"default": "camvid-default.npz", "fast": "camvid-fast.npz"}
+EMBEDDED_BANKS = {"default": "camvid-default.npz", "fast": "camvid-fast.npz",
+                  "paper": "camvid-paper.npz"}
