@@ -16,10 +16,7 @@ import numpy as np
 
 from .errors import InputError
 
-IGNORE = 255
-# label-map value of pixels whose evidence is too far from every class (runtime.unknown)
-UNKNOWN = 254
-UNKNOWN_NAME = "unknown"
+from .labels import IGNORE, UNKNOWN, UNKNOWN_NAME  # noqa: F401 - label values, re-exported
 
 
 @dataclass(frozen=True)
