@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import BankError, InputError
 
 IGNORE = 255
 
@@ -158,6 +158,35 @@ class BackboneIdentity:
         return cls(name=str(d["name"]), input_size=str(d["input_size"]),
                    patch_size=int(d["patch_size"]), feature_dim=int(d["feature_dim"]),
                    weights_sha256=str(d["weights_sha256"]))
+
+
+# the default backbone input: about 480 x 360 pixels, no fixed short side
+DEFAULT_SHORT_SIDE = None
+DEFAULT_PIXELS = 480 * 360
+
+
+def input_size_tag(policy: str, short_side: int | None,
+                   fixed_hw: tuple[int, int] | None = None, pixels: int | None = None,
+                   normalize: str = "dataset") -> str:
+    """How inputs are sized (and, unless ``dataset``, normalised), as recorded in
+    ``BackboneIdentity.input_size``: a bank only matches inputs prepared alike."""
+    norm = "" if normalize == "dataset" else f":norm-{normalize}"
+    if fixed_hw is not None:
+        return f"{policy}:fixed{int(fixed_hw[0])}x{int(fixed_hw[1])}{norm}"
+    if not short_side and pixels:
+        return f"{policy}:pixels{int(pixels)}{norm}"
+    return f"{policy}:short{int(short_side) if short_side else 'native'}{norm}"
+
+
+def check_identity(have: BackboneIdentity, want: BackboneIdentity, where="bank") -> None:
+    """A bank only matches the backbone (and input policy) that built it."""
+    diffs = [f"{k}: bank has {getattr(have, k)!r}, backbone is {getattr(want, k)!r}"
+             for k in ("name", "input_size", "patch_size", "feature_dim", "weights_sha256")
+             if getattr(have, k) != getattr(want, k)]
+    if diffs:
+        raise BankError(
+            f"{where} was built with a different backbone ({'; '.join(diffs)}); rebuild the "
+            f"bank with this backbone or load the backbone the bank was built with")
 
 
 @dataclass

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from moduseg.errors import BackendUnavailableError, ModelNotFoundError
-from moduseg.export.engine_cache import (DeviceInfo, EngineKey, EngineMismatchError, Sidecar,
+from moduseg.runtime.engine_cache import (DeviceInfo, EngineKey, EngineMismatchError, Sidecar,
                                         current_device, find_engine, read_sidecar, save_engine,
                                         sha256_file, sidecar_path, validate)
 

@@ -81,7 +81,7 @@ def bank_file(shared_data, tmp_path_factory):
     from moduseg.bank.store import save_bank
     from moduseg.config import preset
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     cfg = preset("default").with_overrides(**{"runtime.index": "flat"})
     try:
@@ -308,9 +308,9 @@ def server(request, bank_file, tmp_path_factory):
 def reference(bank_file, shared_data):
     """The in-process ``Segmenter`` (the same construction as the served models)."""
     from moduseg.io import read_image
-    from moduseg.serve.triton_models import build_parts
+    from moduseg.bank.segmenter import segmenter_from_bank
 
-    seg = build_parts(bank_file)
+    seg = segmenter_from_bank(str(bank_file), backend="cpu")
     images = {n: read_image(shared_data / "camvid" / "val" / f"{n}.png") for n in VAL_FRAMES}
     return images, {n: seg(im) for n, im in images.items()}
 

@@ -6,15 +6,9 @@ from pathlib import Path
 
 import click
 
+from ..cli_options import backend_option, proposer_option
 from ..errors import InputError
 from ..scale.options import engine_options
-
-
-BACKEND_HELP = ("auto (cuda when a GPU is usable, else cpu), cpu, cuda, tensorrt (ONNX Runtime "
-                "providers; bank search and SMFA on the GPU) or tensorrt-native (TensorRT "
-                "engines).")
-PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its export through "
-                 "--set proposer.model=PATH). Default: the bank's.")
 
 
 DEFAULT_OUT_ROOT = "moduseg-out"
@@ -40,9 +34,8 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
-@click.option("--backend", default="auto", help=BACKEND_HELP)
-@click.option("--proposer", default=None, type=click.Choice(["sam", "entityseg"]),
-              help=PROPOSER_HELP)
+@backend_option()
+@proposer_option()
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
@@ -62,7 +55,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     from ..bank.embedded import resolve_bank
     from ..models import ensure_models
     from ..scale import options
-    from ..scale.work import ModelSpec, assemble
+    from ..bank.segmenter import ModelRecipe, build_for
     from .loop import run_segment
     from .run import prepare_output
     from .sources import image_paths, input_kind, probe_input
@@ -70,7 +63,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     kind = input_kind(input_spec)
     shard, ray_options = options.parse(**engine)
     bank_path = resolve_bank(bank_path)
-    spec = ModelSpec(backend, home, preset, tuple(overrides), bank_path, proposer)
+    recipe = ModelRecipe(backend, home, preset, tuple(overrides), str(bank_path), proposer)
     work = None
     if shard is not None or ray_options is not None:
         work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
@@ -81,10 +74,10 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
         ensure_models(home, offline=offline)
     results = None
     if ray_options is None:
-        seg = assemble(spec, "segmenter")
+        seg = build_for(recipe, "segmenter")
     else:
-        seg = _outputs_only(spec)
-        results = _ray_results(spec, work, ray_options, need_image=not no_overlay)
+        seg = _outputs_only(recipe)
+        results = _ray_results(recipe, work, ray_options, need_image=not no_overlay)
     if seg.full_config.runtime.reuse_proposals_below > 0 and work is not None:
         raise InputError("runtime.reuse_proposals_below > 0 makes a frame depend on the one "
                          "before it, so the frames cannot be split over workers; drop "
@@ -100,26 +93,28 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
                                                    for k, v in summary.median_ms.items()))
 
 
-def _outputs_only(spec):
+def _outputs_only(recipe):
     """What segment's outputs need from the segmenter (bank, configuration), without models."""
     from types import SimpleNamespace
 
-    from ..runtime.assemble import load_bank_config
-    bank, cfg = load_bank_config(spec.bank_path, spec.preset, spec.overrides, spec.proposer)
+    from ..bank.segmenter import load_bank_config
+    bank, cfg = load_bank_config(recipe.bank_path, recipe.preset, recipe.overrides,
+                                 recipe.proposer)
     return SimpleNamespace(bank=bank, config=cfg.runtime, full_config=cfg)
 
 
-def _ray_results(spec, work, ray_options, need_image: bool):
+def _ray_results(recipe, work, ray_options, need_image: bool):
     """``(Frame, result or InputError)`` of ``work`` [(position, path)] from a Ray actor
     pool, in frame order."""
     from functools import partial
 
     from ..io import read_image
     from ..scale import ray_engine
-    from ..scale.work import FrameError, SegmentTask, assemble
+    from ..bank.segmenter import build_for
+    from ..scale.work import FrameError, SegmentTask
     from .sources import Frame
 
-    task = SegmentTask(partial(assemble, spec, "segmenter"))
+    task = SegmentTask(partial(build_for, recipe, "segmenter"))
     for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):
         index, path = work[k]
         if isinstance(res, FrameError):

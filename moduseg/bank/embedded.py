@@ -86,7 +86,7 @@ def build_default_bank(root, out=None, home=None, backend: str = "cpu",
     (path, sha256, size in bytes, seconds).
     """
     from ..config import preset
-    from ..runtime.assemble import build_backbone
+    from ..build import build_backbone
     from .builder import build_bank
     from .store import save_bank
 

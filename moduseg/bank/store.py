@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import BankError
 from ..io import atomic_path
-from ..types import BackboneIdentity, Bank
+from ..types import BackboneIdentity, Bank, check_identity  # noqa: F401 (bank API)
 from .quantize import INT8, dequantize_int8, quantize_int8
 
 FORMAT = "moduseg-bank"
@@ -322,14 +322,3 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
     if expect is not None:
         check_identity(bank.backbone, expect, path)
     return bank
-
-
-def check_identity(have: BackboneIdentity, want: BackboneIdentity, where="bank") -> None:
-    """A bank only matches the backbone (and input policy) that built it."""
-    diffs = [f"{k}: bank has {getattr(have, k)!r}, backbone is {getattr(want, k)!r}"
-             for k in ("name", "input_size", "patch_size", "feature_dim", "weights_sha256")
-             if getattr(have, k) != getattr(want, k)]
-    if diffs:
-        raise BankError(
-            f"{where} was built with a different backbone ({'; '.join(diffs)}); rebuild the "
-            f"bank with this backbone or load the backbone the bank was built with")

@@ -21,8 +21,8 @@ import click
 import numpy as np
 
 from ..errors import BackendUnavailableError, InputError, ModelNotFoundError, ModuSegError
-from .engine_cache import (PRECISIONS, EngineKey, Sidecar, current_device, default_cache_dir,
-                           save_engine, sha256_file, write_atomic)
+from ..runtime.engine_cache import (PRECISIONS, EngineKey, Sidecar, current_device,
+                                    default_cache_dir, save_engine, sha256_file, write_atomic)
 
 DEFAULT_FP32_OPS = ("LayerNormalization", "Softmax")
 # ONNX op type -> the TensorRT layer type name the ONNX parser creates for it
@@ -527,7 +527,7 @@ def build_cached_engine(onnx_path: str | Path, opts: BuildOptions, cache_dir=Non
     import onnx
 
     from .backbone import read_metadata
-    from .engine_cache import read_sidecar
+    from ..runtime.engine_cache import read_sidecar
 
     opts.validate()
     onnx_path = Path(onnx_path)

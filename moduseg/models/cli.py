@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .home import ENV_VAR, model_home
+from ..home import ENV_VAR, model_home
 
 HOME_HELP = f"model home (default: ${ENV_VAR}, else ~/.cache/moduseg)"
 

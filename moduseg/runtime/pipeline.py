@@ -14,13 +14,12 @@ import time
 import cv2
 import numpy as np
 
-from ..bank.store import check_identity
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
 from ..smfa import center_image, l2_normalize
 from ..timing import StageTimer
 from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
-    SegmentationResult
+    SegmentationResult, check_identity
 from .index import SearchIndex, bank_index, bank_projection, project_queries
 from .masks import PackedMasks, class_nms, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight

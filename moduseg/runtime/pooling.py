@@ -7,7 +7,7 @@ the class holding most of its weight among the patches' retrieval labels).
 ``HostPooler`` is the numpy path; ``runtime.cuda.smfa_gpu.GpuSmfa`` runs both
 on the device (the weights kernel, then the pooling kernel over the features
 or over the one-hot patch labels). Which one is used is chosen once, by the
-backend value (``runtime.assemble``), never by inspecting the pooler.
+backend value (``moduseg.build``), never by inspecting the pooler.
 """
 
 from __future__ import annotations

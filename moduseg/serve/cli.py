@@ -252,8 +252,8 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
             server.stop()
         signal.signal(signal.SIGTERM, old_term)
     if in_process and bank_path:
-        from .triton_models import build_parts
-        seg = build_parts(bank_path, home)
+        from ..bank.segmenter import segmenter_from_bank
+        seg = segmenter_from_bank(str(bank_path), home, backend="cpu")
         seg(images[0])
         lat = []
         for im in images:

@@ -1,7 +1,7 @@
 """The Python-backend models of the Triton repository (``repository.MODELS``).
 
 Each model builds the pipeline exactly as ``moduseg segment`` does
-(``build_parts``, the one construction call) and keeps only its own stage:
+(``bank.segmenter.segmenter_from_bank``, the one construction call, on the CPU) and keeps only its own stage:
 the ONNX Runtime session of a network, the bank with its index, or, for the
 BLS model ``moduseg``, the backbone and SAM generator objects whose sessions
 are swapped for ``RemoteSession``s that call the network models. So the
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModuSegError
-from .repository import BACKBONE, BANK, DECODER, ENCODER, build_parts, onnx_io
+from .repository import BACKBONE, BANK, DECODER, ENCODER, onnx_io
 
 
 
@@ -41,7 +41,11 @@ def _setup(args):
 
 def _parts(args):
     cfg, params, root = _setup(args)
-    return cfg, params, build_parts(root / params["bank"], params.get("home") or None)
+    from ..bank.segmenter import segmenter_from_bank
+
+    seg = segmenter_from_bank(str(root / params["bank"]), params.get("home") or None,
+                              backend="cpu")
+    return cfg, params, seg
 
 
 def _error_response(e: Exception):

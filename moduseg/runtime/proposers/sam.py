@@ -106,7 +106,7 @@ class SamAutomaticMaskGenerator:
                  cache_dir: str | Path | None = None, **option_values):
         if encoder_path is None or decoder_path is None:
             raise InputError("SamAutomaticMaskGenerator needs encoder_path and decoder_path; "
-                             "moduseg.models.load_default_proposer() loads the installed SAM")
+                             "moduseg.build.load_default_proposer() loads the installed SAM")
         unknown = sorted(set(option_values) - set(OPTION_NAMES))
         if unknown:
             raise InputError(f"unknown SAM option {unknown[0]!r}; options: "

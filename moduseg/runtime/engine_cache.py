@@ -117,7 +117,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def default_cache_dir(home: str | os.PathLike | None = None) -> Path:
-    from ..models.home import cache_dir
+    from ..home import cache_dir
 
     return cache_dir("engines", home)
 
