@@ -1,4 +1,4 @@
-"""One assembly layer (``runtime.assemble``): the backend value reaches every stage.
+"""One assembly layer (``moduseg.build``): the backend value reaches every stage.
 
 A private model home with a stand-in backbone (a stride-14 Conv, installed by
 the real ``models pull`` code), a small random EntitySeg export as the

@@ -165,3 +165,30 @@ def test_cli_ray_engine_equals_single_process_on_40_camvid_frames(local_ray, sha
     assert len(local) == 40
     for p in local:
         assert p.read_bytes() == (tmp_path / "seg-ray" / "labels" / p.name).read_bytes(), p.name
+
+
+def panning_frames(path):
+    """A synthetic scene panning 3 px a frame (stored losslessly, as the test's video)."""
+    return list(np.load(path)["frames"])
+
+
+def test_a_video_is_one_ordered_task_on_the_temporal_path(local_ray, data, tmp_path):
+    """--engine ray on a video: one actor runs the whole video through the temporal
+    path, and the frames come back in order with the local run's labels."""
+    from moduseg.scale.work import VideoTask
+
+    cfg = preset("default").with_overrides(**{"bank.pca_dim": 3})
+    bank_path = save_bank(single_bank(data, cfg), tmp_path / "bank.npz")
+    spec = ModelSpec(bank_path=str(bank_path))
+    image, _ = scale_fixtures.scene(3)
+    frames = np.stack([np.roll(image, 3 * i, axis=1) for i in range(8)])
+    video = tmp_path / "pan.npz"
+    np.savez(video, frames=frames)
+    task = VideoTask(functools.partial(fake_assemble, spec, "segmenter"), panning_frames)
+    got = list(ray_engine.run_ordered(task, str(video), RayOptions(workers=2)))
+    want = list(task.setup()(str(video)))
+    assert [p for p, _ in got] == list(range(8))
+    for (_, g), w in zip(got, want):
+        np.testing.assert_array_equal(g.label_map, w.label_map)
+        assert g.keyframe == w.keyframe
+    assert got[0][1].keyframe and not all(r.keyframe for _, r in got)   # propagated frames

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from moduseg.errors import InputError
 from moduseg.serve.repository import (BACKBONE, BANK, DECODER, ENCODER, MODELS, PIPELINE,
-                                      TritonOptions, parse_batch_sizes, parse_frame_size,
+                                      STREAM, TritonOptions, parse_batch_sizes, parse_frame_size,
                                       write_repository)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +149,20 @@ def test_cpu_repository_every_config_parses_as_a_model_config(bank_file, tmp_pat
     assert (repo / BANK / "1" / "bank.npz").read_bytes() == bank_file.read_bytes()
     # the decoder's tensors are the rewritten SAM decoder's own
     assert "point_coords" in [i.name for i in cfgs[DECODER].input]
+    # one Triton sequence per camera: the oldest strategy keeps a sequence on one of the
+    # instances and batches requests of different sequences
+    stream = cfgs[STREAM]
+    sb = stream.sequence_batching
+    assert stream.max_batch_size >= 2 and stream.instance_group[0].count == 2
+    assert sb.HasField("oldest") and sb.oldest.max_candidate_sequences >= 16
+    assert sb.max_sequence_idle_microseconds >= 10_000_000
+    kinds = {c.name: c.control[0].kind for c in sb.control_input}
+    K = pb2.ModelSequenceBatching.Control
+    assert kinds == {"START": K.CONTROL_SEQUENCE_START, "END": K.CONTROL_SEQUENCE_END,
+                     "CORRID": K.CONTROL_SEQUENCE_CORRID}
+    assert [o.name for o in stream.output] == ["label_map", "class", "confidence", "box",
+                                               "track_id", "keyframe"]
+    assert _params(stream)["stream_path"] == "temporal"
     # written again into the same folder: replaced, not refused
     write_repository(bank_file, repo, opts)
 
@@ -172,7 +186,7 @@ def test_gpu_repository_configs_use_the_gpu_platforms(bank_file, tmp_path, platf
         assert (repo / name / "1" / model_file).stat().st_size > 0
     # the encoder graph is cut for the 480x360 frame: 1024x768 resized, 768 rows of content
     assert list(cfgs[ENCODER].input[0].dims)[1:] == [3, 768, 1024]
-    for name in (BANK, PIPELINE):
+    for name in (BANK, PIPELINE, STREAM):
         assert cfgs[name].backend == "python"
         assert [g.kind for g in cfgs[name].instance_group] == [pb2.ModelInstanceGroup.KIND_CPU]
     assert cfgs[BACKBONE].dynamic_batching.preferred_batch_size
@@ -305,12 +319,18 @@ def server(request, bank_file, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(bank_file, shared_data):
+def local_segmenter(bank_file):
     """The in-process ``Segmenter`` (the same construction as the served models)."""
-    from moduseg.io import read_image
     from moduseg.bank.segmenter import segmenter_from_bank
 
-    seg = segmenter_from_bank(str(bank_file), backend="cpu")
+    return segmenter_from_bank(str(bank_file), backend="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference(local_segmenter, shared_data):
+    from moduseg.io import read_image
+
+    seg = local_segmenter
     images = {n: read_image(shared_data / "camvid" / "val" / f"{n}.png") for n in VAL_FRAMES}
     return images, {n: seg(im) for n, im in images.items()}
 
@@ -366,6 +386,55 @@ def test_concurrent_streams_all_get_complete_correct_answers(server, reference):
     m = read_metrics(server["metrics"])
     assert m[("nv_inference_request_success", PIPELINE)] >= 6
     assert m[("nv_inference_queue_duration_us", BACKBONE)] >= 0
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
+def test_interleaved_served_streams_give_the_local_stream_labels(server, reference,
+                                                                 local_segmenter, shared_data):
+    """Two cameras as two Triton sequences, sent at once (their frames interleave on the
+    server): each gets exactly what the local temporal path gives for its frames, so
+    neither stream's memory leaks into the other's."""
+    import threading
+
+    from moduseg.serve.client import connect, read_frames, segment_in_stream
+    from moduseg.serve.sequences import stream_factory
+
+    images, _ = reference
+    streams = {11: read_frames(shared_data / "video" / "bikes.mp4", 4),   # propagated frames
+               12: [images[n] for n in VAL_FRAMES[0:3]]}                   # cuts
+    served: dict = {}
+
+    def run(sid, protocol):
+        client = connect(server[protocol], protocol)
+        frames = streams[sid]
+        served[sid] = [segment_in_stream(client, f, sid, start=i == 0,
+                                         end=i == len(frames) - 1, protocol=protocol)
+                       for i, f in enumerate(frames)]
+
+    threads = [threading.Thread(target=run, args=(11, "http")),
+               threading.Thread(target=run, args=(12, "grpc"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    assert sorted(served) == [11, 12]
+    keyframes = []
+    for sid, frames in streams.items():
+        step = stream_factory("temporal")(local_segmenter)   # 'moduseg serve' default
+        for frame, out in zip(frames, served[sid]):
+            ref = step(frame)
+            _check_answer(out, ref)
+            assert out["keyframe"].tolist() == [ref.keyframe]
+            shown = [i for i, s in enumerate(ref.segments) if s.label >= 0 and s.painted_pixels]
+            assert out["track_id"].tolist() == [ref.track_ids[i] for i in shown]
+            keyframes.append(ref.keyframe)
+    assert not all(keyframes)           # some frames were propagated from the stream's state
+    # a frame of a stream that was never started is refused, and the server goes on
+    from tritonclient.utils import InferenceServerException
+    with pytest.raises(InferenceServerException, match="START"):
+        segment_in_stream(connect(server["http"]), images[VAL_FRAMES[0]], 99)
 
 
 @pytest.mark.realdata

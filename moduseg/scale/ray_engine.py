@@ -281,3 +281,51 @@ def run(task, keys: list[str], opts: RayOptions, progress=None) -> Iterator[tupl
     finally:
         if started:
             ray.shutdown()
+
+
+class _OrderedActor:
+    """One actor runs a whole item (a video) and streams its results back frame by
+    frame: a generator batch function, one output row per frame."""
+
+    def __init__(self, task):
+        self.fn = task.setup()
+
+    def __call__(self, batch: dict):
+        for key in batch["key"]:
+            for i, res in enumerate(self.fn(str(key))):
+                yield {"position": np.asarray([i], np.int64),
+                       "result": np.asarray([pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL)],
+                                            dtype=object)}
+
+
+def run_ordered(task, key: str, opts: RayOptions, progress=None) -> Iterator[tuple[int, object]]:
+    """``(frame position, result)`` of one ordered item (a video), computed by one
+    actor (its frames depend on each other: never split) and streamed back in order
+    as the actor produces them; the same checks and bounded waits as ``run``."""
+    import dataclasses
+
+    opts = dataclasses.replace(opts, workers=1).check()
+    ray = import_ray()
+    started = connect(opts)
+    try:
+        cpus = actor_cpus(opts, float(ray.cluster_resources().get("CPU", 1.0)))
+        check_fits(opts, cpus, alive_nodes(ray))
+        wait_schedulable(ray, opts, cpus)
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        ds = ray.data.from_items([{"position": 0, "key": key}], override_num_blocks=1)
+        ds = ds.map_batches(
+            _OrderedActor, fn_constructor_kwargs={"task": task}, batch_size=1,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=cpus, num_gpus=opts.gpus_per_worker or None,
+            runtime_env={"env_vars": blas_env()})
+        batches = ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0)
+        for batch in _bounded(batches, opts.result_timeout_s, "--engine ray, a video"):
+            for pos, blob in zip(batch["position"], batch["result"]):
+                yield int(pos), pickle.loads(blob)
+                if progress is not None:
+                    progress(1)
+    finally:
+        if started:
+            ray.shutdown()

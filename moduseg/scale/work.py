@@ -50,6 +50,29 @@ class SegmentTask:
         return run
 
 
+@dataclass
+class VideoTask:
+    """A whole video as one ordered task: its frames in order through one segmenter on
+    the temporal path (each frame depends on the ones before it, so a video is never
+    split across workers). The item key is the video; ``frames`` yields its results."""
+
+    models: Callable                  # () -> Segmenter
+    open_frames: Callable             # (key) -> iterable of RGB frames, in order
+    temporal: bool = True
+
+    def setup(self):
+        seg = self.models()
+        if self.temporal:
+            from ..temporal import TemporalSegmenter
+            seg = TemporalSegmenter(seg)
+        self._seg = seg
+        return self.frames
+
+    def frames(self, key):
+        for image in self.open_frames(key):
+            yield segment_image(self._seg, image)
+
+
 def run_task(task, keys: list[str], ray_options=None, desc: str = "work") -> list:
     """Results for ``keys`` in order, here (``ray_options`` None) or on a Ray actor pool."""
     from tqdm import tqdm

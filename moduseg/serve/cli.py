@@ -14,7 +14,8 @@ from ..errors import InputError
 
 
 def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
-             engine_dir, python_env, instances, pipeline_instances):
+             engine_dir, python_env, instances, pipeline_instances, stream_instances=2,
+             stream_path="temporal"):
     from .repository import TritonOptions, parse_batch_sizes, parse_frame_size, \
         python_env_default
 
@@ -24,7 +25,9 @@ def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame
                          frame_hw=parse_frame_size(frame_size), engine_dir=engine_dir,
                          python_env=python_env or python_env_default(),
                          instances=instances,
-                         pipeline_instances=pipeline_instances).validate()
+                         pipeline_instances=pipeline_instances,
+                         stream_instances=stream_instances,
+                         stream_path=stream_path).validate()
 
 
 def repository_options(f):
@@ -39,6 +42,9 @@ def repository_options(f):
         click.option("--pipeline-instances", type=int, default=1, show_default=True,
                      help="Instances of the 'moduseg' BLS model: frames in flight at once "
                           "(what lets the backbone batch across streams)."),
+        click.option("--stream-instances", type=int, default=2, show_default=True,
+                     help="Instances of the 'moduseg_stream' model (one Triton sequence per "
+                          "camera, its state kept on one instance): streams computed at once."),
         click.option("--python-env", default=None, type=click.Path(),
                      help="EXECUTION_ENV_PATH of the Python models (default: this "
                           "interpreter's environment, which must have onnxruntime and faiss)."),
@@ -66,15 +72,16 @@ def repository_options(f):
 @repository_options
 def export_triton(bank_path, out_dir, variant, platform, frame_size, engine_dir, home,
                   max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
-                  python_env):
+                  stream_instances, python_env):
     """Write a Triton Inference Server model repository for a bank."""
     from .repository import write_repository
 
+    from .repository import MODELS
+
     opts = _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
-                    engine_dir, python_env, instances, pipeline_instances)
+                    engine_dir, python_env, instances, pipeline_instances, stream_instances)
     out = write_repository(bank_path, out_dir, opts, home)
-    click.echo(f"model repository -> {out} ({variant} variant; models: "
-               f"moduseg, backbone, sam_encoder, sam_decoder, moduseg_bank)")
+    click.echo(f"model repository -> {out} ({variant} variant; models: {', '.join(MODELS)})")
 
 
 def preflight(bank_path, ports) -> None:
@@ -123,14 +130,18 @@ def _ports(host, http_port, grpc_port, metrics_port):
 @click.option("--workdir", default=None, type=click.Path(),
               help="Folder for the generated repository and the server log (default: "
                    "serve/<bank sha256> under the model home).")
+@click.option("--temporal", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="moduseg_stream: each stream on the temporal path (keyframes, "
+                   "propagation, class memory) or every frame on its own.")
 @repository_options
-def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir,
+def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir, temporal,
           max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
-                  python_env):
+          stream_instances, python_env):
     """Serve a bank with Triton Inference Server (CPU variant) until Ctrl-C or SIGTERM."""
     ports = _ports(host, http_port, grpc_port, metrics_port)
     opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us, preferred_batch_sizes,
-                    "480x360", None, python_env, instances, pipeline_instances)
+                    "480x360", None, python_env, instances, pipeline_instances,
+                    stream_instances, "temporal" if temporal == "on" else "per_frame")
     stop = threading.Event()
     starting = [True]
 
@@ -147,7 +158,8 @@ def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir,
         server = prepare_server(bank_path, home, ports, opts, workdir=workdir)
         server.start()
         starting[0] = False
-        click.echo(f"serving model 'moduseg' from {server.repository}\n"
+        click.echo(f"serving models 'moduseg' (frames) and 'moduseg_stream' (one Triton "
+                   f"sequence per camera) from {server.repository}\n"
                    f"  HTTP     {ports.http_url}\n  gRPC     {ports.grpc_url}\n"
                    f"  metrics  {ports.metrics_url}\n  log      {server.log_path}\n"
                    f"Ctrl-C or SIGTERM stops it.")
@@ -184,12 +196,20 @@ def _raise_interrupt(signum, frame):
               show_default=True)
 @click.option("--in-process/--no-in-process", default=True, show_default=True,
               help="Also time the in-process Segmenter on the same frames (needs --bank).")
+@click.option("--model", "model", type=click.Choice(["moduseg_stream", "moduseg"]),
+              default="moduseg_stream", show_default=True,
+              help="moduseg_stream: each client is a camera (a Triton sequence with its own "
+                   "state); moduseg: independent frames.")
+@click.option("--temporal", "temporal", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="With --bank: each served stream on the temporal path (keyframes, "
+                   "propagation, class memory) or per frame.")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--out", "out_json", default=None, type=click.Path(), help="Write results JSON.")
 @repository_options
 def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, in_process,
-                home, out_json, max_queue_delay_us, preferred_batch_sizes, instances,
-                pipeline_instances, python_env):
+                model, temporal, home, out_json, max_queue_delay_us, preferred_batch_sizes,
+                instances, pipeline_instances, stream_instances, python_env):
     """N concurrent clients, each sending the frames of VIDEO: latency, fps, server times."""
     from ..io import write_json
     from .client import per_request_ms, process_tree_rss_mb, read_frames, read_metrics, \
@@ -211,22 +231,28 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
     server = None
     # SIGTERM unwinds like Ctrl-C, so the finally below stops the server it started
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    report: dict = {"video": str(video), "frames_per_stream": len(images), "runs": []}
+    sequences = model == "moduseg_stream"
+    stream_path = "temporal" if temporal == "on" else "per_frame"
+    report: dict = {"video": str(video), "frames_per_stream": len(images), "model": model,
+                    "stream_path": stream_path if sequences else None, "runs": []}
     try:
         if not url:
             ports = Ports(*free_ports())
             opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us,
                             preferred_batch_sizes, "480x360", None, python_env, instances,
-                            pipeline_instances)
+                            pipeline_instances, stream_instances, stream_path)
             server = prepare_server(bank_path, home, ports, opts)
             server.start()
             url = ports.grpc_url if protocol == "grpc" else ports.http_url
             metrics_url = ports.metrics_url
-        run_streams(url, protocol, images[:1], 1)             # warm-up
+        run_streams(url, protocol, images[:1], 1, sequences=sequences)     # warm-up
+        next_id = 2
         for n in counts:
             before = read_metrics(metrics_url) if metrics_url else {}
             t0 = time.perf_counter()
-            results = run_streams(url, protocol, images, n)
+            results = run_streams(url, protocol, images, n, sequences=sequences,
+                                  first_id=next_id)
+            next_id += n
             wall = time.perf_counter() - t0
             row = summarize(results, wall)
             if metrics_url:
@@ -236,9 +262,11 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
                 row["server_rss_mb"] = process_tree_rss_mb(server.proc.pid)
             report["runs"].append(row)
             click.echo(f"{n} stream(s): {row['frames']} frames, {row['errors']} errors, "
-                       f"p50 {row['p50_ms']:.0f} ms, p90 {row['p90_ms']:.0f} ms, "
+                       f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
                        f"p99 {row['p99_ms']:.0f} ms, {row['fps']:.2f} fps "
                        f"({', '.join(f'{v:.2f}' for v in row['fps_per_stream'])} per stream)"
+                       + (f", keyframes {100 * row['keyframe_rate']:.0f} %"
+                          if sequences else "")
                        + (f", server RSS {row['server_rss_mb']:.0f} MB"
                           if "server_rss_mb" in row else "")
                        + (f"; first error: {row['first_error']}" if row["errors"] else ""))
@@ -253,18 +281,20 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
         signal.signal(signal.SIGTERM, old_term)
     if in_process and bank_path:
         from ..bank.segmenter import segmenter_from_bank
+        from .sequences import per_frame, stream_factory
         seg = segmenter_from_bank(str(bank_path), home, backend="cpu")
         seg(images[0])
+        step = stream_factory(stream_path)(seg) if sequences else per_frame(seg)
         lat = []
         for im in images:
             t = time.perf_counter()
-            seg(im)
+            step(im)
             lat.append((time.perf_counter() - t) * 1e3)
         import numpy as np
         report["in_process"] = {"p50_ms": float(np.percentile(lat, 50)),
                                 "p90_ms": float(np.percentile(lat, 90)),
                                 "fps": len(lat) / (sum(lat) / 1e3)}
-        click.echo(f"in-process Segmenter: p50 {report['in_process']['p50_ms']:.0f} ms, "
+        click.echo(f"in-process {'stream' if sequences else 'Segmenter'}: p50 {report['in_process']['p50_ms']:.0f} ms, "
                    f"p90 {report['in_process']['p90_ms']:.0f} ms, "
                    f"{report['in_process']['fps']:.2f} fps")
     if out_json:

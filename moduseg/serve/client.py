@@ -19,7 +19,9 @@ import numpy as np
 from ..errors import BackendUnavailableError, InputError
 
 OUTPUTS = ("label_map", "class", "confidence", "box")
+STREAM_OUTPUTS = OUTPUTS + ("track_id", "keyframe")
 MODEL = "moduseg"
+STREAM_MODEL = "moduseg_stream"
 
 
 def _tritonclient(protocol: str):
@@ -49,6 +51,23 @@ def segment(client, image: np.ndarray, protocol: str = "http") -> dict[str, np.n
     inp.set_data_from_numpy(np.ascontiguousarray(image))
     res = client.infer(MODEL, [inp], outputs=[mod.InferRequestedOutput(n) for n in OUTPUTS])
     return {n: res.as_numpy(n) for n in OUTPUTS}
+
+
+def segment_in_stream(client, image: np.ndarray, stream_id: int, *, start: bool = False,
+                      end: bool = False, protocol: str = "http") -> dict[str, np.ndarray]:
+    """One frame of stream ``stream_id`` (a Triton sequence, id >= 1) through
+    ``moduseg_stream``: ``start`` on its first frame, ``end`` on its last. The
+    server keeps the stream's state between its frames."""
+    mod = _tritonclient(protocol)
+    if int(stream_id) < 1:
+        raise InputError(f"a stream id must be an integer >= 1, got {stream_id!r}")
+    inp = mod.InferInput("image", [1, *image.shape], "UINT8")
+    inp.set_data_from_numpy(np.ascontiguousarray(image)[None])
+    res = client.infer(STREAM_MODEL, [inp],
+                       outputs=[mod.InferRequestedOutput(n) for n in STREAM_OUTPUTS],
+                       sequence_id=int(stream_id), sequence_start=bool(start),
+                       sequence_end=bool(end))
+    return {n: res.as_numpy(n)[0] for n in STREAM_OUTPUTS}
 
 
 # -- metrics ---------------------------------------------------------------------------
@@ -114,6 +133,7 @@ def process_tree_rss_mb(pid: int) -> float:
 @dataclass
 class StreamResult:
     latencies_ms: list[float] = field(default_factory=list)
+    keyframes: int = 0
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -144,8 +164,13 @@ def read_frames(video: str, max_frames: int) -> list[np.ndarray]:
 
 
 def run_streams(url: str, protocol: str, frames: list[np.ndarray], streams: int,
-                timeout_s: float = 3600.0) -> list[StreamResult]:
-    """``streams`` concurrent clients, each with its own connection, sending every frame."""
+                timeout_s: float = 3600.0, sequences: bool = False,
+                first_id: int = 1) -> list[StreamResult]:
+    """``streams`` concurrent clients, each with its own connection, sending every frame.
+
+    ``sequences``: each client is one stream of ``moduseg_stream`` (its own
+    sequence id from ``first_id``, START on the first frame, END on the last).
+    """
     results = [StreamResult() for _ in range(streams)]
     start = threading.Barrier(streams)
 
@@ -154,13 +179,18 @@ def run_streams(url: str, protocol: str, frames: list[np.ndarray], streams: int,
         res = results[k]
         start.wait()
         t0 = time.perf_counter()
-        for f in frames:
+        for i, f in enumerate(frames):
             if time.perf_counter() - t0 > timeout_s:
                 res.errors.append("stopped: time limit")
                 break
             t = time.perf_counter()
             try:
-                segment(client, f, protocol)
+                if sequences:
+                    out = segment_in_stream(client, f, first_id + k, start=i == 0,
+                                            end=i == len(frames) - 1, protocol=protocol)
+                    res.keyframes += int(out["keyframe"][0])
+                else:
+                    segment(client, f, protocol)
             except Exception as e:  # noqa: BLE001 - counted and reported
                 res.errors.append(str(e).splitlines()[0])
                 continue
@@ -183,7 +213,8 @@ def summarize(results: list[StreamResult], wall_s: float) -> dict:
     errors = [e for r in results for e in r.errors]
     return {"streams": len(results), "frames": ok, "errors": len(errors),
             "first_error": errors[0] if errors else "",
-            "p50_ms": q(50), "p90_ms": q(90), "p99_ms": q(99),
+            "p50_ms": q(50), "p90_ms": q(90), "p95_ms": q(95), "p99_ms": q(99),
+            "keyframe_rate": (sum(r.keyframes for r in results) / ok) if ok else 0.0,
             "fps": ok / wall_s if wall_s > 0 else 0.0,
             "fps_per_stream": [len(r.latencies_ms) / r.wall_s if r.wall_s else 0.0
                                for r in results]}

@@ -1,9 +1,12 @@
 """``moduseg export triton``: a Triton Inference Server model repository.
 
-Five models (``MODELS``)::
+Six models (``MODELS``)::
 
     moduseg        BLS, Python backend: RGB uint8 HxWx3 in; label map and per-segment
-                   class, confidence and box out. Calls the four below.
+                   class, confidence and box out. Calls the networks and the bank.
+    moduseg_stream BLS, Python backend, sequence batcher: one frame of a stream (a
+                   Triton sequence: correlation id, START / END) in, the same outputs
+                   plus ``keyframe``; each stream keeps its own state (serve/sequences.py)
     backbone       DINOv2 patch features, dynamic batching across requests
     sam_encoder    SAM image encoder
     sam_decoder    SAM prompt decoder (prompt batches are data-dependent, hence BLS)
@@ -28,8 +31,8 @@ from pathlib import Path
 
 from ..errors import InputError
 
-MODELS = ("moduseg", "backbone", "sam_encoder", "sam_decoder", "moduseg_bank")
-PIPELINE, BACKBONE, ENCODER, DECODER, BANK = MODELS
+MODELS = ("moduseg", "backbone", "sam_encoder", "sam_decoder", "moduseg_bank", "moduseg_stream")
+PIPELINE, BACKBONE, ENCODER, DECODER, BANK, STREAM = MODELS
 PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan")
 ENGINE_FILES = {BACKBONE: "backbone.plan", ENCODER: "sam_encoder.plan",
                 DECODER: "sam_decoder.plan"}
@@ -49,6 +52,10 @@ RESULT_OUTPUTS = [("label_map", "TYPE_UINT8", [-1, -1]),
                   ("confidence", "TYPE_FP32", [-1]),
                   ("box", "TYPE_INT32", [-1, 4])]             # x0, y0, x1, y1 (exclusive)
 PIPELINE_INPUTS = [("image", "TYPE_UINT8", [-1, -1, 3])]
+STREAM_OUTPUTS = RESULT_OUTPUTS + [("track_id", "TYPE_INT32", [-1]),
+                                   ("keyframe", "TYPE_BOOL", [1])]
+STREAM_IDLE_US = 60_000_000     # a stream silent this long is forgotten
+STREAM_MAX_BATCH = 4            # requests of different streams in one execute
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,8 @@ class TritonOptions:
     python_env: str | None = None              # EXECUTION_ENV_PATH of the Python models
     instances: int = 1                         # of each network and of the bank model
     pipeline_instances: int = 1                # of the BLS model: frames in flight at once
+    stream_instances: int = 2                  # of moduseg_stream: streams computed at once
+    stream_path: str = "temporal"              # temporal | per_frame: a stream's state
 
     def validate(self) -> "TritonOptions":
         if self.variant not in ("cpu", "gpu"):
@@ -74,9 +83,12 @@ class TritonOptions:
         if not self.preferred_batch_sizes or min(self.preferred_batch_sizes) < 1:
             raise InputError(f"--preferred-batch-sizes must be positive integers such as 4,8, "
                              f"got {list(self.preferred_batch_sizes)}")
-        if self.instances < 1 or self.pipeline_instances < 1:
-            raise InputError(f"--instances and --pipeline-instances must be >= 1, got "
-                             f"{self.instances}, {self.pipeline_instances}")
+        if self.instances < 1 or self.pipeline_instances < 1 or self.stream_instances < 1:
+            raise InputError(f"--instances, --pipeline-instances and --stream-instances must "
+                             f"be >= 1, got {self.instances}, {self.pipeline_instances}, "
+                             f"{self.stream_instances}")
+        from .sequences import stream_factory
+        stream_factory(self.stream_path)
         if min(self.frame_hw) < 1:
             raise InputError(f"--frame-size must be WxH with positive sides, got {self.frame_hw}")
         if self.variant == "gpu" and self.platform == "tensorrt_plan":
@@ -131,7 +143,8 @@ def config_text(name: str, specs_in, specs_out, *, backend: str | None = None,
                 platform: str | None = None, max_batch_size: int = 0,
                 dynamic_batching: tuple[tuple[int, ...], int] | None = None,
                 kind: str = "KIND_CPU", count: int = 1,
-                parameters: dict[str, str] | None = None) -> str:
+                parameters: dict[str, str] | None = None,
+                sequence_batching: str | None = None) -> str:
     """One ``config.pbtxt`` (protobuf text of Triton's ``ModelConfig``)."""
     out = [f"name: {_q(name)}\n"]
     if backend:
@@ -146,10 +159,28 @@ def config_text(name: str, specs_in, specs_out, *, backend: str | None = None,
         out.append("dynamic_batching {\n"
                    f"  preferred_batch_size: [ {', '.join(str(s) for s in sizes)} ]\n"
                    f"  max_queue_delay_microseconds: {int(delay)}\n}}\n")
+    if sequence_batching:
+        out.append(sequence_batching)
     out.append(f"instance_group [ {{ kind: {kind} count: {int(count)} }} ]\n")
     for k, v in (parameters or {}).items():
         out.append(f"parameters: {{ key: {_q(k)} value: {{ string_value: {_q(v)} }} }}\n")
     return "".join(out)
+
+
+def sequence_batching_text(idle_us: int = STREAM_IDLE_US, candidates: int = 64) -> str:
+    """The sequence batcher of ``moduseg_stream``: the ``oldest`` strategy keeps each
+    sequence on one instance and batches requests of different sequences; the
+    controls reach the model as the START, END (int32 0/1) and CORRID (uint64) inputs."""
+    ctl = [("START", "CONTROL_SEQUENCE_START", "int32_false_true: [ 0, 1 ]"),
+           ("END", "CONTROL_SEQUENCE_END", "int32_false_true: [ 0, 1 ]"),
+           ("CORRID", "CONTROL_SEQUENCE_CORRID", "data_type: TYPE_UINT64")]
+    rows = ",\n".join(f"    {{ name: {_q(n)} control [ {{ kind: {k} {v} }} ] }}"
+                      for n, k, v in ctl)
+    return ("sequence_batching {\n"
+            f"  max_sequence_idle_microseconds: {int(idle_us)}\n"
+            f"  oldest {{ max_candidate_sequences: {int(candidates)} "
+            f"max_queue_delay_microseconds: 0 }}\n"
+            f"  control_input [\n{rows}\n  ]\n}}\n")
 
 
 def onnx_io(path: str | Path, batched: bool = False):
@@ -296,6 +327,14 @@ def _write(root: Path, bank_path: Path, seg, files: dict[str, Path], opts: Trito
         PIPELINE, PIPELINE_INPUTS, RESULT_OUTPUTS, backend="python",
         count=opts.pipeline_instances,
         parameters=params))
+
+    folder = root / STREAM
+    _write_python_model(folder, "StreamModel")
+    (folder / "config.pbtxt").write_text(config_text(
+        STREAM, PIPELINE_INPUTS, STREAM_OUTPUTS, backend="python",
+        max_batch_size=STREAM_MAX_BATCH, count=opts.stream_instances,
+        parameters=dict(params, stream_path=opts.stream_path),
+        sequence_batching=sequence_batching_text()))
 
 
 def python_env_default() -> str:

@@ -223,17 +223,8 @@ class PipelineModel:
     def initialize(self, args):
         cfg, params, seg = _parts(args)
         self.outputs = [t["name"] for t in cfg["output"]]
-        bb, prop = seg.backbone, seg.proposer
-        # the networks are served by their own models; keep their metadata, not sessions
-        bb.session = RemoteSession(BACKBONE, [bb.input_name], [bb.output_name])
-        prop.padding_embedding()                   # cached on disk after the first build
-        prop.prompt_decoder.session = RemoteSession(
-            DECODER, sorted(prop.prompt_decoder._inputs), _decoder_outputs())
-        prop.encoder.sessions.clear()
-        ins, outs = onnx_io(prop.encoder_file)
-        encoder = RemoteSession(ENCODER, [ins[0][0]], [outs[0][0]])
-        prop.encoder.session_for = lambda hw: encoder
-        self.backbone, self.proposer = bb, prop
+        remote_networks(seg)
+        self.backbone, self.proposer = seg.backbone, seg.proposer
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
 
     def _one(self, image):
@@ -271,6 +262,77 @@ class PipelineModel:
 
     def finalize(self):
         self.pool.shutdown(wait=False)
+
+
+def remote_networks(seg) -> None:
+    """Point a ``Segmenter``'s networks at the served network models (BLS): they are
+    served by their own models, so keep their metadata, not their sessions."""
+    bb, prop = seg.backbone, seg.proposer
+    bb.session = RemoteSession(BACKBONE, [bb.input_name], [bb.output_name])
+    prop.padding_embedding()                   # cached on disk after the first build
+    prop.prompt_decoder.session = RemoteSession(
+        DECODER, sorted(prop.prompt_decoder._inputs), _decoder_outputs())
+    prop.encoder.sessions.clear()
+    ins, outs = onnx_io(prop.encoder_file)
+    encoder = RemoteSession(ENCODER, [ins[0][0]], [outs[0][0]])
+    prop.encoder.session_for = lambda hw: encoder
+
+
+class StreamModel:
+    """``moduseg_stream``: frames of many streams, each a Triton sequence with its own state.
+
+    The sequence batcher (``oldest`` strategy) keeps every frame of a sequence on
+    one instance and hands ``execute`` up to ``max_batch_size`` requests, each of
+    another sequence, with the START / END / CORRID controls. Each instance runs
+    the package's ``Segmenter`` (networks served by the network models, the bank
+    here) under ``sequences.SequenceTable``: the local streaming path, per stream.
+    """
+
+    def initialize(self, args):
+        from .sequences import SequenceTable, stream_factory
+
+        cfg, params, seg = _parts(args)
+        self.outputs = [t["name"] for t in cfg["output"]]
+        remote_networks(seg)
+        idle_us = int(cfg.get("sequence_batching", {}).get("max_sequence_idle_microseconds")
+                      or 60_000_000)
+        self.table = SequenceTable(seg, stream_factory(params.get("stream_path", "per_frame")),
+                                   idle_s=idle_us / 1e6 + 5.0)
+
+    def execute(self, requests):
+        pb = _pb()
+        out = []
+        for r in requests:
+            try:
+                get = lambda n: pb.get_input_tensor_by_name(r, n).as_numpy()  # noqa: E731
+                image = get("image")
+                if image.ndim != 4 or image.shape[0] != 1:
+                    raise InputError(f"moduseg_stream takes one frame per request, shaped "
+                                     f"[1, H, W, 3] uint8; got {list(image.shape)}")
+                corrid = get("CORRID").ravel()[0]
+                corrid = corrid.decode() if isinstance(corrid, bytes) else int(corrid)
+                res = self.table.step(corrid, bool(get("START").ravel()[0]),
+                                      bool(get("END").ravel()[0]), image[0])
+                arrays = stream_arrays(res)
+                out.append(pb.InferenceResponse(
+                    [pb.Tensor(n, np.ascontiguousarray(arrays[n])[None]) for n in self.outputs]))
+            except Exception as e:  # noqa: BLE001 - reported to the caller
+                out.append(_error_response(e))
+        return out
+
+
+def stream_arrays(result) -> dict[str, np.ndarray]:
+    """A streamed frame's outputs: ``result_arrays``, each shown segment's track id
+    (-1: none) and whether the frame was a keyframe."""
+    props = result.proposals
+    masks = props.masks if props is not None else np.zeros((0, 1, 1), bool)
+    arrays = result_arrays(result, masks)
+    ids = list(getattr(result, "track_ids", None) or [])
+    shown = [i for i, s in enumerate(result.segments) if s.label >= 0 and s.painted_pixels > 0]
+    arrays["track_id"] = np.array([int(ids[i]) if i < len(ids) and ids[i] is not None else -1
+                                   for i in shown], np.int32)
+    arrays["keyframe"] = np.array([bool(getattr(result, "keyframe", True))], bool)
+    return arrays
 
 
 def _decoder_outputs():

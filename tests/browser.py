@@ -1,0 +1,83 @@
+"""Headless Chromium for tests: does a page's <video> really play?
+
+``video_playback(page)`` opens ``page`` (a file) inside a probe page in the
+same folder, finds its first ``<video>``, waits until a frame is decoded,
+draws that frame onto a canvas and reports ``duration``, the video size and
+the drawn frame's mean brightness and spread, or the media error code. The
+result comes back through ``--dump-dom``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars", "--allow-file-access-from-files", "--autoplay-policy="
+         "no-user-gesture-required"]
+
+PROBE = """<!doctype html><html><body><pre id="result">pending</pre>
+<iframe id="page" src="PAGE" width="1000" height="800"></iframe>
+<script>
+function report(o) { document.getElementById('result').textContent = 'RESULT ' + JSON.stringify(o); }
+document.getElementById('page').addEventListener('load', function () {
+  var doc = this.contentDocument, v = doc && doc.querySelector('video');
+  if (!v) { report({error: 'no <video> in the page'}); return; }
+  function grab() {
+    var c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;
+    var g = c.getContext('2d'); g.drawImage(v, 0, 0);
+    var d = g.getImageData(0, 0, c.width, c.height).data, s = 0, s2 = 0, n = d.length / 4;
+    for (var i = 0; i < d.length; i += 4) { var y = (d[i] + d[i+1] + d[i+2]) / 3; s += y; s2 += y * y; }
+    var m = s / n;
+    report({duration: v.duration, width: v.videoWidth, height: v.videoHeight,
+            mean: m, std: Math.sqrt(Math.max(0, s2 / n - m * m)), src: v.currentSrc.split('/').pop()});
+  }
+  v.addEventListener('error', function () { report({error: 'media error ' + (v.error && v.error.code)}); });
+  if (v.error) { report({error: 'media error ' + v.error.code}); return; }
+  // seek into the video and draw the frame there once it is decoded
+  v.addEventListener('seeked', grab, {once: true});
+  function seek() { v.currentTime = Math.min(0.5, v.duration / 2); }
+  v.muted = true;
+  if (v.readyState >= 1) seek(); else { v.addEventListener('loadedmetadata', seek, {once: true}); v.load(); }
+});
+</script></body></html>"""
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def run_chromium(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def video_playback(page: Path) -> dict:
+    """What Chromium makes of the first <video> of ``page`` (see the module docstring)."""
+    probe = page.parent / "_videoprobe.html"
+    probe.write_text(PROBE.replace("PAGE", page.name))
+    try:
+        r = run_chromium(["--virtual-time-budget=15000", "--dump-dom", probe.as_uri()])
+    finally:
+        probe.unlink()
+    m = re.search(r"RESULT (\{.*?\})</pre>", r.stdout)
+    if not m:
+        return {"error": f"no result (exit {r.returncode}): {r.stderr[-500:]}"}
+    return json.loads(m.group(1).replace("&quot;", '"'))
+
+
+def screenshot(page: Path, png: Path, size=(1200, 1000)) -> Path:
+    r = run_chromium([f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=8000",
+                      f"--screenshot={png}", page.as_uri()])
+    assert r.returncode == 0 and png.is_file(), r.stderr[-1000:]
+    return png
