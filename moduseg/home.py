@@ -36,7 +36,3 @@ def cache_dir(kind: str, home: str | os.PathLike | None = None) -> Path:
     SAM graphs, the DINOv2 layer variants' engines, compiled CUDA kernels, CLIP text
     embeddings), so removing the model home removes them all."""
     return model_home(home) / "cache" / kind
-
-
-def manifest_path(home: str | os.PathLike | None = None) -> Path:
-    return model_home(home) / MANIFEST

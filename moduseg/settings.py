@@ -1,11 +1,12 @@
-"""Turn CLI ``--preset``, ``--proposer`` and ``--set key=value`` into a ``ModuSegConfig``."""
+"""The edge where a configuration is made: ``--preset``, ``--proposer`` and ``--set
+key=value`` (or typed keyword overrides) -> one checked ``ModuSegConfig``."""
 
 from __future__ import annotations
 
 import ast
-import dataclasses
+from typing import Any, Iterable, Mapping
 
-from .config import PROPOSERS, ModuSegConfig, ProposerOptions, preset as named_preset
+from .config import ModuSegConfig, preset as named_preset
 from .errors import InputError
 
 
@@ -27,12 +28,14 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def resolve_config(preset: str | None, overrides=(), stored: dict | None = None,
-                   proposer: str | None = None) -> ModuSegConfig:
+def resolve_config(preset: str | None, overrides: Iterable[str] | Mapping[str, Any] = (),
+                   stored: dict | None = None, proposer: str | None = None) -> ModuSegConfig:
     """``--preset`` wins; else the configuration stored with the bank; else ``default``.
 
-    ``proposer`` (``--proposer``) switches the proposer: options stored for the
-    other one are dropped; ``--set proposer.*`` then applies to the new one.
+    ``overrides``: ``--set`` strings (``"runtime.top_k=10"``) or a mapping of typed
+    values (``{"runtime.top_k": 10}``). ``proposer`` (``--proposer``) switches the
+    proposer: options stored for the other one are dropped; ``proposer.*`` settings
+    then apply to the new one.
     """
     if preset:
         cfg = named_preset(preset)
@@ -40,10 +43,16 @@ def resolve_config(preset: str | None, overrides=(), stored: dict | None = None,
         cfg = ModuSegConfig.from_dict(stored)
     else:
         cfg = named_preset("default")
-    if proposer is not None and proposer != cfg.proposer.name:
-        if proposer not in PROPOSERS:
-            raise InputError(f"--proposer must be one of {', '.join(PROPOSERS)}, got {proposer!r}")
-        cfg = dataclasses.replace(cfg, proposer=ProposerOptions(name=proposer),
-                                  preset=cfg.preset + "+custom")
-    sets = parse_overrides(overrides)
-    return cfg.with_overrides(**sets) if sets else cfg.validate()
+    sets = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    if proposer is not None:
+        sets = {"proposer.name": proposer, **sets}
+    return cfg.with_overrides(sets)
+
+
+def preset_option(help: str):
+    """``--preset``: the shipped preset files are the choices."""
+    import click
+
+    from .config import preset_names
+    return click.option("--preset", default=None, type=click.Choice(preset_names()),
+                        help=help)

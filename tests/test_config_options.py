@@ -1,16 +1,19 @@
 """Typed options: every ``--set`` is checked when parsed (name, type, range), with a
-"did you mean"; stored configurations (old dict form included) load when valid."""
+"did you mean"; stored configurations (old dict forms included) load when valid and
+resolve to the values they had; every option is declared once (``config_schema``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from moduseg.config import (SECTIONS, BackboneOptions, ModuSegConfig, ProposerOptions,
-                            preset)
+from moduseg.config import (PROPOSER_OPTIONS, SECTIONS, BackboneOptions, EntitySegOptions,
+                            ModuSegConfig, ProposerOptions, SamOptions, config_schema, preset,
+                            preset_names)
 from moduseg.errors import InputError, ModuSegError
 from moduseg.settings import parse_overrides, resolve_config  # noqa: F401
 
@@ -74,34 +77,41 @@ def test_good_settings_are_typed():
                                    "proposer.encoder_crop=False"])
     assert cfg.runtime.min_objectness == 1.0 and isinstance(cfg.runtime.min_objectness, float)
     assert cfg.proposer.points_per_side == (6, 8) and cfg.backbone.layers == (8, 11)
-    assert cfg.proposer_options() == {"points_per_side": (6, 8), "encoder_crop": False}
+    assert cfg.proposer_options()["encoder_crop"] is False
+    assert cfg.proposer_options() == {**SamOptions().options(), "encoder_crop": False}
     assert cfg.backbone_options() == {"layers": (8, 11)}
     assert cfg.preset == "paper+custom"
 
 
-def test_round_trip_through_json_and_the_old_dict_form():
+def test_round_trip_through_json_and_the_old_stored_form():
     cfg = resolve_config("default", ["backbone.short_side=224", "proposer.refine_points=4"])
     back = ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg
-    # banks written before the typed options stored free dicts of the set keys only
+    # banks written before the typed options stored free dicts of the set keys only,
+    # and banks before this form stored every proposer's options, None when unset
     old = {"bank": dataclasses.asdict(cfg.bank), "runtime": dataclasses.asdict(cfg.runtime),
            "backbone": {"short_side": 224}, "proposer": {"refine_points": 4},
            "preset": "default"}
-    assert ModuSegConfig.from_dict(old).proposer == ProposerOptions(refine_points=4)
+    assert ModuSegConfig.from_dict(old).proposer == SamOptions(refine_points=4)
+    old_nones = {**old, "proposer": {"name": "sam", "model": None, "points_per_side": None,
+                                     "refine_points": 4, "top_k": None, "chunk": None}}
+    assert ModuSegConfig.from_dict(old_nones).proposer == SamOptions(refine_points=4)
     assert ModuSegConfig.from_dict({"backbone": {}, "proposer": {}}).backbone == BackboneOptions()
-    # an old dict form naming an unknown or ill-typed option is refused
+    # a stored form naming an unknown or ill-typed option is refused
     with pytest.raises(InputError, match="did you mean backbone.short_side"):
         ModuSegConfig.from_dict({**old, "backbone": {"shortside": 224}})
     with pytest.raises(InputError, match="backbone.layers"):
         ModuSegConfig.from_dict({**old, "backbone": {"layers": "8,11"}})
-    # the constructor still takes the dict form other code writes
-    assert ModuSegConfig(proposer={"refine_points": 4}).proposer.refine_points == 4
+    with pytest.raises(InputError, match="proposer.top_k is an entityseg option"):
+        ModuSegConfig.from_dict({**old, "proposer": {"name": "sam", "top_k": 5}})
+    # the constructor's dict form is gone: it names the way that remains
+    with pytest.raises(InputError, match="ModuSegConfig.from_dict"):
+        ModuSegConfig(proposer={"refine_points": 4})
 
 
 # ---- property: nothing but ModuSegError escapes the --set parser -------------------
 
-NAMES = sorted({f"{s}.{f.name}" for s, cls in SECTIONS.items()
-                for f in dataclasses.fields(cls)})
+NAMES = sorted({row["path"] for row in config_schema()})
 VALUES = st.one_of(
     st.integers(min_value=-10**12, max_value=10**12).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -130,7 +140,7 @@ def test_only_moduseg_errors_escape_the_set_parser(items, base, proposer):
 
 
 @settings(max_examples=150, deadline=None)
-@given(d=st.dictionaries(st.sampled_from(list(SECTIONS) + ["preset", "x"]),
+@given(d=st.dictionaries(st.sampled_from(list(SECTIONS) + ["proposer", "preset", "x"]),
                          st.one_of(st.dictionaries(st.sampled_from(NAMES).map(
                              lambda k: k.split(".", 1)[1]), st.one_of(
                              st.integers(-5, 10**9), st.floats(), st.text(max_size=5),
@@ -150,9 +160,13 @@ def test_parse_overrides_keeps_strings_that_are_not_literals():
 
 
 def test_presets_are_valid_and_typed():
-    for name in ("paper", "default", "fast"):
+    assert preset_names() == ["default", "fast", "paper"]
+    for name in preset_names():
         cfg = preset(name)
+        assert cfg.preset == name
         assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(InputError, match="did you mean fast"):
+        preset("fsat")
 
 
 def test_default_normalises_each_image_and_old_banks_keep_the_fixed_normalisation():
@@ -162,7 +176,7 @@ def test_default_normalises_each_image_and_old_banks_keep_the_fixed_normalisatio
     assert preset("default").backbone_options()["normalize"] == "image"
     assert preset("fast").backbone_options()["normalize"] == "image"
     assert "normalize" not in preset("paper").backbone_options()
-    assert preset("fast").proposer_options() == {}          # no proposer runs
+    assert not preset("fast").needs_proposer and preset("fast").proposer == SamOptions()
     assert preset("default").proposer_options()["points_per_side"] == (6, 7)
     stored = preset("default").to_dict()
     del stored["backbone"]["normalize"]
@@ -171,17 +185,189 @@ def test_default_normalises_each_image_and_old_banks_keep_the_fixed_normalisatio
         resolve_config("default", ["backbone.normalize='frame'"])
 
 
-def test_every_proposer_option_has_a_typed_setting():
+# ---- stored configurations resolve to exactly the values they had ---------------------
+
+BEFORE = json.loads((Path(__file__).parent / "data" / "resolved_configs_before_26.json")
+                    .read_text())
+
+
+def _plain(cfg) -> dict:
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
+def test_presets_and_stored_banks_resolve_to_the_values_they_had():
+    """Recorded with the code before #26 (proposer options then stored as None = the
+    proposer's default, here written out): the preset files, the embedded bank's stored
+    configuration and an old bank without the newer keys resolve to the same values."""
+    from moduseg.bank.embedded import embedded_bank_path
+    from moduseg.bank.store import load_bank
+
+    for name in ("paper", "default", "fast"):
+        assert _plain(preset(name)) == BEFORE[f"preset:{name}"], name
+    embedded = load_bank(embedded_bank_path())
+    assert _plain(resolve_config(None, [], embedded.config)) == BEFORE["embedded"]
+    old = BEFORE["old-default-without-newer-keys"]
+    assert "normalize" not in old["stored"]["backbone"]
+    assert _plain(resolve_config(None, [], old["stored"])) == old["resolved"]
+    es = resolve_config("paper", ["proposer.model=/x/e.onnx", "proposer.top_k=50"],
+                        proposer="entityseg")
+    assert _plain(es) == BEFORE["paper+entityseg"]
+
+
+# ---- one declaration per option -------------------------------------------------------
+
+def test_every_proposer_option_is_declared_once():
+    """Each proposer's options class is the one its implementation reads: SAM's
+    generator takes ``SamOptions``; EntitySeg's constructor defaults are its options'."""
     import inspect
 
-    from moduseg.config import PROPOSER_ONLY
+    from moduseg.runtime.proposers import sam
     from moduseg.runtime.proposers.entityseg import EntitySegProposer
-    from moduseg.runtime.proposers.sam_options import SamOptions
 
-    sam = {f.name for f in dataclasses.fields(SamOptions)}
-    assert set(PROPOSER_ONLY["sam"]) == sam
-    es = set(inspect.signature(EntitySegProposer).parameters) - {"model_path", "providers",
-                                                                   "threads", "device"}
-    assert set(PROPOSER_ONLY["entityseg"]) == es
-    names = {f.name for f in dataclasses.fields(ProposerOptions)}
-    assert sam | es | {"name", "model", "threads"} == names
+    assert sam.SamOptions is SamOptions
+    shared = {f.name for f in dataclasses.fields(ProposerOptions)}
+    assert sam.OPTION_NAMES - {"grid_rc"} == {f.name for f in dataclasses.fields(SamOptions)
+                                               } - shared
+    params = inspect.signature(EntitySegProposer).parameters
+    es = {f.name: f.default for f in dataclasses.fields(EntitySegOptions)
+          if f.name not in shared}
+    assert {k: params[k].default for k in es} == es
+    assert set(PROPOSER_OPTIONS) >= {"sam", "entityseg"}
+
+
+def test_schema_lists_every_option_once_with_help():
+    rows = config_schema()
+    paths = [(r["proposer"], r["path"]) for r in rows]
+    assert len(paths) == len(set(paths))
+    for section, cls in SECTIONS.items():
+        assert {f"{section}.{f.name}" for f in dataclasses.fields(cls)} <= {r["path"] for r in rows}
+    for name, cls in PROPOSER_OPTIONS.items():
+        assert {f"proposer.{f.name}" for f in dataclasses.fields(cls)} <= {r["path"] for r in rows}
+    for r in rows:
+        assert r["help"] and "\n" not in r["help"], r["path"]
+        assert set(r) == {"path", "section", "proposer", "type", "default", "range", "choices",
+                          "help"}
+    json.dumps(rows)     # the docs build writes it out
+    top_k = next(r for r in rows if r["path"] == "runtime.top_k")
+    assert (top_k["type"], top_k["default"], top_k["range"]) == ("int", 25, "[1, 1024]")
+    frac = next(r for r in rows if r["path"] == "bank.outlier_fraction")
+    assert frac["range"] == "[0.0, 1.0)"
+    assert next(r for r in rows if r["path"] == "proposer.name")["choices"] == list(
+        PROPOSER_OPTIONS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(row=st.sampled_from([r for r in config_schema() if r["range"]]),
+       base=st.sampled_from(["paper", "default"]))
+def test_each_stated_range_is_the_one_enforced(row, base):
+    """Each bound of the schema is refused just outside and accepted on it (closed) or
+    just inside (open): the range is stated once and enforced as stated."""
+    import math
+    key = row["path"]
+    proposer = row["proposer"] or None
+    extra = {"proposer.model": "/m.onnx"} if proposer == "entityseg" else {}
+    lo, hi = (p.strip() for p in row["range"][1:-1].split(","))
+    is_int = row["type"].startswith("int")
+    for text, closed, direction in ((lo, row["range"][0] == "[", -1),
+                                    (hi, row["range"][-1] == "]", +1)):
+        bound = float(text)
+        step = 1 if is_int else max(abs(bound) * 1e-9, 1e-12)
+        outside = bound + direction * step if closed else bound
+        inside = bound if closed else bound - direction * step
+        if is_int:
+            outside, inside = int(outside), int(math.ceil(inside) if direction < 0 else inside)
+        with pytest.raises(InputError, match=key.replace(".", "[.]")):
+            resolve_config(base, {key: outside, **extra}, proposer=proposer)
+        cfg = resolve_config(base, {key: inside, **extra}, proposer=proposer)
+        got = getattr(cfg.proposer if key.startswith("proposer.") else
+                      getattr(cfg, key.split(".")[0]), key.split(".")[1])
+        assert got == inside or got == (inside, inside)
+
+
+def test_options_are_frozen_and_checked_when_built():
+    from moduseg.config import RuntimeConfig
+    cfg = preset("default")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.runtime.top_k = 3
+    with pytest.raises(InputError, match="runtime.top_k must be in"):
+        RuntimeConfig(top_k=0)
+    with pytest.raises(InputError, match="did you mean nearest"):
+        dataclasses.replace(cfg.runtime, unassigned="nearst")
+
+
+def test_typed_overrides_need_no_string_round_trip():
+    """``load_segmenter(runtime__top_k=np.int64(10))`` once became the string
+    ``"np.int64(10)"`` for ``ast.literal_eval``; typed values now go straight in."""
+    import numpy as np
+    cfg = resolve_config("default", {"runtime.top_k": np.int64(10), "proposer.model": None,
+                                     "backbone.layers": [8, 11]})
+    assert cfg.runtime.top_k == 10 and type(cfg.runtime.top_k) is int
+    assert cfg.backbone.layers == (8, 11)
+    assert cfg == resolve_config("default", ["runtime.top_k=10", "backbone.layers=[8, 11]"])
+
+
+def test_proposer_name_switches_the_options_class():
+    cfg = resolve_config("default", ["proposer.name=entityseg", "proposer.model=/e.onnx",
+                                     "proposer.chunk=4"])
+    assert cfg.proposer == EntitySegOptions(model="/e.onnx", chunk=4)
+    assert resolve_config(None, [], cfg.to_dict()) == cfg
+    # --proposer applies before --set, to a stored configuration as to a preset
+    back = resolve_config(None, ["proposer.points_per_side=4"], cfg.to_dict(), proposer="sam")
+    assert back.proposer == SamOptions(points_per_side=4)
+    with pytest.raises(InputError, match="did you mean sam"):
+        resolve_config("default", ["proposer.name=sma"])
+
+
+def test_a_new_proposer_is_one_options_class():
+    """Subclassing ``ProposerOptions`` with a ``name`` makes it selectable by
+    ``proposer.name``, in the schema and in ``--set``."""
+    from dataclasses import dataclass
+
+    from moduseg.config import option
+
+    @dataclass(frozen=True)
+    class ToyOptions(ProposerOptions):
+        name: str = "toy"
+        cells: int = option(4, ge=1, le=16, help="Cells a side.")
+
+    try:
+        cfg = resolve_config("default", ["runtime.top_k=5"], proposer="toy")
+        assert cfg.proposer == ToyOptions() and cfg.proposer_options() == {"cells": 4}
+        assert resolve_config("paper", ["proposer.cells=8"], proposer="toy").proposer.cells == 8
+        with pytest.raises(InputError, match="proposer.cells must be in"):
+            resolve_config("paper", ["proposer.cells=99"], proposer="toy")
+        with pytest.raises(InputError, match="is a toy option"):
+            resolve_config("paper", ["proposer.cells=8"])
+        assert any(r["path"] == "proposer.cells" and r["proposer"] == "toy"
+                   for r in config_schema())
+        assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    finally:
+        PROPOSER_OPTIONS.pop("toy", None)
+
+
+# ---- property: typed overrides (the Python API) -----------------------------------------
+
+TYPED = st.one_of(st.integers(-10**12, 10**12), st.floats(), st.booleans(), st.none(),
+                  st.text(max_size=8), st.lists(st.integers(-3, 70), max_size=5),
+                  st.tuples(st.integers(-3, 70), st.integers(-3, 70)),
+                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sets=st.dictionaries(KEYS, TYPED, max_size=4), base=st.sampled_from(preset_names()),
+       proposer=st.sampled_from([None, "sam", "entityseg"]))
+def test_only_moduseg_errors_escape_typed_overrides(sets, base, proposer):
+    try:
+        cfg = resolve_config(base, sets, proposer=proposer)
+    except ModuSegError as e:
+        assert "\n" not in str(e)
+        return
+    assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_huge_numbers_are_one_line_errors():
+    """An integer beyond float range for a float option was an OverflowError."""
+    with pytest.raises(InputError, match="bank.eps must be a finite number"):
+        resolve_config("paper", ["bank.eps=" + "9" * 400])
+    with pytest.raises(InputError, match="runtime.top_k must be in"):
+        resolve_config("paper", {"runtime.top_k": 10 ** 400})

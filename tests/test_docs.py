@@ -251,6 +251,8 @@ def test_configuration_reference_lists_every_setting():
     for section, cls in C.SECTIONS.items():
         for f in dataclasses.fields(cls):
             assert f"`{section}.{f.name}`" in text
+    for row in C.config_schema():               # every proposer's options too
+        assert f"`{row['path']}`" in text and row["help"] in text
 
 
 def test_generated_pages_are_not_committed():

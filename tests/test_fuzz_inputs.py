@@ -372,3 +372,40 @@ def test_fuzz_bank_merge_parts(case):
             save_checked_bank(merge_parts(paths), out)
             load_bank(out)
         attempt("part", merge)
+
+
+# --------------------------------------------------------------------------- #
+# stored configurations (a bank's, a result's) and preset files
+
+def _stored_configs() -> list[dict]:
+    """The embedded bank's stored configuration and each preset file, as written."""
+    from moduseg.bank.embedded import embedded_bank_path
+    from moduseg.bank.store import load_bank
+    from moduseg.config import PRESET_DIR, preset_names
+    out = [load_bank(embedded_bank_path()).config]
+    for name in preset_names():
+        d = json.loads((PRESET_DIR / f"{name}.json").read_text())
+        d.pop("description", None)
+        out.append(d)
+    return out
+
+
+STORED_CONFIGS = _stored_configs()
+
+
+@FUZZ
+@given(st.sampled_from(range(len(STORED_CONFIGS))).flatmap(
+    lambda i: json_mutations(STORED_CONFIGS[i]).map(lambda m: apply_json(STORED_CONFIGS[i], m))),
+    st.sampled_from([None, "sam", "entityseg"]))
+def test_fuzz_stored_configuration(stored, proposer):
+    """What ``segment``/``eval`` do with a bank's configuration: resolve it (with
+    ``--proposer``); only a ModuSegError (one line) escapes, and what is accepted
+    round-trips through JSON."""
+    from moduseg.config import ModuSegConfig
+    from moduseg.settings import resolve_config
+
+    def run():
+        cfg = resolve_config(None, [], stored if isinstance(stored, dict) else {"x": stored},
+                             proposer=proposer)
+        assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    attempt("stored config", run)

@@ -94,7 +94,7 @@ def test_bad_inputs_are_refused(bank):
     fmap = ColourBackbone()(image)
     index = build_index(bank.vectors)
     with pytest.raises(InputError, match="top_k"):
-        RuntimeConfig(top_k=0).validate()
+        RuntimeConfig(top_k=0)
     with pytest.raises(InputError, match="image"):
         assign(fmap, Proposals.empty((10, 10)), bank, index, RuntimeConfig())
     with pytest.raises(InputError, match="\\[P, H, W\\]"):

@@ -1,5 +1,7 @@
 """Bank-statistics projection (bank.pca_dim / whiten) and the proposer-free patch mode."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,7 @@ def test_projection_keeps_a_low_rank_subspace_exactly():
 
 def test_bad_pca_dims_are_refused():
     with pytest.raises(InputError, match="pca_dim"):
-        BankConfig(pca_dim=-1).validate()
+        BankConfig(pca_dim=-1)
     with pytest.raises(InputError, match="pca_dim"):
         fit_projection(np.ones((10, 4), np.float32), 4)
     with pytest.raises(InputError, match="pca_dim"):
@@ -115,14 +117,14 @@ def test_max_per_class_caps_every_class_evenly():
     cfg = BankConfig(granularity="patch", purification="none", min_area=0,
                      outlier_fraction=0.0, patch_purity=0.75, patches_per_region=50)
     full = build_bank(dataset(8), ColourBackbone(), cfg)
-    cfg.max_per_class = 20
+    cfg = dataclasses.replace(cfg, max_per_class=20)
     capped = build_bank(dataset(8), ColourBackbone(), cfg)
     for name, n in full.class_counts().items():
         assert capped.class_counts()[name] == min(n, 20)
     # spread over the build order: the capped vectors come from several images
     assert len(set(capped.image_ids[capped.labels == 1])) > 3
     with pytest.raises(InputError, match="max_per_class"):
-        BankConfig(max_per_class=-2).validate()
+        BankConfig(max_per_class=-2)
 
 
 class ShiftedBackbone(ColourBackbone):

@@ -152,44 +152,50 @@ def _value(v) -> str:
 
 
 def config_markdown() -> str:
-    """The configuration reference: every setting, its type, range and preset values."""
+    """The configuration reference: every option once (``moduseg.config.config_schema``),
+    its type, default, range or choices and the value each preset gives it."""
     from moduseg import config as C
 
-    presets = {name: make() for name, make in C.PRESETS.items()}
+    presets = {name: C.preset(name) for name in C.preset_names()}
     out = ["# Configuration", "",
-           "Generated from the configuration schema (`moduseg/config.py`) at build time "
-           "(`tools/docs_reference.py`). Set any of these with `--set section.name=value` "
-           "on `bank build`, `segment` and `eval`, or pick a preset with `--preset` "
-           f"({', '.join(f'`{p}`' for p in presets)}; see [Presets](../presets.md)). "
+           "Generated from the configuration schema (`moduseg.config.config_schema()`) at "
+           "build time (`tools/docs_reference.py`). Set any of these with "
+           "`--set section.name=value` on `bank build`, `segment` and `eval`, or pick a preset "
+           f"with `--preset` ({', '.join(f'`{p}`' for p in presets)}; see "
+           "[Presets](../presets.md) and [Configuration](../concepts/configuration.md)). "
            "A bank stores the configuration it was built with, and `segment`/`eval` use "
            "it unless told otherwise. A misspelt or ill-typed setting stops with one line "
            "before any model loads (\"did you mean ...?\"). `None` means the model's own "
            "default.", ""]
-    for section, cls in C.SECTIONS.items():
-        out += [f"## `{section}`", ""]
-        doc = inspect.cleandoc(cls.__doc__ or "")
+    rows = C.config_schema()
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["section"], r["proposer"]), []).append(r)
+    for (section, proposer), group in groups.items():
+        title = f"`{section}`" + (f" (`proposer.name={proposer}`)" if proposer else "")
+        out += [f"## {title}", ""]
+        cls = C.PROPOSER_OPTIONS[proposer] if proposer else C.SECTIONS.get(section)
+        doc = inspect.cleandoc(cls.__doc__ or "") if cls is not None else ""
         if doc:
             out += [doc, ""]
-        notes = _field_comments(cls)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            meta = f.metadata or {}
-            if "choices" in meta:
-                allowed = "one of " + ", ".join(_value(c) for c in meta["choices"])
-            elif "range" in meta:
-                lo, hi = meta["range"]
-                allowed = f"{lo} to {hi}"
+        for r in group:
+            if r["choices"] is not None:
+                allowed = "one of " + ", ".join(_value(c) for c in r["choices"])
             else:
-                allowed = ""
-            kind = _type_text(hints.get(f.name, f.type))
-            vals = ", ".join(f"{name} {_value(getattr(getattr(cfg, section), f.name))}"
-                             for name, cfg in presets.items())
-            what = notes.get(f.name, "")
-            line = f"- **`{section}.{f.name}`** ({kind}{'; ' + allowed if allowed else ''}). "
-            line += f"Presets: {vals}."
-            if what:
-                line += f" {what[0].upper()}{what[1:]}"
-                line += "" if what.endswith(".") else "."
+                allowed = r["range"] or ""
+            vals = []
+            for name, cfg in presets.items():
+                part = getattr(cfg, section)
+                if proposer and part.name != proposer:
+                    continue
+                v = getattr(part, r["path"].split(".", 1)[1])
+                vals.append(f"{name} {_value(list(v) if isinstance(v, tuple) else v)}")
+            line = (f"- **`{r['path']}`** ({r['type']}{'; ' + allowed if allowed else ''}; "
+                    f"default {_value(r['default'])}). ")
+            if vals:
+                line += f"Presets: {', '.join(vals)}. "
+            what = r["help"]
+            line += what if what.endswith(".") else what + "."
             out.append(line)
         out.append("")
     return "\n".join(out) + "\n"

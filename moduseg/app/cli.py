@@ -9,6 +9,7 @@ import click
 from ..cli_options import backend_option, proposer_option
 from ..errors import InputError
 from ..scale.options import engine_options
+from ..settings import preset_option
 
 
 DEFAULT_OUT_ROOT = "moduseg-out"
@@ -31,7 +32,7 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--out", "out_dir", default=None, type=click.Path(),
               help=f"Output folder; default: {DEFAULT_OUT_ROOT}/<input name> in the working "
                    f"directory.")
-@click.option("--preset", default=None, help="Configuration preset (default: the bank's).")
+@preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
 @backend_option()

@@ -289,7 +289,6 @@ def build_bank(dataset: Dataset, backbone: Backbone, cfg: BankConfig | None = No
                progress: bool = False, config_record: dict | None = None) -> Bank:
     """Build a bank from every (image, label map) in ``dataset`` in this process."""
     cfg = cfg or BankConfig()
-    cfg.validate()
     for name, n in (("limit", limit), ("shots", shots)):
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise InputError(f"{name} must be a positive integer (or None for all), got {n!r}")

@@ -9,6 +9,7 @@ import click
 from ..bank.datasets import LAYOUTS
 from ..cli_options import backend_option, proposer_option
 from ..scale.options import engine_options
+from ..settings import preset_option
 
 
 @click.group()
@@ -27,7 +28,7 @@ def bank():
 @click.option("--background", type=int, default=None,
               help="folder: index of the background class, if any.")
 @click.option("--out", required=True, type=click.Path(), help="Bank file to write (.npz).")
-@click.option("--preset", default=None, help="Configuration preset: paper or default.")
+@preset_option("Configuration preset (default: default).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set bank.erosion_iterations=5.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -62,7 +63,6 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     check_output_file(out, "--out", suffix=".npz")     # before any work
     shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
-    cfg.bank.validate()
     if backend != "tensorrt-native":
         from ..models import ensure_models
         ensure_models(home, offline=offline)

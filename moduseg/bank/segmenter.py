@@ -7,7 +7,6 @@ model is loaded. The models come from the composition root (``moduseg.build``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -19,12 +18,7 @@ def load_bank_config(bank_path, preset: str | None = None, overrides=(),
     from .store import load_bank
 
     bank = load_bank(bank_path)
-    if isinstance(overrides, Mapping):
-        cfg = resolve_config(preset, (), bank.config, proposer=proposer)
-        cfg = cfg.with_overrides(**overrides) if overrides else cfg
-    else:
-        cfg = resolve_config(preset, overrides, bank.config, proposer=proposer)
-    return bank, cfg.validate()
+    return bank, resolve_config(preset, overrides, bank.config, proposer=proposer)
 
 
 def segmenter_from_bank(bank_path, home=None, preset: str | None = None, overrides=(),

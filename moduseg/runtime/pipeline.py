@@ -255,6 +255,24 @@ def check_image(image) -> np.ndarray:
     return image
 
 
+def run_beside(pool, side, main):
+    """``(main(), side())``, with ``side`` running in ``pool`` while ``main`` runs here
+    (after ``main`` when there is no pool; not at all when ``side`` is None).
+
+    The proposer runs beside the backbone this way in ``Segmenter`` and in the
+    served pipeline: ONNX Runtime releases the GIL, so on a CPU a frame costs about
+    the slower of the two. ``side`` is waited for even when ``main`` raises.
+    """
+    pending = pool.submit(side) if pool is not None and side is not None else None
+    try:
+        out = main()
+    finally:
+        beside = pending.result() if pending is not None else None
+    if pending is None and side is not None:
+        beside = side()
+    return out, beside
+
+
 class Segmenter:
     """Backbone + proposer + bank: ``Segmenter(...)(image) -> SegmentationResult``."""
 
@@ -267,7 +285,6 @@ class Segmenter:
         # the whole configuration, recorded with every result
         self.full_config = (config if isinstance(config, ModuSegConfig)
                             else ModuSegConfig(runtime=self.config, preset="custom"))
-        self.config.validate()
         check_identity(bank.backbone, backbone.identity)
         self.backbone, self.proposer, self.bank = backbone, proposer, bank
         self.index = index or bank_index(bank, self.config.index, self.config.nprobe)
@@ -335,27 +352,26 @@ class Segmenter:
             timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
             return result
         thumb, reused = self._reusable(image)
-        pending = None
-        if reused is None and self._pool:
-            pending = self._pool.submit(self._propose, image, timer)
-        cell_labels = None
-        try:
+        beside = reused is None and self._pool is not None
+
+        def features():
             with timer("backbone"):
                 fmap = self.backbone(image)
             fmap.check_finite()
-            if pending is not None and self.config.assignment == "patch_vote":
+            cells = None
+            if beside and self.config.assignment == "patch_vote":
                 # the patch search needs only the features: run it while the
                 # proposer is still busy
                 with timer("search"):
-                    cell_labels = all_cell_labels(fmap, self.bank, self.index, self.config,
-                                                  self.prior)
-        finally:
-            proposals = pending.result() if pending else None
+                    cells = all_cell_labels(fmap, self.bank, self.index, self.config,
+                                            self.prior)
+            return fmap, cells
+
+        propose = None if reused is not None else (lambda: self._propose(image, timer))
+        (fmap, cell_labels), proposals = run_beside(self._pool, propose, features)
         if reused is not None:
             proposals = reused
             timer.ms["proposer"] += 0.0
-        elif proposals is None:
-            proposals = self._propose(image, timer)
         if reused is None and thumb is not None:
             self._last = (thumb, proposals, 0)
         result = assign(fmap, proposals, self.bank, self.index, self.config, timer,

@@ -70,36 +70,14 @@ class HostPooler:
         labels, conf = vote_by_weight(w, cell_labels, n_classes)
         return labels, conf, w.sum(1)
 
-    def __call__(self, masks, fmap):
-        """The older ``(masks, fmap) -> (queries, weight sums)`` form."""
-        keep = np.arange(len(masks))
-        return self.pool(masks, keep, None, fmap, 1e-6)
-
-
-class CallablePooler:
-    """Adapts a plain ``(masks, fmap) -> (queries, wsums)`` function (patch vote on the host)."""
-
-    backend = "callable"
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def pool(self, masks, keep, row_span, fmap, eps):
-        return self.fn(masks[keep], fmap)
-
-    def patch_vote(self, masks, keep, row_span, fmap, cell_labels, n_classes):
-        return HOST.patch_vote(masks, keep, row_span, fmap, cell_labels, n_classes)
-
 
 HOST = HostPooler()
 
 
 def as_pooler(p) -> Pooler:
-    """A ``Pooler`` from None (the host path), a ``Pooler``, or a plain function."""
+    """A ``Pooler`` from None (the host path) or a ``Pooler``."""
     if p is None:
         return HOST
     if isinstance(p, Pooler):
         return p
-    if callable(p):
-        return CallablePooler(p)
     raise TypeError(f"pooler must implement moduseg.runtime.pooling.Pooler, got {type(p).__name__}")

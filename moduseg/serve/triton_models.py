@@ -228,18 +228,18 @@ class PipelineModel:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
 
     def _one(self, image):
-        from ..runtime.pipeline import check_image
+        from ..runtime.pipeline import check_image, run_beside
 
         check_image(image)
         if min(image.shape[:2]) < 1:
             raise InputError(f"image must be a non-empty H x W x 3 uint8 RGB array, got shape "
                              f"{image.shape}")
-        pending = self.pool.submit(self.proposer, image)
-        try:
+        def features():
             fmap = self.backbone(image)
             fmap.check_finite()
-        finally:
-            props = pending.result()
+            return fmap
+
+        fmap, props = run_beside(self.pool, lambda: self.proposer(image), features)
         geo = fmap.geometry
         geometry = np.array([*geo.image_hw, *geo.resized_hw, *geo.grid_hw, geo.patch], np.int64)
         feed = {"features": fmap.features, "geometry": geometry,

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ...config import EntitySegOptions
 from ...errors import InputError, ModelNotFoundError
 from ...types import Proposals
 
@@ -189,8 +190,9 @@ class EntitySegProposer:
     name = "entityseg"
 
     def __init__(self, model_path: str | Path, providers: str = "auto",
-                 threads: int | None = None, top_k: int = 100, min_score: float = 0.0,
-                 chunk: int = 8, device: int = 0):
+                 threads: int | None = None, top_k: int = EntitySegOptions.top_k,
+                 min_score: float = EntitySegOptions.min_score,
+                 chunk: int = EntitySegOptions.chunk, device: int = 0):
         self.path = Path(model_path)
         if not self.path.is_file():
             raise ModelNotFoundError(

@@ -1,7 +1,7 @@
 """SAM automatic mask generator on ONNX Runtime, tuned for CPU frame rates.
 
 Split like segment-anything's model / predictor / generator: ``SamOptions``
-(``sam_options``), ``SamEncoder`` and the batched ``SamDecoder``
+(declared with every other option in ``moduseg.config``), ``SamEncoder`` and the batched ``SamDecoder``
 (``sam_model``), and here the generator loop. Pipeline for one image
 (``generate``):
 
@@ -50,28 +50,23 @@ Objectness score (``Proposals.scores``)::
 ``predicted_iou`` is SAM's own estimate of the mask's IoU with the object the
 prompt points at; ``stability_score`` is the IoU of the mask thresholded at
 logit +1 and -1 (1 = the boundary sits on a sharp logit edge). Their product
-is high only for masks that are both confident and crisp. The runtime's
-default cut ``min_objectness=0.6`` means, e.g., predicted IoU 0.8 with
-stability 0.75, or 0.7 with 0.86: a plausible, reasonably crisp segment;
-masks the generator itself keeps already have at least
-``pred_iou_thresh * stability_score_thresh`` (0.56 with the defaults), so the
-runtime's 0.6 is a real, if mild, cut above the generator's own floor.
+is high only for masks that are both confident and crisp. Masks the
+generator keeps already have at least ``pred_iou_thresh *
+stability_score_thresh``; the runtime's ``min_objectness`` cuts above that.
 
-Defaults (chosen on CamVid val, end to end with the default bank; their
-time and quality are in the changelog, "Performance"): 48 prompts placed by
-colour+position k-means (``point_sampler="kmeans"``, ``points_per_side=(6,
-8)`` sets the count) plus up to 16 refinement points, logits on the 64x64
-grid (``mask_stride=4``; 48x64 cells for a 480x360 frame), INT8 encoder,
-content-sized encoder and pooled padding cells (``padding_pool=4``).
+The generator's own defaults are in its options class; the presets set the
+values a run uses (``docs/presets.md``), so no number is repeated here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ...config import ProposerOptions, SamOptions
 from ...errors import InputError
 from ...timing import StageTimer
 from ...types import Proposals
@@ -81,9 +76,11 @@ from .sam_model import (ENCODER_SIZE, EMBED_STRIDE, MAX_ENCODER_SESSIONS,  # noq
                         PIXEL_MEAN, PIXEL_STD, SamDecoder, SamEncoder, SamImage, SamPrediction,
                         check_image as _check_image, content_embed_hw, preprocess,
                         resized_size)
-from .sam_options import SamOptions
 
-OPTION_NAMES = SamOptions.names()
+# the generator's own options (threads is a constructor argument; name and model are
+# the configuration's), also readable as attributes
+OPTION_NAMES = (frozenset(f.name for f in dataclasses.fields(SamOptions))
+                - {f.name for f in dataclasses.fields(ProposerOptions)}) | {"grid_rc"}
 __all__ = ["SamAutomaticMaskGenerator", "SamOptions", "SamEncoder", "SamDecoder", "SamImage",
            "SamPrediction", "preprocess", "resized_size", "content_embed_hw", "ENCODER_SIZE",
            "EMBED_STRIDE", "MAX_ENCODER_SESSIONS", "PIXEL_MEAN", "PIXEL_STD"]
@@ -114,7 +111,6 @@ class SamAutomaticMaskGenerator:
         if options is None:
             options = SamOptions(**option_values)
         elif option_values:
-            import dataclasses
             options = dataclasses.replace(options, **option_values)
         self.options = o = options
         self.encoder = SamEncoder(encoder_path, quantize=o.quantize_encoder, crop=o.encoder_crop,
