@@ -18,6 +18,7 @@ STUDIES = {
     "sam-content-crop": "sam_content_crop",
     "scale-out": "scale_out",
     "reference": "reference",
+    "classes": "classes",
     "overlay-video": "overlay_video",
     "video-clips": "video_clips",
 }

@@ -159,8 +159,10 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
         # runtime.assignment='patch' (the fast preset) labels patches only: no proposer
         proposer = (build_proposer(cfg, be, home) if need_proposer and cfg.needs_proposer
                     else NoProposer())
-    return Segmenter(backbone, proposer, bank, cfg, pooler=build_pooler(cfg, be),
-                     index=build_index(bank, cfg, be), parallel=parallel)
+    seg = Segmenter(backbone, proposer, bank, cfg, pooler=build_pooler(cfg, be),
+                    index=build_index(bank, cfg, be), parallel=parallel)
+    seg.make_index = lambda b: build_index(b, cfg, be)     # hot-swapped banks alike
+    return seg
 
 
 # ---- the installed default models -----------------------------------------------------

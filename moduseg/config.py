@@ -155,6 +155,11 @@ class RuntimeConfig(Options):
                                     "changed less than this (grey level; 0 = off).")
     reuse_max_age: int = option(1, ge=0, le=BIG, help="Video: frames in a row proposals "
                                                       "may be reused.")
+    unknown: float = option(
+        0.0, ge=0.0, le=0.5,
+        help="Label a patch or proposal unknown (254) when its similarity to the nearest bank "
+             "vector of its class is below this quantile of the bank's own leave-one-image-"
+             "out similarities of that class (0 = off).")
     eps: float = option(1e-6, ge=0.0, le=1.0, help="Numerical floor of the pooling weights.")
 
 

@@ -12,8 +12,12 @@ import colorsys
 import cv2
 import numpy as np
 
+from .text import opencv_text
+
 ALPHA = 0.45            # colour weight in the overlay: the picture stays readable
 MIN_LUMA = 90           # no class colour darker than this (0-255 luma)
+# ``unknown`` pixels (label 254, ``runtime.unknown``): one colour no class palette uses
+UNKNOWN_COLOUR = (255, 0, 255)
 
 # CamVid's own class colours (the 11-class SegNet convention), lifted to MIN_LUMA
 CAMVID_COLORS = {
@@ -78,7 +82,7 @@ def _legend_items(class_names, width):
     (_, th), _ = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     sw = th + 6                      # swatch side
     row_h, pad = sw + 10, 8
-    widths = [cv2.getTextSize(str(n), cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0]
+    widths = [cv2.getTextSize(opencv_text(n), cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0]
               for n in class_names]
     return widths, sw, row_h, pad, scale, thick
 
@@ -103,6 +107,33 @@ def legend_height(class_names: list[str], width: int) -> int:
     return rows * row_h + pad
 
 
+def with_unknown(label_map: np.ndarray, palette, class_names):
+    """A label map holding ``UNKNOWN`` (254) as one more class after the bank's, with its
+    colour and legend name; unchanged (the same objects) when it holds none."""
+    from .types import UNKNOWN, UNKNOWN_NAME
+    C = len(class_names)
+    if C >= UNKNOWN or not (label_map == UNKNOWN).any():
+        return label_map, palette, class_names
+    lut = np.arange(256, dtype=np.uint8)
+    lut[UNKNOWN] = C
+    palette = np.concatenate([np.asarray(palette, np.uint8)[:C],
+                              np.asarray([UNKNOWN_COLOUR], np.uint8)])
+    return lut[label_map], palette, list(class_names) + [UNKNOWN_NAME]
+
+
+def label_png_palette(label_map: np.ndarray, palette) -> np.ndarray:
+    """The palette of a label PNG: the class colours, and ``UNKNOWN_COLOUR`` at 254 when
+    the map holds unknown pixels (else the class colours alone: files as before)."""
+    from .io import voc_palette
+    from .types import UNKNOWN
+    if not (label_map == UNKNOWN).any():
+        return palette
+    pal = voc_palette()
+    pal[:len(palette)] = np.asarray(palette, np.uint8)[:256]
+    pal[UNKNOWN] = UNKNOWN_COLOUR
+    return pal
+
+
 def render_overlay(image: np.ndarray, label_map: np.ndarray, palette: np.ndarray,
                    class_names: list[str], legend_h: int | None = None,
                    untinted: tuple[int, ...] = (), alpha: float = ALPHA) -> np.ndarray:
@@ -112,8 +143,9 @@ def render_overlay(image: np.ndarray, label_map: np.ndarray, palette: np.ndarray
     ``untinted`` classes (a background class) are not coloured, only outlined.
     """
     H, W = label_map.shape
-    C = min(len(palette), 256)
     lm = np.ascontiguousarray(label_map, np.uint8)
+    lm, palette, class_names = with_unknown(lm, palette, class_names)
+    C = min(len(palette), 256)
     image = np.ascontiguousarray(image, np.uint8)
     lut = np.zeros((256, 3), np.uint8)
     lut[:C] = palette[:C]
@@ -144,7 +176,7 @@ def render_overlay(image: np.ndarray, label_map: np.ndarray, palette: np.ndarray
         col = tuple(int(v) for v in palette[c])
         cv2.rectangle(strip, (x, y), (x + sw, y + sw), col, -1)
         cv2.rectangle(strip, (x, y), (x + sw, y + sw), (235, 235, 235), 1)
-        cv2.putText(strip, str(class_names[c]), (x + sw + 6, y + sw - 3),
+        cv2.putText(strip, opencv_text(class_names[c]), (x + sw + 6, y + sw - 3),
                     cv2.FONT_HERSHEY_SIMPLEX, scale, (245, 245, 245), thick, cv2.LINE_AA)
     return np.concatenate([out, strip], 0)
 

@@ -17,6 +17,9 @@ import numpy as np
 from .errors import BankError, InputError
 
 IGNORE = 255
+# label-map value of pixels whose evidence is too far from every class (runtime.unknown)
+UNKNOWN = 254
+UNKNOWN_NAME = "unknown"
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,11 @@ class Bank:
     palette: list | None = None
     # how the vectors were stored on disk ("int8": dequantised on load), None = as is
     quantization: str | None = None
+    # per class: where its vectors came from (``bank build`` / ``bank add`` records);
+    # empty for banks written before provenance was recorded
+    provenance: dict = field(default_factory=dict)
+    # the ``unknown`` calibration (``bank.calibrate``), None until computed
+    calibration: dict | None = None
 
     def __post_init__(self):
         v = self.vectors

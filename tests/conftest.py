@@ -18,6 +18,14 @@ def shared_data() -> Path:
     return DATA
 
 
+def pytest_collection_modifyitems(config, items):
+    """The fast tier (``pytest -m "not slow"``) leaves out every test that loads the real
+    default models or reads ../shared/data: those are slow by definition here."""
+    for item in items:
+        if item.get_closest_marker("models") or item.get_closest_marker("realdata"):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--serve-env", default=None, metavar="VENV",

@@ -152,6 +152,7 @@ def test_bank_with_foreign_stored_layers_is_refused_before_any_model(tmp_path, m
 
 # ---- --proposer entityseg end to end ------------------------------------------------
 
+@pytest.mark.slow
 def test_proposer_entityseg_end_to_end(world, tmp_path):
     from moduseg.bank.store import load_bank
 
@@ -214,6 +215,7 @@ def emulated_gpu(tmp_path_factory, monkeypatch):
     return emu, asked, calls
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset_name", ["paper", "default"])
 def test_segment_backend_cuda_wires_the_gpu_index_and_kernels(world, tmp_path, emulated_gpu,
                                                              preset_name):
@@ -236,6 +238,7 @@ def test_segment_backend_cuda_wires_the_gpu_index_and_kernels(world, tmp_path, e
     assert seg.pooler.dev is emu and seg.index.dev is emu
 
 
+@pytest.mark.slow
 def test_segment_backend_tensorrt_native_reads_the_engine_buffer(world, tmp_path, monkeypatch,
                                                                  emulated_gpu):
     import trt_fakes

@@ -234,3 +234,10 @@ def test_a_bank_with_duplicate_class_names_is_refused(tmp_path, parts):
 
 def test_every_refusal_is_a_moduseg_error():
     assert issubclass(BankError, ModuSegError) and issubclass(InputError, ModuSegError)
+
+
+def test_bank_build_background_with_another_layout_is_refused(tmp_path):
+    r = CliRunner().invoke(cli, ["bank", "build", "--dataset", "camvid", "--root", str(tmp_path),
+                                 "--background", "99", "--out", str(tmp_path / "b.npz"),
+                                 "--offline"])
+    _one_line_exit_2(r, "--background 99 applies to --dataset folder only")

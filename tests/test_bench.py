@@ -39,6 +39,7 @@ def test_summary_known_answer():
     assert summarize([])["median"] is None
 
 
+@pytest.mark.slow
 def test_quick_json_structure(quick):
     _, out, paths = quick
     data = json.loads((out / "results.json").read_text())

@@ -25,6 +25,7 @@ def quick(tmp_path_factory):
     return res, out, write_report(res, out)
 
 
+@pytest.mark.slow
 def test_quick_report(quick):
     _, out, paths = quick
     data = json.loads((out / "results.json").read_text())

@@ -129,6 +129,7 @@ KEYS = st.one_of(st.sampled_from(NAMES), st.text(max_size=25),
                       | st.text(max_size=40), max_size=4),
        base=st.sampled_from(["paper", "default"]),
        proposer=st.sampled_from([None, "sam", "entityseg"]))
+@pytest.mark.slow
 def test_only_moduseg_errors_escape_the_set_parser(items, base, proposer):
     try:
         cfg = resolve_config(base, items, proposer=proposer)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.slow
 def test_nvrtc_compile_cases_in_a_child_process():
     pytest.importorskip("cuda.bindings.nvrtc")
     cases = Path(__file__).with_name("cuda_compile_cases.py")

@@ -47,6 +47,7 @@ def _case(rng, mask_hw, geo, P, D):
     return masks, feats
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
 def test_smfa_kernel_matches_numpy(emu, name, dtype):
@@ -166,6 +167,7 @@ def test_topk_with_no_queries(emu):
     assert s.shape == (0, 4) and i.shape == (0, 4)
 
 
+@pytest.mark.slow
 def test_emulator_catches_a_missing_barrier(tmp_path):
     # The same kernel with the barrier between staging a tile and using it
     # removed must give wrong numbers: the emulator does not pass by luck.

@@ -141,6 +141,7 @@ def test_build_on_gpu(tmp_path):
                                tmp_path / "cache")[2]
 
 
+@pytest.mark.slow
 def test_mixed_fp16_graph_for_strongly_typed_builds(tmp_path):
     """TensorRT >= 11 builds FP16 from an FP16 graph; check that graph on CPU."""
     pytest.importorskip("onnxconverter_common", reason="needs onnxconverter-common")

@@ -119,6 +119,7 @@ def _outputs(model, x):
         return [t.numpy() for t in model(x)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pkl", "pth"])
 def test_load_pkl_and_pth_round_trip(tmp_path, fmt):
     cfg = tiny_test_config("swin")

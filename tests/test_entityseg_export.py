@@ -41,6 +41,7 @@ def swin_export(tmp_path_factory):
     return model, path
 
 
+@pytest.mark.slow
 def test_graph_is_plain_onnx_with_grid_sample(swin_export):
     _, path = swin_export
     g = onnx.load(path)
@@ -61,6 +62,7 @@ def swin_proposer(swin_export):
     return EntitySegProposer(swin_export[1], providers="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_hw", [(50, 80), (90, 60)])
 def test_proposer_matches_torch_end_to_end(swin_export, swin_proposer, image_hw):
     model, _ = swin_export
@@ -98,6 +100,7 @@ def test_parity_report_on_a_real_image(swin_export):
     assert report.logits_max_abs < 1e-4
 
 
+@pytest.mark.slow
 def test_hornet_export_parity(tmp_path):
     model = random_model(tiny_test_config("hornet"), seed=5)
     path = export_onnx(model, tmp_path / "tiny_hornet.onnx", HW, 64, 96, simplify=False)
@@ -125,6 +128,7 @@ def test_proposer_refuses_foreign_onnx(tmp_path):
         EntitySegProposer(tmp_path / "other.onnx", providers="cpu")
 
 
+@pytest.mark.slow
 def test_cli_exports_and_checks_parity(tmp_path):
     from click.testing import CliRunner
     from moduseg.cli import cli

@@ -49,6 +49,7 @@ def test_global_local_filter_matches_fft_reference_with_resized_weight():
     np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hornet_features_and_no_fft_in_trace():
     cfg = HorNetConfig(base_dim=8, depths=(1, 1, 1, 1), orders=(2, 2, 3, 3),
                        gf_sizes=(None, None, (4, 3), (2, 2)))

@@ -75,6 +75,7 @@ def test_shift_mask_separates_wrapped_regions():
     assert ((m[3] == 0).sum(1) == 4).all()
 
 
+@pytest.mark.slow
 def test_resnet_matches_torchvision_bottleneck_v1_5():
     tv = pytest.importorskip("torchvision")
     from moduseg.export.entityseg.resnet import ResNet

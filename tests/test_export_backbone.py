@@ -104,6 +104,7 @@ def test_patch_cosine_known_answers():
         rep.raise_if_failed()
 
 
+@pytest.mark.slow
 def test_radio_standin_export_parity(tmp_path):
     src = radio_source(FakeRadio().eval(), "fake")
     assert src.patch_size == 16 and src.feature_dim == 48
@@ -159,6 +160,7 @@ def test_broken_graph_fails_loudly(tmp_path, monkeypatch):
         bb.export_torch_source(src, (56, 56), tmp_path / "x.onnx")
 
 
+@pytest.mark.slow
 def test_onnx_source_folds_normalisation(tmp_path):
     """A normalised-input graph -> [0,1]-input graph with the same features."""
     src = timm_source("vit_small_patch14_dinov2", model=tiny_dinov2(), resolution=(56, 56))

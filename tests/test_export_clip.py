@@ -85,6 +85,7 @@ def test_positional_embedding_interpolated_for_larger_crop():
         dense_image_module(model, DenseClipOptions(crop=50))
 
 
+@pytest.mark.slow
 def test_onnx_parity_image_and_text(tmp_path):
     model, _ = export_tiny(tmp_path, crop=48)
     x = _pixels(3, 48).numpy()

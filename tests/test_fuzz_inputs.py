@@ -223,6 +223,7 @@ COCO_GOOD = {
 @given(st.one_of(json_mutations(COCO_GOOD).map(lambda m: json.dumps(apply_json(COCO_GOOD, m))
                                                 .encode()),
                  mutated(json.dumps(COCO_GOOD).encode())))
+@pytest.mark.slow
 def test_fuzz_coco_json(data):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "ann.json"

@@ -66,6 +66,7 @@ def graphs(tmp_path_factory):
     return info, _session(d / "feat.onnx"), _session(d / "orig.onnx"), pos, ln
 
 
+@pytest.mark.slow
 def test_info_and_metadata(graphs):
     info, feat, *_ = graphs
     assert info.patch_size == 14 and info.feature_dim == 384 and info.num_blocks == 12
@@ -108,6 +109,7 @@ def test_features_equal_original_tokens_and_pos_embed_is_bicubic(graphs, hw):
     np.testing.assert_allclose(b8[0], r.T.reshape(384, h, w), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_crop_agrees_with_full_image_where_they_overlap(graphs):
     cv2 = pytest.importorskip("cv2")
     imgs = sorted((DATA / "camvid" / "val").glob("*.png"))
@@ -129,6 +131,7 @@ def test_crop_agrees_with_full_image_where_they_overlap(graphs):
     assert same.mean() > shifted.mean() + 0.08   # measured ~0.82 when misaligned
 
 
+@pytest.mark.slow
 def test_concat_layers(tmp_path):
     info = patch_feature_graph(SRC, tmp_path / "c.onnx", layers=(8, 11), concat=True)
     assert info.feature_dim == 768 and info.outputs == ("features",)

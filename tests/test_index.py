@@ -26,6 +26,7 @@ def test_auto_choice_by_size():
     assert ivf_params(100) == (10, 10)
 
 
+@pytest.mark.slow
 def test_fp16_and_ivf_agree_with_exact_search():
     x, q = clustered(20_000, 64), clustered(100, 64, seed=1)
     exact = build_index(x, "flat")

@@ -284,6 +284,7 @@ def test_load_default_proposer_passes_paths(tmp_path, monkeypatch):
         build.load_default_proposer(home)
 
 
+@pytest.mark.slow
 def test_installed_real_models_if_present():
     status = pull_mod.verify_installed(None, [BACKBONE, PROPOSER], deep=False)
     if status[BACKBONE.key] is not None:
@@ -296,6 +297,7 @@ def test_installed_real_models_if_present():
     assert np.isfinite(fm.features).all()
 
 
+@pytest.mark.slow
 def test_layer_variant_of_installed_real_model(tmp_path):
     status = pull_mod.verify_installed(None, [BACKBONE], deep=False)
     if status[BACKBONE.key] is not None:

@@ -21,6 +21,7 @@ from rtsp_fixture import RtspServer, free_port, system_python_with_rtsp
 
 # -- URL checks (user input) ----------------------------------------------------------
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=60))
 def test_any_text_is_a_usable_url_or_one_input_error(text):

@@ -95,6 +95,10 @@ def _frames_in(video: Path) -> int:
     return sinks.verified_video_frames(video, 10 ** 6)
 
 
+def _hidden(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+
+
 def _strict_json(path: Path) -> dict:
     def bad(c):
         raise AssertionError(f"non-standard JSON constant {c} in {path}")
@@ -170,7 +174,7 @@ def test_folder_run_writes_every_output(tmp_path):
                                                                  "img2.png"]
     assert len(list((out / "overlays").glob("*.jpg"))) == 3
     assert (out / "index.html").is_file() and (out / "palette.json").is_file()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]      # no temps left
+    assert _hidden(out) == [".moduseg-run.json"]          # the run's manifest, no temps
     lm = read_label_map(out / "labels" / "img1.png")
     assert set(np.unique(lm)) == {0, 2, 255}                             # class indices kept
     d = _strict_json(out / "segments.json")
@@ -292,6 +296,7 @@ def check_index_in_chromium(out: Path, shot: Path) -> int:
     return n_img
 
 
+@pytest.mark.slow
 def test_index_html_renders_its_images_in_headless_chromium(tmp_path):
     src = _images(tmp_path / "in", 3)
     out = tmp_path / "out"
@@ -375,7 +380,7 @@ def test_lost_video_writes_are_an_error_not_an_empty_overlay(tmp_path, monkeypat
     # the previous run's files are untouched, no temp is left
     assert (out / "segments.json").read_bytes() == before
     assert _frames_in(out / "overlay.mp4") == 3
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert _hidden(out) == [".moduseg-run.json"]          # the manifest, no temp
 
 
 @pytest.fixture
@@ -439,7 +444,7 @@ def test_two_video_runs_into_one_folder_leave_a_consistent_set(tmp_path):
     n = len(d["frames"])
     assert n in (8, 5)
     assert _frames_in(out / "overlay.mp4") == n == len(list((out / "labels").glob("*.png")))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert _hidden(out) == [".moduseg-run.json"]
 
 
 # -- re-runs and stale temps (#18 item 11) ------------------------------------------------
@@ -459,16 +464,20 @@ def test_rerun_replaces_the_previous_outputs_as_a_set(tmp_path):
 
 
 def test_a_run_of_an_older_version_is_replaced(tmp_path):
+    """A run of a version before the manifest: the files its segments.json names are
+    replaced; anything it does not name (a legacy temp included) stays (#29 item 2)."""
     out = tmp_path / "out"
     (out / "labels").mkdir(parents=True)
     (out / "labels" / "frame_000000.png").write_bytes(b"old")
     (out / ".overlay.part.mp4").write_bytes(b"")
     os.utime(out / ".overlay.part.mp4", (time.time() - 600,) * 2)
-    (out / "segments.json").write_text(json.dumps({"config": {"min_area": 1}, "frames": {},
+    (out / "segments.json").write_text(json.dumps({"config": {"min_area": 1},
+                                                   "frames": [{"name": "frame_000000"}],
                                                    "median_ms": {}}, indent=2))
     run_segment(FakeSeg(), str(_images(tmp_path / "in", 1)), out, progress=False)
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["img0.png"]
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "labels", "overlays",
+    assert sorted(p.name for p in out.iterdir()) == [".moduseg-run.json", ".overlay.part.mp4",
+                                                     "index.html", "labels", "overlays",
                                                      "palette.json", "segments.json"]
 
 
@@ -486,20 +495,22 @@ def test_a_users_files_of_the_same_names_are_never_replaced(tmp_path, no_models)
 
 
 def test_orphaned_temps_are_cleaned_and_live_ones_kept(tmp_path):
+    """Only a run's own private folders (marked as such) of a dead process go."""
+    from moduseg.app.ownership import MARKER
     out = tmp_path / "out"
     out.mkdir()
-    old = time.time() - 3600
-    legacy = out / ".overlay.part.mp4"
-    legacy.write_bytes(b"x" * 10)
-    os.utime(legacy, (old, old))
     dead = out / ".run.999999999-abcd1234"                                # pid beyond pid_max
     (dead / "labels").mkdir(parents=True)
+    (dead / MARKER).write_text(json.dumps({"pid": 999999999}))
+    unmarked = out / ".run.999999998-abcd1234"                            # not recorded as ours
+    unmarked.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         live = out / f".run.{sleeper.pid}-abcd1234"
         live.mkdir()
+        (live / MARKER).write_text(json.dumps({"pid": sleeper.pid}))
         run_segment(FakeSeg(), str(_images(tmp_path / "in", 1)), out, progress=False)
-        assert not legacy.exists() and not dead.exists()
+        assert not dead.exists() and unmarked.exists()
         assert live.exists()                                             # its owner still runs
     finally:
         sleeper.kill()

@@ -60,6 +60,7 @@ def test_without_pyav_the_fallback_says_it_will_not_play(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(chromium() is None, reason="Chromium not installed (apt-get install "
                     "chromium; .ci/run does)")
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["h264", "mpeg4"])
 def test_chromium_plays_the_h264_overlay_and_not_mpeg4_part2(tmp_path, encoder, monkeypatch):
     """The check can fail: MPEG-4 Part 2 (what OpenCV writes) gives a media error."""

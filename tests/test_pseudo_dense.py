@@ -124,6 +124,7 @@ def test_one_window_image_equals_whole_image_inference(tiny):
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sliding_windows_stitch_torch_window_logits(tiny):
     model, clip = tiny
     seg, q = _segmenter(clip, SlidingWindow(crop=48, stride=16, short_side=None, batch=2))

@@ -47,6 +47,7 @@ def _generate(clip_dir, folder, out, *extra):
                  str(folder / "cache"), "--stride", "24", "--threads", "1", *extra])
 
 
+@pytest.mark.slow
 def test_generate_writes_a_folder_dataset(clip_dir, folder):
     out = folder / "out"
     r = _generate(clip_dir, folder, out)

@@ -122,6 +122,7 @@ def test_nan_resources_on_the_command_line(tmp_path, data, fake_models, extra):
     assert not (tmp_path / "b.npz").exists()
 
 
+@pytest.mark.slow
 def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path, data, fake_models):
     t0 = time.monotonic()
     r = _bank_cli(data, tmp_path / "b.npz", "--ray-address", "127.0.0.1:1")

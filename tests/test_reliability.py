@@ -371,6 +371,7 @@ def test_malformed_banks_are_refused_by_load_and_bank_info(tmp_path, case):
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
 
 
+@pytest.mark.slow
 def test_segment_refuses_a_malformed_bank_before_loading_models(tmp_path):
     import cv2
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))

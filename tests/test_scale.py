@@ -188,6 +188,7 @@ def test_a_bad_image_is_listed_and_left_out_in_both_paths(tmp_path, fake_models)
 
 # --- segment --shard ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_segment_shards_cover_the_folder_and_match_one_run(tmp_path, data, fake_models):
     bank = tmp_path / "bank.npz"
     run(bank_args(data, bank))

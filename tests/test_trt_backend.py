@@ -96,6 +96,7 @@ def fake_engine(tmp_path, monkeypatch):
     return engine, onnx_path, src
 
 
+@pytest.mark.slow
 def test_backbone_contract_with_stand_in_runner(fake_engine):
     engine, onnx_path, src = fake_engine
     bb = TensorRTBackbone(engine, policy="pad")

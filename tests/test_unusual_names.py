@@ -126,6 +126,19 @@ def test_write_image_and_label_png_to_names_that_are_not_utf8(tmp_path):
     assert sorted(os.listdir(os.fsencode(tmp_path))) == [b"caf\xe9.jpg", b"caf\xe9.png"]
 
 
+def test_overlay_legend_of_class_names_with_lone_surrogates():
+    r = _child("""
+        import numpy as np
+        from moduseg.render import class_palette, render_overlay
+        names = ["sky", "r\\udcffoad", "car\\ud800"]
+        lm = np.zeros((40, 60), np.uint8); lm[20:] = 1; lm[:, 30:] = 2
+        ov = render_overlay(np.zeros((40, 60, 3), np.uint8), lm, class_palette(names), names)
+        print(ov.shape[1], ov.shape[0] > 40)
+    """)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.strip() == "60 True"
+
+
 def test_opencv_path_reaches_a_video_with_a_name_that_is_not_utf8(tmp_path):
     r = _child(f"""
         import os, cv2, numpy as np
@@ -208,3 +221,140 @@ def test_bank_info_prints_control_characters_escaped(tmp_path):
     j = CliRunner().invoke(cli, ["bank", "info", "--json", str(tmp_path / "ctl.npz")])
     assert j.exit_code == 0 and "\x1b" not in j.output
     assert json.loads(j.output)["class_names"][1] == "\x1b[2J\x1b[31mred"
+
+
+# -- segment: folders, single images, videos and --out with such names -----------------------
+
+def test_segment_a_folder_and_a_single_image_with_names_that_are_not_utf8(tmp_path):
+    d = _bad_folder(tmp_path, n_good=1)
+    r = _child(f"""
+        import json, os
+        from moduseg.app.loop import run_segment
+        from test_outputs import FakeSeg
+        d = os.fsdecode({os.fsencode(d)!r})
+        seg = FakeSeg(names=("sky", "r\\udcffoad", "car\\ud800"))
+        s = run_segment(seg, d, os.path.join(d, "..", "out"), progress=False)
+        one = os.path.join(d, os.fsdecode(b"caf\\xe9.png"))
+        t = run_segment(seg, one, os.path.join(d, "..", "out1"), progress=False)
+        print(s.frames, t.frames)
+    """)
+    assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
+    assert r.stdout.split() == ["3", "1"]
+    out = os.fsencode(tmp_path / "out")
+    assert sorted(os.listdir(out + b"/labels")) == sorted([b"\xff\xfe bad.png", b"caf\xe9.png",
+                                                            b"good0.png"])
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "caf%E9.jpg" in page and "caf\\xe9" in page         # link: bytes; caption: escaped
+    seg_json = json.loads((tmp_path / "out" / "segments.json").read_text())
+    assert sorted(os.fsencode(f["label_png"]) for f in seg_json["frames"]) == sorted([
+        b"labels/\xff\xfe bad.png", b"labels/caf\xe9.png", b"labels/good0.png"])
+    assert os.listdir(os.fsencode(tmp_path / "out1") + b"/labels") == [b"caf\xe9.png"]
+
+
+def test_segment_a_video_and_an_out_folder_with_names_that_are_not_utf8(tmp_path):
+    r = _child(f"""
+        import os, cv2, numpy as np
+        from moduseg.app.loop import run_segment
+        from test_outputs import FakeSeg, _video
+        from pathlib import Path
+        base = os.fsdecode({os.fsencode(tmp_path)!r})
+        v = Path(base) / "plain.avi"
+        w = cv2.VideoWriter(str(v), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 48))
+        for i in range(4):
+            w.write(np.full((48, 64, 3), 40 * i, np.uint8))
+        w.release()
+        odd = os.path.join(base, os.fsdecode(b"clip\\xe9.avi"))
+        os.rename(v, odd)
+        out = os.path.join(base, os.fsdecode(b"out\\xff"))
+        s = run_segment(FakeSeg(), odd, out, progress=False)
+        print(s.frames, os.path.getsize(os.path.join(out, "overlay.mp4")) > 0)
+    """)
+    assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
+    assert r.stdout.split() == ["4", "True"]
+
+
+# -- gallery links with '#', '?', '%' and newlines (item 6) ----------------------------------
+
+HOSTILE = ["hash#1", "what?x=1", "100%", "new\nline", "a&b", "quote'\"", "sp ace"]
+
+
+def test_gallery_links_reach_files_with_hostile_names(tmp_path):
+    from urllib.parse import unquote_to_bytes
+    import re
+    from moduseg.app.loop import run_segment
+    from test_outputs import FakeSeg
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, n in enumerate(HOSTILE):
+        (src / f"{n}.png").write_bytes(_png_bytes(seed=i))
+    out = tmp_path / "out"
+    run_segment(FakeSeg(), str(src), out, progress=False)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'(?:href|src)="(overlays/[^"]*)"', page)
+    assert len(links) == 2 * len(HOSTILE)
+    for link in links:
+        assert not set(link) & set("#? \n'\"&"), link
+        target = os.fsencode(out) + b"/" + unquote_to_bytes(link)
+        assert os.path.isfile(target), link
+    for n in HOSTILE:                      # captions are the names, escaped for the page
+        assert f"<figcaption>{printable(n).replace('&', '&amp;').replace(chr(39), '&#x27;').replace(chr(34), '&quot;')}</figcaption>" in page
+
+
+def test_gallery_with_hostile_names_renders_in_headless_chromium(tmp_path):
+    from moduseg.app.loop import run_segment
+    from test_outputs import FakeSeg, check_index_in_chromium
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, n in enumerate(HOSTILE):
+        (src / f"{n}.png").write_bytes(_png_bytes(seed=i))
+    out = tmp_path / "out"
+    run_segment(FakeSeg(), str(src), out, progress=False)
+    # every <img> decodes (on today's main 3 of these 7 do not: '#', '?' and '%')
+    assert check_index_in_chromium(out, tmp_path / "hostile.png") == len(HOSTILE)
+
+
+# -- camera index (item 6) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["99999999999999999999", "2147483648", "10000"])
+def test_a_camera_index_no_camera_can_have_is_one_line(tmp_path, spec):
+    from click.testing import CliRunner
+    from moduseg.cli import cli
+    r = CliRunner().invoke(cli, ["segment", spec, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2, (r.output, r.exception)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"camera index {spec}" in lines[0] and "/dev/video" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_unicode_digits_are_file_names_not_cameras(tmp_path):
+    from moduseg.app.sources import input_kind
+    from moduseg.errors import InputError
+    for spec in ("\u00b2", "\u0661"):
+        with pytest.raises(InputError, match="does not exist"):
+            input_kind(spec)
+    assert input_kind("0") == "camera"
+
+
+def test_status_lines_are_printable_under_a_strict_utf8_terminal(tmp_path):
+    """PYTHONIOENCODING=utf-8 makes stdout strict: a raw name that is not UTF-8 in a
+    status line would be a UnicodeEncodeError traceback."""
+    d = _bad_folder(tmp_path, n_good=0)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+               PYTHONIOENCODING="utf-8")
+    code = textwrap.dedent(f"""
+        import os, sys
+        from click.testing import CliRunner
+        from moduseg.bank.cli import _echo_failures
+        from moduseg.cli import main
+        d = os.fsdecode({os.fsencode(d)!r})
+        name = sorted(os.listdir(d))[0]
+        _echo_failures([{{"image": name, "error": "x"}}])
+        sys.argv = ["moduseg", "segment", os.path.join(d, "missing" + name), "--out",
+                    os.path.join(d, "o")]
+        main()
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, errors="replace")
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert "\\xff\\xfe bad" in r.stderr or "caf\\xe9" in r.stderr

@@ -8,11 +8,13 @@ import click
 
 from ..cli_options import backend_option, proposer_option
 from ..errors import InputError
+from ..text import printable
 from ..scale.options import engine_options
 from ..settings import preset_option
 
 
 DEFAULT_OUT_ROOT = "moduseg-out"
+LIVE_KINDS = ("camera", "stream")     # inputs that run until stopped: the bank is watched
 
 
 def default_out_dir(input_spec: str, kind: str) -> Path:
@@ -43,9 +45,23 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
 @click.option("--offline", is_flag=True,
               help="Never fetch the default models (they are fetched on first use otherwise).")
+@click.option("--save-uncertain", "uncertain_dir", default=None, type=click.Path(),
+              help="Write frames whose unknown or low-confidence share passes a threshold "
+                   "(image, label map, unknown mask, why) here, ready for 'bank add'.")
+@click.option("--uncertain-unknown", type=click.FloatRange(0.0, 1.0), default=0.05,
+              show_default=True,
+              help="--save-uncertain: keep a frame when this share of it is unknown (0: never).")
+@click.option("--uncertain-low-confidence", type=click.FloatRange(0.0, 1.0), default=0.25,
+              show_default=True,
+              help="--save-uncertain: keep a frame when this share of it is painted by "
+                   "proposals whose vote confidence is below 0.5 (0: never).")
+@click.option("--watch-bank/--no-watch-bank", default=None,
+              help="Use a changed bank file from the next frame on (default: on for a "
+                   "camera or stream, off for files).")
 @engine_options
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
-            max_frames, no_overlay, offline, **engine):
+            max_frames, no_overlay, offline, uncertain_dir, uncertain_unknown,
+            uncertain_low_confidence, watch_bank, **engine):
     """Segment INPUT (an image, a folder, a video file or a camera index).
 
     Writes labels/, overlays/ (or overlay.mp4), segments.json, palette.json and
@@ -69,8 +85,16 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     if shard is not None or ray_options is not None:
         work = image_paths(input_spec, max_frames, shard)    # refuses videos and cameras
     out = prepare_output(out_dir or default_out_dir(input_spec, kind))   # before any model loads
+    extra_sinks = []
+    if uncertain_dir is not None:
+        from .uncertain import UncertainFrames, UncertainRule
+        if ray_options is not None:
+            raise InputError("--save-uncertain writes frames from this process: run it "
+                             "without --engine ray")
+        extra_sinks.append(UncertainFrames(uncertain_dir, UncertainRule(
+            unknown_share=uncertain_unknown, low_confidence_share=uncertain_low_confidence)))
     probe_input(input_spec)
-    click.echo(f"writing to {out}", err=True)
+    click.echo(f"writing to {printable(out)}", err=True)
     if backend != "tensorrt-native":
         ensure_models(home, offline=offline)
     results = None
@@ -83,13 +107,28 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
         raise InputError("runtime.reuse_proposals_below > 0 makes a frame depend on the one "
                          "before it, so the frames cannot be split over workers; drop "
                          "that --set or run without --shard/--engine ray")
+    watcher = None
+    if watch_bank or (watch_bank is None and kind in LIVE_KINDS):
+        if ray_options is not None:
+            raise InputError("--watch-bank swaps the bank of this process: run it without "
+                             "--engine ray")
+        from ..runtime.hotswap import BankWatcher
+        watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
-                          overlays=not no_overlay, shard=shard, results=results)
-    click.echo(f"{summary.frames} frame(s) -> {out} (open {out / 'index.html'})"
+                          overlays=not no_overlay, shard=shard, results=results,
+                          watcher=watcher, extra_sinks=extra_sinks)
+    click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "
+               f"{printable(out / 'index.html')})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
                   if summary.skipped else ""))
     for e in summary.skipped[:20]:
-        click.echo(f"  skipped {e['file']}: {e['error']}", err=True)
+        click.echo(f"  skipped {printable(e['file'])}: {printable(e['error'])}", err=True)
+    for sink in extra_sinks:
+        hard = sink.folder
+        click.echo(f"{sink.kept} uncertain frame(s) -> {printable(hard)} (add them with "
+                   f"'moduseg bank add BANK --dataset folder --root {printable(hard / 'images')} "
+                   f"--labels {printable(hard / 'labels')} --classes "
+                   f"{printable(hard / 'classes.txt')} --out NEW.npz')")
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
                                                    for k, v in summary.median_ms.items()))
 
@@ -116,10 +155,10 @@ def _ray_results(recipe, work, ray_options, need_image: bool):
     from .sources import Frame
 
     task = SegmentTask(partial(build_for, recipe, "segmenter"))
-    for k, res in ray_engine.run(task, [str(p) for _, p in work], ray_options):
-        index, path = work[k]
+    for k, res in ray_engine.run(task, [str(f.path) for f in work], ray_options):
+        index, path, name = work[k]
         if isinstance(res, FrameError):
-            yield Frame(index, path.stem, None), InputError(res.message)
+            yield Frame(index, name, None, path.name), InputError(res.message)
             continue
         image = read_image(path) if need_image else None
-        yield Frame(index, path.stem, image), res
+        yield Frame(index, name, image, path.name), res

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import ModuSegError
+from ..text import printable
 from .run import RunSummary, RunWriter
 from .sources import Frame, count_frames, input_kind, iter_frames, video_info
 
 
 def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None = None,
                 overlays: bool = True, progress: bool = True, shard=None,
-                results=None) -> RunSummary:
+                results=None, watcher=None, extra_sinks=()) -> RunSummary:
     """Segment an image, folder, video or camera into ``out``: the one call the CLI makes.
 
     ``seg`` is a ``Segmenter`` (anything with ``bank``, ``full_config`` and
@@ -30,7 +31,9 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     frame is readable is an error. ``shard`` (``scale.shard.Shard``) takes one
     share of a folder; ``results`` (an iterable of ``(Frame, result or
     Exception)`` in frame order, e.g. from a Ray actor pool) replaces the
-    in-process inference.
+    in-process inference. ``watcher`` (``runtime.hotswap.BankWatcher``) is
+    polled before each frame: a changed bank file is used from the next frame.
+    ``extra_sinks`` (e.g. ``app.uncertain.UncertainFrames``) get every frame too.
     """
     from tqdm import tqdm
 
@@ -41,16 +44,20 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     fps = video_info(input_spec)[0] if kind in ("video", "camera") else 25.0
     total = count_frames(input_spec, max_frames, shard)
     cfg = seg.full_config.to_dict() if hasattr(seg, "full_config") else {}
+    unknown = bool(getattr(getattr(seg, "config", None), "unknown", 0))
     writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
                        fps=fps, total=total, overlays=overlays,
-                       background_index=seg.bank.background_index)
+                       background_index=seg.bank.background_index, unknown=unknown,
+                       extra_sinks=extra_sinks)
     bar = tqdm(total=total, desc="segment", unit="frame", disable=not progress)
 
     def on_error(path, err):
         writer.skip(path, err)
-        bar.write(f"skipped: {err}")
+        bar.write(f"skipped: {printable(err)}")
 
     def infer(frame):
+        if watcher is not None:         # between frames: a changed bank file swaps in
+            watcher.poll()
         try:
             return seg(frame.image, StageTimer())
         except ModuSegError as e:       # one bad frame of a folder fails alone

@@ -6,7 +6,14 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ..text import printable, url_path
 from ..types import IGNORE
+
+
+def _e(s) -> str:
+    """Text for the page: control characters and undecodable bytes shown escaped
+    (a name that is not UTF-8 could not even be written to the file), then HTML-escaped."""
+    return html.escape(printable(s))
 
 
 def _hex(rgb) -> str:
@@ -43,10 +50,16 @@ def stage_plot_svg(median_ms: dict[str, float], width: int = 520) -> str:
 
 
 def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, gallery,
-               n_frames, n_overlays, video, overlays, skipped) -> str:
-    """A self-contained page (relative links, inline CSS and SVG, no script)."""
-    e = html.escape
-    total_px = max(1, sum(class_pixels.values()) + unassigned)
+               n_frames, n_overlays, video, overlays, skipped, unknown=None) -> str:
+    """A self-contained page (relative links, inline CSS and SVG, no script).
+
+    ``unknown``: pixels labelled unknown (``runtime.unknown`` on; None: off); they are
+    not part of ``unassigned``.
+    """
+    from ..render import UNKNOWN_COLOUR
+    from ..types import UNKNOWN
+    e = _e
+    total_px = max(1, sum(class_pixels.values()) + unassigned + (unknown or 0))
     present = sorted(((n, c) for n, c in class_pixels.items() if c), key=lambda t: -t[1])
     index_of = {n: i for i, n in enumerate(names)}
     legend = "".join(
@@ -57,6 +70,21 @@ def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, ga
         f'{e(n)}</td><td class="num">{_pct(c, total_px)}</td><td class="bar">'
         f'<div style="width:{100.0 * c / present[0][1]:.1f}%;'
         f'background:{_hex(palette[index_of[n]])}"></div></td></tr>' for n, c in present)
+    unknown_html = ""
+    if unknown is not None:
+        ucol = _hex(UNKNOWN_COLOUR)
+        share_rows += (f'<tr><td><span class="sw" style="background:{ucol}"></span>unknown'
+                       f'</td><td class="num">{_pct(unknown, total_px)}</td>'
+                       f'<td class="bar"><div style="width:'
+                       f'{100.0 * unknown / max(present[0][1] if present else 1, 1):.1f}%;'
+                       f'background:{ucol}"></div></td></tr>')
+        unknown_html = (f'<p class="unknown"><span class="sw" style="background:{ucol}"></span>'
+                        f'<b>{_pct(unknown, total_px)}</b> of the run was <b>unknown</b> '
+                        f'(label {UNKNOWN}): too far from every class of the bank '
+                        f'(<code>runtime.unknown</code>).</p>')
+        if unknown:
+            legend += (f'<span class="item"><span class="sw" style="background:{ucol}">'
+                       f'</span>unknown</span>')
     if unassigned:
         share_rows += (f'<tr><td><span class="sw" style="background:#000"></span>unassigned'
                        f'</td><td class="num">{_pct(unassigned, total_px)}</td>'
@@ -64,7 +92,10 @@ def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, ga
     if not overlays:
         gallery_html = "<p>Overlays were not written (<code>--no-overlay</code>).</p>"
     else:
-        figs = "".join(f'<figure><a href="{e(g)}"><img src="{e(g)}" alt="{e(g)}"></a>'
+        # links percent-encode the file's bytes: '#', '?', '%' and newlines in a file name
+        # would otherwise cut the link short or point elsewhere
+        figs = "".join(f'<figure><a href="{html.escape(url_path(g))}"><img '
+                       f'src="{html.escape(url_path(g))}" alt="{e(g)}"></a>'
                        f'<figcaption>{e(Path(g).stem)}</figcaption></figure>' for g in gallery)
         note = (f'<p>Stills from <a href="overlay.mp4">overlay.mp4</a> '
                 f'({n_frames} frames).</p>' if video else
@@ -98,7 +129,7 @@ td.bar {{ width: 240px; }} td.bar div {{ height: 0.8em; }}
 <p>{n_frames} frame(s). Label maps in <a href="labels/">labels/</a> (pixel value = class
 index, {IGNORE} = unassigned); every segment with its mask in
 <a href="segments.json">segments.json</a>.</p>
-<div class="legend">{legend}</div>
+{unknown_html}<div class="legend">{legend}</div>
 <h2>Overlays</h2>
 {gallery_html}
 <div class="row">

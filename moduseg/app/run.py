@@ -1,13 +1,14 @@
 """The run writer of ``moduseg segment``: stages a run's files and commits them
 into ``--out`` as a set.
 
-A run is staged in a private folder inside ``--out`` (``.run.<pid>-<random>``)
-and moved into place as a set when it has finished, under a lock on the
-folder. So a killed run leaves only its staging folder (removed by the next
+A run is staged in a private folder inside ``--out`` (``.run.<pid>-<random>``,
+marked as a run's) and moved into place when it has finished, under a lock on
+the folder. So a killed run leaves only its staging folder (removed by the next
 run once its process is gone), two runs into the same folder never share a
-temp name, and a re-run replaces every file of the previous run: the folder
-never mixes an old ``overlay.mp4`` or ``segments.json`` with new labels.
-Files in ``--out`` that a run does not write are left alone. What is written
+temp name, and a re-run replaces every file the previous run recorded in its
+manifest (``.moduseg-run.json``): the folder never mixes an old ``overlay.mp4``
+or ``segments.json`` with new labels. Nothing else in ``--out`` is touched, not
+even a file a user adds under ``labels/`` (``app.ownership``). What is written
 is up to the sinks (``app.sinks.SINKS``).
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +25,11 @@ import numpy as np
 
 from ..coco import segment_records
 from ..errors import InputError, OutputError
-from ..io import check_output_dir, clean_stale_temps
+from ..io import check_output_dir
 from ..render import class_palette
 from ..types import SegmentationResult
+from .ownership import (clean_stale_private_dirs, commit_files, legacy_run_files,
+                        make_private_dir, read_manifest)
 from .sinks import SEGMENTS_FORMAT, SINKS, Run, output_names
 
 
@@ -48,10 +50,11 @@ def prepare_output(out: str | Path) -> Path:
 
 
 def check_replaceable(out: Path) -> None:
-    """A run replaces ``labels/``, ``index.html``... only when they are a previous
-    run's (its ``segments.json`` says so): never a user's folder of the same name."""
+    """A run writes into ``labels/``, ``index.html``... only when they are a previous
+    run's (its manifest or ``segments.json`` says so): never into a user's folder of
+    the same name. Which files it then replaces is up to the manifest (``commit``)."""
     found = [n for n in output_names() if os.path.lexists(out / n)]
-    if not found:
+    if not found or read_manifest(out) is not None:
         return
     try:                 # the head is enough (the file of a long video is large)
         with open(out / "segments.json", "rb") as f:
@@ -82,16 +85,10 @@ def _folder_lock(folder: Path):
 
 
 def clean_stale_outputs(out: Path, started: float | None = None) -> list[Path]:
-    """Staging folders of runs whose process is gone, and the legacy
-    ``.overlay.part*`` temps (older versions) untouched for a minute."""
-    removed = clean_stale_temps(out, ".run.") + clean_stale_temps(out, ".old.")
-    started = started or time.time()
-    for p in out.glob(".overlay.part*"):
-        with contextlib.suppress(OSError):
-            if p.is_file() and p.stat().st_mtime < started - 60:
-                p.unlink()
-                removed.append(p)
-    return removed
+    """The private folders of runs whose process is gone, and nothing else: only
+    folders that carry a run's marker (``app.ownership``); a user's ``.old.projectA``
+    or ``.run.12345-mine`` is not one."""
+    return clean_stale_private_dirs(out)
 
 
 class RunWriter:
@@ -102,22 +99,24 @@ class RunWriter:
     def __init__(self, out: str | Path, class_names: list[str], config: dict, *,
                  kind: str, input_spec: str, fps: float = 25.0, total: int | None = None,
                  overlays: bool = True, background_index: int | None = None,
-                 sinks: list[str] | None = None):
+                 sinks: list[str] | None = None, unknown: bool = False, extra_sinks=()):
         self.out = Path(out)
         if sinks is None:
             sinks = [n for n in SINKS if overlays or n != "overlays"]
-        self.sinks = [SINKS[n].load()() for n in sinks]
+        # ``extra_sinks``: sink objects that write elsewhere (``--save-uncertain``)
+        self.sinks = [SINKS[n].load()() for n in sinks] + list(extra_sinks)
         names = list(class_names)
         started = time.time()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             check_replaceable(self.out)
             clean_stale_outputs(self.out, started)
-            stage = Path(tempfile.mkdtemp(prefix=f".run.{os.getpid()}-", dir=self.out))
+            stage = make_private_dir(self.out, ".run.")
             self.run = Run(self.out, stage, names, class_palette(names), config, kind,
                            str(input_spec), fps, total, "overlays" in sinks,
                            () if background_index is None else (int(background_index),),
-                           class_pixels=np.zeros(len(names) + 1, np.int64))
+                           class_pixels=np.zeros(len(names) + 1, np.int64), unknown=unknown)
+            self.run.colour_of = {n: c for n, c in zip(names, self.run.palette.tolist())}
             for s in self.sinks:
                 s.start(self.run)
         except OSError as e:
@@ -141,17 +140,50 @@ class RunWriter:
             raise OutputError(f"cannot write the results of frame {frame.name} into "
                               f"{self.out}: {why}") from None
 
+    def _swapped_classes(self, names: list[str]) -> np.ndarray:
+        """A frame of a hot-swapped bank: its classes join the run's (colours by name);
+        returns the map from its label values to the run's class indices."""
+        run = self.run
+        new = [n for n in names if n not in run.colour_of]
+        if new:
+            colours = class_palette(run.class_names + new)
+            for n, c in zip(new, colours[len(run.class_names):].tolist()):
+                run.colour_of[n] = c
+            run.class_names = run.class_names + new
+            run.palette = np.asarray([run.colour_of[n] for n in run.class_names], np.uint8)
+            run.class_pixels = np.concatenate([run.class_pixels[:-1],
+                                               np.zeros(len(new), np.int64),
+                                               run.class_pixels[-1:]])
+        return np.asarray([run.class_names.index(n) for n in names], np.int64)
+
     def _add(self, frame, result: SegmentationResult) -> None:
+        from ..types import UNKNOWN
         run, lm = self.run, result.label_map
         C = len(run.class_names)
-        counts = np.bincount(np.where(lm < C, lm, C).ravel(), minlength=C + 1)
+        swapped = list(result.class_names) != run.class_names
+        n = len(result.class_names)
+        counts = np.bincount(np.where(lm < n, lm, n).ravel(), minlength=n + 1)
+        unknown = int((lm == UNKNOWN).sum()) if run.unknown else 0
+        counts[n] -= unknown
+        if swapped:
+            to_run = self._swapped_classes(list(result.class_names))
+            C = len(run.class_names)
+            full = np.zeros(C + 1, np.int64)
+            np.add.at(full, to_run, counts[:n])
+            full[C] = counts[n]
+            counts = full
         run.class_pixels += counts
+        run.unknown_pixels += unknown
         record = {
             "index": int(frame.index), "name": frame.name,
+            **({"file": frame.source} if getattr(frame, "source", None) else {}),
             "label_png": f"labels/{frame.name}.png",
             "image_hw": [int(lm.shape[0]), int(lm.shape[1])],
             "class_pixels": {run.class_names[c]: int(counts[c]) for c in range(C) if counts[c]},
             "unassigned_pixels": int(counts[C]),
+            **({"unknown_pixels": unknown} if run.unknown else {}),
+            # label values index these when a hot-swapped bank changed the classes
+            **({"class_names": list(result.class_names)} if swapped else {}),
             "segments": segment_records(result),
             "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
         }
@@ -180,21 +212,13 @@ class RunWriter:
                           run.pixels())
 
     def commit(self) -> None:
-        """Replace the previous run's files by this run's, as a set, under a folder lock."""
-        names = output_names()
+        """Replace the files the previous run recorded by this run's, under a folder
+        lock; files nobody recorded (a user's, under ``labels/`` too) stay."""
         with _folder_lock(self.out):
-            old = Path(tempfile.mkdtemp(prefix=f".old.{os.getpid()}-", dir=self.out))
-            try:
-                for name in names:
-                    if os.path.lexists(self.out / name):
-                        os.replace(self.out / name, old / name)
-                for name in names:
-                    if os.path.lexists(self.stage / name):
-                        os.replace(self.stage / name, self.out / name)
-            except OSError as e:
-                raise OutputError(f"cannot move the results into {self.out}: "
-                                  f"{e.strerror or e}") from None
-        shutil.rmtree(old, ignore_errors=True)
+            previous = read_manifest(self.out)
+            if previous is None:
+                previous = legacy_run_files(self.out)
+            commit_files(self.out, self.stage, previous)
         shutil.rmtree(self.stage, ignore_errors=True)
 
     def abort(self) -> None:

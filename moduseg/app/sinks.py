@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from ..errors import OutputError
-from ..io import write_image, write_json, write_label_png
+from ..io import opencv_path, write_image, write_json, write_label_png
 from ..registry import Entry, Registry
-from ..render import legend_height
+from ..render import label_png_palette, legend_height
 from ..types import IGNORE, SegmentationResult
 from .report import index_html
 from .sources import Frame
@@ -50,6 +50,11 @@ class Run:
     timings: dict[str, list[float]] = field(default_factory=dict)
     class_pixels: np.ndarray | None = None                  # [C + 1], last: unassigned
     gallery: list[str] = field(default_factory=list)       # overlays shown in index.html
+    unknown: bool = False             # runtime.unknown is on: the legend may need "unknown"
+    unknown_pixels: int = 0
+    # a hot-swapped bank (``runtime/hotswap.py``) may bring other classes: each frame's
+    # label values index its own result's class names; colours stay by name
+    colour_of: dict = field(default_factory=dict)
 
     @property
     def video(self) -> bool:
@@ -60,6 +65,16 @@ class Run:
 
     def pixels(self) -> dict[str, int]:
         return {n: int(self.class_pixels[i]) for i, n in enumerate(self.class_names)}
+
+    def palette_for(self, class_names: list[str]) -> np.ndarray:
+        """The run's colours for a frame whose bank has ``class_names``."""
+        if list(class_names) == self.class_names:
+            return self.palette
+        return np.asarray([self.colour_of[n] for n in class_names], np.uint8)
+
+    def legend_names(self) -> list[str]:
+        from ..types import UNKNOWN_NAME
+        return self.class_names + ([UNKNOWN_NAME] if self.unknown else [])
 
 
 @runtime_checkable
@@ -105,7 +120,8 @@ class LabelPngs(BaseSink):
 
     def add(self, run: Run, frame: Frame, result: SegmentationResult) -> None:
         write_label_png(run.stage / "labels" / f"{frame.name}.png", result.label_map,
-                        run.palette)
+                        label_png_palette(result.label_map,
+                                          run.palette_for(result.class_names)))
 
 
 class Overlays(BaseSink):
@@ -116,6 +132,7 @@ class Overlays(BaseSink):
 
     def __init__(self):
         self._writer = None
+        self._writer_path = None          # opencv_path context of the writer's file
         self._video_frames = 0
         self._legend_h: dict[tuple[int, int], int] = {}
         self._preview_at: set[int] = set()
@@ -127,11 +144,11 @@ class Overlays(BaseSink):
         lm = result.label_map
         H, W = lm.shape
         if (H, W) not in self._legend_h:
-            lh = legend_height(run.class_names, W)
+            lh = legend_height(run.legend_names(), W)
             # video encoders want even frame sizes: the strip makes the height even
             self._legend_h[H, W] = lh + (H + lh) % 2 if run.video else lh
-        ov = result.plot(frame.image, run.palette, legend_h=self._legend_h[H, W],
-                         untinted=run.untinted)
+        ov = result.plot(frame.image, run.palette_for(result.class_names),
+                         legend_h=self._legend_h[H, W], untinted=run.untinted)
         if run.video:
             self._write_video(run, ov)
             if frame.index in self._preview_at or (run.total is None and frame.index % 30 == 0
@@ -158,8 +175,11 @@ class Overlays(BaseSink):
             ov = np.pad(ov, ((0, 0), (0, 1), (0, 0)), constant_values=28)
         if self._writer is None:
             h, w = ov.shape[:2]
-            self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                           float(run.fps), (w, h))
+            # a --out whose name is not UTF-8 would crash OpenCV: reach it through a link
+            self._writer_path = opencv_path(path)
+            self._writer = cv2.VideoWriter(self._writer_path.__enter__(),
+                                           cv2.VideoWriter_fourcc(*"mp4v"), float(run.fps),
+                                           (w, h))
             if not self._writer.isOpened():
                 raise OutputError(f"cannot write the overlay video in {run.out}; use "
                                   f"--no-overlay or check the output folder")
@@ -173,6 +193,7 @@ class Overlays(BaseSink):
             return
         self._writer.release()
         self._writer = None
+        self._release_path()
         path = run.stage / "overlay.mp4"
         n_ok = verified_video_frames(path, self._video_frames)
         if n_ok != self._video_frames:
@@ -186,6 +207,13 @@ class Overlays(BaseSink):
             with contextlib.suppress(Exception):
                 self._writer.release()
             self._writer = None
+        self._release_path()
+
+    def _release_path(self) -> None:
+        if self._writer_path is not None:
+            with contextlib.suppress(Exception):
+                self._writer_path.__exit__(None, None, None)
+            self._writer_path = None
 
 
 def verified_video_frames(path: Path, expected: int) -> int:
@@ -193,7 +221,11 @@ def verified_video_frames(path: Path, expected: int) -> int:
     container's count, provided its last frame decodes."""
     if not path.is_file() or path.stat().st_size == 0:
         return 0
-    cap = cv2.VideoCapture(str(path))
+    with opencv_path(path) as cv_path:
+        return _decodable_frames(cv2.VideoCapture(cv_path), expected)
+
+
+def _decodable_frames(cap, expected: int) -> int:
     try:
         if not cap.isOpened():
             return 0
@@ -228,6 +260,7 @@ class SegmentsJson(BaseSink):
             "skipped": run.skipped,
             "class_pixels": run.pixels(),
             "unassigned_pixels": int(run.class_pixels[-1]),
+            **({"unknown_pixels": run.unknown_pixels} if run.unknown else {}),
             "median_ms": run.median_ms(),
             "overlay_video": "overlay.mp4" if (run.video and run.overlays) else None,
         })
@@ -245,7 +278,8 @@ class HtmlReport(BaseSink):
             unassigned=int(run.class_pixels[-1]), median_ms=run.median_ms(),
             gallery=run.gallery, n_frames=len(run.frames),
             n_overlays=len(run.frames) if run.overlays else 0, video=run.video,
-            overlays=run.overlays, skipped=run.skipped), encoding="utf-8")
+            overlays=run.overlays, skipped=run.skipped,
+            unknown=run.unknown_pixels if run.unknown else None), encoding="utf-8")
 
 
 SINKS: Registry[Entry] = Registry("output sink")

@@ -3,15 +3,19 @@ a video file or a camera, as ``Frame`` values in order."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..io import IMAGE_SUFFIXES
+from ..io import IMAGE_SUFFIXES, opencv_path
+from ..text import printable
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -21,53 +25,135 @@ class Frame:
     index: int
     name: str
     image: np.ndarray | None   # RGB uint8; None when not needed (Ray results, no overlays)
+    source: str | None = None  # the input file's name (images and folders)
+
+
+MAX_CAMERA_INDEX = 9999      # OpenCV takes a C int; /dev/videoN numbers are small
+
+
+def is_camera(spec: str) -> bool:
+    """A camera index: ASCII digits only (``²`` or ``١`` are file names)."""
+    return spec.isascii() and spec.isdigit()
+
+
+def camera_index(spec: str) -> int:
+    """The camera number of ``spec``; one line for a number no camera can have (OpenCV
+    raises OverflowError past a C int)."""
+    if len(spec) > 6 or int(spec) > MAX_CAMERA_INDEX:
+        raise InputError(f"camera index {printable(spec)[:24]} is out of range (0.."
+                         f"{MAX_CAMERA_INDEX}); give the number N of /dev/videoN (list them "
+                         f"with 'ls /dev/video*'), e.g. 0 for the first camera")
+    return int(spec)
 
 
 def input_kind(spec: str) -> str:
     """``image``, ``folder``, ``video`` or ``camera`` for a CLI input."""
-    if spec.isdigit():
+    if is_camera(spec):
+        camera_index(spec)
         return "camera"
     p = Path(spec)
+    shown = printable(spec)
     if p.is_dir():
         return "folder"
     if not p.exists():
-        raise InputError(f"input {spec} does not exist (give an image, a folder, a video file "
+        raise InputError(f"input {shown} does not exist (give an image, a folder, a video file "
                          f"or a camera index)")
     suf = p.suffix.lower()
     if suf in IMAGE_SUFFIXES:
         return "image"
     if suf in VIDEO_SUFFIXES:
         return "video"
-    raise InputError(f"input {spec}: unknown file type {suf!r}; images: {IMAGE_SUFFIXES}, "
-                     f"videos: {VIDEO_SUFFIXES}")
+    raise InputError(f"input {shown}: unknown file type {printable(repr(suf))}; images: "
+                     f"{IMAGE_SUFFIXES}, videos: {VIDEO_SUFFIXES}")
+
+
+@contextlib.contextmanager
+def open_capture(spec: str):
+    """``cv2.VideoCapture`` of a camera index or a video file (any file name: a name
+    that is not UTF-8 is reached through ``io.opencv_path``); released on exit."""
+    if is_camera(spec):
+        cap = cv2.VideoCapture(camera_index(spec))
+        try:
+            yield cap
+        finally:
+            cap.release()
+        return
+    with opencv_path(spec) as cv_spec:
+        cap = cv2.VideoCapture(cv_spec)
+        try:
+            yield cap
+        finally:
+            cap.release()
 
 
 def video_info(spec: str) -> tuple[float, int]:
-    cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
-    if not cap.isOpened():
-        raise InputError(f"cannot open video {spec}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    cap.release()
+    with open_capture(spec) as cap:
+        if not cap.isOpened():
+            raise InputError(f"cannot open video {printable(spec)}")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if not (math.isfinite(fps) and fps > 0):
+        fps = 25.0
     return fps, n
 
 
-def image_paths(spec: str, max_frames: int | None = None, shard=None) -> list[tuple[int, Path]]:
-    """``(position, path)`` of an image or a folder's images (sorted by name).
+class ImageFile(NamedTuple):
+    """One image of an image or folder input: its place in the folder order, its
+    file and the name of its outputs (``labels/<name>.png``)."""
+
+    index: int
+    path: Path
+    name: str
+
+
+def frame_names(paths) -> list[str]:
+    """Output names for a folder's files: distinct and predictable.
+
+    A file is named by its stem (``a.png`` -> ``a``). Files whose stems clash
+    (``a.png`` and ``a.jpg``; ``A.png`` and ``a.png``, which a case-blind disk
+    would mix up) are named by their whole file name (``a.jpg``, ``a.png``). A clash
+    left after that (``a.png`` beside ``a.png.png``) numbers the later files in
+    folder order (``a.png~2``). Computed over the whole folder, so ``--max-frames``,
+    shards and Ray workers give every file the same name.
+    """
+    paths = [Path(p) for p in paths]
+    stems = Counter(p.stem.casefold() for p in paths)
+    names = [p.name if stems[p.stem.casefold()] > 1 else p.stem for p in paths]
+    clashes = Counter(n.casefold() for n in names)
+    used = set(clashes)
+    seen: Counter = Counter()
+    out = []
+    for n in names:
+        key = n.casefold()
+        seen[key] += 1
+        if clashes[key] > 1 and seen[key] > 1:
+            k = seen[key]
+            while f"{n}~{k}".casefold() in used:
+                k += 1
+            n = f"{n}~{k}"
+            used.add(n.casefold())
+        out.append(n)
+    return out
+
+
+def image_paths(spec: str, max_frames: int | None = None, shard=None) -> list[ImageFile]:
+    """``ImageFile(position, path, name)`` of an image or a folder's images (sorted
+    by name; names from ``frame_names``).
 
     The first ``max_frames``, then shard ``i/N``'s share of them (``scale.shard``).
     """
     kind = input_kind(spec)
     if kind not in ("image", "folder"):
-        raise InputError(f"input {spec} is a {kind}; --shard and --engine ray take an image "
-                         f"folder (extract the frames first)")
+        raise InputError(f"input {printable(spec)} is a {kind}; --shard and --engine ray take "
+                         f"an image folder (extract the frames first)")
     paths = [Path(spec)] if kind == "image" else sorted(
         p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise InputError(f"folder {spec} holds no images ({IMAGE_SUFFIXES})")
-    paths = paths[:max_frames]
-    keep = shard.positions(len(paths)) if shard is not None else range(len(paths))
-    return [(i, paths[i]) for i in keep]
+        raise InputError(f"folder {printable(spec)} holds no images ({IMAGE_SUFFIXES})")
+    names = frame_names(paths)
+    n = len(paths) if max_frames is None else min(len(paths), max_frames)
+    keep = shard.positions(n) if shard is not None else range(n)
+    return [ImageFile(i, paths[i], names[i]) for i in keep]
 
 
 def count_frames(spec: str, max_frames: int | None = None, shard=None) -> int | None:
@@ -85,13 +171,10 @@ def probe_input(spec: str) -> None:
     """Fail before any model loads on a video with no decodable frame."""
     if input_kind(spec) != "video":
         return
-    cap = cv2.VideoCapture(spec)
-    try:
+    with open_capture(spec) as cap:
         ok = cap.isOpened() and cap.read()[0]
-    finally:
-        cap.release()
     if not ok:
-        raise InputError(f"video {spec} has no decodable frame (empty, truncated or an "
+        raise InputError(f"video {printable(spec)} has no decodable frame (empty, truncated or an "
                          f"unsupported codec); re-encode it, e.g. with ffmpeg -i IN out.mp4")
 
 
@@ -105,7 +188,7 @@ def iter_frames(spec: str, max_frames: int | None = None, shard=None,
     kind = input_kind(spec)
     if kind in ("image", "folder") or shard is not None:
         from ..io import read_image
-        for i, p in image_paths(spec, max_frames, shard):
+        for i, p, name in image_paths(spec, max_frames, shard):
             try:
                 image = read_image(p)
             except InputError as e:
@@ -113,12 +196,11 @@ def iter_frames(spec: str, max_frames: int | None = None, shard=None,
                     raise
                 on_error(p, e)
                 continue
-            yield Frame(i, p.stem, image)
+            yield Frame(i, name, image, p.name)
         return
-    cap = cv2.VideoCapture(int(spec) if kind == "camera" else spec)
-    if not cap.isOpened():
-        raise InputError(f"cannot open {kind} {spec}")
-    try:
+    with open_capture(spec) as cap:
+        if not cap.isOpened():
+            raise InputError(f"cannot open {kind} {printable(spec)}")
         i = 0
         while max_frames is None or i < max_frames:
             ok, bgr = cap.read()
@@ -126,5 +208,3 @@ def iter_frames(spec: str, max_frames: int | None = None, shard=None,
                 break
             yield Frame(i, f"frame_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             i += 1
-    finally:
-        cap.release()

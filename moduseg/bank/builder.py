@@ -279,6 +279,15 @@ def finish_bank(entries: list[ImageEntries], class_names: list[str],
             f"{cfg.min_area}; lower bank.min_area or bank.erosion_iterations")
     bank = finish_vectors(vectors, labels, ids, class_names, identity, background_index, cfg,
                           config_record, stats)
+    from .calibrate import calibrate
+    from .edit import provenance_record
+    bank.provenance = {n: [provenance_record("build", dataset_name, bank, c)]
+                       for c, n in enumerate(bank.class_names) if (bank.labels == c).any()}
+    bank.calibration = calibrate(bank.vectors, bank.labels, bank.image_ids, bank.class_names)
+    if bank.projection is not None:       # the drift reference of 'bank info'
+        from .edit import axis_moments
+        bank.stats["projection_fit"] = {"vectors": len(bank), "added": 0,
+                                        "moments": axis_moments(bank.vectors)}
     if failed:
         bank.stats["failed"] = [{"image": e.image_id, "error": e.error} for e in failed]
     return bank

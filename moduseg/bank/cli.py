@@ -10,6 +10,7 @@ from ..bank.datasets import LAYOUTS
 from ..cli_options import backend_option, proposer_option
 from ..scale.options import engine_options
 from ..settings import preset_option
+from ..text import printable
 
 
 @click.group()
@@ -63,10 +64,10 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     check_output_file(out, "--out", suffix=".npz")     # before any work
     shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
+    ds = open_dataset(layout, root, split, labels, classes, background)   # before the models
     if backend != "tensorrt-native":
         from ..models import ensure_models
         ensure_models(home, offline=offline)
-    ds = open_dataset(layout, root, split, labels, classes, background)
     order = select_indices(ds, limit, shots)
     if not order:
         raise InputError(f"dataset {ds.name!r} gave no images to build a bank from")
@@ -89,7 +90,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
                          {"name": ds.name, "class_names": list(ds.class_names),
                           "background_index": ds.background_index}, identity, cfg.to_dict())
         n_vec = sum(len(e.labels) for e in entries)
-        click.echo(f"wrote {path}: shard {shard}, {len(entries)} of {len(order)} images, "
+        click.echo(f"wrote {printable(path)}: shard {shard}, {len(entries)} of {len(order)} images, "
                    f"{n_vec} vectors before outlier rejection; combine the parts with "
                    f"'moduseg bank merge PARTS... --out BANK'")
         _echo_failures([{"image": e.image_id, "error": e.error} for e in entries if e.error])
@@ -118,15 +119,16 @@ def _echo_failures(failed):
         click.echo(f"{len(failed)} image(s) failed and were left out (listed in the bank's "
                    f"stats.failed):", err=True)
         for f in failed[:20]:
-            click.echo(f"  {f['image']}: {f['error']}", err=True)
+            click.echo(f"  {printable(f['image'])}: {printable(f['error'])}", err=True)
 
 
 def _echo_bank(path, b):
     s = b.stats
-    click.echo(f"wrote {path}: {len(b)} vectors of dim {b.dim} from {s['images']} images "
+    click.echo(f"wrote {printable(path)}: {len(b)} vectors of dim {b.dim} from {s['images']} images "
                f"({s['skipped_small']} regions skipped below min_area, "
                f"{s['dropped_outliers']} outliers dropped)")
-    click.echo("vectors per class: " + ", ".join(f"{k} {v}" for k, v in s["per_class"].items()))
+    click.echo("vectors per class: " + ", ".join(f"{printable(k)} {v}"
+                                                 for k, v in s["per_class"].items()))
     _echo_failures(s.get("failed", []))
 
 
@@ -152,10 +154,12 @@ def build_default(root, out, home, offline):
 @click.argument("path", type=click.Path(), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(path, as_json):
-    """Show a bank's backbone, configuration and class counts (default: the embedded bank)."""
+    """Show a bank's backbone, configuration, per-class counts, where each class came
+    from and whether added vectors drift from its projection (default: the embedded bank)."""
     from pathlib import Path
 
     from ..text import printable
+    from .edit import drift
     from .embedded import default_bank_path
     from .store import load_bank
 
@@ -163,10 +167,13 @@ def info(path, as_json):
     path = default_bank_path() if embedded else path
     b = load_bank(path)
     stored = b.quantization or str(b.vectors.dtype)
+    dr = drift(b)
     rec = {"path": str(path), "embedded": embedded, "file_bytes": Path(path).stat().st_size,
            "vectors": len(b), "dim": b.dim, "stored_as": stored,
            "dtype": str(b.vectors.dtype), "class_names": b.class_names, "palette": b.palette,
            "backbone": b.backbone.to_dict(), "class_counts": b.class_counts(),
+           "provenance": b.provenance, "drift": dr,
+           "unknown_calibrated": b.calibration is not None,
            "background_index": b.background_index, "config": b.config, "stats": b.stats}
     if as_json:
         click.echo(json.dumps(rec, indent=2))
@@ -178,7 +185,11 @@ def info(path, as_json):
                   else "") + f", {rec['file_bytes'] / 1e6:.1f} MB")
     click.echo(f"backbone: {pr(b.backbone.name)} input {pr(b.backbone.input_size)} patch "
                f"{b.backbone.patch_size} sha256 {pr(b.backbone.weights_sha256[:12])}")
-    click.echo("classes: " + ", ".join(f"{pr(k)} {v}" for k, v in b.class_counts().items()))
+    click.echo("classes (vectors, where from):")
+    width = max(len(pr(n)) for n in b.class_names)
+    for n, c in b.class_counts().items():
+        src = "; ".join(pr(_source(e)) for e in b.provenance.get(n, [])) or "not recorded"
+        click.echo(f"  {pr(n):<{width}} {c:>7}  {src}")
     if b.palette is not None:
         click.echo("colours: " + ", ".join(f"{pr(n)} #{r:02x}{g:02x}{bl:02x}"
                                            for n, (r, g, bl) in zip(b.class_names, b.palette)))
@@ -188,3 +199,162 @@ def info(path, as_json):
                    f"(evenly spaced) to fit the size limit")
     click.echo(f"built from {pr(b.stats.get('images', '?'))} images; "
                f"preset: {pr(b.config.get('preset', '?'))}")
+    click.echo("unknown: " + ("calibrated in the bank" if b.calibration is not None else
+                              "not calibrated in the file (calibrated when a run loads it)"))
+    if dr is None:
+        click.echo("projection: none (nothing can drift)")
+    elif dr["score"] is None:
+        click.echo(f"projection drift: unknown ({dr['note']})")
+    else:
+        click.echo(f"projection drift: {dr['score']:.3f} after {dr['added']} added vectors "
+                   f"(fitted on {dr['fit_vectors']})"
+                   + (f"; DRIFTED: the added vectors no longer match the projection's "
+                      f"whitening: run 'moduseg bank refit {pr(path)} --out NEW.npz'"
+                      if dr["flagged"] else "; within tolerance"))
+
+
+def _source(e: dict) -> str:
+    return (f"{e.get('op', '?')} {e.get('source', '?')}: {e.get('vectors', '?')} vectors from "
+            f"{e.get('images', '?')} image(s)")
+
+
+def _edit_out(bank_path, out):
+    """``--out`` must be a new file, never the bank being edited (that stays as it was)."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..io import check_output_file
+
+    check_output_file(out, "--out", suffix=".npz")
+    if Path(out).resolve() == Path(bank_path).resolve():
+        raise InputError(f"--out {out} is the bank being edited; write a new file (the "
+                         f"original stays untouched), then swap it in")
+
+
+@bank.command("add")
+@click.argument("bank_path", metavar="BANK", type=click.Path())
+@click.option("--dataset", "layout", required=True, type=click.Choice(LAYOUTS),
+              help="Layout of the labelled images: pairs (an image + mask PNG or YOLO .txt, "
+                   "or folders of them named alike), coco, yolo, folder, camvid, voc.")
+@click.option("--root", required=True, type=click.Path(),
+              help="Dataset root, images folder, or one image (pairs, coco).")
+@click.option("--split", default=None, help="Split (camvid: train/val; voc: train; yolo: train2017).")
+@click.option("--labels", default=None, type=click.Path(),
+              help="pairs: mask PNG / YOLO .txt or their folder; folder: label-PNG folder; "
+                   "coco: annotation JSON.")
+@click.option("--classes", default=None, type=click.Path(), help="Class-name file, one per line.")
+@click.option("--class", "class_name", default=None,
+              help="pairs: the class a binary mask marks (non-zero pixels).")
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Add only these classes (repeatable); default: every labelled class "
+                   "except a dataset's background (unless the bank has it).")
+@click.option("--background", type=int, default=None,
+              help="folder: index of the background class, if any.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use at most N images (N >= 1).")
+@click.option("--shots", type=click.IntRange(min=1), default=None,
+              help="At most N images per class (N >= 1).")
+@click.option("--out", required=True, type=click.Path(), help="New bank file (.npz).")
+@click.option("--home", default=None, type=click.Path(), help="Model home.")
+@click.option("--backend", default="auto",
+              help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
+@click.option("--offline", is_flag=True, help="Never fetch the default models.")
+def add(bank_path, layout, root, split, labels, classes, class_name, only, background, limit,
+        shots, out, home, backend, offline):
+    """Add labelled images to BANK (new classes or more examples) and write --out.
+
+    The images go through the bank's own stored configuration and projection;
+    a backbone other than the bank's is refused.
+    """
+    import time
+
+    import numpy as np
+
+    from ..errors import InputError
+    from ..build import build_backbone, check_bank_options
+    from ..settings import resolve_config
+    from .builder import image_entries, select_indices
+    from .datasets import open_dataset
+    from .edit import add_vectors
+    from .store import check_identity, load_bank, save_bank
+
+    t0 = time.perf_counter()
+    _edit_out(bank_path, out)
+    b = load_bank(bank_path)
+    cfg = resolve_config(None, (), b.config)
+    ds = open_dataset(layout, root, split, labels, classes, background, class_name)
+    unknown = [n for n in only if n not in ds.class_names]
+    if unknown:
+        raise InputError(f"--only {unknown[0]!r} is not a class of the dataset (its classes: "
+                         f"{', '.join(ds.class_names[:20])})")
+    skip = {n for n in ds.class_names if only and n not in only}
+    if (not only and ds.background_index is not None
+            and ds.class_names[ds.background_index] not in b.class_names):
+        skip.add(ds.class_names[ds.background_index])
+    order = select_indices(ds, limit, shots)
+    check_bank_options(cfg, b, home)
+    if backend != "tensorrt-native":
+        from ..models import ensure_models
+        ensure_models(home, offline=offline)
+    backbone = build_backbone(cfg, backend, home)
+    check_identity(b.backbone, backbone.identity, f"bank {bank_path}")
+    bcfg = cfg.bank
+    entries = [image_entries(ds.samples[i], backbone, len(ds.class_names), bcfg) for i in order]
+    ok = [e for e in entries if e.error is None]
+    _echo_failures([{"image": e.image_id, "error": e.error} for e in entries if e.error])
+    if not ok:
+        raise InputError(f"no image of {root} could be used ({len(entries)} failed)")
+    vecs = np.concatenate([e.vectors for e in ok])
+    labs = np.concatenate([e.labels for e in ok])
+    ids = np.asarray([e.image_id for e in ok for _ in range(len(e.labels))], dtype=str)
+    source = f"{layout}:{root}" + (f" ({labels})" if labels else "")
+    new, report = add_vectors(b, vecs, labs, ids, ds.class_names, source, skip_names=skip)
+    path = save_bank(new, out)
+    created = f"; new classes: {', '.join(report['created'])}" if report["created"] else ""
+    click.echo(f"wrote {path}: added " + ", ".join(f"{n} {c}" for n, c in
+                                                    report["added"].items())
+               + f" vectors from {report['images']} image(s){created} "
+               f"({len(new)} vectors in all, {time.perf_counter() - t0:.1f} s)")
+    from .edit import drift
+    dr = drift(new)
+    if dr and dr["flagged"]:
+        click.echo(f"the added vectors drift from the bank's projection (score {dr['score']:.3f}"
+                   f"): run 'moduseg bank refit {path} --out NEW.npz'", err=True)
+
+
+@bank.command("drop")
+@click.argument("bank_path", metavar="BANK", type=click.Path())
+@click.option("--class", "names", multiple=True, required=True, metavar="NAME",
+              help="Class to drop (repeatable).")
+@click.option("--out", required=True, type=click.Path(), help="New bank file (.npz).")
+def drop(bank_path, names, out):
+    """Drop classes (their vectors, names, colours, provenance) from BANK into --out."""
+    from .edit import drop_class
+    from .store import load_bank, save_bank
+
+    _edit_out(bank_path, out)
+    b = load_bank(bank_path)
+    n0 = len(b)
+    for n in names:
+        b = drop_class(b, n)
+    path = save_bank(b, out)
+    click.echo(f"wrote {path}: dropped {', '.join(names)} ({n0 - len(b)} vectors); "
+               f"{len(b)} vectors of {len(b.class_names)} classes left")
+
+
+@bank.command("refit")
+@click.argument("bank_path", metavar="BANK", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="New bank file (.npz).")
+def refit_cmd(bank_path, out):
+    """Recompute a whitened bank's projection from its current vectors (after 'bank add')."""
+    from .edit import drift, refit
+    from .store import load_bank, save_bank
+
+    _edit_out(bank_path, out)
+    b = load_bank(bank_path)
+    before = drift(b)
+    new = refit(b)
+    path = save_bank(new, out)
+    was = (f" (drift was {before['score']:.3f})" if before and before["score"] is not None
+           else "")
+    click.echo(f"wrote {path}: projection re-whitened on its {len(new)} vectors{was}")

@@ -422,13 +422,100 @@ def read_class_names(path: str | Path) -> list[str]:
     return names
 
 
-LAYOUTS = ("camvid", "voc", "yolo", "coco", "folder")
+def _binary(label_map: np.ndarray) -> np.ndarray:
+    """A mask PNG for one class: non-zero pixels are the class (0), the rest unlabelled."""
+    out = np.full(label_map.shape, IGNORE, np.uint8)
+    out[(label_map != 0) & (label_map != IGNORE)] = 0
+    return out
+
+
+def _polygons(txt: Path, image_path: Path, n_classes: int) -> np.ndarray:
+    """A YOLO polygon file for one image: classes index the class names (no shift),
+    pixels outside every polygon are unlabelled."""
+    h, w = read_image(image_path).shape[:2]
+    inst = []
+    for ln_no, ln in enumerate(read_text_file(txt, "YOLO label file").splitlines(), 1):
+        vals = ln.split()
+        if not vals:
+            continue
+        cls, pts = parse_yolo_polygon(vals, n_classes, f"{txt}:{ln_no}")
+        m = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(m, [np.round(pts * (w, h)).astype(np.int32)], 1)
+        inst.append((cls, m.astype(bool)))
+    out = np.full((h, w), IGNORE, np.uint8)
+    for cls, m in sorted(inst, key=lambda t: -int(t[1].sum())):
+        out[m] = cls
+    return out
+
+
+LABEL_EXTS = (".png", ".txt")
+
+
+def pairs(images: str | Path, labels: str | Path, class_names: list[str] | None = None,
+          class_name: str | None = None) -> Dataset:
+    """A few labelled images: an image and its label file, or folders of both named alike.
+
+    A label file is a PNG mask or a YOLO polygon ``.txt``. With ``class_name``
+    a PNG is a binary mask of that one class (non-zero = the class); with
+    ``class_names`` a PNG holds class indices (255 = unlabelled) and a ``.txt``
+    polygon classes index them. Pixels no label covers are unlabelled (not
+    background): the image teaches only what is marked.
+    """
+    images, labels = Path(images), Path(labels)
+    if class_name is not None and class_names is not None:
+        raise InputError("give --class NAME (a binary mask of one class) or --classes FILE "
+                         "(label values index the names), not both")
+    if class_name is None and class_names is None:
+        raise InputError("the pairs layout needs --class NAME (binary masks of one class) or "
+                         "--classes FILE (label values index its names)")
+    if class_name is not None and not str(class_name).strip():
+        raise InputError("--class must be a non-empty class name")
+    names = [str(class_name).strip()] if class_name is not None else list(class_names)
+    if images.is_file():
+        if not labels.is_file():
+            raise InputError(f"--root is the image {images}, so --labels must be its label "
+                             f"file (a mask .png or a YOLO polygon .txt); {labels} is not a file")
+        found = [(images, labels)]
+    else:
+        _require_dir(images, "images")
+        _require_dir(labels, "labels")
+        by_stem = {}
+        for p in sorted(labels.iterdir()):
+            if p.suffix.lower() in LABEL_EXTS:
+                by_stem.setdefault(p.stem, p)
+        found = [(p, by_stem[p.stem]) for p in sorted(images.iterdir())
+                 if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in by_stem]
+    for img, lab in found:
+        if img.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"{img} is not an image ({', '.join(IMAGE_SUFFIXES)})")
+        if lab.suffix.lower() not in LABEL_EXTS:
+            raise InputError(f"{lab}: a label file is a mask .png or a YOLO polygon .txt")
+        if lab.suffix.lower() == ".txt" and class_name is not None:
+            raise InputError(f"{lab} holds YOLO polygons with class indices: give --classes "
+                             f"FILE instead of --class")
+
+    def load(img: Path, lab: Path) -> np.ndarray:
+        if lab.suffix.lower() == ".txt":
+            return _polygons(lab, img, len(names))
+        m = read_label_map(lab)
+        return _binary(m) if class_name is not None else m
+
+    samples = [Sample(img.stem, img, lambda i=img, l=lab: load(i, l)) for img, lab in found]
+    return _nonempty(Dataset("pairs", names, None, samples), labels)
+
+
+LAYOUTS = ("camvid", "voc", "yolo", "coco", "folder", "pairs")
 
 
 def open_dataset(layout: str, root: str | Path, split: str | None = None,
                  labels: str | Path | None = None, classes: str | Path | None = None,
-                 background: int | None = None) -> Dataset:
+                 background: int | None = None, class_name: str | None = None) -> Dataset:
     """One entry point for the CLI: ``layout`` names the reader."""
+    if class_name is not None and layout != "pairs":
+        raise InputError("--class names the class of binary masks: use it with --dataset pairs")
+    if background is not None and layout != "folder":
+        raise InputError(f"--background {background} applies to --dataset folder only ("
+                         f"{layout} says which class is the background itself); leave it out")
     if layout == "camvid":
         return camvid(root, split or "train")
     if layout == "voc":
@@ -439,11 +526,23 @@ def open_dataset(layout: str, root: str | Path, split: str | None = None,
     if layout == "coco":
         if labels is None:
             raise InputError("the coco layout needs --labels ANNOTATIONS.json")
+        if Path(root).is_file():       # one image of the annotation file
+            ds = coco_json(labels, Path(root).parent)
+            one = [s for s in ds.samples if s.image_path.name == Path(root).name]
+            if not one:
+                raise InputError(f"{labels} has no image named {Path(root).name}; pass the "
+                                 f"images folder or an image the file annotates")
+            return Dataset(ds.name, ds.class_names, ds.background_index, one)
         return coco_json(labels, root)
     if layout == "folder":
         if labels is None or classes is None:
             raise InputError("the folder layout needs --labels DIR and --classes FILE")
         return folder(root, labels, read_class_names(classes), background)
+    if layout == "pairs":
+        if labels is None:
+            raise InputError("the pairs layout needs --labels (a mask .png or YOLO .txt, or a "
+                             "folder of them named like the images)")
+        return pairs(root, labels, read_class_names(classes) if classes else None, class_name)
     raise InputError(f"unknown dataset layout {layout!r}; choose one of {list(LAYOUTS)}")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import BankError
 from ..io import atomic_path
 from ..types import BackboneIdentity, Bank, check_identity  # noqa: F401 (bank API)
+from .calibrate import check_calibration
 from .quantize import INT8, dequantize_int8, quantize_int8
 
 FORMAT = "moduseg-bank"
@@ -64,6 +65,10 @@ def save_bank(bank: Bank, path: str | Path, quantize: str | None = None,
         "config": bank.config,
         "stats": bank.stats,
     }
+    if bank.provenance:
+        meta["provenance"] = bank.provenance
+    if bank.calibration is not None:
+        meta["calibration"] = bank.calibration
     if bank.palette is not None:
         meta["palette"] = [[int(c) for c in rgb] for rgb in bank.palette]
     arrays = {"vectors": bank.vectors}
@@ -316,9 +321,21 @@ def load_bank(path: str | Path, expect: BackboneIdentity | None = None) -> Bank:
                     background_index=meta.get("background_index"),
                     config=meta.get("config", {}), stats=meta.get("stats", {}),
                     projection=proj, projection_mean=proj_mean,
-                    palette=meta.get("palette"), quantization=quant)
+                    palette=meta.get("palette"), quantization=quant,
+                    provenance=_provenance(meta.get("provenance"), meta["class_names"]),
+                    calibration=check_calibration(meta.get("calibration"),
+                                                  meta["class_names"]))
     except (KeyError, ValueError, TypeError, AttributeError, BankError) as e:
         raise BankError(f"bank file {path} is inconsistent: {e}") from None
     if expect is not None:
         check_identity(bank.backbone, expect, path)
     return bank
+
+
+def _provenance(rec, class_names) -> dict:
+    """The stored per-class provenance, keeping only well-formed entries of known
+    classes (a bank without it, or with a damaged one, still loads)."""
+    if not isinstance(rec, dict):
+        return {}
+    return {k: [e for e in v if isinstance(e, dict)] for k, v in rec.items()
+            if k in class_names and isinstance(v, list)}

@@ -18,12 +18,13 @@ from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
 from ..smfa import center_image, l2_normalize
 from ..timing import StageTimer
-from ..types import IGNORE, Backbone, Bank, FeatureMap, Proposals, Proposer, Segment, \
-    SegmentationResult, check_identity
+from ..types import IGNORE, UNKNOWN_NAME, Backbone, Bank, FeatureMap, Proposals, \
+    Proposer, Segment, SegmentationResult, check_identity
 from .index import SearchIndex, bank_index, bank_projection, project_queries
 from .masks import PackedMasks, class_nms, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
+from .unknown import to_label_values, unknown_rule
 from .prototypes import frame_prototype_scores
 from .vote import class_scores, vote
 
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 
 cpu_pooler = HOST                 # the host ``Pooler`` (the name earlier code imports)
 patch_vote = vote_by_weight       # likewise
+
+
+def unknown_quantile(cfg: RuntimeConfig) -> float:
+    """``runtime.unknown`` (0 = off)."""
+    return float(getattr(cfg, "unknown", 0.0) or 0.0)
 
 
 def class_prior(bank: Bank) -> np.ndarray:
@@ -48,8 +54,13 @@ def pixel_cells(geometry, out_hw) -> tuple[np.ndarray, np.ndarray]:
 
 
 def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: SearchIndex,
-                  cfg: RuntimeConfig, prior=None, whole_frame: bool = False) -> np.ndarray:
+                  cfg: RuntimeConfig, prior=None, whole_frame: bool = False,
+                  evidence_out: list | None = None) -> np.ndarray:
     """Retrieval labels for the given flat grid cells (background votes kept).
+
+    With ``runtime.unknown`` a cell whose evidence is too far from its class is
+    labelled ``len(bank.class_names)`` (unknown, ``runtime/unknown.py``);
+    ``evidence_out`` then receives the cells' p-values (the deciding score).
 
     ``whole_frame`` (``cells`` are every cell of the frame): with
     ``runtime.frame_prototypes`` the frame's own class means correct the labels
@@ -63,11 +74,18 @@ def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: Search
     nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
     if not (whole_frame and cfg.frame_prototypes > 0):
         lab, _ = vote(sims, nbr, len(bank.class_names), cfg.voting, prior, cfg.vote_balance)
-        return lab
-    scores, _, _ = class_scores(sims, nbr, len(bank.class_names), cfg.voting, prior,
-                                cfg.vote_balance)
-    scores = frame_prototype_scores(scores, f, cfg.frame_prototypes, cfg.prototype_temperature)
-    return np.where(np.isfinite(scores).any(1), scores.argmax(1), -1).astype(np.int32)
+    else:
+        scores, _, _ = class_scores(sims, nbr, len(bank.class_names), cfg.voting, prior,
+                                    cfg.vote_balance)
+        scores = frame_prototype_scores(scores, f, cfg.frame_prototypes,
+                                        cfg.prototype_temperature)
+        lab = np.where(np.isfinite(scores).any(1), scores.argmax(1), -1).astype(np.int32)
+    rule = unknown_rule(bank, unknown_quantile(cfg))
+    if rule is not None:       # unknown cells take the index after the bank's classes
+        if evidence_out is not None:
+            evidence_out.append(rule.p_values(sims, nbr, lab))
+        lab = rule.apply(sims, nbr, lab)
+    return lab
 
 
 def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: SearchIndex,
@@ -99,12 +117,13 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
 
 
 def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: RuntimeConfig,
-                    prior=None) -> np.ndarray:
+                    prior=None, evidence_out: list | None = None) -> np.ndarray:
     """Retrieval label of every grid cell (``patch_vote``); needs no proposals."""
     if bank.centers_images:
         fmap = center_image(fmap)
     cells = np.arange(fmap.geometry.grid_hw[0] * fmap.geometry.grid_hw[1])
-    return label_patches(fmap, cells, bank, index, cfg, prior, whole_frame=True)
+    return label_patches(fmap, cells, bank, index, cfg, prior, whole_frame=True,
+                         evidence_out=evidence_out)
 
 
 def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchIndex,
@@ -139,6 +158,8 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         prior = class_prior(bank)
     n_classes = len(bank.class_names)
     bg = bank.background_index
+    rule = unknown_rule(bank, unknown_quantile(cfg))
+    n_labels = n_classes + (rule is not None)         # unknown: one more index
 
     with timer("filter"):
         packed = PackedMasks.pack(proposals.masks)
@@ -156,7 +177,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
                 cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
         with timer("pool"):      # the weights and the vote by weight, in one pooler call
             labels, conf, wsum = pooler.patch_vote(proposals.masks, keep, packed.row_span(),
-                                                   fmap, cell_labels, n_classes)
+                                                   fmap, cell_labels, n_labels)
             labels = np.where(wsum > 0, labels, -1)
     else:
         with timer("pool"):
@@ -168,6 +189,8 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         with timer("vote"):
             nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
             labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior, cfg.vote_balance)
+            if rule is not None:
+                labels = rule.apply(sims, nbr, labels)
             labels = np.where(pooled, labels, -1)
     with timer("nms"):
         paintable = np.flatnonzero((labels >= 0) & (labels != (-2 if bg is None else bg)))
@@ -180,6 +203,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             label_map = cv2.resize(label_map, (W, H), interpolation=cv2.INTER_NEAREST)
     with timer("fill"):
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
+        label_map = to_label_values(label_map, rule)
     if cfg.refine_radius > 0 and image is not None:
         with timer("refine"):
             label_map = guided_label_refine(label_map.astype(np.uint8), image,
@@ -187,8 +211,10 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
 
     painted = dict(zip(order.tolist(), won.tolist()))
     areas, px = all_areas[keep], H * W / float(mh * mw)     # mask pixels -> image pixels
-    segments = [Segment(proposal=int(keep[i]), label=int(labels[i]),
-                        class_name=bank.class_names[labels[i]] if labels[i] >= 0 else "",
+    names = list(bank.class_names) + [UNKNOWN_NAME]
+    values = to_label_values(labels, rule)
+    segments = [Segment(proposal=int(keep[i]), label=int(values[i]),
+                        class_name=names[labels[i]] if labels[i] >= 0 else "",
                         confidence=float(conf[i]), objectness=float(scores[i]),
                         area=int(round(areas[i])),
                         painted_pixels=int(round(painted.get(i, 0) * px)))
@@ -233,9 +259,11 @@ def assign_patches(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runtim
     if cell_labels is None:
         with timer("search"):
             cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
+    rule = unknown_rule(bank, unknown_quantile(cfg))
     with timer("raster"):
         iy, ix = pixel_cells(fmap.geometry, fmap.image_hw)
-        lut = np.where(cell_labels >= 0, cell_labels, IGNORE).astype(np.uint8)
+        lut = np.where(cell_labels >= 0, to_label_values(cell_labels, rule),
+                       IGNORE).astype(np.uint8)
         label_map = lut[iy[:, None] * fmap.geometry.grid_hw[1] + ix[None, :]]
     if cfg.refine_radius > 0 and image is not None:
         with timer("refine"):
@@ -286,10 +314,14 @@ class Segmenter:
         self.full_config = (config if isinstance(config, ModuSegConfig)
                             else ModuSegConfig(runtime=self.config, preset="custom"))
         check_identity(bank.backbone, backbone.identity)
-        self.backbone, self.proposer, self.bank = backbone, proposer, bank
-        self.index = index or bank_index(bank, self.config.index, self.config.nprobe)
+        self.backbone, self.proposer = backbone, proposer
+        # the bank, its index and class prior, read once per frame (``swap_bank``
+        # replaces the tuple between frames; a frame in flight keeps the one it read)
+        self._state = (bank, index or bank_index(bank, self.config.index, self.config.nprobe),
+                       class_prior(bank))
+        # how a swapped-in bank gets its index (``moduseg.build`` sets the backend's)
+        self.make_index = lambda b: bank_index(b, self.config.index, self.config.nprobe)
         self.pooler = as_pooler(pooler)
-        self.prior = class_prior(bank)
         warn_small_classes(bank, self.config.top_k)
         # The backbone and the proposer are independent: on a CPU the proposer runs
         # in a second thread (ONNX Runtime releases the GIL), so the frame costs about
@@ -299,6 +331,43 @@ class Segmenter:
         if parallel:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
+
+    @property
+    def bank(self) -> Bank:
+        return self._state[0]
+
+    @bank.setter
+    def bank(self, bank: Bank) -> None:
+        self._state = (bank, self._state[1], class_prior(bank))
+
+    @property
+    def index(self):
+        return self._state[1]
+
+    @index.setter
+    def index(self, index) -> None:
+        self._state = (self._state[0], index, self._state[2])
+
+    @property
+    def prior(self):
+        return self._state[2]
+
+    @prior.setter
+    def prior(self, prior) -> None:
+        self._state = (self._state[0], self._state[1], prior)
+
+    def swap_bank(self, bank: Bank) -> None:
+        """Use ``bank`` from the next frame on (same backbone, same configuration).
+
+        Everything is built before the swap (index, prior, the unknown rule), so
+        a bad bank raises here and the current one stays; the swap itself is one
+        assignment, so a frame in flight finishes on the bank it started with.
+        """
+        check_identity(bank.backbone, self.backbone.identity, "the new bank")
+        index = self.make_index(bank)
+        unknown_rule(bank, unknown_quantile(self.config))
+        warn_small_classes(bank, self.config.top_k)
+        self._state = (bank, index, class_prior(bank))
 
     def _propose(self, image, timer):
         with timer("proposer"):
@@ -343,12 +412,12 @@ class Segmenter:
     def _segment(self, image: np.ndarray, timer: StageTimer | None = None) -> SegmentationResult:
         timer = timer or StageTimer()
         t0 = time.perf_counter()
+        bank, index, prior = self._state          # this frame's bank, whatever swaps meanwhile
         if self.config.assignment == "patch":
             with timer("backbone"):
                 fmap = self.backbone(image)
             fmap.check_finite()
-            result = assign_patches(fmap, self.bank, self.index, self.config, timer,
-                                    self.prior, image=image)
+            result = assign_patches(fmap, bank, index, self.config, timer, prior, image=image)
             timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
             return result
         thumb, reused = self._reusable(image)
@@ -363,8 +432,7 @@ class Segmenter:
                 # the patch search needs only the features: run it while the
                 # proposer is still busy
                 with timer("search"):
-                    cells = all_cell_labels(fmap, self.bank, self.index, self.config,
-                                            self.prior)
+                    cells = all_cell_labels(fmap, bank, index, self.config, prior)
             return fmap, cells
 
         propose = None if reused is not None else (lambda: self._propose(image, timer))
@@ -374,8 +442,8 @@ class Segmenter:
             timer.ms["proposer"] += 0.0
         if reused is None and thumb is not None:
             self._last = (thumb, proposals, 0)
-        result = assign(fmap, proposals, self.bank, self.index, self.config, timer,
-                        self.pooler, self.prior, cell_labels, image)
+        result = assign(fmap, proposals, bank, index, self.config, timer,
+                        self.pooler, prior, cell_labels, image)
         # wall time of the frame: less than the sum of stages when the proposer ran
         # beside the backbone
         timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3

@@ -69,6 +69,7 @@ class TritonOptions:
     python_env: str | None = None              # EXECUTION_ENV_PATH of the Python models
     instances: int = 1                         # of each network and of the bank model
     pipeline_instances: int = 1                # of the BLS model: frames in flight at once
+    watch_bank: bool = True                    # hot-swap a changed bank file (bank model)
     stream_instances: int = 2                  # of moduseg_stream: streams computed at once
     stream_path: str = "temporal"              # temporal | per_frame: a stream's state
 
@@ -315,9 +316,12 @@ def _write(root: Path, bank_path: Path, seg, files: dict[str, Path], opts: Trito
     folder = root / BANK
     _write_python_model(folder, "BankModel")
     _copy(bank_path, folder / "1" / "bank.npz")
+    # hot-swap: the bank model watches the user's file and swaps a changed bank in
+    # between batches (``triton_models.watch_bank``)
     (folder / "config.pbtxt").write_text(config_text(
         BANK, BANK_INPUTS, RESULT_OUTPUTS, backend="python", count=opts.instances,
-        parameters=common))
+        parameters=dict(common, bank_source=str(Path(bank_path).resolve()),
+                        watch_bank="1" if opts.watch_bank else "0")))
 
     folder = root / PIPELINE
     _write_python_model(folder, "PipelineModel")

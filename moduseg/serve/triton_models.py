@@ -186,16 +186,25 @@ def result_arrays(result, masks: np.ndarray):
 class BankModel:
     """``moduseg_bank``: the bank (loaded once) and ``assign``: SMFA to painting."""
 
+    watcher = None
+
     def initialize(self, args):
-        _, _, seg = _parts(args)
+        _, params, seg = _parts(args)
         self.seg = seg
-        seg.backbone = seg.proposer = None        # their sessions are not needed here
+        # the networks' sessions are not needed here; the backbone's identity is (a
+        # hot-swapped bank must match it)
+        seg.backbone, seg.proposer = _IdentityOnly(seg.backbone.identity), None
+        self.watcher = watch_bank(params, seg)
 
     def execute(self, requests):
         from ..runtime.pipeline import assign
         from ..types import FeatureMap, GridGeometry, Proposals
 
         pb = _pb()
+        if self.watcher is not None:      # a changed bank file: used from this batch on
+            self.watcher.poll()
+        s = self.seg
+        bank, index, prior = s._state     # the whole batch runs on one bank
         out = []
         for r in requests:
             try:
@@ -207,14 +216,33 @@ class BankModel:
                 image = get["image"]
                 props = Proposals(get["masks"].astype(bool, copy=False), get["scores"],
                                   tuple(image.shape[:2]))
-                s = self.seg
-                res = assign(fmap, props, s.bank, s.index, s.config, None, s.pooler, s.prior,
+                res = assign(fmap, props, bank, index, s.config, None, s.pooler, prior,
                              None, image)
                 arrays = result_arrays(res, props.masks)
                 out.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in arrays.items()]))
             except Exception as e:  # noqa: BLE001 - reported to the caller
                 out.append(_error_response(e))
         return out
+
+
+class _IdentityOnly:
+    def __init__(self, identity):
+        self.identity = identity
+
+
+def watch_bank(params: dict, seg):
+    """A ``BankWatcher`` on the user's bank file (``bank_source``, written by
+    ``repository._write``) when the repository asks for hot-swapping, else None.
+    Messages go to the server's log (stderr)."""
+    import sys
+
+    from ..runtime.hotswap import BankWatcher
+
+    src = params.get("bank_source")
+    if not src or params.get("watch_bank", "1") != "1":
+        return None
+    return BankWatcher(src, seg, report=lambda m: print(f"moduseg_bank: {m}", file=sys.stderr,
+                                                        flush=True))
 
 
 class PipelineModel:

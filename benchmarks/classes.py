@@ -1,0 +1,354 @@
+"""Class-incremental few-shot and open set on CamVid, leave one sequence out.
+
+For each held-out sequence E (the evaluation frames) the bank is built from
+the other two sequences (the full bank, as ``cross_sequence.py`` builds it).
+For each CamVid class c:
+
+* **dropped**: ``bank drop`` of c from the full bank (its projection kept);
+  labelled with ``unknown`` off and on: the share of c's pixels labelled
+  unknown (recall), the share of the other classes' labelled pixels labelled
+  unknown (false alarm), the AUROC of the deciding score (each pixel's cell
+  p-value, ``runtime/unknown.py``) for c's pixels against the others', and the
+  mIoU of the known classes with unknown on vs off;
+* **k-shot**: c added back (``bank add`` through ``bank.edit.add_vectors``:
+  the bank's configuration and stored projection) from k = 1, 5, 10 frames
+  of the bank's sequences that show c (evenly spread over them; never a frame
+  of E), evaluated on E: IoU_c against the full bank's IoU_c.
+
+IoUs are from the confusion matrix pooled over the three folds. Features and
+proposals come from the per-frame cache of ``cross_sequence.py`` (computed
+once, reused by every class and k). Evaluation frames: every ``--stride``-th
+frame of the held-out sequence (default 8: 60 of 468), to fit a shared
+2-core machine; bank frames: all of the other two sequences.
+
+    python -m benchmarks classes --out classes.json --md classes.md
+    python -m benchmarks classes --classes sky,car --stride 8 --q 0.05   # a quick look
+    python -m benchmarks classes --timing --bank BANK.npz   # the real 'bank add' of 5 frames
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import ablation, cross_sequence
+from moduseg.bank.builder import finish_vectors, image_vectors
+from moduseg.bank.calibrate import calibrate
+from moduseg.bank.edit import add_vectors, drop_class
+from moduseg.config import preset
+from moduseg.evaluate import Evaluator
+from moduseg.io import atomic_path
+from moduseg.build import build_index
+from moduseg.runtime.pipeline import all_cell_labels, assign, class_prior, pixel_cells
+from moduseg.settings import parse_overrides
+from moduseg.types import IGNORE, UNKNOWN, FeatureMap
+
+KS = (1, 5, 10)
+BINS = 1000
+
+
+class OpenSet:
+    """Pooled open-set counts for one dropped class."""
+
+    def __init__(self):
+        self.pos = np.zeros(BINS, np.int64)      # p-value histogram of c's pixels
+        self.neg = np.zeros(BINS, np.int64)      # ... of the other labelled pixels
+        self.tp = self.p = self.fp = self.n = 0
+
+    def add(self, label_map, gt, pvals, c):
+        lab = gt != IGNORE
+        pos, neg = lab & (gt == c), lab & (gt != c)
+        unk = label_map == UNKNOWN
+        self.tp += int((unk & pos).sum())
+        self.p += int(pos.sum())
+        self.fp += int((unk & neg).sum())
+        self.n += int(neg.sum())
+        b = np.minimum((pvals * BINS).astype(np.int64), BINS - 1)
+        self.pos += np.bincount(b[pos], minlength=BINS)
+        self.neg += np.bincount(b[neg], minlength=BINS)
+
+    def auroc(self) -> float:
+        return auroc(self.pos, self.neg)
+
+    def json(self):
+        return {"recall": round(100 * self.tp / max(self.p, 1), 2),
+                "false_alarm": round(100 * self.fp / max(self.n, 1), 2),
+                "auroc": round(self.auroc(), 4), "pixels": self.p,
+                # p-value histograms (BINS bins over [0, 1]): recall / false alarm of a
+                # per-pixel threshold at any quantile, offline
+                "hist_pos": self.pos.tolist(), "hist_neg": self.neg.tolist()}
+
+
+def auroc(pos, neg) -> float:
+    """P(score of a c pixel > score of another pixel), score = 1 - p-value, from the
+    p-value histograms (bins in increasing p, i.e. decreasing score; ties count 1/2)."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    if not pos.sum() or not neg.sum():
+        return float("nan")
+    neg_lower = neg.sum() - np.cumsum(neg)                 # negatives with a lower score
+    return float((pos * (neg_lower + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
+
+
+def at_false_alarm(pos, neg, max_fa: float = 0.05) -> dict:
+    """Per-pixel operating point: flag pixels whose p-value is below the largest bin edge
+    keeping the false alarm at most ``max_fa``: that edge, the recall and the false alarm."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    fa = np.cumsum(neg) / max(neg.sum(), 1)
+    k = int(np.searchsorted(fa, max_fa, side="right"))      # bins 0..k-1 flagged
+    recall = 100 * pos[:k].sum() / max(pos.sum(), 1)
+    false_alarm = 100 * neg[:k].sum() / max(neg.sum(), 1)
+    return {"p_below": k / BINS, "recall": round(float(recall), 2),
+            "false_alarm": round(float(false_alarm), 2)}
+
+
+def raw_entries(rows, cfg, n):
+    """Per bank frame: its raw (unprojected) vectors and labels, as bank build makes them."""
+    out = []
+    for feats, geo, label, _ in rows:
+        v, l, _ = image_vectors(FeatureMap(feats.astype(np.float32), geo), label, n, cfg.bank)
+        out.append((v, np.asarray(l, np.int32)))
+    return out
+
+
+def label_fold(eval_rows, bank, cfg, to_camvid, ev: Evaluator, open_set: OpenSet | None = None,
+               c: int | None = None):
+    """Label the held-out frames with ``bank``; confusion in CamVid's class order."""
+    rt = cfg.runtime
+    index = build_index(bank, cfg, "cpu")
+    prior = class_prior(bank)
+    lut = np.full(256, IGNORE, np.uint8)
+    lut[:len(to_camvid)] = to_camvid
+    lut[UNKNOWN] = UNKNOWN
+    for (feats, geo, label, packed), sample in eval_rows:
+        fmap = FeatureMap(feats.astype(np.float32), geo)
+        props = ablation.proposals_of(packed, geo.image_hw)
+        pv = []
+        cells = all_cell_labels(fmap, bank, index, rt, prior,
+                                evidence_out=pv if open_set is not None else None)
+        res = assign(fmap, props, bank, index, rt, prior=prior, cell_labels=cells,
+                     image=sample.image() if rt.refine_radius > 0 else None)
+        lm = lut[res.label_map]
+        ev.add(lm, label)
+        if open_set is not None:
+            iy, ix = pixel_cells(geo, lm.shape)
+            p = pv[0][iy[:, None] * geo.grid_hw[1] + ix[None, :]]
+            open_set.add(lm, label, p, c)
+
+
+def shots(raw, c, k):
+    """Indices of k bank frames showing class c (evenly spread over those that do)."""
+    have = [i for i, (v, l) in enumerate(raw) if (l == c).any()]
+    if not have:
+        return []
+    pick = np.linspace(0, len(have) - 1, min(k, len(have))).round().astype(int)
+    return [have[i] for i in sorted(set(pick.tolist()))]
+
+
+def run(args, partial=None):
+    cfg = preset(args.preset).with_overrides(**parse_overrides(args.sets))
+    q = args.q
+    cfg_on = cfg.with_overrides(**{"runtime.unknown": q})
+    names, bg, ss, folds, fold_names = cross_sequence.samples("camvid")
+    classes = [names.index(c) for c in args.classes.split(",")] if args.classes else \
+        list(range(len(names)))
+    t0 = time.perf_counter()
+    rows, identity = ablation.cached_frames(ss, cfg, Path(args.cache), False, args.home)
+    eval_idx = [i for k in range(3) for i in [j for j, f in enumerate(folds) if f == k]
+                [::args.stride]]
+    erows, _ = ablation.cached_frames([ss[i] for i in eval_idx], cfg, Path(args.cache), True,
+                                      args.home)
+    erow_of = dict(zip(eval_idx, erows))
+    print(f"cache ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+    n = len(names)
+    ev = {"full_off": Evaluator(names), "full_on": Evaluator(names)}
+    full_open = OpenSet()         # every class known: any unknown pixel is a false alarm
+    per_c = {c: {"drop_on": Evaluator(names), **{f"k{k}": Evaluator(names) for k in KS},
+                 "open": OpenSet(), "add_s": {k: [] for k in KS}, "shots": {k: 0 for k in KS}}
+             for c in classes}
+    data = []
+    for f, fold in enumerate(fold_names):
+        train = [r for r, g in zip(rows, folds) if g != f]
+        test = [(erow_of[i], ss[i]) for i in eval_idx if folds[i] == f]
+        raw = raw_entries(train, cfg, n)
+        ids = [s.image_id for s, g in zip(ss, folds) if g != f]
+        v = np.concatenate([x for x, _ in raw])
+        lab = np.concatenate([y for _, y in raw])
+        vid = np.repeat(np.asarray(ids), [len(y) for _, y in raw])
+        tb = time.perf_counter()
+        full = finish_vectors(v, lab, vid, names, identity, bg, cfg.bank)
+        full.config = cfg.to_dict()
+        full.calibration = calibrate(full.vectors, full.labels, full.image_ids, names)
+        full_s = time.perf_counter() - tb
+        label_fold(test, full, cfg, np.arange(n), ev["full_off"])
+        label_fold(test, full, cfg_on, np.arange(n), ev["full_on"], full_open, -1)
+        data.append((raw, ids, full, test))
+        print(f"fold {fold}: full bank {len(full)} vectors ({full_s:.1f} s to finish + "
+              f"calibrate), {len(test)} eval frames ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    for c in classes:
+        name = names[c]
+        r = per_c[c]
+        for raw, ids, full, test in data:
+            dropped = drop_class(full, name)
+            to_camvid = np.array([names.index(x) for x in dropped.class_names])
+            label_fold(test, dropped, cfg_on, to_camvid, r["drop_on"], r["open"], c)
+            for k in KS:
+                pick = shots(raw, c, k)
+                r["shots"][k] += len(pick)
+                sv = np.concatenate([raw[i][0][raw[i][1] == c] for i in pick])
+                sid = np.concatenate([[ids[i]] * int((raw[i][1] == c).sum()) for i in pick])
+                ta = time.perf_counter()
+                back, _ = add_vectors(dropped, sv, np.zeros(len(sv), int), sid, [name],
+                                      f"camvid {k} frames")
+                r["add_s"][k].append(time.perf_counter() - ta)
+                to_camvid = np.array([names.index(x) for x in back.class_names])
+                label_fold(test, back, cfg, to_camvid, r[f"k{k}"])
+        iou = lambda e: e.scores().iou[c] * 100  # noqa: E731
+        o = {k: v for k, v in r["open"].json().items() if not k.startswith("hist")}
+        print(f"  {name}: open set {o}; IoU full {iou(ev['full_off']):.1f}, "
+              + ", ".join(f"k={k} {iou(r[f'k{k}']):.1f}" for k in KS)
+              + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if partial is not None:
+            partial(summary(args, names, eval_idx, folds, ev, per_c, [x for x in classes
+                                                                       if x <= c], q, t0,
+                            full_open))
+    return summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open)
+
+
+def summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open):
+    n = len(names)
+    full_iou = ev["full_off"].scores().iou * 100
+    out = {"preset": args.preset, "sets": args.sets, "unknown_q": q, "stride": args.stride,
+           "eval_frames": len(eval_idx), "bank_frames_per_fold": [
+               int(sum(1 for g in folds if g != f)) for f in range(3)],
+           "full_mIoU_off": round(ev["full_off"].scores().miou, 2),
+           "full_mIoU_on": round(ev["full_on"].scores().miou, 2),
+           "full_per_class_off": [round(float(x) * 100, 2) for x in ev["full_off"].scores().iou],
+           "full_per_class_on": [round(float(x) * 100, 2) for x in ev["full_on"].scores().iou],
+           "full_open_set": full_open.json(), "classes": {}}
+    for c in classes:
+        r = per_c[c]
+        known = [i for i in range(n) if i != c]
+        m_on = float(np.nanmean(r["drop_on"].scores().iou[known])) * 100
+        out["classes"][names[c]] = {
+            "full_iou": round(float(full_iou[c]), 2),
+            **{f"k{k}_iou": round(float(r[f"k{k}"].scores().iou[c] * 100), 2) for k in KS},
+            **{f"k{k}_frames": r["shots"][k] for k in KS},
+            **{f"k{k}_add_ms": round(1e3 * float(np.median(r["add_s"][k])), 1) for k in KS},
+            "open_set": r["open"].json(),
+            "known_mIoU_dropped_on": round(m_on, 2)}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def markdown(r) -> str:
+    """The table of docs/results.md from a result (AUROC and the per-pixel operating point
+    recomputed from the stored p-value histograms)."""
+    cs = r["classes"]
+    lines = ["| class c | full-bank IoU_c | k=1 | k=5 | k=10 | k=5 / full | c dropped: "
+             f"unknown recall (q={r['unknown_q']}) | false alarm | AUROC | recall at <= 5 % "
+             "false alarm (per pixel) |", "|---" * 10 + "|"]
+    rows = []
+    for name, x in cs.items():
+        o = x["open_set"]
+        ratio = x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 else float("nan")
+        au = auroc(o["hist_pos"], o["hist_neg"])
+        op = at_false_alarm(o["hist_pos"], o["hist_neg"])
+        rows.append((ratio, o["recall"], o["false_alarm"], au, op["recall"], op["false_alarm"]))
+        lines.append(f"| {name} | {x['full_iou']:.1f} | {x['k1_iou']:.1f} | {x['k5_iou']:.1f} | "
+                     f"{x['k10_iou']:.1f} | {100 * ratio:.0f} % | {o['recall']:.1f} % | "
+                     f"{o['false_alarm']:.1f} % | {au:.3f} | {op['recall']:.1f} % "
+                     f"({op['false_alarm']:.1f} %) |")
+    m = np.nanmean(np.asarray(rows, np.float64), axis=0) if rows else [np.nan] * 6
+    mean = lambda k: np.nanmean([x[k] for x in cs.values()])  # noqa: E731
+    lines.append(f"| **mean** | {mean('full_iou'):.1f} | {mean('k1_iou'):.1f} | "
+                 f"{mean('k5_iou'):.1f} | {mean('k10_iou'):.1f} | **{100 * m[0]:.0f} %** | "
+                 f"**{m[1]:.1f} %** | **{m[2]:.1f} %** | {m[3]:.3f} | **{m[4]:.1f} %** "
+                 f"({m[5]:.1f} %) |")
+    lines.append("")
+    fo = r.get("full_open_set")
+    fa = f"; false alarm with every class known {fo['false_alarm']:.1f} %" if fo else ""
+    lines.append(f"All classes known (full bank): mIoU {r['full_mIoU_off']:.1f} with unknown "
+                 f"off, {r['full_mIoU_on']:.1f} with `runtime.unknown={r['unknown_q']}`{fa} "
+                 f"({r['eval_frames']} evaluation frames, {r['seconds']:.0f} s). `bank add` "
+                 f"bookkeeping per class (vectors given): median "
+                 f"{np.median([x['k5_add_ms'] for x in cs.values()]):.0f} ms for k=5.")
+    return "\n".join(lines) + "\n"
+
+
+def time_cli_add(args):
+    """The real ``moduseg bank add`` of 5 CamVid frames into a saved full bank."""
+    import subprocess
+    import tempfile
+
+    data = cross_sequence.DATA / "camvid"
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        lst = [ln for ln in (data / "val.txt").read_text().splitlines() if ln.strip()][:5]
+        (d / "five.txt").write_text("\n".join(lst) + "\n")
+        for sub in ("val", "valannot"):
+            (d / sub).symlink_to(data / sub)
+        bank = Path(args.bank) if args.bank else None
+        if bank is None:
+            raise SystemExit("--timing needs --bank BANK.npz (a bank built with the preset)")
+        cmd = [sys.executable, "-m", "moduseg.cli", "bank", "add", str(bank), "--dataset",
+               "camvid", "--root", str(d), "--split", "five", "--out", str(d / "out.npz"),
+               "--offline"] + (["--home", args.home] if args.home else [])
+        t = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        secs = time.perf_counter() - t
+        print(p.stdout.strip(), p.stderr.strip()[-400:])
+        return {"bank_add_5_frames_s": round(secs, 1), "ok": p.returncode == 0}
+
+
+@click.command("classes")
+@click.option("--preset", "preset_name", default="default", show_default=True)
+@click.option("--set", "sets", multiple=True, help="A setting as for 'moduseg bank build --set'.")
+@click.option("--q", type=float, default=0.05, show_default=True,
+              help="runtime.unknown of the 'on' runs.")
+@click.option("--classes", default=None, help="Comma-separated CamVid classes (default: all).")
+@click.option("--stride", type=int, default=8, show_default=True,
+              help="Evaluate every N-th frame of the held-out sequence.")
+@click.option("--cache", type=click.Path(path_type=Path), default=ablation.CACHE,
+              show_default=True, help="Per-frame feature and proposal cache.")
+@click.option("--home", default=None, help="Model home.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON result.")
+@click.option("--md", type=click.Path(path_type=Path), default=None, help="Markdown table.")
+@click.option("--timing", is_flag=True, help="Only time the real 'moduseg bank add' of 5 frames.")
+@click.option("--bank", default=None, help="--timing: the bank to add to.")
+@click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
+              help="Only print the table of a saved --out JSON.")
+def command(preset_name, sets, q, classes, stride, cache, home, threads, out, md, timing, bank,
+            table_of):
+    """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
+    from types import SimpleNamespace
+
+    from moduseg.bench.stats import set_threads
+    set_threads(threads)
+    args = SimpleNamespace(preset=preset_name, sets=list(sets), q=q, classes=classes,
+                           stride=stride, cache=cache, home=home, bank=bank)
+    if timing:
+        click.echo(json.dumps(time_cli_add(args)))
+        return
+    if table_of:
+        click.echo(markdown(json.loads(Path(table_of).read_text())))
+        return
+    def save(res):
+        if out:
+            with atomic_path(Path(out)) as tmp:
+                tmp.write_text(json.dumps(res, indent=1))
+    r = run(args, save)
+    text = markdown(r)
+    click.echo(text)
+    if out:
+        with atomic_path(Path(out)) as tmp:
+            tmp.write_text(json.dumps(r, indent=1))
+    if md:
+        with atomic_path(Path(md)) as tmp:
+            tmp.write_text(text)

@@ -1,0 +1,74 @@
+"""``runtime.unknown``: the bank's calibrated rejection, applied to retrieved labels.
+
+The rule for a bank and a quantile ``q`` (``runtime.unknown``; 0 = off):
+class ``c`` wins a query but the query's similarity to its nearest retrieved
+vector of ``c`` is below the ``q``-quantile of the bank's own leave-one-image-out
+scores of ``c`` (``bank/calibrate.py``) -> the query is unknown. Inside the
+pipeline unknown is one more class index (``n_classes``), so the patch vote,
+class NMS, painting and the nearest fill treat it like any class; the label
+map shows it as ``UNKNOWN`` (254).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bank import calibrate as cal
+from ..types import UNKNOWN, Bank
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnknownRule:
+    """Per-class thresholds of one bank at one quantile."""
+
+    q: float
+    table: np.ndarray            # [C, L] quantile tables
+    thresholds: np.ndarray       # [C]
+    index: int                   # the class index unknown takes inside the pipeline
+
+    def apply(self, sims: np.ndarray, nbr: np.ndarray, winners: np.ndarray) -> np.ndarray:
+        """Winners with the unknown ones replaced by ``index``."""
+        m = cal.unknown_mask(sims, nbr, winners, self.thresholds)
+        return np.where(m, self.index, winners).astype(np.int32)
+
+    def p_values(self, sims: np.ndarray, nbr: np.ndarray, winners: np.ndarray) -> np.ndarray:
+        return cal.p_values(self.table, winners, cal.evidence(sims, nbr, winners))
+
+
+def bank_calibration(bank: Bank) -> dict:
+    """The bank's stored calibration, or one computed now (and kept on the bank object)."""
+    if bank.calibration is None:
+        t0 = time.perf_counter()
+        bank.calibration = cal.calibrate(bank.vectors, bank.labels, bank.image_ids,
+                                         bank.class_names)
+        log.info("calibrated unknown on the bank's %d vectors in %.1f s (bank files written "
+                 "by 'bank build' or 'bank add' store it)", len(bank),
+                 time.perf_counter() - t0)
+    return bank.calibration
+
+
+def unknown_rule(bank: Bank, q: float) -> UnknownRule | None:
+    """The rule for ``bank`` at quantile ``q`` (None when ``q`` is 0: off). Kept on the
+    bank object, so a frame loop computes it once."""
+    if not q:
+        return None
+    cache = bank.__dict__.setdefault("_unknown_rules", {})
+    rule = cache.get(q)
+    if rule is None:
+        table = cal.tables(bank_calibration(bank), bank.class_names)
+        rule = UnknownRule(q, table, cal.thresholds(table, q), len(bank.class_names))
+        cache[q] = rule
+    return rule
+
+
+def to_label_values(labels: np.ndarray, rule: UnknownRule | None) -> np.ndarray:
+    """Pipeline indices -> label-map values (``rule.index`` -> ``UNKNOWN``)."""
+    if rule is None:
+        return labels
+    return np.where(labels == rule.index, UNKNOWN, labels)

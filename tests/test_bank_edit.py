@@ -1,0 +1,241 @@
+"""Editing banks: add / drop / refit / info, provenance, one-image classes, identity."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from moduseg.bank.builder import build_bank
+from moduseg.bank.edit import add_vectors, drift, drop_class, refit
+from moduseg.bank.store import load_bank, save_bank
+from moduseg.cli import cli
+from moduseg.config import BankConfig
+from moduseg.errors import InputError
+from moduseg.io import write_image, write_label_png
+from moduseg.runtime.index import bank_index, project_queries
+from moduseg.runtime.pipeline import assign
+from moduseg.config import RuntimeConfig
+from moduseg.types import BackboneIdentity, Bank
+
+from synthetic import PALETTE, ColourBackbone, dataset, gt_proposals, scene
+
+CFG = BankConfig(min_area=0, erosion_iterations=0, outlier_fraction=0.0)
+
+
+def _bank(n_classes=4):
+    """A bank of background + class1..3 (colour 4 is never shown to it)."""
+    return build_bank(dataset(6, n_classes=n_classes), ColourBackbone(n_classes=5), CFG)
+
+
+@pytest.fixture
+def colour_models(monkeypatch):
+    """``bank add`` embeds with the colour stand-in instead of DINOv2."""
+    import moduseg.models as models
+    import moduseg.build as assembly
+    monkeypatch.setattr(assembly, "build_backbone", lambda cfg, be, home=None: ColourBackbone())
+    monkeypatch.setattr(models, "ensure_models", lambda *a, **k: None)
+
+
+def _one_image_of_class4(tmp_path):
+    """An image with a class-4 rectangle and its binary mask PNG."""
+    label = np.zeros((96, 128), np.uint8)
+    label[20:60, 30:90] = 4
+    write_image(tmp_path / "new.png", PALETTE[label])
+    write_label_png(tmp_path / "new_mask.png", (label == 4).astype(np.uint8))
+    return label
+
+
+def test_add_then_drop_gives_back_the_banks_vectors():
+    b = _bank()
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(7, 5)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    added, report = add_vectors(b, v, np.zeros(7, int), [f"i{i}" for i in range(7)],
+                                ["newcls"], "test")
+    assert report == {"added": {"newcls": 7}, "created": ["newcls"], "images": 7}
+    assert added.class_names == b.class_names + ["newcls"] and len(added) == len(b) + 7
+    back = drop_class(added, "newcls")
+    assert back.class_names == b.class_names
+    np.testing.assert_array_equal(back.vectors, b.vectors)
+    np.testing.assert_array_equal(back.labels, b.labels)
+    np.testing.assert_array_equal(back.image_ids, b.image_ids)
+    assert back.calibration["per_class"] == b.calibration["per_class"]
+    assert back.provenance == b.provenance
+
+
+def test_drop_relabels_the_classes_after_it():
+    b = _bank()
+    d = drop_class(b, "class1")
+    assert d.class_names == ["background", "class2", "class3"]
+    assert sorted(np.unique(d.labels).tolist()) == [0, 1, 2]
+    np.testing.assert_array_equal(d.vectors, b.vectors[b.labels != 1])
+    assert "class1" not in d.provenance and "class1" not in d.calibration["per_class"]
+    with pytest.raises(InputError, match="no class 'nope'"):
+        drop_class(b, "nope")
+
+
+def test_more_examples_of_a_known_class_join_it():
+    b = _bank()
+    v = np.eye(5, dtype=np.float32)[[1, 1]]
+    added, report = add_vectors(b, v, [0, 0], ["x", "y"], ["class1"], "more")
+    assert report["created"] == [] and added.class_counts()["class1"] == \
+        b.class_counts()["class1"] + 2
+    assert [e["op"] for e in added.provenance["class1"]] == ["build", "add"]
+
+
+def test_one_image_class_is_found_in_its_own_image(tmp_path, colour_models):
+    b = _bank()
+    save_bank(b, tmp_path / "bank.npz")
+    label = _one_image_of_class4(tmp_path)
+    r = CliRunner().invoke(cli, ["bank", "add", str(tmp_path / "bank.npz"), "--dataset", "pairs",
+                                 "--root", str(tmp_path / "new.png"), "--labels",
+                                 str(tmp_path / "new_mask.png"), "--class", "kite",
+                                 "--out", str(tmp_path / "new.npz")])
+    assert r.exit_code == 0, r.output
+    assert "kite" in r.output and "new classes: kite" in r.output
+    nb = load_bank(tmp_path / "new.npz")
+    assert nb.class_names[-1] == "kite" and nb.class_counts()["kite"] >= 1
+    assert nb.provenance["kite"][0]["op"] == "add" and nb.provenance["kite"][0]["images"] == 1
+    # the class is found in the image it came from
+    img = PALETTE[label]
+    fmap = ColourBackbone()(img)
+    res = assign(fmap, gt_proposals(label), nb, bank_index(nb, "flat"),
+                 RuntimeConfig(min_area=0, min_objectness=0.0, top_k=1))
+    kite = nb.class_names.index("kite")
+    assert (res.label_map[label == 4] == kite).mean() > 0.95
+    assert (res.label_map[label == 0] == 0).mean() > 0.95
+    # info shows per-class counts and provenance; the original bank is untouched
+    r = CliRunner().invoke(cli, ["bank", "info", str(tmp_path / "new.npz")])
+    assert r.exit_code == 0 and "kite" in r.output and "add pairs:" in r.output
+    assert load_bank(tmp_path / "bank.npz").class_names == b.class_names
+
+
+def test_add_refuses_another_backbone_in_one_line(tmp_path, colour_models):
+    b = _bank()
+    other = Bank(b.vectors, b.labels, b.class_names,
+                 BackboneIdentity("colour-test", "native", 8, 5, "f" * 64), b.image_ids,
+                 b.background_index, b.config)
+    save_bank(other, tmp_path / "bank.npz")
+    _one_image_of_class4(tmp_path)
+    r = CliRunner().invoke(cli, ["bank", "add", str(tmp_path / "bank.npz"), "--dataset", "pairs",
+                                 "--root", str(tmp_path / "new.png"), "--labels",
+                                 str(tmp_path / "new_mask.png"), "--class", "kite",
+                                 "--out", str(tmp_path / "new.npz")])
+    assert r.exit_code == 2
+    assert "different backbone" in r.output and "weights_sha256" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "new.npz").exists()
+
+
+def test_add_never_overwrites_the_bank_it_edits(tmp_path, colour_models):
+    save_bank(_bank(), tmp_path / "bank.npz")
+    before = (tmp_path / "bank.npz").read_bytes()
+    _one_image_of_class4(tmp_path)
+    r = CliRunner().invoke(cli, ["bank", "add", str(tmp_path / "bank.npz"), "--dataset", "pairs",
+                                 "--root", str(tmp_path / "new.png"), "--labels",
+                                 str(tmp_path / "new_mask.png"), "--class", "kite",
+                                 "--out", str(tmp_path / "bank.npz")])
+    assert r.exit_code == 2 and "being edited" in r.output
+    assert (tmp_path / "bank.npz").read_bytes() == before
+
+
+def test_drop_cli_and_add_back_round_trip(tmp_path, colour_models):
+    save_bank(_bank(), tmp_path / "bank.npz")
+    _one_image_of_class4(tmp_path)
+    run = CliRunner().invoke
+    r = run(cli, ["bank", "add", str(tmp_path / "bank.npz"), "--dataset", "pairs", "--root",
+                  str(tmp_path / "new.png"), "--labels", str(tmp_path / "new_mask.png"),
+                  "--class", "kite", "--out", str(tmp_path / "added.npz")])
+    assert r.exit_code == 0, r.output
+    r = run(cli, ["bank", "drop", str(tmp_path / "added.npz"), "--class", "kite", "--out",
+                  str(tmp_path / "dropped.npz")])
+    assert r.exit_code == 0, r.output
+    a, d = load_bank(tmp_path / "bank.npz"), load_bank(tmp_path / "dropped.npz")
+    np.testing.assert_array_equal(a.vectors, d.vectors)
+    assert a.class_names == d.class_names
+    r = run(cli, ["bank", "drop", str(tmp_path / "bank.npz"), "--class", "kite", "--out",
+                  str(tmp_path / "x.npz")])
+    assert r.exit_code == 2 and "no class 'kite'" in r.output
+
+
+def test_old_banks_without_provenance_still_load(tmp_path):
+    b = _bank()
+    b.provenance, b.calibration = {}, None
+    save_bank(b, tmp_path / "old.npz")
+    old = load_bank(tmp_path / "old.npz")
+    assert old.provenance == {} and old.calibration is None
+    r = CliRunner().invoke(cli, ["bank", "info", str(tmp_path / "old.npz")])
+    assert r.exit_code == 0 and "not recorded" in r.output
+
+
+def _projected_bank(n=600, D=24, d=8, seed=0):
+    from moduseg.bank.builder import finish_vectors
+    from moduseg.bank.calibrate import calibrate
+    from moduseg.bank.edit import axis_moments
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, D))
+    labels = rng.integers(0, 3, n)
+    x = centres[labels] + 0.6 * rng.normal(size=(n, D))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cfg = BankConfig(pca_dim=d, whiten=True, outlier_fraction=0.0, dtype="float32")
+    b = finish_vectors(x.astype(np.float32), labels, [f"im{i % 50}" for i in range(n)],
+                       ["a", "b", "c"], BackboneIdentity("t", "n", 1, D, "0" * 64), None, cfg)
+    b.stats["projection_fit"] = {"vectors": n, "moments": axis_moments(b.vectors), "added": 0}
+    b.calibration = calibrate(b.vectors, b.labels, b.image_ids, b.class_names)
+    return b, rng
+
+
+def test_drift_is_flagged_and_refit_recomputes_the_projection():
+    b, rng = _projected_bank()
+    assert drift(b)["score"] == 0.0 and not drift(b)["flagged"]
+    D = b.backbone.feature_dim
+    # more of the same distribution: little drift
+    same = rng.normal(size=(60, D)) * 0.01 + b.projection_mean
+    same /= np.linalg.norm(same, axis=1, keepdims=True)
+    # a new class far along one direction: the whitening no longer fits
+    far = np.tile(rng.normal(size=(1, D)) * 3, (400, 1)) + 0.05 * rng.normal(size=(400, D))
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    drifted, _ = add_vectors(b, far.astype(np.float32), np.zeros(400, int),
+                             [f"n{i}" for i in range(400)], ["new"], "far")
+    assert drift(drifted)["flagged"] and drift(drifted)["added"] == 400
+    fixed = refit(drifted)
+    assert drift(fixed)["score"] < drift(drifted)["score"] and not drift(fixed)["flagged"]
+    # exact: a query projected by the refitted projection meets the refitted vectors as
+    # the old projection followed by the same re-whitening would
+    q = rng.normal(size=(5, D)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    new_q = project_queries(q, (fixed.projection, fixed.projection_mean))
+    W = np.linalg.lstsq(drifted.projection.astype(np.float64),
+                        fixed.projection.astype(np.float64), rcond=None)[0]
+    old_then_w = project_queries(q, (drifted.projection, drifted.projection_mean)) @ W
+    old_then_w /= np.linalg.norm(old_then_w, axis=1, keepdims=True)
+    np.testing.assert_allclose(new_q, old_then_w, atol=1e-4)
+    np.testing.assert_array_equal(fixed.labels, drifted.labels)
+
+
+def test_refit_info_and_cli(tmp_path):
+    b, rng = _projected_bank()
+    D = b.backbone.feature_dim
+    far = np.tile(rng.normal(size=(1, D)) * 3, (400, 1)) + 0.05 * rng.normal(size=(400, D))
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    drifted, _ = add_vectors(b, far.astype(np.float32), np.zeros(400, int),
+                             [f"n{i}" for i in range(400)], ["new"], "far")
+    save_bank(drifted, tmp_path / "d.npz")
+    r = CliRunner().invoke(cli, ["bank", "info", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0 and "DRIFTED" in r.output and "bank refit" in r.output
+    r = CliRunner().invoke(cli, ["bank", "refit", str(tmp_path / "d.npz"), "--out",
+                                 str(tmp_path / "r.npz")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["bank", "info", str(tmp_path / "r.npz"), "--json"])
+    assert not json.loads(r.output)["drift"]["flagged"]
+    r = CliRunner().invoke(cli, ["bank", "refit", str(tmp_path / "r.npz"), "--out",
+                                 str(tmp_path / "r.npz")])
+    assert r.exit_code == 2
+
+
+def test_refit_of_an_unprojected_bank_is_one_line(tmp_path):
+    save_bank(_bank(), tmp_path / "b.npz")
+    r = CliRunner().invoke(cli, ["bank", "refit", str(tmp_path / "b.npz"), "--out",
+                                 str(tmp_path / "r.npz")])
+    assert r.exit_code == 2 and "no projection" in r.output
