@@ -38,7 +38,7 @@ import numpy as np
 
 from . import ablation, cross_sequence
 from moduseg.bank.builder import finish_vectors, image_vectors
-from moduseg.bank.calibrate import calibrate
+from moduseg.runtime.calibrate import calibrate
 from moduseg.bank.edit import add_vectors, drop_class
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator

@@ -15,11 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .errors import BankError, InputError
-
-IGNORE = 255
-# label-map value of pixels whose evidence is too far from every class (runtime.unknown)
-UNKNOWN = 254
-UNKNOWN_NAME = "unknown"
+from .label_values import IGNORE, UNKNOWN, UNKNOWN_NAME  # noqa: F401 (the types' API)
 
 
 @dataclass(frozen=True)
@@ -220,7 +216,7 @@ class Bank:
     # per class: where its vectors came from (``bank build`` / ``bank add`` records);
     # empty for banks written before provenance was recorded
     provenance: dict = field(default_factory=dict)
-    # the ``unknown`` calibration (``bank.calibrate``), None until computed
+    # the ``unknown`` calibration (``runtime.calibrate``), None until computed
     calibration: dict | None = None
 
     def __post_init__(self):

@@ -171,7 +171,7 @@ def test_old_banks_without_provenance_still_load(tmp_path):
 
 def _projected_bank(n=600, D=24, d=8, seed=0):
     from moduseg.bank.builder import finish_vectors
-    from moduseg.bank.calibrate import calibrate
+    from moduseg.runtime.calibrate import calibrate
     from moduseg.bank.edit import axis_moments
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(3, D))

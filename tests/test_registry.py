@@ -119,11 +119,10 @@ def test_a_registered_sink_writes_its_file_and_is_committed_with_the_run(tmp_pat
     with SINKS.registered("counts", Entry("counts", ClassCountSink, "class counts")):
         run_segment(FakeSeg(), str(src), out, progress=False)
         assert (out / "counts.txt").read_text() == "sky 3\nroad 0\ncar 3\n"
-        assert (out / "segments.json").is_file() and len(list(out.glob(".*"))) == 0
-    # the sink is gone: a re-run replaces the previous run's files as a set, and
-    # counts.txt is no longer one of them (a user's file of that name is left alone)
+        assert (out / "segments.json").is_file() and not list(out.glob(".run.*"))
+    # the sink is gone: a re-run replaces every file of the previous run, counts.txt too
     run_segment(FakeSeg(), str(src), out, progress=False)
-    assert (out / "counts.txt").is_file()
+    assert not (out / "counts.txt").exists() and (out / "segments.json").is_file()
 
 
 # -- a new proposer: one module, one registry line -----------------------------------------

@@ -112,7 +112,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
         if ray_options is not None:
             raise InputError("--watch-bank swaps the bank of this process: run it without "
                              "--engine ray")
-        from ..runtime.hotswap import BankWatcher
+        from .hotswap import BankWatcher
         watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay, shard=shard, results=results,

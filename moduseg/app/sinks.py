@@ -52,7 +52,7 @@ class Run:
     gallery: list[str] = field(default_factory=list)       # overlays shown in index.html
     unknown: bool = False             # runtime.unknown is on: the legend may need "unknown"
     unknown_pixels: int = 0
-    # a hot-swapped bank (``runtime/hotswap.py``) may bring other classes: each frame's
+    # a hot-swapped bank (``app/hotswap.py``) may bring other classes: each frame's
     # label values index its own result's class names; colours stay by name
     colour_of: dict = field(default_factory=dict)
 

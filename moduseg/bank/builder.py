@@ -279,7 +279,7 @@ def finish_bank(entries: list[ImageEntries], class_names: list[str],
             f"{cfg.min_area}; lower bank.min_area or bank.erosion_iterations")
     bank = finish_vectors(vectors, labels, ids, class_names, identity, background_index, cfg,
                           config_record, stats)
-    from .calibrate import calibrate
+    from ..runtime.calibrate import calibrate
     from .edit import provenance_record
     bank.provenance = {n: [provenance_record("build", dataset_name, bank, c)]
                        for c, n in enumerate(bank.class_names) if (bank.labels == c).any()}

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import BankError
 from ..io import atomic_path
 from ..types import BackboneIdentity, Bank, check_identity  # noqa: F401 (bank API)
-from .calibrate import check_calibration
+from ..runtime.calibrate import check_calibration
 from .quantize import INT8, dequantize_int8, quantize_int8
 
 FORMAT = "moduseg-bank"

@@ -236,7 +236,7 @@ def watch_bank(params: dict, seg):
     Messages go to the server's log (stderr)."""
     import sys
 
-    from ..runtime.hotswap import BankWatcher
+    from ..app.hotswap import BankWatcher
 
     src = params.get("bank_source")
     if not src or params.get("watch_bank", "1") != "1":
