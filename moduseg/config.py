@@ -427,7 +427,7 @@ def _section(cls, name: str, d: Mapping):
 
 def _proposer_class(name, keys=()) -> type:
     """The options class of proposer ``name``; ``keys`` must be its options."""
-    if name not in PROPOSER_OPTIONS:
+    if not isinstance(name, str) or name not in PROPOSER_OPTIONS:
         raise InputError(f"proposer.name must be one of {proposer_names()}, got {name!r}"
                          f"{_did_you_mean(name, proposer_names())}")
     cls = PROPOSER_OPTIONS[name]
@@ -546,7 +546,7 @@ def _coerce(name: str, value, tp):
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             try:
                 number = float(value)
-            except OverflowError:            # an int beyond float range (10**400)
+            except (OverflowError, ValueError):   # beyond float range (10**400), sNaN
                 number = math.inf
             if not math.isfinite(number):
                 raise InputError(f"{name} must be a finite number, got {_short(value)}")

@@ -196,6 +196,26 @@ def _plain(cfg) -> dict:
     return json.loads(json.dumps(cfg.to_dict()))
 
 
+def _same_values(cfg, before: dict) -> bool:
+    """``cfg`` gives every recorded option its recorded value; options added since
+    (not in the record) hold their declared default, which keeps the old behaviour."""
+    got = _plain(cfg)
+    if got["preset"] != before["preset"]:
+        return False
+    for section in ("bank", "runtime", "backbone", "proposer"):
+        part = getattr(cfg, section)
+        defaults = {f.name: f.default for f in dataclasses.fields(part)}
+        for key, value in got[section].items():
+            want = before[section].get(key, defaults[key])
+            if isinstance(want, tuple):
+                want = list(want)
+            if value != want:
+                return False
+        if set(before[section]) - set(got[section]):
+            return False
+    return True
+
+
 def test_presets_and_stored_banks_resolve_to_the_values_they_had():
     """Recorded with the code before #26 (proposer options then stored as None = the
     proposer's default, here written out): the preset files, the embedded bank's stored
@@ -204,15 +224,17 @@ def test_presets_and_stored_banks_resolve_to_the_values_they_had():
     from moduseg.bank.store import load_bank
 
     for name in ("paper", "default", "fast"):
-        assert _plain(preset(name)) == BEFORE[f"preset:{name}"], name
+        assert _same_values(preset(name), BEFORE[f"preset:{name}"]), name
     embedded = load_bank(embedded_bank_path())
-    assert _plain(resolve_config(None, [], embedded.config)) == BEFORE["embedded"]
+    assert _same_values(resolve_config(None, [], embedded.config), BEFORE["embedded"])
     old = BEFORE["old-default-without-newer-keys"]
     assert "normalize" not in old["stored"]["backbone"]
-    assert _plain(resolve_config(None, [], old["stored"])) == old["resolved"]
+    assert _same_values(resolve_config(None, [], old["stored"]), old["resolved"])
     es = resolve_config("paper", ["proposer.model=/x/e.onnx", "proposer.top_k=50"],
                         proposer="entityseg")
-    assert _plain(es) == BEFORE["paper+entityseg"]
+    assert _same_values(es, BEFORE["paper+entityseg"])
+    assert not _same_values(dataclasses.replace(es, runtime=dataclasses.replace(
+        es.runtime, top_k=3)), BEFORE["paper+entityseg"])
 
 
 # ---- one declaration per option -------------------------------------------------------
@@ -372,3 +394,13 @@ def test_huge_numbers_are_one_line_errors():
         resolve_config("paper", ["bank.eps=" + "9" * 400])
     with pytest.raises(InputError, match="runtime.top_k must be in"):
         resolve_config("paper", {"runtime.top_k": 10 ** 400})
+
+
+@pytest.mark.parametrize("name", [["sam"], {"a": 1}, 3, None])
+def test_a_stored_proposer_name_of_any_type_is_a_one_line_error(name):
+    d = {"proposer": {"name": name}}
+    if name is None:                        # an old bank's "unset": the default proposer
+        assert ModuSegConfig.from_dict(d).proposer == SamOptions()
+        return
+    with pytest.raises(InputError, match="proposer.name must be one of"):
+        ModuSegConfig.from_dict(d)

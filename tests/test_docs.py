@@ -302,3 +302,18 @@ def test_home_page_python_is_the_readme_python():
     def first_python(page):
         return next(e.code for e in ALL if e.page == page and e.lang == "python")
     assert first_python("docs/index.md") == first_python("README.md")
+
+
+@pytest.mark.slow
+def test_site_builds_with_warnings_as_errors(tmp_path):
+    """``mkdocs build --strict`` (as .ci/run does): no broken link or anchor, every page in
+    the nav, the generated references build. Skips without the ``docs`` extra."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocs_gen_files")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", DISABLE_MKDOCS_2_WARNING="true")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+                        str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600, stdin=subprocess.DEVNULL)
+    warnings = [l for l in (r.stdout + r.stderr).splitlines() if "WARNING" in l or "ERROR" in l]
+    assert r.returncode == 0, "\n".join(warnings) or r.stderr[-3000:]

@@ -10,11 +10,7 @@ so they cannot go stale. ``tests/test_docs.py`` imports the same functions.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import inspect
-import textwrap
-import typing
 from pathlib import Path
 
 import click
@@ -122,30 +118,6 @@ def cli_markdown() -> str:
 
 
 # ------------------------------------------------------------------ configuration
-
-def _field_comments(cls) -> dict[str, str]:
-    """The comment lines written directly above each field of a dataclass."""
-    src = textwrap.dedent(inspect.getsource(cls))
-    lines = src.splitlines()
-    tree = ast.parse(src)
-    notes: dict[str, str] = {}
-    for node in tree.body[0].body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            i = node.lineno - 2
-            block = []
-            while i >= 0 and lines[i].strip().startswith("#"):
-                block.insert(0, lines[i].strip().lstrip("#").strip())
-                i -= 1
-            if block:
-                notes[node.target.id] = " ".join(block)
-    return notes
-
-
-def _type_text(tp) -> str:
-    text = tp if isinstance(tp, str) else getattr(tp, "__name__", None) or str(tp)
-    text = str(text).replace("typing.", "")
-    return text
-
 
 def _value(v) -> str:
     return "`None`" if v is None else f"`{v!r}`"

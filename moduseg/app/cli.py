@@ -43,6 +43,11 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (N >= 1).")
 @click.option("--no-overlay", is_flag=True, help="Do not write colour overlays.")
+@click.option("--temporal", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Videos and cameras: keyframes with the full pipeline, the frames between "
+                   "propagated by optical flow, a temporal class memory and track ids (on); "
+                   "or every frame segmented alone (off). Images and folders are always "
+                   "per frame.")
 @click.option("--offline", is_flag=True,
               help="Never fetch the default models (they are fetched on first use otherwise).")
 @click.option("--save-uncertain", "uncertain_dir", default=None, type=click.Path(),
@@ -60,7 +65,7 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
                    "camera or stream, off for files).")
 @engine_options
 def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer, home,
-            max_frames, no_overlay, offline, uncertain_dir, uncertain_unknown,
+            max_frames, no_overlay, temporal, offline, uncertain_dir, uncertain_unknown,
             uncertain_low_confidence, watch_bank, **engine):
     """Segment INPUT (an image, a folder, a video file or a camera index).
 
@@ -114,9 +119,11 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
                              "--engine ray")
         from .hotswap import BankWatcher
         watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
+    from ..temporal import TemporalConfig
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay, shard=shard, results=results,
-                          watcher=watcher, extra_sinks=extra_sinks)
+                          watcher=watcher, extra_sinks=extra_sinks,
+                          temporal=TemporalConfig(enabled=temporal == "on"))
     click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "
                f"{printable(out / 'index.html')})"
                + (f"; {len(summary.skipped)} frame(s) skipped (listed in segments.json)"
@@ -131,6 +138,16 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
                    f"{printable(hard / 'classes.txt')} --out NEW.npz')")
     click.echo("median ms per frame: " + ", ".join(f"{k} {v:.1f}"
                                                    for k, v in summary.median_ms.items()))
+    if summary.temporal:
+        t = summary.temporal
+        tc = t.get("consistency", {}).get("mean")
+        click.echo(f"temporal: {t['keyframes']} keyframe(s) of {t['frames']} frames "
+                   f"(rate {t['keyframe_rate']}); ms per frame amortised "
+                   f"{t['frame_ms']['amortised']:.1f}, p50 {t['frame_ms']['p50']:.1f}, p95 "
+                   f"{t['frame_ms']['p95']:.1f}"
+                   + (f"; latency p50 {t['latency_ms']['p50']:.1f}, p95 "
+                      f"{t['latency_ms']['p95']:.1f}" if "latency_ms" in t else "")
+                   + (f"; temporal consistency {tc:.1f} %" if tc is not None else ""))
 
 
 def _outputs_only(recipe):

@@ -21,7 +21,7 @@ from .sources import Frame, count_frames, input_kind, iter_frames, video_info
 
 def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None = None,
                 overlays: bool = True, progress: bool = True, shard=None,
-                results=None, watcher=None, extra_sinks=()) -> RunSummary:
+                results=None, watcher=None, extra_sinks=(), temporal=None) -> RunSummary:
     """Segment an image, folder, video or camera into ``out``: the one call the CLI makes.
 
     ``seg`` is a ``Segmenter`` (anything with ``bank``, ``full_config`` and
@@ -34,12 +34,21 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     in-process inference. ``watcher`` (``app.hotswap.BankWatcher``) is
     polled before each frame: a changed bank file is used from the next frame.
     ``extra_sinks`` (e.g. ``app.uncertain.UncertainFrames``) get every frame too.
+    ``temporal`` (a ``temporal.TemporalConfig``; None = on with its defaults)
+    applies to videos and cameras: the temporal path, or with ``enabled=False``
+    the per-frame results; images and folders are always per frame.
     """
+    import time
+    from dataclasses import replace
+
     from tqdm import tqdm
 
+    from ..temporal import TemporalConfig, TemporalSegmenter
     from ..timing import StageTimer
 
     kind = input_kind(input_spec)
+    temporal = temporal or TemporalConfig()
+    live = kind == "camera"
     out = Path(out)
     fps = video_info(input_spec)[0] if kind in ("video", "camera") else 25.0
     total = count_frames(input_spec, max_frames, shard)
@@ -49,17 +58,32 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
                        fps=fps, total=total, overlays=overlays,
                        background_index=seg.bank.background_index, unknown=unknown,
                        extra_sinks=extra_sinks)
+    if kind in ("video", "camera") and temporal.enabled and results is None:
+        # a live source must not wait for a keyframe: its pipeline runs in a worker
+        seg = TemporalSegmenter(seg, replace(temporal, async_keyframes=live))
+        writer.temporal_config = seg.config.to_dict()
+    captured: dict[int, float] = {}     # frame index -> when it left the source
+    latency: dict[int, float] = {}      # live sources: capture -> result, ms
     bar = tqdm(total=total, desc="segment", unit="frame", disable=not progress)
 
     def on_error(path, err):
         writer.skip(path, err)
         bar.write(f"skipped: {printable(err)}")
 
+    def timed(frames):
+        for f in frames:
+            captured[f.index] = time.perf_counter()
+            yield f
+
     def infer(frame):
         if watcher is not None:         # between frames: a changed bank file swaps in
             watcher.poll()
         try:
-            return seg(frame.image, StageTimer())
+            res = seg(frame.image, StageTimer())
+            t0 = captured.pop(frame.index, None)
+            if live and t0 is not None:
+                latency[frame.index] = (time.perf_counter() - t0) * 1e3
+            return res
         except ModuSegError as e:       # one bad frame of a folder fails alone
             if kind != "folder":
                 raise
@@ -69,13 +93,13 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
         if isinstance(res, Exception):
             on_error(frame.name, res)
         else:
-            writer.add(frame, res)
+            writer.add(frame, res, latency.pop(frame.index, None))
         bar.update(1)
 
     try:
         if results is None:
-            run_overlapped(iter_frames(input_spec, max_frames, shard, on_error=on_error),
-                           infer, write)
+            run_overlapped(timed(iter_frames(input_spec, max_frames, shard,
+                                             on_error=on_error)), infer, write)
         else:
             for frame, res in results:
                 write(frame, res)
@@ -85,6 +109,8 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
         raise
     finally:
         bar.close()
+        if isinstance(seg, TemporalSegmenter):
+            seg.close()
     return summary
 
 

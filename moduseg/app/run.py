@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..coco import segment_records
+from .temporal import TemporalLog, add_track_ids, is_temporal
 from ..errors import InputError, OutputError
 from ..io import check_output_dir
 from ..render import class_palette
@@ -40,6 +41,7 @@ class RunSummary:
     skipped: list[dict]
     median_ms: dict[str, float]
     class_pixels: dict[str, int] = field(default_factory=dict)
+    temporal: dict | None = None      # the temporal path's summary (videos, cameras)
 
 
 def prepare_output(out: str | Path) -> Path:
@@ -105,6 +107,7 @@ class RunWriter:
             sinks = [n for n in SINKS if overlays or n != "overlays"]
         # ``extra_sinks``: sink objects that write elsewhere (``--save-uncertain``)
         self.sinks = [SINKS[n].load()() for n in sinks] + list(extra_sinks)
+        self.temporal_config: dict = {}       # recorded with a temporal run's summary
         names = list(class_names)
         started = time.time()
         try:
@@ -132,9 +135,9 @@ class RunWriter:
         return self.run.palette
 
     # per frame (called from the writer thread, in frame order)
-    def add(self, frame, result: SegmentationResult) -> None:
+    def add(self, frame, result: SegmentationResult, latency_ms: float | None = None) -> None:
         try:
-            self._add(frame, result)
+            self._add(frame, result, latency_ms)
         except OutputError as e:        # name --out, not the private staging folder
             why = str(e).split(": ", 1)[-1]
             raise OutputError(f"cannot write the results of frame {frame.name} into "
@@ -156,7 +159,7 @@ class RunWriter:
                                                run.class_pixels[-1:]])
         return np.asarray([run.class_names.index(n) for n in names], np.int64)
 
-    def _add(self, frame, result: SegmentationResult) -> None:
+    def _add(self, frame, result: SegmentationResult, latency_ms: float | None = None) -> None:
         from ..types import UNKNOWN
         run, lm = self.run, result.label_map
         C = len(run.class_names)
@@ -187,6 +190,11 @@ class RunWriter:
             "segments": segment_records(result),
             "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
         }
+        if is_temporal(result):
+            if run.temporal is None:
+                run.temporal = TemporalLog(self.temporal_config)
+            add_track_ids(record["segments"], result, list(result.class_names))
+            record["temporal"] = run.temporal.add(frame.image, result, latency_ms)
         for s in self.sinks:
             s.add(run, frame, result)
         run.frames.append(record)
@@ -209,7 +217,8 @@ class RunWriter:
             s.finish(run)
         self.commit()
         return RunSummary(self.out, len(run.frames), run.skipped, run.median_ms(),
-                          run.pixels())
+                          run.pixels(),
+                          run.temporal.summary() if run.temporal is not None else None)
 
     def commit(self) -> None:
         """Replace the files the previous run recorded by this run's, under a folder

@@ -55,6 +55,7 @@ class Run:
     # a hot-swapped bank (``app/hotswap.py``) may bring other classes: each frame's
     # label values index its own result's class names; colours stay by name
     colour_of: dict = field(default_factory=dict)
+    temporal: object = None          # ``app.temporal.TemporalLog`` of a temporal run
 
     @property
     def video(self) -> bool:
@@ -263,6 +264,7 @@ class SegmentsJson(BaseSink):
             **({"unknown_pixels": run.unknown_pixels} if run.unknown else {}),
             "median_ms": run.median_ms(),
             "overlay_video": "overlay.mp4" if (run.video and run.overlays) else None,
+            **({"temporal": run.temporal.summary()} if run.temporal is not None else {}),
         })
 
 

@@ -161,7 +161,7 @@ def check_part_meta(meta, path) -> dict:
         if not isinstance(cfg, dict):
             raise InputError(f"it is a {type(cfg).__name__}")
         resolve_config(None, (), cfg)
-    except InputError as e:
+    except (InputError, TypeError, ValueError) as e:    # a crafted value the parser trips on
         raise _bad(path, f"its configuration is unusable ({printable(e)})") from None
     if int(meta["backbone"]["feature_dim"]) <= 0:
         raise _bad(path, "the backbone's feature_dim must be positive")

@@ -102,7 +102,7 @@ def save_checked_bank(bank: Bank, path: str | Path, quantize: str | None = None,
         try:
             loaded = load_bank(tmp)
             resolve_config(None, (), loaded.config)
-        except (BankError, InputError) as e:
+        except (BankError, InputError, TypeError, ValueError) as e:
             why = str(e).replace(str(tmp), "it")
             raise BankError(f"the bank for {path} would not load, so it was not written: "
                             f"{why}") from None

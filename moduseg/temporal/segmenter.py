@@ -239,7 +239,7 @@ class TemporalSegmenter:
         n = len(res.class_names)
         hw = res.label_map.shape
         with timer("memory"):
-            if key_map is None or st.memory is None or st.memory.shape[1:] != hw:
+            if key_map is None or st.memory is None or st.memory.shape != (n, *hw):
                 if reason == "cut":
                     st.shot += 1
                 st.tracks.reset()

@@ -1,0 +1,73 @@
+"""What a run records of the temporal path: per frame (keyframe, reason, track
+ids) and per run (keyframe rate, latency p50/p95, temporal consistency).
+
+Only temporal results add anything, so ``--temporal off`` writes exactly the
+per-frame records it always did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..temporal.consistency import ConsistencyMeter
+
+
+def is_temporal(result) -> bool:
+    return hasattr(result, "temporal_json")
+
+
+def add_track_ids(records: list[dict], result, class_names: list[str]) -> None:
+    """Each segment record gets its ``track_id`` and the track's class."""
+    for rec, tid, tl in zip(records, result.track_ids, result.track_labels):
+        rec["track_id"] = None if tid is None else int(tid)
+        rec["track_class_id"] = int(tl) if tl is not None and tl >= 0 else None
+        rec["track_class_name"] = class_names[tl] if tl is not None and 0 <= tl < len(
+            class_names) else None
+
+
+@dataclass
+class TemporalLog:
+    """Gathered in the writer thread, frame by frame, in order."""
+
+    config: dict
+    frame_ms: list = field(default_factory=list)        # each frame's processing time
+    latency_ms: list = field(default_factory=list)      # from capture to result (live)
+    keyframes: list = field(default_factory=list)
+    reasons: dict = field(default_factory=dict)
+    consistency: ConsistencyMeter = field(default_factory=ConsistencyMeter)
+    measure_consistency: bool = True
+
+    def add(self, image, result, latency_ms: float | None = None) -> dict:
+        t = result.temporal_json()
+        self.frame_ms.append(float(result.timings_ms.get("total", 0.0)))
+        if latency_ms is not None:
+            self.latency_ms.append(float(latency_ms))
+            t["latency_ms"] = round(latency_ms, 3)
+        self.keyframes.append(bool(result.keyframe))
+        if result.keyframe:
+            self.reasons[result.reason] = self.reasons.get(result.reason, 0) + 1
+        if self.measure_consistency and image is not None:
+            tc = self.consistency.add(image, result.label_map, cut=result.reason == "cut")
+            t["consistency"] = None if tc is None else round(tc * 100, 3)
+        return t
+
+    def summary(self) -> dict:
+        ms = np.asarray(self.frame_ms or [0.0])
+        out = {"mode": "on", "config": self.config, "frames": len(self.keyframes),
+               "keyframes": int(sum(self.keyframes)),
+               "keyframe_rate": round(float(np.mean(self.keyframes)), 4)
+               if self.keyframes else None,
+               "keyframe_reasons": self.reasons,
+               "frame_ms": {"amortised": round(float(ms.mean()), 3),
+                            "p50": round(float(np.percentile(ms, 50)), 3),
+                            "p95": round(float(np.percentile(ms, 95)), 3)}}
+        if self.latency_ms:
+            lat = np.asarray(self.latency_ms)
+            out["latency_ms"] = {"p50": round(float(np.percentile(lat, 50)), 3),
+                                 "p95": round(float(np.percentile(lat, 95)), 3),
+                                 "note": "from the frame leaving the source to its result"}
+        if self.measure_consistency:
+            out["consistency"] = self.consistency.summary()
+        return out
