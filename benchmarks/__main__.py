@@ -21,6 +21,7 @@ STUDIES = {
     "classes": "classes",
     "overlay-video": "overlay_video",
     "video-clips": "video_clips",
+    "temporal-replay": "temporal_replay",
 }
 
 

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 def load_segmenter(bank: str | None = None, preset: str | None = None, home: str | None = None,
                    backend: str = "auto", proposer: str | None = None, offline: bool = False,
                    **overrides):
-    """The default models with a bank (default: the embedded one): ``load_segmenter()(rgb)``.
+    """The default models with a bank (default: the preset's embedded one): ``load_segmenter()(rgb)``.
 
     Missing default models are fetched first (unless ``offline``).
     ``overrides`` are settings such as ``{"runtime.top_k": 10}`` passed as
@@ -29,7 +29,7 @@ def load_segmenter(bank: str | None = None, preset: str | None = None, home: str
     from .models import ensure_models
 
     sets = {k.replace("__", "."): v for k, v in overrides.items()}
-    bank = resolve_bank(bank)
+    bank = resolve_bank(bank, preset)
     ensure_models(home, offline=offline)
     return segmenter_from_bank(bank, home, preset, sets, backend=backend, proposer=proposer)
 

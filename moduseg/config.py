@@ -160,7 +160,20 @@ class RuntimeConfig(Options):
         help="Label a patch or proposal unknown (254) when its similarity to the nearest bank "
              "vector of its class is below this quantile of the bank's own leave-one-image-"
              "out similarities of that class (0 = off).")
+    min_confidence: float = option(
+        0.0, ge=0.0, le=1.0,
+        help="Segments whose class confidence is below this are not painted and the pixels "
+             "only they cover stay unassigned (255), whatever unassigned says (0 = off).")
+    classes: Optional[Tuple[str, ...]] = option(
+        None, help="Only these of the bank's classes are painted (names); every other pixel "
+                   "stays unassigned (255) and other classes' segments are dropped; unset: all.")
     eps: float = option(1e-6, ge=0.0, le=1.0, help="Numerical floor of the pooling weights.")
+
+    def check(self) -> None:
+        if self.min_confidence > 0 and self.assignment == "patch":
+            raise InputError(
+                "runtime.min_confidence applies to segments, and runtime.assignment='patch' "
+                "(the fast preset) makes none; use --preset default, or drop the threshold")
 
 
 @dataclass(frozen=True)

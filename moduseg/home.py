@@ -36,3 +36,23 @@ def cache_dir(kind: str, home: str | os.PathLike | None = None) -> Path:
     SAM graphs, the DINOv2 layer variants' engines, compiled CUDA kernels, CLIP text
     embeddings), so removing the model home removes them all."""
     return model_home(home) / "cache" / kind
+
+
+def pull_command(home: str | os.PathLike | None = None, *flags: str) -> str:
+    """``moduseg models pull [flags]``, with ``--home DIR`` when ``home`` is not where
+    the command would install by itself (``$MODUSEG_HOME`` or the user cache): the
+    command a message suggests must fix the home the failing command used."""
+    import shlex
+
+    words = ["moduseg", "models", "pull", *flags]
+    if home is not None and not _same(model_home(home), model_home(None)):
+        words += ["--home", str(home)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+

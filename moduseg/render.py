@@ -7,7 +7,7 @@ Pure functions on arrays (OpenCV and numpy), used by
 
 from __future__ import annotations
 
-import colorsys
+import functools
 
 import cv2
 import numpy as np
@@ -49,30 +49,53 @@ def lift(rgb, min_luma: float = MIN_LUMA) -> tuple[int, int, int]:
 
 
 def class_palette(class_names: list[str], min_luma: float = MIN_LUMA) -> np.ndarray:
-    """``[C, 3]`` uint8 class colours, none darker than ``min_luma``.
+    """``[C, 3]`` uint8 class colours, none darker than ``min_luma``, every two of them
+    at least ``colour.required_delta_e(C)`` apart (CIEDE2000: 20 up to 12 classes).
 
-    CamVid class names keep CamVid's colours; other classes get evenly spread
-    hues (golden-ratio steps) alternating two saturations and two values.
+    CamVid class names keep CamVid's colours and a background class grey, as long as
+    they stay that far from the colours before them; a colour too close to an
+    earlier one moves to the nearest colour that is not (CamVid's pedestrian, the
+    olive of tree, turns green); other classes get the colour farthest from all
+    chosen so far. Names in order: the same names give the same colours.
     """
-    out = np.zeros((len(class_names), 3), np.uint8)
-    k = 0
-    for i, name in enumerate(class_names):
-        key = str(name).lower().replace("_", "").replace(" ", "")
+    return _palette(tuple(str(n) for n in class_names), float(min_luma)).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _palette(names: tuple[str, ...], min_luma: float) -> np.ndarray:
+    from .colour import distinct_colours
+
+    wanted = []
+    for name in names:
+        key = name.lower().replace("_", "").replace(" ", "")
         if key in CAMVID_COLORS:
-            rgb = CAMVID_COLORS[key]
+            wanted.append(lift(CAMVID_COLORS[key], min_luma))
         elif key in ("background", "void", "unlabelled", "unlabeled"):
-            rgb = (150, 150, 150)
+            wanted.append(lift((150, 150, 150), min_luma))
         else:
-            h = (0.11 + 0.618034 * k) % 1.0
-            sat, val = (0.85, 0.55)[k % 2], (1.0, 0.8)[(k // 2) % 2]   # more distinct pairs
-            k += 1
-            rgb = tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(h, sat, val))
-        out[i] = lift(rgb, min_luma)
-    return out
+            wanted.append(None)
+    return distinct_colours(wanted, min_luma=min_luma)
+
+
+def check_opacity(alpha) -> float:
+    """The overlay's colour weight: ``None`` -> ``ALPHA``; else a number in [0, 1]."""
+    if alpha is None:
+        return ALPHA
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        a = float("nan")
+    if not 0.0 <= a <= 1.0:
+        from .errors import InputError
+        raise InputError(f"overlay opacity must be a number in [0, 1] (0: the frame only, "
+                         f"1: solid colours), got {alpha!r}")
+    return a
 
 
 def _font(width: int) -> tuple[float, int]:
-    scale = float(np.clip(width / 1100.0, 0.4, 1.4))
+    # never below 0.5 (lower-case letters 7 px high): at 0.4 a 320-px still's legend
+    # could not be read; narrow frames wrap the legend over more rows instead
+    scale = float(np.clip(width / 1100.0, 0.5, 1.4))
     return scale, 1 if scale < 0.9 else 2
 
 

@@ -33,3 +33,18 @@ class StageTimer:
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.ms)
+
+
+OVERLAP_NOTE = "stages overlap (the proposer runs beside the backbone), so they need not add up to the total"
+
+
+def format_stage_ms(median_ms: dict[str, float]) -> str:
+    """The run summary's one line of median stage times: the total first, then the stages
+    with a note that they overlap (summing them is not the frame time)."""
+    stages = [(k, v) for k, v in median_ms.items() if k != "total"]
+    head = (f"median ms per frame: total {median_ms['total']:.1f}"
+            if "total" in median_ms else "median ms per frame")
+    if not stages:
+        return head
+    return (f"{head}; by stage ({OVERLAP_NOTE}): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in stages))

@@ -177,15 +177,17 @@ def input_size_tag(policy: str, short_side: int | None,
     return f"{policy}:short{int(short_side) if short_side else 'native'}{norm}"
 
 
-def check_identity(have: BackboneIdentity, want: BackboneIdentity, where="bank") -> None:
+def check_identity(have: BackboneIdentity, want: BackboneIdentity, where="bank",
+                   fix: str | None = None) -> None:
     """A bank only matches the backbone (and input policy) that built it."""
     diffs = [f"{k}: bank has {getattr(have, k)!r}, backbone is {getattr(want, k)!r}"
              for k in ("name", "input_size", "patch_size", "feature_dim", "weights_sha256")
              if getattr(have, k) != getattr(want, k)]
     if diffs:
         raise BankError(
-            f"{where} was built with a different backbone ({'; '.join(diffs)}); rebuild the "
-            f"bank with this backbone or load the backbone the bank was built with")
+            f"{where} was built with a different backbone ({'; '.join(diffs)}); "
+            + (fix or "rebuild the bank with this backbone or load the backbone the bank "
+                      "was built with"))
 
 
 @dataclass
@@ -294,6 +296,10 @@ class SegmentationResult:
     # the proposals the segments index (``Segment.proposal``), so a writer can
     # tie each segment to its pixels; not part of ``to_json``
     proposals: Proposals | None = None
+    # ``[H, W]`` index into ``segments`` of the segment painted at each pixel, before
+    # the unassigned fill and the refinement (-1: none); ``segments.json``'s masks
+    # are each segment's pixels of the final label map, found from it
+    owners: np.ndarray | None = None
 
     def to_json(self) -> dict:
         return {
@@ -310,14 +316,16 @@ class SegmentationResult:
         return segment_records(self)
 
     def plot(self, image: np.ndarray, palette: np.ndarray | None = None, *,
-             legend_h: int | None = None, untinted: tuple[int, ...] = ()) -> np.ndarray:
-        """``image`` (RGB uint8) with the class colours blended in, class borders
-        and a legend strip below (``moduseg.render.render_overlay``)."""
-        from .render import class_palette, render_overlay
+             legend_h: int | None = None, untinted: tuple[int, ...] = (),
+             alpha: float | None = None) -> np.ndarray:
+        """``image`` (RGB uint8) with the class colours blended in (weight ``alpha``,
+        default ``render.ALPHA``), class borders and a legend strip below
+        (``moduseg.render.render_overlay``)."""
+        from .render import check_opacity, class_palette, render_overlay
         if palette is None:
             palette = class_palette(self.class_names)
         return render_overlay(image, self.label_map, palette, self.class_names, legend_h,
-                              untinted)
+                              untinted, alpha=check_opacity(alpha))
 
     def save(self, path, image: np.ndarray | None = None,
              palette: np.ndarray | None = None) -> Path:

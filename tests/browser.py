@@ -67,13 +67,18 @@ def video_playback(page: Path) -> dict:
     probe = page.parent / "_videoprobe.html"
     probe.write_text(PROBE.replace("PAGE", page.name))
     try:
-        r = run_chromium(["--virtual-time-budget=15000", "--dump-dom", probe.as_uri()])
+        # media loads on real threads that virtual time does not wait for: on a loaded
+        # machine the page may still say "pending" when the DOM is dumped; ask again
+        for budget in (15000, 30000, 60000):
+            r = run_chromium([f"--virtual-time-budget={budget}", "--dump-dom", probe.as_uri()])
+            m = re.search(r"RESULT (\{.*?\})</pre>", r.stdout)
+            if m:
+                return json.loads(m.group(1).replace("&quot;", '"'))
     finally:
         probe.unlink()
-    m = re.search(r"RESULT (\{.*?\})</pre>", r.stdout)
-    if not m:
-        return {"error": f"no result (exit {r.returncode}): {r.stderr[-500:]}"}
-    return json.loads(m.group(1).replace("&quot;", '"'))
+    shown = re.search(r'<pre id="result">(.*?)</pre>', r.stdout)
+    return {"error": f"no result (exit {r.returncode}, page said "
+                     f"{shown.group(1) if shown else 'nothing'}): {r.stderr[-300:]}"}
 
 
 def screenshot(page: Path, png: Path, size=(1200, 1000)) -> Path:

@@ -52,7 +52,7 @@ class RtspServer:
             [self.python, str(HERE / "rtsp_server.py"), "--port", str(self.port),
              "--seconds", str(self.seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60          # a loaded CI machine starts it slowly
         line = ""
         while time.monotonic() < deadline and self.proc.poll() is None:
             line = self.proc.stdout.readline().strip()

@@ -352,21 +352,10 @@ def test_odd_sized_video_frames_keep_every_pixel(tmp_path):
     assert ok and frame.shape[:2] == (47 + lh + (47 + lh) % 2, 64)
 
 
-class _SilentWriter:
-    """A VideoWriter whose writes are lost, as on a full disk (OpenCV reports nothing)."""
-
-    def __init__(self, path, *a):
-        self.path = path
-        Path(path).write_bytes(b"")
-
-    def isOpened(self):
-        return True
-
-    def write(self, frame):
-        pass
-
-    def release(self):
-        pass
+def _lost_write(self, rgb):
+    """An overlay-video write that is lost, as on a full disk where the encoder
+    reports nothing."""
+    self.frames += 1
 
 
 def test_lost_video_writes_are_an_error_not_an_empty_overlay(tmp_path, monkeypatch):
@@ -374,7 +363,8 @@ def test_lost_video_writes_are_an_error_not_an_empty_overlay(tmp_path, monkeypat
     out = tmp_path / "out"
     run_segment(FakeSeg(), str(v), out, max_frames=3, progress=False)     # a good first run
     before = (out / "segments.json").read_bytes()
-    monkeypatch.setattr(sinks.cv2, "VideoWriter", _SilentWriter)
+    from moduseg.app import encode
+    monkeypatch.setattr(encode.OverlayVideo, "write", _lost_write)
     with pytest.raises(OutputError, match="0 of 5 frames"):
         run_segment(FakeSeg(), str(v), out, progress=False)
     # the previous run's files are untouched, no temp is left

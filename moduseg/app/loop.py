@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import ModuSegError
 from ..text import printable
 from .run import RunSummary, RunWriter
-from .sources import Frame, count_frames, input_kind, iter_frames, video_info
+from .sources import (LIVE_KINDS, VIDEO_KINDS, Frame, count_frames, input_kind, iter_frames,
+                      video_info)
 
 
 def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None = None,
                 overlays: bool = True, progress: bool = True, shard=None,
-                results=None, watcher=None, extra_sinks=(), temporal=None) -> RunSummary:
-    """Segment an image, folder, video or camera into ``out``: the one call the CLI makes.
+                results=None, watcher=None, extra_sinks=(), temporal=None,
+                show: bool = False, reconnect: int | None = None,
+                say: Callable[[str], None] | None = None,
+                opacity: float | None = None) -> RunSummary:
+    """Segment an image, folder, video, camera or stream URL into ``out``: the one call
+    the CLI makes.
 
     ``seg`` is a ``Segmenter`` (anything with ``bank``, ``full_config`` and
     ``seg(image, timer)``). In a folder an unreadable or truncated image, or a
@@ -35,8 +41,17 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     polled before each frame: a changed bank file is used from the next frame.
     ``extra_sinks`` (e.g. ``app.uncertain.UncertainFrames``) get every frame too.
     ``temporal`` (a ``temporal.TemporalConfig``; None = on with its defaults)
-    applies to videos and cameras: the temporal path, or with ``enabled=False``
-    the per-frame results; images and folders are always per frame.
+    applies to videos, cameras and streams: the temporal path, or with
+    ``enabled=False`` the per-frame results; images and folders are always per frame.
+
+    A camera or stream URL is live: its frames are read as they come and, when
+    the segmenter falls behind, the oldest waiting frame is dropped (counted),
+    so each frame's latency (read to result) stays bounded; ``max_frames``
+    counts segmented frames. A dropped stream is reopened up to ``reconnect``
+    times (``netstream``), each attempt said on the console (``say``).
+    ``show``: each overlay also appears in a window (``app.display``); closing
+    it ends the run with the frames done so far.
+    ``opacity``: the class colours' weight in the overlays (default ``render.ALPHA``).
     """
     import time
     from dataclasses import replace
@@ -48,23 +63,44 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
 
     kind = input_kind(input_spec)
     temporal = temporal or TemporalConfig()
-    live = kind == "camera"
+    live = kind in LIVE_KINDS and results is None
     out = Path(out)
-    fps = video_info(input_spec)[0] if kind in ("video", "camera") else 25.0
+    bar = tqdm(total=None, desc="segment", unit="frame", disable=not progress)
+    say = say or bar.write
+    stream = None
+    if kind == "stream":
+        from .netstream import DEFAULT_RETRIES, StreamReader
+        stream = StreamReader(input_spec, say=say,
+                              retries=DEFAULT_RETRIES if reconnect is None else reconnect)
+        stream.open()
+        fps = stream.fps
+    else:
+        fps = video_info(input_spec)[0] if kind in VIDEO_KINDS else 25.0
     total = count_frames(input_spec, max_frames, shard)
+    bar.reset(total=total)
     cfg = seg.full_config.to_dict() if hasattr(seg, "full_config") else {}
     unknown = bool(getattr(getattr(seg, "config", None), "unknown", 0))
-    writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
-                       fps=fps, total=total, overlays=overlays,
-                       background_index=seg.bank.background_index, unknown=unknown,
-                       extra_sinks=extra_sinks)
-    if kind in ("video", "camera") and temporal.enabled and results is None:
+    try:
+        writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
+                           fps=fps, total=total, overlays=overlays,
+                           background_index=seg.bank.background_index, unknown=unknown,
+                           extra_sinks=extra_sinks, opacity=opacity)
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        bar.close()
+        raise
+    if kind in VIDEO_KINDS and temporal.enabled and results is None:
         # a live source must not wait for a keyframe: its pipeline runs in a worker
         seg = TemporalSegmenter(seg, replace(temporal, async_keyframes=live))
         writer.temporal_config = seg.config.to_dict()
     captured: dict[int, float] = {}     # frame index -> when it left the source
     latency: dict[int, float] = {}      # live sources: capture -> result, ms
-    bar = tqdm(total=total, desc="segment", unit="frame", disable=not progress)
+    stop = threading.Event()
+    window = None
+    if show:
+        from .display import LiveWindow
+        window = LiveWindow(f"moduseg: {input_spec}")
 
     def on_error(path, err):
         writer.skip(path, err)
@@ -72,7 +108,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
 
     def timed(frames):
         for f in frames:
-            captured[f.index] = time.perf_counter()
+            captured[f.index] = f.captured or time.perf_counter()
             yield f
 
     def infer(frame):
@@ -93,15 +129,31 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
         if isinstance(res, Exception):
             on_error(frame.name, res)
         else:
-            writer.add(frame, res, latency.pop(frame.index, None))
+            ms = latency.pop(frame.index, None)
+            writer.add(frame, res, ms)
+            if window is not None and frame.image is not None and not stop.is_set():
+                ov = writer.overlay(frame, res)
+                caption = frame.name + (f", {ms:.0f} ms" if ms is not None else "")
+                if not window.show(ov, caption):
+                    say("window closed: ending the run")
+                    stop.set()
         bar.update(1)
 
     try:
         if results is None:
-            run_overlapped(timed(iter_frames(input_spec, max_frames, shard,
-                                             on_error=on_error)), infer, write)
+            # a live source is read until max_frames frames were segmented (some are
+            # dropped on the way); a file gives its first max_frames
+            frames = iter_frames(input_spec, None if live else max_frames, shard,
+                                 on_error=on_error, stream=stream)
+            counts: dict = {}
+            run_overlapped(timed(frames), infer, write, live=live, stop=stop, counts=counts,
+                           limit=max_frames if live else None)
+            writer.note_live(dropped=counts.get("dropped", 0),
+                             reconnects=stream.stats.reconnects if stream else None)
         else:
             for frame, res in results:
+                if stop.is_set():
+                    break
                 write(frame, res)
         summary = writer.finish()
     except BaseException:
@@ -111,6 +163,10 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
         bar.close()
         if isinstance(seg, TemporalSegmenter):
             seg.close()
+        if window is not None:
+            window.close()
+        if stream is not None:
+            stream.close()
     return summary
 
 
@@ -118,18 +174,42 @@ _DONE = object()
 
 
 def run_overlapped(frames: Iterator[Frame], infer: Callable[[Frame], object],
-                   write: Callable[[Frame, object], None], depth: int = 4) -> int:
-    """Decode, infer and write with a bounded queue on each side; returns frames done."""
-    q_in: queue.Queue = queue.Queue(maxsize=depth)
+                   write: Callable[[Frame, object], None], depth: int = 4, *,
+                   live: bool = False, stop: threading.Event | None = None,
+                   counts: dict | None = None, limit: int | None = None) -> int:
+    """Decode, infer and write with a bounded queue on each side; returns the frames
+    done (``counts["dropped"]``: live frames dropped).
+
+    ``live`` (a camera or stream): the decoder never waits; one frame waits for
+    the segmenter, and a newer frame replaces it (the older one is dropped), so
+    a slow segmenter works on fresh frames instead of an ever older backlog.
+    ``stop``: set it to end the run early (the frames in flight are finished);
+    ``limit``: stop after that many frames were inferred.
+    """
+    q_in: queue.Queue = queue.Queue(maxsize=1 if live else depth)
     q_out: queue.Queue = queue.Queue(maxsize=depth)
     errors: list[BaseException] = []
+    stop = stop or threading.Event()
+    dropped = [0]
 
     def decode():
         try:
             for f in frames:
-                if errors:
+                if errors or stop.is_set():
                     break
-                q_in.put(f)
+                if not live:
+                    q_in.put(f)
+                    continue
+                while True:
+                    try:
+                        q_in.put_nowait(f)
+                        break
+                    except queue.Full:
+                        try:
+                            q_in.get_nowait()       # the older frame is dropped
+                            dropped[0] += 1
+                        except queue.Empty:
+                            pass
         except BaseException as e:  # surfaced in the main thread
             errors.append(e)
         finally:
@@ -152,10 +232,13 @@ def run_overlapped(frames: Iterator[Frame], infer: Callable[[Frame], object],
     try:
         while True:
             f = q_in.get()
-            if f is _DONE or errors:
+            if f is _DONE or errors or stop.is_set():
                 break
             q_out.put((f, infer(f)))
             n += 1
+            if limit is not None and n >= limit:
+                stop.set()
+                break
     finally:
         q_out.put(_DONE)
         tw.join()
@@ -165,6 +248,8 @@ def run_overlapped(frames: Iterator[Frame], infer: Callable[[Frame], object],
             except queue.Empty:
                 pass
             td.join(timeout=0.05)
+    if counts is not None:
+        counts["dropped"] = dropped[0]
     if errors:
         raise errors[0]
     return n

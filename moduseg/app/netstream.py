@@ -74,10 +74,12 @@ def mask_url(url: str) -> str:
 
 
 def _ffmpeg_options(url: str) -> None:
-    """RTSP over TCP by default: no lost packets (and grey smears) on a busy host.
-    A user's own ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` wins."""
+    """RTSP over TCP by default: no lost packets (and grey smears) on a busy host; FFmpeg
+    says only fatal errors (a refused connection is our one line, not its log). A user's
+    own ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` / ``OPENCV_FFMPEG_LOGLEVEL`` win."""
     if url.lower().startswith("rtsp") and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ:
         os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
 
 
 def open_capture(url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
@@ -86,8 +88,16 @@ def open_capture(url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
 
     _ffmpeg_options(url)
     ms = int(max(0.1, timeout_s) * 1000)
-    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG,
-                           [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = logging.getLogLevel() if logging else None
+    if logging:                  # OpenCV's own warning about a capture that did not open
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    finally:
+        if logging:
+            logging.setLogLevel(level)
     if not cap.isOpened():
         cap.release()
         return None

@@ -49,12 +49,31 @@ def stage_plot_svg(median_ms: dict[str, float], width: int = 520) -> str:
     return "".join(parts)
 
 
+def live_html(live: dict | None) -> str:
+    """A camera's or stream's per-frame latency, keyframe rate, drops and reconnects."""
+    if not live:
+        return ""
+    lat = live.get("latency_ms") or {}
+    fmt = lambda v, unit="": "n/a" if v is None else f"{v:g}{unit}"          # noqa: E731
+    rate = live.get("keyframe_rate")
+    rows = [("latency p50 (read to result)", fmt(lat.get("p50"), " ms")),
+            ("latency p95", fmt(lat.get("p95"), " ms")),
+            ("keyframe rate", "n/a" if rate is None else f"{100 * rate:.0f}%"),
+            ("frames dropped while busy", fmt(live.get("dropped"))),
+            ("reconnects", fmt(live.get("reconnects")))]
+    return ("<h2>Live input</h2><table>" + "".join(
+        f'<tr><td>{html.escape(k)}</td><td class="num">{html.escape(v)}</td></tr>'
+        for k, v in rows) + "</table>")
+
+
 def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, gallery,
-               n_frames, n_overlays, video, overlays, skipped, unknown=None) -> str:
-    """A self-contained page (relative links, inline CSS and SVG, no script).
+               n_frames, n_overlays, video, overlays, skipped, unknown=None,
+               live=None) -> str:
+    """A self-contained page (relative links, inline CSS and SVG, no script); a video
+    run embeds ``overlay.mp4`` (H.264) as a ``<video>``.
 
     ``unknown``: pixels labelled unknown (``runtime.unknown`` on; None: off); they are
-    not part of ``unassigned``.
+    not part of ``unassigned``. ``live``: a camera's or stream's latency and drops.
     """
     from ..render import UNKNOWN_COLOUR
     from ..types import UNKNOWN
@@ -97,8 +116,11 @@ def index_html(*, title, names, palette, class_pixels, unassigned, median_ms, ga
         figs = "".join(f'<figure><a href="{html.escape(url_path(g))}"><img '
                        f'src="{html.escape(url_path(g))}" alt="{e(g)}"></a>'
                        f'<figcaption>{e(Path(g).stem)}</figcaption></figure>' for g in gallery)
-        note = (f'<p>Stills from <a href="overlay.mp4">overlay.mp4</a> '
-                f'({n_frames} frames).</p>' if video else
+        first = f' poster="{e(gallery[0])}"' if gallery else ""
+        note = (f'<video src="overlay.mp4" controls muted playsinline preload="metadata"'
+                f'{first}>Your browser cannot play <a href="overlay.mp4">overlay.mp4</a>.'
+                f'</video><p><a href="overlay.mp4">overlay.mp4</a> ({n_frames} frames); '
+                f'stills:</p>' if video else
                 (f"<p>Showing {len(gallery)} of {n_overlays} overlays; all are in "
                  f'<a href="overlays/">overlays/</a>.</p>' if n_overlays > len(gallery) else ""))
         gallery_html = note + f'<div class="gallery">{figs}</div>'
@@ -117,6 +139,7 @@ h1 {{ font-size: 1.3em; }} h2 {{ font-size: 1.05em; margin-top: 1.4em; }}
 .sw {{ display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.35em;
        vertical-align: -0.1em; border: 1px solid #555; }}
 .gallery {{ display: flex; flex-wrap: wrap; gap: 10px; }}
+video {{ max-width: 100%; display: block; border: 1px solid #ccc; background: #000; }}
 figure {{ margin: 0; }} figure img {{ width: 320px; display: block; border: 1px solid #ccc; }}
 figcaption {{ font-size: 0.8em; color: #555; }}
 table {{ border-collapse: collapse; }} td {{ padding: 2px 8px; }}
@@ -134,7 +157,10 @@ index, {IGNORE} = unassigned); every segment with its mask in
 {gallery_html}
 <div class="row">
 <div><h2>Pixel share per class</h2><table>{share_rows}</table></div>
-<div><h2>Median time per stage</h2>{stage_plot_svg(median_ms)}</div>
+<div><h2>Median time per stage</h2>{stage_plot_svg(median_ms)}
+<p><small>Stages overlap (the proposer runs beside the backbone), so they need not
+add up to the total.</small></p></div>
+<div>{live_html(live)}</div>
 </div>
 {skipped_html}
 </body></html>

@@ -27,7 +27,7 @@ from ..coco import segment_records
 from .temporal import TemporalLog, add_track_ids, is_temporal
 from ..errors import InputError, OutputError
 from ..io import check_output_dir
-from ..render import class_palette
+from ..render import check_opacity, class_palette
 from ..types import SegmentationResult
 from .ownership import (clean_stale_private_dirs, commit_files, legacy_run_files,
                         make_private_dir, read_manifest)
@@ -42,6 +42,7 @@ class RunSummary:
     median_ms: dict[str, float]
     class_pixels: dict[str, int] = field(default_factory=dict)
     temporal: dict | None = None      # the temporal path's summary (videos, cameras)
+    live: dict | None = None        # cameras and streams: latency, keyframe rate, drops
 
 
 def prepare_output(out: str | Path) -> Path:
@@ -101,7 +102,8 @@ class RunWriter:
     def __init__(self, out: str | Path, class_names: list[str], config: dict, *,
                  kind: str, input_spec: str, fps: float = 25.0, total: int | None = None,
                  overlays: bool = True, background_index: int | None = None,
-                 sinks: list[str] | None = None, unknown: bool = False, extra_sinks=()):
+                 sinks: list[str] | None = None, unknown: bool = False, extra_sinks=(),
+                 opacity: float | None = None):
         self.out = Path(out)
         if sinks is None:
             sinks = [n for n in SINKS if overlays or n != "overlays"]
@@ -118,7 +120,8 @@ class RunWriter:
             self.run = Run(self.out, stage, names, class_palette(names), config, kind,
                            str(input_spec), fps, total, "overlays" in sinks,
                            () if background_index is None else (int(background_index),),
-                           class_pixels=np.zeros(len(names) + 1, np.int64), unknown=unknown)
+                           class_pixels=np.zeros(len(names) + 1, np.int64), unknown=unknown,
+                           opacity=check_opacity(opacity))
             self.run.colour_of = {n: c for n, c in zip(names, self.run.palette.tolist())}
             for s in self.sinks:
                 s.start(self.run)
@@ -136,6 +139,8 @@ class RunWriter:
 
     # per frame (called from the writer thread, in frame order)
     def add(self, frame, result: SegmentationResult, latency_ms: float | None = None) -> None:
+        """Write one frame's results; ``latency_ms``: a live frame's time from being
+        read to its result."""
         try:
             self._add(frame, result, latency_ms)
         except OutputError as e:        # name --out, not the private staging folder
@@ -190,6 +195,12 @@ class RunWriter:
             "segments": segment_records(result),
             "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
         }
+        if latency_ms is not None:
+            record["latency_ms"] = round(float(latency_ms), 3)
+            run.latencies_ms.append(float(latency_ms))
+        key = getattr(result, "keyframe", None)
+        if key is not None:
+            run.keyframes.append(bool(key))
         if is_temporal(result):
             if run.temporal is None:
                 run.temporal = TemporalLog(self.temporal_config)
@@ -203,6 +214,18 @@ class RunWriter:
 
     def skip(self, path, error) -> None:
         self.run.skipped.append({"file": str(path), "error": str(error)})
+
+    def overlay(self, frame, result: SegmentationResult) -> np.ndarray:
+        """The overlay of a frame just added (the overlay sink's, else drawn now)."""
+        for s in self.sinks:
+            last = getattr(s, "last_overlay", None)
+            if last is not None and last[0] == frame.index:
+                return last[1]
+        return result.plot(frame.image, self.run.palette, untinted=self.run.untinted)
+
+    def note_live(self, dropped: int = 0, reconnects: int | None = None) -> None:
+        """What the source reports at the end of a live run."""
+        self.run.dropped, self.run.reconnects = int(dropped), reconnects
 
     def finish(self) -> RunSummary:
         """Close and verify every sink, write the run files, then commit them as a set."""
@@ -218,7 +241,8 @@ class RunWriter:
         self.commit()
         return RunSummary(self.out, len(run.frames), run.skipped, run.median_ms(),
                           run.pixels(),
-                          run.temporal.summary() if run.temporal is not None else None)
+                          run.temporal.summary() if run.temporal is not None else None,
+                          run.live_summary())
 
     def commit(self) -> None:
         """Replace the files the previous run recorded by this run's, under a folder

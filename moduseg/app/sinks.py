@@ -19,10 +19,11 @@ import numpy as np
 from ..errors import OutputError
 from ..io import opencv_path, write_image, write_json, write_label_png
 from ..registry import Entry, Registry
-from ..render import label_png_palette, legend_height
+from ..render import ALPHA, label_png_palette, legend_height
 from ..types import IGNORE, SegmentationResult
 from .report import index_html
-from .sources import Frame
+from .encode import OverlayVideo
+from .sources import LIVE_KINDS, VIDEO_KINDS, Frame
 
 SEGMENTS_FORMAT, SEGMENTS_VERSION = "moduseg.segments", 2
 GALLERY_MAX = 48        # overlays shown in index.html (all are in overlays/)
@@ -45,11 +46,17 @@ class Run:
     total: int | None = None
     overlays: bool = True
     untinted: tuple[int, ...] = ()
+    opacity: float = ALPHA                                  # class colours' weight, overlays
     frames: list[dict] = field(default_factory=list)       # segments.json "frames"
     skipped: list[dict] = field(default_factory=list)
     timings: dict[str, list[float]] = field(default_factory=dict)
     class_pixels: np.ndarray | None = None                  # [C + 1], last: unassigned
     gallery: list[str] = field(default_factory=list)       # overlays shown in index.html
+    latencies_ms: list[float] = field(default_factory=list)   # live frames: read -> result
+    keyframes: list[bool] = field(default_factory=list)       # temporal path: per frame
+    dropped: int = 0                                          # live frames never segmented
+    reconnects: int | None = None                             # a stream's reopenings
+    video_codec: str | None = None                            # of overlay.mp4
     unknown: bool = False             # runtime.unknown is on: the legend may need "unknown"
     unknown_pixels: int = 0
     # a hot-swapped bank (``app/hotswap.py``) may bring other classes: each frame's
@@ -59,7 +66,20 @@ class Run:
 
     @property
     def video(self) -> bool:
-        return self.kind in ("video", "camera")
+        return self.kind in VIDEO_KINDS
+
+    def live_summary(self) -> dict | None:
+        """Cameras and streams: per-frame latency p50 / p95 (read to result), the
+        keyframe rate, frames dropped while the segmenter was busy, reconnects."""
+        if self.kind not in LIVE_KINDS:
+            return None
+        lat = np.asarray(self.latencies_ms, np.float64)
+        q = (lambda p: round(float(np.percentile(lat, p)), 1)) if len(lat) else (lambda p: None)
+        keys = self.keyframes
+        return {"latency_ms": {"p50": q(50), "p95": q(95), "max": q(100)},
+                "keyframe_rate": round(sum(keys) / len(keys), 4) if keys else None,
+                "frames": len(self.frames), "dropped": int(self.dropped),
+                "reconnects": self.reconnects}
 
     def median_ms(self) -> dict[str, float]:
         return {k: round(float(np.median(v)), 3) for k, v in self.timings.items()}
@@ -132,11 +152,12 @@ class Overlays(BaseSink):
     outputs = ("overlays", "previews", "overlay.mp4")
 
     def __init__(self):
-        self._writer = None
+        self._writer: OverlayVideo | None = None
         self._writer_path = None          # opencv_path context of the writer's file
         self._video_frames = 0
         self._legend_h: dict[tuple[int, int], int] = {}
         self._preview_at: set[int] = set()
+        self.last_overlay: tuple[int, np.ndarray] | None = None    # for --show
 
     def start(self, run: Run) -> None:
         self._preview_at = self._preview_indices(run.total)
@@ -149,11 +170,14 @@ class Overlays(BaseSink):
             # video encoders want even frame sizes: the strip makes the height even
             self._legend_h[H, W] = lh + (H + lh) % 2 if run.video else lh
         ov = result.plot(frame.image, run.palette_for(result.class_names),
-                         legend_h=self._legend_h[H, W], untinted=run.untinted)
+                         legend_h=self._legend_h[H, W], untinted=run.untinted,
+                         alpha=run.opacity)
+        self.last_overlay = (frame.index, ov)
         if run.video:
             self._write_video(run, ov)
-            if frame.index in self._preview_at or (run.total is None and frame.index % 30 == 0
-                                                    and len(run.gallery) < VIDEO_PREVIEWS):
+            at = len(run.frames)          # position in the run (a live source drops frames)
+            if at in self._preview_at or (run.total is None and at % 30 == 0
+                                          and len(run.gallery) < VIDEO_PREVIEWS):
                 rel = f"previews/{frame.name}.jpg"
                 write_image(run.stage / rel, ov)
                 run.gallery.append(rel)
@@ -171,30 +195,31 @@ class Overlays(BaseSink):
                    .tolist())
 
     def _write_video(self, run: Run, ov: np.ndarray) -> None:
-        path = run.stage / "overlay.mp4"      # private folder: no other run writes here
-        if ov.shape[1] % 2:                   # an odd width: one dark column
-            ov = np.pad(ov, ((0, 0), (0, 1), (0, 0)), constant_values=28)
+        """H.264 in MP4 (``app.encode``): what browsers play; odd sides are padded."""
         if self._writer is None:
-            h, w = ov.shape[:2]
-            # a --out whose name is not UTF-8 would crash OpenCV: reach it through a link
-            self._writer_path = opencv_path(path)
-            self._writer = cv2.VideoWriter(self._writer_path.__enter__(),
-                                           cv2.VideoWriter_fourcc(*"mp4v"), float(run.fps),
-                                           (w, h))
-            if not self._writer.isOpened():
-                raise OutputError(f"cannot write the overlay video in {run.out}; use "
-                                  f"--no-overlay or check the output folder")
-        self._writer.write(cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
+            import click
+            # private folder: no other run writes here; a --out whose name is not UTF-8
+            # is reached through a link
+            self._writer_path = opencv_path(run.stage / "overlay.mp4")
+            self._writer = OverlayVideo(self._writer_path.__enter__(), run.fps,
+                                        warn=lambda m: click.echo(m, err=True))
+            run.video_codec = self._writer.encoding.codec
+        self._writer.write(ov)
         self._video_frames += 1
 
     def close(self, run: Run) -> None:
-        """Release the writer and check the file decodes with every frame written
-        (``VideoWriter.write`` reports nothing, e.g. on a full disk)."""
+        """Finish the video and check the file decodes with every frame written
+        (a full disk may show only here)."""
         if self._writer is None:
             return
-        self._writer.release()
-        self._writer = None
-        self._release_path()
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+        except OutputError:
+            raise OutputError(f"the overlay video could not be finished (is the disk of "
+                              f"{run.out} full?); free some space or use --no-overlay") from None
+        finally:
+            self._release_path()
         path = run.stage / "overlay.mp4"
         n_ok = verified_video_frames(path, self._video_frames)
         if n_ok != self._video_frames:
@@ -205,8 +230,7 @@ class Overlays(BaseSink):
 
     def abort(self) -> None:
         if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.release()
+            self._writer.abort()
             self._writer = None
         self._release_path()
 
@@ -255,7 +279,7 @@ class SegmentsJson(BaseSink):
             "class_names": names,
             "palette": run.palette.tolist(),
             "ignore_index": IGNORE,
-            "input": {"path": run.input_spec, "kind": run.kind},
+            "input": {"path": _shown_input(run), "kind": run.kind},
             "config": run.config,
             "frames": run.frames,
             "skipped": run.skipped,
@@ -264,8 +288,18 @@ class SegmentsJson(BaseSink):
             **({"unknown_pixels": run.unknown_pixels} if run.unknown else {}),
             "median_ms": run.median_ms(),
             "overlay_video": "overlay.mp4" if (run.video and run.overlays) else None,
+            "overlay_codec": run.video_codec,
+            **({"live": run.live_summary()} if run.live_summary() is not None else {}),
             **({"temporal": run.temporal.summary()} if run.temporal is not None else {}),
         })
+
+
+def _shown_input(run: Run) -> str:
+    """The input as recorded: a stream URL without its password."""
+    if run.kind == "stream":
+        from .netstream import mask_url
+        return mask_url(run.input_spec)
+    return run.input_spec
 
 
 class HtmlReport(BaseSink):
@@ -274,14 +308,18 @@ class HtmlReport(BaseSink):
     outputs = ("index.html",)
 
     def finish(self, run: Run) -> None:
+        from .netstream import mask_url
+        title = (mask_url(run.input_spec) if run.kind == "stream"
+                 else Path(run.input_spec).name or run.input_spec)
         (run.stage / "index.html").write_text(index_html(
-            title=Path(run.input_spec).name or run.input_spec, names=run.class_names,
+            title=title, names=run.class_names,
             palette=run.palette, class_pixels=run.pixels(),
             unassigned=int(run.class_pixels[-1]), median_ms=run.median_ms(),
             gallery=run.gallery, n_frames=len(run.frames),
             n_overlays=len(run.frames) if run.overlays else 0, video=run.video,
             overlays=run.overlays, skipped=run.skipped,
-            unknown=run.unknown_pixels if run.unknown else None), encoding="utf-8")
+            unknown=run.unknown_pixels if run.unknown else None, live=run.live_summary()),
+            encoding="utf-8")
 
 
 SINKS: Registry[Entry] = Registry("output sink")

@@ -1,10 +1,12 @@
 """Frame sources of ``moduseg segment``: an image, a folder (or a shard of it),
-a video file or a camera, as ``Frame`` values in order."""
+a video file, a camera or a network stream (RTSP, HTTP(S): ``app.netstream``),
+as ``Frame`` values in order."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from ..io import IMAGE_SUFFIXES, opencv_path
 from ..text import printable
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+VIDEO_KINDS = ("video", "camera", "stream")     # frames in order: an overlay video, temporal
+LIVE_KINDS = ("camera", "stream")               # frames arrive in real time: latency counts
 
 
 @dataclass
@@ -26,6 +30,8 @@ class Frame:
     name: str
     image: np.ndarray | None   # RGB uint8; None when not needed (Ray results, no overlays)
     source: str | None = None  # the input file's name (images and folders)
+    captured: float | None = None   # time.perf_counter() when a live frame was read
+    latency_ms: float | None = None  # a live frame: read -> result of the segmenter
 
 
 MAX_CAMERA_INDEX = 9999      # OpenCV takes a C int; /dev/videoN numbers are small
@@ -47,7 +53,12 @@ def camera_index(spec: str) -> int:
 
 
 def input_kind(spec: str) -> str:
-    """``image``, ``folder``, ``video`` or ``camera`` for a CLI input."""
+    """``image``, ``folder``, ``video``, ``camera`` or ``stream`` (a URL) for a CLI input."""
+    from .netstream import check_stream_url, is_stream_url
+
+    if is_stream_url(spec):
+        check_stream_url(spec)
+        return "stream"
     if is_camera(spec):
         camera_index(spec)
         return "camera"
@@ -56,8 +67,8 @@ def input_kind(spec: str) -> str:
     if p.is_dir():
         return "folder"
     if not p.exists():
-        raise InputError(f"input {shown} does not exist (give an image, a folder, a video file "
-                         f"or a camera index)")
+        raise InputError(f"input {shown} does not exist (give an image, a folder, a video file, "
+                         f"a camera index or an rtsp:// or http(s):// stream URL)")
     suf = p.suffix.lower()
     if suf in IMAGE_SUFFIXES:
         return "image"
@@ -87,6 +98,11 @@ def open_capture(spec: str):
 
 
 def video_info(spec: str) -> tuple[float, int]:
+    if input_kind(spec) == "stream":
+        from .netstream import StreamReader
+        reader = StreamReader(spec).open()
+        reader.close()
+        return reader.fps, 0
     with open_capture(spec) as cap:
         if not cap.isOpened():
             raise InputError(f"cannot open video {printable(spec)}")
@@ -144,8 +160,13 @@ def image_paths(spec: str, max_frames: int | None = None, shard=None) -> list[Im
     """
     kind = input_kind(spec)
     if kind not in ("image", "folder"):
-        raise InputError(f"input {printable(spec)} is a {kind}; --shard and --engine ray take "
-                         f"an image folder (extract the frames first)")
+        shown = printable(spec)
+        raise InputError(f"input {shown} is a {kind}; --shard and --engine ray take an image "
+                         f"folder (--engine ray also a whole video file; a live {kind} is "
+                         f"read here: run it without them)" if kind in LIVE_KINDS else
+                         f"input {shown} is a {kind}; --shard and --engine ray take an image "
+                         f"folder (--engine ray also takes the video itself; for --shard "
+                         f"extract the frames first)")
     paths = [Path(spec)] if kind == "image" else sorted(
         p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
@@ -161,15 +182,21 @@ def count_frames(spec: str, max_frames: int | None = None, shard=None) -> int | 
     kind = input_kind(spec)
     if kind in ("image", "folder"):
         return len(image_paths(spec, max_frames, shard))
-    if kind == "camera":
+    if kind in LIVE_KINDS:
         return max_frames
     n = video_info(spec)[1] or None
     return n if max_frames is None or n is None else min(n, max_frames)
 
 
 def probe_input(spec: str) -> None:
-    """Fail before any model loads on a video with no decodable frame."""
-    if input_kind(spec) != "video":
+    """Fail before any model loads on a video with no decodable frame or a stream
+    URL that does not open."""
+    kind = input_kind(spec)
+    if kind == "stream":
+        from .netstream import StreamReader
+        StreamReader(spec).open().close()
+        return
+    if kind != "video":
         return
     with open_capture(spec) as cap:
         ok = cap.isOpened() and cap.read()[0]
@@ -178,14 +205,29 @@ def probe_input(spec: str) -> None:
                          f"unsupported codec); re-encode it, e.g. with ffmpeg -i IN out.mp4")
 
 
+def video_images(spec: str, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """The RGB frames of a video, in order (what a Ray video task reads)."""
+    for f in iter_frames(spec, max_frames):
+        yield f.image
+
+
 def iter_frames(spec: str, max_frames: int | None = None, shard=None,
-                on_error: Callable[[Path, InputError], None] | None = None) -> Iterator[Frame]:
-    """Frames of an image, a folder (or shard ``i/N`` of it), a video or a camera.
+                on_error: Callable[[Path, InputError], None] | None = None,
+                stream=None) -> Iterator[Frame]:
+    """Frames of an image, a folder (or shard ``i/N`` of it), a video, a camera or a
+    stream URL (``stream``: the ``netstream.StreamReader`` to read it with, e.g. with
+    its reconnect settings and console).
 
     In a folder, an unreadable or truncated image is passed to ``on_error``
     (when given) and skipped; otherwise it stops the run.
     """
     kind = input_kind(spec)
+    if kind == "stream":
+        from .netstream import StreamReader
+        reader = stream or StreamReader(spec)
+        for i, image in enumerate(reader.frames(max_frames)):
+            yield Frame(i, f"frame_{i:06d}", image, captured=time.perf_counter())
+        return
     if kind in ("image", "folder") or shard is not None:
         from ..io import read_image
         for i, p, name in image_paths(spec, max_frames, shard):
@@ -206,5 +248,6 @@ def iter_frames(spec: str, max_frames: int | None = None, shard=None,
             ok, bgr = cap.read()
             if not ok:
                 break
-            yield Frame(i, f"frame_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            yield Frame(i, f"frame_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                        captured=time.perf_counter() if kind == "camera" else None)
             i += 1

@@ -11,6 +11,7 @@ from ..cli_options import backend_option, proposer_option
 from ..scale.options import engine_options
 from ..settings import preset_option
 from ..text import printable
+from .embedded import EMBEDDED_BANKS
 
 
 @click.group()
@@ -139,13 +140,17 @@ def _echo_bank(path, b):
               help="Bank file to write (default: the package's embedded bank).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--offline", is_flag=True, help="Never fetch the default models.")
-def build_default(root, out, home, offline):
-    """Rebuild the embedded default bank (byte-for-byte) from CamVid train + val."""
+@click.option("--preset", "preset_name", default="default", show_default=True,
+              type=click.Choice(list(EMBEDDED_BANKS)),
+              help="Which preset's embedded bank to rebuild (each preset ships its own).")
+def build_default(root, out, home, offline, preset_name):
+    """Rebuild an embedded bank (byte-for-byte) from CamVid train + val."""
     from ..models import ensure_models
     from .embedded import MAX_BYTES, build_default_bank
 
     ensure_models(home, offline=offline)
-    path, digest, size, n, secs = build_default_bank(root, out, home, log=click.echo)
+    path, digest, size, n, secs = build_default_bank(root, out, home, log=click.echo,
+                                                     preset=preset_name)
     click.echo(f"wrote {path}: {n} vectors, {size} bytes (limit {MAX_BYTES}), "
                f"sha256 {digest}, {secs:.0f} s")
 

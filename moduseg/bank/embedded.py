@@ -1,10 +1,12 @@
-"""The default bank shipped inside the package, and the one command that rebuilds it.
+"""The banks shipped inside the package (one per preset), and the one command that
+rebuilds them.
 
-A street-scene bank: the ``default`` preset over every labelled CamVid frame
-(train + val), CamVid's class names and colours, stored as int8 codes with
-per-dimension scales in a deflated ``.npz`` so the wheel stays small. The
-rebuild is deterministic (no randomness, fixed zip timestamps, CPU backend),
-so the same data and models give the same bytes.
+A bank only serves the backbone settings that built it (blocks, normalisation,
+pixel budget), so each preset gets its own street-scene bank: the preset over
+every labelled CamVid frame (train + val), CamVid's class names and colours,
+stored as int8 codes with per-dimension scales in a deflated ``.npz`` so the
+wheel stays small. The rebuild is deterministic (no randomness, fixed zip
+timestamps, CPU backend), so the same data and models give the same bytes.
 """
 
 from __future__ import annotations
@@ -21,31 +23,51 @@ import numpy as np
 
 from ..errors import BankError
 from .builder import spread
+from ..shipped import EMBEDDED_BANKS
 
-FILENAME = "camvid-default.npz"
-MAX_BYTES = 10_000_000
+FILENAME = EMBEDDED_BANKS["default"]
+MAX_BYTES = 10_000_000          # one bank
+TOTAL_MAX_BYTES = 16_000_000    # every shipped bank together (the wheel's bank data)
 QUANTIZATION = "int8"
 
 
-def embedded_bank_path() -> Path:
-    """Where the shipped bank lives inside the installed package."""
-    return Path(str(resources.files("moduseg.bank") / "data" / FILENAME))
+def _check_preset(preset: str) -> str:
+    if preset not in EMBEDDED_BANKS:
+        raise BankError(f"no bank is shipped for preset {preset!r}; presets with an embedded "
+                        f"bank: {', '.join(EMBEDDED_BANKS)}; pass --bank FILE")
+    return preset
 
 
-def default_bank_path() -> Path:
-    """The shipped bank, or a clear error when this installation lacks it."""
-    p = embedded_bank_path()
+def rebuild_command(preset: str = "default") -> str:
+    """The command that (re)builds the embedded bank of ``preset``."""
+    tail = "" if preset == "default" else f" --preset {preset}"
+    return f"moduseg bank build-default --root CAMVID{tail}"
+
+
+def embedded_bank_path(preset: str = "default") -> Path:
+    """Where the shipped bank of ``preset`` lives inside the installed package."""
+    name = EMBEDDED_BANKS[_check_preset(preset)]
+    return Path(str(resources.files("moduseg.bank") / "data" / name))
+
+
+def default_bank_path(preset: str | None = None) -> Path:
+    """The shipped bank of ``preset`` (``None``: the default preset's), or a clear error
+    naming the command that rebuilds it when this installation lacks it."""
+    preset = preset or "default"
+    p = embedded_bank_path(preset)
     if not p.is_file():
         raise BankError(
-            f"the embedded default bank {p} is missing from this installation; reinstall "
-            f"moduseg, pass --bank FILE, or rebuild it with "
-            f"'moduseg bank build-default --root CAMVID'")
+            f"the embedded {preset} bank {p} is missing from this installation; reinstall "
+            f"moduseg, pass --bank FILE, or rebuild it with '{rebuild_command(preset)}'")
     return p
 
 
-def resolve_bank(bank_path) -> Path:
-    """``--bank`` if given, else the embedded default bank."""
-    return Path(bank_path) if bank_path else default_bank_path()
+def resolve_bank(bank_path, preset: str | None = None) -> Path:
+    """``--bank`` if given, else the embedded bank of ``--preset`` (each preset ships
+    one: a bank serves only the backbone settings that built it), else the default's."""
+    if bank_path:
+        return Path(bank_path)
+    return default_bank_path(preset if preset in EMBEDDED_BANKS else None)
 
 
 def _camvid_all(root):
@@ -79,26 +101,27 @@ def fit_to_budget(bank, path: Path, save: Callable, max_bytes: int = MAX_BYTES):
 
 
 def build_default_bank(root, out=None, home=None, backend: str = "cpu",
-                       log: Callable[[str], None] = print, progress: bool = True):
-    """Rebuild the embedded bank from CamVid at ``root`` with ``preset("default")``.
+                       log: Callable[[str], None] = print, progress: bool = True,
+                       preset: str = "default"):
+    """Rebuild the embedded bank of ``preset`` from CamVid at ``root``.
 
-    Writes ``out`` (default: the package's own bank file) and returns
-    (path, sha256, size in bytes, seconds).
+    Writes ``out`` (default: the package's own bank file for that preset) and
+    returns (path, sha256, size in bytes, vectors, seconds).
     """
-    from ..config import preset
     from ..build import build_backbone
+    from ..config import preset as named_preset
     from .builder import build_bank
     from .store import save_bank
 
     t0 = time.perf_counter()
-    cfg = preset("default")
+    cfg = named_preset(_check_preset(preset))
     ds, palette = _camvid_all(root)
-    log(f"building the default bank from {len(ds)} CamVid frames in {root} "
-        f"(preset 'default', {backend} backend)")
+    log(f"building the {preset} bank from {len(ds)} CamVid frames in {root} "
+        f"(preset {preset!r}, {backend} backend)")
     backbone = build_backbone(cfg, backend, home)
     b = build_bank(ds, backbone, cfg.bank, progress=progress, config_record=cfg.to_dict())
     b = dataclasses.replace(b, palette=[list(c) for c in palette])
-    path = Path(out) if out else embedded_bank_path()
+    path = Path(out) if out else embedded_bank_path(preset)
     path.parent.mkdir(parents=True, exist_ok=True)
     b, size = fit_to_budget(
         b, path, lambda bank, p: save_bank(bank, p, quantize=QUANTIZATION, compress=True))

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import BankError
 from ..io import atomic_path
+from ..shipped import rebuild_hint  # noqa: F401 (bank API)
 from ..types import BackboneIdentity, Bank, check_identity  # noqa: F401 (bank API)
 from ..runtime.calibrate import check_calibration
 from .quantize import INT8, dequantize_int8, quantize_int8

@@ -32,6 +32,8 @@ raises ``InputError`` naming the file.
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InputError, ModelNotFoundError
@@ -539,6 +541,44 @@ def quantized_model_path(model_path: str | Path, cache_dir: str | Path | None = 
 def _quantize(src: Path, out: Path, d: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with atomic_path(out, suffix=".onnx") as tmp:
+    with atomic_path(out, suffix=".onnx") as tmp, quiet_ort_quantization():
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])
+
+
+# ONNX Runtime's quantizer advises shape-inference pre-processing through the root
+# logger on every call; dynamic MatMul/Gemm weight quantisation does not need it, and
+# a user cannot act on it
+_ORT_QUANT_ADVICE = ("Please consider to run pre-processing before quantization",
+                     "Please consider pre-processing before quantization")
+
+
+class _DropQuantAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ORT_QUANT_ADVICE)
+
+
+@contextmanager
+def quiet_ort_quantization():
+    """Drop the quantizer's pre-processing advice; leave every other record alone.
+
+    ``logging.warning`` on an unconfigured root logger would also install a
+    stderr handler for the rest of the process (``basicConfig``): a handler of
+    that format stands in while the quantizer runs (other warnings still show
+    as before), and the root logger is left as found.
+    """
+    root = logging.getLogger()
+    stand_in = None
+    if not root.handlers:
+        stand_in = logging.StreamHandler()
+        stand_in.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    drop = _DropQuantAdvice()
+    if stand_in is not None:
+        root.addHandler(stand_in)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        if stand_in is not None:
+            root.removeHandler(stand_in)

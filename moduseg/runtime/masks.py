@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+
+from ..coco import full_resolution_areas, nearest_counts  # noqa: F401 (used by the pipeline)
 
 _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 

