@@ -133,7 +133,7 @@ def legend_height(class_names: list[str], width: int) -> int:
 def with_unknown(label_map: np.ndarray, palette, class_names):
     """A label map holding ``UNKNOWN`` (254) as one more class after the bank's, with its
     colour and legend name; unchanged (the same objects) when it holds none."""
-    from .label_values import UNKNOWN, UNKNOWN_NAME
+    from .labels import UNKNOWN, UNKNOWN_NAME
     C = len(class_names)
     if C >= UNKNOWN or not (label_map == UNKNOWN).any():
         return label_map, palette, class_names
@@ -148,7 +148,7 @@ def label_png_palette(label_map: np.ndarray, palette) -> np.ndarray:
     """The palette of a label PNG: the class colours, and ``UNKNOWN_COLOUR`` at 254 when
     the map holds unknown pixels (else the class colours alone: files as before)."""
     from .io import voc_palette
-    from .label_values import UNKNOWN
+    from .labels import UNKNOWN
     if not (label_map == UNKNOWN).any():
         return palette
     pal = voc_palette()

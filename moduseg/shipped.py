@@ -5,7 +5,8 @@ hint is asked for), so the bank store and the run-time error messages can ask
 without importing the bank package.
 """
 
-EMBEDDED_BANKS = {"default": "camvid-default.npz", "fast": "camvid-fast.npz"}
+EMBEDDED_BANKS = {"default": "camvid-default.npz", "fast": "camvid-fast.npz",
+                  "paper": "camvid-paper.npz"}
 
 
 def rebuild_hint(bank_config: dict | None, preset: str) -> str:

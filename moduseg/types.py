@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .errors import BankError, InputError
-from .label_values import IGNORE, UNKNOWN, UNKNOWN_NAME  # noqa: F401 (the types' API)
+from .labels import IGNORE, UNKNOWN, UNKNOWN_NAME  # noqa: F401 - label values, re-exported
 
 
 @dataclass(frozen=True)

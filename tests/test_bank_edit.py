@@ -239,3 +239,50 @@ def test_refit_of_an_unprojected_bank_is_one_line(tmp_path):
     r = CliRunner().invoke(cli, ["bank", "refit", str(tmp_path / "b.npz"), "--out",
                                  str(tmp_path / "r.npz")])
     assert r.exit_code == 2 and "no projection" in r.output
+
+
+def test_crafted_provenance_calibration_and_drift_records_never_crash(tmp_path):
+    """Property: whatever JSON sits in a bank's provenance, calibration or drift reference,
+    the bank loads (bad records ignored), bank info and a run's calibration work."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from moduseg.runtime.unknown import unknown_rule
+
+    b, _ = _projected_bank(n=60)
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers(-10, 10**12) | st.floats(allow_nan=False)
+        | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4),
+                                                                     inner, max_size=4),
+        max_leaves=12)
+    runner = CliRunner()
+
+    @settings(max_examples=25, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(prov=json_values, cal=json_values, fit=json_values)
+    def check(prov, cal, fit):
+        import zipfile
+        path = tmp_path / "b.npz"
+        save_bank(b, path)
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays["meta"]))
+        meta["provenance"], meta["calibration"] = prov, cal
+        meta["stats"]["projection_fit"] = fit
+        arrays["meta"] = np.array(json.dumps(meta))
+        from moduseg.bank.store import write_npz
+        with open(path, "wb") as f:
+            write_npz(f, arrays)
+        assert zipfile.is_zipfile(path)
+        loaded = load_bank(path)
+        assert isinstance(loaded.provenance, dict)
+        drift(loaded)
+        assert unknown_rule(loaded, 0.05).thresholds.shape == (3,)
+        r = runner.invoke(cli, ["bank", "info", str(path)])
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(cli, ["bank", "info", str(path), "--json"])
+        assert r.exit_code == 0, r.output
+
+    check()

@@ -140,7 +140,7 @@ def test_only_moduseg_errors_escape_the_set_parser(items, base, proposer):
     assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(d=st.dictionaries(st.sampled_from(list(SECTIONS) + ["proposer", "preset", "x"]),
                          st.one_of(st.dictionaries(st.sampled_from(NAMES).map(
                              lambda k: k.split(".", 1)[1]), st.one_of(
@@ -279,7 +279,7 @@ def test_schema_lists_every_option_once_with_help():
         PROPOSER_OPTIONS)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(row=st.sampled_from([r for r in config_schema() if r["range"]]),
        base=st.sampled_from(["paper", "default"]))
 def test_each_stated_range_is_the_one_enforced(row, base):

@@ -205,3 +205,12 @@ def test_a_refused_stream_is_one_line_from_the_real_process_too(tmp_path):
     assert r.returncode == 2
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and "cannot open stream" in lines[0], lines
+
+
+def test_the_live_console_line():
+    from moduseg.app.cli import live_line
+
+    line = live_line({"latency_ms": {"p50": 126.1, "p95": 1504.3, "max": 2e4},
+                      "keyframe_rate": 0.1, "frames": 20, "dropped": 452, "reconnects": 1})
+    assert line == ("live: latency p50 126 ms, p95 1504 ms, keyframes 10%, 452 frame(s) "
+                    "dropped while busy, 1 reconnect(s)")

@@ -181,6 +181,29 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
                    f"--labels {printable(hard / 'labels')} --classes "
                    f"{printable(hard / 'classes.txt')} --out NEW.npz')")
     click.echo(format_stage_ms(summary.median_ms))
+    if summary.temporal:
+        t = summary.temporal
+        tc = (t.get("consistency") or {}).get("mean")
+        click.echo(f"temporal: {t['keyframes']} keyframe(s) of {t['frames']} frames "
+                   f"(rate {t['keyframe_rate']}); ms per frame amortised "
+                   f"{t['frame_ms']['amortised']:.1f}, p50 {t['frame_ms']['p50']:.1f}, p95 "
+                   f"{t['frame_ms']['p95']:.1f}"
+                   + (f"; temporal consistency {tc:.1f} %" if tc is not None else ""))
+    if summary.live:
+        click.echo(live_line(summary.live))
+
+
+def live_line(live: dict) -> str:
+    """One console line for a camera or stream run: latency (read to result), keyframe
+    rate, frames dropped while the segmenter was busy, reconnects."""
+    lat, rate = live["latency_ms"], live["keyframe_rate"]
+    parts = [f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms" if lat["p50"] is not None
+             else "latency n/a",
+             "keyframes " + ("n/a" if rate is None else f"{100 * rate:.0f}%"),
+             f"{live['dropped']} frame(s) dropped while busy"]
+    if live.get("reconnects") is not None:
+        parts.append(f"{live['reconnects']} reconnect(s)")
+    return "live: " + ", ".join(parts)
 
 
 def parse_classes(text: str) -> tuple[str, ...]:
