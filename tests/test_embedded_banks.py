@@ -90,7 +90,7 @@ def test_build_default_help_lists_every_embedded_preset():
 
 def _models():
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     try:
         load_default_backbone(providers="cpu")
@@ -101,7 +101,7 @@ def _models():
 @pytest.mark.models
 @pytest.mark.parametrize("name", list(EMBEDDED_BANKS))
 def test_embedded_bank_matches_its_presets_backbone(name):
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     _models()
     backbone = load_default_backbone(providers="cpu", **preset(name).backbone_options())

@@ -34,7 +34,7 @@ GPU_WORDS = re.compile(r"nvidia|cuda|gpu|driver|tensorrt", re.I)
 
 def _default_models():
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     try:
         return load_default_backbone(providers="cpu", **preset("default").backbone_options())
