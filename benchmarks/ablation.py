@@ -32,7 +32,7 @@ from moduseg.bank.datasets import camvid
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
-from moduseg.runtime.assemble import build_index
+from moduseg.build import build_index
 from moduseg.runtime.pipeline import assign, class_prior
 from moduseg.settings import parse_overrides
 from moduseg.types import FeatureMap, Proposals
@@ -81,7 +81,7 @@ def cached_frames(ss, cfg, cache: Path, need_proposals: bool, home=None):
     under ``proposals-<key>`` (key = the proposer's settings, which name its
     model files by checksum); a changed model or setting gets a new folder.
     """
-    from moduseg.models import load_default_backbone, load_default_proposer
+    from moduseg.build import load_default_backbone, load_default_proposer
 
     bopts, popts = model_options(cfg)
     backbone = load_default_backbone(home=home, **bopts)

@@ -38,12 +38,12 @@ import numpy as np
 
 from . import ablation, cross_sequence
 from moduseg.bank.builder import finish_vectors, image_vectors
-from moduseg.bank.calibrate import calibrate
+from moduseg.runtime.calibrate import calibrate
 from moduseg.bank.edit import add_vectors, drop_class
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
-from moduseg.runtime.assemble import build_index
+from moduseg.build import build_index
 from moduseg.runtime.pipeline import all_cell_labels, assign, class_prior, pixel_cells
 from moduseg.settings import parse_overrides
 from moduseg.types import IGNORE, UNKNOWN, FeatureMap

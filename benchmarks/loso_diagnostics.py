@@ -27,7 +27,7 @@ from . import cross_sequence as cs
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
-from moduseg.runtime.assemble import build_index
+from moduseg.build import build_index
 from moduseg.runtime.masks import PackedMasks, class_nms, rasterize
 from moduseg.runtime.pipeline import all_cell_labels, class_prior, fill_unassigned
 from moduseg.runtime.refine import guided_label_refine

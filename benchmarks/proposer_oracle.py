@@ -109,7 +109,7 @@ class CpuWallTimer:
 
 def run_setting(setting: dict, frames: list[tuple[Path, Path]], repeat: int,
                 min_score: float, min_area: float, cache_dir: str | None) -> dict:
-    from moduseg.models import load_default_proposer
+    from moduseg.build import load_default_proposer
 
     gen = load_default_proposer(cache_dir=cache_dir, **setting)
     gen.timer_cls = CpuWallTimer
@@ -160,7 +160,7 @@ def run_setting(setting: dict, frames: list[tuple[Path, Path]], repeat: int,
 def quantisation_drift(frames: list[tuple[Path, Path]], cache_dir: str | None,
                        grid: int = 8) -> dict:
     """Mean IoU of masks from INT8 encoder/decoder vs FP32 for the same grid prompts."""
-    from moduseg.models import load_default_proposer
+    from moduseg.build import load_default_proposer
 
     variants = {"fp32": {}, "int8 decoder": {"quantize_decoder": True},
                 "int8 encoder": {"quantize_encoder": True},

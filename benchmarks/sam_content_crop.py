@@ -130,7 +130,7 @@ def measure(gens: dict, frames: list[np.ndarray], repeat: int) -> dict:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here.")
 def command(frames, stride, video_frames, repeat, threads, cache_dir, out):
     """SAM encoder/decoder time and mask agreement with and without the content-size crop."""
-    from moduseg.models import load_default_proposer
+    from moduseg.build import load_default_proposer
 
     gens = {}
     for k, kw in SETTINGS.items():

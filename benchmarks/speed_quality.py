@@ -39,7 +39,7 @@ from moduseg.bank.datasets import camvid
 
 def val_proposals(opts: dict, keep, sets=()):
     from moduseg.config import preset
-    from moduseg.runtime.assemble import build_proposer
+    from moduseg.build import build_proposer
     from moduseg.settings import parse_overrides
 
     cfg = preset("default").with_overrides(**parse_overrides(list(sets))).with_overrides(
@@ -55,7 +55,7 @@ def val_proposals(opts: dict, keep, sets=()):
 
 
 def frame_ms(bank: str, opts: dict, frames: int, sets=()) -> float:
-    from moduseg.runtime.assemble import load_segmenter
+    from moduseg.bank.segmenter import segmenter_from_bank as load_segmenter
 
     seg = load_segmenter(bank, preset="default", overrides=list(sets) + [
         f"proposer.{k}={v!r}" for k, v in opts.items()])

@@ -38,7 +38,7 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
     from moduseg.bench.clips import SEQUENCES, make_camvid_clips, read_clip
     from moduseg.bench.common import try_models
     from moduseg.bench.temporal import cross_sequence_bank, decode
-    from moduseg.runtime.assemble import assemble, resolve_backend
+    from moduseg.build import assemble, resolve_backend
     from moduseg.settings import resolve_config
     from moduseg.timing import StageTimer
     stored = load_bank(default_bank_path())

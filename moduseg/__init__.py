@@ -22,16 +22,16 @@ def load_segmenter(bank: str | None = None, preset: str | None = None, home: str
     ``overrides`` are settings such as ``{"runtime.top_k": 10}`` passed as
     keyword arguments with dots replaced by ``__`` (``runtime__top_k=10``).
     ``backend``: cpu, cuda, tensorrt, tensorrt-native or auto; ``proposer``:
-    sam or entityseg (default: the bank's). Built by ``runtime.assemble``.
+    sam or entityseg (default: the bank's). Built by ``moduseg.build``.
     """
-    from .models import ensure_models
-    from .runtime.assemble import load_segmenter as _load
     from .bank.embedded import resolve_bank
+    from .bank.segmenter import segmenter_from_bank
+    from .models import ensure_models
 
-    sets = {k.replace('__', '.'): v for k, v in overrides.items()}
+    sets = {k.replace("__", "."): v for k, v in overrides.items()}
     bank = resolve_bank(bank, preset)
     ensure_models(home, offline=offline)
-    return _load(bank, home, preset, sets, backend=backend, proposer=proposer)
+    return segmenter_from_bank(bank, home, preset, sets, backend=backend, proposer=proposer)
 
 
 def load_video_segmenter(bank: str | None = None, preset: str | None = None,

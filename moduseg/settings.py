@@ -56,12 +56,3 @@ def preset_option(help: str):
     from .config import preset_names
     return click.option("--preset", default=None, type=click.Choice(preset_names()),
                         help=help)
-
-
-def proposer_option(help: str):
-    """``--proposer``: the proposers that have an options class are the choices."""
-    import click
-
-    from .config import proposer_names
-    return click.option("--proposer", default=None, type=click.Choice(proposer_names()),
-                        help=help)

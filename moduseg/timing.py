@@ -35,7 +35,7 @@ class StageTimer:
         return dict(self.ms)
 
 
-OVERLAP_NOTE = "stages overlap (the proposer runs beside the backbone), so they need not add up to the total"
+OVERLAP_NOTE = "they overlap, so they need not add up to the total"
 
 
 def format_stage_ms(median_ms: dict[str, float]) -> str:
@@ -46,5 +46,5 @@ def format_stage_ms(median_ms: dict[str, float]) -> str:
             if "total" in median_ms else "median ms per frame")
     if not stages:
         return head
-    return (f"{head}; by stage ({OVERLAP_NOTE}): "
+    return (f"{head}; stages ({OVERLAP_NOTE}): "
             + ", ".join(f"{k} {v:.1f}" for k, v in stages))

@@ -14,8 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import InputError
-
+from .errors import BankError, InputError
 from .labels import IGNORE, UNKNOWN, UNKNOWN_NAME  # noqa: F401 - label values, re-exported
 
 
@@ -160,6 +159,37 @@ class BackboneIdentity:
                    weights_sha256=str(d["weights_sha256"]))
 
 
+# the default backbone input: about 480 x 360 pixels, no fixed short side
+DEFAULT_SHORT_SIDE = None
+DEFAULT_PIXELS = 480 * 360
+
+
+def input_size_tag(policy: str, short_side: int | None,
+                   fixed_hw: tuple[int, int] | None = None, pixels: int | None = None,
+                   normalize: str = "dataset") -> str:
+    """How inputs are sized (and, unless ``dataset``, normalised), as recorded in
+    ``BackboneIdentity.input_size``: a bank only matches inputs prepared alike."""
+    norm = "" if normalize == "dataset" else f":norm-{normalize}"
+    if fixed_hw is not None:
+        return f"{policy}:fixed{int(fixed_hw[0])}x{int(fixed_hw[1])}{norm}"
+    if not short_side and pixels:
+        return f"{policy}:pixels{int(pixels)}{norm}"
+    return f"{policy}:short{int(short_side) if short_side else 'native'}{norm}"
+
+
+def check_identity(have: BackboneIdentity, want: BackboneIdentity, where="bank",
+                   fix: str | None = None) -> None:
+    """A bank only matches the backbone (and input policy) that built it."""
+    diffs = [f"{k}: bank has {getattr(have, k)!r}, backbone is {getattr(want, k)!r}"
+             for k in ("name", "input_size", "patch_size", "feature_dim", "weights_sha256")
+             if getattr(have, k) != getattr(want, k)]
+    if diffs:
+        raise BankError(
+            f"{where} was built with a different backbone ({'; '.join(diffs)}); "
+            + (fix or "rebuild the bank with this backbone or load the backbone the bank "
+                      "was built with"))
+
+
 @dataclass
 class Bank:
     """Labelled prototype vectors with the identity of their backbone.
@@ -188,7 +218,7 @@ class Bank:
     # per class: where its vectors came from (``bank build`` / ``bank add`` records);
     # empty for banks written before provenance was recorded
     provenance: dict = field(default_factory=dict)
-    # the ``unknown`` calibration (``bank.calibrate``), None until computed
+    # the ``unknown`` calibration (``runtime.calibrate``), None until computed
     calibration: dict | None = None
 
     def __post_init__(self):

@@ -72,7 +72,7 @@ class ColourProposer:
 
 
 def fake_assemble(spec, what):
-    """Stand-in for ``moduseg.scale.work.assemble`` with the synthetic models."""
+    """Stand-in for ``moduseg.bank.segmenter.build_for`` with the synthetic models."""
     if what == "backbone":
         return ColourBackbone()
     from moduseg.bank.store import load_bank

@@ -1,4 +1,4 @@
-"""One assembly layer (``runtime.assemble``): the backend value reaches every stage.
+"""One assembly layer (``moduseg.build``): the backend value reaches every stage.
 
 A private model home with a stand-in backbone (a stride-14 Conv, installed by
 the real ``models pull`` code), a small random EntitySeg export as the
@@ -27,7 +27,8 @@ from moduseg.cli import cli  # noqa: E402
 from moduseg.config import ModuSegConfig, preset  # noqa: E402
 from moduseg.errors import InputError  # noqa: E402
 from moduseg.io import read_label_map, write_image, write_label_png  # noqa: E402
-from moduseg.runtime import assemble  # noqa: E402
+from moduseg import build as assemble  # noqa: E402
+from moduseg.bank.segmenter import segmenter_from_bank  # noqa: E402
 
 HW = (64, 96)
 
@@ -232,7 +233,7 @@ def test_segment_backend_cuda_wires_the_gpu_index_and_kernels(world, tmp_path, e
     assert calls[want] == 3 and calls["search"] >= 3
     for k in cpu:
         np.testing.assert_array_equal(gpu[k], cpu[k])
-    seg = assemble.load_segmenter(bank, world[1], backend="cuda")
+    seg = segmenter_from_bank(bank, world[1], backend="cuda")
     assert isinstance(seg.index, NvrtcTopkIndex) and isinstance(seg.pooler, GpuSmfa)
     assert seg.pooler.dev is emu and seg.index.dev is emu
 
@@ -243,7 +244,7 @@ def test_segment_backend_tensorrt_native_reads_the_engine_buffer(world, tmp_path
     import trt_fakes
 
     from moduseg.export.engine import BuildOptions, build_cached_engine
-    from moduseg.export.engine_cache import default_cache_dir
+    from moduseg.runtime.engine_cache import default_cache_dir
     from moduseg.models.defaults import installed_file
     from moduseg.runtime.backbones.trt_backend import TensorRTBackbone
     from moduseg.runtime.cuda import smfa_gpu
@@ -269,7 +270,7 @@ def test_segment_backend_tensorrt_native_reads_the_engine_buffer(world, tmp_path
     assert calls["search"] >= 3
     for k in cpu:
         np.testing.assert_array_equal(trt[k], cpu[k])
-    seg = assemble.load_segmenter(bank, home, backend="tensorrt-native")
+    seg = segmenter_from_bank(bank, home, backend="tensorrt-native")
     assert isinstance(seg.backbone, TensorRTBackbone)
 
 

@@ -32,7 +32,7 @@ def _bank(n_classes=4):
 def colour_models(monkeypatch):
     """``bank add`` embeds with the colour stand-in instead of DINOv2."""
     import moduseg.models as models
-    import moduseg.runtime.assemble as assembly
+    import moduseg.build as assembly
     monkeypatch.setattr(assembly, "build_backbone", lambda cfg, be, home=None: ColourBackbone())
     monkeypatch.setattr(models, "ensure_models", lambda *a, **k: None)
 
@@ -171,7 +171,7 @@ def test_old_banks_without_provenance_still_load(tmp_path):
 
 def _projected_bank(n=600, D=24, d=8, seed=0):
     from moduseg.bank.builder import finish_vectors
-    from moduseg.bank.calibrate import calibrate
+    from moduseg.runtime.calibrate import calibrate
     from moduseg.bank.edit import axis_moments
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(3, D))

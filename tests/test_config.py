@@ -56,7 +56,7 @@ def test_bad_settings_fail_on_the_command_line_before_any_model(tmp_path, monkey
     from click.testing import CliRunner
 
     from moduseg.cli import cli
-    from moduseg.runtime import assemble
+    from moduseg import build as assemble
 
     def boom(*a, **k):
         raise AssertionError("a model was loaded")

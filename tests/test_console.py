@@ -73,7 +73,7 @@ def test_other_warnings_during_quantization_still_show(caplog):
 
 def test_stage_times_say_they_overlap():
     line = format_stage_ms({"backbone": 560.0, "proposer": 610.0, "pool": 40.0, "total": 700.0})
-    assert line.startswith("median ms per frame: total 700.0; by stage (")
+    assert line.startswith("median ms per frame: total 700.0; stages (")
     assert OVERLAP_NOTE in line and "not add up" in OVERLAP_NOTE
     assert "backbone 560.0, proposer 610.0, pool 40.0" in line
     assert line.count("700.0") == 1                       # the total is not a stage

@@ -5,7 +5,7 @@ values may move; this test pins the code path, not the preset), and for every
 shipped preset file as main gave them before the options rewrite (#26).
 
 A small bank (8 CamVid train frames) and 3 val frames, built and segmented
-through ``moduseg.runtime.assemble`` with ``backend="cpu"``.
+through ``moduseg.build`` with ``backend="cpu"``.
 """
 
 import hashlib
@@ -54,7 +54,7 @@ def label_map_hashes(shared_data, name: str) -> list[str]:
     from moduseg.bank.builder import build_bank
     cfg = CONFIGS[name]()
     train, val = _frames(shared_data)
-    from moduseg.runtime.assemble import assemble, build_models
+    from moduseg.build import assemble, build_models
     backbone, proposer = build_models(cfg, backend="cpu")
     bank = build_bank(train, backbone, cfg.bank, config_record=cfg.to_dict())
     seg = assemble(cfg, bank, backend="cpu", backbone=backbone, proposer=proposer)

@@ -25,8 +25,8 @@ from moduseg.bank.embedded import resolve_bank
 FRAME = "val/0016E5_07959.png"
 
 
-def test_the_presets_users_run_have_an_embedded_bank():
-    assert {"default", "fast"} <= set(EMBEDDED_BANKS) <= set(PRESETS)
+def test_every_preset_has_an_embedded_bank():
+    assert set(EMBEDDED_BANKS) == set(PRESETS)
     for name in EMBEDDED_BANKS:
         assert default_bank_path(name) == embedded_bank_path(name)
 
@@ -39,7 +39,10 @@ def test_embedded_bank_is_built_with_its_presets_settings(name):
     assert bank.quantization == "int8"
     assert bank.class_names == CAMVID_CLASSES and bank.palette == CAMVID_PALETTE
     assert bank.stats["images"] == 468
-    assert all(bank.class_counts()[c] > 0 for c in CAMVID_CLASSES)
+    missing = {c for c in CAMVID_CLASSES if bank.class_counts()[c] == 0}
+    # the published recipe erodes every region 20 times (3x3): poles and pedestrians,
+    # a few pixels wide at 480x360, vanish, so the paper bank cannot name them
+    assert missing == ({"pole", "pedestrian"} if name == "paper" else set()), missing
     # the stored configuration is the preset's own: the same backbone settings, bank
     # recipe and run-time settings (segment without --preset runs exactly the preset)
     assert ModuSegConfig.from_dict(bank.config) == preset(name)
@@ -56,6 +59,7 @@ def test_shipped_banks_fit_the_package_budget():
 
 def test_preset_chooses_its_embedded_bank(tmp_path):
     assert resolve_bank(None, "fast") == embedded_bank_path("fast")
+    assert resolve_bank(None, "paper") == embedded_bank_path("paper")
     assert resolve_bank(None, None) == embedded_bank_path("default")
     assert resolve_bank(str(tmp_path / "b.npz"), "fast") == tmp_path / "b.npz"
 
@@ -86,7 +90,7 @@ def test_build_default_help_lists_every_embedded_preset():
 
 def _models():
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     try:
         load_default_backbone(providers="cpu")
@@ -97,7 +101,7 @@ def _models():
 @pytest.mark.models
 @pytest.mark.parametrize("name", list(EMBEDDED_BANKS))
 def test_embedded_bank_matches_its_presets_backbone(name):
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     _models()
     backbone = load_default_backbone(providers="cpu", **preset(name).backbone_options())

@@ -118,7 +118,7 @@ def test_build_on_gpu(tmp_path):
     pytest.importorskip("tensorrt", reason="needs TensorRT and an NVIDIA GPU and driver")
     from moduseg.errors import BackendUnavailableError
     from moduseg.export.engine import build_cached_engine
-    from moduseg.export.engine_cache import current_device
+    from moduseg.runtime.engine_cache import current_device
 
     try:
         current_device()
@@ -187,7 +187,7 @@ def tiny_onnx(tmp_path_factory):
 def test_build_cache_reuse_and_accuracy_on_fakes(tiny_onnx, tmp_path, monkeypatch):
     import trt_fakes
     from moduseg.export.engine import build_cached_engine
-    from moduseg.export.engine_cache import read_sidecar
+    from moduseg.runtime.engine_cache import read_sidecar
 
     trt = trt_fakes.install(monkeypatch)
     opts = BuildOptions(precision="fp16", timing_cache=str(tmp_path / "timing.cache"),

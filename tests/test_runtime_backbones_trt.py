@@ -47,7 +47,7 @@ class OrtRunner:
     """The ``TrtRunner`` interface on ONNX Runtime, to test the backend's logic on CPU."""
 
     def __init__(self, engine_path, device=0, validate=True, cuda_graph=False):
-        from moduseg.export.engine_cache import read_sidecar
+        from moduseg.runtime.engine_cache import read_sidecar
         from moduseg.runtime.onnx_session import make_session
 
         self.sidecar = read_sidecar(engine_path)
@@ -77,8 +77,8 @@ def fake_engine(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     timm = pytest.importorskip("timm")
     from moduseg.export.backbone import export_torch_source
-    from moduseg.export.engine_cache import (DeviceInfo, EngineKey, Sidecar, save_engine,
-                                            sha256_file)
+    from moduseg.runtime.engine_cache import (DeviceInfo, EngineKey, Sidecar, save_engine,
+                                            graph_sha256)
     from moduseg.export.backbone import read_metadata
     from moduseg.export.sources import timm_source
     import moduseg.runtime.trt as trt_mod
@@ -88,7 +88,7 @@ def fake_engine(tmp_path, monkeypatch):
                             depth=1, embed_dim=32, num_heads=2, num_classes=0)
     src = timm_source("tiny", model=vit, resolution=(56, 84))
     onnx_path = export_torch_source(src, (56, 84), tmp_path / "tiny.onnx", check=False).path
-    key = EngineKey.for_device(sha256_file(onnx_path), DeviceInfo("Fake", "8.7", "10.3"),
+    key = EngineKey.for_device(graph_sha256(onnx_path), DeviceInfo("Fake", "8.7", "10.3"),
                                "fp16")
     engine = tmp_path / key.filename("tiny")
     save_engine(b"x", engine, Sidecar(key, str(onnx_path), metadata=read_metadata(onnx_path)))
@@ -104,8 +104,8 @@ def test_backbone_contract_with_stand_in_runner(fake_engine):
     assert bb.fixed_hw == (56, 84) and bb.patch == 14
     assert bb.mean == (0.0, 0.0, 0.0) and bb.std == (1.0, 1.0, 1.0)  # folded normalisation
     assert bb.identity.feature_dim == 32 and bb.identity.input_size == "pad:fixed56x84"
-    from moduseg.export.engine_cache import sha256_file
-    assert bb.identity.weights_sha256 == sha256_file(onnx_path)  # the ONNX backend's sha
+    from moduseg.runtime.engine_cache import graph_sha256
+    assert bb.identity.weights_sha256 == graph_sha256(onnx_path)  # the ONNX backend's sha
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (90, 100, 3), dtype=np.uint8)
     fm = bb(image)
@@ -138,7 +138,7 @@ def test_camvid_frame_stretch(fake_engine):
 
 def test_runner_on_gpu():
     trt = pytest.importorskip("tensorrt", reason="needs TensorRT and an NVIDIA GPU and driver")
-    from moduseg.export.engine_cache import current_device
+    from moduseg.runtime.engine_cache import current_device
     try:
         current_device()
     except BackendUnavailableError as e:

@@ -8,7 +8,7 @@ from moduseg.bank.builder import build_bank
 from moduseg.bank.edit import drop_class
 from moduseg.bank.store import save_bank
 from moduseg.config import BankConfig, RuntimeConfig
-from moduseg.runtime.hotswap import BankWatcher
+from moduseg.app.hotswap import BankWatcher
 from moduseg.runtime.pipeline import Segmenter
 from moduseg.types import BackboneIdentity, Bank
 

@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from moduseg.config import SamOptions
+
 from moduseg.models.defaults import default_model_paths
 
 from moduseg.errors import InputError, ModelNotFoundError
@@ -74,7 +76,9 @@ def test_generate_covers_exactly_the_image(generator):
 
 @pytest.mark.models
 def test_upsampled_output_grid(generator, monkeypatch):
-    monkeypatch.setattr(generator, "output_upsample", 2)
+    import dataclasses
+    monkeypatch.setattr(generator, "options",
+                        dataclasses.replace(generator.options, output_upsample=2))
     img = _frame()
     props = generator(img)
     assert props.mask_hw == (192, 256) == generator.output_hw()   # 2 x the 96 x 128 grid
@@ -122,7 +126,7 @@ def test_bad_settings_are_refused():
 def test_crop_masks_land_in_their_tile(monkeypatch):
     """Multi-crop: tile masks are resampled into the tile's box on the full grid."""
     g = sam_mod.SamAutomaticMaskGenerator.__new__(sam_mod.SamAutomaticMaskGenerator)
-    g.mask_stride, g.crop_n_layers, g.nms_iou_thresh, g.output_upsample = 4, 1, 0.7, 1
+    g.options = SamOptions(mask_stride=4, crop_n_layers=1, nms_iou_thresh=0.7, output_upsample=1)
     g.timer, g.last_stats = g.timer_cls(), {}
     seen = []
 

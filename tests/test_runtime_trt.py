@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from moduseg.errors import InputError
-from moduseg.export.engine_cache import DeviceInfo, EngineKey, Sidecar, save_engine
+from moduseg.runtime.engine_cache import DeviceInfo, EngineKey, Sidecar, save_engine
 
 
 from trt_fakes import Enum
@@ -137,7 +137,7 @@ def make_fake_trt(cudart):
 
 @pytest.fixture
 def runner_env(tmp_path, monkeypatch):
-    import moduseg.export.engine_cache as ec
+    import moduseg.runtime.engine_cache as ec
     import moduseg.runtime.trt as rt
 
     cudart = FakeCudart()
@@ -199,7 +199,7 @@ def test_cuda_graph_capture_and_replay(runner_env):
 
 def test_refuses_engine_for_other_tensorrt(runner_env, tmp_path):
     rt, path, _ = runner_env
-    from moduseg.export.engine_cache import EngineMismatchError
+    from moduseg.runtime.engine_cache import EngineMismatchError
 
     key = EngineKey.for_device("cd" * 32, DeviceInfo("Fake GPU", "8.7", "8.6.1"), "fp16")
     other = tmp_path / key.filename("old")

@@ -16,7 +16,9 @@ from moduseg.bank.store import save_bank  # noqa: E402
 from moduseg.config import preset  # noqa: E402
 from moduseg.scale import ray_engine  # noqa: E402
 from moduseg.scale.ray_engine import RayOptions  # noqa: E402
-from moduseg.scale.work import BankTask, FrameError, ModelSpec, SegmentTask  # noqa: E402
+from moduseg.bank.builder import BankTask  # noqa: E402
+from moduseg.bank.segmenter import ModelRecipe  # noqa: E402
+from moduseg.scale.work import FrameError, SegmentTask  # noqa: E402
 
 import scale_fixtures  # noqa: E402
 import synthetic  # noqa: E402
@@ -114,7 +116,7 @@ def test_segment_task_on_the_pool_matches_local_and_lists_bad_frames(local_ray, 
     # the 5-dim stand-in backbone: a 3-axis projection instead of the preset's 128
     cfg = preset("default").with_overrides(**{"bank.pca_dim": 3})
     bank_path = save_bank(single_bank(data, cfg), tmp_path / "bank.npz")
-    spec = ModelSpec(bank_path=str(bank_path))
+    spec = ModelRecipe(bank_path=str(bank_path))
     paths = sorted(str(p) for p in data["images"].iterdir()) + [str(tmp_path / "missing.png")]
     task = SegmentTask(functools.partial(fake_assemble, spec, "segmenter"))
     got = [r for _, r in ray_engine.run(task, paths, RayOptions(workers=2))]
@@ -135,7 +137,7 @@ def test_cli_ray_engine_equals_single_process_on_40_camvid_frames(local_ray, sha
 
     from moduseg.cli import cli
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
     try:
         load_default_backbone()
     except ModuSegError as e:

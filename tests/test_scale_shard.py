@@ -19,8 +19,8 @@ from scale_fixtures import bank_args, fake_assemble, write_folder_dataset
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    import moduseg.scale.work as work
-    monkeypatch.setattr(work, "assemble", fake_assemble)
+    import moduseg.bank.segmenter as recipes
+    monkeypatch.setattr(recipes, "build_for", fake_assemble)
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +108,9 @@ def test_a_shard_only_processes_its_share(tmp_path, data, fake_models):
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, data):
-    import moduseg.scale.work as work
+    import moduseg.bank.segmenter as recipes
     mp = pytest.MonkeyPatch()
-    mp.setattr(work, "assemble", fake_assemble)
+    mp.setattr(recipes, "build_for", fake_assemble)
     d = tmp_path_factory.mktemp("parts")
     out = {}
     for name, extra in {"a0": ["--shard", "0/2"], "a1": ["--shard", "1/2"],

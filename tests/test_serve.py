@@ -81,7 +81,7 @@ def bank_file(shared_data, tmp_path_factory):
     from moduseg.bank.store import save_bank
     from moduseg.config import preset
     from moduseg.errors import ModuSegError
-    from moduseg.models import load_default_backbone
+    from moduseg.build import load_default_backbone
 
     cfg = preset("default").with_overrides(**{"runtime.index": "flat"})
     try:
@@ -321,9 +321,9 @@ def server(request, bank_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_segmenter(bank_file):
     """The in-process ``Segmenter`` (the same construction as the served models)."""
-    from moduseg.serve.triton_models import build_parts
+    from moduseg.bank.segmenter import segmenter_from_bank
 
-    return build_parts(bank_file)
+    return segmenter_from_bank(str(bank_file), backend="cpu")
 
 
 @pytest.fixture(scope="module")

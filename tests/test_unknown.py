@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from moduseg.bank import calibrate as cal
+from moduseg.runtime import calibrate as cal
 from moduseg.errors import InputError
 
 

@@ -12,7 +12,7 @@ from moduseg.bank.store import save_bank
 from moduseg.config import BankConfig, ModuSegConfig, RuntimeConfig
 from moduseg.io import read_label_map, write_image
 from moduseg.render import UNKNOWN_COLOUR
-from moduseg.runtime.hotswap import BankWatcher
+from moduseg.app.hotswap import BankWatcher
 from moduseg.runtime.pipeline import Segmenter
 from moduseg.types import UNKNOWN
 

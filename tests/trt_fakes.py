@@ -281,7 +281,7 @@ def install(monkeypatch, version="10.3.0", device=("Fake GPU", "8.7"), **kw):
     """Patch tensorrt, the CUDA runtime and the device query; returns the fake trt."""
     import sys
 
-    import moduseg.export.engine_cache as ec
+    import moduseg.runtime.engine_cache as ec
     import moduseg.runtime.trt as rt
 
     trt = make_fake_trt(version, **kw)

@@ -86,39 +86,18 @@ def _one(mod, path, node, known):
 
 
 def cycles(edges) -> list[list[str]]:
+    """Strongly connected package groups (the cycle finder of tests/test_import_cycles.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_import_cycles", Path(__file__).resolve().parents[1] / "tests" / "test_import_cycles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     graph: dict[str, set[str]] = {}
     for a, b in edges:
         graph.setdefault(a, set()).add(b)
         graph.setdefault(b, set())
-    index, low, stack, on, out = {}, {}, [], set(), []
-    counter = [0]
-
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
+    return mod.find_cycles(graph)
 
 
 def functions(pkg: Path) -> list[tuple[int, str]]:

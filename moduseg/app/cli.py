@@ -6,18 +6,13 @@ from pathlib import Path
 
 import click
 
+from ..cli_options import backend_option, proposer_option
 from ..device import device_option, resolve_backend_option
 from ..errors import InputError
 from ..text import printable
 from ..scale.options import engine_options
-from ..settings import preset_option, proposer_option
+from ..settings import preset_option
 
-
-BACKEND_HELP = ("auto (cuda when a GPU is usable, else cpu), cpu, cuda, tensorrt (ONNX Runtime "
-                "providers; bank search and SMFA on the GPU) or tensorrt-native (TensorRT "
-                "engines).")
-PROPOSER_HELP = ("Proposer: sam (installed) or entityseg (the paper's; its export through "
-                 "--set proposer.model=PATH). Default: the bank's.")
 
 
 DEFAULT_OUT_ROOT = "moduseg-out"
@@ -51,9 +46,9 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
-@click.option("--backend", default=None, help=BACKEND_HELP + " Default: auto.")
+@backend_option(default=None, extra=" Default: auto.")
 @device_option
-@proposer_option(PROPOSER_HELP)
+@proposer_option()
 @click.option("--min-confidence", "--conf", "min_confidence", default=None,
               type=click.FloatRange(0.0, 1.0), metavar="C",
               help="Leave segments whose class confidence is below C (0-1) unassigned (255) "
@@ -111,7 +106,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
     from ..models import ensure_models
     from ..scale import options
     from ..timing import format_stage_ms
-    from ..scale.work import ModelSpec, assemble
+    from ..bank.segmenter import ModelRecipe, build_for
     from .loop import run_segment
     from .run import prepare_output
     from .sources import image_paths, input_kind, probe_input
@@ -121,7 +116,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
     overrides = tuple(overrides) + shorthand_settings(min_confidence, classes)
     shard, ray_options = options.parse(**engine)
     bank_path = resolve_bank(bank_path, preset)
-    spec = ModelSpec(backend, home, preset, overrides, bank_path, proposer)
+    spec = ModelRecipe(backend, home, preset, overrides, bank_path, proposer)
     if classes is not None:                # names checked against the bank before any work
         from ..runtime.pipeline import class_filter
         checked = _outputs_only(spec)
@@ -148,7 +143,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
         ensure_models(home, offline=offline)
     results = None
     if ray_options is None:
-        seg = assemble(spec, "segmenter")
+        seg = build_for(spec, "segmenter")
     else:
         seg = _outputs_only(spec)
         results = (_ray_video_results(spec, input_spec, max_frames, ray_options,
@@ -164,7 +159,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
         if ray_options is not None:
             raise InputError("--watch-bank swaps the bank of this process: run it without "
                              "--engine ray")
-        from ..runtime.hotswap import BankWatcher
+        from .hotswap import BankWatcher
         watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
     from ..temporal import TemporalConfig
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
@@ -235,7 +230,7 @@ def _outputs_only(spec):
     """What segment's outputs need from the segmenter (bank, configuration), without models."""
     from types import SimpleNamespace
 
-    from ..runtime.assemble import load_bank_config
+    from ..bank.segmenter import load_bank_config
     bank, cfg = load_bank_config(spec.bank_path, spec.preset, spec.overrides, spec.proposer)
     return SimpleNamespace(bank=bank, config=cfg.runtime, full_config=cfg)
 
@@ -248,10 +243,11 @@ def _ray_video_results(spec, input_spec, max_frames, ray_options, need_image: bo
     from functools import partial
 
     from ..scale import ray_engine
-    from ..scale.work import FrameError, VideoTask, assemble
+    from ..bank.segmenter import build_for
+    from ..scale.work import FrameError, VideoTask
     from .sources import Frame, iter_frames, video_images
 
-    task = VideoTask(partial(assemble, spec, "segmenter"),
+    task = VideoTask(partial(build_for, spec, "segmenter"),
                      partial(video_images, max_frames=max_frames), temporal=temporal)
     frames = iter_frames(input_spec, max_frames)
     for k, res in ray_engine.run_ordered(task, str(input_spec), ray_options):
@@ -271,10 +267,11 @@ def _ray_results(spec, work, ray_options, need_image: bool):
 
     from ..io import read_image
     from ..scale import ray_engine
-    from ..scale.work import FrameError, SegmentTask, assemble
+    from ..bank.segmenter import build_for
+    from ..scale.work import FrameError, SegmentTask
     from .sources import Frame
 
-    task = SegmentTask(partial(assemble, spec, "segmenter"))
+    task = SegmentTask(partial(build_for, spec, "segmenter"))
     for k, res in ray_engine.run(task, [str(f.path) for f in work], ray_options):
         index, path, name = work[k]
         if isinstance(res, FrameError):

@@ -37,7 +37,7 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     frame is readable is an error. ``shard`` (``scale.shard.Shard``) takes one
     share of a folder; ``results`` (an iterable of ``(Frame, result or
     Exception)`` in frame order, e.g. from a Ray actor pool) replaces the
-    in-process inference. ``watcher`` (``runtime.hotswap.BankWatcher``) is
+    in-process inference. ``watcher`` (``app.hotswap.BankWatcher``) is
     polled before each frame: a changed bank file is used from the next frame.
     ``extra_sinks`` (e.g. ``app.uncertain.UncertainFrames``) get every frame too.
     ``temporal`` (a ``temporal.TemporalConfig``; None = on with its defaults)

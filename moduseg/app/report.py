@@ -158,8 +158,8 @@ index, {IGNORE} = unassigned); every segment with its mask in
 <div class="row">
 <div><h2>Pixel share per class</h2><table>{share_rows}</table></div>
 <div><h2>Median time per stage</h2>{stage_plot_svg(median_ms)}
-<p><small>Stages overlap (the proposer runs beside the backbone), so they need not
-add up to the total.</small></p></div>
+<p><small>Stages overlap (some run side by side), so they need not add up to the
+total.</small></p></div>
 <div>{live_html(live)}</div>
 </div>
 {skipped_html}

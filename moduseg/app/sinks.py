@@ -59,7 +59,7 @@ class Run:
     video_codec: str | None = None                            # of overlay.mp4
     unknown: bool = False             # runtime.unknown is on: the legend may need "unknown"
     unknown_pixels: int = 0
-    # a hot-swapped bank (``runtime/hotswap.py``) may bring other classes: each frame's
+    # a hot-swapped bank (``app/hotswap.py``) may bring other classes: each frame's
     # label values index its own result's class names; colours stay by name
     colour_of: dict = field(default_factory=dict)
     temporal: object = None          # ``app.temporal.TemporalLog`` of a temporal run

@@ -16,10 +16,9 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..io import opencv_path
+from ..io import IMAGE_SUFFIXES, opencv_path
 from ..text import printable
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 VIDEO_KINDS = ("video", "camera", "stream")     # frames in order: an overlay video, temporal
 LIVE_KINDS = ("camera", "stream")               # frames arrive in real time: latency counts

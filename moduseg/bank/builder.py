@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import logging
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -278,7 +279,7 @@ def finish_bank(entries: list[ImageEntries], class_names: list[str],
             f"{cfg.min_area}; lower bank.min_area or bank.erosion_iterations")
     bank = finish_vectors(vectors, labels, ids, class_names, identity, background_index, cfg,
                           config_record, stats)
-    from .calibrate import calibrate
+    from ..runtime.calibrate import calibrate
     from .edit import provenance_record
     bank.provenance = {n: [provenance_record("build", dataset_name, bank, c)]
                        for c, n in enumerate(bank.class_names) if (bank.labels == c).any()}
@@ -311,3 +312,19 @@ def build_bank(dataset: Dataset, backbone: Backbone, cfg: BankConfig | None = No
     entries = [image_entries(dataset.samples[i], backbone, n_classes, cfg) for i in it]
     return finish_bank(entries, dataset.class_names, dataset.background_index,
                        backbone.identity, cfg, config_record, dataset.name)
+
+
+@dataclass
+class BankTask:
+    """Per-image bank entries and the backbone identity; item keys are dataset indices."""
+
+    open_dataset: Callable            # () -> Dataset
+    models: Callable                  # () -> Backbone
+    bank_config: dict = field(default_factory=dict)
+
+    def setup(self):
+        ds, backbone = self.open_dataset(), self.models()
+        cfg = BankConfig(**self.bank_config)
+        n = len(ds.class_names)
+        identity = backbone.identity
+        return lambda key: (image_entries(ds.samples[int(key)], backbone, n, cfg), identity)

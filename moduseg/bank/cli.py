@@ -7,9 +7,10 @@ import json
 import click
 
 from ..bank.datasets import LAYOUTS
+from ..cli_options import backend_option, proposer_option
 from ..scale.options import engine_options
+from ..settings import preset_option
 from ..text import printable
-from ..settings import preset_option, proposer_option
 from .embedded import EMBEDDED_BANKS
 
 
@@ -37,10 +38,8 @@ def bank():
 @click.option("--shots", type=click.IntRange(min=1), default=None,
               help="At most N images per class (N >= 1).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
-@click.option("--backend", default="auto",
-              help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
-@proposer_option("Proposer recorded in the bank for segment/eval "
-                 "(entityseg: --set proposer.model=PATH).")
+@backend_option()
+@proposer_option("Proposer recorded in the bank for segment/eval", "")
 @click.option("--offline", is_flag=True,
               help="Never fetch the default models (they are fetched on first use otherwise).")
 @engine_options
@@ -55,11 +54,12 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     from ..errors import InputError
     from ..io import check_output_file
     from ..scale import options
-    from ..scale.work import BankTask, ModelSpec, assemble, run_task
+    from ..scale.work import run_task
     from ..settings import resolve_config
-    from .builder import finish_bank, select_indices
+    from .builder import BankTask, finish_bank, select_indices
     from .datasets import open_dataset
     from .parts import save_part
+    from .segmenter import ModelRecipe, build_for
     from .store import save_checked_bank
 
     check_output_file(out, "--out", suffix=".npz")     # before any work
@@ -76,9 +76,9 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     if not positions:
         raise InputError(f"--shard {shard}: the build has only {len(order)} images, so this "
                          f"shard is empty; use at most {len(order)} shards")
-    spec = ModelSpec(backend, home, preset, tuple(overrides), None, proposer)
+    recipe = ModelRecipe(backend, home, preset, tuple(overrides), None, proposer)
     task = BankTask(partial(open_dataset, layout, root, split, labels, classes, background),
-                    partial(assemble, spec, "backbone"), dict(cfg.bank.__dict__))
+                    partial(build_for, recipe, "backbone"), dict(cfg.bank.__dict__))
     results = run_task(task, [str(order[p]) for p in positions], ray_options, desc="bank")
     entries = [e for e, _ in results]
     identities = {i for _, i in results}
@@ -276,7 +276,7 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
     import numpy as np
 
     from ..errors import InputError
-    from ..runtime.assemble import build_backbone, check_bank_options
+    from ..build import build_backbone, check_bank_options
     from ..settings import resolve_config
     from .builder import image_entries, select_indices
     from .datasets import open_dataset

@@ -17,10 +17,9 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..io import read_image, read_label_map
+from ..io import IMAGE_SUFFIXES, read_image, read_label_map
 from ..types import IGNORE
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence",
                   "car", "pedestrian", "bicyclist"]
@@ -233,7 +232,7 @@ def yolo_seg(root: str | Path, split: str = "train2017",
         return _paint_instances((h, w), inst)
 
     samples = [Sample(p.stem, p, lambda p=p: load(p, lab_dir / f"{p.stem}.txt"))
-               for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTS]
+               for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     return _nonempty(Dataset(f"yolo-{split}", names, 0, samples), root)
 
 
@@ -407,7 +406,7 @@ def folder(images: str | Path, labels: str | Path, class_names: list[str],
     by_stem = {p.stem: p for p in labels.glob("*.png")}
     samples = [Sample(p.stem, p, lambda q=by_stem[p.stem]: read_label_map(q))
                for p in sorted(images.iterdir())
-               if p.suffix.lower() in IMAGE_EXTS and p.stem in by_stem]
+               if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in by_stem]
     return _nonempty(Dataset("folder", list(class_names), background_index, samples), labels)
 
 
@@ -485,10 +484,10 @@ def pairs(images: str | Path, labels: str | Path, class_names: list[str] | None 
             if p.suffix.lower() in LABEL_EXTS:
                 by_stem.setdefault(p.stem, p)
         found = [(p, by_stem[p.stem]) for p in sorted(images.iterdir())
-                 if p.suffix.lower() in IMAGE_EXTS and p.stem in by_stem]
+                 if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in by_stem]
     for img, lab in found:
-        if img.suffix.lower() not in IMAGE_EXTS:
-            raise InputError(f"{img} is not an image ({', '.join(IMAGE_EXTS)})")
+        if img.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"{img} is not an image ({', '.join(IMAGE_SUFFIXES)})")
         if lab.suffix.lower() not in LABEL_EXTS:
             raise InputError(f"{lab}: a label file is a mask .png or a YOLO polygon .txt")
         if lab.suffix.lower() == ".txt" and class_name is not None:

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import BankError, InputError
 from ..smfa import l2_normalize
 from ..types import Bank
-from .calibrate import calibrate
+from ..runtime.calibrate import calibrate
 
 DRIFT_WARN = 0.25           # RMS log ratio of per-axis second moments that info flags
 

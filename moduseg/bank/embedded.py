@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import BankError
 from .builder import spread
-from .shipped import EMBEDDED_BANKS
+from ..shipped import EMBEDDED_BANKS
 
 FILENAME = EMBEDDED_BANKS["default"]
 MAX_BYTES = 10_000_000          # one bank
@@ -108,8 +108,8 @@ def build_default_bank(root, out=None, home=None, backend: str = "cpu",
     Writes ``out`` (default: the package's own bank file for that preset) and
     returns (path, sha256, size in bytes, vectors, seconds).
     """
+    from ..build import build_backbone
     from ..config import preset as named_preset
-    from ..runtime.assemble import build_backbone
     from .builder import build_bank
     from .store import save_bank
 

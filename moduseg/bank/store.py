@@ -21,8 +21,9 @@ import numpy as np
 
 from ..errors import BankError
 from ..io import atomic_path
-from ..types import BackboneIdentity, Bank
-from .calibrate import check_calibration
+from ..shipped import rebuild_hint  # noqa: F401 (bank API)
+from ..types import BackboneIdentity, Bank, check_identity  # noqa: F401 (bank API)
+from ..runtime.calibrate import check_calibration
 from .quantize import INT8, dequantize_int8, quantize_int8
 
 FORMAT = "moduseg-bank"
@@ -339,38 +340,3 @@ def _provenance(rec, class_names) -> dict:
         return {}
     return {k: [e for e in v if isinstance(e, dict)] for k, v in rec.items()
             if k in class_names and isinstance(v, list)}
-
-
-def check_identity(have: BackboneIdentity, want: BackboneIdentity, where="bank",
-                   fix: str | None = None) -> None:
-    """A bank only matches the backbone (and input policy) that built it."""
-    diffs = [f"{k}: bank has {getattr(have, k)!r}, backbone is {getattr(want, k)!r}"
-             for k in ("name", "input_size", "patch_size", "feature_dim", "weights_sha256")
-             if getattr(have, k) != getattr(want, k)]
-    if diffs:
-        raise BankError(
-            f"{where} was built with a different backbone ({'; '.join(diffs)}); "
-            + (fix or "rebuild the bank with this backbone or load the backbone the bank "
-                      "was built with"))
-
-
-def rebuild_hint(bank_config: dict | None, preset: str) -> str:
-    """How to get a bank for a run's configuration (``preset``, perhaps ``+custom``)
-    when the bank at hand was built with other backbone settings: the command."""
-    from ..config import preset_names
-    from .shipped import EMBEDDED_BANKS
-
-    presets = preset_names()
-
-    built = (bank_config or {}).get("preset") if isinstance(bank_config, dict) else None
-    base = str(preset).split("+")[0]
-    flag = f" --preset {base}" if base in presets else ""
-    build = (f"build a bank for these settings with 'moduseg bank build --dataset LAYOUT "
-             f"--root DATA{flag} --out BANK.npz' (the same --set backbone.* options)")
-    if built and built != preset:
-        lead = (f"this bank was built with preset {built!r} and the run uses {preset!r}: "
-                f"drop --preset/--set backbone.* to run with the bank's own settings")
-        if base in EMBEDDED_BANKS and "+" not in str(preset):
-            lead += f", omit --bank to use the embedded {base} bank"
-        return f"{lead}, or {build}"
-    return build

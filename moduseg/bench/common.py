@@ -27,10 +27,10 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def try_models(home=None, backend: str = "cpu", need_proposer: bool = True, cfg=None):
     """(backbone, proposer, reason): the models of ``cfg`` (default: the ``default``
-    preset's) built by ``runtime.assemble``, or None and why not."""
+    preset's) built by ``moduseg.build``, or None and why not."""
     try:
         from ..config import preset
-        from ..runtime.assemble import build_models
+        from ..build import build_models
         backbone, proposer = build_models(cfg or preset("default"), backend, home,
                                           need_proposer)
         return backbone, proposer, ""

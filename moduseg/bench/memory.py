@@ -105,7 +105,7 @@ def file_mb(path) -> float | None:
 def model_files(home=None) -> dict:
     """Size on disk of every installed model file (from the model home's manifest)."""
     try:
-        from ..models.home import model_home
+        from ..home import model_home
         from ..models.pull import read_manifest
         h = model_home(home)
         man = read_manifest(h)

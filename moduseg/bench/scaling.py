@@ -19,9 +19,7 @@ from .inputs import clustered_vectors
 from .memory import rss_mb
 from .stats import summarize
 
-QUICK_SIZES = (1_000, 10_000)
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
-FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000)
 KINDS = ("flat", "flat_fp16", "ivf")
 
 

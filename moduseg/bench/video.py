@@ -151,7 +151,7 @@ def run_video(bank_path=None, videos=VIDEOS, max_frames: int = 2, folder_frames:
     if not present:
         result["skipped"] = f"no videos found under {data_root / 'video'}"
         return result
-    from ..runtime.assemble import assemble, resolve_backend
+    from ..build import assemble, resolve_backend
 
     be = resolve_backend(backend or "auto")
     # the models of the configuration the run uses: the bank's (with --preset / --set)

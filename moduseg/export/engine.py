@@ -21,8 +21,9 @@ import click
 import numpy as np
 
 from ..errors import BackendUnavailableError, InputError, ModelNotFoundError, ModuSegError
-from .engine_cache import (PRECISIONS, EngineKey, Sidecar, current_device, default_cache_dir,
-                           save_engine, sha256_file, write_atomic)
+from ..io import IMAGE_SUFFIXES
+from ..runtime.engine_cache import (PRECISIONS, EngineKey, Sidecar, current_device,
+                                    default_cache_dir, graph_sha256, save_engine, write_atomic)
 
 DEFAULT_FP32_OPS = ("LayerNormalization", "Softmax")
 # ONNX op type -> the TensorRT layer type name the ONNX parser creates for it
@@ -32,7 +33,6 @@ OP_TO_LAYER_TYPE = {
     "MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Conv": "CONVOLUTION",
 }
 MIN_COSINE = {"fp32": 0.999, "fp16": 0.99, "best": 0.99, "int8": 0.95}
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 @dataclass
@@ -193,9 +193,9 @@ def calibration_batches(folder: str | Path, shape: tuple[int, ...], mean=(0, 0, 
     from .parity import load_image_input
 
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:limit]
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not files:
-        raise InputError(f"--calib-dir {folder} has no images ({', '.join(IMAGE_EXTS)})")
+        raise InputError(f"--calib-dir {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
     b, _, h, w = shape
     m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
@@ -527,7 +527,7 @@ def build_cached_engine(onnx_path: str | Path, opts: BuildOptions, cache_dir=Non
     import onnx
 
     from .backbone import read_metadata
-    from .engine_cache import read_sidecar
+    from ..runtime.engine_cache import read_sidecar
 
     opts.validate()
     onnx_path = Path(onnx_path)
@@ -539,7 +539,7 @@ def build_cached_engine(onnx_path: str | Path, opts: BuildOptions, cache_dir=Non
     profiles = resolve_profiles(model, mins, opt_shapes, maxs, meta)
     node_ops = {n.name: n.op_type for n in model.graph.node}
     device = current_device(opts.device)
-    key = EngineKey.for_device(sha256_file(onnx_path), device, opts.precision,
+    key = EngineKey.for_device(graph_sha256(onnx_path), device, opts.precision,
                                profile_signature(profiles), opts.dla_core)
     path = Path(output) if output else Path(cache_dir or default_cache_dir()) / key.filename(
         onnx_path.stem)

@@ -474,7 +474,7 @@ def _writable_dir(preferred: Path) -> Path:
 
 
 def default_cache_dir() -> Path:
-    from ..models.home import cache_dir
+    from ..home import cache_dir
 
     return cache_dir("sam")
 

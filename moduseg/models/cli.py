@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .home import ENV_VAR, model_home, pull_command
+from ..home import ENV_VAR, model_home, pull_command
 
 HOME_HELP = f"model home (default: ${ENV_VAR}, else ~/.cache/moduseg)"
 

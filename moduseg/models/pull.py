@@ -28,8 +28,8 @@ from typing import Callable, Iterable
 
 from ..io import clean_stale_temps, sha256_file
 from ..errors import InputError, ModelNotFoundError
-from ..types import BackboneIdentity
-from .home import ENV_VAR, MANIFEST, model_home, pull_command
+from ..types import DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, BackboneIdentity, input_size_tag
+from ..home import ENV_VAR, MANIFEST, model_home, pull_command
 from .registry import BACKBONE_GRAPH, SPECS, ModelSpec, SourceFile, installed_relpath
 
 MANIFEST_FORMAT = 1
@@ -349,8 +349,6 @@ def _file_entry(home_or_stage: Path, rel: str) -> dict:
 
 
 def _entry(spec: ModelSpec, stage: Path, surgery: Callable[[Path, Path], dict]) -> dict:
-    from ..runtime.backbones.onnx_backbone import DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, input_size_tag
-
     files = {f.role: _file_entry(stage, installed_relpath(spec, f))
              for f in spec.package.files}
     entry = {

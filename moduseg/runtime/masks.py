@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..coco import full_resolution_areas, nearest_counts  # noqa: F401 (used by the pipeline)
+
 _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
@@ -68,25 +70,6 @@ class PackedMasks:
     def unpack(self, row: np.ndarray) -> np.ndarray:
         H, W = self.hw
         return np.unpackbits(row.view(np.uint8), count=H * W).reshape(H, W).astype(bool)
-
-
-def nearest_counts(n_out: int, n_in: int) -> np.ndarray:
-    """How many of ``n_out`` output rows (or columns) a nearest-neighbour resize
-    (``cv2.INTER_NEAREST``, as the label map is scaled) takes from each of ``n_in``."""
-    src = cv2.resize(np.arange(n_in, dtype=np.int32).reshape(n_in, 1), (1, n_out),
-                     interpolation=cv2.INTER_NEAREST).ravel()
-    return np.bincount(src, minlength=n_in).astype(np.int64)
-
-
-def full_resolution_areas(masks: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """``[P]`` exact pixel counts of grid masks ``[P, h, w]`` scaled to the frame's ``hw``
-    the way the label map is (nearest): each grid cell weighs the pixels it becomes."""
-    masks = np.asarray(masks, bool)
-    P, h, w = masks.shape
-    if P == 0:
-        return np.zeros(0, np.int64)
-    ry, rx = nearest_counts(int(hw[0]), h), nearest_counts(int(hw[1]), w)
-    return np.einsum("pij,i,j->p", masks.astype(np.int64), ry, rx)
 
 
 def _as_packed(masks) -> PackedMasks:

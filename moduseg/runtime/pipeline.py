@@ -14,13 +14,13 @@ import time
 import cv2
 import numpy as np
 
-from ..bank.store import check_identity, rebuild_hint
+from ..shipped import rebuild_hint
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
 from ..smfa import center_image, l2_normalize
 from ..timing import StageTimer
 from ..types import IGNORE, UNKNOWN_NAME, Backbone, Bank, FeatureMap, Proposals, \
-    Proposer, Segment, SegmentationResult
+    Proposer, Segment, SegmentationResult, check_identity
 from .index import SearchIndex, bank_index, bank_projection, project_queries
 from .masks import PackedMasks, class_nms, full_resolution_areas, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
@@ -353,6 +353,24 @@ def check_image(image) -> np.ndarray:
     return image
 
 
+def run_beside(pool, side, main):
+    """``(main(), side())``, with ``side`` running in ``pool`` while ``main`` runs here
+    (after ``main`` when there is no pool; not at all when ``side`` is None).
+
+    The proposer runs beside the backbone this way in ``Segmenter`` and in the
+    served pipeline: ONNX Runtime releases the GIL, so on a CPU a frame costs about
+    the slower of the two. ``side`` is waited for even when ``main`` raises.
+    """
+    pending = pool.submit(side) if pool is not None and side is not None else None
+    try:
+        out = main()
+    finally:
+        beside = pending.result() if pending is not None else None
+    if pending is None and side is not None:
+        beside = side()
+    return out, beside
+
+
 class Segmenter:
     """Backbone + proposer + bank: ``Segmenter(...)(image) -> SegmentationResult``."""
 
@@ -373,7 +391,7 @@ class Segmenter:
         # replaces the tuple between frames; a frame in flight keeps the one it read)
         self._state = (bank, index or bank_index(bank, self.config.index, self.config.nprobe),
                        class_prior(bank))
-        # how a swapped-in bank gets its index (``runtime.assemble`` sets the backend's)
+        # how a swapped-in bank gets its index (``moduseg.build`` sets the backend's)
         self.make_index = lambda b: bank_index(b, self.config.index, self.config.nprobe)
         self.pooler = as_pooler(pooler)
         warn_small_classes(bank, self.config.top_k)
@@ -477,26 +495,25 @@ class Segmenter:
             timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
             return result
         thumb, reused = self._reusable(image)
-        pending = None
-        if reused is None and self._pool:
-            pending = self._pool.submit(self._propose, image, timer)
-        cell_labels = None
-        try:
+        beside = reused is None and self._pool is not None
+
+        def features():
             with timer("backbone"):
                 fmap = self.backbone(image)
             fmap.check_finite()
-            if pending is not None and self.config.assignment == "patch_vote":
+            cells = None
+            if beside and self.config.assignment == "patch_vote":
                 # the patch search needs only the features: run it while the
                 # proposer is still busy
                 with timer("search"):
-                    cell_labels = all_cell_labels(fmap, bank, index, self.config, prior)
-        finally:
-            proposals = pending.result() if pending else None
+                    cells = all_cell_labels(fmap, bank, index, self.config, prior)
+            return fmap, cells
+
+        propose = None if reused is not None else (lambda: self._propose(image, timer))
+        (fmap, cell_labels), proposals = run_beside(self._pool, propose, features)
         if reused is not None:
             proposals = reused
             timer.ms["proposer"] += 0.0
-        elif proposals is None:
-            proposals = self._propose(image, timer)
         if reused is None and thumb is not None:
             self._last = (thumb, proposals, 0)
         result = assign(fmap, proposals, bank, index, self.config, timer,

@@ -7,7 +7,7 @@ the class holding most of its weight among the patches' retrieval labels).
 ``HostPooler`` is the numpy path; ``runtime.cuda.smfa_gpu.GpuSmfa`` runs both
 on the device (the weights kernel, then the pooling kernel over the features
 or over the one-hot patch labels). Which one is used is chosen once, by the
-backend value (``runtime.assemble``), never by inspecting the pooler.
+backend value (``moduseg.build``), never by inspecting the pooler.
 """
 
 from __future__ import annotations
@@ -70,36 +70,14 @@ class HostPooler:
         labels, conf = vote_by_weight(w, cell_labels, n_classes)
         return labels, conf, w.sum(1)
 
-    def __call__(self, masks, fmap):
-        """The older ``(masks, fmap) -> (queries, weight sums)`` form."""
-        keep = np.arange(len(masks))
-        return self.pool(masks, keep, None, fmap, 1e-6)
-
-
-class CallablePooler:
-    """Adapts a plain ``(masks, fmap) -> (queries, wsums)`` function (patch vote on the host)."""
-
-    backend = "callable"
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def pool(self, masks, keep, row_span, fmap, eps):
-        return self.fn(masks[keep], fmap)
-
-    def patch_vote(self, masks, keep, row_span, fmap, cell_labels, n_classes):
-        return HOST.patch_vote(masks, keep, row_span, fmap, cell_labels, n_classes)
-
 
 HOST = HostPooler()
 
 
 def as_pooler(p) -> Pooler:
-    """A ``Pooler`` from None (the host path), a ``Pooler``, or a plain function."""
+    """A ``Pooler`` from None (the host path) or a ``Pooler``."""
     if p is None:
         return HOST
     if isinstance(p, Pooler):
         return p
-    if callable(p):
-        return CallablePooler(p)
     raise TypeError(f"pooler must implement moduseg.runtime.pooling.Pooler, got {type(p).__name__}")

@@ -101,7 +101,7 @@ def ort_tensorrt_options(cache_dir=None, fp16: bool = True, device: int = 0,
     session (minutes for a ViT); LayerNorm stays FP32 in FP16 mode. Pass as
     ``providers=[("TensorrtExecutionProvider", opts), "CUDAExecutionProvider", ...]``.
     """
-    from ..export.engine_cache import default_cache_dir
+    from .engine_cache import default_cache_dir
 
     cache = Path(cache_dir) if cache_dir else default_cache_dir() / "ort-trt"
     return {"device_id": int(device), "trt_fp16_enable": bool(fp16),
@@ -132,7 +132,7 @@ class TrtRunner:
                  cuda_graph: bool = False, verbose: bool = False):
         trt = import_tensorrt()
         cudart = _cudart()
-        from ..export.engine_cache import current_device, validate as validate_engine
+        from .engine_cache import current_device, validate as validate_engine
 
         self.path = Path(engine_path)
         self.device = int(device)
@@ -145,7 +145,7 @@ class TrtRunner:
             self._runtime.DLA_core = int(self.sidecar.key.dla_core)
         self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            from ..export.engine_cache import EngineMismatchError
+            from .engine_cache import EngineMismatchError
 
             raise EngineMismatchError(
                 f"TensorRT {trt.__version__} could not deserialize {self.path} (built with "

@@ -1,7 +1,8 @@
-"""The per-image work every engine runs, and the one place it builds models.
+"""The per-image work every engine runs.
 
 A task is a small picklable value; ``setup()`` runs once per worker (loads
-the model sessions) and returns the function applied to each item key.
+the model sessions, through the callable it was given) and returns the
+function applied to each item key.
 The local loop, ``--shard`` jobs and Ray actors all run these same
 functions, so their outputs agree.
 """
@@ -12,32 +13,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ModuSegError
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a worker needs to build its models, as plain values (it crosses processes)."""
-
-    backend: str = "auto"
-    home: str | None = None
-    preset: str | None = None
-    overrides: tuple = ()
-    bank_path: str | None = None
-    proposer: str | None = None
-
-
-def assemble(spec: ModelSpec, what: str):
-    """Build the ``backbone`` (bank building) or the ``segmenter`` for ``spec``
-    through ``runtime.assemble``, as ``bank build`` and ``segment`` do."""
-    from ..runtime import assemble as assembly
-    from ..settings import resolve_config
-    if what == "backbone":
-        cfg = resolve_config(spec.preset, spec.overrides, proposer=spec.proposer)
-        return assembly.build_backbone(cfg, spec.backend, spec.home)
-    if what == "segmenter":
-        return assembly.load_segmenter(spec.bank_path, spec.home, spec.preset, spec.overrides,
-                                       spec.backend, proposer=spec.proposer)
-    raise ValueError(f"unknown model set {what!r}")
 
 
 @dataclass(frozen=True)
@@ -54,24 +29,6 @@ def segment_image(seg, image):
         return seg(image, StageTimer())
     except ModuSegError as e:
         return FrameError(str(e))
-
-
-@dataclass
-class BankTask:
-    """Per-image bank entries and the backbone identity; item keys are dataset indices."""
-
-    open_dataset: Callable            # () -> Dataset
-    models: Callable                  # () -> Backbone
-    bank_config: dict = field(default_factory=dict)
-
-    def setup(self):
-        from ..bank.builder import image_entries
-        from ..config import BankConfig
-        ds, backbone = self.open_dataset(), self.models()
-        cfg = BankConfig(**self.bank_config)
-        n = len(ds.class_names)
-        identity = backbone.identity
-        return lambda key: (image_entries(ds.samples[int(key)], backbone, n, cfg), identity)
 
 
 @dataclass

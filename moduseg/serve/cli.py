@@ -280,9 +280,9 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
             server.stop()
         signal.signal(signal.SIGTERM, old_term)
     if in_process and bank_path:
+        from ..bank.segmenter import segmenter_from_bank
         from .sequences import per_frame, stream_factory
-        from .triton_models import build_parts
-        seg = build_parts(bank_path, home)
+        seg = segmenter_from_bank(str(bank_path), home, backend="cpu")
         seg(images[0])
         step = stream_factory(stream_path)(seg) if sequences else per_frame(seg)
         lat = []

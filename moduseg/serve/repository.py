@@ -247,24 +247,17 @@ def network_files(seg, opts: TritonOptions) -> dict[str, Path]:
             DECODER: Path(prop.decoder_file)}
 
 
-def build_parts(bank_path, home=None):
-    """The one place the served models construct the pipeline: ``runtime.assemble``,
-    as ``moduseg segment`` does, on the CPU inside each Python-backend model."""
-    from ..runtime.assemble import load_segmenter
-
-    return load_segmenter(str(bank_path), home, backend="cpu")
-
-
 def write_repository(bank_path: str | Path, out: str | Path, opts: TritonOptions,
                      home: str | None = None) -> Path:
     """Write the model repository under ``out`` (replaced if it holds one already)."""
+    from ..bank.segmenter import segmenter_from_bank
     from ..bank.store import load_bank
     from ..io import sha256_file
 
     opts.validate()
     bank_path = Path(bank_path)
     load_bank(bank_path)                      # a bad bank stops here, with its own message
-    seg = build_parts(bank_path, home)
+    seg = segmenter_from_bank(str(bank_path), home, backend="cpu")
     seg.proposer.padding_embedding()          # cached on disk: the served pipeline reads it
     files = network_files(seg, opts)
     out = Path(out)
@@ -289,7 +282,7 @@ def write_repository(bank_path: str | Path, out: str | Path, opts: TritonOptions
 
 def _write(root: Path, bank_path: Path, seg, files: dict[str, Path], opts: TritonOptions,
            home) -> None:
-    from ..models.home import model_home
+    from ..home import model_home
 
     common = {"home": str(model_home(home)), "bank": f"{BANK}/1/bank.npz"}
     if opts.python_env:

@@ -239,6 +239,6 @@ class TritonServer:
 def serve_cache(bank_path: str | Path, home=None) -> Path:
     """The cache folder of one bank's repository under the model home."""
     from ..io import sha256_file
-    from ..models.home import model_home
+    from ..home import model_home
 
     return model_home(home) / "serve" / sha256_file(bank_path)[:16]

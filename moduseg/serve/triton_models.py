@@ -1,7 +1,7 @@
 """The Python-backend models of the Triton repository (``repository.MODELS``).
 
 Each model builds the pipeline exactly as ``moduseg segment`` does
-(``build_parts``, the one construction call) and keeps only its own stage:
+(``bank.segmenter.segmenter_from_bank``, the one construction call, on the CPU) and keeps only its own stage:
 the ONNX Runtime session of a network, the bank with its index, or, for the
 BLS model ``moduseg``, the backbone and SAM generator objects whose sessions
 are swapped for ``RemoteSession``s that call the network models. So the
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModuSegError
-from .repository import BACKBONE, BANK, DECODER, ENCODER, build_parts, onnx_io
+from .repository import BACKBONE, BANK, DECODER, ENCODER, onnx_io
 
 
 
@@ -41,7 +41,11 @@ def _setup(args):
 
 def _parts(args):
     cfg, params, root = _setup(args)
-    return cfg, params, build_parts(root / params["bank"], params.get("home") or None)
+    from ..bank.segmenter import segmenter_from_bank
+
+    seg = segmenter_from_bank(str(root / params["bank"]), params.get("home") or None,
+                              backend="cpu")
+    return cfg, params, seg
 
 
 def _error_response(e: Exception):
@@ -232,7 +236,7 @@ def watch_bank(params: dict, seg):
     Messages go to the server's log (stderr)."""
     import sys
 
-    from ..runtime.hotswap import BankWatcher
+    from ..app.hotswap import BankWatcher
 
     src = params.get("bank_source")
     if not src or params.get("watch_bank", "1") != "1":
@@ -252,18 +256,18 @@ class PipelineModel:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
 
     def _one(self, image):
-        from ..runtime.pipeline import check_image
+        from ..runtime.pipeline import check_image, run_beside
 
         check_image(image)
         if min(image.shape[:2]) < 1:
             raise InputError(f"image must be a non-empty H x W x 3 uint8 RGB array, got shape "
                              f"{image.shape}")
-        pending = self.pool.submit(self.proposer, image)
-        try:
+        def features():
             fmap = self.backbone(image)
             fmap.check_finite()
-        finally:
-            props = pending.result()
+            return fmap
+
+        fmap, props = run_beside(self.pool, lambda: self.proposer(image), features)
         geo = fmap.geometry
         geometry = np.array([*geo.image_hw, *geo.resized_hw, *geo.grid_hw, geo.patch], np.int64)
         feed = {"features": fmap.features, "geometry": geometry,

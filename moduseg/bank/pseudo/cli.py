@@ -31,7 +31,8 @@ def load_proposer(spec: str, home: str | None, providers: str):
     if spec == "default":
         try:
             from ...config import preset
-            from ...runtime.assemble import BACKENDS, build_proposer
+            from ...build import build_proposer
+            from ...registry import BACKENDS
         except ImportError as e:
             raise InputError(f"the default proposer is unavailable here ({e}); pass "
                              f"--proposer module:factory") from None

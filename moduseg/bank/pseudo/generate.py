@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
-from ...io import read_image, write_json, write_label_png
+from ...io import IMAGE_SUFFIXES, read_image, write_json, write_label_png
 from ...types import IGNORE, Proposer
-from ..datasets import IMAGE_EXTS
 from .correction import correct_with_proposals
 from .dense import DenseClipSegmenter, SlidingWindow
 from .filtering import filtered_argmax
@@ -124,9 +123,9 @@ def list_images(images_dir: str | Path) -> list[Path]:
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise InputError(f"images folder {images_dir} does not exist")
-    paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise InputError(f"images folder {images_dir} has no images ({', '.join(IMAGE_EXTS)})")
+        raise InputError(f"images folder {images_dir} has no images ({', '.join(IMAGE_SUFFIXES)})")
     return paths
 
 

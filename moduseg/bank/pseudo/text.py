@@ -163,7 +163,7 @@ def cache_key(model_sha256: str, vocab: Vocabulary) -> str:
 
 
 def default_cache_dir() -> Path:
-    from ...models.home import cache_dir
+    from ...home import cache_dir
 
     return cache_dir("clip-text")
 

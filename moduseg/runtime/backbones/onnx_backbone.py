@@ -36,29 +36,15 @@ import numpy as np
 
 from ...io import sha256_file as _sha256
 from ...errors import InputError, ModelNotFoundError
-from ...types import BackboneIdentity, FeatureMap, GridGeometry
+from ...types import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, BackboneIdentity, FeatureMap,  # noqa: F401
+                      GridGeometry, input_size_tag)
 
-DEFAULT_SHORT_SIDE = None
-DEFAULT_PIXELS = 480 * 360
 POLICIES = ("pad", "stretch")
 NORMALIZATIONS = ("dataset", "image")
 # a flat frame's channel spread (in [0, 1]) is not stretched beyond this
 MIN_CHANNEL_STD = 0.02
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def input_size_tag(policy: str, short_side: int | None,
-                   fixed_hw: tuple[int, int] | None = None, pixels: int | None = None,
-                   normalize: str = "dataset") -> str:
-    """How inputs are sized (and, unless ``dataset``, normalised), as recorded in
-    ``BackboneIdentity.input_size``: a bank only matches inputs prepared alike."""
-    norm = "" if normalize == "dataset" else f":norm-{normalize}"
-    if fixed_hw is not None:
-        return f"{policy}:fixed{int(fixed_hw[0])}x{int(fixed_hw[1])}{norm}"
-    if not short_side and pixels:
-        return f"{policy}:pixels{int(pixels)}{norm}"
-    return f"{policy}:short{int(short_side) if short_side else 'native'}{norm}"
 
 
 def check_normalize(normalize: str) -> str:

@@ -94,7 +94,7 @@ class TensorRTBackbone:
         ``precision`` is used. Its identity is the ONNX backend's, so banks
         built on CPU work unchanged.
         """
-        from ...export.engine_cache import cached_engines, current_device, default_cache_dir
+        from ..engine_cache import cached_engines, current_device, default_cache_dir
         from ...models.defaults import (BACKBONE, default_backbone_identity, installed_file,
                                         layer_variant)
 

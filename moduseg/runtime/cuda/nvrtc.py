@@ -217,7 +217,7 @@ def choose_compiler(arch: int, max_version: tuple[int, int] | None = None) -> _C
 
 
 def default_cache_dir() -> Path:
-    from ...models.home import cache_dir
+    from ...home import cache_dir
 
     return cache_dir("cuda")
 

@@ -50,19 +50,12 @@ Objectness score (``Proposals.scores``)::
 ``predicted_iou`` is SAM's own estimate of the mask's IoU with the object the
 prompt points at; ``stability_score`` is the IoU of the mask thresholded at
 logit +1 and -1 (1 = the boundary sits on a sharp logit edge). Their product
-is high only for masks that are both confident and crisp. The runtime's
-default cut ``min_objectness=0.6`` means, e.g., predicted IoU 0.8 with
-stability 0.75, or 0.7 with 0.86: a plausible, reasonably crisp segment;
-masks the generator itself keeps already have at least
-``pred_iou_thresh * stability_score_thresh`` (0.56 with the defaults), so the
-runtime's 0.6 is a real, if mild, cut above the generator's own floor.
+is high only for masks that are both confident and crisp. Masks the
+generator keeps already have at least ``pred_iou_thresh *
+stability_score_thresh``; the runtime's ``min_objectness`` cuts above that.
 
-Defaults (chosen on CamVid val, end to end with the default bank; their
-time and quality are in the changelog, "Performance"): 48 prompts placed by
-colour+position k-means (``point_sampler="kmeans"``, ``points_per_side=(6,
-8)`` sets the count) plus up to 16 refinement points, logits on the 64x64
-grid (``mask_stride=4``; 48x64 cells for a 480x360 frame), INT8 encoder,
-content-sized encoder and pooled padding cells (``padding_pool=4``).
+The generator's own defaults are in its options class; the presets set the
+values a run uses (``docs/presets.md``), so no number is repeated here.
 """
 
 from __future__ import annotations
@@ -97,8 +90,8 @@ class SamAutomaticMaskGenerator:
     """Class-agnostic proposals from SAM (``Proposer`` protocol).
 
     See the module docstring for the pipeline and the objectness definition,
-    ``SamOptions`` for the options (keywords here, or ``options=``; each is
-    also readable as an attribute, e.g. ``gen.mask_stride``).
+    ``SamOptions`` for the options (keywords here, or ``options=``; read them as
+    ``gen.options.mask_stride``).
     """
 
     name = "sam"
@@ -110,7 +103,7 @@ class SamAutomaticMaskGenerator:
                  cache_dir: str | Path | None = None, **option_values):
         if encoder_path is None or decoder_path is None:
             raise InputError("SamAutomaticMaskGenerator needs encoder_path and decoder_path; "
-                             "moduseg.models.load_default_proposer() loads the installed SAM")
+                             "moduseg.build.load_default_proposer() loads the installed SAM")
         unknown = sorted(set(option_values) - set(OPTION_NAMES))
         if unknown:
             raise InputError(f"unknown SAM option {unknown[0]!r}; options: "
@@ -131,12 +124,6 @@ class SamAutomaticMaskGenerator:
         self.timer = StageTimer()
         self.last_stats: dict = {}
 
-    def __getattr__(self, name):
-        # the options read as attributes (gen.mask_stride), as before the split
-        if name in OPTION_NAMES and "options" in self.__dict__:
-            return getattr(self.__dict__["options"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     @property
     def encoder_file(self) -> Path:
         return self.encoder.file
@@ -154,15 +141,15 @@ class SamAutomaticMaskGenerator:
     def settings(self) -> dict:
         """What determines the proposals (model files and options), for caches and reports."""
         return {"encoder": self.encoder_file.name, "decoder": self.decoder_file.name,
-                "points_per_side": self.grid_rc, "point_sampler": self.point_sampler,
-                "pred_iou_thresh": self.pred_iou_thresh,
-                "stability_score_thresh": self.stability_score_thresh,
-                "stability_score_offset": self.stability_score_offset,
-                "nms_iou_thresh": self.nms_iou_thresh, "min_region_area": self.min_region_area,
-                "multimask": self.multimask, "mask_stride": self.mask_stride,
-                "output_upsample": self.output_upsample, "refine_points": self.refine_points,
-                "refine_min_area": self.refine_min_area, "crop_n_layers": self.crop_n_layers,
-                "padding_pool": self.padding_pool, "encoder_crop": self.encoder_crop}
+                "points_per_side": self.options.grid_rc, "point_sampler": self.options.point_sampler,
+                "pred_iou_thresh": self.options.pred_iou_thresh,
+                "stability_score_thresh": self.options.stability_score_thresh,
+                "stability_score_offset": self.options.stability_score_offset,
+                "nms_iou_thresh": self.options.nms_iou_thresh, "min_region_area": self.options.min_region_area,
+                "multimask": self.options.multimask, "mask_stride": self.options.mask_stride,
+                "output_upsample": self.options.output_upsample, "refine_points": self.options.refine_points,
+                "refine_min_area": self.options.refine_min_area, "crop_n_layers": self.options.crop_n_layers,
+                "padding_pool": self.options.padding_pool, "encoder_crop": self.options.encoder_crop}
 
     # -- segment-anything style API -------------------------------------------------
 
@@ -179,14 +166,14 @@ class SamAutomaticMaskGenerator:
     def grid_hw(self, image: SamImage | None = None) -> tuple[int, int]:
         """Cells of the un-padded low-resolution grid covering the image."""
         im = image or self._require_image()
-        cell = 4 * self.mask_stride
+        cell = 4 * self.options.mask_stride
         return (max(1, int(round(im.resized_hw[0] / cell))),
                 max(1, int(round(im.resized_hw[1] / cell))))
 
     def output_hw(self, image: SamImage | None = None) -> tuple[int, int]:
         """Size of ``Proposals.masks``: the grid, times ``output_upsample``."""
         gh, gw = self.grid_hw(image)
-        return gh * self.output_upsample, gw * self.output_upsample
+        return gh * self.options.output_upsample, gw * self.options.output_upsample
 
     def predict(self, point_coords: np.ndarray, point_labels: np.ndarray | None = None,
                 multimask: bool | None = None) -> SamPrediction:
@@ -210,12 +197,12 @@ class SamAutomaticMaskGenerator:
             raise InputError(f"point_labels must be [B, N] = {list(pc.shape[:2])}, got "
                              f"{list(pl.shape)}")
         pl = pl.reshape(pc.shape[:2])
-        multimask = self.multimask if multimask is None else multimask
+        multimask = self.options.multimask if multimask is None else multimask
         logits, ious = [], []
         with self.timer("decoder"):
-            for s in range(0, len(pc), self.points_per_batch):
-                lg, io = self._decode(pc[s:s + self.points_per_batch],
-                                      pl[s:s + self.points_per_batch])
+            for s in range(0, len(pc), self.options.points_per_batch):
+                lg, io = self._decode(pc[s:s + self.options.points_per_batch],
+                                      pl[s:s + self.options.points_per_batch])
                 logits.append(lg)
                 ious.append(io)
         logits = strip_to_grid(np.concatenate(logits), self._layout)
@@ -248,7 +235,7 @@ class SamAutomaticMaskGenerator:
         """Automatic proposals for ``image`` (RGB uint8), best objectness first."""
         self.timer = self.timer_cls()
         _check_image(image)
-        if self.crop_n_layers <= 0:
+        if self.options.crop_n_layers <= 0:
             masks, scores = self._generate_one(image)
             gh, gw = self.output_hw()
         else:
@@ -268,8 +255,8 @@ class SamAutomaticMaskGenerator:
         gh, gw = self.output_hw(im)
         h, w = im.image_hw
         cell_area = (h / gh) * (w / gw)
-        rows, cols = self.grid_rc
-        if self.point_sampler == "kmeans":
+        rows, cols = self.options.grid_rc
+        if self.options.point_sampler == "kmeans":
             with self.timer("postprocess"):
                 unit = mask_ops.color_cluster_points(image, rows * cols)
         else:
@@ -277,19 +264,19 @@ class SamAutomaticMaskGenerator:
         pts = unit * np.array([w, h], np.float32)
         masks, scores = self._prompt_and_filter(pts, cell_area)
         n_prompts = len(pts)
-        if self.refine_points > 0:
+        if self.options.refine_points > 0:
             with self.timer("postprocess"):
                 covered = masks.any(0) if len(masks) else np.zeros((gh, gw), bool)
                 extra = mask_ops.uncovered_points(
-                    covered, max(1, int(self.refine_min_area / cell_area)),
-                    self.refine_points)
+                    covered, max(1, int(self.options.refine_min_area / cell_area)),
+                    self.options.refine_points)
             if len(extra):
                 m2, s2 = self._prompt_and_filter(self.grid_to_image(extra, im), cell_area)
                 n_prompts += len(extra)
                 with self.timer("postprocess"):
                     masks = np.concatenate([masks, m2])
                     scores = np.concatenate([scores, s2])
-                    keep = mask_ops.mask_nms(masks, scores, self.nms_iou_thresh)
+                    keep = mask_ops.mask_nms(masks, scores, self.options.nms_iou_thresh)
                     masks, scores = masks[keep], scores[keep]
         self.last_stats["prompts"] = n_prompts
         return masks, scores
@@ -300,25 +287,25 @@ class SamAutomaticMaskGenerator:
             gh, gw = pred.logits.shape[-2:]
             logits = pred.logits.reshape(-1, gh, gw)
             iou = pred.iou.reshape(-1)
-            keep = iou >= self.pred_iou_thresh
+            keep = iou >= self.options.pred_iou_thresh
             logits, iou = logits[keep], iou[keep]
-            stab = mask_ops.stability_score(logits, self.stability_score_offset)
-            keep = stab >= self.stability_score_thresh
+            stab = mask_ops.stability_score(logits, self.options.stability_score_offset)
+            keep = stab >= self.options.stability_score_thresh
             logits, iou, stab = logits[keep], iou[keep], stab[keep]
             masks = logits > 0
             nonempty = masks.any(axis=(1, 2))
             masks, iou, stab = masks[nonempty], iou[nonempty], stab[nonempty]
             logits = logits[nonempty]
             scores = (np.clip(iou, 0, 1) * stab).astype(np.float32)
-            keep = mask_ops.mask_nms(masks, scores, self.nms_iou_thresh)
+            keep = mask_ops.mask_nms(masks, scores, self.options.nms_iou_thresh)
             masks, scores = masks[keep], scores[keep]
-            u = self.output_upsample
+            u = self.options.output_upsample
             if u > 1 and len(masks):
                 # bilinear logits (as SAM upsamples its own) thresholded at 0
                 lg = np.ascontiguousarray(logits[keep].transpose(1, 2, 0))
                 up = cv2.resize(lg, (gw * u, gh * u), interpolation=cv2.INTER_LINEAR)
                 masks = (up.reshape(gh * u, gw * u, -1) > 0).transpose(2, 0, 1)
-            min_cells = int(self.min_region_area / cell_area)
+            min_cells = int(self.options.min_region_area / cell_area)
             if min_cells > 0 and len(masks):
                 masks = mask_ops.clean_masks(masks, min_cells)
                 nonempty = masks.any(axis=(1, 2))
@@ -328,7 +315,7 @@ class SamAutomaticMaskGenerator:
     def _generate_crops(self, image: np.ndarray):
         """Full image plus overlapping tiles; tile masks resampled onto the full grid."""
         h, w = image.shape[:2]
-        boxes = mask_ops.crop_boxes((h, w), self.crop_n_layers)
+        boxes = mask_ops.crop_boxes((h, w), self.options.crop_n_layers)
         all_m, all_s = [], []
         full_hw = None
         prompts = 0
@@ -371,7 +358,7 @@ class SamAutomaticMaskGenerator:
                 all_s.append(s[nz])
         with self.timer("postprocess"):
             masks, scores = np.concatenate(all_m), np.concatenate(all_s)
-            keep = mask_ops.mask_nms(masks, scores, self.nms_iou_thresh)
+            keep = mask_ops.mask_nms(masks, scores, self.options.nms_iou_thresh)
         return masks[keep], scores[keep], full_hw
 
     def _require_image(self) -> SamImage:

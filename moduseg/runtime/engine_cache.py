@@ -103,7 +103,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-") or "x"
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def graph_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of an ONNX graph and its external weights (``<path>.data``), if any: what
+    an engine is keyed by (``io.sha256_file`` hashes one file)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for b in iter(lambda: f.read(chunk), b""):
@@ -117,7 +119,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def default_cache_dir(home: str | os.PathLike | None = None) -> Path:
-    from ..models.home import cache_dir
+    from ..home import cache_dir
 
     return cache_dir("engines", home)
 
@@ -203,7 +205,7 @@ def find_engine(cache_dir: str | Path, onnx_path: str | Path, device: DeviceInfo
                 precision: str = "fp16", profile: str = "", dla_core: int | None = None,
                 onnx_sha256: str | None = None) -> Path | None:
     """The cached engine for this ONNX file, device and precision, if built already."""
-    sha = onnx_sha256 or sha256_file(onnx_path)
+    sha = onnx_sha256 or graph_sha256(onnx_path)
     key = EngineKey.for_device(sha, device, precision, profile, dla_core)
     path = Path(cache_dir) / key.filename(Path(onnx_path).stem)
     if path.is_file() and sidecar_path(path).is_file():
@@ -215,7 +217,7 @@ def cached_engines(cache_dir: str | Path, onnx_path: str | Path, device: DeviceI
                    precision: str = "fp16", onnx_sha256: str | None = None) -> list[Path]:
     """Every cached engine of this graph for this device and precision (any profile),
     newest first."""
-    sha = onnx_sha256 or sha256_file(onnx_path)
+    sha = onnx_sha256 or graph_sha256(onnx_path)
     key = EngineKey.for_device(sha, device, precision)
     prefix = key.filename(Path(onnx_path).stem)[:-len(ENGINE_SUFFIX)]
     found = [p for p in Path(cache_dir).glob(prefix + "*" + ENGINE_SUFFIX)

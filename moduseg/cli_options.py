@@ -1,0 +1,43 @@
+"""Command-line options read from the registries: ``--backend`` and ``--proposer``
+list what is registered (``registry.BACKENDS`` / ``PROPOSERS``) when they are
+used, so a proposer registered by a plug-in is accepted everywhere."""
+
+from __future__ import annotations
+
+import click
+
+from .registry import BACKENDS, PROPOSERS, Registry, choices_help, did_you_mean
+
+
+class RegistryChoice(click.ParamType):
+    """A name registered in ``registry`` (checked when parsed, not when defined)."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.name = registry.kind
+
+    def get_metavar(self, param, ctx=None):
+        return "[" + "|".join(self.registry.names()) + "]"
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+        return [CompletionItem(n) for n in self.registry.names() if n.startswith(incomplete)]
+
+    def convert(self, value, param, ctx):
+        if value in self.registry:
+            return value
+        self.fail(f"{value!r} is not a registered {self.registry.kind}; choose one of "
+                  f"{', '.join(self.registry.names())}{did_you_mean(value, self.registry)}",
+                  param, ctx)
+
+
+def backend_option(default: str = "auto", extra: str = ""):
+    """``--backend NAME`` with the registered backends in its help."""
+    return click.option("--backend", default=default,
+                        help=f"Backend: {choices_help(BACKENDS)}.{extra}")
+
+
+def proposer_option(help_prefix: str = "Proposer", default_note: str = " Default: the bank's."):
+    """``--proposer NAME``, one of the registered proposers."""
+    return click.option("--proposer", default=None, type=RegistryChoice(PROPOSERS),
+                        help=f"{help_prefix}: {choices_help(PROPOSERS)}.{default_note}")
