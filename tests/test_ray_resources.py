@@ -80,9 +80,9 @@ ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    import moduseg.scale.work as work
+    import moduseg.bank.segmenter as recipes
     from scale_fixtures import fake_assemble
-    monkeypatch.setattr(work, "assemble", fake_assemble)
+    monkeypatch.setattr(recipes, "build_for", fake_assemble)
 
 
 @pytest.fixture
