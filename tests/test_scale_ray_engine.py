@@ -179,7 +179,7 @@ def test_a_video_is_one_ordered_task_on_the_temporal_path(local_ray, data, tmp_p
 
     cfg = preset("default").with_overrides(**{"bank.pca_dim": 3})
     bank_path = save_bank(single_bank(data, cfg), tmp_path / "bank.npz")
-    spec = ModelSpec(bank_path=str(bank_path))
+    spec = ModelRecipe(bank_path=str(bank_path))
     image, _ = scale_fixtures.scene(3)
     frames = np.stack([np.roll(image, 3 * i, axis=1) for i in range(8)])
     video = tmp_path / "pan.npz"

@@ -249,13 +249,11 @@ def _bounded(it: Iterator, timeout_s: float, what: str) -> Iterator:
         stop.set()
 
 
-def run(task, keys: list[str], opts: RayOptions, progress=None) -> Iterator[tuple[int, object]]:
-    """``(position, result)`` for every key, in order; ``progress(n)`` after each.
-
-    The pool is checked against the cluster before anything is submitted
-    (``check_fits``, then ``wait_schedulable``) and every wait is bounded.
-    """
-    opts.check()
+def _stream(opts: RayOptions, items: list[dict], actor, task, batch_size: int, what: str,
+            progress=None) -> Iterator[tuple[int, object]]:
+    """Run ``actor`` over ``items`` on a checked, bounded actor pool and yield its
+    ``(position, result)`` rows in order (the one place ``run`` and ``run_ordered``
+    connect, check the pool against the cluster, submit and shut down)."""
     ray = import_ray()
     started = connect(opts)
     try:
@@ -265,15 +263,14 @@ def run(task, keys: list[str], opts: RayOptions, progress=None) -> Iterator[tupl
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
-        items = [{"position": i, "key": k} for i, k in enumerate(keys)]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         ds = ds.map_batches(
-            _Actor, fn_constructor_kwargs={"task": task}, batch_size=opts.batch_size,
+            actor, fn_constructor_kwargs={"task": task}, batch_size=batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=opts.workers),
             num_cpus=cpus, num_gpus=opts.gpus_per_worker or None,
             runtime_env={"env_vars": blas_env()})
         batches = ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0)
-        for batch in _bounded(batches, opts.result_timeout_s, "--engine ray"):
+        for batch in _bounded(batches, opts.result_timeout_s, what):
             for pos, blob in zip(batch["position"], batch["result"]):
                 yield int(pos), pickle.loads(blob)
                 if progress is not None:
@@ -281,6 +278,17 @@ def run(task, keys: list[str], opts: RayOptions, progress=None) -> Iterator[tupl
     finally:
         if started:
             ray.shutdown()
+
+
+def run(task, keys: list[str], opts: RayOptions, progress=None) -> Iterator[tuple[int, object]]:
+    """``(position, result)`` for every key, in order; ``progress(n)`` after each.
+
+    The pool is checked against the cluster before anything is submitted
+    (``check_fits``, then ``wait_schedulable``) and every wait is bounded.
+    """
+    opts.check()
+    items = [{"position": i, "key": k} for i, k in enumerate(keys)]
+    yield from _stream(opts, items, _Actor, task, opts.batch_size, "--engine ray", progress)
 
 
 class _OrderedActor:
@@ -305,27 +313,5 @@ def run_ordered(task, key: str, opts: RayOptions, progress=None) -> Iterator[tup
     import dataclasses
 
     opts = dataclasses.replace(opts, workers=1).check()
-    ray = import_ray()
-    started = connect(opts)
-    try:
-        cpus = actor_cpus(opts, float(ray.cluster_resources().get("CPU", 1.0)))
-        check_fits(opts, cpus, alive_nodes(ray))
-        wait_schedulable(ray, opts, cpus)
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True
-        ctx.enable_progress_bars = False
-        ds = ray.data.from_items([{"position": 0, "key": key}], override_num_blocks=1)
-        ds = ds.map_batches(
-            _OrderedActor, fn_constructor_kwargs={"task": task}, batch_size=1,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=cpus, num_gpus=opts.gpus_per_worker or None,
-            runtime_env={"env_vars": blas_env()})
-        batches = ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0)
-        for batch in _bounded(batches, opts.result_timeout_s, "--engine ray, a video"):
-            for pos, blob in zip(batch["position"], batch["result"]):
-                yield int(pos), pickle.loads(blob)
-                if progress is not None:
-                    progress(1)
-    finally:
-        if started:
-            ray.shutdown()
+    yield from _stream(opts, [{"position": 0, "key": key}], _OrderedActor, task, 1,
+                       "--engine ray, a video", progress)
