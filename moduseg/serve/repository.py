@@ -239,7 +239,7 @@ def network_files(seg, opts: TritonOptions) -> dict[str, Path]:
 
     prop = seg.proposer
     encoder = prop.encoder_file
-    if opts.variant == "gpu" and getattr(prop, "encoder_crop", False):
+    if opts.variant == "gpu" and getattr(getattr(prop, "options", None), "encoder_crop", False):
         # an engine takes one input size: the content-sized encoder of the frame size
         encoder = cropped_encoder_path(encoder, content_input_hw(resized_size(opts.frame_hw)),
                                        prop.encoder._cache_dir)
