@@ -11,7 +11,7 @@ import pytest
 from moduseg.app.loop import run_segment
 from moduseg.coco import segment_records
 from moduseg.io import read_label_map
-from moduseg.temporal import KeyframePolicy, TemporalConfig
+from moduseg.temporal import TemporalConfig, TemporalOptions
 from temporal_fixtures import CLASSES, ColourSegmenter, canvas, crop
 
 
@@ -79,7 +79,7 @@ def test_on_is_the_default_for_video_and_records_it(video, tmp_path):
     fake = FakeSeg()
     out = tmp_path / "on"
     s = run_segment(fake, str(path), out, progress=False, overlays=False,
-                    temporal=TemporalConfig(policy=KeyframePolicy(max_interval=4)))
+                    temporal=TemporalConfig(options=TemporalOptions(max_interval=4)))
     assert fake.calls < len(decoded)                      # propagated frames ran no model
     d = json.loads((out / "segments.json").read_text())
     t = d["temporal"]
@@ -110,3 +110,19 @@ def test_folders_stay_per_frame(video, tmp_path):
     run_segment(fake, str(folder), tmp_path / "o", progress=False, overlays=False)
     assert fake.calls == 3
     assert "temporal" not in json.loads((tmp_path / "o" / "segments.json").read_text())
+
+
+def test_temporal_settings_come_from_the_configuration(video, tmp_path):
+    """``--set temporal.max_interval=2`` reaches the run through the segmenter's
+    configuration (``run_segment(temporal=True)`` builds the TemporalConfig from it)."""
+    from moduseg.settings import resolve_config
+    path, decoded = video
+    fake = FakeSeg()
+    fake.full_config = resolve_config("default", ["temporal.max_interval=2"])
+    out = tmp_path / "cfg"
+    run_segment(fake, str(path), out, progress=False, overlays=False, temporal=True)
+    t = json.loads((out / "segments.json").read_text())["temporal"]
+    assert t["config"]["max_interval"] == 2
+    # shot 1: frames 0..5 -> keyframes 0 (first), 2, 4 (interval); shot 2: 6 (cut), 8
+    assert t["keyframe_reasons"] == {"first": 1, "cut": 1, "interval": 3}
+    assert fake.calls == 5

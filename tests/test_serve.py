@@ -125,11 +125,13 @@ def _params(cfg):
 @pytest.mark.models
 def test_cpu_repository_every_config_parses_as_a_model_config(bank_file, tmp_path):
     opts = TritonOptions(max_queue_delay_us=1500, preferred_batch_sizes=(2, 4),
-                         python_env="/some/env")
+                         python_env="/some/env", settings=("temporal.max_interval=3",))
     repo = write_repository(bank_file, tmp_path / "repo", opts)
     cfgs, pb2 = _parse_configs(repo)
     for name, cfg in cfgs.items():
         assert cfg.backend == "python" and not cfg.platform
+        # --set reaches every served model (each builds the configuration itself)
+        assert json.loads(_params(cfg)["settings"]) == ["temporal.max_interval=3"]
         assert [g.kind for g in cfg.instance_group] == [pb2.ModelInstanceGroup.KIND_CPU]
         assert _params(cfg)["EXECUTION_ENV_PATH"] == "/some/env"
         assert (repo / name / "1" / "model.py").is_file()
@@ -217,6 +219,40 @@ def test_serve_refuses_a_bad_bank_with_one_line(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and "bad.npz" in lines[0], lines
+
+
+def test_serve_refuses_a_bad_setting_with_one_line():
+    bank = ROOT / "moduseg" / "bank" / "data" / "camvid-default.npz"
+    r = _run_serve(["--bank", str(bank), "--set", "temporal.max_intervl=3"])
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean temporal.max_interval" in lines[0], lines
+
+
+def test_served_models_build_the_bank_configuration_with_the_settings(tmp_path, monkeypatch):
+    """A served model's segmenter is the bank's with the repository's ``--set`` settings,
+    so ``moduseg_stream``'s temporal path reads ``temporal.*`` from them."""
+    from moduseg.bank import segmenter as bank_segmenter
+    from moduseg.serve import triton_models
+    seen = {}
+
+    def fake(path, home=None, preset=None, overrides=(), backend="auto", **kw):
+        seen.update(path=path, overrides=overrides, backend=backend)
+        return "seg"
+
+    monkeypatch.setattr(bank_segmenter, "segmenter_from_bank", fake)
+    model_dir = tmp_path / "repo" / STREAM
+    params = {"bank": {"string_value": "bank/1/bank.npz"}, "home": {"string_value": ""},
+              "settings": {"string_value": json.dumps(["temporal.max_interval=3"])}}
+    args = {"model_config": json.dumps({"parameters": params}),
+            "model_repository": str(model_dir)}
+    assert triton_models._parts(args)[2] == "seg"
+    assert seen == {"path": str(tmp_path / "repo" / "bank/1/bank.npz"),
+                    "overrides": ("temporal.max_interval=3",), "backend": "cpu"}
+    del params["settings"]
+    args["model_config"] = json.dumps({"parameters": params})
+    triton_models._parts(args)
+    assert seen["overrides"] == ()
 
 
 @pytest.mark.realdata

@@ -15,9 +15,12 @@ from ..errors import InputError
 
 def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
              engine_dir, python_env, instances, pipeline_instances, stream_instances=2,
-             stream_path="temporal"):
+             stream_path="temporal", settings=()):
+    from ..settings import parse_overrides
     from .repository import TritonOptions, parse_batch_sizes, parse_frame_size, \
         python_env_default
+
+    parse_overrides(settings)          # a malformed --set stops here, before any server starts
 
     return TritonOptions(variant=variant, platform=platform,
                          max_queue_delay_us=max_queue_delay_us,
@@ -27,7 +30,7 @@ def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame
                          instances=instances,
                          pipeline_instances=pipeline_instances,
                          stream_instances=stream_instances,
-                         stream_path=stream_path).validate()
+                         stream_path=stream_path, settings=tuple(settings)).validate()
 
 
 def repository_options(f):
@@ -45,6 +48,9 @@ def repository_options(f):
         click.option("--stream-instances", type=int, default=2, show_default=True,
                      help="Instances of the 'moduseg_stream' model (one Triton sequence per "
                           "camera, its state kept on one instance): streams computed at once."),
+        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                     help="Override a setting of the bank's configuration in every served "
+                          "model, e.g. --set temporal.max_interval=6."),
         click.option("--python-env", default=None, type=click.Path(),
                      help="EXECUTION_ENV_PATH of the Python models (default: this "
                           "interpreter's environment, which must have onnxruntime and faiss)."),
@@ -72,24 +78,26 @@ def repository_options(f):
 @repository_options
 def export_triton(bank_path, out_dir, variant, platform, frame_size, engine_dir, home,
                   max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
-                  stream_instances, python_env):
+                  stream_instances, settings, python_env):
     """Write a Triton Inference Server model repository for a bank."""
     from .repository import write_repository
 
     from .repository import MODELS
 
     opts = _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
-                    engine_dir, python_env, instances, pipeline_instances, stream_instances)
+                    engine_dir, python_env, instances, pipeline_instances, stream_instances,
+                    settings=settings)
     out = write_repository(bank_path, out_dir, opts, home)
     click.echo(f"model repository -> {out} ({variant} variant; models: {', '.join(MODELS)})")
 
 
-def preflight(bank_path, ports) -> None:
-    """A bad bank or a busy port: one line, before anything is generated or started."""
-    from ..bank.store import load_bank
+def preflight(bank_path, ports, settings=()) -> None:
+    """A bad bank, a bad --set or a busy port: one line, before anything is generated or
+    started."""
+    from ..bank.segmenter import load_bank_config
     from .server import check_port_free
 
-    load_bank(bank_path)
+    load_bank_config(bank_path, None, settings)
     for what, port in (("--http-port", ports.http), ("--grpc-port", ports.grpc),
                        ("--metrics-port", ports.metrics)):
         check_port_free(ports.host, port, what)
@@ -104,7 +112,7 @@ def prepare_server(bank_path, home, ports, opts, ready_timeout_s=600.0, workdir=
     from .repository import write_repository
     from .server import TritonServer, find_tritonserver, serve_cache
 
-    preflight(bank_path, ports)
+    preflight(bank_path, ports, opts.settings)
     install = find_tritonserver()
     cache = Path(workdir) if workdir else serve_cache(bank_path, home)
     repo = write_repository(bank_path, cache / "repository", opts, home)
@@ -136,12 +144,13 @@ def _ports(host, http_port, grpc_port, metrics_port):
 @repository_options
 def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir, temporal,
           max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
-          stream_instances, python_env):
+          stream_instances, settings, python_env):
     """Serve a bank with Triton Inference Server (CPU variant) until Ctrl-C or SIGTERM."""
     ports = _ports(host, http_port, grpc_port, metrics_port)
     opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us, preferred_batch_sizes,
                     "480x360", None, python_env, instances, pipeline_instances,
-                    stream_instances, "temporal" if temporal == "on" else "per_frame")
+                    stream_instances, "temporal" if temporal == "on" else "per_frame",
+                    settings)
     stop = threading.Event()
     starting = [True]
 
@@ -153,7 +162,7 @@ def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir, te
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = None
     try:
-        preflight(bank_path, ports)
+        preflight(bank_path, ports, opts.settings)
         click.echo("generating the model repository and starting tritonserver ...", err=True)
         server = prepare_server(bank_path, home, ports, opts, workdir=workdir)
         server.start()
@@ -209,7 +218,7 @@ def _raise_interrupt(signum, frame):
 @repository_options
 def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, in_process,
                 model, temporal, home, out_json, max_queue_delay_us, preferred_batch_sizes,
-                instances, pipeline_instances, stream_instances, python_env):
+                instances, pipeline_instances, stream_instances, settings, python_env):
     """N concurrent clients, each sending the frames of VIDEO: latency, fps, server times."""
     from ..io import write_json
     from .client import per_request_ms, process_tree_rss_mb, read_frames, read_metrics, \
@@ -240,7 +249,7 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
             ports = Ports(*free_ports())
             opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us,
                             preferred_batch_sizes, "480x360", None, python_env, instances,
-                            pipeline_instances, stream_instances, stream_path)
+                            pipeline_instances, stream_instances, stream_path, settings)
             server = prepare_server(bank_path, home, ports, opts)
             server.start()
             url = ports.grpc_url if protocol == "grpc" else ports.http_url
@@ -282,7 +291,8 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
     if in_process and bank_path:
         from ..bank.segmenter import segmenter_from_bank
         from .sequences import per_frame, stream_factory
-        seg = segmenter_from_bank(str(bank_path), home, backend="cpu")
+        seg = segmenter_from_bank(str(bank_path), home, overrides=tuple(settings),
+                                  backend="cpu")
         seg(images[0])
         step = stream_factory(stream_path)(seg) if sequences else per_frame(seg)
         lat = []

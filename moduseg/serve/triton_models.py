@@ -44,6 +44,7 @@ def _parts(args):
     from ..bank.segmenter import segmenter_from_bank
 
     seg = segmenter_from_bank(str(root / params["bank"]), params.get("home") or None,
+                              overrides=tuple(json.loads(params.get("settings") or "[]")),
                               backend="cpu")
     return cfg, params, seg
 

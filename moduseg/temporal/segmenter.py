@@ -13,18 +13,18 @@ the tracks whose warped masks they overlap (``tracks.update``).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..config import TemporalOptions
 from ..timing import StageTimer
 from ..types import Proposals, SegmentationResult
 from . import memory as class_memory
 from .flow import compose, fb_valid, flow_pair, gray, identity_map, inside, resize_map, \
     to_map, warp_nearest
-from .keyframes import FrameChange, KeyframePolicy, histogram_distance, keyframe_reason, \
-    photometric_residual
+from .keyframes import FrameChange, histogram_distance, keyframe_reason, photometric_residual
 from .tracks import TrackSet, update as update_tracks
 
 MODES = ("on", "off")
@@ -32,31 +32,45 @@ MODES = ("on", "off")
 
 @dataclass(frozen=True)
 class TemporalConfig:
-    """Settings of the temporal path (``--temporal on|off`` picks ``enabled``)."""
+    """How one run uses the temporal path: ``enabled`` (``--temporal on|off``),
+    ``async_keyframes`` (live sources: a keyframe's pipeline runs in a worker while the
+    next frames are propagated from the previous keyframe, so no frame waits for it; a
+    cut still does) and the ``temporal`` options of the configuration (thresholds,
+    memory, flow), which are read as attributes: ``config.decay``, ``config.policy``."""
 
     enabled: bool = True
-    policy: KeyframePolicy = field(default_factory=KeyframePolicy)
-    decay: float = 0.7             # weight of the memory against a keyframe's labels
-    track_decay: float = 0.7       # the same for a track's class scores
-    track_min_iou: float = 0.5     # warped-mask IoU that continues a track
-    flow_width: int = 480          # the flow runs on grey frames at most this wide
-    flow_preset: str = "ultrafast"  # DIS preset of the propagation flow
-    fb_max_err: float = 2.0        # forward-backward error (flow pixels) of a tracked pixel
-    # live sources: a keyframe's pipeline runs in a worker while the next frames are
-    # propagated from the previous keyframe, so no frame waits for it (a cut still does)
+    options: TemporalOptions = field(default_factory=TemporalOptions)
     async_keyframes: bool = False
 
-    def validate(self) -> "TemporalConfig":
-        from ..errors import InputError
-        if not 0.0 <= self.decay < 1.0 or not 0.0 <= self.track_decay < 1.0:
-            raise InputError("temporal decay must lie in [0, 1)")
-        if self.flow_width < 16:
-            raise InputError("temporal flow_width must be >= 16")
-        self.policy.validate()
-        return self
+    @classmethod
+    def from_config(cls, config=None, *, enabled: bool = True,
+                    async_keyframes: bool = False) -> "TemporalConfig":
+        """The one place a run's temporal settings come from: the ``temporal`` section of
+        ``config`` (a ``ModuSegConfig``, or anything with a ``full_config`` such as a
+        ``Segmenter``); its defaults when there is none."""
+        full = getattr(config, "full_config", config)
+        opts = getattr(full, "temporal", None)
+        return cls(enabled=bool(enabled),
+                   options=opts if isinstance(opts, TemporalOptions) else TemporalOptions(),
+                   async_keyframes=bool(async_keyframes))
+
+    @property
+    def policy(self) -> TemporalOptions:
+        """The keyframe thresholds (``keyframes.keyframe_reason`` reads them)."""
+        return self.options
+
+    def __getattr__(self, name):
+        # the temporal options read directly: cfg.decay, cfg.flow_width, ...
+        if name != "options" and name in _OPTION_NAMES:
+            return getattr(self.options, name)
+        raise AttributeError(name)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"enabled": self.enabled, "async_keyframes": self.async_keyframes,
+                **asdict(self.options)}
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(TemporalOptions))
 
 
 @dataclass
@@ -124,12 +138,13 @@ class TemporalSegmenter:
 
     Call it on the frames of one stream in order; ``reset()`` before another.
     With ``TemporalConfig(enabled=False)`` every frame is the wrapped
-    segmenter's own result, unchanged.
+    segmenter's own result, unchanged. Without ``config`` the settings are the
+    ``temporal`` section of the segmenter's configuration (``full_config``).
     """
 
     def __init__(self, segmenter, config: TemporalConfig | None = None):
         self.segmenter = segmenter
-        self.config = (config or TemporalConfig()).validate()
+        self.config = config or TemporalConfig.from_config(segmenter)
         self.state = TemporalState()
         # what writers and the CLI read from a segmenter
         for name in ("bank", "full_config", "index"):
