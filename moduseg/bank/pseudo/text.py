@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...io import atomic_path
+from ...owned import atomic_path
 from ...errors import InputError
 
 # Prompt templates (CLIP-style prompt ensembling; '{}' is the query text).

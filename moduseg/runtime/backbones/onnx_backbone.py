@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...io import sha256_file as _sha256
+from ...io import check_image, sha256_file as _sha256
 from ...errors import InputError, ModelNotFoundError
 from ...types import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, BackboneIdentity, FeatureMap,  # noqa: F401
                       GridGeometry, input_size_tag)
@@ -62,26 +62,6 @@ def resolve_sizing(short_side, pixels) -> tuple[int | None, int | None]:
                          f"got {pixels}")
     short = int(short_side) if short_side else None
     return short, (int(pixels) if pixels and not short else None)
-
-
-def check_image(image, what: str = "image") -> np.ndarray:
-    """An H x W x 3 uint8 RGB array, or an ``InputError`` saying how to get one."""
-    if not isinstance(image, np.ndarray):
-        raise InputError(f"{what} must be a numpy array (H, W, 3) uint8 RGB, got "
-                         f"{type(image).__name__}; load it with cv2/PIL and convert")
-    if image.ndim == 2:
-        raise InputError(f"{what} is grayscale {image.shape}; convert to RGB, e.g. "
-                         f"np.repeat(img[..., None], 3, axis=2)")
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise InputError(f"{what} must have shape (H, W, 3), got {image.shape}")
-    if image.shape[2] == 4:
-        raise InputError(f"{what} has 4 channels (RGBA); drop alpha with img[..., :3]")
-    if image.dtype != np.uint8:
-        raise InputError(f"{what} must be uint8 RGB, got {image.dtype}; for floats in "
-                         f"[0, 1] use (img * 255).round().astype(np.uint8)")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise InputError(f"{what} is empty: {image.shape}")
-    return image
 
 
 def plan_geometry(image_hw, patch: int, short_side: int | None = DEFAULT_SHORT_SIDE,

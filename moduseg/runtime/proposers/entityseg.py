@@ -22,6 +22,7 @@ import numpy as np
 
 from ...config import EntitySegOptions
 from ...errors import InputError, ModelNotFoundError
+from ...io import check_image
 from ...types import Proposals
 
 # "moduseg." keys of the ONNX file are copied into TensorRT engine sidecars
@@ -222,7 +223,7 @@ class EntitySegProposer:
 
     def raw(self, image: np.ndarray):
         """(class logits ``[Q, K+1]``, mask logits ``[Q, h, w]``, resized size)."""
-        image = _check_image(image)
+        image = np.ascontiguousarray(check_image(image))
         rhw = resized_size(image.shape[:2], self.meta.input_hw, self.meta.min_size,
                            self.meta.max_size)
         x = preprocess(image, self.meta.input_hw, rhw, self.meta.pixel_mean)
@@ -244,13 +245,3 @@ class EntitySegProposer:
     def __repr__(self) -> str:
         return (f"EntitySegProposer({self.path.name}, backbone={self.meta.backbone}, "
                 f"input={self.meta.input_hw}, queries={self.meta.num_queries})")
-
-
-def _check_image(image) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"EntitySeg proposer needs an RGB uint8 [H, W, 3] image, got "
-                         f"{getattr(image, 'shape', type(image))}")
-    if image.dtype != np.uint8:
-        raise InputError(f"EntitySeg proposer needs a uint8 image, got {image.dtype}; "
-                         f"convert with np.clip(img, 0, 255).astype(np.uint8)")
-    return np.ascontiguousarray(image)

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...errors import InputError
+from ...io import check_image
 from ...graphs.sam_decoder import (ALL_IOUS, ALL_MASKS, CELL_COORDS, CELL_LOG_WEIGHT,
                                    batched_decoder_path, quantized_model_path)
 from ...graphs.sam_encoder import content_input_hw, cropped_encoder_path
@@ -82,18 +82,6 @@ def preprocess(image: np.ndarray, crop: bool = False) -> tuple[np.ndarray, tuple
 def content_embed_hw(resized_hw: tuple[int, int]) -> tuple[int, int]:
     """Embedding cells that hold image content (the rest saw only padding)."""
     return (-(-resized_hw[0] // EMBED_STRIDE), -(-resized_hw[1] // EMBED_STRIDE))
-
-
-def check_image(image) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(
-            f"the SAM proposer needs an RGB image array [H, W, 3], got "
-            f"{getattr(image, 'shape', type(image))}; convert grayscale/RGBA first")
-    if image.dtype != np.uint8:
-        raise InputError(f"the SAM proposer needs a uint8 image, got {image.dtype}; "
-                         f"scale to 0..255 and cast with .astype(np.uint8)")
-    if min(image.shape[:2]) < 1:
-        raise InputError(f"the image is empty: shape {image.shape}")
 
 
 class SamEncoder:
