@@ -398,6 +398,23 @@ def test_served_label_maps_equal_the_in_process_segmenter(server, reference, pro
 @pytest.mark.realdata
 @pytest.mark.models
 @pytest.mark.slow
+def test_a_local_pipeline_on_the_served_networks_gives_the_same_labels(server, reference,
+                                                                       bank_file):
+    """``TritonRunner`` over ``tritonclient``: the pipeline runs here, its backbone, encoder
+    and decoder graphs on the server, built by the same builder as everything else."""
+    from moduseg.bank.segmenter import segmenter_from_bank
+    from moduseg.serve.triton_models import served_backend
+
+    images, refs = reference
+    seg = segmenter_from_bank(str(bank_file), backend=served_backend(server["http"]))
+    assert seg.backbone.runner.device == f"triton backbone at {server['http']}"
+    name = VAL_FRAMES[0]
+    np.testing.assert_array_equal(seg(images[name]).label_map, refs[name].label_map)
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
 def test_concurrent_streams_all_get_complete_correct_answers(server, reference):
     from concurrent.futures import ThreadPoolExecutor
 
