@@ -1,7 +1,7 @@
 """Every option of ModuSeg, declared once: type, default, range or choices, one-line help.
 
 A ``ModuSegConfig`` holds one options class per section (``bank``, ``runtime``,
-``backbone``) and the options class of the chosen proposer (``proposer``, selected
+``backbone``, ``temporal``) and the options class of the chosen proposer (``proposer``, selected
 by ``proposer.name``). Each class is a frozen dataclass checked when it is built, so
 a configuration that exists is valid: the edges (``--set``, a stored dict, a preset
 file, keyword arguments) build it once and nothing downstream re-checks it.
@@ -212,6 +212,46 @@ class BackboneOptions(Options):
                     f"0..{DINOV2_BLOCKS - 1} (e.g. [8, 11]), got {list(ls)}")
 
 
+@dataclass(frozen=True)
+class TemporalOptions(Options):
+    """Video, camera and stream inputs (``--temporal on``): when a keyframe runs the full
+    pipeline, how the frames between are propagated and how the class memory decides."""
+
+    section: ClassVar[str] = "temporal"
+
+    max_interval: int = option(8, ge=1, le=10_000,
+                               help="Frames since the last keyframe that force the next one.")
+    cut_residual: float = option(
+        20.0, ge=0.0, le=255.0, help="Shot cut: mean grey error of the previous frame warped "
+                                     "to this one above this.")
+    cut_histogram: float = option(
+        0.3, ge=0.0, le=1.0, help="Shot cut: Bhattacharyya distance of the 32-bin grey "
+                                  "histograms above this.")
+    cut_min_valid: float = option(
+        0.15, ge=0.0, le=1.0, help="Shot cut: share of pixels passing the flow's "
+                                   "forward-backward check below this.")
+    max_motion: float = option(
+        0.05, ge=0.0, le=10.0, help="Keyframe when the mean flow length over the frame width "
+                                    "exceeds this.")
+    max_fit_residual: float = option(
+        9.0, ge=0.0, le=255.0, help="Keyframe when the last keyframe warped to this frame "
+                                    "misses it by more than this mean grey error.")
+    decay: float = option(0.7, ge=0.0, lt=1.0,
+                          help="Weight of the class memory against a keyframe's own labels.")
+    track_decay: float = option(0.7, ge=0.0, lt=1.0,
+                                help="Weight of a track's class history against its new vote.")
+    track_min_iou: float = option(
+        0.5, ge=0.0, le=1.0, help="Warped-mask IoU with which a keyframe segment continues "
+                                  "a track.")
+    flow_width: int = option(480, ge=16, le=8192,
+                             help="The propagation flow runs on grey frames at most this wide.")
+    flow_preset: str = option("ultrafast", choices=("ultrafast", "fast", "medium"),
+                              help="OpenCV DIS preset of the propagation flow.")
+    fb_max_err: float = option(
+        2.0, gt=0.0, le=1000.0, help="Forward-backward flow error (flow pixels) up to which a "
+                                     "pixel counts as tracked.")
+
+
 # ---- proposers: one options class each, selected by ``name`` --------------------------
 
 @dataclass(frozen=True)
@@ -309,7 +349,8 @@ def proposer_classes() -> dict[str, type]:
     return {e.name: e.options_class() for e in PROPOSERS.entries()}
 
 
-SECTIONS = {"bank": BankConfig, "runtime": RuntimeConfig, "backbone": BackboneOptions}
+SECTIONS = {"bank": BankConfig, "runtime": RuntimeConfig, "backbone": BackboneOptions,
+            "temporal": TemporalOptions}
 
 
 @dataclass(frozen=True)
@@ -320,6 +361,7 @@ class ModuSegConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     backbone: BackboneOptions = field(default_factory=BackboneOptions)
     proposer: ProposerOptions = field(default_factory=SamOptions)
+    temporal: TemporalOptions = field(default_factory=TemporalOptions)
     preset: str = "paper"
 
     def __post_init__(self):

@@ -13,8 +13,7 @@ import re
 import click
 
 from .errors import InputError
-
-BACKENDS = ("auto", "cpu", "cuda", "tensorrt", "tensorrt-native")
+from .registry import BACKENDS
 _CUDA = re.compile(r"^(?:cuda|gpu)(?::(\d+))?$|^(\d+)$")
 
 

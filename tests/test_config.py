@@ -407,3 +407,40 @@ def test_a_stored_proposer_name_of_any_type_is_a_one_line_error(name):
         return
     with pytest.raises(InputError, match="proposer.name must be one of"):
         ModuSegConfig.from_dict(d)
+
+
+# ---- the temporal section (issue 25) ---------------------------------------------------
+
+def test_temporal_section_is_declared_once_and_settable():
+    from moduseg.config import TemporalOptions
+    from moduseg.temporal import TemporalConfig
+    assert SECTIONS["temporal"] is TemporalOptions
+    cfg = resolve_config("default", ["temporal.max_interval=6", "temporal.flow_preset=fast"])
+    assert (cfg.temporal.max_interval, cfg.temporal.flow_preset) == (6, "fast")
+    assert TemporalConfig.from_config(cfg).max_interval == 6
+    with pytest.raises(InputError, match="did you mean temporal.max_interval"):
+        resolve_config("default", ["temporal.max_intervl=6"])
+    with pytest.raises(InputError, match="temporal.decay must be in"):
+        resolve_config("default", ["temporal.decay=1.0"])
+    with pytest.raises(InputError, match="temporal.flow_preset must be one of"):
+        resolve_config("default", ["temporal.flow_preset=slow"])
+    # the schema (configuration reference) lists every temporal option with its help
+    rows = {r["path"]: r for r in config_schema() if r["section"] == "temporal"}
+    assert set(rows) == {f"temporal.{f.name}" for f in dataclasses.fields(TemporalOptions)}
+    assert rows["temporal.max_interval"]["default"] == 8
+    # TemporalConfig holds no defaults of its own: they are TemporalOptions'
+    assert TemporalConfig().options == TemporalOptions()
+
+
+def test_presets_state_the_temporal_section_and_old_banks_get_its_defaults():
+    from moduseg.config import PRESET_DIR, TemporalOptions
+    names = {f.name for f in dataclasses.fields(TemporalOptions)}
+    for name in ("paper", "default", "fast"):
+        stated = json.loads((PRESET_DIR / f"{name}.json").read_text())["temporal"]
+        assert set(stated) == names, name
+        assert preset(name).temporal == TemporalOptions(**stated)
+    old = BEFORE["old-default-without-newer-keys"]["stored"]
+    assert "temporal" not in old
+    assert resolve_config(None, [], old).temporal == TemporalOptions()
+    stored = preset("default").with_overrides({"temporal.max_interval": 5}).to_dict()
+    assert ModuSegConfig.from_dict(stored).temporal.max_interval == 5

@@ -225,9 +225,9 @@ def test_backbone_on_fake_engine(tiny_onnx, tmp_path, monkeypatch):
     fm = bb(img)
     assert fm.features.shape == (32, 2, 3) and fm.geometry.resized_hw == (28, 42)
     ref = OnnxBackbone(tiny_onnx, pixels=None, policy="stretch", providers="cpu")
-    x = ref.session.run(None, {"image": __import__(
+    x = ref.runner.run({"image": __import__(
         "moduseg.runtime.backbones.onnx_backbone", fromlist=["preprocess"]).preprocess(
-        img, fm.geometry, bb.mean, bb.std)})[0][0]
+        img, fm.geometry, bb.mean, bb.std)})[ref.output_name][0]
     np.testing.assert_allclose(fm.features, x, atol=1e-5)
     dev, geo = bb.device_features(img)
     assert dev.shape == (1, 32, 2, 3) and dev.ptr and geo == fm.geometry

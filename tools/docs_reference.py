@@ -132,7 +132,8 @@ def config_markdown() -> str:
     out = ["# Configuration", "",
            "Generated from the configuration schema (`moduseg.config.config_schema()`) at "
            "build time (`tools/docs_reference.py`). Set any of these with "
-           "`--set section.name=value` on `bank build`, `segment` and `eval`, or pick a preset "
+           "`--set section.name=value` on `bank build`, `segment`, `eval`, `serve` and "
+           "`bench video`, or pick a preset "
            f"with `--preset` ({', '.join(f'`{p}`' for p in presets)}; see "
            "[Presets](../presets.md) and [Configuration](../concepts/configuration.md)). "
            "A bank stores the configuration it was built with, and `segment`/`eval` use "

@@ -9,6 +9,7 @@ import click
 from ..cli_options import backend_option, proposer_option
 from ..device import device_option, resolve_backend_option
 from ..errors import InputError
+from ..registry import BACKENDS
 from ..text import printable
 from ..scale.options import engine_options
 from ..settings import preset_option
@@ -139,7 +140,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
             unknown_share=uncertain_unknown, low_confidence_share=uncertain_low_confidence)))
     probe_input(input_spec)
     click.echo(f"writing to {printable(out)}", err=True)
-    if backend != "tensorrt-native":
+    if not BACKENDS[backend].native_trt:     # engines need no model pull
         ensure_models(home, offline=offline)
     results = None
     if ray_options is None:
@@ -161,11 +162,10 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
                              "--engine ray")
         from .hotswap import BankWatcher
         watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
-    from ..temporal import TemporalConfig
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay, shard=shard, results=results,
                           watcher=watcher, extra_sinks=extra_sinks,
-                          temporal=TemporalConfig(enabled=temporal == "on"), show=show,
+                          temporal=temporal == "on", show=show,
                           reconnect=reconnect, opacity=opacity,
                           say=lambda m: click.echo(m, err=True))
     click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "

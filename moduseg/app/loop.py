@@ -40,7 +40,8 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     in-process inference. ``watcher`` (``app.hotswap.BankWatcher``) is
     polled before each frame: a changed bank file is used from the next frame.
     ``extra_sinks`` (e.g. ``app.uncertain.UncertainFrames``) get every frame too.
-    ``temporal`` (a ``temporal.TemporalConfig``; None = on with its defaults)
+    ``temporal`` (True/False: ``--temporal on|off``, with the settings of the
+    configuration's ``temporal`` section; or a ``temporal.TemporalConfig``; None = on)
     applies to videos, cameras and streams: the temporal path, or with
     ``enabled=False`` the per-frame results; images and folders are always per frame.
 
@@ -62,7 +63,8 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     from ..timing import StageTimer
 
     kind = input_kind(input_spec)
-    temporal = temporal or TemporalConfig()
+    if not isinstance(temporal, TemporalConfig):
+        temporal = TemporalConfig.from_config(seg, enabled=temporal is None or bool(temporal))
     live = kind in LIVE_KINDS and results is None
     out = Path(out)
     bar = tqdm(total=None, desc="segment", unit="frame", disable=not progress)

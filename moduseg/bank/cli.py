@@ -8,6 +8,7 @@ import click
 
 from ..bank.datasets import LAYOUTS
 from ..cli_options import backend_option, proposer_option
+from ..registry import BACKENDS
 from ..scale.options import engine_options
 from ..settings import preset_option
 from ..text import printable
@@ -66,7 +67,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
     ds = open_dataset(layout, root, split, labels, classes, background)   # before the models
-    if backend != "tensorrt-native":
+    if not BACKENDS[backend].native_trt:     # engines need no model pull
         from ..models import ensure_models
         ensure_models(home, offline=offline)
     order = select_indices(ds, limit, shots)
@@ -298,7 +299,7 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
         skip.add(ds.class_names[ds.background_index])
     order = select_indices(ds, limit, shots)
     check_bank_options(cfg, b, home)
-    if backend != "tensorrt-native":
+    if not BACKENDS[backend].native_trt:     # engines need no model pull
         from ..models import ensure_models
         ensure_models(home, offline=offline)
     backbone = build_backbone(cfg, backend, home)
