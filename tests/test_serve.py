@@ -556,3 +556,12 @@ def test_metrics_give_per_request_queue_and_compute_times():
     assert got["requests"] == 8 and got["avg_batch"] == 4.0
     assert got["queue_ms"] == pytest.approx(1.0) and got["compute_infer_ms"] == pytest.approx(50.0)
     assert per_request_ms(after, after, "backbone") == {}
+
+
+def test_bench_serve_compare_needs_its_own_server_and_says_so():
+    r = subprocess.run([sys.executable, "-m", "moduseg.cli", "bench", "serve", "--video",
+                        "v.mp4", "--url", "127.0.0.1:1", "--temporal", "compare"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--temporal compare" in lines[0], lines

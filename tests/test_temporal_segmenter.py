@@ -170,3 +170,39 @@ def test_settings_are_read_from_the_segmenters_configuration():
     assert TemporalConfig.from_config(None, enabled=False).enabled is False
     with pytest.raises(AttributeError):
         TemporalConfig().no_such_option
+
+
+def test_interval_keyframes_start_their_pipeline_beside_the_flow_with_the_same_results():
+    """A keyframe due by the interval runs the segmenter in the worker while the flow is
+    measured: the labels, keyframes, reasons and track ids are those of the sequential path
+    (a cut found by that flow still resets the memory)."""
+    import threading
+    from dataclasses import replace
+    world, _ = canvas()
+    wb, _ = canvas(9)
+    frames = [crop(world, 2 * i, i) for i in range(7)] + \
+        [np.ascontiguousarray(np.flipud(crop(wb, i, 0))) for i in range(5)]
+    opts = TemporalOptions(max_interval=3)
+
+    class WhereSegmenter(ColourSegmenter):
+        def __call__(self, image, timer=None):
+            self.threads = getattr(self, "threads", []) + [threading.current_thread().name]
+            return super().__call__(image, timer)
+
+    runs = {}
+    for overlap in (False, True):
+        seg = WhereSegmenter(flip=True)
+        ts = TemporalSegmenter(seg, replace(TemporalConfig(options=opts),
+                                            overlap_interval_keyframes=overlap))
+        out = [ts(f) for f in frames]
+        ts.close()
+        runs[overlap] = (out, seg.threads)
+    (a, ta), (b, tb) = runs[False], runs[True]
+    assert [r.reason for r in a] == [r.reason for r in b]
+    assert "interval" in [r.reason for r in a] and "cut" in [r.reason for r in a]
+    for x, y in zip(a, b):
+        assert np.array_equal(x.label_map, y.label_map)
+        assert x.track_ids == y.track_ids and x.track_labels == y.track_labels
+    assert all(not t.startswith("keyframe") for t in ta)
+    key_reasons = [r.reason for r in b if r.keyframe]
+    assert [t.startswith("keyframe") for t in tb] == [r == "interval" for r in key_reasons]

@@ -209,10 +209,12 @@ def _raise_interrupt(signum, frame):
               default="moduseg_stream", show_default=True,
               help="moduseg_stream: each client is a camera (a Triton sequence with its own "
                    "state); moduseg: independent frames.")
-@click.option("--temporal", "temporal", type=click.Choice(["on", "off"]), default="on",
-              show_default=True,
+@click.option("--temporal", "temporal", type=click.Choice(["on", "off", "compare"]),
+              default="on", show_default=True,
               help="With --bank: each served stream on the temporal path (keyframes, "
-                   "propagation, class memory) or per frame.")
+                   "propagation, class memory) or per frame; compare: both on one server, "
+                   "alternated per stream count (moduseg_stream on the temporal path vs the "
+                   "moduseg model, every frame through the pipeline).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--out", "out_json", default=None, type=click.Path(), help="Write results JSON.")
 @repository_options
@@ -236,14 +238,26 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
         raise InputError(f"--frames must be >= 1, got {frames}")
     if not url and not bank_path:
         raise InputError("bench serve needs --bank (it starts a server) or --url (a running one)")
+    compare = temporal == "compare"
+    if compare and (model != "moduseg_stream" or url):
+        raise InputError("--temporal compare starts its own server (--bank) and alternates "
+                         "the moduseg_stream model (temporal path) with the moduseg model "
+                         "(every frame through the pipeline); drop --model/--url")
     images = read_frames(video, frames)
     server = None
     # SIGTERM unwinds like Ctrl-C, so the finally below stops the server it started
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     sequences = model == "moduseg_stream"
-    stream_path = "temporal" if temporal == "on" else "per_frame"
+    stream_path = "temporal" if temporal in ("on", "compare") else "per_frame"
+    # (label, sequences): compare alternates the temporal streams with per-frame requests
+    modes = [("temporal", True), ("per-frame", False)] if compare else \
+        [(stream_path if sequences else "frames", sequences)]
     report: dict = {"video": str(video), "frames_per_stream": len(images), "model": model,
                     "stream_path": stream_path if sequences else None, "runs": []}
+    if compare:
+        report["compare"] = ("moduseg_stream (temporal path, one Triton sequence per stream) "
+                             "vs moduseg (each frame through the whole pipeline), alternated "
+                             "on one server")
     try:
         if not url:
             ports = Ports(*free_ports())
@@ -254,58 +268,70 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
             server.start()
             url = ports.grpc_url if protocol == "grpc" else ports.http_url
             metrics_url = ports.metrics_url
-        run_streams(url, protocol, images[:1], 1, sequences=sequences)     # warm-up
+        for _, seq in modes:                                              # warm-up
+            run_streams(url, protocol, images[:1], 1, sequences=seq, first_id=1)
         next_id = 2
-        for n in counts:
-            before = read_metrics(metrics_url) if metrics_url else {}
-            t0 = time.perf_counter()
-            results = run_streams(url, protocol, images, n, sequences=sequences,
-                                  first_id=next_id)
-            next_id += n
-            wall = time.perf_counter() - t0
-            row = summarize(results, wall)
-            if metrics_url:
-                after = read_metrics(metrics_url)
-                row["server"] = {m: per_request_ms(before, after, m) for m in MODELS}
-            if server is not None:
-                row["server_rss_mb"] = process_tree_rss_mb(server.proc.pid)
-            report["runs"].append(row)
-            click.echo(f"{n} stream(s): {row['frames']} frames, {row['errors']} errors, "
-                       f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
-                       f"p99 {row['p99_ms']:.0f} ms, {row['fps']:.2f} fps "
-                       f"({', '.join(f'{v:.2f}' for v in row['fps_per_stream'])} per stream)"
-                       + (f", keyframes {100 * row['keyframe_rate']:.0f} %"
-                          if sequences else "")
-                       + (f", server RSS {row['server_rss_mb']:.0f} MB"
-                          if "server_rss_mb" in row else "")
-                       + (f"; first error: {row['first_error']}" if row["errors"] else ""))
-            for m, s in row.get("server", {}).items():
-                if s:
-                    click.echo(f"    {m:13s} queue {s['queue_ms']:7.1f} ms  compute "
-                               f"{s['compute_infer_ms']:7.1f} ms  per request "
-                               f"(avg batch {s['avg_batch']:.2f})")
+        for k, n in enumerate(counts):
+            for label, seq in (modes if k % 2 == 0 else modes[::-1]):
+                before = read_metrics(metrics_url) if metrics_url else {}
+                t0 = time.perf_counter()
+                results = run_streams(url, protocol, images, n, sequences=seq,
+                                      first_id=next_id)
+                next_id += n
+                wall = time.perf_counter() - t0
+                row = summarize(results, wall)
+                row["streams"], row["mode"] = n, label
+                # the whole run's time over the frames each stream sent (keyframes included)
+                row["amortised_ms"] = wall * 1e3 / len(images)
+                if metrics_url:
+                    after = read_metrics(metrics_url)
+                    row["server"] = {m: per_request_ms(before, after, m) for m in MODELS}
+                if server is not None:
+                    row["server_rss_mb"] = process_tree_rss_mb(server.proc.pid)
+                report["runs"].append(row)
+                click.echo(f"{n} stream(s){' ' + label if compare else ''}: {row['frames']} "
+                           f"frames, {row['errors']} errors, "
+                           f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
+                           f"p99 {row['p99_ms']:.0f} ms, {row['fps']:.2f} fps "
+                           f"({', '.join(f'{v:.2f}' for v in row['fps_per_stream'])} per "
+                           f"stream), amortised {row['amortised_ms']:.0f} ms a frame"
+                           + (f", keyframes {100 * row['keyframe_rate']:.0f} %"
+                              if seq else "")
+                           + (f", server RSS {row['server_rss_mb']:.0f} MB"
+                              if "server_rss_mb" in row else "")
+                           + (f"; first error: {row['first_error']}" if row["errors"] else ""))
+                for m, s in row.get("server", {}).items():
+                    if s:
+                        click.echo(f"    {m:13s} queue {s['queue_ms']:7.1f} ms  compute "
+                                   f"{s['compute_infer_ms']:7.1f} ms  per request "
+                                   f"(avg batch {s['avg_batch']:.2f})")
     finally:
         if server is not None:
             server.stop()
         signal.signal(signal.SIGTERM, old_term)
     if in_process and bank_path:
+        import numpy as np
+
         from ..bank.segmenter import segmenter_from_bank
         from .sequences import per_frame, stream_factory
         seg = segmenter_from_bank(str(bank_path), home, overrides=tuple(settings),
                                   backend="cpu")
         seg(images[0])
-        step = stream_factory(stream_path)(seg) if sequences else per_frame(seg)
-        lat = []
-        for im in images:
-            t = time.perf_counter()
-            step(im)
-            lat.append((time.perf_counter() - t) * 1e3)
-        import numpy as np
-        report["in_process"] = {"p50_ms": float(np.percentile(lat, 50)),
-                                "p90_ms": float(np.percentile(lat, 90)),
-                                "fps": len(lat) / (sum(lat) / 1e3)}
-        click.echo(f"in-process {'stream' if sequences else 'Segmenter'}: p50 {report['in_process']['p50_ms']:.0f} ms, "
-                   f"p90 {report['in_process']['p90_ms']:.0f} ms, "
-                   f"{report['in_process']['fps']:.2f} fps")
+        report["in_process"] = {}
+        for label, seq in modes:
+            step = stream_factory(stream_path)(seg) if seq else per_frame(seg)
+            lat = []
+            for im in images:
+                t = time.perf_counter()
+                step(im)
+                lat.append((time.perf_counter() - t) * 1e3)
+            row = {"p50_ms": float(np.percentile(lat, 50)),
+                   "p90_ms": float(np.percentile(lat, 90)),
+                   "amortised_ms": float(np.mean(lat)), "fps": len(lat) / (sum(lat) / 1e3)}
+            report["in_process"][label] = row
+            click.echo(f"in-process {'stream' if seq else 'Segmenter'}"
+                       f"{' ' + label if compare else ''}: p50 {row['p50_ms']:.0f} ms, "
+                       f"p90 {row['p90_ms']:.0f} ms, amortised {row['amortised_ms']:.0f} ms, "
+                       f"{row['fps']:.2f} fps")
     if out_json:
         write_json(Path(out_json), report)

@@ -41,6 +41,9 @@ class TemporalConfig:
     enabled: bool = True
     options: TemporalOptions = field(default_factory=TemporalOptions)
     async_keyframes: bool = False
+    # a keyframe due by the interval whatever the flow says: its pipeline starts at once,
+    # in the worker, while this thread measures the flow (same results, the flow hidden)
+    overlap_interval_keyframes: bool = True
 
     @classmethod
     def from_config(cls, config=None, *, enabled: bool = True,
@@ -181,18 +184,29 @@ class TemporalSegmenter:
         st, cfg = self.state, self.config
         st.frame_index += 1
         hw = tuple(image.shape[:2])
-        change, key_map = None, None
-        with timer("flow"):
-            g = gray(image, cfg.flow_width)
-            if st.gray is not None and st.image_hw == hw:
-                bwd, fwd = flow_pair(st.gray, g, cfg.flow_preset)
-                key_map = compose(st.key_map, bwd)
-                change = FrameChange(
-                    residual=photometric_residual(g, st.gray, to_map(bwd)),
-                    histogram=histogram_distance(st.gray, g),
-                    valid=float(fb_valid(bwd, fwd, cfg.fb_max_err).mean()),
-                    motion=float(np.linalg.norm(bwd, axis=2).mean()) / g.shape[1],
-                    fit_residual=photometric_residual(g, st.key_gray, key_map))
+        change, key_map, early = None, None, None
+        comparable = st.gray is not None and st.image_hw == hw
+        if (comparable and cfg.overlap_interval_keyframes and not cfg.async_keyframes
+                and st.pending is None and st.since_key + 1 >= cfg.policy.max_interval):
+            # a keyframe whatever the flow shows (the interval has passed; the flow only
+            # tells which reason and whether the memory carries over): start its pipeline
+            early = self._executor().submit(self.segmenter, image, timer)
+        try:
+            with timer("flow"):
+                g = gray(image, cfg.flow_width)
+                if comparable:
+                    bwd, fwd = flow_pair(st.gray, g, cfg.flow_preset)
+                    key_map = compose(st.key_map, bwd)
+                    change = FrameChange(
+                        residual=photometric_residual(g, st.gray, to_map(bwd)),
+                        histogram=histogram_distance(st.gray, g),
+                        valid=float(fb_valid(bwd, fwd, cfg.fb_max_err).mean()),
+                        motion=float(np.linalg.norm(bwd, axis=2).mean()) / g.shape[1],
+                        fit_residual=photometric_residual(g, st.key_gray, key_map))
+        except BaseException:
+            if early is not None:
+                early.cancel() or _quiet_result(early)
+            raise
         applied = None
         if st.pending is not None and change is not None:
             st.pending.to_frame = compose(st.pending.to_frame, bwd)
@@ -213,7 +227,7 @@ class TemporalSegmenter:
             st.since_key += 1
         else:
             res = self._keyframe(image, g, key_map if reason not in ("first", "cut") else None,
-                                 reason, timer)
+                                 reason, timer, early)
         res.applied_keyframe = applied
         st.gray, st.image_hw = g, hw
         res.change = None if change is None else change.to_json()
@@ -223,15 +237,18 @@ class TemporalSegmenter:
 
     # -- the two kinds of frame -----------------------------------------------------------
 
-    def _keyframe(self, image, g, key_map, reason, timer) -> TemporalResult:
-        return self._fold(self.segmenter(image, timer), g, key_map, reason, timer,
-                          self.state.frame_index)
+    def _keyframe(self, image, g, key_map, reason, timer, early=None) -> TemporalResult:
+        res = early.result() if early is not None else self.segmenter(image, timer)
+        return self._fold(res, g, key_map, reason, timer, self.state.frame_index)
 
-    def _submit(self, image, g, key_map, reason) -> None:
+    def _executor(self):
         from concurrent.futures import ThreadPoolExecutor
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe")
-        fut = self._worker.submit(self.segmenter, image, StageTimer())
+        return self._worker
+
+    def _submit(self, image, g, key_map, reason) -> None:
+        fut = self._executor().submit(self.segmenter, image, StageTimer())
         self.state.pending = PendingKeyframe(fut, self.state.frame_index, reason, g, key_map,
                                              identity_map(g.shape))
 
@@ -322,6 +339,13 @@ class TemporalSegmenter:
                               frame_index=st.frame_index, keyframe=False, reason=None,
                               shot=st.shot, track_ids=ids if any(i is not None for i in ids)
                               else [], track_labels=tlabels if ids else [])
+
+
+def _quiet_result(future) -> None:
+    try:
+        future.result()
+    except Exception:       # the flow's own error is the one raised
+        pass
 
 
 def segment_stream(segmenter, frames: Iterable[np.ndarray],
