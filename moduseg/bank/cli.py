@@ -262,8 +262,7 @@ def _edit_out(bank_path, out):
               help="At most N images per class (N >= 1).")
 @click.option("--out", required=True, type=click.Path(), help="New bank file (.npz).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
-@click.option("--backend", default="auto",
-              help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
+@backend_option()
 @click.option("--offline", is_flag=True, help="Never fetch the default models.")
 def add(bank_path, layout, root, split, labels, classes, class_name, only, background, limit,
         shots, out, home, backend, offline):
