@@ -162,11 +162,10 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
                              "--engine ray")
         from .hotswap import BankWatcher
         watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
-    from ..temporal import TemporalConfig
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay, shard=shard, results=results,
                           watcher=watcher, extra_sinks=extra_sinks,
-                          temporal=TemporalConfig(enabled=temporal == "on"), show=show,
+                          temporal=temporal == "on", show=show,
                           reconnect=reconnect, opacity=opacity,
                           say=lambda m: click.echo(m, err=True))
     click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "

@@ -58,6 +58,7 @@ def _parts(args, remote: bool = False):
     from ..bank.segmenter import segmenter_from_bank
 
     seg = segmenter_from_bank(str(root / params["bank"]), params.get("home") or None,
+                              overrides=tuple(json.loads(params.get("settings") or "[]")),
                               backend=served_backend() if remote else "cpu")
     return cfg, params, seg
 
