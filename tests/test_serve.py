@@ -311,6 +311,26 @@ def _stray_processes(marker: str) -> list[str]:
     return found
 
 
+def _orphan_shm_regions() -> list[str]:
+    """``moduseg_*`` shared-memory regions that no running server's prefix owns (others
+    on this machine may be serving at the same time: their regions are theirs)."""
+    import re
+
+    import psutil
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return []
+    live = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            live.update(re.findall(r"shm-region-prefix-name=(\S+)",
+                                   " ".join(p.info["cmdline"] or [])))
+        except psutil.Error:
+            continue
+    return [f.name for f in shm.glob("moduseg_*") if not any(f.name.startswith(x) for x in live)]
+
+
 @pytest.fixture(scope="module")
 def server(request, bank_file, tmp_path_factory):
     """``moduseg serve`` in the serving environment; stopped by the last test (or here)."""
@@ -479,15 +499,10 @@ def test_interleaved_served_streams_give_the_local_stream_labels(server, referen
         for frame, out in zip(frames, served[sid]):
             ref = step(frame)
             assert out["keyframe"].tolist() == [ref.keyframe]
-            # Exact in isolation; inside the full suite 0.2 % of one propagated frame's
-            # pixels were seen to differ (cause not found: see CHANGELOG), so the labels
-            # must agree on 98 % of pixels, and everything else exactly when they do.
-            agree = float((out["label_map"] == ref.label_map).mean())
-            assert agree >= 0.98, (sid, agree)
-            if agree == 1.0:
-                _check_answer(out, ref)
-                shown = [i for i, s in enumerate(ref.segments) if s.label >= 0 and s.painted_pixels]
-                assert out["track_id"].tolist() == [ref.track_ids[i] for i in shown]
+            assert np.array_equal(out["label_map"], ref.label_map), sid
+            _check_answer(out, ref)
+            shown = [i for i, s in enumerate(ref.segments) if s.label >= 0 and s.painted_pixels]
+            assert out["track_id"].tolist() == [ref.track_ids[i] for i in shown]
             keyframes.append(ref.keyframe)
     assert not all(keyframes)           # some frames were propagated from the stream's state
     # a frame of a stream that was never started is refused, and the server goes on
@@ -535,7 +550,7 @@ def test_sigint_stops_the_server_and_leaves_no_process(server):
         time.sleep(0.5)
     assert _stray_processes(str(work)) == []
     # nor shared-memory regions of its Python backend
-    assert not list(Path("/dev/shm").glob("moduseg_*")) if Path("/dev/shm").is_dir() else True
+    assert _orphan_shm_regions() == []
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{server['http']}/v2/health/ready", timeout=2)
 

@@ -147,7 +147,7 @@ def config_markdown() -> str:
     for (section, proposer), group in groups.items():
         title = f"`{section}`" + (f" (`proposer.name={proposer}`)" if proposer else "")
         out += [f"## {title}", ""]
-        cls = C.PROPOSER_OPTIONS[proposer] if proposer else C.SECTIONS.get(section)
+        cls = C.proposer_classes()[proposer] if proposer else C.SECTIONS.get(section)
         doc = inspect.cleandoc(cls.__doc__ or "") if cls is not None else ""
         if doc:
             out += [doc, ""]
