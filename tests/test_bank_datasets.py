@@ -7,6 +7,14 @@ from moduseg.bank.datasets import (CAMVID_CLASSES, VOC_CLASSES, camvid, coco_jso
                                    open_dataset, read_class_names, voc, yolo_seg)
 from moduseg.errors import InputError
 from moduseg.io import read_label_map, write_label_png
+import io  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from PIL import Image  # noqa: E402
+from fuzz_fixtures import FUZZ, apply_json, attempt, json_mutations, mutated, report  # noqa: E402,F401
 
 
 def test_camvid_reader_maps_void_to_ignore(shared_data):
@@ -90,3 +98,119 @@ def test_missing_and_empty_datasets_are_clear(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(InputError, match="lists no classes"):
         read_class_names(tmp_path / "empty.txt")
+
+
+TOKENS = st.sampled_from(["0", "1", "3", "-1", "255", "0.5", "0.25", "1.0", "1e30", "-0.5",
+                          "nan", "inf", "-inf", "abc", "", "0x1f", "1_0", "\u00e9", "\x00",
+                          "train/a.png", "trainannot/a.png", "/abs/x.png", "../up.png",
+                          "a b", "#"])
+
+
+TEXT_LINES = st.lists(st.lists(TOKENS, max_size=9).map(" ".join), max_size=6).map(
+    lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass"))
+
+
+def png_bytes(arr: np.ndarray, mode=None) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(b, format="PNG")
+    return b.getvalue()
+
+
+LABEL_PNG = png_bytes(np.tile(np.arange(12, dtype=np.uint8), (9, 1))[:, :12])
+
+
+IMAGE_PNG = png_bytes(np.full((9, 12, 3), 90, np.uint8))
+
+
+def load_all(ds) -> None:
+    for s in ds.samples[:3]:
+        s.label()
+
+
+def _camvid_root(d: Path) -> Path:
+    for sub in ("train", "trainannot"):
+        (d / sub).mkdir()
+    (d / "train" / "a.png").write_bytes(IMAGE_PNG)
+    (d / "trainannot" / "a.png").write_bytes(LABEL_PNG)
+    return d
+
+
+CAMVID_GOOD = b"train/a.png trainannot/a.png\n"
+
+
+@FUZZ
+@given(st.one_of(mutated(CAMVID_GOOD), TEXT_LINES, st.binary(max_size=64)),
+       mutated(LABEL_PNG) | st.just(LABEL_PNG))
+def test_fuzz_camvid_listing_and_label(listing, label):
+    with tempfile.TemporaryDirectory() as d:
+        root = _camvid_root(Path(d))
+        (root / "train.txt").write_bytes(listing)
+        (root / "trainannot" / "a.png").write_bytes(label)
+        attempt("camvid", lambda: load_all(camvid(root, "train")))
+
+
+@FUZZ
+@given(st.one_of(TEXT_LINES, mutated(b"a\nb\n")), mutated(LABEL_PNG) | st.just(LABEL_PNG))
+def test_fuzz_voc_listing_and_label(listing, label):
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "SegmentationClass").mkdir()
+        (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+        (root / "SegmentationClass" / "a.png").write_bytes(label)
+        (root / "ImageSets" / "Segmentation" / "train.txt").write_bytes(listing)
+        attempt("voc", lambda: load_all(voc(root, "train")))
+
+
+YOLO_GOOD = b"0 0.1 0.1 0.9 0.1 0.9 0.9\n3 0.2 0.2 0.4 0.2 0.3 0.5\n"
+
+
+@FUZZ
+@given(st.one_of(mutated(YOLO_GOOD), TEXT_LINES))
+def test_fuzz_yolo_label_file(text):
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "images" / "s").mkdir(parents=True)
+        (root / "labels" / "s").mkdir(parents=True)
+        (root / "images" / "s" / "a.png").write_bytes(IMAGE_PNG)
+        (root / "labels" / "s" / "a.txt").write_bytes(text)
+        attempt("yolo", lambda: load_all(yolo_seg(root, "s")))
+
+
+COCO_GOOD = {
+    "images": [{"id": 1, "file_name": "a.png", "height": 9, "width": 12}],
+    "categories": [{"id": 5, "name": "cat"}, {"id": 7, "name": "dog"}],
+    "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0,
+         "segmentation": [[1, 1, 8, 1, 8, 6, 1, 6]]},
+        {"id": 2, "image_id": 1, "category_id": 7, "iscrowd": 1,
+         "segmentation": {"size": [9, 12], "counts": [20, 30, 58]}},
+        {"id": 3, "image_id": 1, "category_id": 7, "iscrowd": 0,
+         "segmentation": {"size": [9, 12], "counts": "m04500000000000`0"}}],
+}
+
+
+@FUZZ
+@given(st.one_of(json_mutations(COCO_GOOD).map(lambda m: json.dumps(apply_json(COCO_GOOD, m))
+                                                .encode()),
+                 mutated(json.dumps(COCO_GOOD).encode())))
+@pytest.mark.slow
+def test_fuzz_coco_json(data):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "ann.json"
+        p.write_bytes(data)
+        attempt("coco", lambda: load_all(coco_json(p, d)))
+
+
+@FUZZ
+@given(mutated(LABEL_PNG), st.one_of(TEXT_LINES, mutated(b"bg\ncat\n# x\ndog\n"),
+                                     st.binary(max_size=32)))
+def test_fuzz_folder_labels_and_class_file(label, classes):
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "img").mkdir()
+        (root / "lab").mkdir()
+        (root / "img" / "a.png").write_bytes(IMAGE_PNG)
+        (root / "lab" / "a.png").write_bytes(label)
+        (root / "classes.txt").write_bytes(classes)
+        attempt("class-file", lambda: read_class_names(root / "classes.txt"))
+        attempt("folder", lambda: load_all(folder(root / "img", root / "lab", ["bg", "x"])))
