@@ -1,4 +1,4 @@
-"""Helpers shared by the tests that were in test_reliability.py."""
+"""Test helpers shared by several test modules."""
 
 from __future__ import annotations
 import pytest

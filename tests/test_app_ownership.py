@@ -20,7 +20,7 @@ from moduseg.app.loop import run_segment
 from moduseg.app.ownership import MANIFEST, MARKER, read_manifest
 from moduseg.errors import OutputError
 
-from test_outputs import FakeSeg, _images, _video
+from app_fixtures import FakeSeg, _images, _video
 
 OLD = time.time() - 7 * 24 * 3600        # a week old: past every staleness window
 

@@ -1,4 +1,4 @@
-"""Tests of ``moduseg.bank.store`` (moved here from test_fuzz_inputs.py)."""
+"""Tests of ``moduseg.bank.store``."""
 
 from __future__ import annotations
 import json

@@ -9,6 +9,7 @@ from moduseg.runtime.pipeline import assign  # noqa: E402
 from moduseg.types import IGNORE  # noqa: E402
 from synthetic import ColourBackbone  # noqa: E402
 from reliability_fixtures import _run, _write_png, patch_bank  # noqa: E402,F401
+from app_fixtures import _cli, _fill, _one_line_error, no_models, tiny_tmpfs  # noqa: E402,F401
 
 
 def test_miou_with_ignore_and_missed_pixels():
@@ -138,3 +139,12 @@ def test_a_broken_png_under_eval_pred_is_one_line(tmp_path, kind):
     assert r.exit_code == 2, r.output
     assert "a.png" in r.output and "Traceback" not in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_eval_out_checked_first(tmp_path, tiny_tmpfs, no_models):
+    _one_line_error(_cli(["eval", "--dataset", "camvid", "--root", str(tmp_path / "none"),
+                          "--bank", "b.npz", "--out", str(tmp_path)]), "--out", "is a folder")
+    full = tiny_tmpfs("256k")
+    _fill(full)
+    _one_line_error(_cli(["eval", "--dataset", "camvid", "--root", str(tmp_path / "none"),
+                          "--bank", "b.npz", "--out", str(full / "s.json")]), "--out")

@@ -1,4 +1,4 @@
-"""Tests of ``moduseg.models.defaults`` (moved here from test_reliability.py)."""
+"""Tests of ``moduseg.models.defaults``."""
 
 from __future__ import annotations
 import pytest

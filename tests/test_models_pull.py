@@ -1,10 +1,13 @@
-"""Tests of ``moduseg.models.pull`` (moved here from test_reliability.py)."""
+"""Tests of ``moduseg.models.pull``."""
 
 from __future__ import annotations
 import json
 import pytest
 from moduseg.errors import InputError
 from reliability_fixtures import _run, fake_home  # noqa: E402,F401
+import os  # noqa: E402
+import time  # noqa: E402
+from app_fixtures import _private  # noqa: E402,F401
 
 
 def _edit_manifest(home, edit):
@@ -104,3 +107,23 @@ def test_copying_stops_one_chunk_past_the_pinned_size(tmp_path):
     with pytest.raises(InputError, match="more than 1000"):
         pull_mod._copy_verified(Endless(), tmp_path / "x.onnx", spec.package.files[0], "t")
     assert Endless.reads == 1 and not (tmp_path / "x.onnx").exists()
+
+
+def test_a_killed_model_pull_leaves_nothing_after_the_next_pull(tmp_path):
+    from moduseg.errors import ModelNotFoundError
+    from moduseg.models.pull import PULL_PREFIX, pull
+
+    home = tmp_path / "home"
+    dead = _private(home, f"{PULL_PREFIX}999999999-abcdefgh", 999999999)
+    (dead / "download").mkdir(parents=True)
+    (dead / "download" / "big.whl").write_bytes(b"x" * 1000)
+    users = [home / ".pull-abcdefgh", home / f"{PULL_PREFIX}999999998-mine"]   # not ours
+    for d in users:
+        d.mkdir()
+        os.utime(d, (time.time() - 3600,) * 2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelNotFoundError):
+        pull(home=home, source_dir=empty, log=lambda m: None)
+    assert not dead.exists() and all(d.exists() for d in users)
+    assert sorted(p.name for p in home.iterdir()) == sorted(d.name for d in users)

@@ -1,4 +1,4 @@
-"""Tests of ``moduseg.runtime.onnx.session`` (moved here from test_reliability.py)."""
+"""Tests of ``moduseg.runtime.onnx.session``."""
 
 from __future__ import annotations
 import pytest
