@@ -42,8 +42,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-
-
 class _Unavailable(Exception):
     """A package could not be obtained (client missing, offline, not in --from)."""
 
