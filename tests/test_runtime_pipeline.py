@@ -13,6 +13,7 @@ from synthetic import ColourBackbone, dataset, gt_proposals, scene
 import dataclasses  # noqa: E402
 from moduseg.config import preset  # noqa: E402
 from reliability_fixtures import patch_bank  # noqa: E402,F401
+from synthetic import RaisingProposer  # noqa: E402
 
 BANK_CFG = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.25)
 
@@ -261,3 +262,19 @@ def test_frames_above_the_work_limit_are_segmented_downscaled(patch_bank, monkey
 def cv2_resize_nearest(a, hw):
     import cv2
     return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def test_patch_mode_labels_every_pixel_without_a_proposer():
+    cfg = BankConfig(granularity="patch", purification="none", min_area=0,
+                     outlier_fraction=0.0, patch_purity=0.75)
+    bank = build_bank(dataset(8), ColourBackbone(), cfg)
+    rt = RuntimeConfig(assignment="patch", top_k=5, refine_radius=4)
+    seg = Segmenter(ColourBackbone(), RaisingProposer(), bank, rt)
+    ev = Evaluator(bank.class_names)
+    for seed in range(100, 104):
+        image, label = scene(seed)
+        res = seg(image)
+        assert res.segments == [] and "proposer" not in res.timings_ms
+        ev.add(res.label_map, label)
+    # 8-px patches on 30x38 rectangles: edges are where the error is
+    assert ev.scores().miou > 80
