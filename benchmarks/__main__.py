@@ -22,6 +22,7 @@ STUDIES = {
     "overlay-video": "overlay_video",
     "video-clips": "video_clips",
     "temporal-replay": "temporal_replay",
+    "keyframe-cost": "keyframe_cost",
 }
 
 

@@ -82,18 +82,19 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
 @click.option("--frames", type=int, default=60, show_default=True)
 @click.option("--cache", default="/tmp/moduseg-temporal-replay", type=click.Path())
 @click.option("--data", default=None, type=click.Path())
-@click.option("--policy", default="{}", help="KeyframePolicy fields as JSON.")
+@click.option("--policy", default="{}", help="temporal options (moduseg.config.TemporalOptions fields) as JSON.")
 def command(preset, inputs, frames, cache, data, policy):
     from moduseg.bench.common import default_data_root
     from moduseg.bench.temporal import detect_cuts
     from moduseg.evaluate import Evaluator
-    from moduseg.temporal import KeyframePolicy, TemporalConfig, TemporalSegmenter
+    from moduseg.config import TemporalOptions
+    from moduseg.temporal import TemporalConfig, TemporalSegmenter
     from moduseg.temporal.consistency import clip_consistency
     from moduseg.timing import StageTimer
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     data = Path(data) if data else default_data_root()
-    tcfg = TemporalConfig(policy=KeyframePolicy(**json.loads(policy)))
+    tcfg = TemporalConfig(options=TemporalOptions(**json.loads(policy)))
     for w, (fr, c, cuts) in cache_inputs(preset, inputs.split(","), frames, cache,
                                          data).items():
         res, gts = c["results"], c["gts"]

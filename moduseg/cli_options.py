@@ -4,6 +4,8 @@ used, so a proposer registered by a plug-in is accepted everywhere."""
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from .registry import BACKENDS, PROPOSERS, Registry, choices_help, did_you_mean
@@ -32,9 +34,26 @@ class RegistryChoice(click.ParamType):
 
 
 def backend_option(default: str = "auto", extra: str = ""):
-    """``--backend NAME`` with the registered backends in its help."""
-    return click.option("--backend", default=default,
-                        help=f"Backend: {choices_help(BACKENDS)}.{extra}")
+    """``--backend NAME`` with the registered backends in its help, and ``--device``
+    beside it (the spelling users bring from other tools: cpu, cuda, gpu, cuda:0).
+
+    The command receives one ``backend`` argument: ``--device`` mapped to its backend
+    (``moduseg.device``), ``--backend``, or ``default``; both given must agree.
+    """
+    def decorate(command):
+        @functools.wraps(command)
+        def resolved(*args, backend=None, device=None, **kwargs):
+            from .device import resolve_backend_option
+            return command(*args, backend=resolve_backend_option(backend, device, default),
+                           **kwargs)
+        resolved = click.option(
+            "--device", default=None, metavar="DEVICE",
+            help="Where to run, as other tools spell it: cpu, cuda (gpu, cuda:0) or auto; "
+                 "the same as --backend cpu / cuda / auto.")(resolved)
+        return click.option("--backend", default=None, metavar="NAME",
+                            help=f"Backend: {choices_help(BACKENDS)}. Default: "
+                                 f"{default}.{extra}")(resolved)
+    return decorate
 
 
 def proposer_option(help_prefix: str = "Proposer", default_note: str = " Default: the bank's."):

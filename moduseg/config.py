@@ -1,7 +1,7 @@
 """Every option of ModuSeg, declared once: type, default, range or choices, one-line help.
 
 A ``ModuSegConfig`` holds one options class per section (``bank``, ``runtime``,
-``backbone``) and the options class of the chosen proposer (``proposer``, selected
+``backbone``, ``temporal``) and the options class of the chosen proposer (``proposer``, selected
 by ``proposer.name``). Each class is a frozen dataclass checked when it is built, so
 a configuration that exists is valid: the edges (``--set``, a stored dict, a preset
 file, keyword arguments) build it once and nothing downstream re-checks it.
@@ -14,7 +14,6 @@ option for the generated configuration reference. To add an option, add one
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import math
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Tuple, Union
 
 from .errors import InputError
+from .registry import PROPOSERS, did_you_mean
 
 DINOV2_BLOCKS = 12
 BIG = 100_000_000          # bound on areas and counts: refuses typos such as 1e12
@@ -212,29 +212,59 @@ class BackboneOptions(Options):
                     f"0..{DINOV2_BLOCKS - 1} (e.g. [8, 11]), got {list(ls)}")
 
 
+@dataclass(frozen=True)
+class TemporalOptions(Options):
+    """Video, camera and stream inputs (``--temporal on``): when a keyframe runs the full
+    pipeline, how the frames between are propagated and how the class memory decides."""
+
+    section: ClassVar[str] = "temporal"
+
+    max_interval: int = option(8, ge=1, le=10_000,
+                               help="Frames since the last keyframe that force the next one.")
+    cut_residual: float = option(
+        20.0, ge=0.0, le=255.0, help="Shot cut: mean grey error of the previous frame warped "
+                                     "to this one above this.")
+    cut_histogram: float = option(
+        0.3, ge=0.0, le=1.0, help="Shot cut: Bhattacharyya distance of the 32-bin grey "
+                                  "histograms above this.")
+    cut_min_valid: float = option(
+        0.15, ge=0.0, le=1.0, help="Shot cut: share of pixels passing the flow's "
+                                   "forward-backward check below this.")
+    max_motion: float = option(
+        0.05, ge=0.0, le=10.0, help="Keyframe when the mean flow length over the frame width "
+                                    "exceeds this.")
+    max_fit_residual: float = option(
+        9.0, ge=0.0, le=255.0, help="Keyframe when the last keyframe warped to this frame "
+                                    "misses it by more than this mean grey error.")
+    decay: float = option(0.7, ge=0.0, lt=1.0,
+                          help="Weight of the class memory against a keyframe's own labels.")
+    track_decay: float = option(0.7, ge=0.0, lt=1.0,
+                                help="Weight of a track's class history against its new vote.")
+    track_min_iou: float = option(
+        0.5, ge=0.0, le=1.0, help="Warped-mask IoU with which a keyframe segment continues "
+                                  "a track.")
+    flow_width: int = option(480, ge=16, le=8192,
+                             help="The propagation flow runs on grey frames at most this wide.")
+    flow_preset: str = option("ultrafast", choices=("ultrafast", "fast", "medium"),
+                              help="OpenCV DIS preset of the propagation flow.")
+    fb_max_err: float = option(
+        2.0, gt=0.0, le=1000.0, help="Forward-backward flow error (flow pixels) up to which a "
+                                     "pixel counts as tracked.")
+
+
 # ---- proposers: one options class each, selected by ``name`` --------------------------
-
-PROPOSER_OPTIONS: dict[str, type] = {}     # name -> options class (filled by subclassing)
-
 
 @dataclass(frozen=True)
 class ProposerOptions(Options):
-    """Base of each proposer's options class; a subclass with its own ``name``
-    default is registered here and selected by ``proposer.name``."""
+    """Base of each proposer's options class: a subclass with its own ``name`` default,
+    named by the proposer's ``registry.PROPOSERS`` entry (``options=``), is what
+    ``proposer.name`` selects."""
 
     section: ClassVar[str] = "proposer"
 
     name: str = option("", help="The proposer (its options follow).")
     model: Optional[str] = option(None, help="Model file of proposers that need one.")
     threads: Optional[int] = option(None, ge=1, le=256, help="CPU threads of the proposer.")
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        name = cls.__dict__.get("name")
-        if isinstance(name, dataclasses.Field):
-            name = name.default
-        if isinstance(name, str) and name:
-            PROPOSER_OPTIONS[name] = cls
 
     def check(self) -> None:
         if self.name != type(self).__dict__.get("name", self.name):
@@ -309,11 +339,18 @@ class EntitySegOptions(ProposerOptions):
 
 
 def proposer_names() -> list[str]:
-    """The proposers that have an options class, in registration order."""
-    return list(PROPOSER_OPTIONS)
+    """The registered proposers (``registry.PROPOSERS``), in registration order."""
+    return PROPOSERS.names()
 
 
-SECTIONS = {"bank": BankConfig, "runtime": RuntimeConfig, "backbone": BackboneOptions}
+def proposer_classes() -> dict[str, type]:
+    """``name -> options class`` of every registered proposer (its entry's ``options``;
+    the built-in ones name classes of this module, so no runtime code is imported)."""
+    return {e.name: e.options_class() for e in PROPOSERS.entries()}
+
+
+SECTIONS = {"bank": BankConfig, "runtime": RuntimeConfig, "backbone": BackboneOptions,
+            "temporal": TemporalOptions}
 
 
 @dataclass(frozen=True)
@@ -324,6 +361,7 @@ class ModuSegConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     backbone: BackboneOptions = field(default_factory=BackboneOptions)
     proposer: ProposerOptions = field(default_factory=SamOptions)
+    temporal: TemporalOptions = field(default_factory=TemporalOptions)
     preset: str = "paper"
 
     def __post_init__(self):
@@ -334,7 +372,7 @@ class ModuSegConfig:
                                  f"ModuSegConfig.from_dict)")
         if type(self.proposer) is ProposerOptions:
             raise InputError("ModuSegConfig.proposer must be a proposer's options class: "
-                             + ", ".join(c.__name__ for c in PROPOSER_OPTIONS.values()))
+                             + ", ".join(c.__name__ for c in proposer_classes().values()))
         if not isinstance(self.preset, str):
             raise InputError(f"configuration preset must be a string, got {self.preset!r}")
 
@@ -367,7 +405,7 @@ class ModuSegConfig:
         if unknown:
             names = [*SECTIONS, "proposer", "preset"]
             raise InputError(f"configuration has an unknown section {unknown[0]!r}"
-                             f"{_did_you_mean(unknown[0], names)}")
+                             f"{did_you_mean(unknown[0], names)}")
         preset = d.get("preset", "custom")
         if not isinstance(preset, str):
             raise InputError(f"configuration preset must be a string, got {preset!r}")
@@ -397,11 +435,11 @@ class ModuSegConfig:
                 raise InputError(
                     f"unknown setting {key!r}; settings are " + ", ".join(
                         f"{s}.<name>" for s in (*SECTIONS, "proposer"))
-                    + _did_you_mean(section, [*SECTIONS, "proposer"]))
+                    + did_you_mean(section, [*SECTIONS, "proposer"]))
             names = _field_names(SECTIONS[section])
             if name not in names:
                 raise InputError(f"unknown setting {key!r}"
-                                 f"{_did_you_mean(name, names, section + '.')}; "
+                                 f"{did_you_mean(name, names, section + '.')}; "
                                  f"{section} settings: {', '.join(sorted(names))}")
             d[section][name] = value
         proposer_sets = {str(k).partition(".")[2]: v for k, v in items.items()
@@ -433,28 +471,33 @@ def _section(cls, name: str, d: Mapping):
     for k in d:
         if k not in names:
             raise InputError(f"unknown setting {name}.{k}"
-                             f"{_did_you_mean(str(k), names, name + '.')}; {name} settings: "
+                             f"{did_you_mean(str(k), names, name + '.')}; {name} settings: "
                              f"{', '.join(sorted(names))}")
     return cls(**{str(k): v for k, v in d.items()})
 
 
 def _proposer_class(name, keys=()) -> type:
     """The options class of proposer ``name``; ``keys`` must be its options."""
-    if not isinstance(name, str) or name not in PROPOSER_OPTIONS:
+    if not isinstance(name, str) or name not in PROPOSERS:
         raise InputError(f"proposer.name must be one of {proposer_names()}, got {name!r}"
-                         f"{_did_you_mean(name, proposer_names())}")
-    cls = PROPOSER_OPTIONS[name]
+                         f"{did_you_mean(name, proposer_names())}")
+    classes = proposer_classes()
+    cls = classes[name]
+    if not (isinstance(cls, type) and issubclass(cls, ProposerOptions)):
+        raise InputError(f"proposer {name!r} is registered without an options class "
+                         f"(registry.PROPOSERS entry options=, a ProposerOptions subclass)")
     names = _field_names(cls)
     for k in keys:
         if k in names:
             continue
-        owner = [n for n, c in PROPOSER_OPTIONS.items() if k in _field_names(c)]
+        owner = [n for n, c in classes.items() if c is not None and k in _field_names(c)]
         if owner:
             raise InputError(f"proposer.{k} is {_article(owner[0])} {owner[0]} option but "
                              f"proposer.name is {name!r}; drop it or use --proposer {owner[0]}")
-        every = sorted({n for c in PROPOSER_OPTIONS.values() for n in _field_names(c)})
+        every = sorted({n for c in classes.values() if c is not None
+                        for n in _field_names(c)})
         raise InputError(f"unknown setting proposer.{k}"
-                         f"{_did_you_mean(str(k), every, 'proposer.')}; {name} settings: "
+                         f"{did_you_mean(str(k), every, 'proposer.')}; {name} settings: "
                          f"{', '.join(sorted(names))}")
     return cls
 
@@ -473,11 +516,6 @@ def _proposer(d: Mapping) -> ProposerOptions:
 
 def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
-
-
-def _did_you_mean(word, choices, prefix: str = "") -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 # ---- checking one options object --------------------------------------------------------
@@ -500,7 +538,7 @@ def _check_fields(obj, section: str) -> None:
             choices = f.metadata.get("choices")
             if choices is not None and value not in choices:
                 raise InputError(f"{name} must be one of {list(choices)}, got "
-                                 f"{value!r}{_did_you_mean(value, choices)}")
+                                 f"{value!r}{did_you_mean(value, choices)}")
         object.__setattr__(obj, f.name, value)
 
 
@@ -632,7 +670,7 @@ def config_schema() -> list[dict]:
                          "chosen one."})
     add(ProposerOptions, "proposer", skip=("name",))
     shared = set(_field_names(ProposerOptions))
-    for name, cls in PROPOSER_OPTIONS.items():
+    for name, cls in proposer_classes().items():
         add(cls, "proposer", proposer=name, skip=shared)
     return rows
 
@@ -652,7 +690,7 @@ def _preset_file(name: str) -> dict:
     names = preset_names()
     if name not in names:
         raise InputError(f"unknown preset {name!r}; choose one of {names}"
-                         f"{_did_you_mean(name, names)}")
+                         f"{did_you_mean(name, names)}")
     return json.loads((PRESET_DIR / f"{name}.json").read_text())
 
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import re
 
-import click
-
 from .errors import InputError
-
-BACKENDS = ("auto", "cpu", "cuda", "tensorrt", "tensorrt-native")
+from .registry import BACKENDS
 _CUDA = re.compile(r"^(?:cuda|gpu)(?::(\d+))?$|^(\d+)$")
 
 
@@ -53,11 +50,3 @@ def resolve_backend_option(backend: str | None, device: str | None,
         raise InputError(f"--device {device} means --backend {mapped}, but --backend {backend} "
                          f"was also given; give one of them")
     return mapped
-
-
-def device_option(f):
-    """The ``--device`` option (an alias of ``--backend``), for commands with ``--backend``."""
-    return click.option(
-        "--device", default=None, metavar="DEVICE",
-        help="Where to run, as other tools spell it: cpu, cuda (gpu, cuda:0) or auto; "
-             "the same as --backend cpu / cuda / auto.")(f)

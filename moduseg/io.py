@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
 import shutil
 import struct
 import tempfile
-import time
 import zlib
 from pathlib import Path
 
@@ -19,100 +17,12 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError, OutputError
+from .owned import atomic_path, output_error
 from .text import is_utf8, printable
 
 
 # image files the package reads (folders, datasets, calibration sets)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-# errno values that mean "this output cannot be written here" (not a bug)
-_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                  errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
-STALE_AFTER_S = 600      # a temp without a live owner's pid counts as orphaned after this
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None):
-    """Yield a temporary path beside ``path``; rename it into place on success.
-
-    A crash or an exception leaves no half-written file at ``path``. The temp
-    name carries the process id, so temps orphaned by a killed run are
-    removed by the next write of the same file; a full disk or a read-only
-    folder becomes an ``OutputError``.
-    """
-    path = Path(path)
-    suffix = suffix or path.suffix
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(path.parent, f".{path.name}.", suffix)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=suffix,
-                                   dir=path.parent)
-    except OSError as e:
-        raise _output_error(path, e) from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.errno in _OUTPUT_ERRNOS:
-            raise _output_error(path, e) from None
-        raise
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _output_error(path, e: OSError) -> OutputError:
-    why = e.strerror or str(e)
-    return OutputError(f"cannot write {printable(path)}: {why}; free some space or choose another "
-                       f"output path")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:       # exists, owned by someone else
-        return True
-    return True
-
-
-def clean_stale_temps(folder: str | Path, prefix: str, suffix: str = "") -> list[Path]:
-    """Remove ``prefix<pid>-*suffix`` temps whose process is gone (and old pid-less ones).
-
-    Only names this package makes are touched: ``prefix`` + pid + ``-`` (or the
-    8 random characters of ``mkstemp`` from older versions) + ``suffix``.
-    """
-    removed = []
-    now = time.time()
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return removed
-    for p in entries:
-        name = p.name
-        if not (name.startswith(prefix) and name.endswith(suffix)):
-            continue
-        middle = name[len(prefix):len(name) - len(suffix) if suffix else None]
-        pid, sep, _ = middle.partition("-")
-        try:
-            if sep and pid.isdigit():
-                stale = int(pid) != os.getpid() and not pid_alive(int(pid))
-            elif len(middle) == 8 and middle.replace("_", "").isalnum():
-                stale = now - p.lstat().st_mtime > STALE_AFTER_S
-            else:
-                continue
-            if stale:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-                removed.append(p)
-        except OSError:
-            continue            # another process removed or holds it: leave it
-    return removed
-
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks (model files are hundreds of MB)."""
@@ -121,6 +31,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for b in iter(lambda: f.read(chunk), b""):
             h.update(b)
     return h.hexdigest()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -142,6 +57,26 @@ def _json_default(o):
 # frame is 450 MB decoded); frames are segmented at most at 4K UHD anyway
 # (``runtime.pipeline.MAX_WORK_PIXELS``).
 MAX_IMAGE_PIXELS = 150_000_000
+
+
+def check_image(image, what: str = "image") -> np.ndarray:
+    """An H x W x 3 uint8 RGB array, or an ``InputError`` saying how to get one."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{what} must be a numpy array (H, W, 3) uint8 RGB, got "
+                         f"{type(image).__name__}; load it with cv2/PIL and convert")
+    if image.ndim == 2:
+        raise InputError(f"{what} is grayscale {image.shape}; convert to RGB, e.g. "
+                         f"np.repeat(img[..., None], 3, axis=2)")
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise InputError(f"{what} must have shape (H, W, 3), got {image.shape}")
+    if image.shape[2] == 4:
+        raise InputError(f"{what} has 4 channels (RGBA); drop alpha with img[..., :3]")
+    if image.dtype != np.uint8:
+        raise InputError(f"{what} must be uint8 RGB, got {image.dtype}; for floats in "
+                         f"[0, 1] use (img * 255).round().astype(np.uint8)")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"{what} is empty: {image.shape}")
+    return image
 
 
 def _declared_pixels(path) -> int | None:
@@ -360,4 +295,4 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
         try:
             buf.tofile(os.fspath(tmp))
         except OSError as e:
-            raise _output_error(path, e) from None
+            raise output_error(path, e) from None

@@ -65,12 +65,18 @@ class ProposerEntry(Entry):
 
 @dataclass(frozen=True)
 class BackendEntry(Entry):
-    """An execution backend: the ONNX Runtime providers its graphs run on, whether bank
-    search and SMFA run on the device, and whether the backbone is a TensorRT engine."""
+    """An execution backend: the ``runner`` class that opens its graphs
+    (``runtime.runners``: ``OrtRunner``, ``TrtEngineRunner``, ...; ``"module:Class"``),
+    the ONNX Runtime providers its graphs run on, whether bank search and SMFA run on
+    the device, and whether the backbone is a TensorRT engine."""
 
     providers: str = "cpu"
     gpu: bool = False
     native_trt: bool = False
+    runner: Any = "moduseg.runtime.runners:OrtRunner"
+
+    def runner_class(self):
+        return load_target(self.runner)
 
 
 class Registry(Generic[T]):
@@ -163,7 +169,8 @@ BACKENDS.register("tensorrt", BackendEntry(
     providers="tensorrt", gpu=True))
 BACKENDS.register("tensorrt-native", BackendEntry(
     "tensorrt-native", summary="TensorRT engines for the backbone (moduseg export engine)",
-    providers="auto", gpu=True, native_trt=True))
+    providers="auto", gpu=True, native_trt=True,
+    runner="moduseg.runtime.runners:TrtEngineRunner"))
 
 
 def choices_help(registry: Registry) -> str:

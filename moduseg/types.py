@@ -164,6 +164,11 @@ DEFAULT_SHORT_SIDE = None
 DEFAULT_PIXELS = 480 * 360
 
 
+def is_int(v) -> bool:
+    """An integer as parsed JSON gives it (``True`` is not one)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def input_size_tag(policy: str, short_side: int | None,
                    fixed_hw: tuple[int, int] | None = None, pixels: int | None = None,
                    normalize: str = "dataset") -> str:

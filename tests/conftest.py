@@ -18,6 +18,17 @@ def shared_data() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="session")
+def rtsp_python() -> str:
+    """A Python with GStreamer's RTSP server, for tests/rtsp_server.py (else a skip)."""
+    from rtsp_fixture import system_python_with_rtsp
+
+    py, why = system_python_with_rtsp()
+    if py is None:
+        pytest.skip(why)
+    return py
+
+
 def pytest_collection_modifyitems(config, items):
     """The fast tier (``pytest -m "not slow"``) leaves out every test that loads the real
     default models or reads ../shared/data: those are slow by definition here."""

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from moduseg.app.netstream import StreamReader, check_stream_url, is_stream_url, mask_url
 from moduseg.errors import InputError
 
-from rtsp_fixture import RtspServer, free_port, system_python_with_rtsp
+from rtsp_fixture import RtspServer, free_port
 
 
 # -- URL checks (user input) ----------------------------------------------------------
@@ -100,14 +100,6 @@ def test_a_drop_is_retried_with_bounded_attempts_said_on_the_console():
 
 
 # -- a real RTSP server -----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def rtsp_python():
-    py, why = system_python_with_rtsp()
-    if py is None:
-        pytest.skip(why)
-    return py
-
 
 @pytest.mark.slow
 def test_rtsp_frames_from_a_local_server(rtsp_python):

@@ -35,7 +35,8 @@ def _user_files(out: Path) -> dict[str, bytes]:
     (out / ".run.backup_1" / "data.bin").write_bytes(b"backup")
     made[".run.backup_1/data.bin"] = b"backup"
     for name in (".run.12345-mine", ".old.20240101", ".run.99999999-abcdefgh",
-                 ".overlay.part.mp4", ".segments.json.999999999-abcdefgh.json"):
+                 ".overlay.part.mp4", ".segments.json.999999999-abcdefgh.json",
+                 ".moduseg-tmp.999999999-abcdefgh"):
         (out / name).write_bytes(name.encode())
         made[name] = name.encode()
     for rel in made:

@@ -11,7 +11,7 @@ import pytest
 from moduseg.app.loop import run_segment
 from moduseg.coco import segment_records
 from moduseg.io import read_label_map
-from moduseg.temporal import KeyframePolicy, TemporalConfig
+from moduseg.temporal import TemporalConfig, TemporalOptions
 from temporal_fixtures import CLASSES, ColourSegmenter, canvas, crop
 
 
@@ -79,7 +79,7 @@ def test_on_is_the_default_for_video_and_records_it(video, tmp_path):
     fake = FakeSeg()
     out = tmp_path / "on"
     s = run_segment(fake, str(path), out, progress=False, overlays=False,
-                    temporal=TemporalConfig(policy=KeyframePolicy(max_interval=4)))
+                    temporal=TemporalConfig(options=TemporalOptions(max_interval=4)))
     assert fake.calls < len(decoded)                      # propagated frames ran no model
     d = json.loads((out / "segments.json").read_text())
     t = d["temporal"]
@@ -110,3 +110,55 @@ def test_folders_stay_per_frame(video, tmp_path):
     run_segment(fake, str(folder), tmp_path / "o", progress=False, overlays=False)
     assert fake.calls == 3
     assert "temporal" not in json.loads((tmp_path / "o" / "segments.json").read_text())
+
+
+def test_temporal_settings_come_from_the_configuration(video, tmp_path):
+    """``--set temporal.max_interval=2`` reaches the run through the segmenter's
+    configuration (``run_segment(temporal=True)`` builds the TemporalConfig from it)."""
+    from moduseg.settings import resolve_config
+    path, decoded = video
+    fake = FakeSeg()
+    fake.full_config = resolve_config("default", ["temporal.max_interval=2"])
+    out = tmp_path / "cfg"
+    run_segment(fake, str(path), out, progress=False, overlays=False, temporal=True)
+    t = json.loads((out / "segments.json").read_text())["temporal"]
+    assert t["config"]["max_interval"] == 2
+    # shot 1: frames 0..5 -> keyframes 0 (first), 2, 4 (interval); shot 2: 6 (cut), 8
+    assert t["keyframe_reasons"] == {"first": 1, "cut": 1, "interval": 3}
+    assert fake.calls == 5
+
+
+def test_consistency_is_measured_off_the_frame_loop_with_the_same_values():
+    """The TC worker thread (lower priority) gives each record exactly the value the
+    meter gives inline, and the summary waits for it."""
+    import os
+    import time
+
+    from moduseg.app.temporal import ConsistencyWorker
+    from moduseg.temporal.consistency import ConsistencyMeter
+    world, lab = canvas()
+    frames = [crop(world, i, 0) for i in range(4)]
+    labels = [crop(lab, i, 0) for i in range(4)]
+    inline = ConsistencyMeter()
+    want = [inline.add(f, lb) for f, lb in zip(frames, labels)]
+    worker = ConsistencyWorker(ConsistencyMeter())
+    for _ in range(100):                      # the thread lowers its own priority first
+        if os.getpriority(os.PRIO_PROCESS, worker._thread.native_id) > os.getpriority(
+                os.PRIO_PROCESS, 0) or os.getpriority(os.PRIO_PROCESS, 0) >= 19:
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("the TC thread kept the process's priority")
+    records = [{} for _ in frames]
+    for f, lb, rec in zip(frames, labels, records):
+        worker.add(f, lb, False, rec)
+    worker.finish()
+    assert [r["consistency"] for r in records] == [
+        None if w is None else round(w * 100, 3) for w in want]
+    assert worker.meter.summary()["mean"] == inline.summary()["mean"]
+    # a pair it cannot measure is said in the summary; the run goes on
+    bad = ConsistencyWorker(ConsistencyMeter())
+    bad.add(frames[0], labels[0], False, {})
+    bad.add(frames[1], labels[1][:10], False, {})
+    bad.finish()
+    assert "ValueError" in bad.error

@@ -12,10 +12,10 @@ from moduseg.bank.pseudo.labels import (
     labels_from_mask,
     labels_from_masks,
     presence_vector,
-    read_class_names,
     read_image_labels,
     write_image_labels,
 )
+from moduseg.bank.datasets import read_class_names
 from moduseg.errors import InputError
 from moduseg.io import read_label_map, voc_palette, write_label_png
 from moduseg.types import IGNORE
@@ -91,7 +91,7 @@ def test_class_names_and_background(tmp_path):
     assert names == ["Background", "cat", "dog"]
     assert find_background(names) == 0 and find_background(names, "none") is None
     p.write_text("cat\ncat\n")
-    with pytest.raises(InputError, match="repeats"):
+    with pytest.raises(InputError, match="'cat' is given twice"):
         read_class_names(p)
 
 

@@ -62,3 +62,20 @@ def test_make_clip_round_trip(tmp_path):
     frames, gts, starts = read_clip(tmp_path / "c")
     assert len(frames) == len(gts) == meta["frames"] and starts == meta["shot_starts"]
     assert starts[0] == 0 and 3 <= starts[1] <= 4
+
+
+def test_the_comparison_takes_the_temporal_settings_of_the_configuration(tmp_path):
+    """``bench video --set temporal.max_interval=2``: the run's configuration decides the
+    temporal path on every input, and the result records it; ``frames=0`` skips the
+    videos (the clips only)."""
+    from moduseg.bench.temporal import run_temporal
+    from moduseg.settings import resolve_config
+    world, _ = canvas()
+    seg = FakeSeg()
+    seg.full_config = resolve_config("default", ["temporal.max_interval=2"])
+    frames = [crop(world, i, 0) for i in range(5)]
+    r = compare_input(seg, frames)
+    assert r["on"]["keyframe_reasons"] == {"first": 1, "interval": 2}
+    out = run_temporal(None, seg, {"v": tmp_path / "missing.mp4"}, tmp_path, 0, clips=False,
+                       show_progress=False)
+    assert out["inputs"] == {} and out["temporal_config"]["max_interval"] == 2

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from moduseg.config import (PROPOSER_OPTIONS, SECTIONS, BackboneOptions, EntitySegOptions,
+from moduseg.config import (SECTIONS, BackboneOptions, EntitySegOptions,
                             ModuSegConfig, ProposerOptions, SamOptions, config_schema, preset,
-                            preset_names)
+                            preset_names, proposer_classes)
 from moduseg.errors import InputError, ModuSegError
 from moduseg.settings import parse_overrides, resolve_config  # noqa: F401
 
@@ -255,7 +255,7 @@ def test_every_proposer_option_is_declared_once():
     es = {f.name: f.default for f in dataclasses.fields(EntitySegOptions)
           if f.name not in shared}
     assert {k: params[k].default for k in es} == es
-    assert set(PROPOSER_OPTIONS) >= {"sam", "entityseg"}
+    assert set(proposer_classes()) >= {"sam", "entityseg"}
 
 
 def test_schema_lists_every_option_once_with_help():
@@ -264,7 +264,7 @@ def test_schema_lists_every_option_once_with_help():
     assert len(paths) == len(set(paths))
     for section, cls in SECTIONS.items():
         assert {f"{section}.{f.name}" for f in dataclasses.fields(cls)} <= {r["path"] for r in rows}
-    for name, cls in PROPOSER_OPTIONS.items():
+    for name, cls in proposer_classes().items():
         assert {f"proposer.{f.name}" for f in dataclasses.fields(cls)} <= {r["path"] for r in rows}
     for r in rows:
         assert r["help"] and "\n" not in r["help"], r["path"]
@@ -276,7 +276,7 @@ def test_schema_lists_every_option_once_with_help():
     frac = next(r for r in rows if r["path"] == "bank.outlier_fraction")
     assert frac["range"] == "[0.0, 1.0)"
     assert next(r for r in rows if r["path"] == "proposer.name")["choices"] == list(
-        PROPOSER_OPTIONS)
+        proposer_classes())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -341,19 +341,23 @@ def test_proposer_name_switches_the_options_class():
         resolve_config("default", ["proposer.name=sma"])
 
 
-def test_a_new_proposer_is_one_options_class():
-    """Subclassing ``ProposerOptions`` with a ``name`` makes it selectable by
-    ``proposer.name``, in the schema and in ``--set``."""
+def test_a_new_proposer_is_one_options_class_and_one_registry_line():
+    """A ``ProposerOptions`` subclass named by a ``registry.PROPOSERS`` entry is
+    selectable by ``proposer.name``, in the schema and in ``--set``; unregistered, it
+    is not."""
     from dataclasses import dataclass
 
     from moduseg.config import option
+    from moduseg.registry import PROPOSERS, ProposerEntry
 
     @dataclass(frozen=True)
     class ToyOptions(ProposerOptions):
         name: str = "toy"
         cells: int = option(4, ge=1, le=16, help="Cells a side.")
 
-    try:
+    with pytest.raises(InputError, match="proposer.name must be one of"):
+        resolve_config("default", [], proposer="toy")
+    with PROPOSERS.registered("toy", ProposerEntry("toy", None, "a grid", options=ToyOptions)):
         cfg = resolve_config("default", ["runtime.top_k=5"], proposer="toy")
         assert cfg.proposer == ToyOptions() and cfg.proposer_options() == {"cells": 4}
         assert resolve_config("paper", ["proposer.cells=8"], proposer="toy").proposer.cells == 8
@@ -364,8 +368,7 @@ def test_a_new_proposer_is_one_options_class():
         assert any(r["path"] == "proposer.cells" and r["proposer"] == "toy"
                    for r in config_schema())
         assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    finally:
-        PROPOSER_OPTIONS.pop("toy", None)
+    assert not any(r["proposer"] == "toy" for r in config_schema())
 
 
 # ---- property: typed overrides (the Python API) -----------------------------------------
@@ -404,3 +407,40 @@ def test_a_stored_proposer_name_of_any_type_is_a_one_line_error(name):
         return
     with pytest.raises(InputError, match="proposer.name must be one of"):
         ModuSegConfig.from_dict(d)
+
+
+# ---- the temporal section (issue 25) ---------------------------------------------------
+
+def test_temporal_section_is_declared_once_and_settable():
+    from moduseg.config import TemporalOptions
+    from moduseg.temporal import TemporalConfig
+    assert SECTIONS["temporal"] is TemporalOptions
+    cfg = resolve_config("default", ["temporal.max_interval=6", "temporal.flow_preset=fast"])
+    assert (cfg.temporal.max_interval, cfg.temporal.flow_preset) == (6, "fast")
+    assert TemporalConfig.from_config(cfg).max_interval == 6
+    with pytest.raises(InputError, match="did you mean temporal.max_interval"):
+        resolve_config("default", ["temporal.max_intervl=6"])
+    with pytest.raises(InputError, match="temporal.decay must be in"):
+        resolve_config("default", ["temporal.decay=1.0"])
+    with pytest.raises(InputError, match="temporal.flow_preset must be one of"):
+        resolve_config("default", ["temporal.flow_preset=slow"])
+    # the schema (configuration reference) lists every temporal option with its help
+    rows = {r["path"]: r for r in config_schema() if r["section"] == "temporal"}
+    assert set(rows) == {f"temporal.{f.name}" for f in dataclasses.fields(TemporalOptions)}
+    assert rows["temporal.max_interval"]["default"] == 8
+    # TemporalConfig holds no defaults of its own: they are TemporalOptions'
+    assert TemporalConfig().options == TemporalOptions()
+
+
+def test_presets_state_the_temporal_section_and_old_banks_get_its_defaults():
+    from moduseg.config import PRESET_DIR, TemporalOptions
+    names = {f.name for f in dataclasses.fields(TemporalOptions)}
+    for name in ("paper", "default", "fast"):
+        stated = json.loads((PRESET_DIR / f"{name}.json").read_text())["temporal"]
+        assert set(stated) == names, name
+        assert preset(name).temporal == TemporalOptions(**stated)
+    old = BEFORE["old-default-without-newer-keys"]["stored"]
+    assert "temporal" not in old
+    assert resolve_config(None, [], old).temporal == TemporalOptions()
+    stored = preset("default").with_overrides({"temporal.max_interval": 5}).to_dict()
+    assert ModuSegConfig.from_dict(stored).temporal.max_interval == 5

@@ -48,3 +48,48 @@ def test_any_device_string_is_a_backend_or_one_clear_line(spec):
         assert backend_for_device(spec) in BACKENDS
     except InputError as e:
         assert "\n" not in str(e) and "--device" in str(e)
+
+
+COMMANDS_WITH_A_BACKEND = [
+    ["segment", "x.png"],
+    ["eval", "--dataset", "folder", "--root", "r", "--pred", "p"],
+    ["bank", "build", "--dataset", "folder", "--root", "r", "--out", "b.npz"],
+    ["bank", "add", "b.npz", "--dataset", "pairs", "--root", "r", "--out", "c.npz"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMANDS_WITH_A_BACKEND, ids=lambda a: " ".join(a[:2]))
+def test_every_command_with_a_backend_takes_device(argv, tmp_path, monkeypatch):
+    """--device is declared with --backend (cli_options.backend_option), so each command
+    that has one has the other, and a device it cannot use is one line, exit 2, before
+    any work (no output file appears)."""
+    from click.testing import CliRunner
+    from moduseg.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    help_text = runner.invoke(cli, [*argv[:2 if argv[0] == "bank" else 1], "--help"],
+                              terminal_width=200).output
+    assert "--device" in help_text and "--backend" in help_text
+    for extra, message in ((["--device", "mps"], "there is no mps backend"),
+                           (["--device", "cpu", "--backend", "cuda"],
+                            "--device cpu means --backend cpu, but --backend cuda")):
+        r = runner.invoke(cli, [*argv, *extra])
+        assert r.exit_code == 2, r.output
+        assert message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_command_gets_the_backend_the_device_names():
+    import click
+    from click.testing import CliRunner
+    from moduseg.cli_options import backend_option
+
+    @click.command()
+    @backend_option(default="cpu")
+    def show(backend):
+        click.echo(backend)
+
+    assert CliRunner().invoke(show, []).output.strip() == "cpu"
+    assert CliRunner().invoke(show, ["--device", "cuda:0"]).output.strip() == "cuda"
+    assert CliRunner().invoke(show, ["--backend", "tensorrt"]).output.strip() == "tensorrt"

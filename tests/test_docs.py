@@ -9,6 +9,7 @@ in order (a later block may use what an earlier one wrote); they skip cleanly wi
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -147,12 +148,7 @@ def check_against_cli(tokens: list[str], group: click.Command = cli) -> None:
 
 
 def _benchmarks_cli():
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.__main__ import cli as studies
-    finally:
-        sys.path.remove(str(ROOT))
-    return studies
+    return _reference().benchmarks_cli()
 
 
 @pytest.mark.parametrize("ex", ALL, ids=lambda e: e.id)
@@ -222,6 +218,7 @@ def test_command_parser_finds_every_invocation():
 
 # ------------------------------------------------------------- the generated references
 
+@functools.lru_cache(maxsize=1)
 def _reference():
     spec = importlib.util.spec_from_file_location("docs_reference",
                                                   ROOT / "tools" / "docs_reference.py")

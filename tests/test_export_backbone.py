@@ -220,3 +220,20 @@ def test_timm_checkpoint_is_resampled_to_the_export_resolution(tmp_path):
     from moduseg.errors import ModelNotFoundError
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         timm_source("vit_small_patch14_dinov2", checkpoint=tmp_path / "none.pth")
+
+
+def test_a_large_graph_is_saved_with_its_weights_beside_it(tmp_path, monkeypatch):
+    """External data lands beside the graph (not in the private temp folder)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                              [w])
+    monkeypatch.setattr(bb, "EXTERNAL_DATA_BYTES", 0)
+    out = bb.save_model_atomic(helper.make_model(graph), tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    back = onnx.load(str(out))
+    assert np.array_equal(numpy_helper.to_array(back.graph.initializer[0]),
+                          numpy_helper.to_array(w))

@@ -124,16 +124,7 @@ def test_build_on_gpu(tmp_path):
         current_device()
     except BackendUnavailableError as e:
         pytest.skip(f"needs an NVIDIA GPU and driver: {e}")
-    torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
-    from moduseg.export.backbone import export_torch_source
-    from moduseg.export.sources import timm_source
-
-    torch.manual_seed(0)
-    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, depth=2,
-                            embed_dim=48, num_heads=2, num_classes=0)
-    src = timm_source("tiny", model=vit, resolution=(56, 56))
-    onnx_path = export_torch_source(src, (56, 56), tmp_path / "t.onnx").path
+    onnx_path = _tiny_vit_onnx(tmp_path / "t.onnx")
     path, side, reused = build_cached_engine(onnx_path, BuildOptions(precision="fp16"),
                                              tmp_path / "cache")
     assert path.is_file() and not reused and side.accuracy["ok"]
@@ -141,22 +132,28 @@ def test_build_on_gpu(tmp_path):
                                tmp_path / "cache")[2]
 
 
-@pytest.mark.slow
-def test_mixed_fp16_graph_for_strongly_typed_builds(tmp_path):
-    """TensorRT >= 11 builds FP16 from an FP16 graph; check that graph on CPU."""
-    pytest.importorskip("onnxconverter_common", reason="needs onnxconverter-common")
+def _tiny_vit_onnx(path, check: bool = True):
+    """A 2-block DINOv2-shaped ViT at 56 x 56, random weights, exported to ``path``."""
     torch = pytest.importorskip("torch")
     timm = pytest.importorskip("timm")
     from moduseg.export.backbone import export_torch_source
-    from moduseg.export.engine import to_mixed_fp16
-    from moduseg.export.parity import compare, onnx_runner, parity_inputs
     from moduseg.export.sources import timm_source
 
     torch.manual_seed(0)
     vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, depth=2,
                             embed_dim=48, num_heads=2, num_classes=0)
     src = timm_source("tiny", model=vit, resolution=(56, 56))
-    fp32 = export_torch_source(src, (56, 56), tmp_path / "t.onnx", check=False).path
+    return export_torch_source(src, (56, 56), path, check=check).path
+
+
+@pytest.mark.slow
+def test_mixed_fp16_graph_for_strongly_typed_builds(tmp_path):
+    """TensorRT >= 11 builds FP16 from an FP16 graph; check that graph on CPU."""
+    pytest.importorskip("onnxconverter_common", reason="needs onnxconverter-common")
+    from moduseg.export.engine import to_mixed_fp16
+    from moduseg.export.parity import compare, onnx_runner, parity_inputs
+
+    fp32 = _tiny_vit_onnx(tmp_path / "t.onnx", check=False)
     fp16 = to_mixed_fp16(fp32, tmp_path / "t16.onnx", ("LayerNormalization", "Softmax"))
     m = onnx.load(str(fp16))
     assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # I/O kept FP32
@@ -225,9 +222,9 @@ def test_backbone_on_fake_engine(tiny_onnx, tmp_path, monkeypatch):
     fm = bb(img)
     assert fm.features.shape == (32, 2, 3) and fm.geometry.resized_hw == (28, 42)
     ref = OnnxBackbone(tiny_onnx, pixels=None, policy="stretch", providers="cpu")
-    x = ref.session.run(None, {"image": __import__(
+    x = ref.runner.run({"image": __import__(
         "moduseg.runtime.backbones.onnx_backbone", fromlist=["preprocess"]).preprocess(
-        img, fm.geometry, bb.mean, bb.std)})[0][0]
+        img, fm.geometry, bb.mean, bb.std)})[ref.output_name][0]
     np.testing.assert_allclose(fm.features, x, atol=1e-5)
     dev, geo = bb.device_features(img)
     assert dev.shape == (1, 32, 2, 3) and dev.ptr and geo == fm.geometry

@@ -170,9 +170,13 @@ def test_engine_branch_reads_sidecar_metadata(swin_export, tmp_path, monkeypatch
     sess = make_session(path, providers="cpu")
 
     class FakeRunner:
-        def __init__(self, engine_path, device=0):
+        def __init__(self, engine_path, device=0, **kw):
             self.sidecar = types.SimpleNamespace(metadata=read_metadata(path))
             self.inputs = [sess.get_inputs()[0].name]
+            self.outputs = ["pred_logits", "pred_masks"]
+
+        def engine_shape(self, name):
+            return (-1,)
 
         def run(self, feeds):
             return dict(zip(["pred_logits", "pred_masks"], sess.run(None, feeds)))

@@ -18,7 +18,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from moduseg.errors import InputError, ModelNotFoundError  # noqa: E402
-from moduseg.graphs.dinov2 import patch_feature_graph, read_metadata  # noqa: E402
+from moduseg.graphs.dinov2 import patch_feature_graph  # noqa: E402
+from moduseg.graphs.helpers import read_metadata  # noqa: E402
 
 SRC_NAME = "vit_s_focus.onnx"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -73,10 +74,10 @@ def test_info_and_metadata(graphs):
     assert info.outputs == ("features", "block8", "block11")
     assert info.source_sha256.startswith("198644e37de3")
     meta = read_metadata(info.path)
-    assert meta["moduseg.patch_size"] == "14" and meta["moduseg.feature_dim"] == "384"
-    assert json.loads(meta["moduseg.mean"]) == [0.485, 0.456, 0.406]
-    assert json.loads(meta["moduseg.std"]) == [0.229, 0.224, 0.225]
-    assert "layernorm" in meta["moduseg.taken_from"]
+    assert meta["patch_size"] == "14" and meta["feature_dim"] == "384"
+    assert json.loads(meta["mean"]) == [0.485, 0.456, 0.406]
+    assert json.loads(meta["std"]) == [0.229, 0.224, 0.225]
+    assert "layernorm" in meta["taken_from"]
     # the saliency decoder is gone
     m = onnx.load(info.path, load_external_data=False)
     assert not any("decoder" in n.name for n in m.graph.node)

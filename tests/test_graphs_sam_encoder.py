@@ -145,7 +145,7 @@ def test_generator_with_content_crop(tmp_path, pool):
     img = img[:272]                                          # 272 x 640, like bikes.mp4
     im = gen.set_image(img)
     assert im.embedding.shape == (1, 256, 28, 64) and im.resized_hw == (435, 1024)
-    assert (448, 1024) in gen.encoder.sessions and (1024, 1024) not in gen.encoder.sessions
+    assert (448, 1024) in gen.encoder.runners and (1024, 1024) not in gen.encoder.runners
     # content cells, then 36 padding rows in 4x4 blocks: 9 x 16 of them
     assert gen._dec_embedding.shape == (1, 256, 1, 28 * 64 + (144 if pool else 0))
     np.testing.assert_array_equal(gen._dec_embedding[0, :, 0, :28 * 64],
@@ -171,7 +171,6 @@ def test_padding_embedding_is_computed_once_and_cached(tmp_path, monkeypatch):
     cos = mean @ far / (np.linalg.norm(far, axis=0) * np.linalg.norm(mean))
     assert cos.min() > 0.95
     # a second generator reads the file instead of running the 1024 encoder
-    monkeypatch.setattr("moduseg.runtime.onnx_session.make_session",
-                        lambda *a, **k: pytest.fail("encoder run again"))
-    enc2 = sam_mod.SamEncoder(enc, quantize=False, cache_dir=tmp_path)   # no session yet
+    enc2 = sam_mod.SamEncoder(enc, quantize=False, cache_dir=tmp_path,   # no runner yet
+                              runners=lambda *a, **k: pytest.fail("encoder run again"))
     np.testing.assert_array_equal(enc2.padding_embedding(), pad)

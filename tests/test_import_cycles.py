@@ -24,13 +24,17 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def import_stem(mod: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    """The absolute module a ``from ... import`` statement of ``mod`` imports from."""
+    if not node.level:
+        return node.module or ""
+    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _resolve(mod: str, is_pkg: bool, node: ast.ImportFrom) -> list[str]:
-    if node.level:
-        base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-        base = base[:len(base) - (node.level - 1)]
-        stem = ".".join(base + ([node.module] if node.module else []))
-    else:
-        stem = node.module or ""
+    stem = import_stem(mod, is_pkg, node)
     names = [stem]
     names += [f"{stem}.{a.name}" for a in node.names]
     return names

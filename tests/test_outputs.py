@@ -453,22 +453,19 @@ def test_rerun_replaces_the_previous_outputs_as_a_set(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_a_run_of_an_older_version_is_replaced(tmp_path):
-    """A run of a version before the manifest: the files its segments.json names are
-    replaced; anything it does not name (a legacy temp included) stays (#29 item 2)."""
+def test_a_folder_without_a_runs_record_is_not_written_into(tmp_path):
+    """Outputs of a run are replaced only when the folder's manifest records them: a
+    segments.json alone (a user's, or of a version before the manifest) is not a record."""
     out = tmp_path / "out"
     (out / "labels").mkdir(parents=True)
     (out / "labels" / "frame_000000.png").write_bytes(b"old")
-    (out / ".overlay.part.mp4").write_bytes(b"")
-    os.utime(out / ".overlay.part.mp4", (time.time() - 600,) * 2)
     (out / "segments.json").write_text(json.dumps({"config": {"min_area": 1},
                                                    "frames": [{"name": "frame_000000"}],
                                                    "median_ms": {}}, indent=2))
-    run_segment(FakeSeg(), str(_images(tmp_path / "in", 1)), out, progress=False)
-    assert sorted(p.name for p in (out / "labels").iterdir()) == ["img0.png"]
-    assert sorted(p.name for p in out.iterdir()) == [".moduseg-run.json", ".overlay.part.mp4",
-                                                     "index.html", "labels", "overlays",
-                                                     "palette.json", "segments.json"]
+    with pytest.raises(OutputError, match="not written by"):
+        run_segment(FakeSeg(), str(_images(tmp_path / "in", 1)), out, progress=False)
+    assert (out / "labels" / "frame_000000.png").read_bytes() == b"old"
+    assert sorted(p.name for p in out.iterdir()) == ["labels", "segments.json"]
 
 
 def test_a_users_files_of_the_same_names_are_never_replaced(tmp_path, no_models):
@@ -507,34 +504,54 @@ def test_orphaned_temps_are_cleaned_and_live_ones_kept(tmp_path):
         sleeper.wait()
 
 
-def test_atomic_writes_clean_temps_of_dead_processes(tmp_path):
-    stale = tmp_path / ".b.json.999999999-abcdefgh.json"
-    stale.write_text("{")
-    mine = tmp_path / f".b.json.{os.getpid()}-zzzzzzzz.json"
-    mine.write_text("{")
+def _private(parent, name, pid):
+    from moduseg.owned import MARKER
+    d = parent / name
+    d.mkdir(parents=True)
+    (d / MARKER).write_text(json.dumps({"pid": pid}))
+    return d
+
+
+def test_atomic_writes_clean_only_the_temps_of_dead_processes_they_own(tmp_path):
+    from moduseg.owned import TEMP_PREFIX
+    dead = _private(tmp_path, f"{TEMP_PREFIX}999999999-abcdefgh", 999999999)
+    (dead / "b.json").write_text("{")
+    mine = _private(tmp_path, f"{TEMP_PREFIX}{os.getpid()}-zzzzzzzz", os.getpid())
+    unmarked = tmp_path / f"{TEMP_PREFIX}999999998-abcdefgh"               # not recorded as ours
+    unmarked.mkdir()
+    users = tmp_path / ".b.json.999999999-abcdefgh.json"                  # a user's file
+    users.write_text("{")
     write_json(tmp_path / "b.json", {"a": 1})
-    assert not stale.exists() and mine.exists()
+    assert not dead.exists() and mine.exists() and unmarked.exists() and users.exists()
+    assert json.loads((tmp_path / "b.json").read_text()) == {"a": 1}
     with atomic_path(tmp_path / "c.txt") as tmp:
-        assert f".c.txt.{os.getpid()}-" in tmp.name
+        assert tmp.parent.name.startswith(f"{TEMP_PREFIX}{os.getpid()}-")
+        tmp.write_text("c")
+    assert (tmp_path / "c.txt").read_text() == "c" and not tmp.parent.exists()
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "d.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer failed")
+    assert not (tmp_path / "d.txt").exists() and not tmp.parent.exists()
 
 
 def test_a_killed_model_pull_leaves_nothing_after_the_next_pull(tmp_path):
     from moduseg.errors import ModelNotFoundError
-    from moduseg.models.pull import pull
+    from moduseg.models.pull import PULL_PREFIX, pull
 
     home = tmp_path / "home"
-    dead = home / ".pull-999999999-abcdefgh"
+    dead = _private(home, f"{PULL_PREFIX}999999999-abcdefgh", 999999999)
     (dead / "download").mkdir(parents=True)
     (dead / "download" / "big.whl").write_bytes(b"x" * 1000)
-    legacy = home / ".pull-abcdefgh"
-    legacy.mkdir()
-    os.utime(legacy, (time.time() - 3600,) * 2)
+    users = [home / ".pull-abcdefgh", home / f"{PULL_PREFIX}999999998-mine"]   # not ours
+    for d in users:
+        d.mkdir()
+        os.utime(d, (time.time() - 3600,) * 2)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelNotFoundError):
         pull(home=home, source_dir=empty, log=lambda m: None)
-    assert not dead.exists() and not legacy.exists()
-    assert not [p for p in home.iterdir() if p.name.startswith(".pull-")]
+    assert not dead.exists() and all(d.exists() for d in users)
+    assert sorted(p.name for p in home.iterdir()) == sorted(d.name for d in users)
 
 
 # -- output paths checked before any work (#18 item 7) ------------------------------------

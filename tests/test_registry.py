@@ -157,43 +157,41 @@ def test_a_toy_proposer_registered_in_one_place_runs_segment(tmp_path):
 
     import cv2
 
-    from moduseg.config import PROPOSER_OPTIONS, ProposerOptions
+    from moduseg.config import ProposerOptions
 
     @dataclasses.dataclass(frozen=True)
     class BlocksOptions(ProposerOptions):
         name: str = "blocks"
 
-    try:
-        with PROPOSERS.registered("blocks", ProposerEntry(
-                "blocks", blocks_from_config, "four quadrants", options=BlocksOptions)):
-            img = tmp_path / "frame.png"
-            rng = np.random.default_rng(0)
-            cv2.imwrite(str(img), rng.integers(0, 255, (90, 120, 3), np.uint8))
-            out = tmp_path / "out"
-            built.clear()
-            r = CliRunner().invoke(cli, ["segment", str(img), "--out", str(out),
-                                         "--proposer", "blocks", "--backend", "cpu",
-                                         "--offline", "--no-overlay"])
-            if r.exit_code == 2 and "not installed" in r.output:
-                pytest.skip(f"default models not installed: {r.output.strip()}")
-            assert r.exit_code == 0, r.output
-            assert built == [("blocks", "cpu")]
-            import json
-            d = json.loads((out / "segments.json").read_text())
-            assert d["config"]["proposer"]["name"] == "blocks"
-            segs = d["frames"][0]["segments"]
-            assert sorted(s["proposal"] for s in segs) == [0, 1, 2, 3]
-            assert {tuple(s["bbox"]) for s in segs} == {(0, 0, 60, 45), (60, 0, 60, 45),
-                                                      (0, 45, 60, 45), (60, 45, 60, 45)}
-        # gone again: the name is refused with the registered choices
-        r = CliRunner().invoke(cli, ["segment", str(img), "--proposer", "blocks"])
-        assert r.exit_code == 2 and "choose one of sam, entityseg" in r.output
-    finally:
-        PROPOSER_OPTIONS.pop("blocks", None)
+    with PROPOSERS.registered("blocks", ProposerEntry(
+            "blocks", blocks_from_config, "four quadrants", options=BlocksOptions)):
+        img = tmp_path / "frame.png"
+        rng = np.random.default_rng(0)
+        cv2.imwrite(str(img), rng.integers(0, 255, (90, 120, 3), np.uint8))
+        out = tmp_path / "out"
+        built.clear()
+        r = CliRunner().invoke(cli, ["segment", str(img), "--out", str(out),
+                                     "--proposer", "blocks", "--backend", "cpu",
+                                     "--offline", "--no-overlay"])
+        if r.exit_code == 2 and "not installed" in r.output:
+            pytest.skip(f"default models not installed: {r.output.strip()}")
+        assert r.exit_code == 0, r.output
+        assert built == [("blocks", "cpu")]
+        import json
+        d = json.loads((out / "segments.json").read_text())
+        assert d["config"]["proposer"]["name"] == "blocks"
+        segs = d["frames"][0]["segments"]
+        assert sorted(s["proposal"] for s in segs) == [0, 1, 2, 3]
+        assert {tuple(s["bbox"]) for s in segs} == {(0, 0, 60, 45), (60, 0, 60, 45),
+                                                  (0, 45, 60, 45), (60, 45, 60, 45)}
+    # gone again: the name is refused with the registered choices
+    r = CliRunner().invoke(cli, ["segment", str(img), "--proposer", "blocks"])
+    assert r.exit_code == 2 and "choose one of sam, entityseg" in r.output
 
 
 def test_every_registered_proposer_has_its_options_class():
-    from moduseg.config import PROPOSER_OPTIONS
-    assert list(PROPOSER_OPTIONS) == PROPOSERS.names()
+    from moduseg.config import ProposerOptions, proposer_classes
+    assert list(proposer_classes()) == PROPOSERS.names()
     for e in PROPOSERS.entries():
-        assert PROPOSER_OPTIONS[e.name] is e.options_class()
+        cls = e.options_class()
+        assert issubclass(cls, ProposerOptions) and cls.__dataclass_fields__["name"].default == e.name

@@ -13,8 +13,9 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from moduseg.errors import InputError, ModelNotFoundError  # noqa: E402
+from moduseg.io import check_image  # noqa: E402
 from moduseg.runtime.backbones.onnx_backbone import (  # noqa: E402
-    IMAGENET_MEAN, IMAGENET_STD, MIN_CHANNEL_STD, OnnxBackbone, check_image, image_channel_affine,
+    IMAGENET_MEAN, IMAGENET_STD, MIN_CHANNEL_STD, OnnxBackbone, image_channel_affine,
     plan_geometry, preprocess)
 from moduseg.types import Backbone, BackboneIdentity, GridGeometry  # noqa: E402
 

@@ -105,8 +105,10 @@ def test_bad_inputs_are_refused(bank):
     with pytest.raises(InputError, match="feature dim"):
         assign(wrong_dim, gt_proposals(label), bank, index, RuntimeConfig())
     seg = Segmenter(ColourBackbone(), GTProposer(), bank, RuntimeConfig(top_k=5))
-    with pytest.raises(InputError, match="uint8"):
+    with pytest.raises(InputError, match="grayscale"):
         seg(np.zeros((10, 10), np.float32))
+    with pytest.raises(InputError, match="uint8"):
+        seg(np.zeros((10, 10, 3), np.float32))
 
 
 def test_segmenter_refuses_a_bank_from_another_backbone(bank):

@@ -22,7 +22,7 @@ from moduseg.temporal import TemporalConfig
 from moduseg.types import Proposals, Segment, SegmentationResult
 
 from browser import chromium, screenshot, video_playback
-from rtsp_fixture import RtspServer, free_port, system_python_with_rtsp
+from rtsp_fixture import RtspServer, free_port
 from xvfb import Xvfb, xvfb_available
 
 NAMES = ["road", "car"]
@@ -49,14 +49,6 @@ class BrightIsCar:
         res.keyframe = self.n % 3 == 0
         self.n += 1
         return res
-
-
-@pytest.fixture(scope="module")
-def rtsp_python():
-    py, why = system_python_with_rtsp()
-    if py is None:
-        pytest.skip(why)
-    return py
 
 
 @pytest.mark.slow

@@ -2,8 +2,11 @@
 
 import numpy as np
 
-from moduseg.temporal.flow import compose, flow_pair, gray, identity_map, resize_map, \
-    to_map, warp_nearest
+import cv2
+import pytest
+
+from moduseg.temporal.flow import PRESETS, compose, flow_pair, gray, identity_map, \
+    resize_map, to_map, warp_nearest
 from temporal_fixtures import canvas, crop
 
 
@@ -39,3 +42,17 @@ def test_warp_nearest_of_planes_and_bool():
     assert np.array_equal(warp_nearest(a, m), a)
     b = np.array([[True, False], [False, True]])
     assert np.array_equal(warp_nearest(b, m), b)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_small_frame_does_not_change_later_flows(preset):
+    """OpenCV's DIS lowers its finest scale for a small frame and keeps it; the cached
+    instance is reset on each call, so a flow depends on its two frames only."""
+    world, _ = canvas()
+    f0, f1 = gray(crop(world, 0, 0)), gray(crop(world, 3, 1))
+    fresh = cv2.DISOpticalFlow_create(PRESETS[preset])
+    want = fresh.calc(f1, f0, None), fresh.calc(f0, f1, None)
+    tiny = np.zeros((16, 20), np.uint8)
+    flow_pair(tiny, tiny, preset)
+    got = flow_pair(f0, f1, preset)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))

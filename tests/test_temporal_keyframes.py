@@ -2,12 +2,13 @@
 
 import numpy as np
 
+from moduseg.config import TemporalOptions
 from moduseg.temporal.flow import flow_pair, gray, to_map
-from moduseg.temporal.keyframes import FrameChange, KeyframePolicy, histogram_distance, \
+from moduseg.temporal.keyframes import FrameChange, histogram_distance, \
     is_cut, keyframe_reason, photometric_residual
 from temporal_fixtures import canvas, crop
 
-P = KeyframePolicy()
+P = TemporalOptions()
 
 
 def change(g0, g1):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from moduseg.temporal import KeyframePolicy, TemporalConfig, TemporalSegmenter, \
+from moduseg.temporal import TemporalConfig, TemporalOptions, TemporalSegmenter, \
     keyframe_summary, segment_stream
 from temporal_fixtures import ColourSegmenter, canvas, crop, labels_of
 
@@ -28,7 +28,7 @@ def test_off_is_the_segmenter_itself():
 def test_propagated_frames_follow_a_known_shift():
     frames, truth = pan(6)
     fake = ColourSegmenter()
-    ts = TemporalSegmenter(fake, TemporalConfig(policy=KeyframePolicy(max_interval=10)))
+    ts = TemporalSegmenter(fake, TemporalConfig(options=TemporalOptions(max_interval=10)))
     results = [ts(f) for f in frames]
     assert [r.keyframe for r in results] == [True] + [False] * 5
     assert fake.calls == 1                       # no model ran on a propagated frame
@@ -50,7 +50,7 @@ def test_cut_forces_a_keyframe_and_resets_the_memory():
     world_b, _ = canvas(seed=7)
     b = [np.ascontiguousarray(np.flipud(crop(world_b, i, 0))) for i in range(3)]
     fake = ColourSegmenter()
-    ts = TemporalSegmenter(fake, TemporalConfig(policy=KeyframePolicy(max_interval=10)))
+    ts = TemporalSegmenter(fake, TemporalConfig(options=TemporalOptions(max_interval=10)))
     results = [ts(f) for f in a + b]
     assert [r.reason for r in results] == ["first", None, None, None, "cut", None, None]
     assert results[4].shot == 1 and results[3].shot == 0
@@ -63,7 +63,7 @@ def test_cut_forces_a_keyframe_and_resets_the_memory():
 def test_memory_holds_a_class_against_a_flickering_vote():
     frames, truth = pan(9, step=(1, 0))
     fake = ColourSegmenter(flip=True)           # every third call: green voted red
-    ts = TemporalSegmenter(fake, TemporalConfig(policy=KeyframePolicy(max_interval=1)))
+    ts = TemporalSegmenter(fake, TemporalConfig(options=TemporalOptions(max_interval=1)))
     results = [ts(f) for f in frames]
     assert all(r.keyframe for r in results)
     green = [(r.label_map[t == 2] == 2).mean() for r, t in zip(results, truth)]
@@ -82,7 +82,7 @@ def test_reset_starts_a_new_stream():
 
 def test_interval_and_summary():
     frames, _ = pan(7, step=(1, 0))
-    ts = TemporalSegmenter(ColourSegmenter(), TemporalConfig(policy=KeyframePolicy(max_interval=3)))
+    ts = TemporalSegmenter(ColourSegmenter(), TemporalConfig(options=TemporalOptions(max_interval=3)))
     res = list(segment_stream(ts, frames))
     assert [r.reason for r in res] == ["first", None, None, "interval", None, None, "interval"]
     s = keyframe_summary(res)
@@ -100,7 +100,7 @@ def test_json_carries_track_ids():
 def test_bad_config():
     from moduseg.errors import InputError
     with pytest.raises(InputError):
-        TemporalConfig(decay=1.5).validate()
+        TemporalOptions(decay=1.5)
 
 
 class GatedSegmenter(ColourSegmenter):
@@ -122,7 +122,7 @@ def test_async_keyframe_does_not_hold_up_the_frames_after_it():
     frames, truth = pan(10, step=(1, 0))
     fake = GatedSegmenter()
     ts = TemporalSegmenter(fake, TemporalConfig(
-        policy=KeyframePolicy(max_interval=2), async_keyframes=True))
+        options=TemporalOptions(max_interval=2), async_keyframes=True))
     results = [ts(f) for f in frames[:6]]          # the gate is shut: a wait would time out
     assert not fake.timed_out
     assert results[0].reason == "first" and results[2].reason == "interval"
@@ -145,7 +145,64 @@ def test_async_cut_waits_and_resets():
     fake = GatedSegmenter()
     fake.gate.set()
     ts = TemporalSegmenter(fake, TemporalConfig(
-        policy=KeyframePolicy(max_interval=1), async_keyframes=True))
+        options=TemporalOptions(max_interval=1), async_keyframes=True))
     res = [ts(f) for f in a + b]
     ts.close()
     assert res[3].reason == "cut" and np.array_equal(res[3].label_map, labels_of(b[0]))
+
+
+def test_settings_are_read_from_the_segmenters_configuration():
+    """No TemporalConfig given: the wrapped segmenter's ``full_config.temporal`` decides;
+    a segmenter without a configuration gets the declared defaults."""
+    from moduseg.config import preset
+    from moduseg.settings import resolve_config
+    fake = ColourSegmenter()
+    fake.full_config = resolve_config("default", ["temporal.max_interval=3",
+                                                  "temporal.decay=0.5"])
+    ts = TemporalSegmenter(fake)
+    assert ts.config.max_interval == 3 and ts.config.decay == 0.5
+    assert ts.config.policy is fake.full_config.temporal
+    world, _ = canvas()
+    flags = [ts(crop(world, i, 0)).keyframe for i in range(7)]
+    assert flags == [True, False, False, True, False, False, True]
+    assert TemporalSegmenter(ColourSegmenter()).config.options == TemporalOptions()
+    assert TemporalConfig.from_config(preset("fast")).options == preset("fast").temporal
+    assert TemporalConfig.from_config(None, enabled=False).enabled is False
+    with pytest.raises(AttributeError):
+        TemporalConfig().no_such_option
+
+
+def test_interval_keyframes_start_their_pipeline_beside_the_flow_with_the_same_results():
+    """A keyframe due by the interval runs the segmenter in the worker while the flow is
+    measured: the labels, keyframes, reasons and track ids are those of the sequential path
+    (a cut found by that flow still resets the memory)."""
+    import threading
+    from dataclasses import replace
+    world, _ = canvas()
+    wb, _ = canvas(9)
+    frames = [crop(world, 2 * i, i) for i in range(7)] + \
+        [np.ascontiguousarray(np.flipud(crop(wb, i, 0))) for i in range(5)]
+    opts = TemporalOptions(max_interval=3)
+
+    class WhereSegmenter(ColourSegmenter):
+        def __call__(self, image, timer=None):
+            self.threads = getattr(self, "threads", []) + [threading.current_thread().name]
+            return super().__call__(image, timer)
+
+    runs = {}
+    for overlap in (False, True):
+        seg = WhereSegmenter(flip=True)
+        ts = TemporalSegmenter(seg, replace(TemporalConfig(options=opts),
+                                            overlap_interval_keyframes=overlap))
+        out = [ts(f) for f in frames]
+        ts.close()
+        runs[overlap] = (out, seg.threads)
+    (a, ta), (b, tb) = runs[False], runs[True]
+    assert [r.reason for r in a] == [r.reason for r in b]
+    assert "interval" in [r.reason for r in a] and "cut" in [r.reason for r in a]
+    for x, y in zip(a, b):
+        assert np.array_equal(x.label_map, y.label_map)
+        assert x.track_ids == y.track_ids and x.track_labels == y.track_labels
+    assert all(not t.startswith("keyframe") for t in ta)
+    key_reasons = [r.reason for r in b if r.keyframe]
+    assert [t.startswith("keyframe") for t in tb] == [r == "interval" for r in key_reasons]

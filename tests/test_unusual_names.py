@@ -279,9 +279,8 @@ def test_segment_a_video_and_an_out_folder_with_names_that_are_not_utf8(tmp_path
 HOSTILE = ["hash#1", "what?x=1", "100%", "new\nline", "a&b", "quote'\"", "sp ace"]
 
 
-def test_gallery_links_reach_files_with_hostile_names(tmp_path):
-    from urllib.parse import unquote_to_bytes
-    import re
+def _hostile_run(tmp_path) -> Path:
+    """A run over images named ``HOSTILE``; its --out."""
     from moduseg.app.loop import run_segment
     from test_outputs import FakeSeg
     src = tmp_path / "in"
@@ -290,6 +289,13 @@ def test_gallery_links_reach_files_with_hostile_names(tmp_path):
         (src / f"{n}.png").write_bytes(_png_bytes(seed=i))
     out = tmp_path / "out"
     run_segment(FakeSeg(), str(src), out, progress=False)
+    return out
+
+
+def test_gallery_links_reach_files_with_hostile_names(tmp_path):
+    from urllib.parse import unquote_to_bytes
+    import re
+    out = _hostile_run(tmp_path)
     page = (out / "index.html").read_text(encoding="utf-8")
     links = re.findall(r'(?:href|src)="(overlays/[^"]*)"', page)
     assert len(links) == 2 * len(HOSTILE)
@@ -302,14 +308,8 @@ def test_gallery_links_reach_files_with_hostile_names(tmp_path):
 
 
 def test_gallery_with_hostile_names_renders_in_headless_chromium(tmp_path):
-    from moduseg.app.loop import run_segment
-    from test_outputs import FakeSeg, check_index_in_chromium
-    src = tmp_path / "in"
-    src.mkdir()
-    for i, n in enumerate(HOSTILE):
-        (src / f"{n}.png").write_bytes(_png_bytes(seed=i))
-    out = tmp_path / "out"
-    run_segment(FakeSeg(), str(src), out, progress=False)
+    from test_outputs import check_index_in_chromium
+    out = _hostile_run(tmp_path)
     # every <img> decodes (on today's main 3 of these 7 do not: '#', '?' and '%')
     assert check_index_in_chromium(out, tmp_path / "hostile.png") == len(HOSTILE)
 

@@ -13,6 +13,7 @@ compare them.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import statistics
 import subprocess
@@ -64,16 +65,10 @@ def package_graph(pkg: Path) -> tuple[Counter, int, int]:
 
 def _one(mod, path, node, known):
     """The moduseg modules one import statement names (a submodule when it is one)."""
-    is_pkg = path.name == "__init__.py"
     if isinstance(node, ast.Import):
         cands = [[a.name] for a in node.names]
     else:
-        if node.level:
-            base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-            base = base[:len(base) - (node.level - 1)]
-            stem = ".".join(base + ([node.module] if node.module else []))
-        else:
-            stem = node.module or ""
+        stem = _import_cycles().import_stem(mod, path.name == "__init__.py", node)
         cands = [[f"{stem}.{a.name}", stem] for a in node.names]
     out = []
     for options in cands:
@@ -85,19 +80,25 @@ def _one(mod, path, node, known):
     return out
 
 
-def cycles(edges) -> list[list[str]]:
-    """Strongly connected package groups (the cycle finder of tests/test_import_cycles.py)."""
+@functools.lru_cache(maxsize=1)
+def _import_cycles():
+    """tests/test_import_cycles.py: its import resolution and cycle finder, used here too."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "_import_cycles", Path(__file__).resolve().parents[1] / "tests" / "test_import_cycles.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def cycles(edges) -> list[list[str]]:
+    """Strongly connected package groups (the cycle finder of tests/test_import_cycles.py)."""
     graph: dict[str, set[str]] = {}
     for a, b in edges:
         graph.setdefault(a, set()).add(b)
         graph.setdefault(b, set())
-    return mod.find_cycles(graph)
+    return _import_cycles().find_cycles(graph)
 
 
 def functions(pkg: Path) -> list[tuple[int, str]]:

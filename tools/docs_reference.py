@@ -132,7 +132,8 @@ def config_markdown() -> str:
     out = ["# Configuration", "",
            "Generated from the configuration schema (`moduseg.config.config_schema()`) at "
            "build time (`tools/docs_reference.py`). Set any of these with "
-           "`--set section.name=value` on `bank build`, `segment` and `eval`, or pick a preset "
+           "`--set section.name=value` on `bank build`, `segment`, `eval`, `serve` and "
+           "`bench video`, or pick a preset "
            f"with `--preset` ({', '.join(f'`{p}`' for p in presets)}; see "
            "[Presets](../presets.md) and [Configuration](../concepts/configuration.md)). "
            "A bank stores the configuration it was built with, and `segment`/`eval` use "
@@ -146,7 +147,7 @@ def config_markdown() -> str:
     for (section, proposer), group in groups.items():
         title = f"`{section}`" + (f" (`proposer.name={proposer}`)" if proposer else "")
         out += [f"## {title}", ""]
-        cls = C.PROPOSER_OPTIONS[proposer] if proposer else C.SECTIONS.get(section)
+        cls = C.proposer_classes()[proposer] if proposer else C.SECTIONS.get(section)
         doc = inspect.cleandoc(cls.__doc__ or "") if cls is not None else ""
         if doc:
             out += [doc, ""]

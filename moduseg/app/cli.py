@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ..cli_options import backend_option, proposer_option
-from ..device import device_option, resolve_backend_option
 from ..errors import InputError
+from ..registry import BACKENDS
 from ..text import printable
 from ..scale.options import engine_options
 from ..settings import preset_option
@@ -46,8 +46,7 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
 @preset_option("Configuration preset (default: the bank's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set runtime.unassigned=nearest.")
-@backend_option(default=None, extra=" Default: auto.")
-@device_option
+@backend_option()
 @proposer_option()
 @click.option("--min-confidence", "--conf", "min_confidence", default=None,
               type=click.FloatRange(0.0, 1.0), metavar="C",
@@ -90,7 +89,7 @@ def default_out_dir(input_spec: str, kind: str) -> Path:
               help="Use a changed bank file from the next frame on (default: on for a "
                    "camera or stream, off for files).")
 @engine_options
-def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, proposer,
+def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer,
             min_confidence, classes, opacity, home, max_frames, no_overlay, show, reconnect,
             temporal, offline, uncertain_dir, uncertain_unknown, uncertain_low_confidence,
             watch_bank, **engine):
@@ -112,7 +111,6 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
     from .sources import image_paths, input_kind, probe_input
 
     kind = input_kind(input_spec)
-    backend = resolve_backend_option(backend, device)
     overrides = tuple(overrides) + shorthand_settings(min_confidence, classes)
     shard, ray_options = options.parse(**engine)
     bank_path = resolve_bank(bank_path, preset)
@@ -139,7 +137,7 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
             unknown_share=uncertain_unknown, low_confidence_share=uncertain_low_confidence)))
     probe_input(input_spec)
     click.echo(f"writing to {printable(out)}", err=True)
-    if backend != "tensorrt-native":
+    if not BACKENDS[backend].native_trt:     # engines need no model pull
         ensure_models(home, offline=offline)
     results = None
     if ray_options is None:
@@ -161,11 +159,10 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, device, 
                              "--engine ray")
         from .hotswap import BankWatcher
         watcher = BankWatcher(bank_path, seg, report=lambda m: click.echo(m, err=True))
-    from ..temporal import TemporalConfig
     summary = run_segment(seg, input_spec, out, max_frames=max_frames,
                           overlays=not no_overlay, shard=shard, results=results,
                           watcher=watcher, extra_sinks=extra_sinks,
-                          temporal=TemporalConfig(enabled=temporal == "on"), show=show,
+                          temporal=temporal == "on", show=show,
                           reconnect=reconnect, opacity=opacity,
                           say=lambda m: click.echo(m, err=True))
     click.echo(f"{summary.frames} frame(s) -> {printable(out)} (open "

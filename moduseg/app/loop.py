@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 from ..errors import ModuSegError
 from ..text import printable
+from ..timing import StageTimer
 from .run import RunSummary, RunWriter
 from .sources import (LIVE_KINDS, VIDEO_KINDS, Frame, count_frames, input_kind, iter_frames,
                       video_info)
@@ -40,7 +41,8 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     in-process inference. ``watcher`` (``app.hotswap.BankWatcher``) is
     polled before each frame: a changed bank file is used from the next frame.
     ``extra_sinks`` (e.g. ``app.uncertain.UncertainFrames``) get every frame too.
-    ``temporal`` (a ``temporal.TemporalConfig``; None = on with its defaults)
+    ``temporal`` (True/False: ``--temporal on|off``, with the settings of the
+    configuration's ``temporal`` section; or a ``temporal.TemporalConfig``; None = on)
     applies to videos, cameras and streams: the temporal path, or with
     ``enabled=False`` the per-frame results; images and folders are always per frame.
 
@@ -53,121 +55,175 @@ def run_segment(seg, input_spec: str, out: str | Path, *, max_frames: int | None
     it ends the run with the frames done so far.
     ``opacity``: the class colours' weight in the overlays (default ``render.ALPHA``).
     """
-    import time
-    from dataclasses import replace
-
     from tqdm import tqdm
 
-    from ..temporal import TemporalConfig, TemporalSegmenter
-    from ..timing import StageTimer
-
     kind = input_kind(input_spec)
-    temporal = temporal or TemporalConfig()
+    temporal = _temporal_config(seg, temporal)
     live = kind in LIVE_KINDS and results is None
-    out = Path(out)
     bar = tqdm(total=None, desc="segment", unit="frame", disable=not progress)
     say = say or bar.write
-    stream = None
-    if kind == "stream":
-        from .netstream import DEFAULT_RETRIES, StreamReader
-        stream = StreamReader(input_spec, say=say,
-                              retries=DEFAULT_RETRIES if reconnect is None else reconnect)
-        stream.open()
-        fps = stream.fps
-    else:
-        fps = video_info(input_spec)[0] if kind in VIDEO_KINDS else 25.0
+    stream, fps = _open_source(kind, input_spec, reconnect, say)
     total = count_frames(input_spec, max_frames, shard)
     bar.reset(total=total)
-    cfg = seg.full_config.to_dict() if hasattr(seg, "full_config") else {}
-    unknown = bool(getattr(getattr(seg, "config", None), "unknown", 0))
     try:
-        writer = RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
-                           fps=fps, total=total, overlays=overlays,
-                           background_index=seg.bank.background_index, unknown=unknown,
-                           extra_sinks=extra_sinks, opacity=opacity)
+        writer = _open_writer(seg, Path(out), kind, input_spec, fps, total, overlays,
+                              extra_sinks, opacity)
     except BaseException:
         if stream is not None:
             stream.close()
         bar.close()
         raise
-    if kind in VIDEO_KINDS and temporal.enabled and results is None:
-        # a live source must not wait for a keyframe: its pipeline runs in a worker
-        seg = TemporalSegmenter(seg, replace(temporal, async_keyframes=live))
-        writer.temporal_config = seg.config.to_dict()
-    captured: dict[int, float] = {}     # frame index -> when it left the source
-    latency: dict[int, float] = {}      # live sources: capture -> result, ms
-    stop = threading.Event()
-    window = None
-    if show:
-        from .display import LiveWindow
-        window = LiveWindow(f"moduseg: {input_spec}")
-
-    def on_error(path, err):
-        writer.skip(path, err)
-        bar.write(f"skipped: {printable(err)}")
-
-    def timed(frames):
-        for f in frames:
-            captured[f.index] = f.captured or time.perf_counter()
-            yield f
-
-    def infer(frame):
-        if watcher is not None:         # between frames: a changed bank file swaps in
-            watcher.poll()
-        try:
-            res = seg(frame.image, StageTimer())
-            t0 = captured.pop(frame.index, None)
-            if live and t0 is not None:
-                latency[frame.index] = (time.perf_counter() - t0) * 1e3
-            return res
-        except ModuSegError as e:       # one bad frame of a folder fails alone
-            if kind != "folder":
-                raise
-            return e
-
-    def write(frame, res):
-        if isinstance(res, Exception):
-            on_error(frame.name, res)
-        else:
-            ms = latency.pop(frame.index, None)
-            writer.add(frame, res, ms)
-            if window is not None and frame.image is not None and not stop.is_set():
-                ov = writer.overlay(frame, res)
-                caption = frame.name + (f", {ms:.0f} ms" if ms is not None else "")
-                if not window.show(ov, caption):
-                    say("window closed: ending the run")
-                    stop.set()
-        bar.update(1)
-
+    seg = _with_temporal(seg, temporal, writer, kind, live, results)
+    loop = _FrameLoop(seg, writer, bar, say, kind=kind, live=live, watcher=watcher,
+                      window=_open_window(input_spec) if show else None)
     try:
         if results is None:
-            # a live source is read until max_frames frames were segmented (some are
-            # dropped on the way); a file gives its first max_frames
-            frames = iter_frames(input_spec, None if live else max_frames, shard,
-                                 on_error=on_error, stream=stream)
-            counts: dict = {}
-            run_overlapped(timed(frames), infer, write, live=live, stop=stop, counts=counts,
-                           limit=max_frames if live else None)
-            writer.note_live(dropped=counts.get("dropped", 0),
-                             reconnects=stream.stats.reconnects if stream else None)
+            loop.run(input_spec, max_frames, shard, stream)
         else:
-            for frame, res in results:
-                if stop.is_set():
-                    break
-                write(frame, res)
+            loop.replay(results)
         summary = writer.finish()
     except BaseException:
         writer.abort()
         raise
     finally:
         bar.close()
-        if isinstance(seg, TemporalSegmenter):
-            seg.close()
-        if window is not None:
-            window.close()
+        loop.close()
         if stream is not None:
             stream.close()
     return summary
+
+
+def _temporal_config(seg, temporal):
+    """``temporal`` as a ``TemporalConfig`` (True/False/None: the configuration's
+    ``temporal`` section, on unless False)."""
+    from ..temporal import TemporalConfig
+
+    if isinstance(temporal, TemporalConfig):
+        return temporal
+    return TemporalConfig.from_config(seg, enabled=temporal is None or bool(temporal))
+
+
+def _open_source(kind: str, input_spec: str, reconnect: int | None, say):
+    """``(stream or None, fps)``: a stream URL is opened here (its reader is the source)."""
+    if kind != "stream":
+        return None, (video_info(input_spec)[0] if kind in VIDEO_KINDS else 25.0)
+    from .netstream import DEFAULT_RETRIES, StreamReader
+
+    stream = StreamReader(input_spec, say=say,
+                          retries=DEFAULT_RETRIES if reconnect is None else reconnect)
+    stream.open()
+    return stream, stream.fps
+
+
+def _open_writer(seg, out: Path, kind: str, input_spec: str, fps: float, total, overlays: bool,
+                 extra_sinks, opacity) -> RunWriter:
+    cfg = seg.full_config.to_dict() if hasattr(seg, "full_config") else {}
+    unknown = bool(getattr(getattr(seg, "config", None), "unknown", 0))
+    return RunWriter(out, seg.bank.class_names, cfg, kind=kind, input_spec=input_spec,
+                     fps=fps, total=total, overlays=overlays,
+                     background_index=seg.bank.background_index, unknown=unknown,
+                     extra_sinks=extra_sinks, opacity=opacity)
+
+
+def _with_temporal(seg, temporal, writer: RunWriter, kind: str, live: bool, results):
+    """The temporal path around ``seg`` for a video-like source run in process."""
+    from dataclasses import replace
+
+    from ..temporal import TemporalSegmenter
+
+    if kind not in VIDEO_KINDS or not temporal.enabled or results is not None:
+        return seg
+    # a live source must not wait for a keyframe: its pipeline runs in a worker
+    seg = TemporalSegmenter(seg, replace(temporal, async_keyframes=live))
+    writer.temporal_config = seg.config.to_dict()
+    return seg
+
+
+def _open_window(input_spec: str):
+    from .display import LiveWindow
+
+    return LiveWindow(f"moduseg: {input_spec}")
+
+
+class _FrameLoop:
+    """One run's frames: infer (in process) or take given results, write each, keep
+    the live latencies, show the overlay window."""
+
+    def __init__(self, seg, writer: RunWriter, bar, say, *, kind: str, live: bool, watcher,
+                 window):
+        self.seg, self.writer, self.bar, self.say = seg, writer, bar, say
+        self.kind, self.live, self.watcher, self.window = kind, live, watcher, window
+        self.captured: dict[int, float] = {}     # frame index -> when it left the source
+        self.latency: dict[int, float] = {}      # live sources: capture -> result, ms
+        self.stop = threading.Event()
+
+    def run(self, input_spec: str, max_frames, shard, stream) -> None:
+        """Decode, infer and write overlapped. A live source is read until
+        ``max_frames`` frames were segmented (some are dropped on the way); a file
+        gives its first ``max_frames``."""
+        frames = iter_frames(input_spec, None if self.live else max_frames, shard,
+                             on_error=self.on_error, stream=stream)
+        counts: dict = {}
+        run_overlapped(self.timed(frames), self.infer, self.write, live=self.live,
+                       stop=self.stop, counts=counts,
+                       limit=max_frames if self.live else None)
+        self.writer.note_live(dropped=counts.get("dropped", 0),
+                              reconnects=stream.stats.reconnects if stream else None)
+
+    def replay(self, results) -> None:
+        """Write ``(Frame, result or Exception)`` pairs inferred elsewhere."""
+        for frame, res in results:
+            if self.stop.is_set():
+                break
+            self.write(frame, res)
+
+    def on_error(self, path, err) -> None:
+        self.writer.skip(path, err)
+        self.bar.write(f"skipped: {printable(err)}")
+
+    def timed(self, frames):
+        for f in frames:
+            self.captured[f.index] = f.captured or time.perf_counter()
+            yield f
+
+    def infer(self, frame):
+        if self.watcher is not None:       # between frames: a changed bank file swaps in
+            self.watcher.poll()
+        try:
+            res = self.seg(frame.image, StageTimer())
+            t0 = self.captured.pop(frame.index, None)
+            if self.live and t0 is not None:
+                self.latency[frame.index] = (time.perf_counter() - t0) * 1e3
+            return res
+        except ModuSegError as e:          # one bad frame of a folder fails alone
+            if self.kind != "folder":
+                raise
+            return e
+
+    def write(self, frame, res) -> None:
+        if isinstance(res, Exception):
+            self.on_error(frame.name, res)
+        else:
+            ms = self.latency.pop(frame.index, None)
+            self.writer.add(frame, res, ms)
+            self.show(frame, res, ms)
+        self.bar.update(1)
+
+    def show(self, frame, res, ms) -> None:
+        if self.window is None or frame.image is None or self.stop.is_set():
+            return
+        caption = frame.name + (f", {ms:.0f} ms" if ms is not None else "")
+        if not self.window.show(self.writer.overlay(frame, res), caption):
+            self.say("window closed: ending the run")
+            self.stop.set()
+
+    def close(self) -> None:
+        from ..temporal import TemporalSegmenter
+
+        if isinstance(self.seg, TemporalSegmenter):
+            self.seg.close()
+        if self.window is not None:
+            self.window.close()
 
 
 _DONE = object()

@@ -16,54 +16,22 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import OutputError
-from ..io import pid_alive, write_json
+from ..io import write_json
+from ..owned import MARKER, clean_stale_private_dirs, make_private_dir
 from ..text import printable
 
 MANIFEST = ".moduseg-run.json"
 MANIFEST_FORMAT = "moduseg.run-files"
-MARKER = ".moduseg-private"          # inside a run's private folder: {"pid": ...}
 PRIVATE_PREFIXES = (".run.", ".old.")
 
 
-def make_private_dir(out: Path, prefix: str) -> Path:
-    """A private folder in ``out`` (``prefix`` = ``.run.`` or ``.old.``), marked as ours."""
-    d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out))
-    (d / MARKER).write_text(json.dumps({"pid": os.getpid()}))
-    return d
-
-
-def _marker_pid(d: Path) -> int | None:
-    try:
-        rec = json.loads((d / MARKER).read_text())
-        pid = rec.get("pid") if isinstance(rec, dict) else None
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
-
-
-def clean_stale_private_dirs(out: Path) -> list[Path]:
-    """Remove the private folders of runs whose process is gone: only folders with a
-    ``.run.``/``.old.`` name *and* our marker, whose name carries the marker's pid."""
-    removed = []
-    try:
-        entries = list(out.iterdir())
-    except OSError:
-        return removed
-    for d in entries:
-        if not d.name.startswith(PRIVATE_PREFIXES) or d.is_symlink() or not d.is_dir():
-            continue
-        pid = _marker_pid(d)
-        if pid is None or not d.name[5:].startswith(f"{pid}-"):
-            continue
-        if pid == os.getpid() or pid_alive(pid):
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d)
-    return removed
+def clean_stale_run_dirs(out: Path) -> list[Path]:
+    """Remove the private folders of runs whose process is gone: only ``.run.``/``.old.``
+    folders with our marker naming that process (``moduseg.owned``)."""
+    return clean_stale_private_dirs(out, PRIVATE_PREFIXES)
 
 
 def _safe_rel(rel) -> str | None:
@@ -92,25 +60,6 @@ def read_manifest(out: Path) -> list[str] | None:
     files = rec.get("files")
     if not isinstance(files, list):
         return None
-    return sorted({r for r in map(_safe_rel, files) if r is not None})
-
-
-def legacy_run_files(out: Path) -> list[str]:
-    """The files a run of a version before the manifest wrote, from its segments.json
-    (only names such a run writes; only when that file says it is a run's)."""
-    try:
-        with open(out / "segments.json", "rb") as f:
-            rec = json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return []
-    if not isinstance(rec, dict):
-        return []
-    files = ["segments.json", "palette.json", "index.html", "overlay.mp4"]
-    frames = rec.get("frames")
-    for fr in frames if isinstance(frames, list) else []:
-        name = fr.get("name") if isinstance(fr, dict) else None
-        if isinstance(name, str) and "/" not in name:
-            files += [f"labels/{name}.png", f"overlays/{name}.jpg", f"previews/{name}.jpg"]
     return sorted({r for r in map(_safe_rel, files) if r is not None})
 
 

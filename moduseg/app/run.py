@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +28,8 @@ from ..errors import InputError, OutputError
 from ..io import check_output_dir
 from ..render import check_opacity, class_palette
 from ..types import SegmentationResult
-from .ownership import (clean_stale_private_dirs, commit_files, legacy_run_files,
-                        make_private_dir, read_manifest)
-from .sinks import SEGMENTS_FORMAT, SINKS, Run, output_names
+from .ownership import clean_stale_run_dirs, commit_files, make_private_dir, read_manifest
+from .sinks import SINKS, Run, output_names
 
 
 @dataclass
@@ -54,21 +52,12 @@ def prepare_output(out: str | Path) -> Path:
 
 def check_replaceable(out: Path) -> None:
     """A run writes into ``labels/``, ``index.html``... only when they are a previous
-    run's (its manifest or ``segments.json`` says so): never into a user's folder of
-    the same name. Which files it then replaces is up to the manifest (``commit``)."""
+    run's (its manifest, ``.moduseg-run.json``, says so): never into a user's folder
+    of the same name. Which files it then replaces is up to the manifest (``commit``)."""
     found = [n for n in output_names() if os.path.lexists(out / n)]
-    if not found or read_manifest(out) is not None:
-        return
-    try:                 # the head is enough (the file of a long video is large)
-        with open(out / "segments.json", "rb") as f:
-            head = f.read(4096).decode("utf-8", "replace")
-    except OSError:
-        head = ""
-    ours = (f'"format": "{SEGMENTS_FORMAT}"' in head
-            or head.startswith('{\n  "config": {'))     # written by versions before 2
-    if not ours:
+    if found and read_manifest(out) is None:
         raise OutputError(f"--out {out} already holds {', '.join(found)} not written by "
-                          f"'moduseg segment' (no segments.json of a run); choose an empty "
+                          f"'moduseg segment' (no record of a run there); choose an empty "
                           f"or new folder")
 
 
@@ -85,13 +74,6 @@ def _folder_lock(folder: Path):
         yield
     finally:
         os.close(fd)             # closing releases the lock
-
-
-def clean_stale_outputs(out: Path, started: float | None = None) -> list[Path]:
-    """The private folders of runs whose process is gone, and nothing else: only
-    folders that carry a run's marker (``app.ownership``); a user's ``.old.projectA``
-    or ``.run.12345-mine`` is not one."""
-    return clean_stale_private_dirs(out)
 
 
 class RunWriter:
@@ -111,11 +93,10 @@ class RunWriter:
         self.sinks = [SINKS[n].load()() for n in sinks] + list(extra_sinks)
         self.temporal_config: dict = {}       # recorded with a temporal run's summary
         names = list(class_names)
-        started = time.time()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             check_replaceable(self.out)
-            clean_stale_outputs(self.out, started)
+            clean_stale_run_dirs(self.out)
             stage = make_private_dir(self.out, ".run.")
             self.run = Run(self.out, stage, names, class_palette(names), config, kind,
                            str(input_spec), fps, total, "overlays" in sinks,
@@ -248,10 +229,7 @@ class RunWriter:
         """Replace the files the previous run recorded by this run's, under a folder
         lock; files nobody recorded (a user's, under ``labels/`` too) stay."""
         with _folder_lock(self.out):
-            previous = read_manifest(self.out)
-            if previous is None:
-                previous = legacy_run_files(self.out)
-            commit_files(self.out, self.stage, previous)
+            commit_files(self.out, self.stage, read_manifest(self.out) or [])
         shutil.rmtree(self.stage, ignore_errors=True)
 
     def abort(self) -> None:

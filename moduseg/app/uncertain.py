@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..io import atomic_path, write_image, write_json, write_label_png
+from ..io import write_image, write_json, write_label_png
+from ..owned import atomic_path
 from ..types import IGNORE, UNKNOWN, SegmentationResult
 
 MARKER = ".moduseg-uncertain"

@@ -8,10 +8,34 @@ import click
 
 from ..bank.datasets import LAYOUTS
 from ..cli_options import backend_option, proposer_option
+from ..registry import BACKENDS
 from ..scale.options import engine_options
 from ..settings import preset_option
 from ..text import printable
 from .embedded import EMBEDDED_BANKS
+
+
+def _options(*decorators):
+    """One decorator applying ``decorators`` in the order written (shared option groups)."""
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+# the options of the commands that read a labelled dataset (build, add), declared once
+_SPLIT = click.option("--split", default=None,
+                      help="Split (camvid: train/val; voc: train; yolo: train2017).")
+_CLASSES = click.option("--classes", default=None, type=click.Path(),
+                        help="Class-name file, one per line.")
+_BACKGROUND = click.option("--background", type=int, default=None,
+                           help="folder: index of the background class, if any.")
+_SELECTION = _options(
+    click.option("--limit", type=click.IntRange(min=1), default=None,
+                 help="Use at most N images (N >= 1)."),
+    click.option("--shots", type=click.IntRange(min=1), default=None,
+                 help="At most N images per class (N >= 1)."))
 
 
 @click.group()
@@ -23,20 +47,16 @@ def bank():
 @click.option("--dataset", "layout", required=True, type=click.Choice(LAYOUTS),
               help="Dataset layout of the images and label maps.")
 @click.option("--root", required=True, type=click.Path(), help="Dataset root (folder: images).")
-@click.option("--split", default=None, help="Split (camvid: train/val; voc: train; yolo: train2017).")
+@_SPLIT
 @click.option("--labels", default=None, type=click.Path(),
               help="folder: label-PNG folder (e.g. pseudo-masks); coco: annotation JSON.")
-@click.option("--classes", default=None, type=click.Path(), help="Class-name file, one per line.")
-@click.option("--background", type=int, default=None,
-              help="folder: index of the background class, if any.")
+@_CLASSES
+@_BACKGROUND
 @click.option("--out", required=True, type=click.Path(), help="Bank file to write (.npz).")
 @preset_option("Configuration preset (default: default).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set bank.erosion_iterations=5.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Use at most N images (N >= 1).")
-@click.option("--shots", type=click.IntRange(min=1), default=None,
-              help="At most N images per class (N >= 1).")
+@_SELECTION
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @backend_option()
 @proposer_option("Proposer recorded in the bank for segment/eval", "")
@@ -66,7 +86,7 @@ def build(layout, root, split, labels, classes, background, out, preset, overrid
     shard, ray_options = options.parse(**engine)
     cfg = resolve_config(preset, overrides, proposer=proposer)
     ds = open_dataset(layout, root, split, labels, classes, background)   # before the models
-    if backend != "tensorrt-native":
+    if not BACKENDS[backend].native_trt:     # engines need no model pull
         from ..models import ensure_models
         ensure_models(home, offline=offline)
     order = select_indices(ds, limit, shots)
@@ -243,26 +263,21 @@ def _edit_out(bank_path, out):
                    "or folders of them named alike), coco, yolo, folder, camvid, voc.")
 @click.option("--root", required=True, type=click.Path(),
               help="Dataset root, images folder, or one image (pairs, coco).")
-@click.option("--split", default=None, help="Split (camvid: train/val; voc: train; yolo: train2017).")
+@_SPLIT
 @click.option("--labels", default=None, type=click.Path(),
               help="pairs: mask PNG / YOLO .txt or their folder; folder: label-PNG folder; "
                    "coco: annotation JSON.")
-@click.option("--classes", default=None, type=click.Path(), help="Class-name file, one per line.")
+@_CLASSES
 @click.option("--class", "class_name", default=None,
               help="pairs: the class a binary mask marks (non-zero pixels).")
 @click.option("--only", multiple=True, metavar="NAME",
               help="Add only these classes (repeatable); default: every labelled class "
                    "except a dataset's background (unless the bank has it).")
-@click.option("--background", type=int, default=None,
-              help="folder: index of the background class, if any.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Use at most N images (N >= 1).")
-@click.option("--shots", type=click.IntRange(min=1), default=None,
-              help="At most N images per class (N >= 1).")
+@_BACKGROUND
+@_SELECTION
 @click.option("--out", required=True, type=click.Path(), help="New bank file (.npz).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
-@click.option("--backend", default="auto",
-              help="auto, cpu, cuda, tensorrt (ONNX Runtime providers) or tensorrt-native.")
+@backend_option()
 @click.option("--offline", is_flag=True, help="Never fetch the default models.")
 def add(bank_path, layout, root, split, labels, classes, class_name, only, background, limit,
         shots, out, home, backend, offline):
@@ -298,7 +313,7 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
         skip.add(ds.class_names[ds.background_index])
     order = select_indices(ds, limit, shots)
     check_bank_options(cfg, b, home)
-    if backend != "tensorrt-native":
+    if not BACKENDS[backend].native_trt:     # engines need no model pull
         from ..models import ensure_models
         ensure_models(home, offline=offline)
     backbone = build_backbone(cfg, backend, home)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, read_image, read_label_map
-from ..types import IGNORE
+from ..types import IGNORE, is_int
 
 
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence",
@@ -311,9 +311,6 @@ def check_coco(path: Path) -> dict:
         if not isinstance(data.get(key), list):
             raise bad(f"'{key}' is missing or not a list")
 
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
     cats, imgs = set(), {}
     for i, c in enumerate(data["categories"]):
         if not (isinstance(c, dict) and is_int(c.get("id")) and isinstance(c.get("name"), str)):
@@ -411,7 +408,7 @@ def folder(images: str | Path, labels: str | Path, class_names: list[str],
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """One class name per line (blank lines and ``#`` comments skipped)."""
+    """One class name per line, each once (blank lines and ``#`` comments skipped)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"class-name file {path} does not exist")
@@ -419,6 +416,9 @@ def read_class_names(path: str | Path) -> list[str]:
              if ln.strip() and not ln.strip().startswith("#")]
     if not names:
         raise InputError(f"class-name file {path} lists no classes")
+    dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if dup is not None:
+        raise InputError(f"class-name file {path}: '{dup}' is given twice; list each class once")
     return names
 
 

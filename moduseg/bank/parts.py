@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BankError, InputError
-from ..io import atomic_path
+from ..owned import atomic_path
 from ..scale.shard import Shard
-from ..types import BackboneIdentity, Bank
+from ..types import BackboneIdentity, Bank, is_int
 from ..settings import resolve_config
 from ..text import printable
 from .builder import ImageEntries, finish_bank
@@ -120,10 +120,6 @@ def check_part_headers(path: Path) -> dict:
     return heads
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def check_part_meta(meta, path) -> dict:
     """A part's metadata: the types merge relies on and what a bank's metadata must
     pass (classes, background, backbone, a configuration ``segment`` accepts)."""
@@ -134,7 +130,7 @@ def check_part_meta(meta, path) -> dict:
                         f"{printable(repr(meta.get('format')))[:60]}); 'bank merge' takes the "
                         f"files written by 'bank build --shard i/N'")
     version = meta.get("version", 0)
-    if not _is_int(version):
+    if not is_int(version):
         raise _bad(path, f"'version' is {printable(repr(version))[:40]}, not an integer")
     if version > VERSION:
         raise BankError(f"bank part {printable(path)} has version {version}; this moduseg "
@@ -142,11 +138,11 @@ def check_part_meta(meta, path) -> dict:
     if _depth(meta, MAX_META_DEPTH) > MAX_META_DEPTH:
         raise _bad(path, f"its metadata is nested deeper than {MAX_META_DEPTH} levels")
     shard = meta.get("shard")
-    if not (isinstance(shard, list) and len(shard) == 2 and all(map(_is_int, shard))
+    if not (isinstance(shard, list) and len(shard) == 2 and all(map(is_int, shard))
             and 1 <= shard[1] <= MAX_SHARDS and 0 <= shard[0] < shard[1]):
         raise _bad(path, f"'shard' must be [i, N] with 0 <= i < N <= {MAX_SHARDS}")
     sel = meta.get("selection")
-    if not (isinstance(sel, dict) and _is_int(sel.get("count")) and sel["count"] >= 0
+    if not (isinstance(sel, dict) and is_int(sel.get("count")) and sel["count"] >= 0
             and isinstance(sel.get("sha256"), str)):
         raise _bad(path, "'selection' must hold an image count and a sha256")
     ds = meta.get("dataset")

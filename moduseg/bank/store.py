@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BankError
-from ..io import atomic_path
+from ..owned import atomic_path
 from ..shipped import rebuild_hint  # noqa: F401 (bank API)
 from ..types import BackboneIdentity, Bank, check_identity  # noqa: F401 (bank API)
 from ..runtime.calibrate import check_calibration

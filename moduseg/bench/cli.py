@@ -44,13 +44,16 @@ OPTIONS = [
                               help="Frames per input.")),
     (("video",), click.option("--preset", "preset_name", default=None,
                               help="Configuration preset (default: the bank's).")),
+    (("video",), click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                              help="Override a setting, e.g. --set temporal.max_interval=6.")),
     (("video",), click.option("--temporal", type=click.Choice(["compare", "off"]),
                               default=None,
                               help="compare (default): the temporal path on vs off, "
                                    "alternated, on the videos and moving-camera CamVid clips "
                                    "(cost, temporal consistency, clip mIoU); off: skip it.")),
     (("video",), click.option("--temporal-frames", type=int, default=None,
-                              help="Frames per video in the temporal comparison (default 60).")),
+                              help="Frames per video in the temporal comparison (default 60; "
+                                   "0: the CamVid clips only).")),
     (("video",), click.option("--clips/--no-clips", default=None,
                               help="Include the moving-camera CamVid clips (default: yes).")),
     (("stages", "video"), click.option("--home", default=None, type=click.Path(),
@@ -77,7 +80,7 @@ def options_for(suite: str):
 def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, proposals=None,
          frames=None, repeats=None, bank_size=None, sizes=None, dims=None, models=None,
          bank_path=None, max_frames=None, home=None, backend=None, data_root=None, device=None,
-         preset_name=None, temporal=None, temporal_frames=None, clips=None):
+         preset_name=None, temporal=None, temporal_frames=None, clips=None, overrides=()):
     from .report import write_report
     from .suites import run
 
@@ -87,7 +90,8 @@ def _run(suites, out_dir, profile, quick, full, threads, no_progress, no_plots, 
           "scaling": dict(sizes=_ints(sizes), dims=_ints(dims), repeats=repeats),
           "video": dict(bank_path=bank_path, max_frames=max_frames, folder_frames=max_frames,
                         home=home, backend=backend, data_root=data_root,
-                        preset_name=preset_name, temporal=temporal,
+                        preset_name=preset_name, overrides=tuple(overrides or ()),
+                        temporal=temporal,
                         temporal_frames=temporal_frames, clips=clips)}
     res = run(suites, prof, ov, threads, progress=not no_progress)
     paths = write_report(res, out_dir, plots=not no_plots)

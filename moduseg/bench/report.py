@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import atomic_path, write_json
+from ..io import write_json
+from ..owned import atomic_path
 
 SCHEMA = "moduseg-bench/1"
 

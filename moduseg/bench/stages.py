@@ -99,13 +99,14 @@ def time_preprocess(frame: np.ndarray, n: int, warmup: int, backbone=None) -> di
 
 def split_backbone(backbone, image, timer):
     """Run ``backbone(image)`` with preprocessing timed apart when the backbone exposes it."""
-    if all(hasattr(backbone, a) for a in ("session", "prepare", "input_name", "output_name")) \
-            and not getattr(backbone, "flip", False):
+    if all(hasattr(backbone, a) for a in ("runner", "prepare", "input_name", "output_name")) \
+            and not getattr(backbone, "flip", False) and not hasattr(backbone, "device_features"):
         from ..types import FeatureMap
         with timer("preprocess"):
             x, geo = backbone.prepare(image)
         with timer("backbone"):
-            (y,) = backbone.session.run([backbone.output_name], {backbone.input_name: x})
+            y = backbone.runner.run({backbone.input_name: x},
+                                    [backbone.output_name])[backbone.output_name]
         return FeatureMap(np.ascontiguousarray(y[0], dtype=np.float32), geo)
     with timer("backbone"):
         return backbone(image)

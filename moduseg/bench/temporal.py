@@ -56,7 +56,8 @@ def run_mode(seg, frames, enabled: bool, tcfg=None, bar=None) -> dict:
     """Segment ``frames`` in order; per-frame ms, label maps and keyframe flags."""
     from ..temporal.segmenter import TemporalConfig, TemporalSegmenter
     from dataclasses import replace
-    ts = TemporalSegmenter(seg, replace(tcfg or TemporalConfig(), enabled=enabled))
+    ts = TemporalSegmenter(seg, replace(tcfg or TemporalConfig.from_config(seg),
+                                        enabled=enabled))
     ms, labels, keys, reasons = [], [], [], []
     for f in frames:
         t0 = time.perf_counter()
@@ -155,15 +156,19 @@ def run_temporal(seg_factory, default_seg, videos: dict, data_root: Path, frames
                  show_progress: bool = True, sequences=None) -> dict:
     """The three measurements of the temporal path, on and off alternated.
 
-    ``videos``: name -> path (segmented with ``default_seg``, the run's bank);
+    ``videos``: name -> path (segmented with ``default_seg``, the run's bank; their
+    first ``frames`` frames, none when ``frames`` is 0);
     ``seg_factory(bank)`` gives a segmenter with another bank (the clips'
     cross-sequence banks).
     """
+    from ..temporal.segmenter import TemporalConfig
     from .clips import SEQUENCES, make_camvid_clips, read_clip
+    # the run's configuration (--preset / --set temporal.*) for every input
+    tcfg = tcfg or TemporalConfig.from_config(default_seg)
     out: dict = {"frames_per_video": frames, "inputs": {}}
     load0 = os.getloadavg()
     work = []
-    for name, path in videos.items():
+    for name, path in (videos.items() if frames > 0 else ()):
         fr = decode(str(path), frames)
         work.append((name, default_seg, fr, None, detect_cuts(fr, tcfg)))
     if clips:
@@ -190,8 +195,7 @@ def run_temporal(seg_factory, default_seg, videos: dict, data_root: Path, frames
     bar.close()
     out["loadavg_start"] = [round(x, 2) for x in load0]
     out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    if tcfg is not None:
-        out["temporal_config"] = tcfg.to_dict()
+    out["temporal_config"] = tcfg.to_dict()
     return out
 
 

@@ -11,6 +11,7 @@ ONNX Runtime against the reference on random and real images and fails
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..io import atomic_path
+from ..graphs.helpers import read_metadata
+from ..owned import atomic_path
 from ..errors import InputError, ModelNotFoundError, ModuSegError
 from .parity import (DEFAULT_THRESHOLD, ParityReport, compare, onnx_runner, parity_inputs,
                      torch_runner)
@@ -74,17 +76,6 @@ class GraphMetadata:
         return {META_PREFIX + k: v for k, v in d.items()}
 
 
-def read_metadata(path_or_model) -> dict[str, str]:
-    """The ``moduseg.*`` metadata of an ONNX file, keys without the prefix."""
-    import onnx
-
-    m = path_or_model
-    if not hasattr(m, "metadata_props"):
-        m = onnx.load(str(path_or_model), load_external_data=False)
-    return {p.key[len(META_PREFIX):]: p.value for p in m.metadata_props
-            if p.key.startswith(META_PREFIX)}
-
-
 def parse_resolution(text: str) -> tuple[int, int]:
     """``512`` or ``512x640`` (height x width)."""
     parts = str(text).lower().replace(",", "x").split("x")
@@ -130,6 +121,7 @@ def save_model_atomic(model, out: Path) -> Path:
             data_name = out.name + ".data"
             onnx.save_model(model, str(tmp), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+            os.replace(tmp.with_name(data_name), out.with_name(data_name))  # beside the graph
         else:
             onnx.save_model(model, str(tmp))
     return out

@@ -18,8 +18,6 @@ ids ``[N,L]`` -> L2-normalised text embeddings ``[N,E]``) and ``clip.json``
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import click
 
 from ..io import sha256_file
+from ..owned import atomic_path
 from ..errors import InputError, ModelNotFoundError
 
 ATTENTION_MODES = ("qq+kk", "qq", "kk", "vanilla")
@@ -218,26 +217,20 @@ def _text_tokenizer_info(model) -> dict:
     return {"kind": "clip-bpe", "context_length": int(model.context_length)}
 
 
-def _atomic_onnx_export(torch, module, args, path: Path, input_names, output_names,
-                        dynamic_axes, opset: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
+def _export_onnx(torch, module, args, path: Path, input_names, output_names,
+                 dynamic_axes, opset: int) -> None:
     fast = torch.backends.mha.get_fastpath_enabled()
     # the fused MHA kernel has no ONNX symbolic; the plain path exports as MatMul/Softmax
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad(), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about shapes and indexing
-            torch.onnx.export(module, args, tmp, input_names=input_names,
+            torch.onnx.export(module, args, str(tmp), input_names=input_names,
                               output_names=output_names, dynamic_axes=dynamic_axes,
                               opset_version=opset, dynamo=False, do_constant_folding=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass
@@ -278,12 +271,12 @@ def export_clip_model(model, out_dir: str | Path, options: DenseClipOptions = De
     image = dense_image_module(model, options)
     text = text_module(model)
     crop = image.crop
-    _atomic_onnx_export(torch, image, (torch.zeros(1, 3, crop, crop),), out / IMAGE_NAME,
+    _export_onnx(torch, image, (torch.zeros(1, 3, crop, crop),), out / IMAGE_NAME,
                         ["pixels"], ["features"], {"pixels": {0: "batch"},
                                                    "features": {0: "batch"}}, opset)
     tokens = torch.zeros(2, tok["context_length"], dtype=torch.long)
     tokens[:, 0], tokens[:, 1] = 49406, 49407  # start, end: argmax pooling finds the end
-    _atomic_onnx_export(torch, text, (tokens,), out / TEXT_NAME, ["tokens"], ["embeddings"],
+    _export_onnx(torch, text, (tokens,), out / TEXT_NAME, ["tokens"], ["embeddings"],
                         {"tokens": {0: "n"}, "embeddings": {0: "n"}}, opset)
     mean, std = _mean_std(model)
     meta = ClipExport(
@@ -300,9 +293,8 @@ def export_clip_model(model, out_dir: str | Path, options: DenseClipOptions = De
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 def load_open_clip(model_name: str, pretrained: str | None, model_config: str | None = None,

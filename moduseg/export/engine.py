@@ -21,9 +21,9 @@ import click
 import numpy as np
 
 from ..errors import BackendUnavailableError, InputError, ModelNotFoundError, ModuSegError
-from ..io import IMAGE_SUFFIXES
+from ..io import IMAGE_SUFFIXES, write_bytes
 from ..runtime.engine_cache import (PRECISIONS, EngineKey, Sidecar, current_device,
-                                    default_cache_dir, graph_sha256, save_engine, write_atomic)
+                                    default_cache_dir, graph_sha256, save_engine)
 
 DEFAULT_FP32_OPS = ("LayerNormalization", "Softmax")
 # ONNX op type -> the TensorRT layer type name the ONNX parser creates for it
@@ -338,7 +338,7 @@ def make_calibrator(trt, batches: list[np.ndarray], cache_path: str | None):
 
         def write_calibration_cache(self, cache):
             if cache_path:
-                write_atomic(Path(cache_path), bytes(cache))
+                write_bytes(Path(cache_path), bytes(cache))
 
         def __del__(self):
             try:
@@ -482,7 +482,7 @@ def build_engine_bytes(onnx_path: Path, opts: BuildOptions, profiles: dict, node
                            + ". Try a larger --workspace, --precision fp32, or fewer "
                              "--fp32-layers")
     if cache_obj is not None:
-        write_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
+        write_bytes(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
     facts["inputs"] = {network.get_input(i).name: list(network.get_input(i).shape)
                        for i in range(network.num_inputs)}
     facts["outputs"] = {network.get_output(i).name: list(network.get_output(i).shape)

@@ -100,10 +100,11 @@ class ParityReport:
                            "and precision"))
 
 
-Runner = Callable[[np.ndarray], np.ndarray]
+# a network as a function of its one input (a torch module or a graph's first output)
+ArrayFunction = Callable[[np.ndarray], np.ndarray]
 
 
-def compare(reference: Runner, candidate: Runner, inputs: Sequence[tuple[str, np.ndarray]],
+def compare(reference: ArrayFunction, candidate: ArrayFunction, inputs: Sequence[tuple[str, np.ndarray]],
             reference_name: str = "reference", candidate_name: str = "candidate",
             threshold: float = DEFAULT_THRESHOLD) -> ParityReport:
     """Run both on each input ``[1, 3, H, W]`` float32 and collect cosine stats."""
@@ -144,21 +145,20 @@ def parity_inputs(resolution: tuple[int, int], images: Sequence[str | Path] = ()
 
 
 def onnx_runner(path: str | Path, providers: str = "cpu", threads: int | None = None
-                ) -> Runner:
+                ) -> ArrayFunction:
     """A function running the first input -> first output of an ONNX graph."""
-    from ..runtime.onnx_session import make_session
+    from ..runtime.runners import OrtRunner
 
-    sess = make_session(path, providers=providers, threads=threads)
-    name = sess.get_inputs()[0].name
-    out = sess.get_outputs()[0].name
+    runner = OrtRunner(path, providers=providers, threads=threads)
+    name, out = runner.inputs[0].name, runner.outputs[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
-        return sess.run([out], {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return runner.run({name: np.ascontiguousarray(x, dtype=np.float32)}, [out])[out]
 
     return run
 
 
-def torch_runner(module) -> Runner:
+def torch_runner(module) -> ArrayFunction:
     import torch
 
     def run(x: np.ndarray) -> np.ndarray:

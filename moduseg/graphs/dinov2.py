@@ -23,9 +23,7 @@ True)`` does, either as extra outputs ``block<i>`` or concatenated into
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import numpy as np
 
 from ..errors import InputError, ModelNotFoundError
 from ..io import sha256_file
+from ..owned import atomic_path
 from .helpers import prune
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -277,17 +276,9 @@ def patch_feature_graph(src_path: str | Path, dst_path: str | Path,
     model.doc_string = "moduseg patch-feature extractor; see metadata_props"
     onnx.checker.check_model(model)
 
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst_path.name, suffix=".tmp", dir=dst_path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.chmod(tmp, 0o644)
+    with atomic_path(dst_path) as tmp:
+        onnx.save(model, str(tmp))
         sha = sha256_file(tmp)
-        os.replace(tmp, dst_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return SurgeryInfo(path=str(dst_path), sha256=sha, source_sha256=src_sha,
                        patch_size=a.patch, feature_dim=outputs[0][1], num_blocks=nblocks,
                        outputs=tuple(n for n, _ in outputs), layers=layers_t,
@@ -301,11 +292,3 @@ def _prune(g) -> None:
             if a.g.node:
                 raise InputError("graphs with control-flow subgraphs are not supported")
     prune(g, inputs=False, value_info=False, what="the DINOv2 patch-feature graph")
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``moduseg.*`` metadata of a surgered graph (without loading weights)."""
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in m.metadata_props}

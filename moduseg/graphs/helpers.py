@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..owned import atomic_path
 
 
 def producers(graph) -> dict:
@@ -190,12 +190,23 @@ def drop_unused(graph, *, initializers: bool = True) -> None:
             graph.initializer.extend(inits)
 
 
-def save_atomic(model, path: Path) -> None:
-    """``onnx.save`` through a unique temp name, renamed once written."""
+def save_onnx(model, path: Path) -> None:
+    """``onnx.save``, atomically (``owned.atomic_path``)."""
     import onnx
 
     with atomic_path(path, suffix=".onnx") as tmp:
         onnx.save(model, str(tmp))
+
+
+def read_metadata(path_or_model, prefix: str = "moduseg.") -> dict[str, str]:
+    """The ``prefix``-ed metadata of an ONNX graph (a file, read without its weights,
+    or a loaded model), keys without the prefix."""
+    import onnx
+
+    m = path_or_model
+    if not hasattr(m, "metadata_props"):
+        m = onnx.load(str(path_or_model), load_external_data=False)
+    return {p.key[len(prefix):]: p.value for p in m.metadata_props if p.key.startswith(prefix)}
 
 
 def writable_dir(preferred: Path, fallback: str = "moduseg-cache") -> Path:

@@ -37,11 +37,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InputError, ModelNotFoundError
-from ..io import atomic_path
+from ..owned import atomic_path
 from ..io import sha256_file as _sha256
 from .helpers import (depends_on as _depends_on, producers as _producers, prune as _prune_all,
                       rename_input_uses as _rename_input_uses,
-                      rename_output_uses as _rename_output_uses, save_atomic as _atomic_save,
+                      rename_output_uses as _rename_output_uses, save_onnx as _save_onnx,
                       walk_back_to as _walk_back_to, writable_dir)
 
 ALL_MASKS = "all_low_res_masks"
@@ -514,7 +514,7 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
             m, _ = fast_cross_attention(m)
         if cells:
             m = cell_list_input(m)
-        _atomic_save(m, fp32)
+        _save_onnx(m, fp32)
     if quantize:
         _quantize(fp32, out, d)
     return out

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import InputError, ModelNotFoundError
 from ..io import sha256_file as _sha256
-from .helpers import GraphIndex, drop_unused
+from .helpers import GraphIndex, drop_unused, save_onnx
 
 ORIGINAL_SIZE = 1024
 ALIGN = 64          # stride 16 output and 4 x window 14 rounding never need more
@@ -298,7 +298,7 @@ def cropped_encoder_path(encoder_path: str | Path, input_hw: tuple[int, int],
     """
     import onnx
 
-    from .sam_decoder import _atomic_save, _writable_dir, default_cache_dir
+    from .sam_decoder import _writable_dir, default_cache_dir
 
     src = Path(encoder_path)
     if not src.is_file():
@@ -310,5 +310,5 @@ def cropped_encoder_path(encoder_path: str | Path, input_hw: tuple[int, int],
     d = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
     out = d / f"{src.stem}_crop{CROP_SURGERY_VERSION}_{_sha256(src)[:16]}_{h}x{w}.onnx"
     if not out.is_file():
-        _atomic_save(crop_encoder(onnx.load(str(src)), (h, w)), out)
+        save_onnx(crop_encoder(onnx.load(str(src)), (h, w)), out)
     return out

@@ -20,26 +20,26 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
-from ..io import clean_stale_temps, sha256_file
+from ..io import sha256_file
+from ..owned import atomic_path, clean_stale_private_dirs, make_private_dir
 from ..errors import InputError, ModelNotFoundError
-from ..types import DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, BackboneIdentity, input_size_tag
+from ..types import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, BackboneIdentity, input_size_tag,
+                     is_int)
 from ..home import ENV_VAR, MANIFEST, model_home, pull_command
 from .registry import BACKBONE_GRAPH, SPECS, ModelSpec, SourceFile, installed_relpath
 
 MANIFEST_FORMAT = 1
+PULL_PREFIX = ".pull."           # private staging folders of a pull (moduseg.owned)
 Log = Callable[[str], None]
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
 
 
 class _Unavailable(Exception):
@@ -77,10 +77,6 @@ def read_manifest(home=None) -> dict:
     return m
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _inside_home(rel) -> bool:
     """A manifest path must stay inside the home: relative, no '..', no drive."""
     if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
@@ -108,7 +104,7 @@ def manifest_problem(m) -> str | None:
             if not _inside_home(f.get("path")):
                 return (f"model {key!r} file {role!r}: path {f.get('path')!r} is not a "
                         f"relative path inside the model home")
-            if not (_is_int(f.get("size")) and f["size"] >= 0):
+            if not (is_int(f.get("size")) and f["size"] >= 0):
                 return f"model {key!r} file {role!r}: 'size' is missing or not an integer"
             sha = f.get("sha256")
             if not (isinstance(sha, str) and len(sha) == 64
@@ -140,19 +136,6 @@ def file_problem(home: Path, role: str, f: dict, deep: bool = False) -> str | No
     if deep and sha256_file(p) != f["sha256"]:
         return f"{role} file {p} does not match its sha256 (corrupt or modified)"
     return None
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def verify_installed(home=None, specs: Iterable[ModelSpec] | None = None,
@@ -404,14 +387,13 @@ def pull(home=None, source_dir=None, force: bool = False,
             return report
     try:
         home.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(home, ".pull-")       # left by a killed pull
-        probe = tempfile.TemporaryDirectory(prefix=f".pull-{os.getpid()}-", dir=home)
+        clean_stale_private_dirs(home, (PULL_PREFIX,))       # left by a killed pull
+        tmp = make_private_dir(home, PULL_PREFIX)
     except OSError as e:
         raise ModelNotFoundError(
             f"cannot write to the model home {home} ({e.strerror or e}); pass --home DIR or "
             f"set {ENV_VAR} to a writable folder") from None
-    with probe as tmp:
-        tmp = Path(tmp)
+    try:
         got, problems = {}, []
         for spec in todo:
             out = tmp / "raw" / spec.key
@@ -449,7 +431,10 @@ def pull(home=None, source_dir=None, force: bool = False,
         manifest["format"] = MANIFEST_FORMAT
         manifest["models"].update(entries)
         manifest["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        _write_json_atomic(home / MANIFEST, manifest)
+        with atomic_path(home / MANIFEST) as part:
+            part.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     report.manifest = manifest
     for k in report.installed:
         log(f"{k}: installed in {home / k}")

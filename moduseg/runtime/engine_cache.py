@@ -15,12 +15,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, ModelNotFoundError
+from ..io import write_bytes
 
 SIDECAR_SUFFIX = ".json"
 ENGINE_SUFFIX = ".engine"
@@ -128,24 +128,11 @@ def sidecar_path(engine: str | Path) -> Path:
     return Path(str(engine) + SIDECAR_SUFFIX)
 
 
-def write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def save_engine(engine_bytes: bytes, path: Path, sidecar: Sidecar) -> Path:
     """Engine then sidecar, each atomically (a sidecar never describes a partial engine)."""
     sidecar.created = sidecar.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_atomic(Path(path), bytes(engine_bytes))
-    write_atomic(sidecar_path(path), json.dumps(sidecar.to_dict(), indent=1).encode())
+    write_bytes(Path(path), bytes(engine_bytes))
+    write_bytes(sidecar_path(path), json.dumps(sidecar.to_dict(), indent=1).encode())
     return Path(path)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from ..shipped import rebuild_hint
 from ..config import ModuSegConfig, RuntimeConfig
 from ..errors import InputError
+from ..io import check_image
 from ..smfa import center_image, l2_normalize
 from ..timing import StageTimer
 from ..types import IGNORE, UNKNOWN_NAME, Backbone, Bank, FeatureMap, Proposals, \
@@ -341,16 +342,6 @@ def assign_patches(fmap: FeatureMap, bank: Bank, index: SearchIndex, cfg: Runtim
                                             cfg.refine_eps)
     return SegmentationResult(label_map=label_map.astype(np.uint8), segments=[],
                               timings_ms=timer.as_dict(), class_names=list(bank.class_names))
-
-
-def check_image(image) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
-            or image.dtype != np.uint8:
-        raise InputError(
-            f"image must be an H x W x 3 uint8 RGB array, got "
-            f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}; "
-            f"use moduseg.io.read_image(path) to load a file")
-    return image
 
 
 def run_beside(pool, side, main):

@@ -15,9 +15,12 @@ from ..errors import InputError
 
 def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
              engine_dir, python_env, instances, pipeline_instances, stream_instances=2,
-             stream_path="temporal"):
+             stream_path="temporal", settings=()):
+    from ..settings import parse_overrides
     from .repository import TritonOptions, parse_batch_sizes, parse_frame_size, \
         python_env_default
+
+    parse_overrides(settings)          # a malformed --set stops here, before any server starts
 
     return TritonOptions(variant=variant, platform=platform,
                          max_queue_delay_us=max_queue_delay_us,
@@ -27,7 +30,7 @@ def _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame
                          instances=instances,
                          pipeline_instances=pipeline_instances,
                          stream_instances=stream_instances,
-                         stream_path=stream_path).validate()
+                         stream_path=stream_path, settings=tuple(settings)).validate()
 
 
 def repository_options(f):
@@ -45,6 +48,9 @@ def repository_options(f):
         click.option("--stream-instances", type=int, default=2, show_default=True,
                      help="Instances of the 'moduseg_stream' model (one Triton sequence per "
                           "camera, its state kept on one instance): streams computed at once."),
+        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                     help="Override a setting of the bank's configuration in every served "
+                          "model, e.g. --set temporal.max_interval=6."),
         click.option("--python-env", default=None, type=click.Path(),
                      help="EXECUTION_ENV_PATH of the Python models (default: this "
                           "interpreter's environment, which must have onnxruntime and faiss)."),
@@ -72,24 +78,26 @@ def repository_options(f):
 @repository_options
 def export_triton(bank_path, out_dir, variant, platform, frame_size, engine_dir, home,
                   max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
-                  stream_instances, python_env):
+                  stream_instances, settings, python_env):
     """Write a Triton Inference Server model repository for a bank."""
     from .repository import write_repository
 
     from .repository import MODELS
 
     opts = _options(variant, platform, max_queue_delay_us, preferred_batch_sizes, frame_size,
-                    engine_dir, python_env, instances, pipeline_instances, stream_instances)
+                    engine_dir, python_env, instances, pipeline_instances, stream_instances,
+                    settings=settings)
     out = write_repository(bank_path, out_dir, opts, home)
     click.echo(f"model repository -> {out} ({variant} variant; models: {', '.join(MODELS)})")
 
 
-def preflight(bank_path, ports) -> None:
-    """A bad bank or a busy port: one line, before anything is generated or started."""
-    from ..bank.store import load_bank
+def preflight(bank_path, ports, settings=()) -> None:
+    """A bad bank, a bad --set or a busy port: one line, before anything is generated or
+    started."""
+    from ..bank.segmenter import load_bank_config
     from .server import check_port_free
 
-    load_bank(bank_path)
+    load_bank_config(bank_path, None, settings)
     for what, port in (("--http-port", ports.http), ("--grpc-port", ports.grpc),
                        ("--metrics-port", ports.metrics)):
         check_port_free(ports.host, port, what)
@@ -104,7 +112,7 @@ def prepare_server(bank_path, home, ports, opts, ready_timeout_s=600.0, workdir=
     from .repository import write_repository
     from .server import TritonServer, find_tritonserver, serve_cache
 
-    preflight(bank_path, ports)
+    preflight(bank_path, ports, opts.settings)
     install = find_tritonserver()
     cache = Path(workdir) if workdir else serve_cache(bank_path, home)
     repo = write_repository(bank_path, cache / "repository", opts, home)
@@ -136,12 +144,13 @@ def _ports(host, http_port, grpc_port, metrics_port):
 @repository_options
 def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir, temporal,
           max_queue_delay_us, preferred_batch_sizes, instances, pipeline_instances,
-          stream_instances, python_env):
+          stream_instances, settings, python_env):
     """Serve a bank with Triton Inference Server (CPU variant) until Ctrl-C or SIGTERM."""
     ports = _ports(host, http_port, grpc_port, metrics_port)
     opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us, preferred_batch_sizes,
                     "480x360", None, python_env, instances, pipeline_instances,
-                    stream_instances, "temporal" if temporal == "on" else "per_frame")
+                    stream_instances, "temporal" if temporal == "on" else "per_frame",
+                    settings)
     stop = threading.Event()
     starting = [True]
 
@@ -153,7 +162,7 @@ def serve(bank_path, host, http_port, grpc_port, metrics_port, home, workdir, te
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = None
     try:
-        preflight(bank_path, ports)
+        preflight(bank_path, ports, opts.settings)
         click.echo("generating the model repository and starting tritonserver ...", err=True)
         server = prepare_server(bank_path, home, ports, opts, workdir=workdir)
         server.start()
@@ -200,16 +209,18 @@ def _raise_interrupt(signum, frame):
               default="moduseg_stream", show_default=True,
               help="moduseg_stream: each client is a camera (a Triton sequence with its own "
                    "state); moduseg: independent frames.")
-@click.option("--temporal", "temporal", type=click.Choice(["on", "off"]), default="on",
-              show_default=True,
+@click.option("--temporal", "temporal", type=click.Choice(["on", "off", "compare"]),
+              default="on", show_default=True,
               help="With --bank: each served stream on the temporal path (keyframes, "
-                   "propagation, class memory) or per frame.")
+                   "propagation, class memory) or per frame; compare: both on one server, "
+                   "alternated per stream count (moduseg_stream on the temporal path vs the "
+                   "moduseg model, every frame through the pipeline).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @click.option("--out", "out_json", default=None, type=click.Path(), help="Write results JSON.")
 @repository_options
 def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, in_process,
                 model, temporal, home, out_json, max_queue_delay_us, preferred_batch_sizes,
-                instances, pipeline_instances, stream_instances, python_env):
+                instances, pipeline_instances, stream_instances, settings, python_env):
     """N concurrent clients, each sending the frames of VIDEO: latency, fps, server times."""
     from ..io import write_json
     from .client import per_request_ms, process_tree_rss_mb, read_frames, read_metrics, \
@@ -227,75 +238,100 @@ def bench_serve(video, streams, frames, bank_path, url, metrics_url, protocol, i
         raise InputError(f"--frames must be >= 1, got {frames}")
     if not url and not bank_path:
         raise InputError("bench serve needs --bank (it starts a server) or --url (a running one)")
+    compare = temporal == "compare"
+    if compare and (model != "moduseg_stream" or url):
+        raise InputError("--temporal compare starts its own server (--bank) and alternates "
+                         "the moduseg_stream model (temporal path) with the moduseg model "
+                         "(every frame through the pipeline); drop --model/--url")
     images = read_frames(video, frames)
     server = None
     # SIGTERM unwinds like Ctrl-C, so the finally below stops the server it started
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     sequences = model == "moduseg_stream"
-    stream_path = "temporal" if temporal == "on" else "per_frame"
+    stream_path = "temporal" if temporal in ("on", "compare") else "per_frame"
+    # (label, sequences): compare alternates the temporal streams with per-frame requests
+    modes = [("temporal", True), ("per-frame", False)] if compare else \
+        [(stream_path if sequences else "frames", sequences)]
     report: dict = {"video": str(video), "frames_per_stream": len(images), "model": model,
                     "stream_path": stream_path if sequences else None, "runs": []}
+    if compare:
+        report["compare"] = ("moduseg_stream (temporal path, one Triton sequence per stream) "
+                             "vs moduseg (each frame through the whole pipeline), alternated "
+                             "on one server")
     try:
         if not url:
             ports = Ports(*free_ports())
             opts = _options("cpu", "onnxruntime_onnx", max_queue_delay_us,
                             preferred_batch_sizes, "480x360", None, python_env, instances,
-                            pipeline_instances, stream_instances, stream_path)
+                            pipeline_instances, stream_instances, stream_path, settings)
             server = prepare_server(bank_path, home, ports, opts)
             server.start()
             url = ports.grpc_url if protocol == "grpc" else ports.http_url
             metrics_url = ports.metrics_url
-        run_streams(url, protocol, images[:1], 1, sequences=sequences)     # warm-up
+        for _, seq in modes:                                              # warm-up
+            run_streams(url, protocol, images[:1], 1, sequences=seq, first_id=1)
         next_id = 2
-        for n in counts:
-            before = read_metrics(metrics_url) if metrics_url else {}
-            t0 = time.perf_counter()
-            results = run_streams(url, protocol, images, n, sequences=sequences,
-                                  first_id=next_id)
-            next_id += n
-            wall = time.perf_counter() - t0
-            row = summarize(results, wall)
-            if metrics_url:
-                after = read_metrics(metrics_url)
-                row["server"] = {m: per_request_ms(before, after, m) for m in MODELS}
-            if server is not None:
-                row["server_rss_mb"] = process_tree_rss_mb(server.proc.pid)
-            report["runs"].append(row)
-            click.echo(f"{n} stream(s): {row['frames']} frames, {row['errors']} errors, "
-                       f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
-                       f"p99 {row['p99_ms']:.0f} ms, {row['fps']:.2f} fps "
-                       f"({', '.join(f'{v:.2f}' for v in row['fps_per_stream'])} per stream)"
-                       + (f", keyframes {100 * row['keyframe_rate']:.0f} %"
-                          if sequences else "")
-                       + (f", server RSS {row['server_rss_mb']:.0f} MB"
-                          if "server_rss_mb" in row else "")
-                       + (f"; first error: {row['first_error']}" if row["errors"] else ""))
-            for m, s in row.get("server", {}).items():
-                if s:
-                    click.echo(f"    {m:13s} queue {s['queue_ms']:7.1f} ms  compute "
-                               f"{s['compute_infer_ms']:7.1f} ms  per request "
-                               f"(avg batch {s['avg_batch']:.2f})")
+        for k, n in enumerate(counts):
+            for label, seq in (modes if k % 2 == 0 else modes[::-1]):
+                before = read_metrics(metrics_url) if metrics_url else {}
+                t0 = time.perf_counter()
+                results = run_streams(url, protocol, images, n, sequences=seq,
+                                      first_id=next_id)
+                next_id += n
+                wall = time.perf_counter() - t0
+                row = summarize(results, wall)
+                row["streams"], row["mode"] = n, label
+                # the whole run's time over the frames each stream sent (keyframes included)
+                row["amortised_ms"] = wall * 1e3 / len(images)
+                if metrics_url:
+                    after = read_metrics(metrics_url)
+                    row["server"] = {m: per_request_ms(before, after, m) for m in MODELS}
+                if server is not None:
+                    row["server_rss_mb"] = process_tree_rss_mb(server.proc.pid)
+                report["runs"].append(row)
+                click.echo(f"{n} stream(s){' ' + label if compare else ''}: {row['frames']} "
+                           f"frames, {row['errors']} errors, "
+                           f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
+                           f"p99 {row['p99_ms']:.0f} ms, {row['fps']:.2f} fps "
+                           f"({', '.join(f'{v:.2f}' for v in row['fps_per_stream'])} per "
+                           f"stream), amortised {row['amortised_ms']:.0f} ms a frame"
+                           + (f", keyframes {100 * row['keyframe_rate']:.0f} %"
+                              if seq else "")
+                           + (f", server RSS {row['server_rss_mb']:.0f} MB"
+                              if "server_rss_mb" in row else "")
+                           + (f"; first error: {row['first_error']}" if row["errors"] else ""))
+                for m, s in row.get("server", {}).items():
+                    if s:
+                        click.echo(f"    {m:13s} queue {s['queue_ms']:7.1f} ms  compute "
+                                   f"{s['compute_infer_ms']:7.1f} ms  per request "
+                                   f"(avg batch {s['avg_batch']:.2f})")
     finally:
         if server is not None:
             server.stop()
         signal.signal(signal.SIGTERM, old_term)
     if in_process and bank_path:
+        import numpy as np
+
         from ..bank.segmenter import segmenter_from_bank
         from .sequences import per_frame, stream_factory
-        seg = segmenter_from_bank(str(bank_path), home, backend="cpu")
+        seg = segmenter_from_bank(str(bank_path), home, overrides=tuple(settings),
+                                  backend="cpu")
         seg(images[0])
-        step = stream_factory(stream_path)(seg) if sequences else per_frame(seg)
-        lat = []
-        for im in images:
-            t = time.perf_counter()
-            step(im)
-            lat.append((time.perf_counter() - t) * 1e3)
-        import numpy as np
-        report["in_process"] = {"p50_ms": float(np.percentile(lat, 50)),
-                                "p90_ms": float(np.percentile(lat, 90)),
-                                "fps": len(lat) / (sum(lat) / 1e3)}
-        click.echo(f"in-process {'stream' if sequences else 'Segmenter'}: p50 {report['in_process']['p50_ms']:.0f} ms, "
-                   f"p90 {report['in_process']['p90_ms']:.0f} ms, "
-                   f"{report['in_process']['fps']:.2f} fps")
+        report["in_process"] = {}
+        for label, seq in modes:
+            step = stream_factory(stream_path)(seg) if seq else per_frame(seg)
+            lat = []
+            for im in images:
+                t = time.perf_counter()
+                step(im)
+                lat.append((time.perf_counter() - t) * 1e3)
+            row = {"p50_ms": float(np.percentile(lat, 50)),
+                   "p90_ms": float(np.percentile(lat, 90)),
+                   "amortised_ms": float(np.mean(lat)), "fps": len(lat) / (sum(lat) / 1e3)}
+            report["in_process"][label] = row
+            click.echo(f"in-process {'stream' if seq else 'Segmenter'}"
+                       f"{' ' + label if compare else ''}: p50 {row['p50_ms']:.0f} ms, "
+                       f"p90 {row['p90_ms']:.0f} ms, amortised {row['amortised_ms']:.0f} ms, "
+                       f"{row['fps']:.2f} fps")
     if out_json:
         write_json(Path(out_json), report)

@@ -75,6 +75,7 @@ class TritonOptions:
     watch_bank: bool = True                    # hot-swap a changed bank file (bank model)
     stream_instances: int = 2                  # of moduseg_stream: streams computed at once
     stream_path: str = "temporal"              # temporal | per_frame: a stream's state
+    settings: tuple[str, ...] = ()             # --set KEY=VALUE over the bank's configuration
 
     def validate(self) -> "TritonOptions":
         if self.variant not in ("cpu", "gpu"):
@@ -260,7 +261,7 @@ def write_repository(bank_path: str | Path, out: str | Path, opts: TritonOptions
     opts.validate()
     bank_path = Path(bank_path)
     load_bank(bank_path)                      # a bad bank stops here, with its own message
-    seg = segmenter_from_bank(str(bank_path), home, backend="cpu")
+    seg = segmenter_from_bank(str(bank_path), home, overrides=opts.settings, backend="cpu")
     seg.proposer.padding_embedding()          # cached on disk: the served pipeline reads it
     files = network_files(seg, opts)
     out = Path(out)
@@ -290,6 +291,8 @@ def _write(root: Path, bank_path: Path, seg, files: dict[str, Path], opts: Trito
     common = {"home": str(model_home(home)), "bank": f"{BANK}/1/bank.npz"}
     if opts.python_env:
         common["EXECUTION_ENV_PATH"] = str(opts.python_env)
+    if opts.settings:                # every model builds the configuration the same way
+        common["settings"] = json.dumps(list(opts.settings))
     batching = (opts.preferred_batch_sizes, opts.max_queue_delay_us)
     for name in (BACKBONE, ENCODER, DECODER):
         batched = name == BACKBONE

@@ -73,8 +73,8 @@ class SequenceTable:
 
 def temporal(segment: Callable) -> FrameStep:
     """The temporal path (keyframes, propagation, class memory, tracks), one per stream."""
-    from ..temporal import TemporalConfig, TemporalSegmenter
-    return TemporalSegmenter(segment, TemporalConfig())
+    from ..temporal import TemporalSegmenter
+    return TemporalSegmenter(segment)        # the segmenter configuration's temporal section
 
 
 STREAM_PATHS: dict[str, Callable[[Callable], FrameStep]] = {

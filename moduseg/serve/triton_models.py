@@ -1,10 +1,10 @@
 """The Python-backend models of the Triton repository (``repository.MODELS``).
 
 Each model builds the pipeline exactly as ``moduseg segment`` does
-(``bank.segmenter.segmenter_from_bank``, the one construction call, on the CPU) and keeps only its own stage:
-the ONNX Runtime session of a network, the bank with its index, or, for the
-BLS model ``moduseg``, the backbone and SAM generator objects whose sessions
-are swapped for ``RemoteSession``s that call the network models. So the
+(``bank.segmenter.segmenter_from_bank``, the one construction call, on the CPU) and keeps
+only its own stage: the runner of a network, the bank with its index, or, for the
+BLS models ``moduseg`` and ``moduseg_stream``, a segmenter built on a backend whose
+runners call the network models (``runtime.runners.TritonRunners``). So the
 served algorithm is the package's own code: ``OnnxBackbone`` preprocessing,
 ``SamAutomaticMaskGenerator`` prompting and filtering, and ``assign``.
 
@@ -14,6 +14,7 @@ it is imported in the methods that run there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModuSegError
-from .repository import BACKBONE, BANK, DECODER, ENCODER, onnx_io
+from .repository import BACKBONE, BANK, DECODER, ENCODER
 
-
+# the graph each network model serves, by the runner role that opens it
+SERVED_ROLES = {"backbone": BACKBONE, "sam_encoder": ENCODER, "sam_decoder": DECODER}
 
 
 def _pb():
@@ -39,12 +41,25 @@ def _setup(args):
     return cfg, params, root
 
 
-def _parts(args):
+def served_backend(url: str | None = None):
+    """The ``cpu`` backend with runners that call the served network models (BLS inside
+    Triton, or ``tritonclient`` at ``url``); the encoder model takes any frame size."""
+    from ..build import resolve_backend
+    from ..runtime.runners import TritonRunners
+
+    return dataclasses.replace(resolve_backend("cpu"), runners=TritonRunners(
+        SERVED_ROLES, url=url, dynamic_hw=("sam_encoder",)))
+
+
+def _parts(args, remote: bool = False):
+    """(config, parameters, ``Segmenter``): networks run here (ONNX Runtime on the CPU),
+    or, ``remote``, by the network models."""
     cfg, params, root = _setup(args)
     from ..bank.segmenter import segmenter_from_bank
 
     seg = segmenter_from_bank(str(root / params["bank"]), params.get("home") or None,
-                              backend="cpu")
+                              overrides=tuple(json.loads(params.get("settings") or "[]")),
+                              backend=served_backend() if remote else "cpu")
     return cfg, params, seg
 
 
@@ -55,40 +70,6 @@ def _error_response(e: Exception):
                    None)
     err = pb.TritonError(str(e)) if code is None else pb.TritonError(str(e), code)
     return pb.InferenceResponse(output_tensors=[], error=err)
-
-
-class _Meta:
-    def __init__(self, name):
-        self.name = name
-
-
-class RemoteSession:
-    """The part of ``onnxruntime.InferenceSession`` the pipeline uses, run by BLS.
-
-    ``run`` sends the feeds to the Triton model ``model`` and returns its
-    outputs, so ``OnnxBackbone`` and ``SamAutomaticMaskGenerator`` work
-    unchanged against served networks.
-    """
-
-    def __init__(self, model: str, inputs, outputs):
-        self.model, self.inputs, self.outputs = model, list(inputs), list(outputs)
-
-    def get_inputs(self):
-        return [_Meta(n) for n in self.inputs]
-
-    def get_outputs(self):
-        return [_Meta(n) for n in self.outputs]
-
-    def run(self, output_names, feed):
-        pb = _pb()
-        names = list(output_names or self.outputs)
-        req = pb.InferenceRequest(
-            model_name=self.model, requested_output_names=names,
-            inputs=[pb.Tensor(k, np.ascontiguousarray(v)) for k, v in feed.items()])
-        resp = req.exec()
-        if resp.has_error():
-            raise ModuSegError(f"model {self.model}: {resp.error().message()}")
-        return [pb.get_output_tensor_by_name(resp, n).as_numpy() for n in names]
 
 
 def _io_names(cfg):
@@ -108,22 +89,23 @@ class OnnxStageModel:
         self.inputs, self.outputs = _io_names(cfg)
         self.batched = int(cfg.get("max_batch_size", 0)) > 0
         if self.name == BACKBONE:
-            self.session = seg.backbone.session
+            self.runner = seg.backbone.runner
         elif self.name == DECODER:
-            self.session = seg.proposer.decoder
+            self.runner = seg.proposer.decoder
         elif self.name == ENCODER:
             self.proposer = seg.proposer          # content-sized encoders, made per size
-            self.session = None
+            self.runner = None
         else:
             raise ModuSegError(f"OnnxStageModel cannot serve a model named {self.name!r}")
 
-    def _session(self, feed):
-        if self.session is not None:
-            return self.session
-        return self.proposer.encoder.session_for(next(iter(feed.values())).shape[2:])
+    def _runner(self, feed):
+        if self.runner is not None:
+            return self.runner
+        return self.proposer.encoder.runner_for(next(iter(feed.values())).shape[2:])
 
     def _run(self, feed):
-        return self._session(feed).run(self.outputs, feed)
+        out = self._runner(feed).run(feed, self.outputs)
+        return [out[n] for n in self.outputs]
 
     def execute(self, requests):
         pb = _pb()
@@ -190,10 +172,10 @@ class BankModel:
     watcher = None
 
     def initialize(self, args):
-        _, params, seg = _parts(args)
+        _, params, seg = _parts(args, remote=True)   # no network runs here
         self.seg = seg
-        # the networks' sessions are not needed here; the backbone's identity is (a
-        # hot-swapped bank must match it)
+        # no network runs here (its runners only name the served models); the
+        # backbone's identity does (a hot-swapped bank must match it)
         seg.backbone, seg.proposer = _IdentityOnly(seg.backbone.identity), None
         self.watcher = watch_bank(params, seg)
 
@@ -250,11 +232,14 @@ class PipelineModel:
     """``moduseg``: one frame through backbone and SAM (beside each other), then the bank."""
 
     def initialize(self, args):
-        cfg, params, seg = _parts(args)
+        cfg, params, seg = _parts(args, remote=True)
         self.outputs = [t["name"] for t in cfg["output"]]
-        remote_networks(seg)
         self.backbone, self.proposer = seg.backbone, seg.proposer
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
+        from ..runtime.runners import TritonRunner
+
+        self.bank = TritonRunner(BANK, ["features", "geometry", "masks", "scores", "image"],
+                                 self.outputs)
 
     def _one(self, image):
         from ..runtime.pipeline import check_image, run_beside
@@ -274,7 +259,8 @@ class PipelineModel:
         feed = {"features": fmap.features, "geometry": geometry,
                 "masks": np.ascontiguousarray(props.masks, bool),
                 "scores": np.ascontiguousarray(props.scores, np.float32), "image": image}
-        return RemoteSession(BANK, list(feed), self.outputs).run(None, feed)
+        out = self.bank.run(feed, self.outputs)
+        return [out[n] for n in self.outputs]
 
     def execute(self, requests):
         pb = _pb()
@@ -293,20 +279,6 @@ class PipelineModel:
         self.pool.shutdown(wait=False)
 
 
-def remote_networks(seg) -> None:
-    """Point a ``Segmenter``'s networks at the served network models (BLS): they are
-    served by their own models, so keep their metadata, not their sessions."""
-    bb, prop = seg.backbone, seg.proposer
-    bb.session = RemoteSession(BACKBONE, [bb.input_name], [bb.output_name])
-    prop.padding_embedding()                   # cached on disk after the first build
-    prop.prompt_decoder.session = RemoteSession(
-        DECODER, sorted(prop.prompt_decoder._inputs), _decoder_outputs())
-    prop.encoder.sessions.clear()
-    ins, outs = onnx_io(prop.encoder_file)
-    encoder = RemoteSession(ENCODER, [ins[0][0]], [outs[0][0]])
-    prop.encoder.session_for = lambda hw: encoder
-
-
 class StreamModel:
     """``moduseg_stream``: frames of many streams, each a Triton sequence with its own state.
 
@@ -320,9 +292,8 @@ class StreamModel:
     def initialize(self, args):
         from .sequences import SequenceTable, stream_factory
 
-        cfg, params, seg = _parts(args)
+        cfg, params, seg = _parts(args, remote=True)
         self.outputs = [t["name"] for t in cfg["output"]]
-        remote_networks(seg)
         idle_us = int(cfg.get("sequence_batching", {}).get("max_sequence_idle_microseconds")
                       or 60_000_000)
         self.table = SequenceTable(seg, stream_factory(params.get("stream_path", "per_frame")),
@@ -362,8 +333,3 @@ def stream_arrays(result) -> dict[str, np.ndarray]:
                                    for i in shown], np.int32)
     arrays["keyframe"] = np.array([bool(getattr(result, "keyframe", True))], bool)
     return arrays
-
-
-def _decoder_outputs():
-    from ..graphs.sam_decoder import ALL_IOUS, ALL_MASKS
-    return [ALL_MASKS, ALL_IOUS]

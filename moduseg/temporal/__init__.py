@@ -7,9 +7,9 @@ choice), ``memory`` (per-pixel class scores), ``tracks`` (track ids),
 ``consistency`` (the TC metric).
 """
 
-from .keyframes import KeyframePolicy
+from ..config import TemporalOptions
 from .segmenter import (MODES, TemporalConfig, TemporalResult, TemporalSegmenter,
                         TemporalState, keyframe_summary, segment_stream)
 
-__all__ = ["KeyframePolicy", "MODES", "TemporalConfig", "TemporalResult", "TemporalSegmenter",
+__all__ = ["TemporalOptions", "MODES", "TemporalConfig", "TemporalResult", "TemporalSegmenter",
            "TemporalState", "keyframe_summary", "segment_stream"]

@@ -22,15 +22,25 @@ _local = threading.local()
 
 
 def dis(preset: str = "ultrafast"):
-    """One DIS instance per thread and preset (they hold buffers; not thread safe)."""
+    """One DIS instance per thread and preset (they hold buffers; not thread safe),
+    reset to the preset's finest scale on every call.
+
+    OpenCV's ``calc`` lowers the instance's finest scale in place when a frame is too
+    small for it and never raises it again, so a cached instance that once saw a small
+    frame gave every later stream in that thread other flows (seen as 0.2-2 % of a
+    propagated frame's labels differing between a Ray actor or server and this process).
+    """
     cache = getattr(_local, "dis", None)
     if cache is None:
         cache = _local.dis = {}
     if preset not in cache:
         if preset not in PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(PRESETS)}")
-        cache[preset] = cv2.DISOpticalFlow_create(PRESETS[preset])
-    return cache[preset]
+        d = cv2.DISOpticalFlow_create(PRESETS[preset])
+        cache[preset] = (d, d.getFinestScale())
+    d, finest = cache[preset]
+    d.setFinestScale(finest)
+    return d
 
 
 def gray(image: np.ndarray, width: int | None = None) -> np.ndarray:

@@ -13,24 +13,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..config import TemporalOptions
+
 REASONS = ("first", "cut", "motion", "fit", "interval")
 
 
-@dataclass(frozen=True)
-class KeyframePolicy:
-    """Thresholds of the keyframe choice (grey levels are 0-255)."""
-
-    max_interval: int = 8          # frames since the keyframe that force the next one
-    cut_residual: float = 20.0     # mean |grey_t - warped grey_{t-1}|: the flow explains nothing
-    cut_histogram: float = 0.3     # Bhattacharyya distance of 32-bin grey histograms
-    cut_min_valid: float = 0.15    # share of pixels passing the forward-backward check
-    max_motion: float = 0.05       # mean flow length over the frame width
-    max_fit_residual: float = 9.0  # mean |grey_t - keyframe warped to t|
-
-    def validate(self) -> "KeyframePolicy":
-        if self.max_interval < 1:
-            raise ValueError("temporal max_interval must be >= 1")
-        return self
+# The thresholds are options of the configuration's ``temporal`` section, declared once
+# in ``moduseg.config.TemporalOptions``: the functions below take it as ``policy``.
 
 
 @dataclass(frozen=True)
@@ -59,13 +48,13 @@ def photometric_residual(target: np.ndarray, source: np.ndarray, m: np.ndarray) 
     return float(cv2.absdiff(w, target).mean())
 
 
-def is_cut(change: FrameChange, policy: KeyframePolicy) -> bool:
+def is_cut(change: FrameChange, policy: TemporalOptions) -> bool:
     return (change.residual > policy.cut_residual or change.histogram > policy.cut_histogram
             or change.valid < policy.cut_min_valid)
 
 
 def keyframe_reason(change: FrameChange | None, since_key: int,
-                    policy: KeyframePolicy) -> str | None:
+                    policy: TemporalOptions) -> str | None:
     """Why this frame must be a keyframe (one of ``REASONS``), or None to propagate.
 
     ``change`` is None for the first frame (or after a reset); ``since_key`` counts

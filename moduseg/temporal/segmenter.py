@@ -13,18 +13,18 @@ the tracks whose warped masks they overlap (``tracks.update``).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..config import TemporalOptions
 from ..timing import StageTimer
 from ..types import Proposals, SegmentationResult
 from . import memory as class_memory
 from .flow import compose, fb_valid, flow_pair, gray, identity_map, inside, resize_map, \
     to_map, warp_nearest
-from .keyframes import FrameChange, KeyframePolicy, histogram_distance, keyframe_reason, \
-    photometric_residual
+from .keyframes import FrameChange, histogram_distance, keyframe_reason, photometric_residual
 from .tracks import TrackSet, update as update_tracks
 
 MODES = ("on", "off")
@@ -32,31 +32,48 @@ MODES = ("on", "off")
 
 @dataclass(frozen=True)
 class TemporalConfig:
-    """Settings of the temporal path (``--temporal on|off`` picks ``enabled``)."""
+    """How one run uses the temporal path: ``enabled`` (``--temporal on|off``),
+    ``async_keyframes`` (live sources: a keyframe's pipeline runs in a worker while the
+    next frames are propagated from the previous keyframe, so no frame waits for it; a
+    cut still does) and the ``temporal`` options of the configuration (thresholds,
+    memory, flow), which are read as attributes: ``config.decay``, ``config.policy``."""
 
     enabled: bool = True
-    policy: KeyframePolicy = field(default_factory=KeyframePolicy)
-    decay: float = 0.7             # weight of the memory against a keyframe's labels
-    track_decay: float = 0.7       # the same for a track's class scores
-    track_min_iou: float = 0.5     # warped-mask IoU that continues a track
-    flow_width: int = 480          # the flow runs on grey frames at most this wide
-    flow_preset: str = "ultrafast"  # DIS preset of the propagation flow
-    fb_max_err: float = 2.0        # forward-backward error (flow pixels) of a tracked pixel
-    # live sources: a keyframe's pipeline runs in a worker while the next frames are
-    # propagated from the previous keyframe, so no frame waits for it (a cut still does)
+    options: TemporalOptions = field(default_factory=TemporalOptions)
     async_keyframes: bool = False
+    # a keyframe due by the interval whatever the flow says: its pipeline starts at once,
+    # in the worker, while this thread measures the flow (same results, the flow hidden)
+    overlap_interval_keyframes: bool = True
 
-    def validate(self) -> "TemporalConfig":
-        from ..errors import InputError
-        if not 0.0 <= self.decay < 1.0 or not 0.0 <= self.track_decay < 1.0:
-            raise InputError("temporal decay must lie in [0, 1)")
-        if self.flow_width < 16:
-            raise InputError("temporal flow_width must be >= 16")
-        self.policy.validate()
-        return self
+    @classmethod
+    def from_config(cls, config=None, *, enabled: bool = True,
+                    async_keyframes: bool = False) -> "TemporalConfig":
+        """The one place a run's temporal settings come from: the ``temporal`` section of
+        ``config`` (a ``ModuSegConfig``, or anything with a ``full_config`` such as a
+        ``Segmenter``); its defaults when there is none."""
+        full = getattr(config, "full_config", config)
+        opts = getattr(full, "temporal", None)
+        return cls(enabled=bool(enabled),
+                   options=opts if isinstance(opts, TemporalOptions) else TemporalOptions(),
+                   async_keyframes=bool(async_keyframes))
+
+    @property
+    def policy(self) -> TemporalOptions:
+        """The keyframe thresholds (``keyframes.keyframe_reason`` reads them)."""
+        return self.options
+
+    def __getattr__(self, name):
+        # the temporal options read directly: cfg.decay, cfg.flow_width, ...
+        if name != "options" and name in _OPTION_NAMES:
+            return getattr(self.options, name)
+        raise AttributeError(name)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"enabled": self.enabled, "async_keyframes": self.async_keyframes,
+                **asdict(self.options)}
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(TemporalOptions))
 
 
 @dataclass
@@ -124,12 +141,13 @@ class TemporalSegmenter:
 
     Call it on the frames of one stream in order; ``reset()`` before another.
     With ``TemporalConfig(enabled=False)`` every frame is the wrapped
-    segmenter's own result, unchanged.
+    segmenter's own result, unchanged. Without ``config`` the settings are the
+    ``temporal`` section of the segmenter's configuration (``full_config``).
     """
 
     def __init__(self, segmenter, config: TemporalConfig | None = None):
         self.segmenter = segmenter
-        self.config = (config or TemporalConfig()).validate()
+        self.config = config or TemporalConfig.from_config(segmenter)
         self.state = TemporalState()
         # what writers and the CLI read from a segmenter
         for name in ("bank", "full_config", "index"):
@@ -166,18 +184,29 @@ class TemporalSegmenter:
         st, cfg = self.state, self.config
         st.frame_index += 1
         hw = tuple(image.shape[:2])
-        change, key_map = None, None
-        with timer("flow"):
-            g = gray(image, cfg.flow_width)
-            if st.gray is not None and st.image_hw == hw:
-                bwd, fwd = flow_pair(st.gray, g, cfg.flow_preset)
-                key_map = compose(st.key_map, bwd)
-                change = FrameChange(
-                    residual=photometric_residual(g, st.gray, to_map(bwd)),
-                    histogram=histogram_distance(st.gray, g),
-                    valid=float(fb_valid(bwd, fwd, cfg.fb_max_err).mean()),
-                    motion=float(np.linalg.norm(bwd, axis=2).mean()) / g.shape[1],
-                    fit_residual=photometric_residual(g, st.key_gray, key_map))
+        change, key_map, early = None, None, None
+        comparable = st.gray is not None and st.image_hw == hw
+        if (comparable and cfg.overlap_interval_keyframes and not cfg.async_keyframes
+                and st.pending is None and st.since_key + 1 >= cfg.policy.max_interval):
+            # a keyframe whatever the flow shows (the interval has passed; the flow only
+            # tells which reason and whether the memory carries over): start its pipeline
+            early = self._executor().submit(self.segmenter, image, timer)
+        try:
+            with timer("flow"):
+                g = gray(image, cfg.flow_width)
+                if comparable:
+                    bwd, fwd = flow_pair(st.gray, g, cfg.flow_preset)
+                    key_map = compose(st.key_map, bwd)
+                    change = FrameChange(
+                        residual=photometric_residual(g, st.gray, to_map(bwd)),
+                        histogram=histogram_distance(st.gray, g),
+                        valid=float(fb_valid(bwd, fwd, cfg.fb_max_err).mean()),
+                        motion=float(np.linalg.norm(bwd, axis=2).mean()) / g.shape[1],
+                        fit_residual=photometric_residual(g, st.key_gray, key_map))
+        except BaseException:
+            if early is not None:
+                early.cancel() or _quiet_result(early)
+            raise
         applied = None
         if st.pending is not None and change is not None:
             st.pending.to_frame = compose(st.pending.to_frame, bwd)
@@ -198,7 +227,7 @@ class TemporalSegmenter:
             st.since_key += 1
         else:
             res = self._keyframe(image, g, key_map if reason not in ("first", "cut") else None,
-                                 reason, timer)
+                                 reason, timer, early)
         res.applied_keyframe = applied
         st.gray, st.image_hw = g, hw
         res.change = None if change is None else change.to_json()
@@ -208,15 +237,18 @@ class TemporalSegmenter:
 
     # -- the two kinds of frame -----------------------------------------------------------
 
-    def _keyframe(self, image, g, key_map, reason, timer) -> TemporalResult:
-        return self._fold(self.segmenter(image, timer), g, key_map, reason, timer,
-                          self.state.frame_index)
+    def _keyframe(self, image, g, key_map, reason, timer, early=None) -> TemporalResult:
+        res = early.result() if early is not None else self.segmenter(image, timer)
+        return self._fold(res, g, key_map, reason, timer, self.state.frame_index)
 
-    def _submit(self, image, g, key_map, reason) -> None:
+    def _executor(self):
         from concurrent.futures import ThreadPoolExecutor
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe")
-        fut = self._worker.submit(self.segmenter, image, StageTimer())
+        return self._worker
+
+    def _submit(self, image, g, key_map, reason) -> None:
+        fut = self._executor().submit(self.segmenter, image, StageTimer())
         self.state.pending = PendingKeyframe(fut, self.state.frame_index, reason, g, key_map,
                                              identity_map(g.shape))
 
@@ -307,6 +339,13 @@ class TemporalSegmenter:
                               frame_index=st.frame_index, keyframe=False, reason=None,
                               shot=st.shot, track_ids=ids if any(i is not None for i in ids)
                               else [], track_labels=tlabels if ids else [])
+
+
+def _quiet_result(future) -> None:
+    try:
+        future.result()
+    except Exception:       # the flow's own error is the one raised
+        pass
 
 
 def segment_stream(segmenter, frames: Iterable[np.ndarray],

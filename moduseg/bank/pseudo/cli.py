@@ -94,7 +94,8 @@ def generate(clip_dir, images, classes, labels_file, out_dir, background, no_fil
     """Write pseudo label maps for a folder of images."""
     from .dense import SlidingWindow
     from .generate import build_generator, generate_folder
-    from .labels import read_class_names, read_image_labels
+    from ..datasets import read_class_names
+    from .labels import read_image_labels
     from .model import load_clip_model
     from .text import BACKGROUND_WORDS, read_synonyms
 
@@ -137,7 +138,8 @@ def generate(clip_dir, images, classes, labels_file, out_dir, background, no_fil
               help="A class counts as present from this many pixels.")
 def labels_from_masks_cmd(masks, classes, out_file, background, min_pixels):
     """Derive image-level labels from label maps (to benchmark pseudo masks)."""
-    from .labels import labels_from_masks, read_class_names, write_image_labels
+    from ..datasets import read_class_names
+    from .labels import labels_from_masks, write_image_labels
 
     class_names = read_class_names(classes)
     labels = labels_from_masks(masks, class_names, _background(class_names, background),

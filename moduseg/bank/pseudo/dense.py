@@ -115,8 +115,8 @@ class DenseClipSegmenter:
 
     def __init__(self, model: ClipModel, query_embeddings: np.ndarray, query_class,
                  n_classes: int, window: SlidingWindow | None = None, providers: str = "auto",
-                 threads: int | None = None):
-        from ...runtime.onnx_session import make_session
+                 threads: int | None = None, runners=None):
+        from ...runtime.runners import default_factory
 
         self.model = model
         self.window = (window or SlidingWindow(crop=model.crop, stride=max(1, model.crop // 3),
@@ -135,13 +135,15 @@ class DenseClipSegmenter:
         self.query_class = np.asarray(query_class, np.int64)
         self.n_classes = n_classes
         self.mean_rgb = np.asarray(model.mean, np.float32) * 255.0
-        self.session = make_session(model.image_onnx, providers, threads)
-        self.input = self.session.get_inputs()[0].name
+        self.runner = default_factory(runners, providers)(model.image_onnx, "clip_image",
+                                                          threads=threads)
+        self.input = self.runner.inputs[0].name
+        self.output = self.runner.outputs[0].name
 
     def features(self, crops: np.ndarray) -> np.ndarray:
         """``[B, S, S, 3]`` RGB (uint8 or float 0..255) -> ``[B, E, g, g]`` unit features."""
         x = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
-        return self.session.run(None, {self.input: x})[0]
+        return self.runner.run({self.input: x}, [self.output])[self.output]
 
     def window_logits(self, crops: np.ndarray) -> np.ndarray:
         """Query logits per window at window resolution: ``[B, Q, S, S]``."""

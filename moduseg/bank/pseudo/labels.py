@@ -25,25 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
-from ...io import atomic_path, read_label_map
+from ...io import read_label_map
+from ...owned import atomic_path
 from ...types import IGNORE
 
 ImageLabels = dict[str, list[str]]
 
 
-def read_class_names(path: str | Path) -> list[str]:
-    """The ``folder`` layout's class-name file (one per line), with no repeats."""
-    from ..datasets import read_class_names as read_names
-
-    names = read_names(path)
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(f"class-name file {path} repeats {dup}; each class once")
-    return names
-
-
 def write_class_names(path: str | Path, names: list[str]) -> None:
-    _atomic_text(Path(path), "".join(f"{n}\n" for n in names))
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{n}\n" for n in names))
 
 
 def find_background(class_names: list[str], name: str | None = "background") -> int | None:
@@ -98,7 +89,8 @@ def write_image_labels(path: str | Path, labels: ImageLabels) -> None:
         if bad:
             raise InputError(f"class names {bad} contain ',' or ':'; write a .jsonl file")
         text = "".join(f"{k}: {', '.join(v)}\n" for k, v in labels.items())
-    _atomic_text(path, text)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def presence_vector(names: list[str], class_names: list[str], background_index: int | None,
@@ -142,7 +134,3 @@ def labels_from_masks(masks_dir: str | Path, class_names: list[str],
     return {p.stem: labels_from_mask(read_label_map(p), class_names, background_index,
                                      min_pixels) for p in paths}
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...io import atomic_path
+from ...owned import atomic_path
 from ...errors import InputError
 
 # Prompt templates (CLIP-style prompt ensembling; '{}' is the query text).
@@ -122,11 +122,13 @@ class OnnxTextEncoder:
     """Texts -> L2-normalised embeddings with the exported text tower."""
 
     def __init__(self, text_onnx: str | Path, context_length: int, providers: str = "auto",
-                 threads: int | None = None, batch: int = 64):
-        from ...runtime.onnx_session import make_session
+                 threads: int | None = None, batch: int = 64, runners=None):
+        from ...runtime.runners import default_factory
 
-        self.session = make_session(text_onnx, providers, threads)
-        self.input = self.session.get_inputs()[0].name
+        self.runner = default_factory(runners, providers)(text_onnx, "clip_text",
+                                                          threads=threads)
+        self.input = self.runner.inputs[0].name
+        self.output = self.runner.outputs[0].name
         self.context_length = context_length
         self.batch = batch
 
@@ -142,7 +144,8 @@ class OnnxTextEncoder:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenize(texts)
-        out = [self.session.run(None, {self.input: tokens[i:i + self.batch]})[0]
+        out = [self.runner.run({self.input: tokens[i:i + self.batch]},
+                               [self.output])[self.output]
                for i in range(0, len(tokens), self.batch)]
         return np.concatenate(out, 0).astype(np.float32)
 

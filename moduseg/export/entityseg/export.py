@@ -8,8 +8,6 @@ under ``moduseg_entityseg`` so the proposer needs nothing else.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError, ModuSegError
+from ...owned import atomic_path
 from ...runtime.proposers.entityseg import (METADATA_KEY, EntitySegMeta, entity_postprocess,
                                             preprocess, resized_size)
 from .model import SIZE_DIVISIBILITY, EntitySegModel
@@ -53,9 +52,8 @@ def export_onnx(model: EntitySegModel, out: str | Path, input_hw=DEFAULT_INPUT_H
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     dummy = torch.full((1, 3, H, W), 128.0)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".onnx") as tmp:
+        tmp = str(tmp)
         _trace_to_onnx(model, dummy, tmp, opset)
         graph = onnx.load(tmp)
         if simplify:
@@ -71,10 +69,6 @@ def export_onnx(model: EntitySegModel, out: str | Path, input_hw=DEFAULT_INPUT_H
             p.key, p.value = k, v
         onnx.checker.check_model(graph)
         onnx.save(graph, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...io import sha256_file as _sha256
+from ...io import check_image, sha256_file as _sha256
 from ...errors import InputError, ModelNotFoundError
 from ...types import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, BackboneIdentity, FeatureMap,  # noqa: F401
                       GridGeometry, input_size_tag)
@@ -62,26 +62,6 @@ def resolve_sizing(short_side, pixels) -> tuple[int | None, int | None]:
                          f"got {pixels}")
     short = int(short_side) if short_side else None
     return short, (int(pixels) if pixels and not short else None)
-
-
-def check_image(image, what: str = "image") -> np.ndarray:
-    """An H x W x 3 uint8 RGB array, or an ``InputError`` saying how to get one."""
-    if not isinstance(image, np.ndarray):
-        raise InputError(f"{what} must be a numpy array (H, W, 3) uint8 RGB, got "
-                         f"{type(image).__name__}; load it with cv2/PIL and convert")
-    if image.ndim == 2:
-        raise InputError(f"{what} is grayscale {image.shape}; convert to RGB, e.g. "
-                         f"np.repeat(img[..., None], 3, axis=2)")
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise InputError(f"{what} must have shape (H, W, 3), got {image.shape}")
-    if image.shape[2] == 4:
-        raise InputError(f"{what} has 4 channels (RGBA); drop alpha with img[..., :3]")
-    if image.dtype != np.uint8:
-        raise InputError(f"{what} must be uint8 RGB, got {image.dtype}; for floats in "
-                         f"[0, 1] use (img * 255).round().astype(np.uint8)")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise InputError(f"{what} is empty: {image.shape}")
-    return image
 
 
 def plan_geometry(image_hw, patch: int, short_side: int | None = DEFAULT_SHORT_SIDE,
@@ -160,8 +140,6 @@ def preprocess(image: np.ndarray, geometry: GridGeometry, mean, std,
     return out
 
 
-
-
 class OnnxBackbone:
     """``Backbone``: image -> ``FeatureMap`` from a graph ``[1,3,H,W] -> [1,D,H/p,W/p]``.
 
@@ -170,7 +148,9 @@ class OnnxBackbone:
     ``weights_sha256`` to skip hashing) and ``input_size`` = policy and size
     (pixel budget or short side) and normalisation, so banks built at another resolution or
     with another normalisation are refused. Mean, std and the patch size default to the
-    graph's ``moduseg.*`` metadata, else ImageNet/14.
+    graph's ``moduseg.*`` metadata, else ImageNet/14. ``runners`` (a
+    ``runtime.runners.RunnerFactory``, from the composition root) runs the graph;
+    without it, ONNX Runtime on ``providers``.
     """
 
     def __init__(self, path: str | Path, identity: BackboneIdentity | str | None = None,
@@ -178,8 +158,8 @@ class OnnxBackbone:
                  mean=None, std=None, providers: str = "auto", threads: int | None = None,
                  patch: int | None = None, output: str | None = None,
                  weights_sha256: str | None = None, pixels: int | None = DEFAULT_PIXELS,
-                 flip: bool = False, normalize: str = "dataset"):
-        from ..onnx_session import make_session
+                 flip: bool = False, normalize: str = "dataset", runners=None):
+        from ..runners import default_factory
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -189,8 +169,9 @@ class OnnxBackbone:
         if policy not in POLICIES:
             raise InputError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.short_side, self.pixels = resolve_sizing(short_side, pixels)
-        self.session = make_session(self.path, providers=providers, threads=threads)
-        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.runner = default_factory(runners, providers)(self.path, "backbone",
+                                                          threads=threads)
+        meta = dict(self.runner.metadata)
         self.metadata = meta
         self.patch = int(patch or meta.get("moduseg.patch_size", 14))
         self.mean = tuple(float(v) for v in (mean or json.loads(
@@ -202,7 +183,7 @@ class OnnxBackbone:
         self.policy = policy
         self.normalize = check_normalize(normalize)
         self.flip = bool(flip)
-        inp = self.session.get_inputs()[0]
+        inp = self.runner.inputs[0]
         self.input_name = inp.name
         # a graph exported at a fixed resolution (e.g. for TensorRT) takes only that size
         hw = list(inp.shape[2:4]) if len(inp.shape) == 4 else []
@@ -211,7 +192,7 @@ class OnnxBackbone:
         if self.fixed_hw and (self.fixed_hw[0] % self.patch or self.fixed_hw[1] % self.patch):
             raise InputError(f"{self.path} takes {self.fixed_hw} input, not a multiple of the "
                              f"patch size {self.patch}")
-        outs = [o.name for o in self.session.get_outputs()]
+        outs = [o.name for o in self.runner.outputs]
         self.output_name = output or ("features" if "features" in outs else outs[0])
         if self.output_name not in outs:
             raise InputError(f"{self.path} has no output {self.output_name!r} (has {outs})")
@@ -232,14 +213,21 @@ class OnnxBackbone:
                               self.normalize)
 
     def _feature_dim(self, meta) -> int:
-        o = next(o for o in self.session.get_outputs() if o.name == self.output_name)
+        o = next(o for o in self.runner.outputs if o.name == self.output_name)
         if len(o.shape) == 4 and isinstance(o.shape[1], int):
             return int(o.shape[1])
         if "moduseg.feature_dim" in meta:
             return int(meta["moduseg.feature_dim"])
         h, w = self.fixed_hw or (self.patch, self.patch)
         x = np.zeros((1, 3, h, w), np.float32)
-        return int(self.session.run([self.output_name], {self.input_name: x})[0].shape[1])
+        return int(self._run(x).shape[1])
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The graph on one prepared input: its feature output."""
+        return self.runner.run({self.input_name: x}, [self.output_name])[self.output_name]
+
+    def close(self) -> None:
+        self.runner.close()
 
     def geometry(self, image_hw) -> GridGeometry:
         return plan_geometry(image_hw, self.patch, self.short_side, self.policy, self.fixed_hw,
@@ -254,12 +242,11 @@ class OnnxBackbone:
 
     def __call__(self, image: np.ndarray) -> FeatureMap:
         x, geo = self.prepare(image)
-        (y,) = self.session.run([self.output_name], {self.input_name: x})
+        y = self._run(x)
         if self.flip:
             # the whole padded input is mirrored, so its patch grid maps onto the
             # original one exactly (column j <-> last - j), padding included
-            (ym,) = self.session.run([self.output_name],
-                                     {self.input_name: np.ascontiguousarray(x[..., ::-1])})
+            ym = self._run(np.ascontiguousarray(x[..., ::-1]))
             y = 0.5 * (y + ym[..., ::-1])
         if y.ndim != 4 or tuple(y.shape[2:]) != geo.grid_hw:
             raise InputError(

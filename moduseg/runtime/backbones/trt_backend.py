@@ -39,41 +39,48 @@ class TensorRTBackbone:
     Mean/std/patch come from the ONNX metadata recorded in the sidecar
     (graphs from ``moduseg export backbone`` take [0,1] input: mean 0, std 1).
     ``identity`` defaults to the *ONNX* file's checksum, so a bank built with
-    the ONNX Runtime backend on the same graph is accepted here.
+    the ONNX Runtime backend on the same graph is accepted here. ``runners``
+    (``runtime.runners.RunnerFactory``) opens the engine; by default a
+    ``TrtEngineRunner`` with ``device``, ``validate`` and ``cuda_graph``.
     """
 
     def __init__(self, engine: str | Path, identity: BackboneIdentity | str | None = None,
                  short_side: int | None = DEFAULT_SHORT_SIDE, policy: str = "pad",
                  device: int = 0, cuda_graph: bool = False, output: str | None = None,
                  mean=None, std=None, validate: bool = True,
-                 pixels: int | None = DEFAULT_PIXELS, normalize: str = "dataset"):
-        from ..trt import TrtRunner
+                 pixels: int | None = DEFAULT_PIXELS, normalize: str = "dataset",
+                 runners=None):
+        from ..runners import TrtEngineRunner, input_names, output_names
 
         if policy not in POLICIES:
             raise InputError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.short_side, self.pixels = resolve_sizing(short_side, pixels)
-        self.runner = TrtRunner(engine, device=device, validate=validate,
-                                cuda_graph=cuda_graph)
+        if runners is None:
+            self.runner = TrtEngineRunner(engine, device=device, validate=validate,
+                                          cuda_graph=cuda_graph)
+        else:
+            self.runner = runners(engine, "backbone")
         self.path = Path(engine)
-        side = self.runner.sidecar
-        meta = dict(side.metadata) if side is not None else {}
+        side = getattr(self.runner, "sidecar", None)
+        meta = dict(self.runner.metadata)
         self.metadata = meta
         if len(self.runner.inputs) != 1:
-            raise InputError(f"{self.path.name} has inputs {self.runner.inputs}; a backbone "
-                             f"engine has one image input")
-        self.input_name = self.runner.inputs[0]
-        outs = self.runner.outputs
+            raise InputError(f"{self.path.name} has inputs {input_names(self.runner)}; a "
+                             f"backbone engine has one image input")
+        self.input_name = self.runner.inputs[0].name
+        outs = output_names(self.runner)
         self.output_name = output or ("features" if "features" in outs else outs[0])
         if self.output_name not in outs:
             raise InputError(f"{self.path.name} has no output {self.output_name!r} ({outs})")
         self.patch = int(meta.get("patch_size", 14))
         self.mean = tuple(mean or json.loads(meta.get("mean", "[0.485, 0.456, 0.406]")))
         self.std = tuple(std or json.loads(meta.get("std", "[0.229, 0.224, 0.225]")))
-        shape = self.runner.engine_shape(self.input_name)
+        shape = self.runner.inputs[0].shape
         self.fixed_hw = None if min(shape[2:]) < 0 else (int(shape[2]), int(shape[3]))
         self.policy = policy
         self.normalize = check_normalize(normalize)
-        dim = int(meta.get("feature_dim") or self.runner.engine_shape(self.output_name)[1])
+        out = next(o for o in self.runner.outputs if o.name == self.output_name)
+        dim = int(meta.get("feature_dim") or out.shape[1])
         if isinstance(identity, BackboneIdentity):
             self.identity = identity
         else:
@@ -86,7 +93,7 @@ class TensorRTBackbone:
     @classmethod
     def from_options(cls, home=None, engine: str | Path | None = None, precision: str = "fp16",
                      layers=None, cache_dir: str | Path | None = None, device: int = 0,
-                     **opts) -> "TensorRTBackbone":
+                     runners=None, **opts) -> "TensorRTBackbone":
         """The default backbone (or ``layers`` variant) from the engine cache.
 
         ``engine`` names an engine file directly; otherwise the newest cached
@@ -122,7 +129,7 @@ class TensorRTBackbone:
         else:
             identity = opts.pop("identity", None)
         bb = cls(engine, identity=None if isinstance(identity, BackboneIdentity) else identity,
-                 device=device, **opts)
+                 device=device, runners=runners, **opts)
         if isinstance(identity, BackboneIdentity):
             # keep the ONNX backend's identity but this backend's input-size tag must agree
             # (the installed model's identity takes this backend's sizing options)

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import BackendUnavailableError
+from ...owned import atomic_path
 from ...types import GridGeometry
 from .nvrtc import KERNEL_DIR
 from .plans import check_geometry, check_masks, feature_strides, smfa_plan, topk_plan
@@ -47,14 +46,12 @@ def build_emulator(cache_dir: str | Path, cxx: str | None = None,
     out = cache / f"moduseg_cuda_emu-{digest}.so"
     if out.is_file():
         return out
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so")
-    os.close(fd)
-    cmd = [cxx, *CXXFLAGS, str(src / "emulator_host.cu"), "-o", tmp]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if r.returncode:
-        os.unlink(tmp)
-        raise BackendUnavailableError(f"building the CUDA emulator failed:\n{' '.join(cmd)}\n{r.stderr}")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        cmd = [cxx, *CXXFLAGS, str(src / "emulator_host.cu"), "-o", str(tmp)]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if r.returncode:
+            raise BackendUnavailableError(
+                f"building the CUDA emulator failed:\n{' '.join(cmd)}\n{r.stderr}")
     return out
 
 

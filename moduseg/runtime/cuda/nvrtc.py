@@ -24,12 +24,12 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ...errors import BackendUnavailableError, InputError
+from ...errors import BackendUnavailableError, InputError, OutputError
+from ...owned import atomic_path
 
 log = logging.getLogger(__name__)
 KERNEL_DIR = Path(__file__).resolve().parent
@@ -250,11 +250,8 @@ def compile_kernel(name: str, arch: int, *, cache_dir: Path | str | None = None,
         raise BackendUnavailableError(
             f"{compiler!r} failed to compile {name}.cu for sm_{arch} (error {err}):\n{log}")
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(image)
-        os.replace(tmp, path)
-    except OSError:                              # read-only home: compile every time
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(image)
+    except (OSError, OutputError):                              # read-only home: compile every time
         path = None
     return CompiledKernel(name, arch, image, compiler.version, compiler.origin, path, False)

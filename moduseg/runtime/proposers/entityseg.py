@@ -22,12 +22,12 @@ import numpy as np
 
 from ...config import EntitySegOptions
 from ...errors import InputError, ModelNotFoundError
+from ...io import check_image
 from ...types import Proposals
 
 # "moduseg." keys of the ONNX file are copied into TensorRT engine sidecars
 # (without the prefix), so one key serves both runtimes
 METADATA_KEY = "moduseg.entityseg"
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 EPS = 1e-6
 # sigmoid(sigmoid(l)) < sigmoid(1) for every l: the largest mask confidence
 MAX_MASK_CONF = float(1.0 / (1.0 + np.exp(-1.0)))
@@ -184,7 +184,9 @@ class EntitySegProposer:
     (run by ONNX Runtime; ``providers`` picks its TensorRT / CUDA / CPU
     execution providers, ``auto`` = best available, as for the SAM proposer),
     or a TensorRT engine built from it (``.engine``, run by
-    ``moduseg.runtime.trt.TrtRunner``; its sidecar JSON carries the metadata).
+    ``runtime.runners.TrtEngineRunner``; its sidecar JSON carries the metadata).
+    ``runners`` (``runtime.runners.RunnerFactory``) opens either; by default ONNX
+    Runtime on ``providers`` for a graph, TensorRT on ``device`` for an engine.
     """
 
     name = "entityseg"
@@ -192,26 +194,20 @@ class EntitySegProposer:
     def __init__(self, model_path: str | Path, providers: str = "auto",
                  threads: int | None = None, top_k: int = EntitySegOptions.top_k,
                  min_score: float = EntitySegOptions.min_score,
-                 chunk: int = EntitySegOptions.chunk, device: int = 0):
+                 chunk: int = EntitySegOptions.chunk, device: int = 0, runners=None):
         self.path = Path(model_path)
         if not self.path.is_file():
             raise ModelNotFoundError(
                 f"EntitySeg model {self.path} does not exist; export it with 'moduseg export "
                 f"entityseg --checkpoint model_final.pth --output {self.path}'")
-        self.session = self.runner = None
-        if self.path.suffix in ENGINE_SUFFIXES:
-            from ..trt import TrtRunner
+        from ..runners import OrtRunner, runner_factory
 
-            self.runner = TrtRunner(self.path, device=device)
-            meta = dict(self.runner.sidecar.metadata) if self.runner.sidecar else {}
-            text = meta.get(METADATA_KEY[len("moduseg."):])
-            self.input_name = self.runner.inputs[0]
-        else:
-            from ..onnx_session import make_session
-
-            self.session = make_session(self.path, providers=providers, threads=threads)
-            text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-            self.input_name = self.session.get_inputs()[0].name
+        runners = runners or runner_factory(OrtRunner, providers, device)
+        self.runner = runners(self.path, "entityseg", threads=threads)
+        meta = self.runner.metadata
+        # an ONNX file's metadata key; an engine sidecar's drops the "moduseg." prefix
+        text = meta.get(METADATA_KEY, meta.get(METADATA_KEY[len("moduseg."):]))
+        self.input_name = self.runner.inputs[0].name
         if text is None:
             raise InputError(f"{self.path} has no '{METADATA_KEY}' metadata; it was not "
                              f"written by 'moduseg export entityseg' (or its engine sidecar "
@@ -221,16 +217,13 @@ class EntitySegProposer:
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network input ``[1, 3, H, W]`` -> (class logits ``[Q, K+1]``, mask logits)."""
-        if self.runner is not None:
-            out = self.runner.run({self.input_name: x})
-            cls, masks = out["pred_logits"], out["pred_masks"]
-        else:
-            cls, masks = self.session.run(["pred_logits", "pred_masks"], {self.input_name: x})
+        out = self.runner.run({self.input_name: x}, ["pred_logits", "pred_masks"])
+        cls, masks = out["pred_logits"], out["pred_masks"]
         return np.asarray(cls[0], np.float32), np.asarray(masks[0], np.float32)
 
     def raw(self, image: np.ndarray):
         """(class logits ``[Q, K+1]``, mask logits ``[Q, h, w]``, resized size)."""
-        image = _check_image(image)
+        image = np.ascontiguousarray(check_image(image))
         rhw = resized_size(image.shape[:2], self.meta.input_hw, self.meta.min_size,
                            self.meta.max_size)
         x = preprocess(image, self.meta.input_hw, rhw, self.meta.pixel_mean)
@@ -252,13 +245,3 @@ class EntitySegProposer:
     def __repr__(self) -> str:
         return (f"EntitySegProposer({self.path.name}, backbone={self.meta.backbone}, "
                 f"input={self.meta.input_hw}, queries={self.meta.num_queries})")
-
-
-def _check_image(image) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"EntitySeg proposer needs an RGB uint8 [H, W, 3] image, got "
-                         f"{getattr(image, 'shape', type(image))}")
-    if image.dtype != np.uint8:
-        raise InputError(f"EntitySeg proposer needs a uint8 image, got {image.dtype}; "
-                         f"convert with np.clip(img, 0, 255).astype(np.uint8)")
-    return np.ascontiguousarray(image)

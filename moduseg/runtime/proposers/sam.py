@@ -100,7 +100,7 @@ class SamAutomaticMaskGenerator:
     def __init__(self, encoder_path: str | Path | None = None,
                  decoder_path: str | Path | None = None, *, options: SamOptions | None = None,
                  providers: str = "auto", threads: int | None = None,
-                 cache_dir: str | Path | None = None, **option_values):
+                 cache_dir: str | Path | None = None, runners=None, **option_values):
         if encoder_path is None or decoder_path is None:
             raise InputError("SamAutomaticMaskGenerator needs encoder_path and decoder_path; "
                              "moduseg.build.load_default_proposer() loads the installed SAM")
@@ -115,11 +115,11 @@ class SamAutomaticMaskGenerator:
         self.options = o = options
         self.encoder = SamEncoder(encoder_path, quantize=o.quantize_encoder, crop=o.encoder_crop,
                                   padding_pool=o.padding_pool, providers=providers,
-                                  threads=threads, cache_dir=cache_dir)
+                                  threads=threads, cache_dir=cache_dir, runners=runners)
         self.prompt_decoder = SamDecoder(decoder_path, quantize=o.quantize_decoder,
                                          mask_stride=o.mask_stride,
                                          fast_attention=o.fast_attention, providers=providers,
-                                         threads=threads, cache_dir=cache_dir)
+                                         threads=threads, cache_dir=cache_dir, runners=runners)
         self._image: SamImage | None = None
         self.timer = StageTimer()
         self.last_stats: dict = {}
@@ -134,8 +134,12 @@ class SamAutomaticMaskGenerator:
 
     @property
     def decoder(self):
-        """The decoder's ONNX Runtime session."""
-        return self.prompt_decoder.session
+        """The decoder's runner (``runtime.runners``)."""
+        return self.prompt_decoder.runner
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.prompt_decoder.close()
 
     @property
     def settings(self) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...errors import InputError
+from ...io import check_image
 from ...graphs.sam_decoder import (ALL_IOUS, ALL_MASKS, CELL_COORDS, CELL_LOG_WEIGHT,
                                    batched_decoder_path, quantized_model_path)
 from ...graphs.sam_encoder import content_input_hw, cropped_encoder_path
@@ -24,7 +24,7 @@ from .sam_cells import GRID, cell_layout, gather_cells
 
 ENCODER_SIZE = 1024
 EMBED_STRIDE = 16          # encoder pixels per embedding cell
-MAX_ENCODER_SESSIONS = 2   # content-sized encoders kept open (one per input size)
+MAX_ENCODER_SESSIONS = 2   # content-sized encoder runners kept open (one per input size)
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 
@@ -84,40 +84,30 @@ def content_embed_hw(resized_hw: tuple[int, int]) -> tuple[int, int]:
     return (-(-resized_hw[0] // EMBED_STRIDE), -(-resized_hw[1] // EMBED_STRIDE))
 
 
-def check_image(image) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(
-            f"the SAM proposer needs an RGB image array [H, W, 3], got "
-            f"{getattr(image, 'shape', type(image))}; convert grayscale/RGBA first")
-    if image.dtype != np.uint8:
-        raise InputError(f"the SAM proposer needs a uint8 image, got {image.dtype}; "
-                         f"scale to 0..255 and cast with .astype(np.uint8)")
-    if min(image.shape[:2]) < 1:
-        raise InputError(f"the image is empty: shape {image.shape}")
-
-
 class SamEncoder:
     """The image encoder: a frame -> (``SamImage``, the decoder's cell embedding, layout)."""
 
     def __init__(self, encoder_path: str | Path, *, quantize: bool = True, crop: bool = True,
                  padding_pool: int = 4, providers: str = "auto", threads: int | None = None,
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, runners=None):
+        from ..runners import default_factory
+
         if quantize:
             encoder_path = quantized_model_path(encoder_path, cache_dir)
         self.file = Path(encoder_path)
         self.crop, self.padding_pool = bool(crop), int(padding_pool)
-        self._session_args = (providers, threads)
+        self._open = default_factory(runners, providers)
+        self._threads = threads
         self._cache_dir = cache_dir
         self._padding: np.ndarray | None = None
-        # sessions by input size, made on first use: with the content crop a video
+        # runners by input size, opened on first use: with the content crop a video
         # needs one, and the 1024 square's activations are never allocated
-        self.sessions: dict = {}
+        self.runners: dict = {}
 
     def encode(self, image: np.ndarray):
         """-> (``SamImage``, cell embedding for the decoder, ``sam_cells`` layout)."""
         x, resized_hw = preprocess(image, crop=self.crop)
-        enc = self.session_for(x.shape[2:])
-        emb = enc.run(None, {enc.get_inputs()[0].name: x})[0]
+        emb = _run_one(self.runner_for(x.shape[2:]), x)
         im = SamImage(emb[:1].astype(np.float32, copy=False),
                       (int(image.shape[0]), int(image.shape[1])), resized_hw)
         layout = cell_layout(content_embed_hw(resized_hw), self.padding_pool)
@@ -153,47 +143,55 @@ class SamEncoder:
             except (OSError, ValueError):
                 pad = None
         if pad is None or pad.shape[:1] != (1,) or pad.shape[2:] != (GRID, GRID):
-            from ..onnx_session import make_session
-
-            enc = make_session(self.file, *self._session_args)
+            enc = self._open(self.file, "sam_encoder", threads=self._threads)
             x = np.zeros((1, 3, ENCODER_SIZE, ENCODER_SIZE), np.float32)
-            pad = enc.run(None, {enc.get_inputs()[0].name: x})[0][:1].astype(np.float32)
-            del enc
+            pad = _run_one(enc, x)[:1].astype(np.float32)
+            enc.close()
             with atomic_path(path, suffix=".npy") as tmp:
                 np.save(tmp, pad)
         self._padding = np.ascontiguousarray(pad, dtype=np.float32)
         return self._padding
 
-    def session_for(self, input_hw):
-        """The session for an input size (content-sized copies built on first use)."""
-        from ..onnx_session import make_session
+    def runner_for(self, input_hw):
+        """The runner for an input size (content-sized copies built on first use; a
+        remote factory's one served encoder takes every size)."""
+        from ..runners import is_remote
 
         key = (int(input_hw[0]), int(input_hw[1]))
-        sess = self.sessions.get(key)
-        if sess is None:
+        if is_remote(self._open):
+            key = (ENCODER_SIZE, ENCODER_SIZE)
+        run = self.runners.get(key)
+        if run is None:
             path = (self.file if key == (ENCODER_SIZE, ENCODER_SIZE) else
                     cropped_encoder_path(self.file, key, self._cache_dir))
-            sess = make_session(path, *self._session_args)
-            crops = [k for k in self.sessions if k != (ENCODER_SIZE, ENCODER_SIZE)]
+            run = self._open(path, "sam_encoder", threads=self._threads)
+            crops = [k for k in self.runners if k != (ENCODER_SIZE, ENCODER_SIZE)]
             if len(crops) >= MAX_ENCODER_SESSIONS:
-                del self.sessions[crops[0]]          # oldest content-sized session
-            self.sessions[key] = sess
-        return sess
+                self.runners.pop(crops[0]).close()   # oldest content-sized runner
+            self.runners[key] = run
+        return run
+
+    def close(self) -> None:
+        for run in self.runners.values():
+            run.close()
+        self.runners.clear()
 
 
 class SamDecoder:
-    """The rewritten prompt decoder: one session call per batch of point prompts."""
+    """The rewritten prompt decoder: one runner call per batch of point prompts."""
 
     def __init__(self, decoder_path: str | Path, *, quantize: bool = False,
                  mask_stride: int = 4, fast_attention: bool = True, providers: str = "auto",
-                 threads: int | None = None, cache_dir: str | Path | None = None):
-        from ..onnx_session import make_session
+                 threads: int | None = None, cache_dir: str | Path | None = None,
+                 runners=None):
+        from ..runners import default_factory, input_names
 
         self.file = batched_decoder_path(decoder_path, cache_dir, quantize=quantize,
                                          mask_stride=mask_stride,
                                          fast_attention=fast_attention, cells=True)
-        self.session = make_session(self.file, providers, threads)
-        self._inputs = {i.name for i in self.session.get_inputs()}
+        self.runner = default_factory(runners, providers)(self.file, "sam_decoder",
+                                                          threads=threads)
+        self._inputs = set(input_names(self.runner))
 
     def __call__(self, im: SamImage, embedding: np.ndarray, layout, pc: np.ndarray,
                  pl: np.ndarray):
@@ -212,5 +210,14 @@ class SamDecoder:
                 "has_mask_input": np.zeros(1, np.float32),
                 "orig_im_size": np.array(im.image_hw, np.float32)}
         feed = {k: v for k, v in feed.items() if k in self._inputs}
-        masks, ious = self.session.run([ALL_MASKS, ALL_IOUS], feed)
-        return masks, ious
+        out = self.runner.run(feed, [ALL_MASKS, ALL_IOUS])
+        return out[ALL_MASKS], out[ALL_IOUS]
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def _run_one(runner, x: np.ndarray) -> np.ndarray:
+    """A one-input graph's first output."""
+    first = runner.outputs[0].name
+    return runner.run({runner.inputs[0].name: x}, [first])[first]
