@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -279,25 +280,42 @@ def markdown(r) -> str:
         ratio = x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 else float("nan")
         au = auroc(o["hist_pos"], o["hist_neg"])
         op = at_false_alarm(o["hist_pos"], o["hist_neg"])
-        rows.append((ratio, o["recall"], o["false_alarm"], au, op["recall"], op["false_alarm"]))
+        ran = o["pixels"] > 0                      # --parts without openset: no columns
+        rows.append((ratio, *((o["recall"], o["false_alarm"], au, op["recall"],
+                               op["false_alarm"]) if ran else (np.nan,) * 5)))
+        opens = (f"{o['recall']:.1f} % | {o['false_alarm']:.1f} % | {au:.3f} | "
+                 f"{op['recall']:.1f} % ({op['false_alarm']:.1f} %)" if ran else "- | - | - | -")
         lines.append(f"| {name} | {x['full_iou']:.1f} | {x['k1_iou']:.1f} | {x['k5_iou']:.1f} | "
-                     f"{x['k10_iou']:.1f} | {100 * ratio:.0f} % | {o['recall']:.1f} % | "
-                     f"{o['false_alarm']:.1f} % | {au:.3f} | {op['recall']:.1f} % "
-                     f"({op['false_alarm']:.1f} %) |")
-    m = np.nanmean(np.asarray(rows, np.float64), axis=0) if rows else [np.nan] * 6
+                     f"{x['k10_iou']:.1f} | {100 * ratio:.0f} % | {opens} |")
+    with warnings.catch_warnings():          # an all-NaN column: no open-set part
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmean(np.asarray(rows, np.float64), axis=0) if rows else [np.nan] * 6
     mean = lambda k: np.nanmean([x[k] for x in cs.values()])  # noqa: E731
+    mopen = (f"**{m[1]:.1f} %** | **{m[2]:.1f} %** | {m[3]:.3f} | **{m[4]:.1f} %** "
+             f"({m[5]:.1f} %)" if np.isfinite(m[1]) else "- | - | - | -")
     lines.append(f"| **mean** | {mean('full_iou'):.1f} | {mean('k1_iou'):.1f} | "
                  f"{mean('k5_iou'):.1f} | {mean('k10_iou'):.1f} | **{100 * m[0]:.0f} %** | "
-                 f"**{m[1]:.1f} %** | **{m[2]:.1f} %** | {m[3]:.3f} | **{m[4]:.1f} %** "
-                 f"({m[5]:.1f} %) |")
+                 f"{mopen} |")
     lines.append("")
+    others = [(x["k5_others_mIoU"], x["full_others_mIoU"]) for x in cs.values()
+              if "k5_others_mIoU" in x]
+    if others:
+        o5, of = np.mean(others, axis=0)
+        lines.append(f"The other classes in the k=5 banks: mIoU {o5:.1f} against {of:.1f} in the "
+                     f"full bank (mean over the dropped classes; worst "
+                     f"{min(a - b for a, b in others):+.1f}).")
+        lines.append("")
     fo = r.get("full_open_set")
-    fa = f"; false alarm with every class known {fo['false_alarm']:.1f} %" if fo else ""
+    if fo and fo.get("pixels", 0) + sum(fo.get("hist_neg", [])) > 0:
+        on = (f", {r['full_mIoU_on']:.1f} with `runtime.unknown={r['unknown_q']}`; false "
+              f"alarm with every class known {fo['false_alarm']:.1f} %")
+    else:
+        on = ""
+    add = [x["k5_add_ms"] for x in cs.values() if "k5_add_ms" in x]
+    add = (f" `bank add` from cached features per class (patch selection of the k frames + "
+           f"bookkeeping + calibration): median {np.median(add):.0f} ms for k=5." if add else "")
     lines.append(f"All classes known (full bank): mIoU {r['full_mIoU_off']:.1f} with unknown "
-                 f"off, {r['full_mIoU_on']:.1f} with `runtime.unknown={r['unknown_q']}`{fa} "
-                 f"({r['eval_frames']} evaluation frames, {r['seconds']:.0f} s). `bank add` "
-                 f"bookkeeping per class (vectors given): median "
-                 f"{np.median([x['k5_add_ms'] for x in cs.values()]):.0f} ms for k=5.")
+                 f"off{on} ({r['eval_frames']} evaluation frames, {r['seconds']:.0f} s).{add}")
     return "\n".join(lines) + "\n"
 
 
