@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from moduseg.app.loop import run_segment
-from moduseg.app.ownership import MANIFEST, MARKER, read_manifest
+from moduseg.app.ownership import MANIFEST, MARKER, read_run_manifest
 from moduseg.errors import OutputError
 
-from test_outputs import FakeSeg, _images, _video
+from app_fixtures import FakeSeg, _images, _video
 
 OLD = time.time() - 7 * 24 * 3600        # a week old: past every staleness window
 
@@ -83,7 +83,7 @@ def test_files_a_user_adds_under_labels_and_overlays_survive_the_next_run(tmp_pa
         "img0.png", "img1.png", "my_correction.png"]
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["keep", "slide.jpg"]
     assert not (out / "overlay.mp4").exists() and not (out / "previews").exists()
-    files = read_manifest(out)
+    files = read_run_manifest(out)
     assert "labels/my_correction.png" not in files and "labels/img1.png" in files
 
 

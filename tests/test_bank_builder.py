@@ -232,3 +232,9 @@ def test_fit_to_budget_keeps_an_even_share_of_every_class(tmp_path):
                                atol=0.03)
     same, size2 = fit_to_budget(bank, tmp_path / "big.npz", save, max_bytes=full)
     assert len(same) == len(bank) and size2 == full
+
+
+@pytest.mark.parametrize("kw", [dict(limit=0), dict(limit=-1), dict(shots=0)])
+def test_build_bank_refuses_non_positive_limits(kw):
+    with pytest.raises(InputError, match="positive integer"):
+        build_bank(dataset(2), ColourBackbone(), BankConfig(), **kw)

@@ -22,6 +22,12 @@ from moduseg.errors import BankError, InputError, ModuSegError
 
 from part_fixtures import (DIM, npz_with_raw_member, read_arrays, with_meta, write_arrays,
                            write_parts)
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from fuzz_fixtures import DTYPES, FUZZ, _npz, apply_json, attempt, json_mutations, mutated, report  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -241,3 +247,67 @@ def test_bank_build_background_with_another_layout_is_refused(tmp_path):
                                  "--background", "99", "--out", str(tmp_path / "b.npz"),
                                  "--offline"])
     _one_line_exit_2(r, "--background 99 applies to --dataset folder only")
+
+
+def _good_parts() -> dict:
+    """Bytes and arrays of the parts of a 2-shard build and of a 1-shard build."""
+    from part_fixtures import read_arrays, write_parts
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for n in (1, 2):
+            (Path(d) / str(n)).mkdir()
+            paths = write_parts(Path(d) / str(n), n_images=4, n_shards=n)
+            out[n] = ([p.read_bytes() for p in paths], read_arrays(paths[0]))
+    return out
+
+
+PARTS = _good_parts()
+
+
+@st.composite
+def mutated_part(draw):
+    """(shards, bytes of a mutated part 0): raw byte edits, or arrays and metadata
+    replaced by hypothesis' arrays and JSON values."""
+    from hypothesis.extra import numpy as hnp
+    n = draw(st.sampled_from([1, 2]))
+    raw, good = PARTS[n]
+    if draw(st.booleans()):
+        return n, draw(mutated(raw[0]))
+    arrays = dict(good)
+    meta = json.loads(str(good["meta"]))
+    for _ in range(draw(st.integers(1, 2))):
+        key = draw(st.sampled_from(sorted(arrays)))
+        kind = draw(st.sampled_from(["array", "drop", "meta", "meta", "values"]))
+        if kind == "drop":
+            arrays.pop(key, None)
+        elif kind == "meta":
+            arrays["meta"] = np.array(json.dumps(apply_json(meta, draw(json_mutations(meta)))))
+        elif kind == "values" and key != "meta" and key in arrays:
+            a = arrays[key]          # same dtype and shape, other values (NaN, huge, negative)
+            arrays[key] = draw(hnp.arrays(a.dtype, a.shape))
+        else:
+            dtype = np.dtype(draw(DTYPES))
+            shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=7))
+            arrays[key] = draw(hnp.arrays(dtype, shape))
+    return n, _npz(arrays)
+
+
+@settings(FUZZ, max_examples=400)
+@given(mutated_part())
+def test_fuzz_bank_merge_parts(case):
+    """Merge a mutated part 0 (with the good rest of its build) and write the bank:
+    only ``ModuSegError`` may come out, and a written bank must load."""
+    from moduseg.bank.parts import merge_parts
+    from moduseg.bank.store import load_bank, save_checked_bank
+    n, data = case
+    with tempfile.TemporaryDirectory() as d:
+        paths = [Path(d) / f"p{i}.npz" for i in range(n)]
+        paths[0].write_bytes(data)
+        for i in range(1, n):
+            paths[i].write_bytes(PARTS[n][0][i])
+        out = Path(d) / "m.npz"
+
+        def merge():
+            save_checked_bank(merge_parts(paths), out)
+            load_bank(out)
+        attempt("part", merge)

@@ -109,6 +109,12 @@ def test_generate_refuses_bad_input(clip_dir, folder):
                                     str(folder / "classes.txt"), "--no-filter",
                                     "--background", "sky", "--out", str(folder / "o")])
     assert "no class named 'sky'" in str(r.exception)
+    r = CliRunner().invoke(pseudo, ["generate", "--clip", str(clip_dir), "--images",
+                                    str(folder / "images"), "--classes",
+                                    str(folder / "classes.txt"), "--no-filter",
+                                    "--backend", "cpux", "--out", str(folder / "o")])
+    assert "unknown backend 'cpux'" in str(r.exception) and "\n" not in str(r.exception)
+    assert not (folder / "o").exists()
     with pytest.raises(InputError, match="module:factory"):
         load_proposer("nonsense", None, "cpu")
     assert load_proposer("pseudo_tiny_clip:halves_proposer", None, "cpu").name == "halves"

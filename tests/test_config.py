@@ -16,6 +16,7 @@ from moduseg.config import (SECTIONS, BackboneOptions, EntitySegOptions,
                             preset_names, proposer_classes)
 from moduseg.errors import InputError, ModuSegError
 from moduseg.settings import parse_overrides, resolve_config  # noqa: F401
+from fuzz_fixtures import FUZZ, apply_json, attempt, json_mutations, report  # noqa: E402,F401
 
 # issue #18 item 6: each was a traceback (often after the models loaded) or accepted
 BAD = [
@@ -444,3 +445,37 @@ def test_presets_state_the_temporal_section_and_old_banks_get_its_defaults():
     assert resolve_config(None, [], old).temporal == TemporalOptions()
     stored = preset("default").with_overrides({"temporal.max_interval": 5}).to_dict()
     assert ModuSegConfig.from_dict(stored).temporal.max_interval == 5
+
+
+def _stored_configs() -> list[dict]:
+    """The embedded bank's stored configuration and each preset file, as written."""
+    from moduseg.bank.embedded import embedded_bank_path
+    from moduseg.bank.store import load_bank
+    from moduseg.config import PRESET_DIR, preset_names
+    out = [load_bank(embedded_bank_path()).config]
+    for name in preset_names():
+        d = json.loads((PRESET_DIR / f"{name}.json").read_text())
+        d.pop("description", None)
+        out.append(d)
+    return out
+
+
+STORED_CONFIGS = _stored_configs()
+
+
+@FUZZ
+@given(st.sampled_from(range(len(STORED_CONFIGS))).flatmap(
+    lambda i: json_mutations(STORED_CONFIGS[i]).map(lambda m: apply_json(STORED_CONFIGS[i], m))),
+    st.sampled_from([None, "sam", "entityseg"]))
+def test_fuzz_stored_configuration(stored, proposer):
+    """What ``segment``/``eval`` do with a bank's configuration: resolve it (with
+    ``--proposer``); only a ModuSegError (one line) escapes, and what is accepted
+    round-trips through JSON."""
+    from moduseg.config import ModuSegConfig
+    from moduseg.settings import resolve_config
+
+    def run():
+        cfg = resolve_config(None, [], stored if isinstance(stored, dict) else {"x": stored},
+                             proposer=proposer)
+        assert ModuSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    attempt("stored config", run)

@@ -20,7 +20,7 @@ from moduseg.registry import (BACKENDS, PROPOSERS, Entry, ProposerEntry, Registr
 from moduseg.types import Proposals
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_outputs import FakeSeg, _images  # noqa: E402
+from app_fixtures import FakeSeg, _images  # noqa: E402
 
 
 # -- the mechanism -----------------------------------------------------------------------

@@ -10,6 +10,9 @@ from moduseg.runtime.pipeline import Segmenter, assign
 from moduseg.types import IGNORE, BackboneIdentity, FeatureMap, Proposals
 
 from synthetic import ColourBackbone, dataset, gt_proposals, scene
+import dataclasses  # noqa: E402
+from moduseg.config import preset  # noqa: E402
+from reliability_fixtures import patch_bank  # noqa: E402,F401
 
 BANK_CFG = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.25)
 
@@ -195,3 +198,66 @@ def test_video_reuses_proposals_of_an_unchanged_frame_once(bank):
     seg(other)                               # a different frame is never reused
     assert len(calls) == 3
     del third
+
+
+class _FixedProposer:
+    name = "fixed"
+
+    def __init__(self, make):
+        self.make = make
+
+    def __call__(self, image):
+        return self.make(image)
+
+
+def _tiny_masks(image):
+    # one-pixel masks: all fall below any min_area and are filtered out
+    H, W = image.shape[:2]
+    m = np.zeros((2, H, W), bool)
+    m[:, 0, 0] = True
+    return Proposals(m, np.array([0.99, 0.5], np.float32), (H, W))
+
+
+@pytest.mark.parametrize("name", ["paper", "default"])
+@pytest.mark.parametrize("hw", [(1, 1), (8, 8), (40, 56)])
+@pytest.mark.parametrize("make", [lambda im: Proposals.empty(im.shape[:2]), _tiny_masks],
+                         ids=["none", "all-filtered"])
+def test_a_frame_without_proposals_is_a_normal_frame(patch_bank, name, hw, make):
+    rcfg = dataclasses.replace(preset(name).runtime, index="flat", min_area=4, top_k=3)
+    seg = Segmenter(ColourBackbone(), _FixedProposer(make), patch_bank, rcfg, parallel=False)
+    image = np.zeros(hw + (3,), np.uint8)
+    res = seg(image)
+    assert res.label_map.shape == hw and res.label_map.dtype == np.uint8
+    assert all(s.painted_pixels == 0 for s in res.segments)
+    if rcfg.unassigned == "nearest":   # default: every pixel takes its patch's label
+        assert (res.label_map != IGNORE).all()
+
+
+def test_frames_above_the_work_limit_are_segmented_downscaled(patch_bank, monkeypatch):
+    from moduseg.evaluate import Evaluator
+    from moduseg.runtime import pipeline
+    from synthetic import gt_proposals, scene
+    image, label = scene(3)                              # 96 x 128
+    seen = []
+
+    def propose(im):
+        seen.append(im.shape[:2])
+        small = cv2_resize_nearest(label, im.shape[:2])
+        return gt_proposals(small)
+
+    monkeypatch.setattr(pipeline, "MAX_WORK_PIXELS", 48 * 64)
+    rcfg = dataclasses.replace(preset("paper").runtime, index="flat", min_area=10, top_k=3,
+                               unassigned="background")
+    seg = Segmenter(ColourBackbone(), _FixedProposer(propose), patch_bank, rcfg,
+                    parallel=False)
+    res = seg(image)
+    assert seen == [(48, 64)] and res.label_map.shape == (96, 128)
+    ev = Evaluator(patch_bank.class_names)
+    ev.add(res.label_map, label)
+    assert ev.scores().pixel_acc > 0.95
+    assert max(s.area for s in res.segments) > 48 * 64 / 4   # areas in the frame's pixels
+
+
+def cv2_resize_nearest(a, hw):
+    import cv2
+    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)

@@ -170,6 +170,9 @@ def test_settings_are_read_from_the_segmenters_configuration():
     assert TemporalConfig.from_config(None, enabled=False).enabled is False
     with pytest.raises(AttributeError):
         TemporalConfig().no_such_option
+    from moduseg.errors import InputError
+    with pytest.raises(InputError, match="TemporalOptions"):
+        TemporalConfig(options={"max_interval": 3})
 
 
 def test_interval_keyframes_start_their_pipeline_beside_the_flow_with_the_same_results():

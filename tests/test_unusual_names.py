@@ -231,7 +231,7 @@ def test_segment_a_folder_and_a_single_image_with_names_that_are_not_utf8(tmp_pa
     r = _child(f"""
         import json, os
         from moduseg.app.loop import run_segment
-        from test_outputs import FakeSeg
+        from app_fixtures import FakeSeg
         d = os.fsdecode({os.fsencode(d)!r})
         seg = FakeSeg(names=("sky", "r\\udcffoad", "car\\ud800"))
         s = run_segment(seg, d, os.path.join(d, "..", "out"), progress=False)
@@ -256,7 +256,7 @@ def test_segment_a_video_and_an_out_folder_with_names_that_are_not_utf8(tmp_path
     r = _child(f"""
         import os, cv2, numpy as np
         from moduseg.app.loop import run_segment
-        from test_outputs import FakeSeg, _video
+        from app_fixtures import FakeSeg, _video
         from pathlib import Path
         base = os.fsdecode({os.fsencode(tmp_path)!r})
         v = Path(base) / "plain.avi"
@@ -282,7 +282,7 @@ HOSTILE = ["hash#1", "what?x=1", "100%", "new\nline", "a&b", "quote'\"", "sp ace
 def _hostile_run(tmp_path) -> Path:
     """A run over images named ``HOSTILE``; its --out."""
     from moduseg.app.loop import run_segment
-    from test_outputs import FakeSeg
+    from app_fixtures import FakeSeg
     src = tmp_path / "in"
     src.mkdir()
     for i, n in enumerate(HOSTILE):
@@ -308,7 +308,7 @@ def test_gallery_links_reach_files_with_hostile_names(tmp_path):
 
 
 def test_gallery_with_hostile_names_renders_in_headless_chromium(tmp_path):
-    from test_outputs import check_index_in_chromium
+    from app_fixtures import check_index_in_chromium
     out = _hostile_run(tmp_path)
     # every <img> decodes (on today's main 3 of these 7 do not: '#', '?' and '%')
     assert check_index_in_chromium(out, tmp_path / "hostile.png") == len(HOSTILE)

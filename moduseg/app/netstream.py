@@ -82,7 +82,7 @@ def _ffmpeg_options(url: str) -> None:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
 
 
-def open_capture(url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+def open_stream_capture(url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
     """An opened ``cv2.VideoCapture`` (FFmpeg backend) or None, within ``timeout_s``."""
     import cv2
 
@@ -122,7 +122,7 @@ class StreamReader:
 
     def __init__(self, url: str, *, retries: int = DEFAULT_RETRIES,
                  backoff_s: float = DEFAULT_BACKOFF_S, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 say: Callable[[str], None] | None = None, opener=open_capture,
+                 say: Callable[[str], None] | None = None, opener=open_stream_capture,
                  sleep=time.sleep):
         self.url = check_stream_url(url)
         if retries < 0:

@@ -47,7 +47,7 @@ def _safe_rel(rel) -> str | None:
     return str(p)
 
 
-def read_manifest(out: Path) -> list[str] | None:
+def read_run_manifest(out: Path) -> list[str] | None:
     """The files the previous run committed (None: no manifest of a run here)."""
     try:
         rec = json.loads((out / MANIFEST).read_text(encoding="utf-8"))

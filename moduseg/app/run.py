@@ -28,7 +28,7 @@ from ..errors import InputError, OutputError
 from ..io import check_output_dir
 from ..render import check_opacity, class_palette
 from ..types import SegmentationResult
-from .ownership import clean_stale_run_dirs, commit_files, make_private_dir, read_manifest
+from .ownership import clean_stale_run_dirs, commit_files, make_private_dir, read_run_manifest
 from .sinks import SINKS, Run, output_names
 
 
@@ -55,7 +55,7 @@ def check_replaceable(out: Path) -> None:
     run's (its manifest, ``.moduseg-run.json``, says so): never into a user's folder
     of the same name. Which files it then replaces is up to the manifest (``commit``)."""
     found = [n for n in output_names() if os.path.lexists(out / n)]
-    if found and read_manifest(out) is None:
+    if found and read_run_manifest(out) is None:
         raise OutputError(f"--out {out} already holds {', '.join(found)} not written by "
                           f"'moduseg segment' (no record of a run there); choose an empty "
                           f"or new folder")
@@ -229,7 +229,7 @@ class RunWriter:
         """Replace the files the previous run recorded by this run's, under a folder
         lock; files nobody recorded (a user's, under ``labels/`` too) stay."""
         with _folder_lock(self.out):
-            commit_files(self.out, self.stage, read_manifest(self.out) or [])
+            commit_files(self.out, self.stage, read_run_manifest(self.out) or [])
         shutil.rmtree(self.stage, ignore_errors=True)
 
     def abort(self) -> None:

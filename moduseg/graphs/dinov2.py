@@ -249,7 +249,7 @@ def patch_feature_graph(src_path: str | Path, dst_path: str | Path,
     for name, d in outputs:
         g.output.append(helper.make_tensor_value_info(
             name, onnx.TensorProto.FLOAT, [batch, d, "grid_h", "grid_w"]))
-    _prune(g)
+    _prune_patch_graph(g)
     del g.value_info[:]
 
     meta = {
@@ -285,7 +285,7 @@ def patch_feature_graph(src_path: str | Path, dst_path: str | Path,
                        concat=bool(concat))
 
 
-def _prune(g) -> None:
+def _prune_patch_graph(g) -> None:
     """Drop every node and initializer the outputs do not depend on (order kept)."""
     for n in g.node:
         for a in n.attribute:  # subgraphs are not used by this model

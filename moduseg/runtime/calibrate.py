@@ -37,7 +37,7 @@ def _spread(idx: np.ndarray, k: int) -> np.ndarray:
     return idx[np.linspace(0, len(idx) - 1, k).round().astype(np.int64)]
 
 
-def class_scores(vectors: np.ndarray, image_ids: np.ndarray,
+def held_out_scores(vectors: np.ndarray, image_ids: np.ndarray,
                  max_queries: int = MAX_QUERIES) -> np.ndarray:
     """Leave-one-image-out nearest-neighbour similarities within one class.
 
@@ -89,7 +89,7 @@ def calibrate(vectors: np.ndarray, labels: np.ndarray, image_ids: np.ndarray,
             per_class[name] = old[name]
             continue
         idx = np.flatnonzero(labels == c)
-        per_class[name] = quantile_table(class_scores(vectors[idx], np.asarray(image_ids)[idx],
+        per_class[name] = quantile_table(held_out_scores(vectors[idx], np.asarray(image_ids)[idx],
                                                       max_queries))
     return {"method": METHOD, "levels": len(LEVELS), "max_queries": max_queries,
             "per_class": per_class}

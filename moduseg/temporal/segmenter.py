@@ -45,6 +45,13 @@ class TemporalConfig:
     # in the worker, while this thread measures the flow (same results, the flow hidden)
     overlap_interval_keyframes: bool = True
 
+    def __post_init__(self):
+        if not isinstance(self.options, TemporalOptions):
+            from ..errors import InputError
+            raise InputError(f"TemporalConfig.options must be a TemporalOptions (the "
+                             f"configuration's temporal section), got "
+                             f"{type(self.options).__name__}")
+
     @classmethod
     def from_config(cls, config=None, *, enabled: bool = True,
                     async_keyframes: bool = False) -> "TemporalConfig":

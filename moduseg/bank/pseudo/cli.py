@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ...cli_options import backend_option
 from ...errors import InputError
 
 
@@ -26,17 +27,16 @@ def _background(class_names: list[str], name: str) -> int | None:
     return idx
 
 
-def load_proposer(spec: str, home: str | None, providers: str):
-    """``default`` -> the runtime's default proposer; ``module:callable`` -> callable()."""
+def load_proposer(spec: str, home: str | None, backend="auto"):
+    """``default`` -> the runtime's default proposer on ``backend`` (a name or a resolved
+    ``build.Backend``); ``module:callable`` -> callable()."""
     if spec == "default":
         try:
             from ...config import preset
             from ...build import build_proposer
-            from ...registry import BACKENDS
         except ImportError as e:
             raise InputError(f"the default proposer is unavailable here ({e}); pass "
                              f"--proposer module:factory") from None
-        backend = providers if providers in BACKENDS else "auto"
         return build_proposer(preset("default"), backend, home)
     module, sep, attr = spec.partition(":")
     if not sep:
@@ -82,8 +82,7 @@ def load_proposer(spec: str, home: str | None, providers: str):
               help="Pixels whose softmax confidence is below this become 255 (ignore).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Text-embedding cache (default <model home>/cache/clip-text).")
-@click.option("--backend", default="auto", show_default=True,
-              help="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")
+@backend_option(extra=" Runs the CLIP graphs (and --proposer default).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--home", default=None, type=click.Path(), help="Model home (for --proposer default).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -92,6 +91,7 @@ def generate(clip_dir, images, classes, labels_file, out_dir, background, no_fil
              crop, short_side, batch, prompts, background_words, proposer_spec,
              min_proposal_score, min_confidence, cache_dir, backend, threads, home, limit):
     """Write pseudo label maps for a folder of images."""
+    from ...build import resolve_backend
     from .dense import SlidingWindow
     from .generate import build_generator, generate_folder
     from ..datasets import read_class_names
@@ -99,6 +99,7 @@ def generate(clip_dir, images, classes, labels_file, out_dir, background, no_fil
     from .model import load_clip_model
     from .text import BACKGROUND_WORDS, read_synonyms
 
+    be = resolve_backend(backend)                       # an unknown name: one line, first
     class_names = read_class_names(classes)
     bg = _background(class_names, background)
     # --no-filter runs plain open-vocabulary CLIP on every image; labels are not used
@@ -112,11 +113,13 @@ def generate(clip_dir, images, classes, labels_file, out_dir, background, no_fil
                            batch=batch)
     words = BACKGROUND_WORDS if background_words is None else \
         [w.strip() for w in background_words.split(",") if w.strip()]
-    proposer = load_proposer(proposer_spec, home, backend) if proposer_spec else None
+    proposer = load_proposer(proposer_spec, home, be) if proposer_spec else None
     gen, info = build_generator(clip_dir, class_names, bg, window,
                                 read_synonyms(prompts) if prompts else None, words, cache_dir,
-                                backend, threads, proposer, min_proposal_score,
-                                filter_labels=not no_filter, min_confidence=min_confidence)
+                                threads=threads, proposer=proposer,
+                                min_proposal_score=min_proposal_score,
+                                filter_labels=not no_filter, min_confidence=min_confidence,
+                                runners=be.runner_factory())
     summary = generate_folder(gen, images, out_dir, image_labels, limit, info, progress=True)
     click.echo(f"wrote {summary.written} label maps to {out_dir} "
                f"({summary.ms_per_image:.0f} ms/image)")

@@ -82,20 +82,23 @@ def build_generator(clip_dir: str | Path, class_names: list[str], background_ind
                     background_words=BACKGROUND_WORDS, cache_dir: str | Path | None = None,
                     providers: str = "auto", threads: int | None = None,
                     proposer: Proposer | None = None, min_proposal_score: float = 0.5,
-                    filter_labels: bool = True,
-                    min_confidence: float = 0.0) -> tuple[PseudoMaskGenerator, dict]:
-    """Load the exported CLIP, get (cached) text embeddings, wire the generator."""
+                    filter_labels: bool = True, min_confidence: float = 0.0,
+                    runners=None) -> tuple[PseudoMaskGenerator, dict]:
+    """Load the exported CLIP, get (cached) text embeddings, wire the generator; its two
+    graphs open with ``runners`` (``runtime.runners.RunnerFactory``), else ONNX Runtime
+    on ``providers``."""
     model = load_clip_model(clip_dir)
     vocab = build_vocabulary(class_names, background_index, synonyms, background_words)
     emb, cached = cached_query_embeddings(
         vocab, model.text_sha256(),
-        lambda: OnnxTextEncoder(model.text_onnx, model.context_length, providers, threads),
+        lambda: OnnxTextEncoder(model.text_onnx, model.context_length, providers, threads,
+                                runners=runners),
         cache_dir)
     if window is None:
         window = SlidingWindow(crop=model.crop, stride=max(1, model.crop // 3),
                                short_side=model.crop)
     seg = DenseClipSegmenter(model, emb, vocab.query_class, len(class_names), window,
-                             providers, threads)
+                             providers, threads, runners=runners)
     info = {"clip": {"dir": str(model.root), "model": model.name,
                      "pretrained": model.pretrained, "attention": model.attention,
                      "text_sha256": model.text_sha256()},

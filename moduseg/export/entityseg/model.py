@@ -22,7 +22,7 @@ from .pixel_decoder import MSDeformAttnPixelDecoder
 SIZE_DIVISIBILITY = 32
 
 
-def build_backbone(cfg: EntitySegConfig) -> nn.Module:
+def build_entityseg_backbone(cfg: EntitySegConfig) -> nn.Module:
     if cfg.backbone == "swin":
         from .swin import SwinTransformer
         return SwinTransformer(cfg.swin)
@@ -54,7 +54,7 @@ class EntitySegModel(nn.Module):
     def __init__(self, cfg: EntitySegConfig):
         super().__init__()
         self.cfg = cfg.validate()
-        self.backbone = build_backbone(cfg)
+        self.backbone = build_entityseg_backbone(cfg)
         self.sem_seg_head = MaskFormerHead(cfg)
         # non-persistent, like detectron2: not part of checkpoints
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), False)
