@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -39,7 +40,7 @@ import numpy as np
 from . import ablation, cross_sequence
 from moduseg.bank.builder import finish_vectors, image_vectors
 from moduseg.runtime.calibrate import calibrate
-from moduseg.bank.edit import add_vectors, drop_class
+from moduseg.bank.edit import add_sampling, add_vectors, drop_class
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
@@ -140,6 +141,19 @@ def label_fold(eval_rows, bank, cfg, to_camvid, ev: Evaluator, open_set: OpenSet
             open_set.add(lm, label, p, c)
 
 
+def added_vectors(rows, ids, pick, c, n, bank_cfg):
+    """Class c's raw vectors of the picked bank frames, embedded as ``bank add`` does
+    (``bank.edit.add_sampling``: dense for a few images)."""
+    vs, sid = [], []
+    for i in pick:
+        feats, geo, label, _ = rows[i]
+        v, l, _ = image_vectors(FeatureMap(feats.astype(np.float32), geo), label, n, bank_cfg)
+        v = v[np.asarray(l) == c]
+        vs.append(v)
+        sid += [ids[i]] * len(v)
+    return np.concatenate(vs), np.asarray(sid, str)
+
+
 def shots(raw, c, k):
     """Indices of k bank frames showing class c (evenly spread over those that do)."""
     have = [i for i, (v, l) in enumerate(raw) if (l == c).any()]
@@ -185,24 +199,26 @@ def run(args, partial=None):
         full.calibration = calibrate(full.vectors, full.labels, full.image_ids, names)
         full_s = time.perf_counter() - tb
         label_fold(test, full, cfg, np.arange(n), ev["full_off"])
-        label_fold(test, full, cfg_on, np.arange(n), ev["full_on"], full_open, -1)
-        data.append((raw, ids, full, test))
+        if "openset" in args.parts:
+            label_fold(test, full, cfg_on, np.arange(n), ev["full_on"], full_open, -1)
+        data.append((raw, ids, full, test, train))
         print(f"fold {fold}: full bank {len(full)} vectors ({full_s:.1f} s to finish + "
               f"calibrate), {len(test)} eval frames ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     for c in classes:
         name = names[c]
         r = per_c[c]
-        for raw, ids, full, test in data:
+        for raw, ids, full, test, train in data:
             dropped = drop_class(full, name)
             to_camvid = np.array([names.index(x) for x in dropped.class_names])
-            label_fold(test, dropped, cfg_on, to_camvid, r["drop_on"], r["open"], c)
-            for k in KS:
+            if "openset" in args.parts:
+                label_fold(test, dropped, cfg_on, to_camvid, r["drop_on"], r["open"], c)
+            for k in (KS if "fewshot" in args.parts else ()):
                 pick = shots(raw, c, k)
                 r["shots"][k] += len(pick)
-                sv = np.concatenate([raw[i][0][raw[i][1] == c] for i in pick])
-                sid = np.concatenate([[ids[i]] * int((raw[i][1] == c).sum()) for i in pick])
                 ta = time.perf_counter()
+                sv, sid = added_vectors(train, ids, pick, c, n, add_sampling(cfg.bank, dropped,
+                                                                           len(pick)))
                 back, _ = add_vectors(dropped, sv, np.zeros(len(sv), int), sid, [name],
                                       f"camvid {k} frames")
                 r["add_s"][k].append(time.perf_counter() - ta)
@@ -239,7 +255,12 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open):
             "full_iou": round(float(full_iou[c]), 2),
             **{f"k{k}_iou": round(float(r[f"k{k}"].scores().iou[c] * 100), 2) for k in KS},
             **{f"k{k}_frames": r["shots"][k] for k in KS},
-            **{f"k{k}_add_ms": round(1e3 * float(np.median(r["add_s"][k])), 1) for k in KS},
+            **{f"k{k}_add_ms": round(1e3 * float(np.median(r["add_s"][k])), 1)
+               for k in KS if r["add_s"][k]},
+            # the other classes in the k-shot banks (the added vectors must not hurt them)
+            **{f"k{k}_others_mIoU": round(float(np.nanmean(r[f"k{k}"].scores().iou[known]))
+                                          * 100, 2) for k in KS if r["add_s"][k]},
+            "full_others_mIoU": round(float(np.nanmean(full_iou[known])), 2),
             "open_set": r["open"].json(),
             "known_mIoU_dropped_on": round(m_on, 2)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -259,25 +280,42 @@ def markdown(r) -> str:
         ratio = x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 else float("nan")
         au = auroc(o["hist_pos"], o["hist_neg"])
         op = at_false_alarm(o["hist_pos"], o["hist_neg"])
-        rows.append((ratio, o["recall"], o["false_alarm"], au, op["recall"], op["false_alarm"]))
+        ran = o["pixels"] > 0                      # --parts without openset: no columns
+        rows.append((ratio, *((o["recall"], o["false_alarm"], au, op["recall"],
+                               op["false_alarm"]) if ran else (np.nan,) * 5)))
+        opens = (f"{o['recall']:.1f} % | {o['false_alarm']:.1f} % | {au:.3f} | "
+                 f"{op['recall']:.1f} % ({op['false_alarm']:.1f} %)" if ran else "- | - | - | -")
         lines.append(f"| {name} | {x['full_iou']:.1f} | {x['k1_iou']:.1f} | {x['k5_iou']:.1f} | "
-                     f"{x['k10_iou']:.1f} | {100 * ratio:.0f} % | {o['recall']:.1f} % | "
-                     f"{o['false_alarm']:.1f} % | {au:.3f} | {op['recall']:.1f} % "
-                     f"({op['false_alarm']:.1f} %) |")
-    m = np.nanmean(np.asarray(rows, np.float64), axis=0) if rows else [np.nan] * 6
+                     f"{x['k10_iou']:.1f} | {100 * ratio:.0f} % | {opens} |")
+    with warnings.catch_warnings():          # an all-NaN column: no open-set part
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmean(np.asarray(rows, np.float64), axis=0) if rows else [np.nan] * 6
     mean = lambda k: np.nanmean([x[k] for x in cs.values()])  # noqa: E731
+    mopen = (f"**{m[1]:.1f} %** | **{m[2]:.1f} %** | {m[3]:.3f} | **{m[4]:.1f} %** "
+             f"({m[5]:.1f} %)" if np.isfinite(m[1]) else "- | - | - | -")
     lines.append(f"| **mean** | {mean('full_iou'):.1f} | {mean('k1_iou'):.1f} | "
                  f"{mean('k5_iou'):.1f} | {mean('k10_iou'):.1f} | **{100 * m[0]:.0f} %** | "
-                 f"**{m[1]:.1f} %** | **{m[2]:.1f} %** | {m[3]:.3f} | **{m[4]:.1f} %** "
-                 f"({m[5]:.1f} %) |")
+                 f"{mopen} |")
     lines.append("")
+    others = [(x["k5_others_mIoU"], x["full_others_mIoU"]) for x in cs.values()
+              if "k5_others_mIoU" in x]
+    if others:
+        o5, of = np.mean(others, axis=0)
+        lines.append(f"The other classes in the k=5 banks: mIoU {o5:.1f} against {of:.1f} in the "
+                     f"full bank (mean over the dropped classes; worst "
+                     f"{min(a - b for a, b in others):+.1f}).")
+        lines.append("")
     fo = r.get("full_open_set")
-    fa = f"; false alarm with every class known {fo['false_alarm']:.1f} %" if fo else ""
+    if fo and fo.get("pixels", 0) + sum(fo.get("hist_neg", [])) > 0:
+        on = (f", {r['full_mIoU_on']:.1f} with `runtime.unknown={r['unknown_q']}`; false "
+              f"alarm with every class known {fo['false_alarm']:.1f} %")
+    else:
+        on = ""
+    add = [x["k5_add_ms"] for x in cs.values() if "k5_add_ms" in x]
+    add = (f" `bank add` from cached features per class (patch selection of the k frames + "
+           f"bookkeeping + calibration): median {np.median(add):.0f} ms for k=5." if add else "")
     lines.append(f"All classes known (full bank): mIoU {r['full_mIoU_off']:.1f} with unknown "
-                 f"off, {r['full_mIoU_on']:.1f} with `runtime.unknown={r['unknown_q']}`{fa} "
-                 f"({r['eval_frames']} evaluation frames, {r['seconds']:.0f} s). `bank add` "
-                 f"bookkeeping per class (vectors given): median "
-                 f"{np.median([x['k5_add_ms'] for x in cs.values()]):.0f} ms for k=5.")
+                 f"off{on} ({r['eval_frames']} evaluation frames, {r['seconds']:.0f} s).{add}")
     return "\n".join(lines) + "\n"
 
 
@@ -320,19 +358,27 @@ def time_cli_add(args):
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON result.")
 @click.option("--md", type=click.Path(path_type=Path), default=None, help="Markdown table.")
+@click.option("--parts", default="fewshot,openset", show_default=True,
+              help="Which parts to run: fewshot (drop + add back from k frames), openset "
+                   "(unknown with the class dropped), or both.")
 @click.option("--timing", is_flag=True, help="Only time the real 'moduseg bank add' of 5 frames.")
 @click.option("--bank", default=None, help="--timing: the bank to add to.")
 @click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
               help="Only print the table of a saved --out JSON.")
-def command(preset_name, sets, q, classes, stride, cache, home, threads, out, md, timing, bank,
-            table_of):
+def command(preset_name, sets, q, classes, stride, cache, home, threads, out, md, parts, timing,
+            bank, table_of):
     """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
     from types import SimpleNamespace
 
     from moduseg.bench.stats import set_threads
     set_threads(threads)
     args = SimpleNamespace(preset=preset_name, sets=list(sets), q=q, classes=classes,
-                           stride=stride, cache=cache, home=home, bank=bank)
+                           stride=stride, cache=cache, home=home, bank=bank,
+                           parts=[p.strip() for p in parts.split(",") if p.strip()])
+    bad = set(args.parts) - {"fewshot", "openset"}
+    if bad:
+        raise click.BadParameter(f"unknown part {sorted(bad)[0]!r}; choose fewshot, openset",
+                                 param_hint="--parts")
     if timing:
         click.echo(json.dumps(time_cli_add(args)))
         return

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from moduseg.bank.builder import build_bank
-from moduseg.bank.edit import add_vectors, drift, drop_class, refit
+from moduseg.bank.edit import add_sampling, add_vectors, drift, drop_class, refit
 from moduseg.bank.store import load_bank, save_bank
 from moduseg.cli import cli
 from moduseg.config import BankConfig
@@ -82,6 +82,33 @@ def test_more_examples_of_a_known_class_join_it():
     assert report["created"] == [] and added.class_counts()["class1"] == \
         b.class_counts()["class1"] + 2
     assert [e["op"] for e in added.provenance["class1"]] == ["build", "add"]
+
+
+def _counted_bank(counts):
+    """A patch bank whose classes hold ``counts`` vectors (values do not matter here)."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    v = np.ones((len(labels), 5), np.float32) / np.sqrt(5)
+    return Bank(vectors=v, labels=labels, class_names=[f"c{i}" for i in range(len(counts))],
+                backbone=BackboneIdentity("colour", "64x64", 8, 5, "0" * 64),
+                image_ids=np.array(["x"] * len(labels)))
+
+
+@pytest.mark.parametrize("images, per_region", [(1, 100), (5, 20), (7, 15), (13, 8), (100, 8)])
+def test_add_samples_a_few_images_densely_up_to_the_banks_median_class(images, per_region):
+    """Known answer: median class count 100 (counts 30, 100, 400) spread over the added
+    images, never below the build's patches_per_region (8)."""
+    cfg = BankConfig(granularity="patch", patches_per_region=8)
+    got = add_sampling(cfg, _counted_bank([30, 100, 400]), images)
+    assert got.patches_per_region == per_region
+    assert got.patch_purity == cfg.patch_purity and got.granularity == "patch"
+
+
+def test_add_sampling_leaves_pooled_banks_and_empty_adds_alone():
+    b = _counted_bank([30, 100, 400])
+    pooled = BankConfig(granularity="class", patches_per_region=8)
+    assert add_sampling(pooled, b, 1) is pooled
+    cfg = BankConfig(granularity="patch", patches_per_region=8)
+    assert add_sampling(cfg, b, 0) is cfg
 
 
 def test_one_image_class_is_found_in_its_own_image(tmp_path, colour_models):

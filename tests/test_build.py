@@ -317,3 +317,8 @@ def test_auto_on_a_gpu_falls_back_per_stage_but_named_backends_raise():
         assemble.build_pooler(cfg, "cuda")
     with pytest.raises(BackendUnavailableError):
         assemble.build_index(vecs, cfg, "cuda")
+
+
+def test_fast_preset_needs_no_proposer_and_default_does():
+    assert not preset("fast").needs_proposer
+    assert preset("default").needs_proposer and preset("paper").needs_proposer

@@ -167,6 +167,10 @@ def test_the_served_bank_model_swaps_between_batches(tmp_path, monkeypatch):
     _replace(path, drop_class(bank, "class1"))
     swapped = model.execute([req, req])
     assert "now using it" in msgs[-1] and seg.bank.class_names[1] == "class2"
+    # each answer names the classes its label values index: the bank that answered
+    assert [n.decode() for n in first.tensors["class_names"]] == list(bank.class_names)
+    assert [n.decode() for n in swapped[0].tensors["class_names"]] == \
+        [n for n in bank.class_names if n != "class1"]
     # class1 gone: its region now takes another class, so the map differs
     assert not np.array_equal(swapped[0].tensors["label_map"], first.tensors["label_map"])
     np.testing.assert_array_equal(swapped[0].tensors["label_map"],

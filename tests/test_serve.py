@@ -9,6 +9,7 @@ run here. Tests skip with the reason when a piece is missing.
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -145,7 +146,9 @@ def test_cpu_repository_every_config_parses_as_a_model_config(bank_file, tmp_pat
     pipe = cfgs[PIPELINE]
     assert [(i.name, i.data_type, list(i.dims)) for i in pipe.input] == [
         ("image", pb2.TYPE_UINT8, [-1, -1, 3])]
-    assert [o.name for o in pipe.output] == ["label_map", "class", "confidence", "box"]
+    assert [o.name for o in pipe.output] == ["label_map", "class", "confidence", "box",
+                                             "class_names"]
+    assert pipe.output[-1].data_type == pb2.TYPE_STRING
     assert json.loads(_params(pipe)["class_names"])[0] == "sky"
     assert pipe.instance_group[0].count == 1 and bb.instance_group[0].count == 1
     assert (repo / BANK / "1" / "bank.npz").read_bytes() == bank_file.read_bytes()
@@ -163,7 +166,7 @@ def test_cpu_repository_every_config_parses_as_a_model_config(bank_file, tmp_pat
     assert kinds == {"START": K.CONTROL_SEQUENCE_START, "END": K.CONTROL_SEQUENCE_END,
                      "CORRID": K.CONTROL_SEQUENCE_CORRID}
     assert [o.name for o in stream.output] == ["label_map", "class", "confidence", "box",
-                                               "track_id", "keyframe"]
+                                               "class_names", "track_id", "keyframe"]
     assert _params(stream)["stream_path"] == "temporal"
     # written again into the same folder: replaced, not refused
     write_repository(bank_file, repo, opts)
@@ -338,11 +341,13 @@ def server(request, bank_file, tmp_path_factory):
     pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed here")
     env = _serve_env(request.config)
     work = tmp_path_factory.mktemp("serve-work")
+    served = work / "bank.npz"          # a copy: the hot-swap test replaces it
+    shutil.copyfile(bank_file, served)
     http, grpc, metrics = _free_ports()
     penv = dict(os.environ, PYTHONPATH=str(ROOT))
     log = open(work / "serve.out", "wb")
     proc = subprocess.Popen(
-        [str(env / "bin" / "python"), "-m", "moduseg.cli", "serve", "--bank", str(bank_file),
+        [str(env / "bin" / "python"), "-m", "moduseg.cli", "serve", "--bank", str(served),
          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
          "--workdir", str(work)], stdout=log, stderr=subprocess.STDOUT, env=penv, cwd=ROOT)
     deadline = time.monotonic() + 600
@@ -357,7 +362,7 @@ def server(request, bank_file, tmp_path_factory):
         if ready:
             break
         time.sleep(1)
-    state = {"proc": proc, "work": work, "http": f"127.0.0.1:{http}",
+    state = {"proc": proc, "work": work, "bank": served, "http": f"127.0.0.1:{http}",
              "grpc": f"127.0.0.1:{grpc}", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
     try:
         if not ready:
@@ -535,6 +540,50 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(server, refe
             with pytest.raises(InferenceServerException):
                 client.infer(PIPELINE, [inp])
     _check_answer(segment(connect(server["http"]), image), refs[VAL_FRAMES[0]])
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
+def test_a_client_sees_the_new_classes_after_a_bank_swap(server, reference, tmp_path):
+    """The served bank file replaced (``bank drop`` + rename, as docs/guides/classes.md
+    says): the next answers carry the new bank's class names, and their label values
+    index them; the original put back, the original names return. Bounded: 120 s."""
+    from moduseg.bank.edit import drop_class
+    from moduseg.bank.store import load_bank, save_bank
+    from moduseg.serve.client import connect, segment
+
+    images, refs = reference
+    image = images[VAL_FRAMES[0]]
+    client = connect(server["http"])
+    before = segment(client, image)
+    bank_path = server["bank"]
+    original = load_bank(bank_path)
+    assert before["class_names"] == list(original.class_names)
+    _check_answer(before, refs[VAL_FRAMES[0]])
+
+    def swap_to(path, want):
+        os.replace(path, bank_path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = segment(client, image)
+            if out["class_names"] == want:
+                return out
+            time.sleep(0.5)
+        raise AssertionError(f"the served class names stayed {out['class_names']}; the "
+                             f"server log: {(server['work'] / 'serve.out').read_text()[-1500:]}")
+
+    saved = tmp_path / "original.npz"
+    shutil.copyfile(bank_path, saved)
+    dropped = drop_class(original, "sky")
+    new = save_bank(dropped, tmp_path / "dropped.npz")
+    after = swap_to(new, list(dropped.class_names))
+    assert "sky" not in after["class_names"]
+    assert set(np.unique(after["label_map"]).tolist()) <= set(range(len(dropped.class_names))) \
+        | {255}
+    assert all(0 <= c < len(dropped.class_names) for c in after["class"].tolist())
+    back = swap_to(saved, list(original.class_names))
+    _check_answer(back, refs[VAL_FRAMES[0]])
 
 
 @pytest.mark.realdata

@@ -295,7 +295,7 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
     from ..settings import resolve_config
     from .builder import image_entries, select_indices
     from .datasets import open_dataset
-    from .edit import add_vectors
+    from .edit import add_sampling, add_vectors
     from .store import check_identity, load_bank, save_bank
 
     t0 = time.perf_counter()
@@ -318,7 +318,7 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
         ensure_models(home, offline=offline)
     backbone = build_backbone(cfg, backend, home)
     check_identity(b.backbone, backbone.identity, f"bank {bank_path}")
-    bcfg = cfg.bank
+    bcfg = add_sampling(cfg.bank, b, len(order))
     entries = [image_entries(ds.samples[i], backbone, len(ds.class_names), bcfg) for i in order]
     ok = [e for e in entries if e.error is None]
     _echo_failures([{"image": e.image_id, "error": e.error} for e in entries if e.error])

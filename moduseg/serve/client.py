@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, InputError
 
-OUTPUTS = ("label_map", "class", "confidence", "box")
+OUTPUTS = ("label_map", "class", "confidence", "box", "class_names")
 STREAM_OUTPUTS = OUTPUTS + ("track_id", "keyframe")
 MODEL = "moduseg"
 STREAM_MODEL = "moduseg_stream"
@@ -45,12 +45,22 @@ def connect(url: str, protocol: str = "http", timeout_s: float = 600.0):
 
 
 def segment(client, image: np.ndarray, protocol: str = "http") -> dict[str, np.ndarray]:
-    """One RGB uint8 frame -> {label_map, class, confidence, box} from the server."""
+    """One RGB uint8 frame -> {label_map, class, confidence, box, class_names} from the
+    server. ``class_names`` (a list of str) are the names the label values index, from
+    the bank that answered (after a hot-swap: the new bank's)."""
     mod = _tritonclient(protocol)
     inp = mod.InferInput("image", list(image.shape), "UINT8")
     inp.set_data_from_numpy(np.ascontiguousarray(image))
     res = client.infer(MODEL, [inp], outputs=[mod.InferRequestedOutput(n) for n in OUTPUTS])
-    return {n: res.as_numpy(n) for n in OUTPUTS}
+    return _decoded({n: res.as_numpy(n) for n in OUTPUTS})
+
+
+def _decoded(out: dict) -> dict:
+    """``class_names`` as a list of str (Triton returns bytes)."""
+    if "class_names" in out:
+        out["class_names"] = [n.decode() if isinstance(n, bytes) else str(n)
+                              for n in np.asarray(out["class_names"]).ravel().tolist()]
+    return out
 
 
 def segment_in_stream(client, image: np.ndarray, stream_id: int, *, start: bool = False,
@@ -67,7 +77,7 @@ def segment_in_stream(client, image: np.ndarray, stream_id: int, *, start: bool 
                        outputs=[mod.InferRequestedOutput(n) for n in STREAM_OUTPUTS],
                        sequence_id=int(stream_id), sequence_start=bool(start),
                        sequence_end=bool(end))
-    return {n: res.as_numpy(n)[0] for n in STREAM_OUTPUTS}
+    return _decoded({n: res.as_numpy(n)[0] for n in STREAM_OUTPUTS})
 
 
 # -- metrics ---------------------------------------------------------------------------

@@ -50,7 +50,10 @@ BANK_INPUTS = [("features", "TYPE_FP32", [-1, -1, -1]),      # [D, h, w]
 RESULT_OUTPUTS = [("label_map", "TYPE_UINT8", [-1, -1]),
                   ("class", "TYPE_INT32", [-1]),
                   ("confidence", "TYPE_FP32", [-1]),
-                  ("box", "TYPE_INT32", [-1, 4])]             # x0, y0, x1, y1 (exclusive)
+                  ("box", "TYPE_INT32", [-1, 4]),             # x0, y0, x1, y1 (exclusive)
+                  # the names the answer's label values index: the bank that answered it
+                  # (a hot-swapped bank's classes from its first answer on)
+                  ("class_names", "TYPE_STRING", [-1])]
 PIPELINE_INPUTS = [("image", "TYPE_UINT8", [-1, -1, 3])]
 STREAM_OUTPUTS = RESULT_OUTPUTS + [("track_id", "TYPE_INT32", [-1]),
                                    ("keyframe", "TYPE_BOOL", [1])]

@@ -162,7 +162,8 @@ def result_arrays(result, masks: np.ndarray):
     return {"label_map": np.ascontiguousarray(result.label_map, np.uint8),
             "class": np.array([s.label for s in shown], np.int32),
             "confidence": np.array([s.confidence for s in shown], np.float32),
-            "box": boxes}
+            "box": boxes,
+            "class_names": np.array([str(n).encode() for n in result.class_names], object)}
 
 
 class BankModel:

@@ -1,0 +1,71 @@
+"""The classes study's pure parts: AUROC and operating point from histograms, the table
+with and without the open-set part, and the added vectors sampled as ``bank add`` does."""
+
+import numpy as np
+import pytest
+
+from benchmarks import classes as study
+from moduseg.bank.edit import add_sampling
+from moduseg.config import BankConfig
+from moduseg.types import FeatureMap, GridGeometry
+
+
+def test_auroc_and_operating_point_have_the_known_answers():
+    pos = np.zeros(study.BINS)
+    neg = np.zeros(study.BINS)
+    pos[:10] = 1          # the dropped class: low p-values
+    neg[500:] = 1         # the others: high
+    assert study.auroc(pos, neg) == pytest.approx(1.0)
+    assert study.auroc(neg, pos) == pytest.approx(0.0)
+    op = study.at_false_alarm(pos, neg, 0.05)
+    assert op["recall"] == 100.0 and op["false_alarm"] <= 5.0
+
+
+def _result(openset: bool):
+    hist = [0] * study.BINS
+    o = {"recall": 50.0, "false_alarm": 4.0, "auroc": 0.9, "pixels": 10 if openset else 0,
+         "hist_pos": [1] + hist[1:] if openset else hist,
+         "hist_neg": hist[:-1] + [1] if openset else hist}
+    c = {"full_iou": 80.0, "k1_iou": 10.0, "k5_iou": 64.0, "k10_iou": 72.0, "open_set": o,
+         "k5_add_ms": 12.0, "k5_others_mIoU": 49.0, "full_others_mIoU": 50.0}
+    return {"classes": {"sky": c}, "unknown_q": 0.05, "full_mIoU_off": 49.0,
+            "full_mIoU_on": 48.5, "eval_frames": 60, "seconds": 10.0,
+            "full_open_set": {"false_alarm": 1.0, "pixels": 0,
+                              "hist_neg": [0] * (study.BINS - 1) + [5] if openset else hist}}
+
+
+def test_the_table_with_and_without_the_open_set_part():
+    with_open = study.markdown(_result(True))
+    assert "| sky | 80.0 | 10.0 | 64.0 | 72.0 | 80 % | 50.0 % | 4.0 % |" in with_open
+    assert "48.5 with `runtime.unknown=0.05`" in with_open
+    assert "mIoU 49.0 against 50.0" in with_open and "worst -1.0" in with_open
+    few = study.markdown(_result(False))
+    assert "| sky | 80.0 | 10.0 | 64.0 | 72.0 | 80 % | - | - | - | - |" in few
+    assert "nan" not in few and "runtime.unknown" not in few
+
+
+def test_added_vectors_are_sampled_densely_as_bank_add_does():
+    """A 4 x 4 grid, class 1 covering 12 cells: the build's 2 patches per region, the
+    add's sampling of one image all 12."""
+    geo = GridGeometry((56, 56), (56, 56), (4, 4), 14)
+    feats = np.random.default_rng(0).normal(size=(8, 4, 4)).astype(np.float16)
+    label = np.zeros((56, 56), np.uint8)
+    label[14:, :] = 1
+    rows = [(feats, geo, label, None)]
+    build = BankConfig(granularity="patch", patches_per_region=2, patch_purity=0.75,
+                       purification="none", min_area=0, outlier_fraction=0.0)
+    v, ids = study.added_vectors(rows, ["img"], [0], 1, 2, build)
+    assert len(v) == 2 and list(ids) == ["img", "img"]
+
+    class Counts:              # a bank whose classes hold 40 and 60 vectors: median 50
+        labels = np.repeat([0, 1], [40, 60])
+        class_names = ["a", "b"]
+
+        def __len__(self):
+            return 100
+
+    dense = add_sampling(build, Counts(), 1)
+    assert dense.patches_per_region == 50
+    v, _ = study.added_vectors(rows, ["img"], [0], 1, 2, dense)
+    assert len(v) == 12
+    assert isinstance(FeatureMap(feats.astype(np.float32), geo).dim, int)
