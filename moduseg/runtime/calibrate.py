@@ -7,12 +7,13 @@ of its winning class. The calibration asks the same question of the bank: for
 each vector of class c (up to ``MAX_QUERIES`` per class, evenly spread), its
 similarity to the nearest *other* vector of class c from another image
 (leave one image out; a class from one image only leaves the vector itself
-out). Those scores, per class, are stored as a quantile table; the run-time
-option ``runtime.unknown`` is the quantile ``q``: a query whose evidence falls
-below the ``q``-quantile of its class's scores is ``unknown`` (so about ``q``
-of the class's own held-out examples would be flagged). The rank of a score in
-its class's table (``p_value``) is the score that decides; a threshold
-given by hand is ``q``.
+out). Those scores, per class, are stored as a quantile table. The run-time
+rule (``runtime/unknown.py``) mixes the tables by vector count
+(``pooled_table``) and reads that one table for every class: the option
+``runtime.unknown`` is the quantile ``q``, and a query whose evidence falls
+below the pooled ``q``-quantile is ``unknown`` (about ``q`` of the bank's own
+held-out examples would be flagged). The rank of a score in the table
+(``p_value``) is the score that decides; a threshold given by hand is ``q``.
 
 Everything here is a pure function of the vectors, labels and image ids;
 each class's table depends on that class's vectors only, so ``bank add`` and

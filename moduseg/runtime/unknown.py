@@ -3,7 +3,8 @@
 The rule for a bank and a quantile ``q`` (``runtime.unknown``; 0 = off):
 class ``c`` wins a query but the query's similarity to its nearest retrieved
 vector of ``c`` is below the ``q``-quantile of the bank's own leave-one-image-out
-scores of ``c`` (``runtime/calibrate.py``) -> the query is unknown. Inside the
+scores, pooled over its classes (``pooled_tables``, ``runtime/calibrate.py``) ->
+the query is unknown. Inside the
 pipeline unknown is one more class index (``n_classes``), so the patch vote,
 class NMS, painting and the nearest fill treat it like any class; the label
 map shows it as ``UNKNOWN`` (254).
