@@ -244,7 +244,7 @@ def test_segment_backend_tensorrt_native_reads_the_engine_buffer(world, tmp_path
     import trt_fakes
 
     from moduseg.export.engine import BuildOptions, build_cached_engine
-    from moduseg.runtime.engine_cache import default_cache_dir
+    from moduseg.runtime.engine_cache import engine_cache_dir
     from moduseg.models.defaults import installed_file
     from moduseg.runtime.backbones.trt_backend import TensorRTBackbone
     from moduseg.runtime.cuda import smfa_gpu
@@ -253,7 +253,7 @@ def test_segment_backend_tensorrt_native_reads_the_engine_buffer(world, tmp_path
     root, home, _ = world
     trt_fakes.install(monkeypatch)
     features = installed_file("dinov2-vits14", "features", home)
-    build_cached_engine(features, BuildOptions(precision="fp16"), default_cache_dir(home),
+    build_cached_engine(features, BuildOptions(precision="fp16"), engine_cache_dir(home),
                         mins=["1x3x28x28"], opt_shapes=["1x3x336x504"],
                         maxs=["1x3x1008x1008"], check=False)
     seen = []
