@@ -311,12 +311,12 @@ def test_auto_on_a_gpu_falls_back_per_stage_but_named_backends_raise():
     be = assemble.Backend("cuda", "auto", "auto", fallback=True)  # what auto gives on a GPU
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert isinstance(assemble.build_index(vecs, cfg, be), SearchIndex)
+        assert isinstance(assemble.build_bank_index(vecs, cfg, be), SearchIndex)
         assert isinstance(assemble.build_pooler(cfg, be), HostPooler)
     with pytest.raises(BackendUnavailableError):
         assemble.build_pooler(cfg, "cuda")
     with pytest.raises(BackendUnavailableError):
-        assemble.build_index(vecs, cfg, "cuda")
+        assemble.build_bank_index(vecs, cfg, "cuda")
 
 
 def test_fast_preset_needs_no_proposer_and_default_does():
