@@ -19,7 +19,8 @@ def backend_for_device(device: str) -> str:
     """``cpu`` -> cpu; ``cuda``, ``gpu``, ``cuda:0``, ``gpu:0``, ``0`` -> cuda; ``auto`` ->
     auto; another GPU index, or a device ModuSeg has no backend for, -> ``InputError``
     naming what to type instead."""
-    spec = str(device).strip().lower()
+    shown = str(device).strip()      # the message stays one line whatever was typed
+    spec = shown.lower()
     if spec in ("cpu", "auto"):
         return spec
     if spec in BACKENDS:            # --device tensorrt: a backend given here still works
@@ -30,10 +31,10 @@ def backend_for_device(device: str) -> str:
         if index == 0:
             return "cuda"
         raise InputError(
-            f"--device {device}: ModuSeg runs on the first visible GPU; to use GPU {index} "
+            f"--device {shown}: ModuSeg runs on the first visible GPU; to use GPU {index} "
             f"run with CUDA_VISIBLE_DEVICES={index} and --device cuda")
     if spec in ("mps", "metal", "rocm", "hip", "xpu", "tpu", "npu", "opencl", "vulkan"):
-        raise InputError(f"--device {device}: there is no {spec} backend; use --device cpu "
+        raise InputError(f"--device {shown}: there is no {spec} backend; use --device cpu "
                          f"(or cuda / --backend tensorrt on an NVIDIA GPU)")
     raise InputError(f"--device {device!r} is not a device; use cpu, cuda (gpu, cuda:0) or "
                      f"auto (--backend also takes tensorrt and tensorrt-native)")

@@ -61,3 +61,12 @@ def dataset(n: int = 6, n_classes: int = 5) -> Dataset:
 def gt_proposals(label: np.ndarray) -> Proposals:
     cs = [c for c in np.unique(label)]
     return Proposals(np.stack([label == c for c in cs]), np.ones(len(cs)), label.shape)
+
+
+class RaisingProposer:
+    """A proposer that must not run (the proposer-free patch mode)."""
+
+    name = "never"
+
+    def __call__(self, image):
+        raise AssertionError("the patch mode must not run a proposer")

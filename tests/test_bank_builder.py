@@ -9,6 +9,15 @@ from moduseg.errors import BankError, InputError
 from moduseg.types import BackboneIdentity
 
 from synthetic import ColourBackbone, dataset, scene
+import dataclasses  # noqa: E402
+from moduseg.bank.builder import project  # noqa: E402
+from moduseg.config import RuntimeConfig  # noqa: E402
+from moduseg.evaluate import Evaluator  # noqa: E402
+from moduseg.runtime.index import bank_index  # noqa: E402
+from moduseg.runtime.pipeline import Segmenter, assign  # noqa: E402
+from moduseg.smfa import l2_normalize  # noqa: E402
+from synthetic import gt_proposals  # noqa: E402
+from synthetic import RaisingProposer  # noqa: E402
 
 CFG = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.0)
 
@@ -238,3 +247,69 @@ def test_fit_to_budget_keeps_an_even_share_of_every_class(tmp_path):
 def test_build_bank_refuses_non_positive_limits(kw):
     with pytest.raises(InputError, match="positive integer"):
         build_bank(dataset(2), ColourBackbone(), BankConfig(), **kw)
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_projected_bank_segments_synthetic_scenes_and_round_trips(tmp_path, whiten):
+    cfg = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.0, pca_dim=4,
+                     whiten=whiten)
+    bank = build_bank(dataset(8), ColourBackbone(), cfg)
+    assert bank.dim == 4 and bank.projection.shape == (5, 4)
+    assert np.allclose(np.linalg.norm(bank.vectors.astype(np.float32), axis=1), 1, atol=1e-2)
+    loaded = load_bank(save_bank(bank, tmp_path / "b.npz"))
+    assert np.array_equal(loaded.projection, bank.projection)
+    assert np.array_equal(loaded.projection_mean, bank.projection_mean)
+    rt = RuntimeConfig(min_area=50, top_k=5, unassigned="background")
+    ev = Evaluator(bank.class_names)
+    for seed in range(100, 104):
+        image, label = scene(seed)
+        fmap = ColourBackbone()(image)
+        index = bank_index(loaded)
+        res = assign(fmap, gt_proposals(label), loaded, index, rt)
+        ev.add(res.label_map, label)
+        # a query in the backbone's space is compared in the bank's projected space
+        f = l2_normalize(fmap.features.reshape(5, -1).T)
+        sims, ids = index.search(f, 1)
+        want = project(f, bank.projection, bank.projection_mean) @ \
+            loaded.vectors.astype(np.float32).T
+        assert np.allclose(sims[:, 0], want.max(1), atol=2e-3)
+    assert ev.scores().miou > 95
+
+
+def test_max_per_class_caps_every_class_evenly():
+    cfg = BankConfig(granularity="patch", purification="none", min_area=0,
+                     outlier_fraction=0.0, patch_purity=0.75, patches_per_region=50)
+    full = build_bank(dataset(8), ColourBackbone(), cfg)
+    cfg = dataclasses.replace(cfg, max_per_class=20)
+    capped = build_bank(dataset(8), ColourBackbone(), cfg)
+    for name, n in full.class_counts().items():
+        assert capped.class_counts()[name] == min(n, 20)
+    # spread over the build order: the capped vectors come from several images
+    assert len(set(capped.image_ids[capped.labels == 1])) > 3
+    with pytest.raises(InputError, match="max_per_class"):
+        BankConfig(max_per_class=-2)
+
+
+class ShiftedBackbone(ColourBackbone):
+    """The colour features plus one constant vector per frame (a global colour cast)."""
+
+    shift = np.zeros(5, np.float32)
+
+    def __call__(self, image):
+        f = super().__call__(image)
+        f.features += self.shift[:, None, None]
+        return f
+
+
+def test_center_image_cancels_a_per_frame_shift_on_both_sides():
+    cfg = BankConfig(granularity="patch", purification="none", min_area=0,
+                     outlier_fraction=0.0, patch_purity=0.75, center_image=True)
+    bb = ShiftedBackbone()
+    bank = build_bank(dataset(8), bb, cfg, config_record={"bank": cfg.__dict__.copy()})
+    assert bank.centers_images
+    rt = RuntimeConfig(assignment="patch", top_k=5, refine_radius=0)
+    seg = Segmenter(bb, RaisingProposer(), bank, rt)
+    image, _ = scene(101)
+    plain = seg(image).label_map
+    bb.shift = np.array([3.0, -1.0, 0.5, 2.0, 1.0], np.float32)
+    assert np.array_equal(seg(image).label_map, plain)

@@ -11,6 +11,10 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from fuzz_fixtures import DTYPES, FUZZ, _npz, apply_json, attempt, json_mutations, mutated  # noqa: E402
 from reliability_fixtures import _run  # noqa: E402,F401
+from moduseg.bank.builder import build_bank  # noqa: E402
+from moduseg.bank.store import save_bank  # noqa: E402
+from moduseg.config import BankConfig  # noqa: E402
+from synthetic import ColourBackbone, dataset  # noqa: E402
 
 
 def _good_bank() -> tuple[bytes, dict]:
@@ -204,3 +208,12 @@ def test_a_compressed_bank_that_expands_hugely_is_refused_before_allocation(tmp_
     monkeypatch.setattr(store.np, "load", no_load)    # refused from the headers alone
     with pytest.raises(BankError, match="declares"):
         load_bank(path)
+
+
+def test_projected_banks_say_version_2_and_plain_banks_stay_1(tmp_path):
+    import json
+    for pca, want in ((0, 1), (4, 2)):
+        cfg = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.0, pca_dim=pca)
+        path = save_bank(build_bank(dataset(4), ColourBackbone(), cfg), tmp_path / f"b{pca}.npz")
+        with np.load(path) as z:
+            assert json.loads(str(z["meta"]))["version"] == want

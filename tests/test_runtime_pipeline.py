@@ -13,6 +13,8 @@ from synthetic import ColourBackbone, dataset, gt_proposals, scene
 import dataclasses  # noqa: E402
 from moduseg.config import preset  # noqa: E402
 from reliability_fixtures import patch_bank  # noqa: E402,F401
+from synthetic import RaisingProposer  # noqa: E402
+from moduseg.runtime.pipeline import assign_patches, class_filter  # noqa: E402
 
 BANK_CFG = BankConfig(erosion_iterations=3, min_area=50, outlier_fraction=0.25)
 
@@ -261,3 +263,88 @@ def test_frames_above_the_work_limit_are_segmented_downscaled(patch_bank, monkey
 def cv2_resize_nearest(a, hw):
     import cv2
     return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def test_patch_mode_labels_every_pixel_without_a_proposer():
+    cfg = BankConfig(granularity="patch", purification="none", min_area=0,
+                     outlier_fraction=0.0, patch_purity=0.75)
+    bank = build_bank(dataset(8), ColourBackbone(), cfg)
+    rt = RuntimeConfig(assignment="patch", top_k=5, refine_radius=4)
+    seg = Segmenter(ColourBackbone(), RaisingProposer(), bank, rt)
+    ev = Evaluator(bank.class_names)
+    for seed in range(100, 104):
+        image, label = scene(seed)
+        res = seg(image)
+        assert res.segments == [] and "proposer" not in res.timings_ms
+        ev.add(res.label_map, label)
+    # 8-px patches on 30x38 rectangles: edges are where the error is
+    assert ev.scores().miou > 80
+
+
+@pytest.fixture(scope="module")
+def options_bank():
+    return build_bank(dataset(6), ColourBackbone(), BankConfig(erosion_iterations=3, min_area=50))
+
+
+def _mixed(label):
+    """One mask per class region, plus one mask spanning two regions (a split vote)."""
+    cs = [int(c) for c in np.unique(label) if c != 0]
+    masks = [label == 0] + [label == c for c in cs[:2]] + [(label == cs[2]) | (label == cs[3])]
+    return Proposals(np.stack(masks), np.ones(len(masks)), label.shape), cs
+
+
+def _run(bank, label, image, props, **kw):
+    cfg = RuntimeConfig(min_area=50, top_k=5, unassigned="nearest", **kw)
+    return assign(ColourBackbone()(image), props, bank, build_index(bank.vectors), cfg)
+
+
+def test_segments_below_the_confidence_threshold_are_left_unassigned(options_bank):
+    image, label = scene(5)
+    props, cs = _mixed(label)
+    base = _run(options_bank, label, image, props)
+    conf = {s.proposal: s.confidence for s in base.segments}
+    assert conf[3] < conf[1] and conf[3] < conf[2]          # the split vote is the unsure one
+    thr = (conf[3] + min(conf[1], conf[2])) / 2
+    res = _run(options_bank, label, image, props, min_confidence=thr)
+    seg = {s.proposal: s for s in res.segments}
+    assert seg[3].label == -1 and seg[3].class_name == "" and seg[3].painted_pixels == 0
+    assert seg[1].label == cs[0] and seg[1].painted_pixels > 0
+    # its pixels stay unassigned although runtime.unassigned=nearest would fill them
+    assert (res.label_map[props.masks[3]] == IGNORE).all()
+    assert (base.label_map[props.masks[3]] != IGNORE).all()
+    assert (res.label_map[props.masks[1]] == cs[0]).all()
+
+
+def test_class_filter_paints_only_the_named_classes(options_bank):
+    image, label = scene(5)
+    props, cs = _mixed(label)
+    name = options_bank.class_names[cs[0]]
+    res = _run(options_bank, label, image, props, classes=(name,))
+    assert set(np.unique(res.label_map)) == {cs[0], IGNORE}
+    assert (res.label_map[label == cs[0]] == cs[0]).all()
+    assert res.segments and all(s.class_name in (name, "") for s in res.segments)
+    # names are matched case-insensitively
+    res2 = _run(options_bank, label, image, props, classes=(name.upper(),))
+    assert (res2.label_map == res.label_map).all()
+
+
+def test_class_filter_on_the_patch_path(options_bank):
+    image, label = scene(5)
+    name = options_bank.class_names[int(label.max())]
+    cfg = RuntimeConfig(assignment="patch", top_k=5, classes=(name,))
+    res = assign_patches(ColourBackbone()(image), options_bank, build_index(options_bank.vectors), cfg)
+    assert set(np.unique(res.label_map)) <= {int(label.max()), IGNORE}
+    assert (res.label_map == int(label.max())).any()
+
+
+def test_unknown_class_names_one_line(options_bank):
+    with pytest.raises(InputError, match=r"no class 'clas1' \(did you mean 'class1'\?\); its "
+                                         r"classes: background, class1"):
+        class_filter(("clas1",), options_bank.class_names)
+    assert class_filter((), options_bank.class_names) is None
+
+
+def test_confidence_threshold_needs_segments():
+    with pytest.raises(InputError, match="min_confidence applies to segments"):
+        RuntimeConfig(assignment="patch", min_confidence=0.5)
+    RuntimeConfig(assignment="patch_vote", min_confidence=0.5)
