@@ -44,7 +44,7 @@ from moduseg.bank.edit import add_sampling, add_vectors, drop_class
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
-from moduseg.build import build_index
+from moduseg.build import build_bank_index
 from moduseg.runtime.pipeline import all_cell_labels, assign, class_prior, pixel_cells
 from moduseg.settings import parse_overrides
 from moduseg.types import IGNORE, UNKNOWN, FeatureMap
@@ -120,7 +120,7 @@ def label_fold(eval_rows, bank, cfg, to_camvid, ev: Evaluator, open_set: OpenSet
                c: int | None = None):
     """Label the held-out frames with ``bank``; confusion in CamVid's class order."""
     rt = cfg.runtime
-    index = build_index(bank, cfg, "cpu")
+    index = build_bank_index(bank, cfg, "cpu")
     prior = class_prior(bank)
     lut = np.full(256, IGNORE, np.uint8)
     lut[:len(to_camvid)] = to_camvid
