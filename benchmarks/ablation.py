@@ -32,7 +32,7 @@ from moduseg.bank.datasets import camvid
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
-from moduseg.build import build_index
+from moduseg.build import build_bank_index
 from moduseg.runtime.pipeline import assign, class_prior
 from moduseg.settings import parse_overrides
 from moduseg.types import FeatureMap, Proposals
@@ -160,7 +160,7 @@ def label_rows(rows, bank, cfg):
 
     Returns the Evaluator and the post-backbone milliseconds per frame.
     """
-    index = build_index(bank, cfg, "cpu")
+    index = build_bank_index(bank, cfg, "cpu")
     prior = class_prior(bank)
     ev = Evaluator(bank.class_names)
     ms = []

@@ -44,7 +44,7 @@ from moduseg.bank.edit import add_sampling, add_vectors, drop_class
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
-from moduseg.build import build_index
+from moduseg.build import build_bank_index
 from moduseg.runtime.pipeline import all_cell_labels, assign, class_prior, pixel_cells
 from moduseg.settings import parse_overrides
 from moduseg.types import IGNORE, UNKNOWN, FeatureMap
@@ -120,7 +120,7 @@ def label_fold(eval_rows, bank, cfg, to_camvid, ev: Evaluator, open_set: OpenSet
                c: int | None = None):
     """Label the held-out frames with ``bank``; confusion in CamVid's class order."""
     rt = cfg.runtime
-    index = build_index(bank, cfg, "cpu")
+    index = build_bank_index(bank, cfg, "cpu")
     prior = class_prior(bank)
     lut = np.full(256, IGNORE, np.uint8)
     lut[:len(to_camvid)] = to_camvid
@@ -167,12 +167,13 @@ def run(args, partial=None):
     cfg = preset(args.preset).with_overrides(**parse_overrides(args.sets))
     q = args.q
     cfg_on = cfg.with_overrides(**{"runtime.unknown": q})
-    names, bg, ss, folds, fold_names = cross_sequence.samples("camvid")
+    names, bg, ss, folds, fold_names = cross_sequence.samples(args.dataset)
     classes = [names.index(c) for c in args.classes.split(",")] if args.classes else \
         list(range(len(names)))
     t0 = time.perf_counter()
     rows, identity = ablation.cached_frames(ss, cfg, Path(args.cache), False, args.home)
-    eval_idx = [i for k in range(3) for i in [j for j, f in enumerate(folds) if f == k]
+    eval_idx = [i for k in range(len(fold_names))
+                for i in [j for j, f in enumerate(folds) if f == k]
                 [::args.stride]]
     erows, _ = ablation.cached_frames([ss[i] for i in eval_idx], cfg, Path(args.cache), True,
                                       args.home)
@@ -220,7 +221,7 @@ def run(args, partial=None):
                 sv, sid = added_vectors(train, ids, pick, c, n, add_sampling(cfg.bank, dropped,
                                                                            len(pick)))
                 back, _ = add_vectors(dropped, sv, np.zeros(len(sv), int), sid, [name],
-                                      f"camvid {k} frames")
+                                      f"{args.dataset} {k} frames")
                 r["add_s"][k].append(time.perf_counter() - ta)
                 to_camvid = np.array([names.index(x) for x in back.class_names])
                 label_fold(test, back, cfg, to_camvid, r[f"k{k}"])
@@ -239,9 +240,9 @@ def run(args, partial=None):
 def summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open):
     n = len(names)
     full_iou = ev["full_off"].scores().iou * 100
-    out = {"preset": args.preset, "sets": args.sets, "unknown_q": q, "stride": args.stride,
+    out = {"dataset": args.dataset, "preset": args.preset, "sets": args.sets, "unknown_q": q, "stride": args.stride,
            "eval_frames": len(eval_idx), "bank_frames_per_fold": [
-               int(sum(1 for g in folds if g != f)) for f in range(3)],
+               int(sum(1 for g in folds if g != f)) for f in range(len(set(folds)))],
            "full_mIoU_off": round(ev["full_off"].scores().miou, 2),
            "full_mIoU_on": round(ev["full_on"].scores().miou, 2),
            "full_per_class_off": [round(float(x) * 100, 2) for x in ev["full_off"].scores().iou],
@@ -349,7 +350,12 @@ def time_cli_add(args):
 @click.option("--set", "sets", multiple=True, help="A setting as for 'moduseg bank build --set'.")
 @click.option("--q", type=float, default=0.05, show_default=True,
               help="runtime.unknown of the 'on' runs.")
-@click.option("--classes", default=None, help="Comma-separated CamVid classes (default: all).")
+@click.option("--dataset", type=click.Choice(["camvid", "coco128"]), default="camvid",
+              show_default=True,
+              help="camvid: leave one sequence out; coco128: 4 folds (bank from 96 images, 32 "
+                   "evaluated), as 'cross-sequence --dataset coco128'.")
+@click.option("--classes", default=None,
+              help="Comma-separated classes (default: all of CamVid's; coco128: name a few).")
 @click.option("--stride", type=int, default=8, show_default=True,
               help="Evaluate every N-th frame of the held-out sequence.")
 @click.option("--cache", type=click.Path(path_type=Path), default=ablation.CACHE,
@@ -365,14 +371,18 @@ def time_cli_add(args):
 @click.option("--bank", default=None, help="--timing: the bank to add to.")
 @click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
               help="Only print the table of a saved --out JSON.")
-def command(preset_name, sets, q, classes, stride, cache, home, threads, out, md, parts, timing,
-            bank, table_of):
+def command(preset_name, dataset, sets, q, classes, stride, cache, home, threads, out, md, parts,
+            timing, bank, table_of):
     """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
     from types import SimpleNamespace
 
     from moduseg.bench.stats import set_threads
     set_threads(threads)
-    args = SimpleNamespace(preset=preset_name, sets=list(sets), q=q, classes=classes,
+    if dataset == "coco128" and not classes:
+        raise click.BadParameter("coco128 has 80 classes: name a few (e.g. person,car)",
+                                 param_hint="--classes")
+    args = SimpleNamespace(preset=preset_name, dataset=dataset, sets=list(sets), q=q,
+                           classes=classes,
                            stride=stride, cache=cache, home=home, bank=bank,
                            parts=[p.strip() for p in parts.split(",") if p.strip()])
     bad = set(args.parts) - {"fewshot", "openset"}

@@ -27,7 +27,7 @@ from . import cross_sequence as cs
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.io import atomic_path
-from moduseg.build import build_index
+from moduseg.build import build_bank_index
 from moduseg.runtime.masks import PackedMasks, class_nms, rasterize
 from moduseg.runtime.pipeline import all_cell_labels, class_prior, fill_unassigned
 from moduseg.runtime.refine import guided_label_refine
@@ -107,7 +107,7 @@ def command(preset_name, sets, folds_wanted, oracle, cache, home, out):
         click.echo(f"held out {fold}: mIoU {rec['mIoU']:.2f}; % of each true class (rows) "
                    f"per predicted class:\n{confusion_text(names, ev.cm)}")
         if oracle:
-            index, prior = build_index(bank, cfg, "cpu"), class_prior(bank)
+            index, prior = build_bank_index(bank, cfg, "cpu"), class_prior(bank)
             oev = Evaluator(names)
             for r, s in test:
                 oev.add(oracle_label_map(r, s, bank, index, cfg, prior, len(names)), r[2])

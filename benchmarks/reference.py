@@ -28,7 +28,7 @@ from moduseg.bench.inputs import (
 )
 from moduseg.bench.stats import summarize_stages
 from moduseg.config import ModuSegConfig, RuntimeConfig
-from moduseg.build import build_index as assembled_index
+from moduseg.build import build_bank_index as assembled_index
 from moduseg.runtime.pipeline import assign
 from moduseg.timing import StageTimer
 

@@ -112,7 +112,7 @@ def build_proposer(cfg: ModuSegConfig, backend, home=None):
     return factory(cfg, resolve_backend(backend), home)
 
 
-def build_index(bank, cfg: ModuSegConfig, backend):
+def build_bank_index(bank, cfg: ModuSegConfig, backend):
     """faiss on the host, or faiss-gpu / the NVRTC top-K on the device, over a
     ``Bank`` (queries projected first when the bank is, ``bank.pca_dim``) or raw
     ``[N, D]`` vectors."""
@@ -180,8 +180,8 @@ def assemble(cfg: ModuSegConfig, bank, backend="auto", home=None, *, backbone=No
         proposer = (build_proposer(cfg, be, home) if need_proposer and cfg.needs_proposer
                     else NoProposer())
     seg = Segmenter(backbone, proposer, bank, cfg, pooler=build_pooler(cfg, be),
-                    index=build_index(bank, cfg, be), parallel=parallel)
-    seg.make_index = lambda b: build_index(b, cfg, be)     # hot-swapped banks alike
+                    index=build_bank_index(bank, cfg, be), parallel=parallel)
+    seg.make_index = lambda b: build_bank_index(b, cfg, be)     # hot-swapped banks alike
     return seg
 
 

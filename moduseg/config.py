@@ -159,7 +159,7 @@ class RuntimeConfig(Options):
         0.0, ge=0.0, le=0.5,
         help="Label a patch or proposal unknown (254) when its similarity to the nearest bank "
              "vector of its class is below this quantile of the bank's own leave-one-image-"
-             "out similarities of that class (0 = off).")
+             "out similarities, pooled over its classes (0 = off).")
     min_confidence: float = option(
         0.0, ge=0.0, le=1.0,
         help="Segments whose class confidence is below this are not painted and the pixels "

@@ -69,3 +69,12 @@ def test_added_vectors_are_sampled_densely_as_bank_add_does():
     v, _ = study.added_vectors(rows, ["img"], [0], 1, 2, dense)
     assert len(v) == 12
     assert isinstance(FeatureMap(feats.astype(np.float32), geo).dim, int)
+
+
+def test_coco128_needs_named_classes_and_parts_are_checked():
+    from click.testing import CliRunner
+
+    r = CliRunner().invoke(study.command, ["--dataset", "coco128"])
+    assert r.exit_code == 2 and "name a few" in r.output
+    r = CliRunner().invoke(study.command, ["--parts", "fewshot,nope"])
+    assert r.exit_code == 2 and "unknown part 'nope'" in r.output

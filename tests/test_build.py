@@ -244,7 +244,7 @@ def test_segment_backend_tensorrt_native_reads_the_engine_buffer(world, tmp_path
     import trt_fakes
 
     from moduseg.export.engine import BuildOptions, build_cached_engine
-    from moduseg.runtime.engine_cache import default_cache_dir
+    from moduseg.runtime.engine_cache import engine_cache_dir
     from moduseg.models.defaults import installed_file
     from moduseg.runtime.backbones.trt_backend import TensorRTBackbone
     from moduseg.runtime.cuda import smfa_gpu
@@ -253,7 +253,7 @@ def test_segment_backend_tensorrt_native_reads_the_engine_buffer(world, tmp_path
     root, home, _ = world
     trt_fakes.install(monkeypatch)
     features = installed_file("dinov2-vits14", "features", home)
-    build_cached_engine(features, BuildOptions(precision="fp16"), default_cache_dir(home),
+    build_cached_engine(features, BuildOptions(precision="fp16"), engine_cache_dir(home),
                         mins=["1x3x28x28"], opt_shapes=["1x3x336x504"],
                         maxs=["1x3x1008x1008"], check=False)
     seen = []
@@ -311,12 +311,12 @@ def test_auto_on_a_gpu_falls_back_per_stage_but_named_backends_raise():
     be = assemble.Backend("cuda", "auto", "auto", fallback=True)  # what auto gives on a GPU
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert isinstance(assemble.build_index(vecs, cfg, be), SearchIndex)
+        assert isinstance(assemble.build_bank_index(vecs, cfg, be), SearchIndex)
         assert isinstance(assemble.build_pooler(cfg, be), HostPooler)
     with pytest.raises(BackendUnavailableError):
         assemble.build_pooler(cfg, "cuda")
     with pytest.raises(BackendUnavailableError):
-        assemble.build_index(vecs, cfg, "cuda")
+        assemble.build_bank_index(vecs, cfg, "cuda")
 
 
 def test_fast_preset_needs_no_proposer_and_default_does():

@@ -145,3 +145,42 @@ def test_a_region_no_class_explains_becomes_unknown(assignment):
         seg = [s for s in on.segments if s.label == UNKNOWN]
         assert seg and all(s.class_name == "unknown" for s in seg)
         assert all(s.class_name != "unknown" for s in off.segments)
+
+
+def test_the_pooled_table_is_the_mixture_of_the_class_tables():
+    """Known answer: class a uniform on [0, 1] (weight 1), class b uniform on [1, 2]
+    (weight 3): the mixture's quantile at q is 4q for q <= 1/4, then 1 + (4q - 1) / 3."""
+    a = cal.LEVELS.copy()
+    b = 1.0 + cal.LEVELS
+    got = cal.pooled_table(np.stack([a, b]), np.array([1, 3]))
+    want = np.where(cal.LEVELS <= 0.25, 4 * cal.LEVELS, 1 + (4 * cal.LEVELS - 1) / 3)
+    np.testing.assert_allclose(got, want, atol=0.011)
+    # a class without a table (NaN) weighs nothing; no table at all -> NaN
+    nan = np.full_like(a, np.nan)
+    np.testing.assert_allclose(cal.pooled_table(np.stack([a, nan]), np.array([1, 5])), a,
+                               atol=1e-9)
+    assert np.isnan(cal.pooled_table(np.stack([nan]), np.array([1]))).all()
+
+
+def test_the_rule_reads_one_pooled_table_so_a_loose_class_does_not_hide_strangers():
+    """Class 'tight' (spread 0.05) and class 'loose' (spread 0.6): with per-class tables a
+    query far from both but won by 'loose' would look typical of 'loose'; the pooled rule
+    uses one threshold for both."""
+    from moduseg.runtime.unknown import pooled_tables, unknown_rule
+    from moduseg.types import BackboneIdentity, Bank
+
+    rng = np.random.default_rng(0)
+    D = 16
+    tight = _cluster(rng, np.eye(D)[0], 300, 0.05, D)
+    loose = _cluster(rng, np.eye(D)[1], 300, 0.6, D)
+    v = np.concatenate([tight, loose]).astype(np.float32)
+    labels = np.repeat([0, 1], 300)
+    bank = Bank(vectors=v, labels=labels, class_names=["tight", "loose"],
+                backbone=BackboneIdentity("t", "x", 14, D, "0" * 64),
+                image_ids=np.array([f"i{i}" for i in range(len(v))]))
+    t = pooled_tables(bank)
+    np.testing.assert_array_equal(t[0], t[1])
+    rule = unknown_rule(bank, 0.05)
+    assert rule.thresholds[0] == rule.thresholds[1]
+    per_class = cal.thresholds(cal.tables(bank.calibration, bank.class_names), 0.05)
+    assert per_class[1] < rule.thresholds[1] < per_class[0]

@@ -15,7 +15,7 @@ from ..text import printable
 from .embedded import EMBEDDED_BANKS
 
 
-def _options(*decorators):
+def _option_group(*decorators):
     """One decorator applying ``decorators`` in the order written (shared option groups)."""
     def apply(f):
         for d in reversed(decorators):
@@ -31,7 +31,7 @@ _CLASSES = click.option("--classes", default=None, type=click.Path(),
                         help="Class-name file, one per line.")
 _BACKGROUND = click.option("--background", type=int, default=None,
                            help="folder: index of the background class, if any.")
-_SELECTION = _options(
+_SELECTION = _option_group(
     click.option("--limit", type=click.IntRange(min=1), default=None,
                  help="Use at most N images (N >= 1)."),
     click.option("--shots", type=click.IntRange(min=1), default=None,

@@ -115,7 +115,7 @@ def split_backbone(backbone, image, timer):
 def device_index_pooler(bank, cfg, device: str):
     """The index and pooler ``moduseg.build`` builds for ``device`` (cpu or cuda)."""
     from ..config import ModuSegConfig
-    from ..build import build_index as assembled_index, build_pooler
+    from ..build import build_bank_index as assembled_index, build_pooler
 
     full = ModuSegConfig(runtime=cfg)
     backend = "cuda" if device == "cuda" else "cpu"

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, InputError, ModelNotFoundError, ModuSegError
 from ..io import IMAGE_SUFFIXES, write_bytes
 from ..runtime.engine_cache import (PRECISIONS, EngineKey, Sidecar, current_device,
-                                    default_cache_dir, graph_sha256, save_engine)
+                                    engine_cache_dir, graph_sha256, save_engine)
 
 DEFAULT_FP32_OPS = ("LayerNormalization", "Softmax")
 # ONNX op type -> the TensorRT layer type name the ONNX parser creates for it
@@ -541,7 +541,7 @@ def build_cached_engine(onnx_path: str | Path, opts: BuildOptions, cache_dir=Non
     device = current_device(opts.device)
     key = EngineKey.for_device(graph_sha256(onnx_path), device, opts.precision,
                                profile_signature(profiles), opts.dla_core)
-    path = Path(output) if output else Path(cache_dir or default_cache_dir()) / key.filename(
+    path = Path(output) if output else Path(cache_dir or engine_cache_dir()) / key.filename(
         onnx_path.stem)
     if path.is_file() and not force:
         try:

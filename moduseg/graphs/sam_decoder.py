@@ -473,7 +473,7 @@ def _writable_dir(preferred: Path) -> Path:
     return writable_dir(preferred, "moduseg-sam-cache")
 
 
-def default_cache_dir() -> Path:
+def graph_cache_dir() -> Path:
     from ..home import cache_dir
 
     return cache_dir("sam")
@@ -499,7 +499,7 @@ def batched_decoder_path(decoder_path: str | Path, cache_dir: str | Path | None 
         raise ModelNotFoundError(
             f"SAM decoder {src} does not exist; run 'moduseg models pull' or pass the "
             f"path of sam.onnx")
-    d = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
+    d = _writable_dir(Path(cache_dir) if cache_dir else graph_cache_dir())
     tag = _sha256(src)[:16]
     stem = (f"sam_decoder_batched_v{SURGERY_VERSION}_{tag}_s{mask_stride}"
             f"{'_fa' if fast_attention else ''}{'_cells' if cells else ''}")
@@ -530,7 +530,7 @@ def quantized_model_path(model_path: str | Path, cache_dir: str | Path | None = 
     if not src.is_file():
         raise ModelNotFoundError(f"ONNX model {src} does not exist; run 'moduseg models "
                                  f"pull' or pass the right path")
-    d = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
+    d = _writable_dir(Path(cache_dir) if cache_dir else graph_cache_dir())
     out = d / f"{src.stem}_int8_{_sha256(src)[:16]}.onnx"
     if out.is_file():
         return out

@@ -298,7 +298,7 @@ def cropped_encoder_path(encoder_path: str | Path, input_hw: tuple[int, int],
     """
     import onnx
 
-    from .sam_decoder import _writable_dir, default_cache_dir
+    from .sam_decoder import _writable_dir, graph_cache_dir
 
     src = Path(encoder_path)
     if not src.is_file():
@@ -307,7 +307,7 @@ def cropped_encoder_path(encoder_path: str | Path, input_hw: tuple[int, int],
     h, w = (int(s) for s in input_hw)
     if (h, w) == (ORIGINAL_SIZE, ORIGINAL_SIZE):
         return src
-    d = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
+    d = _writable_dir(Path(cache_dir) if cache_dir else graph_cache_dir())
     out = d / f"{src.stem}_crop{CROP_SURGERY_VERSION}_{_sha256(src)[:16]}_{h}x{w}.onnx"
     if not out.is_file():
         save_onnx(crop_encoder(onnx.load(str(src)), (h, w)), out)

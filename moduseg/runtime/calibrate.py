@@ -7,12 +7,13 @@ of its winning class. The calibration asks the same question of the bank: for
 each vector of class c (up to ``MAX_QUERIES`` per class, evenly spread), its
 similarity to the nearest *other* vector of class c from another image
 (leave one image out; a class from one image only leaves the vector itself
-out). Those scores, per class, are stored as a quantile table; the run-time
-option ``runtime.unknown`` is the quantile ``q``: a query whose evidence falls
-below the ``q``-quantile of its class's scores is ``unknown`` (so about ``q``
-of the class's own held-out examples would be flagged). The rank of a score in
-its class's table (``p_value``) is the score that decides; a threshold
-given by hand is ``q``.
+out). Those scores, per class, are stored as a quantile table. The run-time
+rule (``runtime/unknown.py``) mixes the tables by vector count
+(``pooled_table``) and reads that one table for every class: the option
+``runtime.unknown`` is the quantile ``q``, and a query whose evidence falls
+below the pooled ``q``-quantile is ``unknown`` (about ``q`` of the bank's own
+held-out examples would be flagged). The rank of a score in the table
+(``p_value``) is the score that decides; a threshold given by hand is ``q``.
 
 Everything here is a pure function of the vectors, labels and image ids;
 each class's table depends on that class's vectors only, so ``bank add`` and
@@ -123,6 +124,42 @@ def tables(cal: dict, class_names) -> np.ndarray:
     if have.any() and not have.all():
         t[~have] = t[have].min(axis=0)
     return t
+
+
+def pooled_table(table: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``[L]`` quantiles of the mixture of the classes' calibration distributions.
+
+    ``table``: ``[C, L]`` per-class quantile tables (``tables``); ``weights``: ``[C]``
+    each class's share (its vector count). The mixture's CDF at ``s`` is
+    ``sum_c w_c F_c(s)`` with ``F_c`` read from class c's table; its quantiles at
+    ``LEVELS`` are returned. Rows without a table (NaN) get no weight; all NaN -> NaN.
+    """
+    w = np.where(np.isfinite(table[:, 0]), np.maximum(np.asarray(weights, np.float64), 0), 0)
+    if w.sum() <= 0:
+        return np.full(len(LEVELS), np.nan)
+    w = w / w.sum()
+    rows = table[w > 0]
+    ww = w[w > 0]
+    grid = np.unique(rows.ravel())
+    cdf = np.zeros(len(grid))
+    for r, wc in zip(rows, ww):
+        cdf += wc * _cdf(r, grid)
+    # first grid point at which the mixture CDF reaches each level
+    idx = np.minimum(np.searchsorted(cdf, LEVELS - 1e-12, side="left"), len(grid) - 1)
+    out = grid[idx].astype(np.float64)
+    out[0] = grid[0]
+    return out
+
+
+def _cdf(row: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """A class's calibration CDF at ``s`` from its quantile table (a step where the
+    table repeats a value)."""
+    lo = np.searchsorted(row, s, side="left")
+    hi = np.searchsorted(row, s, side="right")
+    # within the table's range: interpolate between the levels around s
+    x = np.interp(s, row, LEVELS, left=0.0, right=1.0)
+    ties = hi > lo
+    return np.where(ties, LEVELS[np.maximum(hi - 1, 0)], x)
 
 
 def thresholds(table: np.ndarray, q: float) -> np.ndarray:

@@ -118,7 +118,7 @@ def graph_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def default_cache_dir(home: str | os.PathLike | None = None) -> Path:
+def engine_cache_dir(home: str | os.PathLike | None = None) -> Path:
     from ..home import cache_dir
 
     return cache_dir("engines", home)

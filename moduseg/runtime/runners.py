@@ -252,7 +252,7 @@ class TritonRunner(_Base):
         return {n: pb.get_output_tensor_by_name(resp, n).as_numpy() for n in names}
 
     def _run_client(self, feeds, names):
-        mod = _tritonclient(self.protocol)
+        mod = tritonclient_module(self.protocol)
         if self._client is None:
             self._client = mod.InferenceServerClient(url=self.url)
         inputs = []
@@ -276,7 +276,8 @@ class TritonRunner(_Base):
             self._client = None
 
 
-def _tritonclient(protocol: str):
+def tritonclient_module(protocol: str):
+    """``tritonclient.http`` or ``.grpc``, imported on use (an install hint if absent)."""
     from ..errors import BackendUnavailableError
 
     if protocol not in ("http", "grpc"):

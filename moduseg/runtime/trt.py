@@ -101,9 +101,9 @@ def ort_tensorrt_options(cache_dir=None, fp16: bool = True, device: int = 0,
     session (minutes for a ViT); LayerNorm stays FP32 in FP16 mode. Pass as
     ``providers=[("TensorrtExecutionProvider", opts), "CUDAExecutionProvider", ...]``.
     """
-    from .engine_cache import default_cache_dir
+    from .engine_cache import engine_cache_dir
 
-    cache = Path(cache_dir) if cache_dir else default_cache_dir() / "ort-trt"
+    cache = Path(cache_dir) if cache_dir else engine_cache_dir() / "ort-trt"
     return {"device_id": int(device), "trt_fp16_enable": bool(fp16),
             "trt_layer_norm_fp32_fallback": True,
             "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),

@@ -3,7 +3,8 @@
 The rule for a bank and a quantile ``q`` (``runtime.unknown``; 0 = off):
 class ``c`` wins a query but the query's similarity to its nearest retrieved
 vector of ``c`` is below the ``q``-quantile of the bank's own leave-one-image-out
-scores of ``c`` (``runtime/calibrate.py``) -> the query is unknown. Inside the
+scores, pooled over its classes (``pooled_tables``, ``runtime/calibrate.py``) ->
+the query is unknown. Inside the
 pipeline unknown is one more class index (``n_classes``), so the patch vote,
 class NMS, painting and the nearest fill treat it like any class; the label
 map shows it as ``UNKNOWN`` (254).
@@ -53,6 +54,23 @@ def bank_calibration(bank: Bank) -> dict:
     return bank.calibration
 
 
+def pooled_tables(bank: Bank) -> np.ndarray:
+    """``[C, L]``: every class reads the bank's pooled calibration table (the mixture of
+    the classes' tables weighted by their vector counts, ``calibrate.pooled_table``).
+
+    Per-class tables normalise each class's evidence by its own spread, which ranks
+    badly: a query of a class the bank lacks is given to some known class, and a class
+    whose own examples are spread out (building, tree) makes a far query look typical.
+    One threshold on the similarity itself ranked a dropped class's patches better on
+    CamVid (docs/results.md, "Classes")."""
+    table = cal.tables(bank_calibration(bank), bank.class_names)
+    counts = np.bincount(bank.labels, minlength=len(bank.class_names))
+    pooled = cal.pooled_table(table, counts)
+    if not np.isfinite(pooled[0]):
+        return table
+    return np.tile(pooled, (len(bank.class_names), 1))
+
+
 def unknown_rule(bank: Bank, q: float) -> UnknownRule | None:
     """The rule for ``bank`` at quantile ``q`` (None when ``q`` is 0: off). Kept on the
     bank object, so a frame loop computes it once."""
@@ -61,7 +79,7 @@ def unknown_rule(bank: Bank, q: float) -> UnknownRule | None:
     cache = bank.__dict__.setdefault("_unknown_rules", {})
     rule = cache.get(q)
     if rule is None:
-        table = cal.tables(bank_calibration(bank), bank.class_names)
+        table = pooled_tables(bank)
         rule = UnknownRule(q, table, cal.thresholds(table, q), len(bank.class_names))
         cache[q] = rule
     return rule

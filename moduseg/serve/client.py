@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import InputError
+from ..runtime.runners import tritonclient_module
 
 OUTPUTS = ("label_map", "class", "confidence", "box", "class_names")
 STREAM_OUTPUTS = OUTPUTS + ("track_id", "keyframe")
@@ -24,21 +25,9 @@ MODEL = "moduseg"
 STREAM_MODEL = "moduseg_stream"
 
 
-def _tritonclient(protocol: str):
-    try:
-        if protocol == "grpc":
-            import tritonclient.grpc as mod
-        else:
-            import tritonclient.http as mod
-    except ImportError:
-        raise BackendUnavailableError(
-            "tritonclient is not installed; pip install 'moduseg[serve]'") from None
-    return mod
-
-
 def connect(url: str, protocol: str = "http", timeout_s: float = 600.0):
     """A client; HTTP timeouts raised from 60 s, as a loaded CPU server is slow."""
-    mod = _tritonclient(protocol)
+    mod = tritonclient_module(protocol)
     if protocol == "grpc":
         return mod.InferenceServerClient(url)
     return mod.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
@@ -48,7 +37,7 @@ def segment(client, image: np.ndarray, protocol: str = "http") -> dict[str, np.n
     """One RGB uint8 frame -> {label_map, class, confidence, box, class_names} from the
     server. ``class_names`` (a list of str) are the names the label values index, from
     the bank that answered (after a hot-swap: the new bank's)."""
-    mod = _tritonclient(protocol)
+    mod = tritonclient_module(protocol)
     inp = mod.InferInput("image", list(image.shape), "UINT8")
     inp.set_data_from_numpy(np.ascontiguousarray(image))
     res = client.infer(MODEL, [inp], outputs=[mod.InferRequestedOutput(n) for n in OUTPUTS])
@@ -68,7 +57,7 @@ def segment_in_stream(client, image: np.ndarray, stream_id: int, *, start: bool 
     """One frame of stream ``stream_id`` (a Triton sequence, id >= 1) through
     ``moduseg_stream``: ``start`` on its first frame, ``end`` on its last. The
     server keeps the stream's state between its frames."""
-    mod = _tritonclient(protocol)
+    mod = tritonclient_module(protocol)
     if int(stream_id) < 1:
         raise InputError(f"a stream id must be an integer >= 1, got {stream_id!r}")
     inp = mod.InferInput("image", [1, *image.shape], "UINT8")

@@ -242,7 +242,8 @@ class PipelineModel:
                                  self.outputs)
 
     def _one(self, image):
-        from ..runtime.pipeline import check_image, run_beside
+        from ..io import check_image
+        from ..runtime.pipeline import run_beside
 
         check_image(image)
         if min(image.shape[:2]) < 1:

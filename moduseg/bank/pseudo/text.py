@@ -165,7 +165,7 @@ def cache_key(model_sha256: str, vocab: Vocabulary) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def default_cache_dir() -> Path:
+def text_cache_dir() -> Path:
     from ...home import cache_dir
 
     return cache_dir("clip-text")
@@ -179,7 +179,7 @@ def cached_query_embeddings(vocab: Vocabulary, model_sha256: str,
     ``encoder`` is a factory so a cache hit never loads the text model or the
     tokenizer. Returns ``(embeddings, was_cached)``.
     """
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir else text_cache_dir()
     path = cache_dir / f"{cache_key(model_sha256, vocab)}.npy"
     if path.is_file():
         try:

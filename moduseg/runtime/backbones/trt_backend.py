@@ -19,7 +19,8 @@ import numpy as np
 
 from ...errors import BackendUnavailableError, InputError
 from ...types import BackboneIdentity, FeatureMap, GridGeometry
-from .onnx_backbone import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, POLICIES, check_image,
+from ...io import check_image
+from .onnx_backbone import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, POLICIES,
                             check_normalize, input_size_tag, plan_geometry, preprocess,
                             resolve_sizing)
 
@@ -101,7 +102,7 @@ class TensorRTBackbone:
         ``precision`` is used. Its identity is the ONNX backend's, so banks
         built on CPU work unchanged.
         """
-        from ..engine_cache import cached_engines, current_device, default_cache_dir
+        from ..engine_cache import cached_engines, current_device, engine_cache_dir
         from ...models.defaults import (BACKBONE, default_backbone_identity, installed_file,
                                         layer_variant)
 
@@ -117,7 +118,7 @@ class TensorRTBackbone:
                 identity = opts.pop("identity", None) or dataclasses.replace(
                     default_backbone_identity(home), input_size=None)
             dev = current_device(device)
-            found = cached_engines(cache_dir or default_cache_dir(home), onnx_path, dev,
+            found = cached_engines(cache_dir or engine_cache_dir(home), onnx_path, dev,
                                    precision)
             if not found:
                 raise BackendUnavailableError(

@@ -216,7 +216,7 @@ def choose_compiler(arch: int, max_version: tuple[int, int] | None = None) -> _C
         f"{describe_compilers()}; {hint}")
 
 
-def default_cache_dir() -> Path:
+def kernel_cache_dir() -> Path:
     from ...home import cache_dir
 
     return cache_dir("cuda")
@@ -240,7 +240,7 @@ def compile_kernel(name: str, arch: int, *, cache_dir: Path | str | None = None,
     options.append(f"--gpu-architecture=sm_{arch}".encode())
     digest = hashlib.sha256(source + b"\0" + b" ".join(options)).hexdigest()[:16]
     major, minor = compiler.version
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else kernel_cache_dir()
     path = cache / f"{name}-sm{arch}-nvrtc{major}.{minor}-{digest}.cubin"
     if path.is_file():
         return CompiledKernel(name, arch, path.read_bytes(), compiler.version,

@@ -68,14 +68,14 @@ import numpy as np
 
 from ...config import ProposerOptions, SamOptions
 from ...errors import InputError
+from ...io import check_image
 from ...timing import StageTimer
 from ...types import Proposals
 from . import mask_ops
 from .sam_cells import strip_to_grid
 from .sam_model import (ENCODER_SIZE, EMBED_STRIDE, MAX_ENCODER_SESSIONS,  # noqa: F401
                         PIXEL_MEAN, PIXEL_STD, SamDecoder, SamEncoder, SamImage, SamPrediction,
-                        check_image as _check_image, content_embed_hw, preprocess,
-                        resized_size)
+                        content_embed_hw, preprocess, resized_size)
 
 # the generator's own options (threads is a constructor argument; name and model are
 # the configuration's), also readable as attributes
@@ -238,7 +238,7 @@ class SamAutomaticMaskGenerator:
     def generate(self, image: np.ndarray) -> Proposals:
         """Automatic proposals for ``image`` (RGB uint8), best objectness first."""
         self.timer = self.timer_cls()
-        _check_image(image)
+        check_image(image)
         if self.options.crop_n_layers <= 0:
             masks, scores = self._generate_one(image)
             gh, gw = self.output_hw()

@@ -131,10 +131,10 @@ class SamEncoder:
         """
         if self._padding is not None:
             return self._padding
-        from ...graphs.sam_decoder import _sha256, _writable_dir, default_cache_dir
-        from ...io import atomic_path
+        from ...graphs.sam_decoder import _sha256, _writable_dir, graph_cache_dir
+        from ...owned import atomic_path
 
-        d = _writable_dir(Path(self._cache_dir) if self._cache_dir else default_cache_dir())
+        d = _writable_dir(Path(self._cache_dir) if self._cache_dir else graph_cache_dir())
         path = d / f"{self.file.stem}_padding_{_sha256(self.file)[:16]}.npy"
         pad = None
         if path.is_file():
