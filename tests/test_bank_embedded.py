@@ -49,6 +49,20 @@ def test_embedded_bank_is_built_with_its_presets_settings(name):
     np.testing.assert_allclose(np.linalg.norm(bank.vectors, axis=1), 1.0, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", list(EMBEDDED_BANKS))
+def test_embedded_bank_records_what_a_rebuild_writes_today(name):
+    """A rebuild is byte-for-byte only if the shipped file holds what today's builder
+    records: the preset's full configuration (every option, as ``to_dict`` writes it),
+    the unknown-class calibration and each class's provenance. An option added without
+    rebuilding the banks fails here, naming the command."""
+    bank = load_bank(default_bank_path(name))
+    fix = f"rebuild it: {rebuild_command(name).replace('CAMVID', '../shared/data/camvid')}"
+    assert bank.config == preset(name).to_dict(), fix
+    assert bank.calibration is not None and bank.provenance, fix
+    present = {c for c in CAMVID_CLASSES if bank.class_counts()[c] > 0}
+    assert set(bank.provenance) == present, fix
+
+
 def test_shipped_banks_fit_the_package_budget():
     data = embedded_bank_path().parent
     shipped = sorted(p.name for p in data.glob("*.npz"))

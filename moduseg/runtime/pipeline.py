@@ -180,83 +180,23 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
     pooler = as_pooler(pooler)
     if cfg.assignment == "patch":
         return assign_patches(fmap, bank, index, cfg, timer, prior, cell_labels, image)
-    if not isinstance(proposals, Proposals):
-        raise InputError(f"proposals must be a moduseg.Proposals, got {type(proposals).__name__}")
-    if tuple(proposals.image_hw) != tuple(fmap.image_hw):
-        raise InputError(
-            f"proposals describe a {proposals.image_hw} image but the features come from a "
-            f"{fmap.image_hw} image; run the proposer and the backbone on the same image")
-    if fmap.dim != bank.backbone.feature_dim:
-        raise InputError(
-            f"feature dim {fmap.dim} does not match the bank's {bank.backbone.feature_dim}; the "
-            f"bank was built with {bank.backbone.name}")
+    _check_pair(fmap, proposals, bank)
     if bank.centers_images:
         fmap = center_image(fmap)
     if prior is None and cfg.voting == "weighted":
         prior = class_prior(bank)
-    n_classes = len(bank.class_names)
-    bg = bank.background_index
     rule = unknown_rule(bank, unknown_quantile(cfg))
-    n_labels = n_classes + (rule is not None)         # unknown: one more index
-
     with timer("filter"):
-        packed = PackedMasks.pack(proposals.masks)
-        (H, W), (mh, mw) = proposals.image_hw, proposals.mask_hw
-        all_areas = packed.areas * (H * W / float(mh * mw))
-        keep = np.flatnonzero((proposals.scores >= cfg.min_objectness)
-                              & (all_areas >= cfg.min_area))
-        scores, packed = proposals.scores[keep], packed.take(keep)
+        keep, scores, packed = _kept_proposals(proposals, cfg)
     if cfg.assignment != "patch_vote":
         cell_labels = None
-
-    if cfg.assignment == "patch_vote":
-        if cell_labels is None:
-            with timer("search"):
-                cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
-        with timer("pool"):      # the weights and the vote by weight, in one pooler call
-            labels, conf, wsum = pooler.patch_vote(proposals.masks, keep, packed.row_span(),
-                                                   fmap, cell_labels, n_labels)
-            labels = np.where(wsum > 0, labels, -1)
-    else:
-        with timer("pool"):
-            queries, wsum = pooler.pool(proposals.masks, keep, packed.row_span(), fmap,
-                                        cfg.eps)
-            pooled = wsum > 0
-        with timer("search"):
-            sims, ids = index.search(queries, cfg.top_k)
-        with timer("vote"):
-            nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
-            labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior, cfg.vote_balance)
-            if rule is not None:
-                labels = rule.apply(sims, nbr, labels)
-            labels = np.where(pooled, labels, -1)
+    labels, conf, cell_labels = _label_proposals(fmap, proposals, keep, packed, bank, index,
+                                                 cfg, timer, pooler, prior, cell_labels, rule)
     shown = class_filter(cfg.classes, bank.class_names)
     with timer("nms"):
-        named = (labels >= 0) & (labels != (-2 if bg is None else bg))
-        # runtime.min_confidence / runtime.classes: not painted, and the pixels only
-        # they cover left unassigned (not filled from the patches)
-        unsure = named & (conf < cfg.min_confidence)
-        # (an unknown label, index n_classes, is not one of the named classes either)
-        hidden = ((labels >= 0) & ~((labels < n_classes)
-                                    & shown[np.clip(labels, 0, n_classes - 1)])
-                  if shown is not None else np.zeros(len(labels), bool))
-        paintable = np.flatnonzero(named & ~unsure & ~hidden)
-        order = paintable[class_nms(packed.take(paintable), labels[paintable],
-                                    conf[paintable], cfg.nms_iou)]
+        order, unsure, hidden = _paint_order(packed, labels, conf, bank, cfg, shown)
     with timer("raster"):
-        # painted on the proposer's grid, by mask index: which kept proposal owns each
-        # pixel (its label is the label map's), then scaled to the frame (nearest)
-        owner, _ = rasterize(packed, np.arange(len(keep)), order, fill=-1)
-        left_out = np.flatnonzero(unsure | hidden)
-        if len(left_out):
-            covered, _ = rasterize(packed, np.zeros(len(keep), np.int64), left_out, fill=-1)
-            owner[(owner == -1) & (covered == 0)] = ABSTAIN
-        if owner.shape != tuple(proposals.image_hw):
-            H, W = proposals.image_hw
-            owner = cv2.resize(owner, (W, H), interpolation=cv2.INTER_NEAREST)
-        lut = np.append(labels, -1).astype(np.int32)          # -1 / ABSTAIN stay as they are
-        label_map = np.where(owner >= 0, lut[np.where(owner >= 0, owner, len(labels))],
-                             owner).astype(np.int32)
+        owner, label_map = _paint(packed, proposals, keep, labels, order, unsure | hidden)
     with timer("fill"):
         label_map = fill_unassigned(label_map, fmap, bank, index, cfg, prior, cell_labels)
         label_map[label_map == ABSTAIN] = IGNORE
@@ -267,9 +207,103 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         with timer("refine"):
             label_map = guided_label_refine(label_map.astype(np.uint8), image,
                                             cfg.refine_radius, cfg.refine_eps)
+    segments, owners = _segments(proposals, keep, scores, labels, conf, owner, unsure, hidden,
+                                 bank, rule)
+    return SegmentationResult(label_map=label_map.astype(np.uint8), segments=segments,
+                              timings_ms=timer.as_dict(), class_names=list(bank.class_names),
+                              proposals=proposals, owners=owners)
 
-    # exact full-resolution counts: each proposal's mask as the frame's pixels it scales
-    # to, and the pixels it owns in the painted map (before fill and refinement)
+
+def _check_pair(fmap: FeatureMap, proposals, bank: Bank) -> None:
+    """Proposals and features of the same image, features of the bank's backbone."""
+    if not isinstance(proposals, Proposals):
+        raise InputError(f"proposals must be a moduseg.Proposals, got {type(proposals).__name__}")
+    if tuple(proposals.image_hw) != tuple(fmap.image_hw):
+        raise InputError(
+            f"proposals describe a {proposals.image_hw} image but the features come from a "
+            f"{fmap.image_hw} image; run the proposer and the backbone on the same image")
+    if fmap.dim != bank.backbone.feature_dim:
+        raise InputError(
+            f"feature dim {fmap.dim} does not match the bank's {bank.backbone.feature_dim}; the "
+            f"bank was built with {bank.backbone.name}")
+
+
+def _kept_proposals(proposals: Proposals, cfg: RuntimeConfig):
+    """(indices, objectness, packed masks) of the proposals objectness and area keep."""
+    packed = PackedMasks.pack(proposals.masks)
+    (H, W), (mh, mw) = proposals.image_hw, proposals.mask_hw
+    all_areas = packed.areas * (H * W / float(mh * mw))
+    keep = np.flatnonzero((proposals.scores >= cfg.min_objectness)
+                          & (all_areas >= cfg.min_area))
+    return keep, proposals.scores[keep], packed.take(keep)
+
+
+def _label_proposals(fmap, proposals, keep, packed, bank, index, cfg, timer, pooler, prior,
+                     cell_labels, rule):
+    """(label, confidence) per kept proposal (-1: no evidence), by the patches' vote
+    (``patch_vote``) or by its pooled vector's neighbours; and the cell labels used."""
+    n_classes = len(bank.class_names)
+    if cfg.assignment == "patch_vote":
+        if cell_labels is None:
+            with timer("search"):
+                cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
+        with timer("pool"):      # the weights and the vote by weight, in one pooler call
+            labels, conf, wsum = pooler.patch_vote(proposals.masks, keep, packed.row_span(),
+                                                   fmap, cell_labels,
+                                                   n_classes + (rule is not None))
+            return np.where(wsum > 0, labels, -1), conf, cell_labels
+    with timer("pool"):
+        queries, wsum = pooler.pool(proposals.masks, keep, packed.row_span(), fmap, cfg.eps)
+        pooled = wsum > 0
+    with timer("search"):
+        sims, ids = index.search(queries, cfg.top_k)
+    with timer("vote"):
+        nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
+        labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior, cfg.vote_balance)
+        if rule is not None:
+            labels = rule.apply(sims, nbr, labels)
+        return np.where(pooled, labels, -1), conf, cell_labels
+
+
+def _paint_order(packed, labels, conf, bank: Bank, cfg: RuntimeConfig, shown):
+    """The proposals to paint, in class-NMS order, and the ones left out: too unsure
+    (``runtime.min_confidence``) or of a class not shown (``runtime.classes``); the
+    pixels only those cover stay unassigned (not filled from the patches)."""
+    n_classes, bg = len(bank.class_names), bank.background_index
+    named = (labels >= 0) & (labels != (-2 if bg is None else bg))
+    unsure = named & (conf < cfg.min_confidence)
+    # (an unknown label, index n_classes, is not one of the named classes either)
+    hidden = ((labels >= 0) & ~((labels < n_classes)
+                                & shown[np.clip(labels, 0, n_classes - 1)])
+              if shown is not None else np.zeros(len(labels), bool))
+    paintable = np.flatnonzero(named & ~unsure & ~hidden)
+    order = paintable[class_nms(packed.take(paintable), labels[paintable],
+                                conf[paintable], cfg.nms_iou)]
+    return order, unsure, hidden
+
+
+def _paint(packed, proposals: Proposals, keep, labels, order, left_out_mask):
+    """(owner, label map) at the frame's size: which kept proposal owns each pixel
+    (painted on the proposer's grid by mask index, then scaled, nearest) and its label;
+    -1 where none, ``ABSTAIN`` where only left-out proposals cover it."""
+    owner, _ = rasterize(packed, np.arange(len(keep)), order, fill=-1)
+    left_out = np.flatnonzero(left_out_mask)
+    if len(left_out):
+        covered, _ = rasterize(packed, np.zeros(len(keep), np.int64), left_out, fill=-1)
+        owner[(owner == -1) & (covered == 0)] = ABSTAIN
+    if owner.shape != tuple(proposals.image_hw):
+        H, W = proposals.image_hw
+        owner = cv2.resize(owner, (W, H), interpolation=cv2.INTER_NEAREST)
+    lut = np.append(labels, -1).astype(np.int32)          # -1 / ABSTAIN stay as they are
+    label_map = np.where(owner >= 0, lut[np.where(owner >= 0, owner, len(labels))],
+                         owner).astype(np.int32)
+    return owner, label_map
+
+
+def _segments(proposals, keep, scores, labels, conf, owner, unsure, hidden, bank, rule):
+    """The listed segments (every kept proposal of a shown class) with exact
+    full-resolution areas and painted pixels (before fill and refinement), and each
+    pixel's segment index (-1: none)."""
     areas = full_resolution_areas(proposals.masks[keep], proposals.image_hw)
     painted = np.bincount(owner[owner >= 0].ravel(), minlength=len(keep))
     names = list(bank.class_names) + [UNKNOWN_NAME]
@@ -280,14 +314,11 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
                         confidence=float(conf[i]), objectness=float(scores[i]),
                         area=int(areas[i]), painted_pixels=int(painted[i]))
                 for i in listed]
-    # owners as indices into ``segments`` (-1: no segment painted the pixel)
     position = np.full(len(keep) + 1, -1, np.int64)
     position[listed] = np.arange(len(listed))
     owners = position[np.where(owner >= 0, owner, len(keep))].astype(np.int16 if len(listed)
                                                                          < 32767 else np.int32)
-    return SegmentationResult(label_map=label_map.astype(np.uint8), segments=segments,
-                              timings_ms=timer.as_dict(), class_names=list(bank.class_names),
-                              proposals=proposals, owners=owners)
+    return segments, owners
 
 
 # Frames above this many pixels (3840x2160, 4K UHD) are segmented on a copy
