@@ -122,14 +122,20 @@ def test_embedded_bank_matches_its_presets_backbone(name):
     check_identity(load_bank(default_bank_path(name)).backbone, backbone.identity)
 
 
+def _segment_fast(shared_data, tmp_path, *extra):
+    """``segment --preset fast`` on one CamVid frame with the embedded models: (frame, result)."""
+    _models()
+    frame = shared_data / "camvid" / FRAME
+    return frame, CliRunner().invoke(cli, ["segment", str(frame), "--preset", "fast", *extra,
+                                           "--offline", "--backend", "cpu", "--out",
+                                           str(tmp_path / "out")])
+
+
 @pytest.mark.realdata
 @pytest.mark.models
 def test_segment_preset_fast_works_out_of_the_box(shared_data, tmp_path):
     """The issue's reproducer: ``segment --preset fast INPUT`` with nothing else."""
-    _models()
-    frame = shared_data / "camvid" / FRAME
-    r = CliRunner().invoke(cli, ["segment", str(frame), "--preset", "fast", "--offline",
-                                 "--backend", "cpu", "--out", str(tmp_path / "out")])
+    frame, r = _segment_fast(shared_data, tmp_path)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "labels" / f"{frame.stem}.png").is_file()
 
@@ -137,11 +143,7 @@ def test_segment_preset_fast_works_out_of_the_box(shared_data, tmp_path):
 @pytest.mark.realdata
 @pytest.mark.models
 def test_a_bank_of_other_settings_names_the_command_that_fixes_it(shared_data, tmp_path):
-    _models()
-    frame = shared_data / "camvid" / FRAME
-    r = CliRunner().invoke(cli, ["segment", str(frame), "--preset", "fast", "--bank",
-                                 str(embedded_bank_path("default")), "--offline",
-                                 "--backend", "cpu", "--out", str(tmp_path / "out")])
+    _, r = _segment_fast(shared_data, tmp_path, "--bank", str(embedded_bank_path("default")))
     assert r.exit_code == 2, r.output
     line = [ln for ln in r.output.splitlines() if ln.startswith("Error: ")]
     assert len(line) == 1, r.output
