@@ -14,18 +14,6 @@ from contextlib import contextmanager
 from ..errors import BackendUnavailableError
 
 
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6 layout
-        except ImportError as e:
-            raise BackendUnavailableError(
-                f"cuda-python is not installed ({e}); pip install cuda-python") from None
-    return cudart
-
-
 def _check(result, what: str):
     err, *rest = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
@@ -36,6 +24,7 @@ def _check(result, what: str):
 def gpu_status() -> dict:
     """``{"available": bool, "count": int, "reason": str}`` without raising."""
     try:
+        from ..runtime.trt import _cudart     # the one place cuda-python is found
         cudart = _cudart()
         err, n = cudart.cudaGetDeviceCount()
         if int(err) != 0:
@@ -62,6 +51,7 @@ class CudaEventTimer:
         status = gpu_status()
         if not status["available"]:
             raise BackendUnavailableError(status["reason"])
+        from ..runtime.trt import _cudart
         self.cudart = _cudart()
         self.stream = stream
         self._pairs: list[tuple[str, object, object]] = []

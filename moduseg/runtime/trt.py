@@ -25,12 +25,17 @@ class CudaError(BackendUnavailableError):
 
 
 def _cudart():
+    """cuda-python's runtime module (``cuda.bindings.runtime``; ``cuda.cudart`` before
+    12.6), or ``BackendUnavailableError`` saying what to install."""
     try:
         from cuda.bindings import runtime as cudart
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"cuda-python is not installed ({e}); 'pip install cuda-python' (12.x for CUDA "
-            f"12 drivers) to run TensorRT engines") from None
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python < 12.6 layout
+        except ImportError as e:
+            raise BackendUnavailableError(
+                f"cuda-python is not installed ({e}); 'pip install cuda-python' (12.x for "
+                f"CUDA 12 drivers) to run TensorRT engines") from None
     return cudart
 
 
