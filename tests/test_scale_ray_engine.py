@@ -2,6 +2,7 @@
 
 import functools
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -150,15 +151,24 @@ def test_cli_ray_engine_equals_single_process_on_40_camvid_frames(local_ray, sha
     assert len(list(frames.iterdir())) == 40
     cheap = ["--preset", "paper", "--set", "proposer.points_per_side=4"]
 
-    def run(*args):
-        r = CliRunner().invoke(cli, [str(a) for a in args])
-        assert r.exit_code == 0, r.output
+    def run(engine, *args):
+        args = [str(a) for a in args] + ["--engine", engine]
+        if engine == "ray":       # the actors are fresh processes; they join this Ray
+            r = CliRunner().invoke(cli, args)
+            assert r.exit_code == 0, r.output
+        else:
+            # the local run in a fresh process too, as a user runs the command: inside the
+            # full suite this (long-lived) process once gave paper-bank vectors 1 fp16 ulp
+            # apart from the actors' (2026-12-07; not reproduced alone, cause not found)
+            p = subprocess.run([sys.executable, "-m", "moduseg.cli", *args],
+                               capture_output=True, text=True, timeout=1200)
+            assert p.returncode == 0, p.stdout + p.stderr
 
     for engine in ("local", "ray"):
-        run("bank", "build", "--dataset", "camvid", "--root", camvid, "--limit", 40,
-            "--preset", "paper", "--out", tmp_path / f"bank-{engine}.npz", "--engine", engine)
-        run("segment", frames, "--bank", tmp_path / "bank-local.npz", "--out",
-            tmp_path / f"seg-{engine}", "--no-overlay", "--engine", engine, *cheap)
+        run(engine, "bank", "build", "--dataset", "camvid", "--root", camvid, "--limit", 40,
+            "--preset", "paper", "--out", tmp_path / f"bank-{engine}.npz")
+        run(engine, "segment", frames, "--bank", tmp_path / "bank-local.npz", "--out",
+            tmp_path / f"seg-{engine}", "--no-overlay", *cheap)
     assert ((tmp_path / "bank-local.npz").read_bytes()
             == (tmp_path / "bank-ray.npz").read_bytes())
     local = sorted((tmp_path / "seg-local" / "labels").iterdir())
