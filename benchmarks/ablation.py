@@ -31,7 +31,7 @@ from moduseg.bank.builder import finish_vectors, image_vectors
 from moduseg.bank.datasets import camvid
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
-from moduseg.io import atomic_path
+from moduseg.owned import atomic_path
 from moduseg.build import build_bank_index
 from moduseg.runtime.pipeline import assign, class_prior
 from moduseg.settings import parse_overrides

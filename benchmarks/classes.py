@@ -43,7 +43,7 @@ from moduseg.runtime.calibrate import calibrate
 from moduseg.bank.edit import add_sampling, add_vectors, drop_class
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
-from moduseg.io import atomic_path
+from moduseg.owned import atomic_path
 from moduseg.build import build_bank_index
 from moduseg.runtime.pipeline import all_cell_labels, assign, class_prior, pixel_cells
 from moduseg.settings import parse_overrides

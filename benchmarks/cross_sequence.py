@@ -38,7 +38,7 @@ from . import ablation
 from moduseg.bank.datasets import camvid, yolo_seg
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
-from moduseg.io import atomic_path
+from moduseg.owned import atomic_path
 from moduseg.settings import parse_overrides
 
 DATA = ablation.DATA.parent

@@ -26,7 +26,7 @@ from . import ablation
 from . import cross_sequence as cs
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
-from moduseg.io import atomic_path
+from moduseg.owned import atomic_path
 from moduseg.build import build_bank_index
 from moduseg.runtime.masks import PackedMasks, class_nms, rasterize
 from moduseg.runtime.pipeline import all_cell_labels, class_prior, fill_unassigned

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 from moduseg.errors import OutputError
-from moduseg.io import atomic_path, write_json
+from moduseg.io import write_json
+from moduseg.owned import atomic_path
 from app_fixtures import _fill, _private, tiny_tmpfs  # noqa: E402,F401
 
 
