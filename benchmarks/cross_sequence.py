@@ -20,6 +20,10 @@ eval`` with the same ``--preset`` / ``--set`` flags do.
     python -m benchmarks cross-sequence --preset paper
     python -m benchmarks cross-sequence --row "k=20" --set runtime.top_k=20
     python -m benchmarks cross-sequence --preset default --out loso.json --md loso.md
+    python -m benchmarks cross-sequence --every 3 --set bank.augment_flip=True   # screening
+
+``--every N`` keeps every n-th frame (bank and evaluation alike) to screen a
+setting cheaply; the extra views of ``bank.augment_*`` are cached per view.
 
 ``--dataset coco128`` runs the coco128-seg 4-fold check instead (bank from 96
 images, 32 evaluated per fold, 80 classes + background).
