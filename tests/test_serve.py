@@ -606,6 +606,77 @@ def test_a_client_sees_the_new_classes_after_a_bank_swap(server, reference, tmp_
 @pytest.mark.realdata
 @pytest.mark.models
 @pytest.mark.slow
+def test_a_served_stream_follows_a_bank_swap_and_keeps_its_bank_on_a_bad_file(
+        server, bank_file, shared_data, tmp_path):
+    """``moduseg_stream`` (the temporal path, one state per sequence) with the bank file
+    replaced between two frames of a stream: the next frame is a keyframe on the new
+    bank (its class names, label values indexing them) and equals the local temporal
+    path swapped at the same frame (memory carried by class name); a corrupted file is
+    refused with one line in the server log and the stream keeps the bank it had; the
+    original put back, the stream follows it. Bounded: 8 frames, 60 s per swap."""
+    from moduseg.bank.edit import drop_class
+    from moduseg.bank.segmenter import segmenter_from_bank
+    from moduseg.bank.store import load_bank, save_bank
+    from moduseg.serve.client import connect, read_frames, segment_in_stream
+    from moduseg.serve.sequences import stream_factory
+
+    frames = read_frames(shared_data / "video" / "bikes.mp4", 8)
+    bank_path, log = server["bank"], server["work"] / "tritonserver.log"   # the models' stderr
+    original = load_bank(bank_path)
+    saved = tmp_path / "original.npz"
+    shutil.copyfile(bank_path, saved)
+    dropped = drop_class(original, "sky")
+    new = save_bank(dropped, tmp_path / "dropped.npz")
+    client = connect(server["http"])
+    sid = 31
+
+    def send(i, **kw):
+        return segment_in_stream(client, frames[i], sid, start=i == 0, **kw)
+
+    def swap(path):
+        os.replace(path, bank_path)
+        time.sleep(1.0)          # the watchers look at the file at most every 0.5 s
+
+    local = segmenter_from_bank(str(bank_file), backend="cpu")
+    step = stream_factory("temporal")(local)
+    out = [send(0), send(1)]
+    refs = [step(frames[0]), step(frames[1])]
+    assert out[1]["class_names"] == list(original.class_names)
+    assert out[1]["keyframe"].tolist() == [False]       # a propagated frame before the swap
+
+    new_bank = load_bank(new, expect=local.backbone.identity)     # as the server reads it
+    swap(new)
+    local.swap_bank(new_bank)
+    for i in (2, 3):
+        out.append(send(i))
+        refs.append(step(frames[i]))
+    assert out[2]["class_names"] == list(dropped.class_names), log.read_text()[-1500:]
+    assert out[2]["keyframe"].tolist() == [True] and refs[2].reason == "bank"
+    for o, r in zip(out, refs):
+        np.testing.assert_array_equal(o["label_map"], r.label_map)
+        assert o["class_names"] == list(r.class_names)
+    assert set(np.unique(out[2]["label_map"]).tolist()) <= \
+        set(range(len(dropped.class_names))) | {255}
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(saved.read_bytes()[:1000])            # a truncated bank file
+    swap(bad)
+    kept = send(4)
+    assert kept["class_names"] == list(dropped.class_names)
+    refused = [ln for ln in log.read_text().splitlines()
+               if ln.startswith(f"{STREAM}: ") and "cannot be used" in ln]
+    assert len(refused) == 1, refused
+    assert str(bank_path) in refused[0] and "still using the bank loaded before" in refused[0]
+
+    swap(saved)
+    back = send(5, end=True)
+    assert back["class_names"] == list(original.class_names)
+    assert back["keyframe"].tolist() == [True]
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
 def test_sigint_stops_the_server_and_leaves_no_process(server):
     proc, work = server["proc"], server["work"]
     assert _stray_processes(str(work)), "the server's processes should be running"
