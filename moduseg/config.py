@@ -238,11 +238,6 @@ class TemporalOptions(Options):
                                     "misses it by more than this mean grey error.")
     decay: float = option(0.7, ge=0.0, lt=1.0,
                           help="Weight of the class memory against a keyframe's own labels.")
-    memory_vote: str = option(
-        "pixel", choices=("pixel", "region"),
-        help="How a keyframe's fused memory decides: each pixel on its own ('pixel'), or "
-             "each connected region of the keyframe's labels as one ('region': the fresh "
-             "boundaries, the memory's class).")
     track_decay: float = option(0.7, ge=0.0, lt=1.0,
                                 help="Weight of a track's class history against its new vote.")
     track_min_iou: float = option(

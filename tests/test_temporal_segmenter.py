@@ -62,12 +62,10 @@ def test_cut_forces_a_keyframe_and_resets_the_memory():
     assert not set(results[4].track_ids) & set(results[3].track_ids)
 
 
-@pytest.mark.parametrize("vote", ["pixel", "region"])
-def test_memory_holds_a_class_against_a_flickering_vote(vote):
+def test_memory_holds_a_class_against_a_flickering_vote():
     frames, truth = pan(9, step=(1, 0))
     fake = ColourSegmenter(flip=True)           # every third call: green voted red
-    ts = TemporalSegmenter(fake, TemporalConfig(
-        options=TemporalOptions(max_interval=1, memory_vote=vote)))
+    ts = TemporalSegmenter(fake, TemporalConfig(options=TemporalOptions(max_interval=1)))
     results = [ts(f) for f in frames]
     assert all(r.keyframe for r in results)
     green = [(r.label_map[t == 2] == 2).mean() for r, t in zip(results, truth)]

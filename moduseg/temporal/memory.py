@@ -11,7 +11,6 @@ shot cut starts the memory afresh.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from ..types import IGNORE
@@ -72,38 +71,3 @@ def decide(scores: np.ndarray) -> np.ndarray:
         lab[win] = c
         best = np.maximum(best, scores[c])
     return lab
-
-
-def regions(labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, int]:
-    """``(ids, count)``: each 8-connected region of one class a distinct id in
-    ``1..count``, 0 where the label is ``IGNORE`` (or >= ``n_classes``)."""
-    ids = np.zeros(labels.shape, np.int32)
-    count = 0
-    for c in np.unique(labels):
-        if c >= n_classes:
-            continue
-        k, comp = cv2.connectedComponents((labels == c).view(np.uint8), connectivity=8,
-                                          ltype=cv2.CV_32S)
-        inside = comp > 0
-        ids[inside] = comp[inside] + count
-        count += k - 1
-    return ids, count
-
-
-def decide_regions(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each connected region of a keyframe's ``labels`` takes the class with the highest
-    summed ``scores`` (the fused memory) over it: the keyframe's fresh boundaries with
-    the memory's class, so a boundary carried by the flow does not outvote the new one.
-    Pixels the keyframe leaves unassigned are decided one by one (``decide``)."""
-    n = scores.shape[0]
-    ids, count = regions(labels, n)
-    out = decide(scores)
-    if count == 0:
-        return out
-    flat = ids.ravel()
-    sums = np.stack([np.bincount(flat, weights=scores[c].ravel(), minlength=count + 1)
-                     for c in range(n)])
-    win = sums.argmax(0).astype(np.uint8)
-    keep = flat > 0
-    out.ravel()[keep] = win[flat[keep]]
-    return out

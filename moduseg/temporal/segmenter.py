@@ -317,8 +317,7 @@ class TemporalSegmenter:
                 mem = class_memory.fuse(class_memory.warp(st.memory, m), inside(m, hw),
                                         res.label_map, cfg.decay)
                 warped_masks = self._warped_track_masks(key_map, res.proposals)
-            labels = class_memory.decide_regions(mem, res.label_map) \
-                if cfg.memory_vote == "region" else class_memory.decide(mem)
+            labels = class_memory.decide(mem)
         with timer("tracks"):
             segs, ids, tlabels = res.segments, [], []
             if segs and res.proposals is not None:
