@@ -157,9 +157,10 @@ class RuntimeConfig(Options):
                                                       "may be reused.")
     unknown: float = option(
         0.0, ge=0.0, le=0.5,
-        help="Label a patch or proposal unknown (254) when its similarity to the nearest bank "
-             "vector of its class is below this quantile of the bank's own leave-one-image-"
-             "out similarities, pooled over its classes (0 = off).")
+        help="Label a proposal unknown (254) when its mean similarity to its top_k bank "
+             "vectors ranks below this quantile of the same score for the bank's own vectors "
+             "with their image left out (assignment 'patch': per patch, its similarity to "
+             "the nearest vector of its class); 0 = off.")
     min_confidence: float = option(
         0.0, ge=0.0, le=1.0,
         help="Segments whose class confidence is below this are not painted and the pixels "
