@@ -306,6 +306,10 @@ class SamOptions(ProposerOptions):
                                 help="At most this many extra prompts in uncovered regions.")
     refine_min_area: int = option(600, ge=0, le=10_000_000,
                                   help="Smallest uncovered region (px) that gets a prompt.")
+    thin_points: int = option(
+        0, ge=0, le=1024, help="At most this many extra prompts on thin upright structures "
+                               "(poles, posts, people: narrow, long, darker or brighter than "
+                               "both sides), decoded with the sampled ones; 0 = none.")
     crop_n_layers: int = option(0, ge=0, le=3, help="Layers of image crops (SAM's crop_n_layers).")
     quantize_decoder: bool = option(False, help="Run the int8-quantised mask decoder.")
     quantize_encoder: bool = option(True, help="Run the int8-quantised image encoder.")

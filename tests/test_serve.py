@@ -30,6 +30,9 @@ from moduseg.serve.repository import (BACKBONE, BANK, DECODER, ENCODER, MODELS, 
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_FRAMES = ["0016E5_07959", "0016E5_08085", "0016E5_08145", "0016E5_08019"]
+# the live server runs with a temporal setting other than the preset's (max_interval 8), so
+# the stream tests check that a served stream honours 'serve --set temporal.*'
+SERVED_MAX_INTERVAL = 2
 
 
 # -- option parsing (user input) -------------------------------------------------------
@@ -349,7 +352,8 @@ def server(request, bank_file, tmp_path_factory):
     proc = subprocess.Popen(
         [str(env / "bin" / "python"), "-m", "moduseg.cli", "serve", "--bank", str(served),
          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-         "--workdir", str(work)], stdout=log, stderr=subprocess.STDOUT, env=penv, cwd=ROOT)
+         "--workdir", str(work), "--set", f"temporal.max_interval={SERVED_MAX_INTERVAL}"],
+        stdout=log, stderr=subprocess.STDOUT, env=penv, cwd=ROOT)
     deadline = time.monotonic() + 600
     ready = False
     while time.monotonic() < deadline and proc.poll() is None:
@@ -478,6 +482,7 @@ def test_interleaved_served_streams_give_the_local_stream_labels(server, referen
 
     from moduseg.serve.client import connect, read_frames, segment_in_stream
     from moduseg.serve.sequences import stream_factory
+    from moduseg.temporal import TemporalConfig, TemporalSegmenter
 
     images, _ = reference
     streams = {11: read_frames(shared_data / "video" / "bikes.mp4", 4),   # propagated frames
@@ -499,8 +504,13 @@ def test_interleaved_served_streams_give_the_local_stream_labels(server, referen
         t.join(timeout=900)
     assert sorted(served) == [11, 12]
     keyframes = []
+    # the local reference: the temporal path with the server's --set over the bank's config
+    setting = {"temporal.max_interval": SERVED_MAX_INTERVAL}
+    served_config = TemporalConfig.from_config(
+        local_segmenter.full_config.with_overrides(**setting))
     for sid, frames in streams.items():
-        step = stream_factory("temporal")(local_segmenter)   # 'moduseg serve' default
+        step = TemporalSegmenter(local_segmenter, served_config)
+        assert step.config.max_interval == SERVED_MAX_INTERVAL
         for frame, out in zip(frames, served[sid]):
             ref = step(frame)
             assert out["keyframe"].tolist() == [ref.keyframe]
@@ -510,6 +520,13 @@ def test_interleaved_served_streams_give_the_local_stream_labels(server, referen
             assert out["track_id"].tolist() == [ref.track_ids[i] for i in shown]
             keyframes.append(ref.keyframe)
     assert not all(keyframes)           # some frames were propagated from the stream's state
+    # 'serve --set temporal.max_interval=2' is honoured: on the 4 bikes frames (no cut, small
+    # motion) the served stream took a keyframe by the interval at frame 2; the preset's
+    # interval (4 or more) takes one keyframe only
+    assert [bool(o["keyframe"][0]) for o in served[11]] == [True, False, True, False]
+    preset_path = stream_factory("temporal")(local_segmenter)    # 'moduseg serve' default
+    assert preset_path.config.max_interval >= 4
+    assert [preset_path(f).keyframe for f in streams[11]] == [True, False, False, False]
     # a frame of a stream that was never started is refused, and the server goes on
     from tritonclient.utils import InferenceServerException
     with pytest.raises(InferenceServerException, match="START"):
