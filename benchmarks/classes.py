@@ -7,9 +7,15 @@ For each CamVid class c:
 * **dropped**: ``bank drop`` of c from the full bank (its projection kept);
   labelled with ``unknown`` off and on: the share of c's pixels labelled
   unknown (recall), the share of the other classes' labelled pixels labelled
-  unknown (false alarm), the AUROC of the deciding score (each pixel's cell
-  p-value, ``runtime/unknown.py``) for c's pixels against the others', and the
-  mIoU of the known classes with unknown on vs off;
+  unknown (false alarm), the AUROC of the deciding score (the p-value of the
+  proposal that paints each pixel, ``unknown.segment_rule``; 1 where no
+  proposal paints it) for c's pixels against the others', and the mIoU of the
+  known classes with unknown on vs off. The operating point (``runtime.unknown``
+  = q) of each held-out sequence E is chosen on the bank's own sequences, never
+  on E: for each ordered pair (A, B) of the other two, a bank of A labels the
+  evaluation frames of B with every class known, and q is the largest p-value
+  bin keeping the false alarm of those pixels at ``--max-fa`` (``--q`` fixes
+  one q for every fold instead);
 * **k-shot**: c added back (``bank add`` through ``bank.edit.add_vectors``:
   the bank's configuration and stored projection) from k = 1, 5, 10 frames
   of the bank's sequences that show c (evenly spread over them; never a frame
@@ -45,12 +51,13 @@ from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.owned import atomic_path
 from moduseg.build import build_bank_index
-from moduseg.runtime.pipeline import all_cell_labels, assign, class_prior, pixel_cells
+from moduseg.runtime.pipeline import all_cell_labels, assign, class_prior
+from moduseg.runtime.unknown import segment_rule
 from moduseg.settings import parse_overrides
 from moduseg.types import IGNORE, UNKNOWN, FeatureMap
 
 KS = (1, 5, 10)
-BINS = 1000
+BINS = 20000            # p-value bins: the operating points sit at p ~ 0.001
 
 
 class OpenSet:
@@ -116,29 +123,54 @@ def raw_entries(rows, cfg, n):
     return out
 
 
-def label_fold(eval_rows, bank, cfg, to_camvid, ev: Evaluator, open_set: OpenSet | None = None,
-               c: int | None = None):
+def pixel_p_values(res, scores_out, rule) -> np.ndarray:
+    """Each pixel's deciding score: the p-value of the proposal that paints it
+    (``assign(scores_out=)``), 1 where none does (never unknown)."""
+    if not scores_out:
+        return np.ones(res.label_map.shape)
+    scores, keep = scores_out
+    of = dict(zip(np.asarray(keep).tolist(), rule.p_values(scores).tolist()))
+    per_seg = np.array([of.get(s.proposal, 1.0) for s in res.segments] + [1.0])
+    own = res.owners
+    return per_seg[np.where(own >= 0, own, len(res.segments))]
+
+
+def label_fold(eval_rows, bank, cfg, to_camvid, ev: Evaluator | None,
+               open_set: OpenSet | None = None, c: int | None = None):
     """Label the held-out frames with ``bank``; confusion in CamVid's class order."""
     rt = cfg.runtime
     index = build_bank_index(bank, cfg, "cpu")
     prior = class_prior(bank)
+    rule = segment_rule(bank, rt.unknown, rt.top_k)
     lut = np.full(256, IGNORE, np.uint8)
     lut[:len(to_camvid)] = to_camvid
     lut[UNKNOWN] = UNKNOWN
     for (feats, geo, label, packed), sample in eval_rows:
         fmap = FeatureMap(feats.astype(np.float32), geo)
         props = ablation.proposals_of(packed, geo.image_hw)
-        pv = []
-        cells = all_cell_labels(fmap, bank, index, rt, prior,
-                                evidence_out=pv if open_set is not None else None)
+        found, scores = [], [] if rule is not None else None
+        cells = all_cell_labels(fmap, bank, index, rt, prior, evidence_out=found)
         res = assign(fmap, props, bank, index, rt, prior=prior, cell_labels=cells,
-                     image=sample.image() if rt.refine_radius > 0 else None)
+                     image=sample.image() if rt.refine_radius > 0 else None,
+                     cell_scores=found[0] if found else None, scores_out=scores)
         lm = lut[res.label_map]
-        ev.add(lm, label)
+        if ev is not None:
+            ev.add(lm, label)
         if open_set is not None:
-            iy, ix = pixel_cells(geo, lm.shape)
-            p = pv[0][iy[:, None] * geo.grid_hw[1] + ix[None, :]]
-            open_set.add(lm, label, p, c)
+            open_set.add(lm, label, pixel_p_values(res, scores, rule), c)
+
+
+def choose_q(pairs, cfg, names, max_fa: float) -> tuple[float, dict]:
+    """The operating point from the bank's own sequences: for each (bank of A, frames
+    of B), every class known, the p-values of B's labelled pixels; q = the largest bin
+    edge keeping their false alarm at ``max_fa`` (at most 0.5, the option's limit)."""
+    probe = cfg.with_overrides(**{"runtime.unknown": 0.5})   # scores do not depend on q
+    known = OpenSet()
+    for bank, frames in pairs:
+        label_fold(frames, bank, probe, np.arange(len(names)), None, known, -1)
+    op = at_false_alarm(known.pos, known.neg, max_fa)
+    return min(op["p_below"], 0.5), {"inner_false_alarm": op["false_alarm"],
+                                     "inner_pixels": int(known.neg.sum())}
 
 
 def added_vectors(rows, ids, pick, c, n, bank_cfg):
@@ -165,8 +197,6 @@ def shots(raw, c, k):
 
 def run(args, partial=None):
     cfg = preset(args.preset).with_overrides(**parse_overrides(args.sets))
-    q = args.q
-    cfg_on = cfg.with_overrides(**{"runtime.unknown": q})
     names, bg, ss, folds, fold_names = cross_sequence.samples(args.dataset)
     classes = [names.index(c) for c in args.classes.split(",")] if args.classes else \
         list(range(len(names)))
@@ -180,40 +210,67 @@ def run(args, partial=None):
     erow_of = dict(zip(eval_idx, erows))
     print(f"cache ready ({time.perf_counter() - t0:.0f} s)", flush=True)
     n = len(names)
+    open_part = "openset" in args.parts
     ev = {"full_off": Evaluator(names), "full_on": Evaluator(names)}
     full_open = OpenSet()         # every class known: any unknown pixel is a false alarm
-    per_c = {c: {"drop_on": Evaluator(names), **{f"k{k}": Evaluator(names) for k in KS},
+    per_c = {c: {"drop_on": Evaluator(names), "drop_off": Evaluator(names),
+                 **{f"k{k}": Evaluator(names) for k in KS},
                  "open": OpenSet(), "add_s": {k: [] for k in KS}, "shots": {k: 0 for k in KS}}
              for c in classes}
-    data = []
+    raw_all = raw_entries(rows, cfg, n)
+    ids_all = [s.image_id for s in ss]
+
+    def bank_of(seqs):
+        pick = [i for i, g in enumerate(folds) if g in seqs]
+        v = np.concatenate([raw_all[i][0] for i in pick])
+        lab = np.concatenate([raw_all[i][1] for i in pick])
+        vid = np.repeat(np.asarray([ids_all[i] for i in pick]),
+                        [len(raw_all[i][1]) for i in pick])
+        b = finish_vectors(v, lab, vid, names, identity, bg, cfg.bank)
+        b.config = cfg.to_dict()
+        b.calibration = calibrate(b.vectors, b.labels, b.image_ids, names)
+        return b
+
+    def frames_of(g):
+        return [(erow_of[i], ss[i]) for i in eval_idx if folds[i] == g]
+
+    data, qs = [], {}
     for f, fold in enumerate(fold_names):
+        others = [g for g in range(len(fold_names)) if g != f]
         train = [r for r, g in zip(rows, folds) if g != f]
-        test = [(erow_of[i], ss[i]) for i in eval_idx if folds[i] == f]
-        raw = raw_entries(train, cfg, n)
+        raw = [x for x, g in zip(raw_all, folds) if g != f]
         ids = [s.image_id for s, g in zip(ss, folds) if g != f]
-        v = np.concatenate([x for x, _ in raw])
-        lab = np.concatenate([y for _, y in raw])
-        vid = np.repeat(np.asarray(ids), [len(y) for _, y in raw])
+        test = frames_of(f)
         tb = time.perf_counter()
-        full = finish_vectors(v, lab, vid, names, identity, bg, cfg.bank)
-        full.config = cfg.to_dict()
-        full.calibration = calibrate(full.vectors, full.labels, full.image_ids, names)
+        full = bank_of(others)
         full_s = time.perf_counter() - tb
         label_fold(test, full, cfg, np.arange(n), ev["full_off"])
-        if "openset" in args.parts:
-            label_fold(test, full, cfg_on, np.arange(n), ev["full_on"], full_open, -1)
-        data.append((raw, ids, full, test, train))
+        cfg_on = None
+        if open_part:
+            if args.q is not None:
+                q, how = args.q, {"fixed": True}
+            else:                 # chosen on the bank's own sequences, never on this one
+                pairs = [(bank_of([a]), frames_of(b)) for a in others for b in others if a != b]
+                q, how = choose_q(pairs, cfg, names, args.max_fa)
+            qs[fold] = {"q": q, **how}
+            cfg_on = cfg.with_overrides(**{"runtime.unknown": q}) if q > 0 else None
+            if cfg_on is not None:
+                label_fold(test, full, cfg_on, np.arange(n), ev["full_on"], full_open, -1)
+            print(f"fold {fold}: runtime.unknown={q} ({how})", flush=True)
+        data.append((raw, ids, full, test, train, cfg_on))
         print(f"fold {fold}: full bank {len(full)} vectors ({full_s:.1f} s to finish + "
               f"calibrate), {len(test)} eval frames ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     for c in classes:
         name = names[c]
         r = per_c[c]
-        for raw, ids, full, test, train in data:
+        for raw, ids, full, test, train, cfg_on in data:
             dropped = drop_class(full, name)
             to_camvid = np.array([names.index(x) for x in dropped.class_names])
-            if "openset" in args.parts:
-                label_fold(test, dropped, cfg_on, to_camvid, r["drop_on"], r["open"], c)
+            if open_part:
+                label_fold(test, dropped, cfg, to_camvid, r["drop_off"])
+                if cfg_on is not None:
+                    label_fold(test, dropped, cfg_on, to_camvid, r["drop_on"], r["open"], c)
             for k in (KS if "fewshot" in args.parts else ()):
                 pick = shots(raw, c, k)
                 r["shots"][k] += len(pick)
@@ -232,15 +289,16 @@ def run(args, partial=None):
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
         if partial is not None:
             partial(summary(args, names, eval_idx, folds, ev, per_c, [x for x in classes
-                                                                       if x <= c], q, t0,
+                                                                       if x <= c], qs, t0,
                             full_open))
-    return summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open)
+    return summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open)
 
 
-def summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open):
+def summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open):
     n = len(names)
     full_iou = ev["full_off"].scores().iou * 100
-    out = {"dataset": args.dataset, "preset": args.preset, "sets": args.sets, "unknown_q": q, "stride": args.stride,
+    out = {"dataset": args.dataset, "preset": args.preset, "sets": args.sets,
+           "unknown_q": qs, "max_fa": args.max_fa, "stride": args.stride,
            "eval_frames": len(eval_idx), "bank_frames_per_fold": [
                int(sum(1 for g in folds if g != f)) for f in range(len(set(folds)))],
            "full_mIoU_off": round(ev["full_off"].scores().miou, 2),
@@ -252,6 +310,7 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open):
         r = per_c[c]
         known = [i for i in range(n) if i != c]
         m_on = float(np.nanmean(r["drop_on"].scores().iou[known])) * 100
+        m_off = float(np.nanmean(r["drop_off"].scores().iou[known])) * 100
         out["classes"][names[c]] = {
             "full_iou": round(float(full_iou[c]), 2),
             **{f"k{k}_iou": round(float(r[f"k{k}"].scores().iou[c] * 100), 2) for k in KS},
@@ -263,60 +322,79 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, q, t0, full_open):
                                           * 100, 2) for k in KS if r["add_s"][k]},
             "full_others_mIoU": round(float(np.nanmean(full_iou[known])), 2),
             "open_set": r["open"].json(),
-            "known_mIoU_dropped_on": round(m_on, 2)}
+            "known_mIoU_dropped_on": round(m_on, 2),
+            "known_mIoU_dropped_off": round(m_off, 2)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
 def markdown(r) -> str:
-    """The table of docs/results.md from a result (AUROC and the per-pixel operating point
-    recomputed from the stored p-value histograms)."""
+    """The tables of docs/results.md from a result: few-shot (when it ran) and open set
+    (when it ran; AUROC and the oracle operating point recomputed from the stored
+    p-value histograms)."""
     cs = r["classes"]
-    lines = ["| class c | full-bank IoU_c | k=1 | k=5 | k=10 | k=5 / full | c dropped: "
-             f"unknown recall (q={r['unknown_q']}) | false alarm | AUROC | recall at <= 5 % "
-             "false alarm (per pixel) |", "|---" * 10 + "|"]
-    rows = []
-    for name, x in cs.items():
-        o = x["open_set"]
-        ratio = x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 else float("nan")
-        au = auroc(o["hist_pos"], o["hist_neg"])
-        op = at_false_alarm(o["hist_pos"], o["hist_neg"])
-        ran = o["pixels"] > 0                      # --parts without openset: no columns
-        rows.append((ratio, *((o["recall"], o["false_alarm"], au, op["recall"],
-                               op["false_alarm"]) if ran else (np.nan,) * 5)))
-        opens = (f"{o['recall']:.1f} % | {o['false_alarm']:.1f} % | {au:.3f} | "
-                 f"{op['recall']:.1f} % ({op['false_alarm']:.1f} %)" if ran else "- | - | - | -")
-        lines.append(f"| {name} | {x['full_iou']:.1f} | {x['k1_iou']:.1f} | {x['k5_iou']:.1f} | "
-                     f"{x['k10_iou']:.1f} | {100 * ratio:.0f} % | {opens} |")
-    with warnings.catch_warnings():          # an all-NaN column: no open-set part
-        warnings.simplefilter("ignore", RuntimeWarning)
-        m = np.nanmean(np.asarray(rows, np.float64), axis=0) if rows else [np.nan] * 6
-    mean = lambda k: np.nanmean([x[k] for x in cs.values()])  # noqa: E731
-    mopen = (f"**{m[1]:.1f} %** | **{m[2]:.1f} %** | {m[3]:.3f} | **{m[4]:.1f} %** "
-             f"({m[5]:.1f} %)" if np.isfinite(m[1]) else "- | - | - | -")
-    lines.append(f"| **mean** | {mean('full_iou'):.1f} | {mean('k1_iou'):.1f} | "
-                 f"{mean('k5_iou'):.1f} | {mean('k10_iou'):.1f} | **{100 * m[0]:.0f} %** | "
-                 f"{mopen} |")
-    lines.append("")
-    others = [(x["k5_others_mIoU"], x["full_others_mIoU"]) for x in cs.values()
-              if "k5_others_mIoU" in x]
-    if others:
-        o5, of = np.mean(others, axis=0)
-        lines.append(f"The other classes in the k=5 banks: mIoU {o5:.1f} against {of:.1f} in the "
-                     f"full bank (mean over the dropped classes; worst "
-                     f"{min(a - b for a, b in others):+.1f}).")
+    lines = []
+    few = [x for x in cs.values() if "k5_add_ms" in x]
+    if few:
+        lines += ["| class c | full-bank IoU_c | k=1 | k=5 | k=10 | k=5 / full |",
+                  "|---" * 6 + "|"]
+        ratios = []
+        for name, x in cs.items():
+            ratio = x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 else float("nan")
+            ratios.append(ratio)
+            lines.append(f"| {name} | {x['full_iou']:.1f} | {x['k1_iou']:.1f} | "
+                         f"{x['k5_iou']:.1f} | {x['k10_iou']:.1f} | {100 * ratio:.0f} % |")
+        mean = lambda k: np.nanmean([x[k] for x in cs.values()])  # noqa: E731
+        lines.append(f"| **mean** | {mean('full_iou'):.1f} | {mean('k1_iou'):.1f} | "
+                     f"{mean('k5_iou'):.1f} | {mean('k10_iou'):.1f} | "
+                     f"**{100 * np.nanmean(ratios):.0f} %** |")
         lines.append("")
-    fo = r.get("full_open_set")
-    if fo and fo.get("pixels", 0) + sum(fo.get("hist_neg", [])) > 0:
-        on = (f", {r['full_mIoU_on']:.1f} with `runtime.unknown={r['unknown_q']}`; false "
-              f"alarm with every class known {fo['false_alarm']:.1f} %")
-    else:
-        on = ""
-    add = [x["k5_add_ms"] for x in cs.values() if "k5_add_ms" in x]
-    add = (f" `bank add` from cached features per class (patch selection of the k frames + "
-           f"bookkeeping + calibration): median {np.median(add):.0f} ms for k=5." if add else "")
-    lines.append(f"All classes known (full bank): mIoU {r['full_mIoU_off']:.1f} with unknown "
-                 f"off{on} ({r['eval_frames']} evaluation frames, {r['seconds']:.0f} s).{add}")
+        others = [(x["k5_others_mIoU"], x["full_others_mIoU"]) for x in few]
+        o5, of = np.mean(others, axis=0)
+        lines.append(f"The other classes in the k=5 banks: mIoU {o5:.1f} against {of:.1f} in "
+                     f"the full bank (mean over the dropped classes; worst "
+                     f"{min(a - b for a, b in others):+.1f}). `bank add` from cached features "
+                     f"per class (patch selection of the k frames + bookkeeping + "
+                     f"calibration): median "
+                     f"{np.median([x['k5_add_ms'] for x in few]):.0f} ms for k=5.")
+        lines.append("")
+    opened = {k: x for k, x in cs.items() if x["open_set"]["pixels"] > 0}
+    if opened:
+        lines += ["| class c (dropped) | unknown recall | false alarm | AUROC (segment "
+                  "score) | recall at <= 5 % false alarm (oracle) | known-class mIoU, "
+                  "unknown off | on | on - off |", "|---" * 8 + "|"]
+        rows = []
+        for name, x in opened.items():
+            o = x["open_set"]
+            au = auroc(o["hist_pos"], o["hist_neg"])
+            op = at_false_alarm(o["hist_pos"], o["hist_neg"])
+            d = x["known_mIoU_dropped_on"] - x["known_mIoU_dropped_off"]
+            rows.append((o["recall"], o["false_alarm"], au, op["recall"], op["false_alarm"],
+                         x["known_mIoU_dropped_off"], x["known_mIoU_dropped_on"], d))
+            lines.append(f"| {name} | {o['recall']:.1f} % | {o['false_alarm']:.1f} % | "
+                         f"{au:.3f} | {op['recall']:.1f} % ({op['false_alarm']:.1f} %) | "
+                         f"{x['known_mIoU_dropped_off']:.1f} | "
+                         f"{x['known_mIoU_dropped_on']:.1f} | {d:+.1f} |")
+        m = np.nanmean(np.asarray(rows, np.float64), axis=0)
+        lines.append(f"| **mean** | **{m[0]:.1f} %** | **{m[1]:.1f} %** | {m[2]:.3f} | "
+                     f"{m[3]:.1f} % ({m[4]:.1f} %) | {m[5]:.1f} | {m[6]:.1f} | "
+                     f"**{m[7]:+.1f}** |")
+        lines.append("")
+        qs = r.get("unknown_q") or {}
+        if isinstance(qs, dict) and qs:
+            lines.append("Operating point per held-out sequence (`runtime.unknown`): " + ", ".join(
+                f"{k} {v['q']:.4f}" + (f" (false alarm {v['inner_false_alarm']:.1f} % on the "
+                                       f"bank's own sequences)" if "inner_false_alarm" in v
+                                       else "") for k, v in qs.items()) + ".")
+            lines.append("")
+        fo = r.get("full_open_set")
+        if fo and sum(fo.get("hist_neg", [])) > 0:
+            lines.append(f"All classes known (full bank): mIoU {r['full_mIoU_off']:.1f} with "
+                         f"unknown off, {r['full_mIoU_on']:.1f} on "
+                         f"({r['full_mIoU_on'] - r['full_mIoU_off']:+.1f}); false alarm with "
+                         f"every class known {fo['false_alarm']:.1f} %.")
+            lines.append("")
+    lines.append(f"({r['eval_frames']} evaluation frames, {r['seconds']:.0f} s.)")
     return "\n".join(lines) + "\n"
 
 
@@ -348,8 +426,12 @@ def time_cli_add(args):
 @click.command("classes")
 @click.option("--preset", "preset_name", default="default", show_default=True)
 @click.option("--set", "sets", multiple=True, help="A setting as for 'moduseg bank build --set'.")
-@click.option("--q", type=float, default=0.05, show_default=True,
-              help="runtime.unknown of the 'on' runs.")
+@click.option("--q", type=float, default=None,
+              help="runtime.unknown of the 'on' runs, the same for every fold (default: "
+                   "chosen per fold on the bank's own sequences, see --max-fa).")
+@click.option("--max-fa", type=float, default=0.05, show_default=True,
+              help="The false alarm the chosen operating point keeps on the bank's own "
+                   "sequences.")
 @click.option("--dataset", type=click.Choice(["camvid", "coco128"]), default="camvid",
               show_default=True,
               help="camvid: leave one sequence out; coco128: 4 folds (bank from 96 images, 32 "
@@ -371,8 +453,8 @@ def time_cli_add(args):
 @click.option("--bank", default=None, help="--timing: the bank to add to.")
 @click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
               help="Only print the table of a saved --out JSON.")
-def command(preset_name, dataset, sets, q, classes, stride, cache, home, threads, out, md, parts,
-            timing, bank, table_of):
+def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home, threads, out,
+            md, parts, timing, bank, table_of):
     """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
     from types import SimpleNamespace
 
@@ -382,6 +464,7 @@ def command(preset_name, dataset, sets, q, classes, stride, cache, home, threads
         raise click.BadParameter("coco128 has 80 classes: name a few (e.g. person,car)",
                                  param_hint="--classes")
     args = SimpleNamespace(preset=preset_name, dataset=dataset, sets=list(sets), q=q,
+                           max_fa=max_fa,
                            classes=classes,
                            stride=stride, cache=cache, home=home, bank=bank,
                            parts=[p.strip() for p in parts.split(",") if p.strip()])

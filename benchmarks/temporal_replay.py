@@ -7,6 +7,10 @@ estimate (the temporal path's own measured time + the cached per-frame time of i
 keyframes). ``moduseg bench video`` measures on vs off for real.
 
     python -m benchmarks temporal-replay --preset default --inputs bikes.mp4,vtest.avi
+
+``--clips held-out`` replays over other moving-camera clips (other stills, other seeds:
+``moduseg.bench.clips.HELD_OUT``) than the bench's own (``dev``), for checking a
+setting chosen on the dev clips. ``--policy`` may be given several times.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import copy
 import json
 import pickle
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -32,10 +37,11 @@ class Replay:
         return copy.copy(self.results[self.idx[id(image)]][0])
 
 
-def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data: Path):
+def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data: Path,
+                 clips: str = "dev"):
     from moduseg.bank.embedded import default_bank_path
     from moduseg.bank.store import load_bank
-    from moduseg.bench.clips import SEQUENCES, make_camvid_clips, read_clip
+    from moduseg.bench.clips import HELD_OUT, SEQUENCES, make_camvid_clips, read_clip
     from moduseg.bench.common import try_models
     from moduseg.bench.temporal import cross_sequence_bank, decode
     from moduseg.build import assemble, resolve_backend
@@ -49,12 +55,21 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
         raise click.ClickException(why)
     out = {}
     for w in inputs:
-        path = cache / f"{preset}-{w}-{frames}.pkl"
-        if w.endswith((".mp4", ".avi")):
+        video = w.endswith((".mp4", ".avi"))
+        tag = "" if video or clips == "dev" else "-heldout"
+        path = cache / f"{preset}-{w}{tag}-{frames}.pkl"
+        if video:
             fr, gts, cuts = decode(str(data / "video" / w), frames), None, None
         else:
-            make_camvid_clips(data, cache / "clips", [w], 2, SEQUENCES.index(w), 30, 40)
-            fr, gts, starts = read_clip(cache / "clips" / w)
+            if clips == "dev":
+                make_camvid_clips(data, cache / "clips", [w], 2, SEQUENCES.index(w), 30, 40)
+                folder = cache / "clips" / w
+            else:
+                make_camvid_clips(data, cache / "clips-heldout", [w], 2,
+                                  HELD_OUT["seed"] + SEQUENCES.index(w), 30, 40,
+                                  HELD_OUT["place"])
+                folder = cache / "clips-heldout" / w
+            fr, gts, starts = read_clip(folder)
             cuts = [s for s in starts if s > 0]
         if not path.is_file():
             if w.endswith((".mp4", ".avi")):
@@ -70,7 +85,10 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
                 t = time.perf_counter()
                 r = seg(f, StageTimer())
                 res.append((r, (time.perf_counter() - t) * 1e3))
-            pickle.dump({"results": res, "gts": gts, "bank": seg.bank}, open(path, "wb"))
+            tmp = path.with_suffix(".part")
+            with open(tmp, "wb") as fh:
+                pickle.dump({"results": res, "gts": gts, "bank": seg.bank}, fh)
+            tmp.replace(path)
         out[w] = (fr, pickle.load(open(path, "rb")), cuts)
     return out
 
@@ -82,46 +100,61 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
 @click.option("--frames", type=int, default=60, show_default=True)
 @click.option("--cache", default="/tmp/moduseg-temporal-replay", type=click.Path())
 @click.option("--data", default=None, type=click.Path())
-@click.option("--policy", default="{}", help="temporal options (moduseg.config.TemporalOptions fields) as JSON.")
-def command(preset, inputs, frames, cache, data, policy):
+@click.option("--clips", "clip_set", type=click.Choice(["dev", "held-out"]), default="dev",
+              show_default=True, help="Which moving-camera clips the CamVid inputs are.")
+@click.option("--policy", "policies", multiple=True, default=["{}"], show_default=True,
+              help="temporal options (moduseg.config.TemporalOptions fields) as JSON; "
+                   "repeat for several settings.")
+def command(preset, inputs, frames, cache, data, clip_set, policies):
     from moduseg.bench.common import default_data_root
     from moduseg.bench.temporal import detect_cuts
-    from moduseg.evaluate import Evaluator
     from moduseg.config import TemporalOptions
-    from moduseg.temporal import TemporalConfig, TemporalSegmenter
-    from moduseg.temporal.consistency import clip_consistency
-    from moduseg.timing import StageTimer
+    from moduseg.temporal import TemporalConfig
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     data = Path(data) if data else default_data_root()
-    tcfg = TemporalConfig(options=TemporalOptions(**json.loads(policy)))
+    base = TemporalOptions()
     for w, (fr, c, cuts) in cache_inputs(preset, inputs.split(","), frames, cache,
-                                         data).items():
-        res, gts = c["results"], c["gts"]
+                                         data, clip_set).items():
+        res = c["results"]
         fr = fr[:len(res)]
         cuts = detect_cuts(fr) if cuts is None else cuts
-        ts = TemporalSegmenter(Replay(res, fr, c["bank"]), tcfg)
-        labels, keys, cost = [], [], []
-        for i, f in enumerate(fr):
-            t = time.perf_counter()
-            r = ts(f, StageTimer())
-            dt = (time.perf_counter() - t) * 1e3
-            labels.append(r.label_map)
-            keys.append(r.keyframe)
-            cost.append(dt + (res[i][1] if r.keyframe else 0.0))
-        off = [r.label_map for r, _ in res]
-        off_ms = float(np.sum([ms for _, ms in res]))
-        row = {"input": w, "frames": len(fr), "cuts": cuts,
-               "keyframe_rate": round(float(np.mean(keys)), 3),
-               "estimated_cost_on_over_off": round(float(np.sum(cost)) / off_ms, 3),
-               "tc_on": clip_consistency(fr, labels, cuts),
-               "tc_off": clip_consistency(fr, off, cuts)}
-        if gts is not None:
-            for tag, lab in (("on", labels), ("off", off)):
-                ev = Evaluator(c["bank"].class_names)
-                for la, g in zip(lab, gts):
-                    ev.add(la, g)
-                row[f"miou_{tag}"] = round(ev.scores().miou, 2)
-        for k in ("tc_on", "tc_off"):
-            row[k] = {x: row[k][x] for x in ("mean", "median", "p10", "pairs")}
-        click.echo(json.dumps(row))
+        for policy in policies:
+            opts = replace(base, **json.loads(policy))
+            row = replay_one(TemporalConfig(options=opts), fr, c, cuts)
+            click.echo(json.dumps({"input": w, "clips": None if w.endswith((".mp4", ".avi"))
+                                   else clip_set, "policy": json.loads(policy), **row}))
+
+
+def replay_one(tcfg, fr, c, cuts) -> dict:
+    """The temporal path replayed over one input's cached per-frame results."""
+    from moduseg.evaluate import Evaluator
+    from moduseg.temporal import TemporalSegmenter
+    from moduseg.temporal.consistency import clip_consistency
+    from moduseg.timing import StageTimer
+    res, gts = c["results"], c["gts"]
+    ts = TemporalSegmenter(Replay(res, fr, c["bank"]), tcfg)
+    labels, keys, cost = [], [], []
+    for i, f in enumerate(fr):
+        t = time.perf_counter()
+        r = ts(f, StageTimer())
+        dt = (time.perf_counter() - t) * 1e3
+        labels.append(r.label_map)
+        keys.append(r.keyframe)
+        cost.append(dt + (res[i][1] if r.keyframe else 0.0))
+    off = [r.label_map for r, _ in res]
+    off_ms = float(np.sum([ms for _, ms in res]))
+    row = {"frames": len(fr), "cuts": cuts,
+           "keyframe_rate": round(float(np.mean(keys)), 3),
+           "estimated_cost_on_over_off": round(float(np.sum(cost)) / off_ms, 3),
+           "tc_on": clip_consistency(fr, labels, cuts),
+           "tc_off": clip_consistency(fr, off, cuts)}
+    if gts is not None:
+        for tag, lab in (("on", labels), ("off", off)):
+            ev = Evaluator(c["bank"].class_names)
+            for la, g in zip(lab, gts):
+                ev.add(la, g)
+            row[f"miou_{tag}"] = round(ev.scores().miou, 2)
+    for k in ("tc_on", "tc_off"):
+        row[k] = {x: row[k][x] for x in ("mean", "median", "p10", "pairs")}
+    return row

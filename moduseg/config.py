@@ -169,9 +169,10 @@ class RuntimeConfig(Options):
                                                       "may be reused.")
     unknown: float = option(
         0.0, ge=0.0, le=0.5,
-        help="Label a patch or proposal unknown (254) when its similarity to the nearest bank "
-             "vector of its class is below this quantile of the bank's own leave-one-image-"
-             "out similarities, pooled over its classes (0 = off).")
+        help="Label a proposal unknown (254) when its mean similarity to its top_k bank "
+             "vectors ranks below this quantile of the same score for the bank's own vectors "
+             "with their image left out (assignment 'patch': per patch, its similarity to "
+             "the nearest vector of its class); 0 = off.")
     min_confidence: float = option(
         0.0, ge=0.0, le=1.0,
         help="Segments whose class confidence is below this are not painted and the pixels "
@@ -317,6 +318,10 @@ class SamOptions(ProposerOptions):
                                 help="At most this many extra prompts in uncovered regions.")
     refine_min_area: int = option(600, ge=0, le=10_000_000,
                                   help="Smallest uncovered region (px) that gets a prompt.")
+    thin_points: int = option(
+        0, ge=0, le=1024, help="At most this many extra prompts on thin upright structures "
+                               "(poles, posts, people: narrow, long, darker or brighter than "
+                               "both sides), decoded with the sampled ones; 0 = none.")
     crop_n_layers: int = option(0, ge=0, le=3, help="Layers of image crops (SAM's crop_n_layers).")
     quantize_decoder: bool = option(False, help="Run the int8-quantised mask decoder.")
     quantize_encoder: bool = option(True, help="Run the int8-quantised image encoder.")

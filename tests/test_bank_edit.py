@@ -93,14 +93,23 @@ def _counted_bank(counts):
                 image_ids=np.array(["x"] * len(labels)))
 
 
-@pytest.mark.parametrize("images, per_region", [(1, 100), (5, 20), (7, 15), (13, 8), (100, 8)])
-def test_add_samples_a_few_images_densely_up_to_the_banks_median_class(images, per_region):
-    """Known answer: median class count 100 (counts 30, 100, 400) spread over the added
-    images, never below the build's patches_per_region (8)."""
+@pytest.mark.parametrize("images, per_region", [(1, 400), (5, 80), (7, 58), (13, 31), (100, 8)])
+def test_add_samples_a_few_images_densely_up_to_a_typical_vectors_class(images, per_region):
+    """Known answer: counts 30, 100, 400; half the bank's vectors are in a class of 400
+    (the count-weighted median), spread over the added images, never below the build's
+    patches_per_region (8)."""
     cfg = BankConfig(granularity="patch", patches_per_region=8)
     got = add_sampling(cfg, _counted_bank([30, 100, 400]), images)
     assert got.patches_per_region == per_region
     assert got.patch_purity == cfg.patch_purity and got.granularity == "patch"
+
+
+def test_add_sampling_is_not_starved_by_many_rare_classes():
+    """coco128-like: 20 classes of 5 vectors beside 300 and 700 (median class 5): 5 added
+    images still take up to 700 vectors, 140 each."""
+    cfg = BankConfig(granularity="patch", patches_per_region=8)
+    got = add_sampling(cfg, _counted_bank([5] * 20 + [300, 700]), 5)
+    assert got.patches_per_region == 140
 
 
 def test_add_sampling_leaves_pooled_banks_and_empty_adds_alone():

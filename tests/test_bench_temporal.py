@@ -79,3 +79,58 @@ def test_the_comparison_takes_the_temporal_settings_of_the_configuration(tmp_pat
     out = run_temporal(None, seg, {"v": tmp_path / "missing.mp4"}, tmp_path, 0, clips=False,
                        show_progress=False)
     assert out["inputs"] == {} and out["temporal_config"]["max_interval"] == 2
+
+
+def test_held_out_clips_use_other_stills_than_the_bench_clips():
+    """The held-out clip set (for checking a setting tuned on the bench's clips) places
+    its shots on other stills of the same sequence, with other seeds."""
+    from moduseg.bench.clips import HELD_OUT, plan_shots
+    stills = [f"SEQ_{i:03d}" for i in range(60)]
+    dev = plan_shots(stills, 2, np.random.default_rng(0))
+    held = plan_shots(stills, 2, np.random.default_rng(HELD_OUT["seed"]),
+                      place=HELD_OUT["place"])
+    assert [s.still for s in dev] == ["SEQ_020", "SEQ_039"]      # 1/3 and 2/3 of the way
+    assert [s.still for s in held] == ["SEQ_010", "SEQ_049"]     # 1/6 and 5/6
+    assert not {s.still for s in dev} & {s.still for s in held}
+    import pytest
+    with pytest.raises(ValueError, match="2 positions for 3 shots"):
+        plan_shots(stills, 3, np.random.default_rng(0), place=(0.1, 0.2))
+
+
+def test_replay_gives_the_live_temporal_paths_labels_and_scores():
+    """benchmarks temporal-replay: the temporal path over cached per-frame results gives
+    the labels a live run gives (the pipeline is stateless), so its mIoU and keyframes are
+    exact; a shorter interval takes more keyframes."""
+    from benchmarks.temporal_replay import replay_one
+    from moduseg.config import TemporalOptions
+    from moduseg.evaluate import Evaluator
+    from moduseg.temporal import TemporalConfig, TemporalSegmenter
+
+    class Flicker(FakeSeg):
+        """Stateless: on every third frame of the pan (by its content) green is voted red."""
+        def __call__(self, image, timer=None):
+            self.calls = 2 if self.flip and _frame_of(image) % 3 == 2 else 0
+            return super().__call__(image, timer)
+
+    world, lab = canvas()
+    frames = [crop(world, 2 * i, i) for i in range(10)]
+    gts = [crop(lab, 2 * i, i) for i in range(10)]
+
+    def _frame_of(image):
+        return next(i for i, f in enumerate(frames) if np.array_equal(f, image))
+
+    cached = {"results": [(Flicker(flip=True)(f), 100.0) for f in frames], "gts": gts,
+              "bank": FakeSeg.bank}
+    for interval, want_keys in ((8, 2), (4, 3)):
+        cfg = TemporalConfig(options=TemporalOptions(max_interval=interval))
+        row = replay_one(cfg, frames, cached, [])
+        live = TemporalSegmenter(Flicker(flip=True), cfg)
+        live_labels = [live(f).label_map for f in frames]
+        live.close()
+        assert round(row["keyframe_rate"] * 10) == want_keys == live.state.keyframes
+        assert row["miou_on"] > row["miou_off"]        # the memory outvotes the flips
+        assert row["estimated_cost_on_over_off"] >= row["keyframe_rate"]
+        ev = Evaluator(CLASSES)                        # the live labels score the same
+        for la, g in zip(live_labels, gts):
+            ev.add(la, g)
+        assert round(ev.scores().miou, 2) == row["miou_on"]

@@ -21,27 +21,35 @@ def test_auroc_and_operating_point_have_the_known_answers():
     assert op["recall"] == 100.0 and op["false_alarm"] <= 5.0
 
 
-def _result(openset: bool):
+def _result(openset: bool, fewshot: bool = True):
     hist = [0] * study.BINS
     o = {"recall": 50.0, "false_alarm": 4.0, "auroc": 0.9, "pixels": 10 if openset else 0,
          "hist_pos": [1] + hist[1:] if openset else hist,
          "hist_neg": hist[:-1] + [1] if openset else hist}
     c = {"full_iou": 80.0, "k1_iou": 10.0, "k5_iou": 64.0, "k10_iou": 72.0, "open_set": o,
-         "k5_add_ms": 12.0, "k5_others_mIoU": 49.0, "full_others_mIoU": 50.0}
-    return {"classes": {"sky": c}, "unknown_q": 0.05, "full_mIoU_off": 49.0,
+         "known_mIoU_dropped_off": 50.0, "known_mIoU_dropped_on": 49.5}
+    if fewshot:
+        c.update({"k5_add_ms": 12.0, "k5_others_mIoU": 49.0, "full_others_mIoU": 50.0})
+    qs = {"0001TP": {"q": 0.05, "inner_false_alarm": 4.9, "inner_pixels": 100}} \
+        if openset else {}
+    return {"classes": {"sky": c}, "unknown_q": qs, "full_mIoU_off": 49.0,
             "full_mIoU_on": 48.5, "eval_frames": 60, "seconds": 10.0,
             "full_open_set": {"false_alarm": 1.0, "pixels": 0,
                               "hist_neg": [0] * (study.BINS - 1) + [5] if openset else hist}}
 
 
-def test_the_table_with_and_without_the_open_set_part():
-    with_open = study.markdown(_result(True))
-    assert "| sky | 80.0 | 10.0 | 64.0 | 72.0 | 80 % | 50.0 % | 4.0 % |" in with_open
-    assert "48.5 with `runtime.unknown=0.05`" in with_open
-    assert "mIoU 49.0 against 50.0" in with_open and "worst -1.0" in with_open
+def test_the_tables_with_and_without_each_part():
+    both = study.markdown(_result(True))
+    assert "| sky | 80.0 | 10.0 | 64.0 | 72.0 | 80 % |" in both
+    assert "| sky | 50.0 % | 4.0 % | 1.000 | 100.0 % (0.0 %) | 50.0 | 49.5 | -0.5 |" in both
+    assert "mIoU 49.0 with unknown off, 48.5 on (-0.5)" in both
+    assert "0001TP 0.0500 (false alarm 4.9 % on the bank's own sequences)" in both
+    assert "mIoU 49.0 against 50.0" in both and "worst -1.0" in both
     few = study.markdown(_result(False))
-    assert "| sky | 80.0 | 10.0 | 64.0 | 72.0 | 80 % | - | - | - | - |" in few
-    assert "nan" not in few and "runtime.unknown" not in few
+    assert "| sky | 80.0 | 10.0 | 64.0 | 72.0 | 80 % |" in few
+    assert "nan" not in few and "unknown" not in few and "AUROC" not in few
+    only_open = study.markdown(_result(True, fewshot=False))
+    assert "k=5 / full" not in only_open and "| sky | 50.0 % |" in only_open
 
 
 def test_added_vectors_are_sampled_densely_as_bank_add_does():
@@ -57,7 +65,7 @@ def test_added_vectors_are_sampled_densely_as_bank_add_does():
     v, ids = study.added_vectors(rows, ["img"], [0], 1, 2, build)
     assert len(v) == 2 and list(ids) == ["img", "img"]
 
-    class Counts:              # a bank whose classes hold 40 and 60 vectors: median 50
+    class Counts:              # classes of 40 and 60 vectors: a typical vector's class 60
         labels = np.repeat([0, 1], [40, 60])
         class_names = ["a", "b"]
 
@@ -65,7 +73,7 @@ def test_added_vectors_are_sampled_densely_as_bank_add_does():
             return 100
 
     dense = add_sampling(build, Counts(), 1)
-    assert dense.patches_per_region == 50
+    assert dense.patches_per_region == 60
     v, _ = study.added_vectors(rows, ["img"], [0], 1, 2, dense)
     assert len(v) == 12
     assert isinstance(FeatureMap(feats.astype(np.float32), geo).dim, int)

@@ -184,3 +184,77 @@ def test_the_rule_reads_one_pooled_table_so_a_loose_class_does_not_hide_stranger
     assert rule.thresholds[0] == rule.thresholds[1]
     per_class = cal.thresholds(cal.tables(bank.calibration, bank.class_names), 0.05)
     assert per_class[1] < rule.thresholds[1] < per_class[0]
+
+
+# -- the segment-level rule (every assignment but 'patch') --------------------------------
+
+def _cluster_bank(rng, D=16, n=800, spread=0.15, same_image=1):
+    from moduseg.types import BackboneIdentity, Bank
+
+    centres = np.eye(D)[:3]
+    v = np.concatenate([_cluster(rng, c, n, spread, D) for c in centres])
+    ids = np.array([f"i{i // same_image}" for i in range(len(v))])
+    return Bank(vectors=v, labels=np.repeat([0, 1, 2], n), class_names=["a", "b", "c"],
+                backbone=BackboneIdentity("t", "x", 14, D, "0" * 64), image_ids=ids), centres
+
+
+def test_segment_rule_flags_q_of_fresh_known_samples_and_every_stranger():
+    """Known answer: every bank vector is its own image, so leaving one image out is
+    exactly a fresh sample of the same clusters; the q-quantile of those held-out
+    scores flags about q of fresh known queries, and a cluster the bank never saw is
+    flagged whole. The rule is class-agnostic (the same for any winning class)."""
+    from moduseg.runtime.index import build_index
+    from moduseg.runtime.unknown import segment_rule
+
+    rng = np.random.default_rng(5)
+    D = 16
+    bank, centres = _cluster_bank(rng, D)
+    index = build_index(bank.vectors, "flat")
+    k, q = 5, 0.05
+    rule = segment_rule(bank, q, k)
+    assert segment_rule(bank, q, k) is rule                     # calibrated once per bank
+    assert rule.index == 3
+
+    def scored(x):
+        sims, _ = index.search(x, k)
+        return cal.density(sims)
+
+    fresh = scored(np.concatenate([_cluster(rng, c, 2000, 0.15, D) for c in centres]))
+    won = np.zeros(len(fresh), np.int32)
+    flagged = rule.apply(won, fresh) == rule.index
+    assert abs(flagged.mean() - q) < 0.015
+    assert abs((rule.p_values(fresh) < q).mean() - q) < 0.015   # the p-value ranks alike
+    stranger = scored(_cluster(rng, np.eye(D)[7], 500, 0.15, D))
+    assert (rule.apply(np.full(500, 2, np.int32), stranger) == rule.index).all()
+    # no evidence (-1: not labelled) is never unknown; q = 0 is off
+    assert (rule.apply(np.full(500, -1, np.int32), stranger) == -1).all()
+    assert segment_rule(bank, 0.0, k) is None
+
+
+def test_segment_rule_leaves_the_query_image_out():
+    """Vectors in pairs of near-copies from one image: leaving only the vector out would
+    score every pair ~1 and put the threshold above every fresh sample."""
+    from moduseg.runtime.unknown import segment_rule
+
+    rng = np.random.default_rng(2)
+    bank, _ = _cluster_bank(rng, n=400, same_image=2)
+    bank.vectors[1::2] = bank.vectors[0::2] + 1e-4            # each image's two copies
+    bank.vectors /= np.linalg.norm(bank.vectors, axis=1, keepdims=True)
+    held = cal.held_out_density(bank.vectors, bank.image_ids, 1)
+    assert held.max() < 0.999
+    assert segment_rule(bank, 0.5, 1).threshold < 0.999
+
+
+def test_segment_scores_average_the_cells_wholly_inside_a_mask():
+    from moduseg.runtime.pipeline import segment_scores
+    from moduseg.types import GridGeometry
+
+    geo = GridGeometry((8, 8), (8, 8), (2, 2), 4)            # four 4x4 cells
+    cells = np.array([0.9, 0.5, 0.1, 0.3])
+    masks = np.zeros((3, 8, 8), bool)
+    masks[0, :, :4] = True                                    # cells 0 and 2 whole
+    masks[0, 0, 4] = True                                     # a corner of cell 1: ignored
+    masks[1, 1:3, 5:7] = True                                 # part of cell 1 only
+    out = segment_scores(masks, np.array([0, 1, 2]), geo, cells)
+    np.testing.assert_allclose(out[:2], [0.5, 0.5])
+    assert out[2] == np.inf                                   # empty: never unknown

@@ -30,6 +30,9 @@ from moduseg.serve.repository import (BACKBONE, BANK, DECODER, ENCODER, MODELS, 
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_FRAMES = ["0016E5_07959", "0016E5_08085", "0016E5_08145", "0016E5_08019"]
+# the live server runs with a temporal setting other than the preset's (max_interval 8), so
+# the stream tests check that a served stream honours 'serve --set temporal.*'
+SERVED_MAX_INTERVAL = 2
 
 
 # -- option parsing (user input) -------------------------------------------------------
@@ -349,7 +352,8 @@ def server(request, bank_file, tmp_path_factory):
     proc = subprocess.Popen(
         [str(env / "bin" / "python"), "-m", "moduseg.cli", "serve", "--bank", str(served),
          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-         "--workdir", str(work)], stdout=log, stderr=subprocess.STDOUT, env=penv, cwd=ROOT)
+         "--workdir", str(work), "--set", f"temporal.max_interval={SERVED_MAX_INTERVAL}"],
+        stdout=log, stderr=subprocess.STDOUT, env=penv, cwd=ROOT)
     deadline = time.monotonic() + 600
     ready = False
     while time.monotonic() < deadline and proc.poll() is None:
@@ -478,6 +482,7 @@ def test_interleaved_served_streams_give_the_local_stream_labels(server, referen
 
     from moduseg.serve.client import connect, read_frames, segment_in_stream
     from moduseg.serve.sequences import stream_factory
+    from moduseg.temporal import TemporalConfig, TemporalSegmenter
 
     images, _ = reference
     streams = {11: read_frames(shared_data / "video" / "bikes.mp4", 4),   # propagated frames
@@ -499,8 +504,13 @@ def test_interleaved_served_streams_give_the_local_stream_labels(server, referen
         t.join(timeout=900)
     assert sorted(served) == [11, 12]
     keyframes = []
+    # the local reference: the temporal path with the server's --set over the bank's config
+    setting = {"temporal.max_interval": SERVED_MAX_INTERVAL}
+    served_config = TemporalConfig.from_config(
+        local_segmenter.full_config.with_overrides(**setting))
     for sid, frames in streams.items():
-        step = stream_factory("temporal")(local_segmenter)   # 'moduseg serve' default
+        step = TemporalSegmenter(local_segmenter, served_config)
+        assert step.config.max_interval == SERVED_MAX_INTERVAL
         for frame, out in zip(frames, served[sid]):
             ref = step(frame)
             assert out["keyframe"].tolist() == [ref.keyframe]
@@ -510,6 +520,13 @@ def test_interleaved_served_streams_give_the_local_stream_labels(server, referen
             assert out["track_id"].tolist() == [ref.track_ids[i] for i in shown]
             keyframes.append(ref.keyframe)
     assert not all(keyframes)           # some frames were propagated from the stream's state
+    # 'serve --set temporal.max_interval=2' is honoured: on the 4 bikes frames (no cut, small
+    # motion) the served stream took a keyframe by the interval at frame 2; the preset's
+    # interval (4 or more) takes one keyframe only
+    assert [bool(o["keyframe"][0]) for o in served[11]] == [True, False, True, False]
+    preset_path = stream_factory("temporal")(local_segmenter)    # 'moduseg serve' default
+    assert preset_path.config.max_interval >= 4
+    assert [preset_path(f).keyframe for f in streams[11]] == [True, False, False, False]
     # a frame of a stream that was never started is refused, and the server goes on
     from tritonclient.utils import InferenceServerException
     with pytest.raises(InferenceServerException, match="START"):
@@ -584,6 +601,77 @@ def test_a_client_sees_the_new_classes_after_a_bank_swap(server, reference, tmp_
     assert all(0 <= c < len(dropped.class_names) for c in after["class"].tolist())
     back = swap_to(saved, list(original.class_names))
     _check_answer(back, refs[VAL_FRAMES[0]])
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
+def test_a_served_stream_follows_a_bank_swap_and_keeps_its_bank_on_a_bad_file(
+        server, bank_file, shared_data, tmp_path):
+    """``moduseg_stream`` (the temporal path, one state per sequence) with the bank file
+    replaced between two frames of a stream: the next frame is a keyframe on the new
+    bank (its class names, label values indexing them) and equals the local temporal
+    path swapped at the same frame (memory carried by class name); a corrupted file is
+    refused with one line in the server log and the stream keeps the bank it had; the
+    original put back, the stream follows it. Bounded: 8 frames, 60 s per swap."""
+    from moduseg.bank.edit import drop_class
+    from moduseg.bank.segmenter import segmenter_from_bank
+    from moduseg.bank.store import load_bank, save_bank
+    from moduseg.serve.client import connect, read_frames, segment_in_stream
+    from moduseg.serve.sequences import stream_factory
+
+    frames = read_frames(shared_data / "video" / "bikes.mp4", 8)
+    bank_path, log = server["bank"], server["work"] / "tritonserver.log"   # the models' stderr
+    original = load_bank(bank_path)
+    saved = tmp_path / "original.npz"
+    shutil.copyfile(bank_path, saved)
+    dropped = drop_class(original, "sky")
+    new = save_bank(dropped, tmp_path / "dropped.npz")
+    client = connect(server["http"])
+    sid = 31
+
+    def send(i, **kw):
+        return segment_in_stream(client, frames[i], sid, start=i == 0, **kw)
+
+    def swap(path):
+        os.replace(path, bank_path)
+        time.sleep(1.0)          # the watchers look at the file at most every 0.5 s
+
+    local = segmenter_from_bank(str(bank_file), backend="cpu")
+    step = stream_factory("temporal")(local)
+    out = [send(0), send(1)]
+    refs = [step(frames[0]), step(frames[1])]
+    assert out[1]["class_names"] == list(original.class_names)
+    assert out[1]["keyframe"].tolist() == [False]       # a propagated frame before the swap
+
+    new_bank = load_bank(new, expect=local.backbone.identity)     # as the server reads it
+    swap(new)
+    local.swap_bank(new_bank)
+    for i in (2, 3):
+        out.append(send(i))
+        refs.append(step(frames[i]))
+    assert out[2]["class_names"] == list(dropped.class_names), log.read_text()[-1500:]
+    assert out[2]["keyframe"].tolist() == [True] and refs[2].reason == "bank"
+    for o, r in zip(out, refs):
+        np.testing.assert_array_equal(o["label_map"], r.label_map)
+        assert o["class_names"] == list(r.class_names)
+    assert set(np.unique(out[2]["label_map"]).tolist()) <= \
+        set(range(len(dropped.class_names))) | {255}
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(saved.read_bytes()[:1000])            # a truncated bank file
+    swap(bad)
+    kept = send(4)
+    assert kept["class_names"] == list(dropped.class_names)
+    refused = [ln for ln in log.read_text().splitlines()
+               if ln.startswith(f"{STREAM}: ") and "cannot be used" in ln]
+    assert len(refused) == 1, refused
+    assert str(bank_path) in refused[0] and "still using the bank loaded before" in refused[0]
+
+    swap(saved)
+    back = send(5, end=True)
+    assert back["class_names"] == list(original.class_names)
+    assert back["keyframe"].tolist() == [True]
 
 
 @pytest.mark.realdata

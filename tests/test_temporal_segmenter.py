@@ -1,11 +1,13 @@
 """The temporal path end to end on synthetic moving scenes with a fake segmenter."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from moduseg.temporal import TemporalConfig, TemporalOptions, TemporalSegmenter, \
     keyframe_summary, segment_stream
-from temporal_fixtures import ColourSegmenter, canvas, crop, labels_of
+from temporal_fixtures import CLASSES, IGNORE, ColourSegmenter, canvas, crop, labels_of
 
 
 def pan(n, step=(2, 1), seed=0):
@@ -209,3 +211,90 @@ def test_interval_keyframes_start_their_pipeline_beside_the_flow_with_the_same_r
     assert all(not t.startswith("keyframe") for t in ta)
     key_reasons = [r.reason for r in b if r.keyframe]
     assert [t.startswith("keyframe") for t in tb] == [r == "interval" for r in key_reasons]
+
+
+class SwappableSegmenter(ColourSegmenter):
+    """A ``ColourSegmenter`` with a bank that can be swapped (``swap_bank``), as
+    ``Segmenter`` has: the bank is its class-name list, the labels index it."""
+
+    def __init__(self):
+        super().__init__()
+        self.bank = list(CLASSES)
+
+    def swap_bank(self, names):
+        self.bank = list(names)
+
+    def __call__(self, image, timer=None):
+        res = super().__call__(image, timer)
+        # the colours, named by the current bank (-> IGNORE when it lacks the name)
+        lut = np.full(256, IGNORE, np.uint8)
+        for c, name in enumerate(CLASSES):
+            if name in self.bank:
+                lut[c] = self.bank.index(name)
+        res.label_map = lut[res.label_map]
+        res.segments = [replace(s, label=int(lut[s.label])) for s in res.segments
+                        if lut[s.label] != IGNORE]
+        res.class_names = list(self.bank)
+        return res
+
+
+def test_a_swapped_bank_makes_a_keyframe_and_the_memory_follows_the_class_names():
+    """Between frames the bank changes (green dropped, a new class added, the order
+    changed): the next frame is a keyframe (reason 'bank') labelled by the new bank,
+    earlier frames keep the old names with their labels, and the memory of a class in
+    both banks moves to its new index (its history kept, so a flickering vote holds)."""
+    frames, _ = pan(8)
+    fake = SwappableSegmenter()
+    ts = TemporalSegmenter(fake, TemporalConfig(options=TemporalOptions(max_interval=10)))
+    before = [ts(f) for f in frames[:3]]
+    assert [r.reason for r in before] == ["first", None, None]
+    assert all(r.class_names == CLASSES for r in before)
+    new = ["snow", "red", "background"]         # green gone, red and background moved
+    fake.swap_bank(new)
+    assert ts.bank == new                       # read through, not a copy from the start
+    after = [ts(f) for f in frames[3:6]]
+    assert [r.reason for r in after] == ["bank", None, None]
+    assert [r.keyframe for r in after] == [True, False, False]
+    for r in after:
+        assert r.class_names == new
+        assert set(np.unique(r.label_map).tolist()) <= {1, 2, IGNORE}
+    red = labels_of(frames[3]) == 1
+    assert (after[0].label_map[red] == 1).mean() > 0.97
+    bg = labels_of(frames[3]) == 0
+    assert (after[0].label_map[bg] == 2).mean() > 0.97
+    # the memory planes moved with the names: red's plane is now plane 1 and holds the
+    # history of red (decayed) plus this keyframe; snow's plane is empty
+    mem = ts.state.memory
+    assert mem.shape[0] == 3 and ts.state.class_names == tuple(new)
+    assert mem[0].max() == 0
+    assert mem[1][red].min() > 0.99
+    # green's old pixels: nothing in the new bank voted for them; no old class leaks in
+    green = labels_of(frames[3]) == 2
+    assert (after[0].label_map[green] == IGNORE).mean() > 0.97
+    # the tracks of red and background continue (ids kept); green's ended
+    red_id_before = before[2].track_ids[[s.class_name for s in before[2].segments].index("red")]
+    red_after = [s.label for s in after[0].segments].index(1)
+    assert after[0].track_ids[red_after] == red_id_before
+    # the same bank object again: no further 'bank' keyframe
+    assert ts(frames[6]).reason is None
+
+
+def test_remap_classes_moves_memory_and_track_scores_by_name():
+    from moduseg.temporal.segmenter import TemporalState, remap_classes
+    from moduseg.temporal.tracks import Track
+
+    st = TemporalState()
+    st.class_names = ("a", "b", "c")
+    st.memory = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)
+    mask = np.ones((2, 2), bool)
+    st.tracks.tracks = {0: Track(0, np.array([0.0, 0.0, 1.0], np.float32), mask, 0),
+                        1: Track(1, np.array([0.2, 0.8, 0.0], np.float32), mask, 0)}
+    old = st.memory.copy()
+    remap_classes(st, ("b", "d", "a"))
+    assert st.class_names == ("b", "d", "a")
+    np.testing.assert_array_equal(st.memory[0], old[1])
+    np.testing.assert_array_equal(st.memory[1], 0)
+    np.testing.assert_array_equal(st.memory[2], old[0])
+    assert list(st.tracks.tracks) == [1]        # track 0 was all 'c': it ends
+    np.testing.assert_allclose(st.tracks.tracks[1].scores, [0.8, 0.0, 0.2])
+    assert st.tracks.tracks[1].label == 0       # still 'b'

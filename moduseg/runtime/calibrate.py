@@ -204,3 +204,59 @@ def unknown_mask(sims: np.ndarray, nbr_labels: np.ndarray, winners: np.ndarray,
     s = evidence(sims, nbr_labels, winners)
     t = np.where(ok, thr[np.maximum(winners, 0)], -np.inf)
     return ok & (s < t)
+
+
+# -- the segment-level score ---------------------------------------------------------------
+#
+# A proposal's evidence is how densely the bank surrounds it: the mean similarity of each
+# of its patches (or of its pooled vector) to its ``top_k`` retrieved bank vectors, of any
+# class, averaged over the proposal. The calibration asks the bank the same question with
+# one image left out: for up to ``SEGMENT_QUERIES`` of its vectors (evenly spread, so
+# classes weigh by their vector counts), the mean similarity to the ``top_k`` nearest
+# vectors of *other* images. A proposal whose score ranks below the ``q``-quantile of
+# those is unknown (``runtime/unknown.segment_rule``).
+
+SEGMENT_METHOD = "mean similarity to the top_k nearest vectors of other images"
+SEGMENT_QUERIES = 4000
+# the table's levels: fine in the low tail, where the operating points are (a bank's own
+# near-duplicate frames make footage it has never seen rank low)
+SEGMENT_LEVELS = np.unique(np.concatenate([np.linspace(0.0, 0.05, 501),
+                                           np.linspace(0.05, 1.0, 191)]))
+
+
+def density(sims: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """Each query's mean similarity to its (first ``top_k``) retrieved neighbours; -1
+    where nothing was retrieved (missing neighbours, id -1, come as -inf or NaN)."""
+    s = np.asarray(sims, np.float64)
+    if top_k is not None:
+        s = s[:, :top_k]
+    ok = np.isfinite(s)
+    n = ok.sum(1)
+    tot = np.where(ok, s, 0.0).sum(1)
+    return np.where(n > 0, tot / np.maximum(n, 1), -1.0)
+
+
+def held_out_density(vectors: np.ndarray, image_ids: np.ndarray, top_k: int,
+                     max_queries: int = SEGMENT_QUERIES) -> np.ndarray:
+    """Leave-one-image-out ``density`` of up to ``max_queries`` evenly spread bank
+    vectors (every class; a bank from one image leaves only the query itself out)."""
+    n = len(vectors)
+    if n < 2:
+        return np.zeros(0, np.float64)
+    x = np.ascontiguousarray(vectors, np.float32)
+    ids = np.asarray(image_ids).astype(str)
+    one_image = len(np.unique(ids)) < 2
+    q = _spread(np.arange(n), max_queries)
+    k = max(1, min(int(top_k), n - 1))
+    out = np.empty(len(q), np.float64)
+    rows = max(1, CHUNK // n)
+    for s in range(0, len(q), rows):
+        qi = q[s:s + rows]
+        sims = x[qi] @ x.T
+        if one_image:
+            sims[np.arange(len(qi)), qi] = -np.inf
+        else:
+            sims[ids[qi][:, None] == ids[None, :]] = -np.inf
+        top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+        out[s:s + rows] = density(top)
+    return out[out > -1.0]          # a query with no vector of another image: no score

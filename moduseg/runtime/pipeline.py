@@ -26,7 +26,8 @@ from .index import SearchIndex, bank_index, bank_projection, project_queries
 from .masks import PackedMasks, class_nms, full_resolution_areas, rasterize
 from .pooling import HOST, Pooler, as_pooler, vote_by_weight
 from .refine import guided_label_refine
-from .unknown import to_label_values, unknown_rule
+from .calibrate import density
+from .unknown import segment_rule, to_label_values, unknown_rule
 from .prototypes import frame_prototype_scores
 from .vote import class_scores, vote
 
@@ -60,9 +61,12 @@ def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: Search
                   evidence_out: list | None = None) -> np.ndarray:
     """Retrieval labels for the given flat grid cells (background votes kept).
 
-    With ``runtime.unknown`` a cell whose evidence is too far from its class is
-    labelled ``len(bank.class_names)`` (unknown, ``runtime/unknown.py``);
-    ``evidence_out`` then receives the cells' p-values (the deciding score).
+    With ``runtime.unknown`` and ``runtime.assignment='patch'`` a cell whose evidence is
+    too far from its class is labelled ``len(bank.class_names)`` (unknown,
+    ``runtime/unknown.py``) and ``evidence_out`` receives the cells' p-values; with the
+    other assignments unknown is decided per proposal (``unknown.segment_rule``) and
+    ``evidence_out`` receives each cell's ``calibrate.density`` score, which the
+    proposals average.
 
     ``whole_frame`` (``cells`` are every cell of the frame): with
     ``runtime.frame_prototypes`` the frame's own class means correct the labels
@@ -82,7 +86,12 @@ def label_patches(fmap: FeatureMap, cells: np.ndarray, bank: Bank, index: Search
         scores = frame_prototype_scores(scores, f, cfg.frame_prototypes,
                                         cfg.prototype_temperature)
         lab = np.where(np.isfinite(scores).any(1), scores.argmax(1), -1).astype(np.int32)
-    rule = unknown_rule(bank, unknown_quantile(cfg))
+    q = unknown_quantile(cfg)
+    if q and cfg.assignment != "patch":      # decided per proposal, from these scores
+        if evidence_out is not None:
+            evidence_out.append(density(sims, cfg.top_k))
+        return lab
+    rule = unknown_rule(bank, q)
     if rule is not None:       # unknown cells take the index after the bank's classes
         if evidence_out is not None:
             evidence_out.append(rule.p_values(sims, nbr, lab))
@@ -168,13 +177,17 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
            cfg: RuntimeConfig, timer: StageTimer | None = None,
            pooler: Pooler | None = None, prior: np.ndarray | None = None,
            cell_labels: np.ndarray | None = None,
-           image: np.ndarray | None = None) -> SegmentationResult:
+           image: np.ndarray | None = None, cell_scores: np.ndarray | None = None,
+           scores_out: list | None = None) -> SegmentationResult:
     """Post-backbone stages of ModuSeg for one image.
 
     ``cell_labels`` (``patch_vote``: from ``all_cell_labels``, e.g. computed
-    while the proposer was still running) spares the search. ``image`` (the
-    frame) is the guide of ``runtime.refine_radius``; without it the
-    refinement is skipped (retrieval diagnostics on given regions).
+    while the proposer was still running) spares the search; with ``runtime.unknown``
+    it needs the cells' scores too (``cell_scores``, that call's ``evidence_out``),
+    else the search runs again. ``image`` (the frame) is the guide of
+    ``runtime.refine_radius``; without it the refinement is skipped (retrieval
+    diagnostics on given regions). ``scores_out`` (unknown on) receives the kept
+    proposals' unknown scores, in the order of ``proposal`` indices kept.
     """
     timer = timer or StageTimer()
     pooler = as_pooler(pooler)
@@ -185,13 +198,16 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
         fmap = center_image(fmap)
     if prior is None and cfg.voting == "weighted":
         prior = class_prior(bank)
-    rule = unknown_rule(bank, unknown_quantile(cfg))
+    rule = segment_rule(bank, unknown_quantile(cfg), cfg.top_k)
     with timer("filter"):
         keep, scores, packed = _kept_proposals(proposals, cfg)
     if cfg.assignment != "patch_vote":
         cell_labels = None
     labels, conf, cell_labels = _label_proposals(fmap, proposals, keep, packed, bank, index,
-                                                 cfg, timer, pooler, prior, cell_labels, rule)
+                                                 cfg, timer, pooler, prior, cell_labels, rule,
+                                                 cell_scores, scores_out)
+    if scores_out is not None and rule is not None:
+        scores_out.append(keep)
     shown = class_filter(cfg.classes, bank.class_names)
     with timer("nms"):
         order, unsure, hidden = _paint_order(packed, labels, conf, bank, cfg, shown)
@@ -239,19 +255,30 @@ def _kept_proposals(proposals: Proposals, cfg: RuntimeConfig):
 
 
 def _label_proposals(fmap, proposals, keep, packed, bank, index, cfg, timer, pooler, prior,
-                     cell_labels, rule):
+                     cell_labels, rule, cell_scores=None, scores_out=None):
     """(label, confidence) per kept proposal (-1: no evidence), by the patches' vote
-    (``patch_vote``) or by its pooled vector's neighbours; and the cell labels used."""
+    (``patch_vote``) or by its pooled vector's neighbours; and the cell labels used.
+    With ``rule`` (``unknown.SegmentRule``) a proposal whose score is too low is
+    unknown; ``scores_out`` receives the kept proposals' scores."""
     n_classes = len(bank.class_names)
     if cfg.assignment == "patch_vote":
-        if cell_labels is None:
+        if cell_labels is None or (rule is not None and cell_scores is None):
+            found: list | None = [] if rule is not None else None
             with timer("search"):
-                cell_labels = all_cell_labels(fmap, bank, index, cfg, prior)
+                cell_labels = all_cell_labels(fmap, bank, index, cfg, prior,
+                                              evidence_out=found)
+            cell_scores = found[0] if found else None
         with timer("pool"):      # the weights and the vote by weight, in one pooler call
             labels, conf, wsum = pooler.patch_vote(proposals.masks, keep, packed.row_span(),
-                                                   fmap, cell_labels,
-                                                   n_classes + (rule is not None))
-            return np.where(wsum > 0, labels, -1), conf, cell_labels
+                                                   fmap, cell_labels, n_classes)
+            labels = np.where(wsum > 0, labels, -1)
+        if rule is not None:
+            with timer("unknown"):
+                scores = segment_scores(proposals.masks, keep, fmap.geometry, cell_scores)
+                if scores_out is not None:
+                    scores_out.append(scores)
+                labels = rule.apply(labels, scores)
+        return labels, conf, cell_labels
     with timer("pool"):
         queries, wsum = pooler.pool(proposals.masks, keep, packed.row_span(), fmap, cfg.eps)
         pooled = wsum > 0
@@ -261,8 +288,37 @@ def _label_proposals(fmap, proposals, keep, packed, bank, index, cfg, timer, poo
         nbr = np.where(ids >= 0, bank.labels[np.maximum(ids, 0)], -1)
         labels, conf = vote(sims, nbr, n_classes, cfg.voting, prior, cfg.vote_balance)
         if rule is not None:
-            labels = rule.apply(sims, nbr, labels)
+            scores = density(sims, cfg.top_k)
+            if scores_out is not None:
+                scores_out.append(scores)
+            labels = rule.apply(labels, scores)
         return np.where(pooled, labels, -1), conf, cell_labels
+
+
+def segment_scores(masks: np.ndarray, keep: np.ndarray, geometry,
+                   cell_scores: np.ndarray, inside: float = 0.999) -> np.ndarray:
+    """``[K]`` each kept mask's score: the mean of the scores of the grid cells wholly
+    inside it (``inside``: the share of a cell's pixels; a bank holds pure patches, so a
+    cell straddling the mask's edge is like no bank vector); a mask holding no whole
+    cell averages the cells it touches, weighted by coverage. +inf for an empty mask
+    (never unknown)."""
+    mh, mw = masks.shape[1:]
+    iy, ix = pixel_cells(geometry, (mh, mw))
+    n_cells = geometry.grid_hw[0] * geometry.grid_hw[1]
+    cell_of = (iy[:, None] * geometry.grid_hw[1] + ix[None, :]).ravel()
+    per_cell = np.maximum(np.bincount(cell_of, minlength=n_cells), 1)
+    cs = np.asarray(cell_scores, np.float64)
+    out = np.full(len(keep), np.inf)
+    for j, p in enumerate(keep):
+        hit = cell_of[masks[p].ravel()]
+        if not len(hit):
+            continue
+        cov = np.bincount(hit, minlength=n_cells) / per_cell
+        w = (cov >= inside).astype(np.float64)
+        if not w.any():
+            w = cov
+        out[j] = float(w @ cs / w.sum())
+    return out
 
 
 def _paint_order(packed, labels, conf, bank: Bank, cfg: RuntimeConfig, shown):
@@ -459,7 +515,11 @@ class Segmenter:
         """
         check_identity(bank.backbone, self.backbone.identity, "the new bank")
         index = self.make_index(bank)
-        unknown_rule(bank, unknown_quantile(self.config))
+        q = unknown_quantile(self.config)
+        if self.config.assignment == "patch":
+            unknown_rule(bank, q)
+        else:
+            segment_rule(bank, q, self.config.top_k)
         warn_small_classes(bank, self.config.top_k)
         self._state = (bank, index, class_prior(bank))
 
@@ -523,23 +583,24 @@ class Segmenter:
             with timer("backbone"):
                 fmap = self.backbone(image)
             fmap.check_finite()
-            cells = None
+            cells, found = None, []
             if beside and self.config.assignment == "patch_vote":
                 # the patch search needs only the features: run it while the
                 # proposer is still busy
                 with timer("search"):
-                    cells = all_cell_labels(fmap, bank, index, self.config, prior)
-            return fmap, cells
+                    cells = all_cell_labels(fmap, bank, index, self.config, prior,
+                                            evidence_out=found)
+            return fmap, cells, (found[0] if found else None)
 
         propose = None if reused is not None else (lambda: self._propose(image, timer))
-        (fmap, cell_labels), proposals = run_beside(self._pool, propose, features)
+        (fmap, cell_labels, cell_scores), proposals = run_beside(self._pool, propose, features)
         if reused is not None:
             proposals = reused
             timer.ms["proposer"] += 0.0
         if reused is None and thumb is not None:
             self._last = (thumb, proposals, 0)
         result = assign(fmap, proposals, bank, index, self.config, timer,
-                        self.pooler, prior, cell_labels, image)
+                        self.pooler, prior, cell_labels, image, cell_scores)
         # wall time of the frame: less than the sum of stages when the proposer ran
         # beside the backbone
         timer.ms["total"] = result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3

@@ -322,12 +322,14 @@ def _write(root: Path, bank_path: Path, seg, files: dict[str, Path], opts: Trito
     folder = root / BANK
     _write_python_model(folder, "BankModel")
     _copy(bank_path, folder / "1" / "bank.npz")
-    # hot-swap: the bank model watches the user's file and swaps a changed bank in
-    # between batches (``triton_models.watch_bank``)
+    # hot-swap: the bank model (and every stream instance, which holds its own bank)
+    # watches the user's file and swaps a changed bank in between batches
+    # (``triton_models.watch_bank``)
+    watch = dict(bank_source=str(Path(bank_path).resolve()),
+                 watch_bank="1" if opts.watch_bank else "0")
     (folder / "config.pbtxt").write_text(config_text(
         BANK, BANK_INPUTS, RESULT_OUTPUTS, backend="python", count=opts.instances,
-        parameters=dict(common, bank_source=str(Path(bank_path).resolve()),
-                        watch_bank="1" if opts.watch_bank else "0")))
+        parameters=dict(common, **watch)))
 
     folder = root / PIPELINE
     _write_python_model(folder, "PipelineModel")
@@ -343,7 +345,7 @@ def _write(root: Path, bank_path: Path, seg, files: dict[str, Path], opts: Trito
     (folder / "config.pbtxt").write_text(config_text(
         STREAM, PIPELINE_INPUTS, STREAM_OUTPUTS, backend="python",
         max_batch_size=STREAM_MAX_BATCH, count=opts.stream_instances,
-        parameters=dict(params, stream_path=opts.stream_path),
+        parameters=dict(params, stream_path=opts.stream_path, **watch),
         sequence_batching=sequence_batching_text()))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModuSegError
-from .repository import BACKBONE, BANK, DECODER, ENCODER
+from .repository import BACKBONE, BANK, DECODER, ENCODER, STREAM
 
 # the graph each network model serves, by the runner role that opens it
 SERVED_ROLES = {"backbone": BACKBONE, "sam_encoder": ENCODER, "sam_decoder": DECODER}
@@ -213,7 +213,7 @@ class _IdentityOnly:
         self.identity = identity
 
 
-def watch_bank(params: dict, seg):
+def watch_bank(params: dict, seg, model: str = BANK):
     """A ``BankWatcher`` on the user's bank file (``bank_source``, written by
     ``repository._write``) when the repository asks for hot-swapping, else None.
     Messages go to the server's log (stderr)."""
@@ -224,7 +224,7 @@ def watch_bank(params: dict, seg):
     src = params.get("bank_source")
     if not src or params.get("watch_bank", "1") != "1":
         return None
-    return BankWatcher(src, seg, report=lambda m: print(f"moduseg_bank: {m}", file=sys.stderr,
+    return BankWatcher(src, seg, report=lambda m: print(f"{model}: {m}", file=sys.stderr,
                                                         flush=True))
 
 
@@ -299,9 +299,15 @@ class StreamModel:
                       or 60_000_000)
         self.table = SequenceTable(seg, stream_factory(params.get("stream_path", "per_frame")),
                                    idle_s=idle_us / 1e6 + 5.0)
+        # a changed bank file swaps in between batches, as in the bank model; each
+        # stream's next frame is then a keyframe on it, its memory carried by class name
+        # (``temporal.segmenter.remap_classes``)
+        self.watcher = watch_bank(params, seg, model=STREAM)
 
     def execute(self, requests):
         pb = _pb()
+        if self.watcher is not None:
+            self.watcher.poll()
         out = []
         for r in requests:
             try:

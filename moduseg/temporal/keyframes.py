@@ -2,7 +2,9 @@
 
 A frame is a keyframe when it is the first, starts a new shot (cut), moves
 too much for the flow to be trusted, is no longer explained by the last
-keyframe warped to it (poor fit), or the maximum interval has passed.
+keyframe warped to it (poor fit), or the maximum interval has passed; or
+the segmenter's bank was hot-swapped since the last keyframe ("bank", decided
+by ``temporal.segmenter.TemporalSegmenter``).
 Every signal is measured on the grey frames the flow already uses.
 """
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from ..config import TemporalOptions
 
-REASONS = ("first", "cut", "motion", "fit", "interval")
+REASONS = ("first", "cut", "motion", "fit", "interval", "bank")
 
 
 # The thresholds are options of the configuration's ``temporal`` section, declared once

@@ -8,6 +8,13 @@ proposals are carried to the frame by the composed flow (one resampling
 from the keyframe, never a chain of them). A keyframe's labels are fused
 with the memory warped to it (``memory.fuse``) and its segments continue
 the tracks whose warped masks they overlap (``tracks.update``).
+
+A hot-swapped bank (``Segmenter.swap_bank``, ``app.hotswap``) makes the next
+frame a keyframe (reason ``"bank"``), so the new classes show at once; the
+memory and the tracks are carried over *by class name*: a class in both banks
+keeps its history, a class only the old bank had loses it, a new class starts
+empty (``remap_classes``). Frames up to the swap keep the old bank's names and
+labels together.
 """
 
 from __future__ import annotations
@@ -101,6 +108,8 @@ class TemporalState:
     tracks: TrackSet = field(default_factory=TrackSet)
     keyframes: int = 0
     pending: "PendingKeyframe | None" = None   # a keyframe still running (async_keyframes)
+    bank: object = None                     # the segmenter's bank at the last keyframe
+    class_names: tuple | None = None        # the classes of the memory's planes
 
 
 @dataclass
@@ -156,12 +165,22 @@ class TemporalSegmenter:
         self.segmenter = segmenter
         self.config = config or TemporalConfig.from_config(segmenter)
         self.state = TemporalState()
-        # what writers and the CLI read from a segmenter
-        for name in ("bank", "full_config", "index"):
-            if hasattr(segmenter, name):
-                setattr(self, name, getattr(segmenter, name))
-
+        # what writers and the CLI read from a segmenter (``bank`` and ``index`` are
+        # read through, so a hot-swapped bank shows)
+        if hasattr(segmenter, "full_config"):
+            self.full_config = segmenter.full_config
         self._worker = None
+
+    @property
+    def bank(self):
+        return self.segmenter.bank
+
+    @property
+    def index(self):
+        return self.segmenter.index
+
+    def _current_bank(self):
+        return getattr(self.segmenter, "bank", None)
 
     def reset(self) -> None:
         self._drain()
@@ -218,6 +237,9 @@ class TemporalSegmenter:
         if st.pending is not None and change is not None:
             st.pending.to_frame = compose(st.pending.to_frame, bwd)
         reason = keyframe_reason(change, st.since_key + 1, cfg.policy)
+        bank = self._current_bank()
+        if reason not in ("first", "cut") and st.bank is not None and bank is not st.bank:
+            reason = "bank"                 # a hot-swapped bank: its classes from this frame
         if st.pending is not None and (reason in ("first", "cut") or st.pending.future.done()):
             applied = self._apply_pending(timer, discard=reason in ("first", "cut"))
             if applied is not None:
@@ -228,11 +250,13 @@ class TemporalSegmenter:
             res = self._propagate(image, key_map, timer)
             st.since_key += 1
         elif cfg.async_keyframes and reason not in ("first", "cut"):
+            st.bank = bank
             self._submit(image, g, key_map, reason)
             res = self._propagate(image, key_map, timer)
             res.keyframe, res.reason = True, reason
             st.since_key += 1
         else:
+            st.bank = bank
             res = self._keyframe(image, g, key_map if reason not in ("first", "cut") else None,
                                  reason, timer, early)
         res.applied_keyframe = applied
@@ -277,6 +301,10 @@ class TemporalSegmenter:
         st, cfg = self.state, self.config
         n = len(res.class_names)
         hw = res.label_map.shape
+        names = tuple(res.class_names)
+        if st.class_names is not None and names != st.class_names:
+            remap_classes(st, names)
+        st.class_names = names
         with timer("memory"):
             if key_map is None or st.memory is None or st.memory.shape != (n, *hw):
                 if reason == "cut":
@@ -346,6 +374,39 @@ class TemporalSegmenter:
                               frame_index=st.frame_index, keyframe=False, reason=None,
                               shot=st.shot, track_ids=ids if any(i is not None for i in ids)
                               else [], track_labels=tlabels if ids else [])
+
+
+def remap_classes(state: TemporalState, names: tuple) -> None:
+    """Carry a stream's memory and tracks to another bank's classes, by name: planes and
+    track scores of classes in both banks move to their new index, the others are
+    dropped (old only) or start at 0 (new only). A track left with no score ends."""
+    old = list(state.class_names or ())
+    src = np.array([old.index(n) if n in old else -1 for n in names], np.int64)
+
+    def take(a: np.ndarray, axis: int) -> np.ndarray:
+        shape = list(a.shape)
+        shape[axis] = len(names)
+        out = np.zeros(shape, a.dtype)
+        keep = np.flatnonzero(src >= 0)
+        if len(keep):
+            idx = [slice(None)] * a.ndim
+            idx[axis] = keep
+            pick = [slice(None)] * a.ndim
+            pick[axis] = src[keep]
+            out[tuple(idx)] = a[tuple(pick)]
+        return out
+
+    if state.memory is not None and state.memory.shape[0] == len(old):
+        state.memory = take(state.memory, 0)
+    for tid in list(state.tracks.tracks):
+        t = state.tracks.tracks[tid]
+        if len(t.scores) != len(old):
+            del state.tracks.tracks[tid]
+            continue
+        t.scores = take(t.scores, 0)
+        if not (t.scores > 0).any():
+            del state.tracks.tracks[tid]
+    state.class_names = tuple(names)
 
 
 def _quiet_result(future) -> None:
