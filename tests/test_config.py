@@ -162,7 +162,7 @@ def test_parse_overrides_keeps_strings_that_are_not_literals():
 
 
 def test_presets_are_valid_and_typed():
-    assert preset_names() == ["default", "fast", "paper"]
+    assert preset_names() == ["accurate", "default", "fast", "paper"]
     for name in preset_names():
         cfg = preset(name)
         assert cfg.preset == name
@@ -437,7 +437,7 @@ def test_temporal_section_is_declared_once_and_settable():
 def test_presets_state_the_temporal_section_and_old_banks_get_its_defaults():
     from moduseg.config import PRESET_DIR, TemporalOptions
     names = {f.name for f in dataclasses.fields(TemporalOptions)}
-    for name in ("paper", "default", "fast"):
+    for name in preset_names():
         stated = json.loads((PRESET_DIR / f"{name}.json").read_text())["temporal"]
         assert set(stated) == names, name
         assert preset(name).temporal == TemporalOptions(**stated)
