@@ -224,8 +224,14 @@ def test_presets_and_stored_banks_resolve_to_the_values_they_had():
     from moduseg.bank.embedded import embedded_bank_path
     from moduseg.bank.store import load_bank
 
+    # measured preset changes since the record: fast's bank went to 16 patches a region
+    # (issue 27, docs/results.md)
+    changed = {"fast": {"bank": {"patches_per_region": 16}}}
     for name in ("paper", "default", "fast"):
-        assert _same_values(preset(name), BEFORE[f"preset:{name}"]), name
+        before = json.loads(json.dumps(BEFORE[f"preset:{name}"]))
+        for section, values in changed.get(name, {}).items():
+            before[section].update(values)
+        assert _same_values(preset(name), before), name
     embedded = load_bank(embedded_bank_path())
     assert _same_values(resolve_config(None, [], embedded.config), BEFORE["embedded"])
     old = BEFORE["old-default-without-newer-keys"]
