@@ -1,5 +1,6 @@
 """Mask operations of the SAM generator on synthetic masks with known answers."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -117,3 +118,38 @@ def test_color_cluster_points_find_a_small_distinct_object():
     on_sign = (xy[:, 0] >= 108) & (xy[:, 0] <= 127) & (xy[:, 1] >= 18) & (xy[:, 1] <= 37)
     assert on_sign.sum() == 1
     np.testing.assert_array_equal(pts, mask_ops.color_cluster_points(img, 4))  # seeded
+
+
+def _street(h=180, w=480):
+    img = np.full((h, w, 3), 170, np.uint8)          # a bright wall
+    img[120:] = (90, 90, 90)                          # road
+    return img
+
+
+def test_thin_structure_points_land_on_poles_tallest_first():
+    img = _street()
+    img[20:150, 60:63] = 40                           # tall dark pole, 3 px wide
+    img[70:120, 180:184] = 235                        # shorter bright post, 4 px wide
+    img[40:100, 110:150] = 40                         # a wide dark block (a window): not thin
+    img[30:33, 10:230] = 40                           # a horizontal wire: not upright
+    pts = mask_ops.thin_structure_points(img, 5)
+    xy = pts * np.array([480, 180])
+    assert pts.shape == (2, 2) and (pts >= 0).all() and (pts <= 1).all()
+    assert 59 <= xy[0, 0] <= 64 and 20 <= xy[0, 1] <= 150       # the pole first (taller)
+    assert 179 <= xy[1, 0] <= 185 and 70 <= xy[1, 1] <= 120     # then the post
+    np.testing.assert_array_equal(mask_ops.thin_structure_points(img, 1), pts[:1])
+
+
+def test_thin_structure_points_none_without_thin_structures():
+    img = _street()
+    assert mask_ops.thin_structure_points(img, 4).shape == (0, 2)
+    img[20:110, 60:63] = 160                          # too faint (10 grey levels)
+    assert mask_ops.thin_structure_points(img, 4).shape == (0, 2)
+    img[20:110, 60:63] = 40
+    assert len(mask_ops.thin_structure_points(img, 4)) == 1
+    assert mask_ops.thin_structure_points(img, 0).shape == (0, 2)
+    img[35:110, 60:63] = 170                          # now 15 px tall: too short
+    assert mask_ops.thin_structure_points(img, 4).shape == (0, 2)
+    small = cv2.resize(_street(), (240, 90))          # sizes scale with the frame
+    small[10:55, 30:32] = 40
+    assert len(mask_ops.thin_structure_points(small, 4)) == 1

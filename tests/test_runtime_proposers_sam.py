@@ -173,3 +173,38 @@ def test_settings_name_what_shapes_the_proposals(generator):
     assert s["points_per_side"] == (2, 3) and s["mask_stride"] == 2
     assert s["padding_pool"] == 4 and s["encoder_crop"] is True
     assert s["decoder"].endswith("_cells.onnx") and "int8" not in s["encoder"]
+
+
+@pytest.mark.models
+def test_thin_points_are_prompted_beside_the_sampled_ones(generator, monkeypatch):
+    import dataclasses
+
+    from moduseg.runtime.proposers import mask_ops
+    assert "thin_points" not in generator.settings      # unset: cache keys as before
+    img = _frame()
+    img[40:300, 200:203] = 20                           # a dark pole on whatever is there
+    prompted = []
+
+    def spy(pts, labels=None, multimask=None):
+        prompted.append(np.asarray(pts)[:, 0].copy())
+        gh, gw = generator.grid_hw()
+        return sam_mod.SamPrediction(np.full((len(pts), 3, gh, gw), -10.0, np.float32),
+                                     np.full((len(pts), 3), 0.9, np.float32))
+
+    monkeypatch.setattr(generator, "predict", spy)
+    monkeypatch.setattr(generator, "options",
+                        dataclasses.replace(generator.options, thin_points=3))
+    assert generator.settings["thin_points"] == 3
+    generator(img)
+    thin = mask_ops.thin_structure_points(img, 3) * np.array([480, 360], np.float32)
+    assert 1 <= len(thin) <= 3
+    assert len(prompted[0]) == 2 * 3 + len(thin)        # points_per_side (2, 3) + thin ones
+    np.testing.assert_allclose(prompted[0][-len(thin):], thin)
+    assert any(abs(x - 201.5) < 2 and 40 <= y <= 300 for x, y in thin)   # the pole is one
+
+
+def test_thin_points_option_is_checked():
+    assert SamOptions().thin_points == 0
+    assert SamOptions(thin_points=8).thin_points == 8
+    with pytest.raises(InputError):
+        SamOptions(thin_points=-1)

@@ -153,7 +153,9 @@ class SamAutomaticMaskGenerator:
                 "multimask": self.options.multimask, "mask_stride": self.options.mask_stride,
                 "output_upsample": self.options.output_upsample, "refine_points": self.options.refine_points,
                 "refine_min_area": self.options.refine_min_area, "crop_n_layers": self.options.crop_n_layers,
-                "padding_pool": self.options.padding_pool, "encoder_crop": self.options.encoder_crop}
+                "padding_pool": self.options.padding_pool, "encoder_crop": self.options.encoder_crop,
+                # new options only when set: caches keyed by these settings stay valid
+                **({"thin_points": self.options.thin_points} if self.options.thin_points else {})}
 
     # -- segment-anything style API -------------------------------------------------
 
@@ -265,6 +267,10 @@ class SamAutomaticMaskGenerator:
                 unit = mask_ops.color_cluster_points(image, rows * cols)
         else:
             unit = mask_ops.point_grid(rows, cols)
+        if self.options.thin_points > 0:
+            with self.timer("postprocess"):
+                unit = np.concatenate([unit, mask_ops.thin_structure_points(
+                    image, self.options.thin_points)])
         pts = unit * np.array([w, h], np.float32)
         masks, scores = self._prompt_and_filter(pts, cell_area)
         n_prompts = len(pts)
