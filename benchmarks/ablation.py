@@ -128,6 +128,51 @@ def cached_frames(ss, cfg, cache: Path, need_proposals: bool, home=None):
     return rows, backbone.identity
 
 
+def cached_views(ss, cfg, cache: Path, home=None):
+    """Per sample: the bank rows of its extra views (``bank.augment_*``), as
+    ``bank build`` embeds them: [(fp16 features, geometry, view label, None), ...].
+
+    Each view tag has its own folder ``features-<key>`` (key = the backbone's key plus
+    the tag), so a view is computed once whatever else a row changes."""
+    from moduseg.bank.augment import augmented, bank_views
+    from moduseg.build import load_default_backbone
+
+    if not augmented(cfg.bank):
+        return [[] for _ in ss]
+    bopts = cfg.backbone_options()
+    backbone = load_default_backbone(home=home, **bopts)
+    bopts = {k: v for k, v in bopts.items() if v is not None}
+    base = [backbone.identity.to_dict(), bopts]
+    out, t0, made = [], time.perf_counter(), 0
+    for i, s in enumerate(ss):
+        rows, views = [], None
+        label = s.label()
+        for view in bank_views(np.zeros((*label.shape, 3), np.uint8), label, cfg.bank):
+            if not view.tag:
+                continue
+            d = cache / f"features-{_key([*base, view.tag])}"
+            fp = d / f"{s.image_id}.pkl"
+            if fp.is_file():
+                feats, geo = pickle.loads(fp.read_bytes())
+            else:
+                if views is None:       # the real image's views, computed once a sample
+                    views = {v.tag: v for v in bank_views(s.image(), label, cfg.bank)}
+                d.mkdir(parents=True, exist_ok=True)
+                if not (d / "key.json").is_file():
+                    (d / "key.json").write_text(json.dumps([*base, view.tag], default=str))
+                f = backbone(views[view.tag].image)
+                feats, geo = f.features.astype(np.float16), f.geometry
+                with atomic_path(fp) as tmp:
+                    tmp.write_bytes(pickle.dumps((feats, geo)))
+                made += 1
+            rows.append((feats, geo, view.label, None))
+        out.append(rows)
+        if made and i % 25 == 0:
+            print(f"  views of {i + 1}/{len(ss)} frames ({made} passes, "
+                  f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    return out
+
+
 def pack_proposals(p: Proposals):
     """Proposals as cached: masks bit-packed along rows, their grid size, scores."""
     return np.packbits(p.masks, axis=-1), p.mask_hw, p.scores

@@ -453,8 +453,8 @@ def time_cli_add(args):
 @click.option("--bank", default=None, help="--timing: the bank to add to.")
 @click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
               help="Only print the table of a saved --out JSON.")
-def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home, threads, out, md, parts,
-            timing, bank, table_of):
+def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home, threads, out,
+            md, parts, timing, bank, table_of):
     """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
     from types import SimpleNamespace
 

@@ -20,6 +20,10 @@ eval`` with the same ``--preset`` / ``--set`` flags do.
     python -m benchmarks cross-sequence --preset paper
     python -m benchmarks cross-sequence --row "k=20" --set runtime.top_k=20
     python -m benchmarks cross-sequence --preset default --out loso.json --md loso.md
+    python -m benchmarks cross-sequence --every 3 --set bank.augment_flip=True   # screening
+
+``--every N`` keeps every n-th frame (bank and evaluation alike) to screen a
+setting cheaply; the extra views of ``bank.augment_*`` are cached per view.
 
 ``--dataset coco128`` runs the coco128-seg 4-fold check instead (bank from 96
 images, 32 evaluated per fold, 80 classes + background).
@@ -72,15 +76,19 @@ def stored_as(bank, quantize: str | None):
 
 def run(dataset: str, preset_name: str, sets: list[str], cache: Path, home=None,
         save_bank_to: str | None = None, folds_too: bool = True,
-        quantize: str | None = None) -> dict:
+        quantize: str | None = None, every: int = 1) -> dict:
     cfg = preset(preset_name).with_overrides(**parse_overrides(sets))
     names, bg, ss, folds, fold_names = samples(dataset)
+    if every > 1:       # a screening subset: every n-th frame, for bank and evaluation alike
+        ss, folds = ss[::every], folds[::every]
     rows, identity = ablation.cached_frames(ss, cfg, cache, cfg.needs_proposer, home)
+    views = ablation.cached_views(ss, cfg, cache, home)
     pooled = Evaluator(names)
     out = {"dataset": dataset, "preset": preset_name, "sets": sets, "quantize": quantize,
-           "folds": []}
+           "every": every, "folds": []}
     for k, fold in enumerate(fold_names if folds_too else []):
         train = [r for r, f in zip(rows, folds) if f != k]
+        train += [v for vs, f in zip(views, folds) if f != k for v in vs]
         test = [(r, s) for r, s, f in zip(rows, ss, folds) if f == k]
         bank, build_s = ablation.bank_from_rows(train, cfg, names, bg, identity)
         bank = stored_as(bank, quantize)
@@ -100,8 +108,9 @@ def run(dataset: str, preset_name: str, sets: list[str], cache: Path, home=None,
     if save_bank_to:
         # the bank of every frame, as 'moduseg bank build' with these flags makes it
         from moduseg.bank.store import save_bank
-        bank, _ = ablation.bank_from_rows(rows, cfg, names, bg, identity,
-                                          [s.image_id for s in ss])
+        bank, _ = ablation.bank_from_rows(
+            rows + [v for vs in views for v in vs], cfg, names, bg, identity,
+            [s.image_id for s in ss] + [s.image_id for s, vs in zip(ss, views) for _ in vs])
         bank.config = cfg.to_dict()
         path = save_bank(bank, save_bank_to)
         out["full_bank"] = {"path": str(path), "vectors": len(bank), "dim": bank.dim,
@@ -157,8 +166,11 @@ def markdown(results: list[dict]) -> str:
 @click.option("--bank-only", is_flag=True, help="With --save-bank: only build and save the bank, no folds.")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="BLAS/OpenMP/OpenCV threads (1: spinning workers stall on a shared CPU).")
+@click.option("--every", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Screening: use every n-th frame only (bank and evaluation; the headline "
+                   "number is --every 1).")
 def command(dataset, preset_name, sets, row, cache, home, out, md, quantize, save_bank, bank_only,
-            threads):
+            threads, every):
     """Leave one CamVid sequence out (the quality protocol): per-fold, mean and pooled mIoU."""
     if not (DATA / "camvid").is_dir():
         raise click.ClickException(f"data not found at {DATA}")
@@ -167,10 +179,11 @@ def command(dataset, preset_name, sets, row, cache, home, out, md, quantize, sav
     sets = list(sets)
     t0 = time.perf_counter()
     r = run(dataset, preset_name, sets, Path(cache), home, str(save_bank) if save_bank else None,
-            not bank_only, quantize)
+            not bank_only, quantize, every)
     if bank_only:
         return
-    r["row"] = row or " ".join([preset_name] + sets + (["int8"] if quantize else []))
+    r["row"] = row or " ".join([preset_name] + sets + (["int8"] if quantize else [])
+                               + ([f"every {every}"] if every > 1 else []))
     r["seconds"] = round(time.perf_counter() - t0, 1)
     results = [r]
     if out:

@@ -110,6 +110,18 @@ class BankConfig(Options):
                               "(0 = no cap).")
     center_image: bool = option(
         False, help="Subtract each image's mean patch feature, in the bank and at run time.")
+    augment_flip: bool = option(
+        False, help="Also embed each bank image mirrored left-right, its label map mirrored "
+                    "(one more backbone pass an image).")
+    augment_gamma: Tuple[float, ...] = option(
+        (), gt=0.0, le=10.0,
+        help="Also embed each bank image re-exposed with each of these gammas "
+             "(255 * (x / 255) ** gamma; < 1 brighter, > 1 darker; one pass each).")
+    augment_zoom: Tuple[float, ...] = option(
+        (), gt=1.0, le=4.0,
+        help="Also embed each bank image zoomed in by each of these factors: crops of "
+             "1/zoom of each side tiled over it, each fitted to the backbone's pixel budget "
+             "(ceil(zoom)^2 passes each).")
     eps: float = option(1e-6, ge=0.0, le=1.0, help="Numerical floor of the pooling weights.")
 
 

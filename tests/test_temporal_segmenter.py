@@ -286,8 +286,9 @@ def test_remap_classes_moves_memory_and_track_scores_by_name():
     st = TemporalState()
     st.class_names = ("a", "b", "c")
     st.memory = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)
-    st.tracks.tracks = {0: Track(0, np.array([0.0, 0.0, 1.0], np.float32), np.ones((2, 2), bool), 0),
-                        1: Track(1, np.array([0.2, 0.8, 0.0], np.float32), np.ones((2, 2), bool), 0)}
+    mask = np.ones((2, 2), bool)
+    st.tracks.tracks = {0: Track(0, np.array([0.0, 0.0, 1.0], np.float32), mask, 0),
+                        1: Track(1, np.array([0.2, 0.8, 0.0], np.float32), mask, 0)}
     old = st.memory.copy()
     remap_classes(st, ("b", "d", "a"))
     assert st.class_names == ("b", "d", "a")

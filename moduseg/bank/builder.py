@@ -13,6 +13,7 @@ from ..config import BankConfig
 from ..errors import InputError, ModuSegError
 from ..smfa import center_image, l2_normalize, smfa, soft_weights
 from ..types import IGNORE, Backbone, BackboneIdentity, Bank, FeatureMap
+from .augment import bank_views
 from .datasets import Dataset, Sample, check_label_map
 from .purify import purify
 
@@ -238,20 +239,30 @@ class ImageEntries:
 
 def image_entries(sample: Sample, backbone: Backbone, n_classes: int,
                   cfg: BankConfig) -> ImageEntries:
-    """The per-image step: read, check, embed, pool. Bad input fails this image only."""
+    """The per-image step: read, check, embed, pool. Bad input fails this image only.
+
+    With ``cfg.augment_*`` each extra view of the image (``augment.bank_views``) is
+    embedded and pooled too; its entries carry the image's id."""
     dim = backbone.identity.feature_dim
+    vecs, labs, skipped = [], [], 0
     try:
         image, label = sample.image(), sample.label()
         check_label_map(sample.image_id, image.shape[:2], label, n_classes)
-        fmap = backbone(image)
-        fmap.check_finite(f"backbone features of {sample.image_id}")
-        if fmap.dim != dim:
-            raise InputError(f"backbone returned dim {fmap.dim}, its identity says {dim}")
-        v, l, skipped = image_vectors(fmap, label, n_classes, cfg)
+        for view in bank_views(image, label, cfg):
+            where = sample.image_id + (f" ({view.tag})" if view.tag else "")
+            fmap = backbone(view.image)
+            fmap.check_finite(f"backbone features of {where}")
+            if fmap.dim != dim:
+                raise InputError(f"backbone returned dim {fmap.dim}, its identity says {dim}")
+            v, l, s = image_vectors(fmap, view.label, n_classes, cfg)
+            vecs.append(v)
+            labs.append(np.asarray(l, np.int32))
+            skipped += s
     except ModuSegError as e:
         return ImageEntries(sample.image_id, np.zeros((0, dim), np.float32),
                             np.zeros(0, np.int32), error=str(e))
-    return ImageEntries(sample.image_id, v, np.asarray(l, np.int32), len(l) + skipped, skipped)
+    v, l = (vecs[0], labs[0]) if len(vecs) == 1 else (np.concatenate(vecs), np.concatenate(labs))
+    return ImageEntries(sample.image_id, v, l, len(l) + skipped, skipped)
 
 
 def finish_bank(entries: list[ImageEntries], class_names: list[str],
