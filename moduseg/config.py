@@ -712,7 +712,8 @@ def _preset_file(name: str) -> dict:
 
 
 def preset(name: str) -> ModuSegConfig:
-    """The named preset (``paper``: the published recipe; ``default``, ``fast``: ours)."""
+    """The named preset (``paper``: the published recipe; ``default``, ``fast``, ``accurate``:
+    ours)."""
     d = dict(_preset_file(name))
     d.pop("description", None)
     d["preset"] = name

@@ -7,6 +7,10 @@ without importing the bank package.
 
 EMBEDDED_BANKS = {"default": "camvid-default.npz", "fast": "camvid-fast.npz",
                   "paper": "camvid-paper.npz"}
+# presets that ship no bank, and why: a run with one of them needs --bank
+NO_EMBEDDED_BANK = {
+    "accurate": "its CamVid bank (47,513 vectors of 256 dimensions) is beyond the package's "
+                "bank budget"}
 
 
 def rebuild_hint(bank_config: dict | None, preset: str) -> str:

@@ -1,5 +1,6 @@
 """Every preset works out of the box (issue 29, item 7): each preset ships its own
-embedded bank (a bank serves only the backbone settings that built it), within the
+embedded bank (except those ``shipped.NO_EMBEDDED_BANK`` names, whose error names the build
+command) (a bank serves only the backbone settings that built it), within the
 package's size budget, chosen by ``--preset`` when no ``--bank`` is given; where a
 bank and a configuration still disagree the error names the command that fixes it."""
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from moduseg.bank.datasets import CAMVID_CLASSES, CAMVID_PALETTE
 from moduseg.bank.embedded import (EMBEDDED_BANKS, MAX_BYTES, TOTAL_MAX_BYTES,
                                    default_bank_path, embedded_bank_path, rebuild_command)
+from moduseg.shipped import NO_EMBEDDED_BANK
 from moduseg.bank.store import check_identity, load_bank, rebuild_hint
 from moduseg.cli import cli
 from moduseg.config import ModuSegConfig, preset, preset_names
@@ -26,7 +28,8 @@ FRAME = "val/0016E5_07959.png"
 
 
 def test_every_preset_has_an_embedded_bank():
-    assert set(EMBEDDED_BANKS) == set(PRESETS)
+    assert set(EMBEDDED_BANKS) | set(NO_EMBEDDED_BANK) == set(PRESETS)
+    assert not set(EMBEDDED_BANKS) & set(NO_EMBEDDED_BANK)
     for name in EMBEDDED_BANKS:
         assert default_bank_path(name) == embedded_bank_path(name)
 
@@ -69,6 +72,23 @@ def test_shipped_banks_fit_the_package_budget():
     assert shipped == sorted(EMBEDDED_BANKS.values()), "an unlisted bank file is shipped"
     total = sum((data / f).stat().st_size for f in shipped)
     assert total <= TOTAL_MAX_BYTES, f"embedded banks take {total} bytes"
+
+
+def test_a_preset_without_an_embedded_bank_names_the_build_command(tmp_path):
+    for preset in NO_EMBEDDED_BANK:
+        for asked in (preset, preset + "+custom"):
+            with pytest.raises(BankError, match=f"preset '{preset}' ships no embedded bank.*"
+                                                f"bank build .*--preset {preset} --out BANK.npz"):
+                resolve_bank(None, asked)
+        assert resolve_bank(tmp_path / "b.npz", preset) == tmp_path / "b.npz"
+        image = tmp_path / "x.png"
+        import cv2
+        cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+        r = CliRunner().invoke(cli, ["segment", str(image), "--preset", preset,
+                                     "--out", str(tmp_path / "out")])
+        assert r.exit_code == 2, r.output
+        assert "ships no embedded bank" in r.output and len(r.output.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
 
 
 def test_preset_chooses_its_embedded_bank(tmp_path):

@@ -162,7 +162,7 @@ def test_parse_overrides_keeps_strings_that_are_not_literals():
 
 
 def test_presets_are_valid_and_typed():
-    assert preset_names() == ["default", "fast", "paper"]
+    assert preset_names() == ["accurate", "default", "fast", "paper"]
     for name in preset_names():
         cfg = preset(name)
         assert cfg.preset == name
@@ -224,8 +224,14 @@ def test_presets_and_stored_banks_resolve_to_the_values_they_had():
     from moduseg.bank.embedded import embedded_bank_path
     from moduseg.bank.store import load_bank
 
+    # measured preset changes since the record: fast's bank went to 16 patches a region
+    # (issue 27, docs/results.md)
+    changed = {"fast": {"bank": {"patches_per_region": 16}}}
     for name in ("paper", "default", "fast"):
-        assert _same_values(preset(name), BEFORE[f"preset:{name}"]), name
+        before = json.loads(json.dumps(BEFORE[f"preset:{name}"]))
+        for section, values in changed.get(name, {}).items():
+            before[section].update(values)
+        assert _same_values(preset(name), before), name
     embedded = load_bank(embedded_bank_path())
     assert _same_values(resolve_config(None, [], embedded.config), BEFORE["embedded"])
     old = BEFORE["old-default-without-newer-keys"]
@@ -437,7 +443,7 @@ def test_temporal_section_is_declared_once_and_settable():
 def test_presets_state_the_temporal_section_and_old_banks_get_its_defaults():
     from moduseg.config import PRESET_DIR, TemporalOptions
     names = {f.name for f in dataclasses.fields(TemporalOptions)}
-    for name in ("paper", "default", "fast"):
+    for name in preset_names():
         stated = json.loads((PRESET_DIR / f"{name}.json").read_text())["temporal"]
         assert set(stated) == names, name
         assert preset(name).temporal == TemporalOptions(**stated)

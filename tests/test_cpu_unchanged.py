@@ -26,7 +26,7 @@ FROZEN_DEFAULT = ModuSegConfig(
 
 CONFIGS = {"paper": lambda: ModuSegConfig(preset="paper"), "frozen-default": lambda: FROZEN_DEFAULT,
            "preset:paper": lambda: preset("paper"), "preset:default": lambda: preset("default"),
-           "preset:fast": lambda: preset("fast")}
+           "preset:fast": lambda: preset("fast"), "preset:accurate": lambda: preset("accurate")}
 
 # sha256 of the uint8 label maps of the 3 val frames. paper and frozen-default were
 # recorded at bc42de1 and no longer matched on main at 845ff69 (before #26: the v4
@@ -37,7 +37,10 @@ EXPECTED = {
     "frozen-default": ['d99cb897b4c1e9b3', 'f321fb6ae216392a', 'd030a9a4ea08e4c7'],
     "preset:paper": ['d4f08c76f1d4030c', 'c5f86a179ae2f235', 'c746d75b5df3deca'],
     "preset:default": ['e8b37a1167a62967', 'b4a205cd5059dbe2', '83e8c9a95cf22588'],
-    "preset:fast": ['df09806e1e15d94b', '2e0fadcb3e2d928a', 'dd8f5686573076f8'],
+    # fast re-recorded 2026-12-07 when its bank went to 16 patches a region (issue 27)
+    "preset:fast": ['66fe551073eac8cc', '2fa8e0f080410911', '03c8182a643a48ef'],
+    # accurate recorded 2026-12-07 when the preset was added (issue 27)
+    "preset:accurate": ['e10006856a6dd2e8', 'b294c067ab7b4a08', '1bbedbacf5ec20d9'],
 }
 
 

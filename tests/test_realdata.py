@@ -17,7 +17,8 @@ from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.runtime.pipeline import Segmenter
 
-FLOORS = {"paper": 12.0, "default": 39.0, "fast": 36.0}
+# fast and accurate measured 2026-12-07 (issue 27): 42.3 and 41.1 on this set
+FLOORS = {"paper": 12.0, "default": 39.0, "fast": 37.0, "accurate": 36.0}
 
 
 def _models():
@@ -43,7 +44,7 @@ def camvid_data(shared_data):
 
 @pytest.mark.realdata
 @pytest.mark.models
-@pytest.mark.parametrize("name", ["paper", "default", "fast"])
+@pytest.mark.parametrize("name", ["paper", "default", "fast", "accurate"])
 def test_camvid_miou_stays_above_its_floor(camvid_data, name):
     from moduseg.errors import ModuSegError
     from moduseg.build import load_default_backbone, load_default_proposer

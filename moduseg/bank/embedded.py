@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import BankError
 from .builder import spread
-from ..shipped import EMBEDDED_BANKS
+from ..shipped import EMBEDDED_BANKS, NO_EMBEDDED_BANK
 
 FILENAME = EMBEDDED_BANKS["default"]
 MAX_BYTES = 10_000_000          # one bank
@@ -67,6 +67,12 @@ def resolve_bank(bank_path, preset: str | None = None) -> Path:
     one: a bank serves only the backbone settings that built it), else the default's."""
     if bank_path:
         return Path(bank_path)
+    base = str(preset).split("+")[0] if preset else None
+    if base in NO_EMBEDDED_BANK:
+        raise BankError(
+            f"preset {base!r} ships no embedded bank ({NO_EMBEDDED_BANK[base]}); build one with "
+            f"'moduseg bank build --dataset LAYOUT --root DATA --preset {base} --out BANK.npz' "
+            f"and pass --bank BANK.npz")
     return default_bank_path(preset if preset in EMBEDDED_BANKS else None)
 
 
