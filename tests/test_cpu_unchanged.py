@@ -39,8 +39,9 @@ EXPECTED = {
     "preset:default": ['e8b37a1167a62967', 'b4a205cd5059dbe2', '83e8c9a95cf22588'],
     # fast re-recorded 2026-12-07 when its bank went to 16 patches a region (issue 27)
     "preset:fast": ['66fe551073eac8cc', '2fa8e0f080410911', '03c8182a643a48ef'],
-    # accurate recorded 2026-12-07 when the preset was added (issue 27)
-    "preset:accurate": ['e10006856a6dd2e8', 'b294c067ab7b4a08', '1bbedbacf5ec20d9'],
+    # accurate recorded 2026-12-07 when the preset was added (issue 27), re-recorded the
+    # same day when its search went from exact ('flat') to IVF
+    "preset:accurate": ['aba00597cae2491b', '63ff768b054f1dcc', '82faa9b48440da16'],
 }
 
 
