@@ -47,14 +47,22 @@ def held_out_scores(vectors: np.ndarray, image_ids: np.ndarray,
     evenly spread queries (empty when the class has a single vector). When
     every vector comes from one image, only the query itself is left out.
     """
-    n = len(vectors)
-    if n < 2:
+    if len(vectors) < 2:
         return np.zeros(0, np.float32)
+    return np.concatenate([sims.max(1) for sims in
+                           _held_out_similarities(vectors, image_ids, max_queries)]
+                          ).astype(np.float32)
+
+
+def _held_out_similarities(vectors: np.ndarray, image_ids: np.ndarray, max_queries: int):
+    """Chunks of ``[queries, n]`` similarities of up to ``max_queries`` evenly spread
+    rows to every row, ``-inf`` where a row comes from the query's own image (only the
+    query itself when every row comes from one image). Needs two rows or more."""
+    n = len(vectors)
     x = np.ascontiguousarray(vectors, np.float32)
     ids = np.asarray(image_ids).astype(str)
     one_image = len(np.unique(ids)) < 2
     q = _spread(np.arange(n), max_queries)
-    out = np.empty(len(q), np.float32)
     rows = max(1, CHUNK // n)
     for s in range(0, len(q), rows):
         qi = q[s:s + rows]
@@ -63,8 +71,7 @@ def held_out_scores(vectors: np.ndarray, image_ids: np.ndarray,
             sims[np.arange(len(qi)), qi] = -np.inf
         else:
             sims[ids[qi][:, None] == ids[None, :]] = -np.inf
-        out[s:s + rows] = sims.max(1)
-    return out
+        yield sims
 
 
 def quantile_table(scores: np.ndarray) -> list[float] | None:
@@ -243,20 +250,7 @@ def held_out_density(vectors: np.ndarray, image_ids: np.ndarray, top_k: int,
     n = len(vectors)
     if n < 2:
         return np.zeros(0, np.float64)
-    x = np.ascontiguousarray(vectors, np.float32)
-    ids = np.asarray(image_ids).astype(str)
-    one_image = len(np.unique(ids)) < 2
-    q = _spread(np.arange(n), max_queries)
     k = max(1, min(int(top_k), n - 1))
-    out = np.empty(len(q), np.float64)
-    rows = max(1, CHUNK // n)
-    for s in range(0, len(q), rows):
-        qi = q[s:s + rows]
-        sims = x[qi] @ x.T
-        if one_image:
-            sims[np.arange(len(qi)), qi] = -np.inf
-        else:
-            sims[ids[qi][:, None] == ids[None, :]] = -np.inf
-        top = -np.partition(-sims, k - 1, axis=1)[:, :k]
-        out[s:s + rows] = density(top)
+    out = np.concatenate([density(-np.partition(-sims, k - 1, axis=1)[:, :k])
+                          for sims in _held_out_similarities(vectors, image_ids, max_queries)])
     return out[out > -1.0]          # a query with no vector of another image: no score
