@@ -245,6 +245,16 @@ def test_segment_rule_leaves_the_query_image_out():
     assert segment_rule(bank, 0.5, 1).threshold < 0.999
 
 
+def test_segment_rule_refuses_a_bad_quantile_before_calibrating(monkeypatch):
+    from moduseg.runtime.unknown import segment_rule
+
+    bank, _ = _cluster_bank(np.random.default_rng(1), n=50)
+    monkeypatch.setattr(cal, "held_out_density",
+                        lambda *a, **k: pytest.fail("calibrated for a bad quantile"))
+    with pytest.raises(InputError, match=r"runtime.unknown must be a quantile in \[0, 1\]"):
+        segment_rule(bank, 1.5, 5)
+
+
 def test_segment_scores_average_the_cells_wholly_inside_a_mask():
     from moduseg.runtime.pipeline import segment_scores
     from moduseg.types import GridGeometry

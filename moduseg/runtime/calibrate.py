@@ -169,11 +169,16 @@ def _cdf(row: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.where(ties, LEVELS[np.maximum(hi - 1, 0)], x)
 
 
+def check_quantile(q: float) -> None:
+    """``runtime.unknown`` is a quantile: one line otherwise (before any calibration)."""
+    if not 0.0 <= q <= 1.0:
+        raise InputError(f"runtime.unknown must be a quantile in [0, 1], got {q}")
+
+
 def thresholds(table: np.ndarray, q: float) -> np.ndarray:
     """``[C]`` similarity below which a query of each class is unknown (``-inf``
     where the class has no table, i.e. never unknown)."""
-    if not 0.0 <= q <= 1.0:
-        raise InputError(f"runtime.unknown must be a quantile in [0, 1], got {q}")
+    check_quantile(q)
     out = np.array([np.interp(q, LEVELS, row) if np.isfinite(row[0]) else -np.inf
                     for row in table])
     return out

@@ -135,6 +135,7 @@ def segment_rule(bank: Bank, q: float, top_k: int) -> SegmentRule | None:
     25,000 vectors) and kept on the bank object."""
     if not q:
         return None
+    cal.check_quantile(q)
     cache = bank.__dict__.setdefault("_segment_rules", {})
     rule = cache.get((q, top_k))
     if rule is None:
@@ -148,9 +149,6 @@ def segment_rule(bank: Bank, q: float, top_k: int) -> SegmentRule | None:
             tables[top_k] = table
             log.info("calibrated segment unknown on %d of the bank's %d vectors in %.1f s",
                      len(scores), len(bank), time.perf_counter() - t0)
-        if not 0.0 <= q <= 1.0:
-            from ..errors import InputError
-            raise InputError(f"runtime.unknown must be a quantile in [0, 1], got {q}")
         thr = (float(np.interp(q, cal.SEGMENT_LEVELS, table)) if np.isfinite(table[0])
                else -np.inf)
         rule = SegmentRule(q, int(top_k), table, thr, len(bank.class_names))
