@@ -383,27 +383,21 @@ def remap_classes(state: TemporalState, names: tuple) -> None:
     old = list(state.class_names or ())
     src = np.array([old.index(n) if n in old else -1 for n in names], np.int64)
 
-    def take(a: np.ndarray, axis: int) -> np.ndarray:
-        shape = list(a.shape)
-        shape[axis] = len(names)
-        out = np.zeros(shape, a.dtype)
-        keep = np.flatnonzero(src >= 0)
-        if len(keep):
-            idx = [slice(None)] * a.ndim
-            idx[axis] = keep
-            pick = [slice(None)] * a.ndim
-            pick[axis] = src[keep]
-            out[tuple(idx)] = a[tuple(pick)]
+    keep = np.flatnonzero(src >= 0)
+
+    def take(a: np.ndarray) -> np.ndarray:        # along the class axis, the first
+        out = np.zeros((len(names), *a.shape[1:]), a.dtype)
+        out[keep] = a[src[keep]]
         return out
 
     if state.memory is not None and state.memory.shape[0] == len(old):
-        state.memory = take(state.memory, 0)
+        state.memory = take(state.memory)
     for tid in list(state.tracks.tracks):
         t = state.tracks.tracks[tid]
         if len(t.scores) != len(old):
             del state.tracks.tracks[tid]
             continue
-        t.scores = take(t.scores, 0)
+        t.scores = take(t.scores)
         if not (t.scores > 0).any():
             del state.tracks.tracks[tid]
     state.class_names = tuple(names)
