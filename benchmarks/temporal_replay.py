@@ -16,8 +16,9 @@ Vote frames (``temporal.vote_every``) need the backbone features of propagated f
 which the per-frame cache does not hold: the backbone runs once per frame it is asked
 for and its features are cached too (``features-...`` folders, one file a frame, with the
 backbone's measured time); the post-backbone stages of a vote frame run for real in the
-replay, and the cost estimate counts, for each vote frame, the backbone time of that frame's
-per-frame run (measured in the same run, at the same load, as the per-frame total).
+replay, and the cost estimate counts, for each vote frame, the times of those stages in
+that frame's per-frame run (measured in the same run, at the same load, as the per-frame
+total; there the backbone ran beside the proposer, so this errs on the high side).
 """
 
 from __future__ import annotations
@@ -192,6 +193,10 @@ def command(preset, inputs, frames, cache, data, clip_set, policies, prefill_fea
                                    else clip_set, "policy": json.loads(policy), **row}))
 
 
+# the temporal path's own stages (timed in the replay); the others are the model's
+TEMPORAL_STAGES = ("flow", "propagate", "memory", "tracks", "keyframe_wait", "total")
+
+
 def replay_one(tcfg, fr, c, cuts) -> dict:
     """The temporal path replayed over one input's cached per-frame results."""
     from moduseg.evaluate import Evaluator
@@ -210,10 +215,13 @@ def replay_one(tcfg, fr, c, cuts) -> dict:
         keys.append(r.keyframe)
         votes.append(r.kind == "vote")
         if r.kind == "vote":
-            # the backbone's time in the frame's per-frame run (measured beside that run's
-            # total, at the same load) instead of the cached features' reading time
-            dt += res[i][0].timings_ms.get("backbone", cached.ms[i]) - \
-                r.timings_ms.get("backbone", 0.0)
+            # the model stages of a vote frame (backbone, search, pool, nms, ...) at the
+            # times the frame's per-frame run measured for them, at that run's load (the
+            # per-frame total's), instead of the cached features' reading time and this
+            # replay's own load
+            done = res[i][0].timings_ms
+            stages = [k for k in r.timings_ms if k not in TEMPORAL_STAGES]
+            dt += sum(done.get(k, r.timings_ms[k]) - r.timings_ms[k] for k in stages)
         cost.append(dt + (res[i][1] if r.keyframe else 0.0))
     off = [r.label_map for r, _ in res]
     off_ms = float(np.sum([ms for _, ms in res]))

@@ -114,6 +114,11 @@ class TemporalState:
     key_map: np.ndarray | None = None       # current frame -> keyframe (flow resolution)
     key_labels: np.ndarray | None = None    # the keyframe's fused label map
     key_result: SegmentationResult | None = None
+    # the last keyframe (not vote frame) whose proposals are carried, and the map from the
+    # current frame to it: proposals are resampled once from their keyframe, never chained
+    # through vote frames
+    prop_result: SegmentationResult | None = None
+    prop_map: np.ndarray | None = None
     key_track_ids: list = field(default_factory=list)
     memory: np.ndarray | None = None        # [C, H, W] class scores, keyframe coordinates
     tracks: TrackSet = field(default_factory=TrackSet)
@@ -247,6 +252,7 @@ class TemporalSegmenter:
                 if comparable:
                     bwd, fwd = flow_pair(st.gray, g, cfg.flow_preset)
                     key_map = compose(st.key_map, bwd)
+                    st.prop_map = compose(st.prop_map, bwd)
                     change = FrameChange(
                         residual=photometric_residual(g, st.gray, to_map(bwd)),
                         histogram=histogram_distance(st.gray, g),
@@ -350,6 +356,8 @@ class TemporalSegmenter:
         since_key = st.since_key
         self._fold(res, p.gray, p.to_old_key, p.reason, timer, p.frame_index)
         st.key_map = p.to_frame
+        if p.reason != VOTE:
+            st.prop_map = p.to_frame
         st.since_vote = st.frame_index - p.frame_index - 1
         st.since_key = since_key if p.reason == VOTE else st.since_vote
         return p.frame_index
@@ -391,6 +399,7 @@ class TemporalSegmenter:
             st.since_key, st.votes = st.since_key + 1, st.votes + 1
         else:
             st.since_key, st.keyframes = 0, st.keyframes + 1
+            st.prop_result, st.prop_map = res, identity_map(g.shape)
         return TemporalResult(label_map=labels, segments=segs, timings_ms={},
                               class_names=res.class_names, proposals=res.proposals,
                               frame_index=st.frame_index, keyframe=not vote, reason=reason,
@@ -407,6 +416,10 @@ class TemporalSegmenter:
         return {tid: warp_nearest(t.mask, m, border=-1) for tid, t in st.tracks.tracks.items()}
 
     def _propagate(self, image, key_map, timer) -> TemporalResult:
+        """The label map carried from the last keyframe or vote frame (``key_map``), the
+        proposals from the last keyframe (``prop_map``); the segments are the last
+        keyframe's or vote frame's (a vote frame labels its keyframe's proposals, in
+        order)."""
         st = self.state
         key = st.key_result
         hw = st.key_labels.shape
@@ -415,8 +428,8 @@ class TemporalSegmenter:
             labels = warp_nearest(st.key_labels, resize_map(key_map, hw))
             props, segs, ids, tlabels = None, [], [], []
             if key.proposals is not None and len(key.proposals):
-                kp = key.proposals
-                mm = resize_map(key_map, kp.mask_hw)
+                kp = st.prop_result.proposals
+                mm = resize_map(st.prop_map, kp.mask_hw)
                 masks = np.stack([warp_nearest(k, mm, border=-1) for k in kp.masks])
                 props = Proposals(masks, kp.scores, kp.image_hw)
                 scale = kp.image_hw[0] * kp.image_hw[1] / float(kp.mask_hw[0] * kp.mask_hw[1])
