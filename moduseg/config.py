@@ -200,6 +200,13 @@ class BackboneOptions(Options):
                    "concatenated, e.g. [8, 11]; unset: the last block.")
     flip: Optional[bool] = option(
         None, help="Average the features of the frame and its mirror (twice the work).")
+    shifts: Optional[str] = option(
+        None, choices=("diagonal-mean", "square-mean", "square-interleave"),
+        help="Also run the backbone on the frame moved by half a patch and give features on "
+             "a grid of half-patch cells: diagonal-mean (2 passes: each cell the mean of the "
+             "2 patches covering it), square-mean (4 passes: moved right, down and both; "
+             "the mean of 4), square-interleave (4 passes: each cell the one patch centred "
+             "on its corner). Unset: one pass, whole-patch cells.")
     normalize: Optional[str] = option(
         None, choices=("dataset", "image"),
         help="dataset: fixed ImageNet mean/std; image: each frame's channels standardised first.")
