@@ -256,6 +256,11 @@ class TemporalOptions(Options):
     max_fit_residual: float = option(
         9.0, ge=0.0, le=255.0, help="Keyframe when the last keyframe warped to this frame "
                                     "misses it by more than this mean grey error.")
+    vote_every: int = option(
+        0, ge=0, le=10_000,
+        help="A vote frame every this many frames after a keyframe or vote frame: the "
+             "keyframe's proposals carried there by the flow are labelled by that frame's own "
+             "backbone features (no proposer) and fused into the class memory; 0 = none.")
     decay: float = option(0.7, ge=0.0, lt=1.0,
                           help="Weight of the class memory against a keyframe's own labels.")
     track_decay: float = option(0.7, ge=0.0, lt=1.0,
