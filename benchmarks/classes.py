@@ -282,7 +282,7 @@ def run(args, partial=None):
               flush=True)
     if args.flip and "fewshot" in args.parts:     # every picked frame's mirror, one pass each
         need = sorted({w[i] for raw, _, _, _, train, _, w in data for c in classes
-                       for k in KS for i in shots(raw, c, k, areas_of(train, c))})
+                       for k in args.ks for i in shots(raw, c, k, areas_of(train, c))})
         flip_cfg = cfg.with_overrides(**{"bank.augment_flip": True})
         mirrored.update(zip(need, ablation.cached_views([ss[i] for i in need], flip_cfg,
                                                         Path(args.cache), args.home)))
@@ -300,7 +300,7 @@ def run(args, partial=None):
                     label_fold(test, dropped, cfg_on, to_camvid, r["drop_on"], r["open"], c)
             areas = areas_of(train, c)
             views = ((lambda i, w=where: flipped(w[i])) if args.flip else None)
-            for k in (KS if "fewshot" in args.parts else ()):
+            for k in (args.ks if "fewshot" in args.parts else ()):
                 pick = shots(raw, c, k, areas)
                 r["shots"][k] += len(pick)
                 ta = time.perf_counter()
@@ -314,7 +314,7 @@ def run(args, partial=None):
         iou = lambda e: e.scores().iou[c] * 100  # noqa: E731
         o = {k: v for k, v in r["open"].json().items() if not k.startswith("hist")}
         print(f"  {name}: open set {o}; IoU full {iou(ev['full_off']):.1f}, "
-              + ", ".join(f"k={k} {iou(r[f'k{k}']):.1f}" for k in KS)
+              + ", ".join(f"k={k} {iou(r[f'k{k}']):.1f}" for k in args.ks)
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
         if partial is not None:
             partial(summary(args, names, eval_idx, folds, ev, per_c, [x for x in classes
@@ -343,7 +343,8 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open)
         m_off = float(np.nanmean(r["drop_off"].scores().iou[known])) * 100
         out["classes"][names[c]] = {
             "full_iou": round(float(full_iou[c]), 2),
-            **{f"k{k}_iou": round(float(r[f"k{k}"].scores().iou[c] * 100), 2) for k in KS},
+            **{f"k{k}_iou": (round(float(r[f"k{k}"].scores().iou[c] * 100), 2)
+                             if r["add_s"][k] else None) for k in KS},
             **{f"k{k}_frames": r["shots"][k] for k in KS},
             **{f"k{k}_add_ms": round(1e3 * float(np.median(r["add_s"][k])), 1)
                for k in KS if r["add_s"][k]},
@@ -358,6 +359,11 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open)
     return out
 
 
+def _iou(x) -> str:
+    """An IoU cell: one decimal, a dash for a k that was not run (``--ks``)."""
+    return "-" if x is None else f"{x:.1f}"
+
+
 def markdown(r) -> str:
     """The tables of docs/results.md from a result: few-shot (when it ran) and open set
     (when it ran; AUROC and the oracle operating point recomputed from the stored
@@ -370,13 +376,17 @@ def markdown(r) -> str:
                   "|---" * 6 + "|"]
         ratios = []
         for name, x in cs.items():
-            ratio = x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 else float("nan")
+            ratio = (x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 and x["k5_iou"] is not None
+                     else float("nan"))
             ratios.append(ratio)
-            lines.append(f"| {name} | {x['full_iou']:.1f} | {x['k1_iou']:.1f} | "
-                         f"{x['k5_iou']:.1f} | {x['k10_iou']:.1f} | {100 * ratio:.0f} % |")
-        mean = lambda k: np.nanmean([x[k] for x in cs.values()])  # noqa: E731
-        lines.append(f"| **mean** | {mean('full_iou'):.1f} | {mean('k1_iou'):.1f} | "
-                     f"{mean('k5_iou'):.1f} | {mean('k10_iou'):.1f} | "
+            lines.append(f"| {name} | {x['full_iou']:.1f} | {_iou(x['k1_iou'])} | "
+                         f"{_iou(x['k5_iou'])} | {_iou(x['k10_iou'])} | {100 * ratio:.0f} % |")
+
+        def mean(k):
+            got = [x[k] for x in cs.values() if x.get(k) is not None]
+            return np.nanmean(got) if got else None
+        lines.append(f"| **mean** | {mean('full_iou'):.1f} | {_iou(mean('k1_iou'))} | "
+                     f"{_iou(mean('k5_iou'))} | {_iou(mean('k10_iou'))} | "
                      f"**{100 * np.nanmean(ratios):.0f} %** |")
         lines.append("")
         others = [(x["k5_others_mIoU"], x["full_others_mIoU"]) for x in few]
@@ -479,6 +489,9 @@ def time_cli_add(args):
 @click.option("--parts", default="fewshot,openset", show_default=True,
               help="Which parts to run: fewshot (drop + add back from k frames), openset "
                    "(unknown with the class dropped), or both.")
+@click.option("--ks", default="1,5,10", show_default=True,
+              help="Few-shot: the numbers of frames to add back (comma-separated, of 1, 5, "
+                   "10).")
 @click.option("--flip", is_flag=True,
               help="Few-shot: add each frame mirrored too, as 'bank add --flip' does (one "
                    "backbone pass a frame, cached per view).")
@@ -492,7 +505,7 @@ def time_cli_add(args):
 @click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
               help="Only print the table of a saved --out JSON.")
 def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home, threads, out,
-            md, parts, flip, selection, timing, bank, table_of):
+            md, parts, ks, flip, selection, timing, bank, table_of):
     """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
     from types import SimpleNamespace
 
@@ -506,7 +519,10 @@ def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home,
                            classes=classes,
                            stride=stride, cache=cache, home=home, bank=bank, flip=flip,
                            selection=selection,
+                           ks=tuple(int(k) for k in ks.split(",") if k.strip()),
                            parts=[p.strip() for p in parts.split(",") if p.strip()])
+    if not args.ks or set(args.ks) - set(KS):
+        raise click.BadParameter(f"choose among {', '.join(map(str, KS))}", param_hint="--ks")
     bad = set(args.parts) - {"fewshot", "openset"}
     if bad:
         raise click.BadParameter(f"unknown part {sorted(bad)[0]!r}; choose fewshot, openset",
