@@ -94,9 +94,6 @@ def build_backbone(cfg: ModuSegConfig, backend, home=None):
     engine, precision = opts.pop("engine", None), opts.pop("precision", None)
     if be.native_trt:
         from .runtime.backbones.trt_backend import TensorRTBackbone  # needs tensorrt + a GPU
-        if opts.pop("flip", None):
-            raise InputError("backbone.flip runs on the ONNX backends only (cpu, cuda, "
-                             "tensorrt), not --backend tensorrt-native")
         opts.pop("threads", None)
         return TensorRTBackbone.from_options(home=home, engine=engine,
                                              precision=precision or "fp16",

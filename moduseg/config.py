@@ -206,6 +206,13 @@ class BackboneOptions(Options):
                    "concatenated, e.g. [8, 11]; unset: the last block.")
     flip: Optional[bool] = option(
         None, help="Average the features of the frame and its mirror (twice the work).")
+    shifts: Optional[str] = option(
+        None, choices=("diagonal-mean", "square-mean", "square-interleave"),
+        help="Also run the backbone on the frame moved by half a patch and give features on "
+             "a grid of half-patch cells: diagonal-mean (2 passes: each cell the mean of the "
+             "2 patches covering it), square-mean (4 passes: moved right, down and both; "
+             "the mean of 4), square-interleave (4 passes: each cell the one patch centred "
+             "on its corner). Unset: one pass, whole-patch cells.")
     normalize: Optional[str] = option(
         None, choices=("dataset", "image"),
         help="dataset: fixed ImageNet mean/std; image: each frame's channels standardised first.")
@@ -255,6 +262,11 @@ class TemporalOptions(Options):
     max_fit_residual: float = option(
         9.0, ge=0.0, le=255.0, help="Keyframe when the last keyframe warped to this frame "
                                     "misses it by more than this mean grey error.")
+    vote_every: int = option(
+        0, ge=0, le=10_000,
+        help="A vote frame every this many frames after a keyframe or vote frame: the "
+             "keyframe's proposals carried there by the flow are labelled by that frame's own "
+             "backbone features (no proposer) and fused into the class memory; 0 = none.")
     decay: float = option(0.7, ge=0.0, lt=1.0,
                           help="Weight of the class memory against a keyframe's own labels.")
     track_decay: float = option(0.7, ge=0.0, lt=1.0,

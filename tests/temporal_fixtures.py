@@ -59,8 +59,38 @@ class ColourSegmenter:
                                   class_names=list(CLASSES), proposals=props)
 
 
+class VotingSegmenter(ColourSegmenter):
+    """A ``ColourSegmenter`` that also labels given proposals (``relabel``, as
+    ``Segmenter`` does for vote frames): each proposal takes the class most of the frame's
+    pixels under it have by colour (the frame's own evidence); ``vote_as`` maps a class
+    to another on vote frames (a mistaken vote)."""
+
+    def __init__(self, flip: bool = False, vote_as: dict | None = None):
+        super().__init__(flip)
+        self.relabels, self.given, self.vote_as = 0, [], dict(vote_as or {})
+
+    def relabel(self, image, proposals, timer=None):
+        self.relabels += 1
+        self.given.append(proposals)
+        colour = labels_of(image)
+        H, W = colour.shape
+        lab = np.full((H, W), IGNORE, np.uint8)
+        segs = []
+        for k, m in enumerate(proposals.masks):
+            full = cv2.resize(m.view(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST) > 0
+            if not full.any():
+                continue
+            c = int(np.bincount(colour[full], minlength=3).argmax())
+            c = self.vote_as.get(c, c)
+            lab[full] = c
+            segs.append(Segment(k, c, CLASSES[c], 0.9, 1.0, int(full.sum()), int(full.sum())))
+        return SegmentationResult(label_map=lab, segments=segs, timings_ms={"total": 0.5},
+                                  class_names=list(CLASSES), proposals=proposals)
+
+
 def labels_of(image) -> np.ndarray:
     return ColourSegmenter()(image).label_map
 
 
-__all__ = ["CLASSES", "IGNORE", "ColourSegmenter", "canvas", "crop", "labels_of"]
+__all__ = ["CLASSES", "IGNORE", "ColourSegmenter", "VotingSegmenter", "canvas", "crop",
+           "labels_of"]

@@ -12,7 +12,7 @@ from moduseg.app.loop import run_segment
 from moduseg.coco import segment_records
 from moduseg.io import read_label_map
 from moduseg.temporal import TemporalConfig, TemporalOptions
-from temporal_fixtures import CLASSES, ColourSegmenter, canvas, crop
+from temporal_fixtures import CLASSES, ColourSegmenter, VotingSegmenter, canvas, crop
 
 
 class FakeSeg(ColourSegmenter):
@@ -98,6 +98,31 @@ def test_on_is_the_default_for_video_and_records_it(video, tmp_path):
     assert ids0 == ids5
     ids6 = {r["track_id"] for r in d["frames"][6]["segments"]}
     assert not ids6 & set(ids0)
+
+
+def test_vote_frames_are_recorded_in_segments_json(video, tmp_path):
+    """``temporal.vote_every=2``: frames 2 and 4 of the first shot (and 8 of the second)
+    are vote frames: each frame's ``temporal.kind`` says so, the summary counts them and
+    only keyframes ran the full pipeline."""
+    path, decoded = video
+
+    class VotingFake(VotingSegmenter):
+        bank = SimpleNamespace(class_names=CLASSES, background_index=None)
+
+    fake = VotingFake()
+    out = tmp_path / "votes"
+    run_segment(fake, str(path), out, progress=False, overlays=False,
+                temporal=TemporalConfig(options=TemporalOptions(max_interval=10,
+                                                                vote_every=2)))
+    d = json.loads((out / "segments.json").read_text())
+    kinds = [f["temporal"]["kind"] for f in d["frames"]]
+    assert kinds == ["keyframe", "propagated", "vote", "propagated", "vote", "propagated",
+                     "keyframe", "propagated", "vote"]
+    assert d["temporal"]["vote_frames"] == 3 == fake.relabels
+    assert d["temporal"]["keyframes"] == 2 == fake.calls
+    assert d["temporal"]["keyframe_reasons"] == {"first": 1, "cut": 1}
+    ids0 = {r["track_id"] for r in d["frames"][0]["segments"]}
+    assert {r["track_id"] for r in d["frames"][4]["segments"]} == ids0
 
 
 def test_folders_stay_per_frame(video, tmp_path):

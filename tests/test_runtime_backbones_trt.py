@@ -148,3 +148,27 @@ def test_runner_on_gpu():
 
 def test_module_imports_without_gpu_stack():
     assert trt_backend.TensorRTBackbone is TensorRTBackbone
+
+
+def test_views_run_the_same_engine_more_times_and_match_the_onnx_backend(fake_engine):
+    """backbone.flip / backbone.shifts on TensorRT: the engine on each view, combined on
+    the host exactly as the ONNX Runtime backend combines them (same graph), so a bank
+    built on the CPU matches; the single-pass device path refuses combined views."""
+    from moduseg.runtime.backbones.onnx_backbone import OnnxBackbone
+
+    engine, onnx_path, _ = fake_engine
+    image = np.random.default_rng(1).integers(0, 256, (90, 100, 3), dtype=np.uint8)
+    for flip, shifts in ((True, None), (False, "square-interleave"), (True, "diagonal-mean")):
+        bb = TensorRTBackbone(engine, policy="pad", flip=flip, shifts=shifts)
+        ref = OnnxBackbone(onnx_path, bb.identity.name, mean=bb.mean, std=bb.std,
+                           flip=flip, shifts=shifts)
+        fm, want = bb(image), ref(image)
+        assert fm.geometry == want.geometry and fm.device is None
+        assert fm.geometry.grid_hw == ((8, 12) if shifts else (4, 6))
+        np.testing.assert_allclose(fm.features, want.features, atol=2e-4)
+        assert bb.identity.name.endswith(("+hflip" if flip else "")
+                                         + (f"+shift-{shifts}" if shifts else ""))
+        with pytest.raises(InputError, match="combined on the host"):
+            bb.device_features(image)
+    plain = TensorRTBackbone(engine, policy="pad")
+    assert not plain.views and plain(image).geometry.grid_hw == (4, 6)

@@ -348,3 +348,28 @@ def test_confidence_threshold_needs_segments():
     with pytest.raises(InputError, match="min_confidence applies to segments"):
         RuntimeConfig(assignment="patch", min_confidence=0.5)
     RuntimeConfig(assignment="patch_vote", min_confidence=0.5)
+
+
+@pytest.mark.parametrize("name", ["paper", "default"])
+def test_relabel_labels_given_proposals_without_the_proposer(patch_bank, bank, name):
+    """``Segmenter.relabel`` (the temporal path's vote frames): the frame's own features
+    vote on proposals it is given; the proposer never runs. Given the proposals the
+    proposer would make it gives the full pipeline's labels; given proposals translated
+    with the image it gives the translated labels."""
+    use = bank if name == "paper" else patch_bank
+    rcfg = dataclasses.replace(preset(name).runtime, index="flat", min_area=50, top_k=5,
+                               refine_radius=0)
+    image, label = scene(7)
+    full = Segmenter(ColourBackbone(), _FixedProposer(lambda im: gt_proposals(label)), use,
+                     rcfg, parallel=False)(image)
+    seg = Segmenter(ColourBackbone(), RaisingProposer(), use, rcfg, parallel=False)
+    same = seg.relabel(image, gt_proposals(label))
+    np.testing.assert_array_equal(same.label_map, full.label_map)
+    assert "proposer" not in same.timings_ms and "backbone" in same.timings_ms
+    # the camera moved: content 16 px left and 8 px up (a patch multiple: same features)
+    moved_img = np.roll(image, (-8, -16), axis=(0, 1))
+    moved_lab = np.roll(label, (-8, -16), axis=(0, 1))
+    moved = seg.relabel(moved_img, gt_proposals(moved_lab))
+    np.testing.assert_array_equal(moved.label_map, np.roll(full.label_map, (-8, -16),
+                                                           axis=(0, 1)))
+    assert (moved.label_map == moved_lab).mean() > 0.99

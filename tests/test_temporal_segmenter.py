@@ -7,7 +7,8 @@ import pytest
 
 from moduseg.temporal import TemporalConfig, TemporalOptions, TemporalSegmenter, \
     keyframe_summary, segment_stream
-from temporal_fixtures import CLASSES, IGNORE, ColourSegmenter, canvas, crop, labels_of
+from temporal_fixtures import CLASSES, IGNORE, ColourSegmenter, VotingSegmenter, canvas, \
+    crop, labels_of
 
 
 def pan(n, step=(2, 1), seed=0):
@@ -298,3 +299,111 @@ def test_remap_classes_moves_memory_and_track_scores_by_name():
     assert list(st.tracks.tracks) == [1]        # track 0 was all 'c': it ends
     np.testing.assert_allclose(st.tracks.tracks[1].scores, [0.8, 0.0, 0.2])
     assert st.tracks.tracks[1].label == 0       # still 'b'
+
+
+def test_vote_frames_label_the_carried_proposals_with_the_frames_own_evidence():
+    """``vote_every=2``: every second frame after a keyframe or vote frame is a vote frame:
+    the keyframe's proposals, translated with the content, are labelled by that frame
+    (``relabel``; the full pipeline runs on keyframes only) and its labels are the
+    translated labels. The interval counts from the keyframe, not the vote frame."""
+    frames, truth = pan(9)
+    fake = VotingSegmenter()
+    ts = TemporalSegmenter(fake, TemporalConfig(options=TemporalOptions(max_interval=4,
+                                                                        vote_every=2)))
+    res = [ts(f) for f in frames]
+    assert [r.kind for r in res] == ["keyframe", "propagated", "vote", "propagated",
+                                     "keyframe", "propagated", "vote", "propagated",
+                                     "keyframe"]
+    assert [r.reason for r in res] == ["first", None, "vote", None, "interval", None,
+                                       "vote", None, "interval"]
+    assert fake.calls == 3 and fake.relabels == 2
+    assert ts.state.keyframes == 3 and ts.state.votes == 2
+    # the proposals given to the vote frame (frame 2) are the keyframe's, moved by the
+    # content's shift: (-2, -4) px at full resolution, (-1, -2) at the masks' half
+    k0, given = res[0].proposals.masks[1], fake.given[0].masks[1]
+    assert np.allclose(np.argwhere(k0).mean(0) - np.argwhere(given).mean(0), [1, 2],
+                       atol=0.6)
+    inner = (slice(10, -10), slice(10, -10))
+    for r, t in zip(res, truth):
+        assert (r.label_map[inner] == t[inner]).mean() > 0.97
+    # a vote frame continues the keyframe's tracks and says what it is in segments.json
+    assert res[2].track_ids == res[0].track_ids
+    d = res[2].to_json()["temporal"]
+    assert d["kind"] == "vote" and d["keyframe"] is False and d["reason"] == "vote"
+    assert res[1].to_json()["temporal"]["kind"] == "propagated"
+    s = keyframe_summary(res)
+    assert s["keyframes"] == 3 and s["vote_frames"] == 2
+    assert s["reasons"] == {"first": 1, "interval": 2}
+
+
+def test_the_memory_takes_a_vote_frames_labels_as_evidence():
+    """A vote frame's labels are fused like a keyframe's: with decay 0.7 one vote of red on
+    the green region leaves green ahead (0.7 against 0.3) but in the memory; with decay
+    0.2 the vote wins. Off, and with vote_every 0, nothing but the segmenter runs."""
+    frames, truth = pan(3)
+    green = truth[2] == 2
+    for decay, want in ((0.7, 2), (0.2, 1)):
+        fake = VotingSegmenter(vote_as={2: 1})
+        ts = TemporalSegmenter(fake, TemporalConfig(options=TemporalOptions(
+            max_interval=10, vote_every=2, decay=decay)))
+        res = [ts(f) for f in frames]
+        assert res[2].kind == "vote"
+        mem = ts.state.memory
+        inner = np.zeros_like(green)
+        inner[10:-10, 10:-10] = True
+        sel = green & inner
+        assert np.allclose(mem[1][sel], 1 - decay, atol=1e-5)
+        assert np.allclose(mem[2][sel], decay, atol=1e-5)
+        assert (res[2].label_map[sel] == want).mean() > 0.99
+    for cfg in (TemporalConfig(options=TemporalOptions(vote_every=0, max_interval=10)),
+                TemporalConfig(enabled=False, options=TemporalOptions(vote_every=2))):
+        fake = VotingSegmenter()
+        out = [TemporalSegmenter(fake, cfg)(f) for f in frames]
+        assert fake.relabels == 0
+        if not cfg.enabled:
+            assert all(np.array_equal(r.label_map, labels_of(f)) for r, f in zip(out, frames))
+
+
+def test_a_segmenter_without_relabel_propagates_instead_of_voting():
+    frames, _ = pan(4)
+    ts = TemporalSegmenter(ColourSegmenter(), TemporalConfig(options=TemporalOptions(
+        max_interval=10, vote_every=2)))
+    assert [r.kind for r in (ts(f) for f in frames)] == ["keyframe"] + ["propagated"] * 3
+
+
+def test_async_vote_frames_run_in_the_worker_and_are_fused_later():
+    """Live sources: a vote frame's backbone runs in the worker like a keyframe's pipeline
+    (the frame itself is propagated at once); it is fused on the first frame after it is
+    done, and the interval still counts from the keyframe."""
+    import threading
+    frames, truth = pan(8, step=(1, 0))
+
+    class GatedVoting(VotingSegmenter):
+        def __init__(self):
+            super().__init__()
+            self.gate, self.timed_out = threading.Event(), False
+
+        def relabel(self, image, proposals, timer=None):
+            if not self.gate.wait(20):
+                self.timed_out = True
+            return super().relabel(image, proposals, timer)
+
+    fake = GatedVoting()
+    ts = TemporalSegmenter(fake, TemporalConfig(
+        options=TemporalOptions(max_interval=6, vote_every=2), async_keyframes=True))
+    res = [ts(f) for f in frames[:4]]
+    assert not fake.timed_out
+    assert [r.kind for r in res] == ["keyframe", "propagated", "vote", "propagated"]
+    assert ts.state.pending is not None and ts.state.pending.reason == "vote"
+    fake.gate.set()
+    for f in frames[4:]:                # each worker job done before the next frame
+        if ts.state.pending is not None:
+            ts.state.pending.future.result()
+        res.append(ts(f))
+    ts.close()
+    assert res[4].applied_keyframe == 2 and res[4].kind == "vote"   # fused, then the next
+    assert res[5].applied_keyframe == 4 and ts.state.votes == 2
+    assert [r.reason for r in res].index("interval") == 6
+    inner = (slice(10, -10), slice(10, -10))
+    for r, t in zip(res, truth):
+        assert (r.label_map[inner] == t[inner]).mean() > 0.97

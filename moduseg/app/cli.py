@@ -181,7 +181,8 @@ def segment(input_spec, bank_path, out_dir, preset, overrides, backend, proposer
     if summary.temporal:
         t = summary.temporal
         tc = (t.get("consistency") or {}).get("mean")
-        click.echo(f"temporal: {t['keyframes']} keyframe(s) of {t['frames']} frames "
+        votes = f", {t['vote_frames']} vote frame(s)" if t.get("vote_frames") else ""
+        click.echo(f"temporal: {t['keyframes']} keyframe(s){votes} of {t['frames']} frames "
                    f"(rate {t['keyframe_rate']}); ms per frame amortised "
                    f"{t['frame_ms']['amortised']:.1f}, p50 {t['frame_ms']['p50']:.1f}, p95 "
                    f"{t['frame_ms']['p95']:.1f}"

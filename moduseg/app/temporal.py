@@ -86,6 +86,7 @@ class TemporalLog:
     frame_ms: list = field(default_factory=list)        # each frame's processing time
     latency_ms: list = field(default_factory=list)      # from capture to result (live)
     keyframes: list = field(default_factory=list)
+    votes: int = 0                                      # vote frames (temporal.vote_every)
     reasons: dict = field(default_factory=dict)
     consistency: ConsistencyMeter = field(default_factory=ConsistencyMeter)
     measure_consistency: bool = True
@@ -98,6 +99,7 @@ class TemporalLog:
             self.latency_ms.append(float(latency_ms))
             t["latency_ms"] = round(latency_ms, 3)
         self.keyframes.append(bool(result.keyframe))
+        self.votes += getattr(result, "kind", None) == "vote"
         if result.keyframe:
             self.reasons[result.reason] = self.reasons.get(result.reason, 0) + 1
         if self.measure_consistency and image is not None:
@@ -114,7 +116,7 @@ class TemporalLog:
                "keyframes": int(sum(self.keyframes)),
                "keyframe_rate": round(float(np.mean(self.keyframes)), 4)
                if self.keyframes else None,
-               "keyframe_reasons": self.reasons,
+               "keyframe_reasons": self.reasons, "vote_frames": self.votes,
                "frame_ms": {"amortised": round(float(ms.mean()), 3),
                             "p50": round(float(np.percentile(ms, 50)), 3),
                             "p95": round(float(np.percentile(ms, 95)), 3)}}

@@ -100,7 +100,7 @@ def time_preprocess(frame: np.ndarray, n: int, warmup: int, backbone=None) -> di
 def split_backbone(backbone, image, timer):
     """Run ``backbone(image)`` with preprocessing timed apart when the backbone exposes it."""
     if all(hasattr(backbone, a) for a in ("runner", "prepare", "input_name", "output_name")) \
-            and not getattr(backbone, "flip", False) and not hasattr(backbone, "device_features"):
+            and not getattr(backbone, "views", False) and not hasattr(backbone, "device_features"):
         from ..types import FeatureMap
         with timer("preprocess"):
             x, geo = backbone.prepare(image)

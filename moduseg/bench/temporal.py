@@ -53,7 +53,8 @@ def detect_cuts(frames: list[np.ndarray], cfg=None) -> list[int]:
 
 
 def run_mode(seg, frames, enabled: bool, tcfg=None, bar=None) -> dict:
-    """Segment ``frames`` in order; per-frame ms, label maps and keyframe flags."""
+    """Segment ``frames`` in order; per-frame ms, label maps, keyframe flags and reasons
+    (a vote frame: not a keyframe, reason "vote")."""
     from ..temporal.segmenter import TemporalConfig, TemporalSegmenter
     from dataclasses import replace
     ts = TemporalSegmenter(seg, replace(tcfg or TemporalConfig.from_config(seg),
@@ -78,15 +79,21 @@ def summarize_mode(run: dict, off_median: float | None = None) -> dict:
            "p50_ms": round(float(np.percentile(ms, 50)), 1),
            "p95_ms": round(float(np.percentile(ms, 95)), 1),
            "keyframes": int(keys.sum()), "keyframe_rate": round(float(keys.mean()), 3)}
+    from ..temporal.segmenter import VOTE
+    votes = np.asarray([r == VOTE and not k for r, k in zip(run["reasons"], keys)], bool)
     reasons: dict = {}
-    for r in run["reasons"]:
-        if r is not None:
+    for r, k in zip(run["reasons"], keys):
+        if r is not None and k:
             reasons[r] = reasons.get(r, 0) + 1
     if reasons:
         out["keyframe_reasons"] = reasons
-    if keys.any() and not keys.all():
+    if votes.any():
+        out["vote_frames"] = int(votes.sum())
+        out["vote_median_ms"] = round(float(np.median(ms[votes])), 1)
+    propagated = ~keys & ~votes
+    if keys.any() and propagated.any():
         out["keyframe_median_ms"] = round(float(np.median(ms[keys])), 1)
-        out["propagated_median_ms"] = round(float(np.median(ms[~keys])), 1)
+        out["propagated_median_ms"] = round(float(np.median(ms[propagated])), 1)
         if off_median:
             out["keyframe_over_off"] = round(float(np.median(ms[keys])) / off_median, 3)
     return out

@@ -590,6 +590,36 @@ class Segmenter:
             timer.ms["total"] = res.timings_ms["total"]
         return res
 
+    def relabel(self, image: np.ndarray, proposals: Proposals,
+                timer: StageTimer | None = None) -> SegmentationResult:
+        """Label given ``proposals`` of ``image`` with the image's own features: the
+        backbone and the post-backbone stages run, the proposer does not (the temporal
+        path's vote frames: a keyframe's proposals carried to a later frame by the flow,
+        voted on by that frame's fresh patches). ``proposals`` describe the work image
+        (``work_image(image)``: the image itself below ``MAX_WORK_PIXELS``)."""
+        check_image(image)
+        timer = timer or StageTimer()
+        t0 = time.perf_counter()
+        small = work_image(image)
+        bank, index, prior = self._state
+        with timer("backbone"):
+            fmap = self.backbone(small)
+        fmap.check_finite()
+        if self.config.assignment == "patch":
+            res = assign_patches(fmap, bank, index, self.config, timer, prior, image=small)
+        else:
+            res = assign(fmap, proposals, bank, index, self.config, timer, self.pooler, prior,
+                         None, small)
+        if small is not image:
+            (H, W), (h, w) = image.shape[:2], small.shape[:2]
+            res.label_map = cv2.resize(res.label_map, (W, H), interpolation=cv2.INTER_NEAREST)
+            if res.owners is not None:
+                res.owners = cv2.resize(res.owners, (W, H), interpolation=cv2.INTER_NEAREST)
+            for s in res.segments:
+                s.area = int(round(s.area * (H * W) / float(h * w)))
+        timer.ms["total"] = res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+        return res
+
     def _segment(self, image: np.ndarray, timer: StageTimer | None = None) -> SegmentationResult:
         timer = timer or StageTimer()
         t0 = time.perf_counter()

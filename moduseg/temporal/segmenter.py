@@ -2,12 +2,21 @@
 propagated by optical flow, and a class memory decides each pixel's class.
 
 ``TemporalSegmenter(segmenter)(rgb) -> TemporalResult`` keeps its state in a
-small ``TemporalState``; ``reset()`` forgets it (a new stream). On a
-propagated frame no model runs: the last keyframe's fused label map and its
-proposals are carried to the frame by the composed flow (one resampling
-from the keyframe, never a chain of them). A keyframe's labels are fused
-with the memory warped to it (``memory.fuse``) and its segments continue
-the tracks whose warped masks they overlap (``tracks.update``).
+small ``TemporalState``; ``reset()`` forgets it (a new stream). Three kinds of
+frame (``TemporalResult.kind``):
+
+- a *keyframe* runs the full pipeline; its labels are fused with the memory
+  warped to it (``memory.fuse``) and its segments continue the tracks whose
+  warped masks they overlap (``tracks.update``);
+- a *propagated* frame runs no model: the last keyframe's fused label map and
+  its proposals are carried to the frame by the composed flow (one resampling
+  from the keyframe, never a chain of them);
+- a *vote* frame (``temporal.vote_every``) runs the backbone only: the
+  keyframe's proposals carried to it are labelled by the frame's own patch
+  features (``Segmenter.relabel``, no proposer) and fused like a keyframe's
+  labels, so the memory gets a fresh, independent view between keyframes at a
+  fraction of a keyframe's cost. Frames after it are propagated from it. A
+  wrapped segmenter without ``relabel`` propagates these frames instead.
 
 A hot-swapped bank (``Segmenter.swap_bank``, ``app.hotswap``) makes the next
 frame a keyframe (reason ``"bank"``), so the new classes show at once; the
@@ -35,6 +44,7 @@ from .keyframes import FrameChange, histogram_distance, keyframe_reason, photome
 from .tracks import TrackSet, update as update_tracks
 
 MODES = ("on", "off")
+VOTE = "vote"          # the reason of a vote frame (not a keyframe: ``keyframes.REASONS``)
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,8 @@ class TemporalState:
     """Everything a stream remembers between frames (one per camera / stream)."""
 
     frame_index: int = -1
-    since_key: int = 0
+    since_key: int = 0                      # frames since the last keyframe (interval)
+    since_vote: int = 0                     # frames since the last keyframe or vote frame
     shot: int = 0
     image_hw: tuple | None = None
     gray: np.ndarray | None = None          # previous frame, grey, flow resolution
@@ -103,10 +114,16 @@ class TemporalState:
     key_map: np.ndarray | None = None       # current frame -> keyframe (flow resolution)
     key_labels: np.ndarray | None = None    # the keyframe's fused label map
     key_result: SegmentationResult | None = None
+    # the last keyframe (not vote frame) whose proposals are carried, and the map from the
+    # current frame to it: proposals are resampled once from their keyframe, never chained
+    # through vote frames
+    prop_result: SegmentationResult | None = None
+    prop_map: np.ndarray | None = None
     key_track_ids: list = field(default_factory=list)
     memory: np.ndarray | None = None        # [C, H, W] class scores, keyframe coordinates
     tracks: TrackSet = field(default_factory=TrackSet)
     keyframes: int = 0
+    votes: int = 0                          # vote frames fused
     pending: "PendingKeyframe | None" = None   # a keyframe still running (async_keyframes)
     bank: object = None                     # the segmenter's bank at the last keyframe
     class_names: tuple | None = None        # the classes of the memory's planes
@@ -114,7 +131,8 @@ class TemporalState:
 
 @dataclass
 class PendingKeyframe:
-    """A keyframe whose pipeline runs in the worker; fused when it is done."""
+    """A keyframe (or a vote frame, ``reason`` "vote") whose pipeline runs in the
+    worker; fused when it is done."""
 
     future: object
     frame_index: int
@@ -130,7 +148,8 @@ class TemporalResult(SegmentationResult):
 
     frame_index: int = 0
     keyframe: bool = True
-    reason: str | None = None          # why it is a keyframe (``keyframes.REASONS``)
+    reason: str | None = None          # why it is a keyframe (``keyframes.REASONS``), or
+    #                                    "vote" on a vote frame
     shot: int = 0                      # shots seen so far (a cut starts the next)
     track_ids: list = field(default_factory=list)       # per segment
     track_labels: list = field(default_factory=list)    # per segment: the track's class
@@ -144,9 +163,17 @@ class TemporalResult(SegmentationResult):
         d["temporal"] = self.temporal_json()
         return d
 
+    @property
+    def kind(self) -> str:
+        """"keyframe" (full pipeline), "vote" (backbone on carried proposals) or
+        "propagated" (no model)."""
+        if self.keyframe:
+            return "keyframe"
+        return "vote" if self.reason == VOTE else "propagated"
+
     def temporal_json(self) -> dict:
-        d = {"keyframe": self.keyframe, "reason": self.reason, "shot": self.shot,
-             "change": self.change}
+        d = {"keyframe": self.keyframe, "kind": self.kind, "reason": self.reason,
+             "shot": self.shot, "change": self.change}
         if self.applied_keyframe is not None:
             d["applied_keyframe"] = self.applied_keyframe
         return d
@@ -170,6 +197,8 @@ class TemporalSegmenter:
         if hasattr(segmenter, "full_config"):
             self.full_config = segmenter.full_config
         self._worker = None
+        # vote frames need a segmenter that labels given proposals (``Segmenter.relabel``)
+        self._relabel = getattr(segmenter, "relabel", None)
 
     @property
     def bank(self):
@@ -223,6 +252,7 @@ class TemporalSegmenter:
                 if comparable:
                     bwd, fwd = flow_pair(st.gray, g, cfg.flow_preset)
                     key_map = compose(st.key_map, bwd)
+                    st.prop_map = compose(st.prop_map, bwd)
                     change = FrameChange(
                         residual=photometric_residual(g, st.gray, to_map(bwd)),
                         histogram=histogram_distance(st.gray, g),
@@ -241,20 +271,31 @@ class TemporalSegmenter:
         if reason not in ("first", "cut") and st.bank is not None and bank is not st.bank:
             reason = "bank"                 # a hot-swapped bank: its classes from this frame
         if st.pending is not None and (reason in ("first", "cut") or st.pending.future.done()):
+            was_vote = st.pending.reason == VOTE
             applied = self._apply_pending(timer, discard=reason in ("first", "cut"))
             if applied is not None:
                 key_map = st.key_map
-                if reason not in ("first", "cut"):
-                    reason = None        # just refreshed
-        if reason is None or (reason not in ("first", "cut") and st.pending is not None):
+                if reason not in ("first", "cut") and not was_vote:
+                    reason = None        # just refreshed (a vote frame refreshes no keyframe)
+        if reason is None and st.pending is None and self._vote_due():
+            if cfg.async_keyframes:
+                res = self._propagate(image, key_map, timer)
+                self._submit_vote(image, g, key_map, res.proposals)
+                res.reason = VOTE
+                st.since_key += 1
+            else:
+                res = self._vote(image, g, key_map, timer)
+        elif reason is None or (reason not in ("first", "cut") and st.pending is not None):
             res = self._propagate(image, key_map, timer)
             st.since_key += 1
+            st.since_vote += 1
         elif cfg.async_keyframes and reason not in ("first", "cut"):
             st.bank = bank
             self._submit(image, g, key_map, reason)
             res = self._propagate(image, key_map, timer)
             res.keyframe, res.reason = True, reason
             st.since_key += 1
+            st.since_vote += 1
         else:
             st.bank = bank
             res = self._keyframe(image, g, key_map if reason not in ("first", "cut") else None,
@@ -266,7 +307,27 @@ class TemporalSegmenter:
         res.timings_ms["total"] = timer.ms["total"] = (time.perf_counter() - t0) * 1e3
         return res
 
-    # -- the two kinds of frame -----------------------------------------------------------
+    # -- the three kinds of frame ---------------------------------------------------------
+
+    def _vote_due(self) -> bool:
+        st, every = self.state, self.config.vote_every
+        return (every > 0 and self._relabel is not None and st.since_vote + 1 >= every
+                and st.key_result is not None and st.key_result.proposals is not None
+                and len(st.key_result.proposals) > 0)
+
+    def _vote(self, image, g, key_map, timer) -> TemporalResult:
+        """The keyframe's proposals carried here, labelled by this frame's features and
+        fused into the memory like a keyframe's labels (not a keyframe: the interval
+        still counts from the last one)."""
+        props = self._propagate(image, key_map, timer).proposals
+        res = self._relabel(image, props, timer)
+        return self._fold(res, g, key_map, VOTE, timer, self.state.frame_index)
+
+    def _submit_vote(self, image, g, key_map, props) -> None:
+        fut = self._executor().submit(self._relabel, image, props, StageTimer())
+        self.state.pending = PendingKeyframe(fut, self.state.frame_index, VOTE, g, key_map,
+                                             identity_map(g.shape))
+        self.state.since_vote = 0
 
     def _keyframe(self, image, g, key_map, reason, timer, early=None) -> TemporalResult:
         res = early.result() if early is not None else self.segmenter(image, timer)
@@ -292,9 +353,13 @@ class TemporalSegmenter:
             res = p.future.result()
         if discard:
             return None
+        since_key = st.since_key
         self._fold(res, p.gray, p.to_old_key, p.reason, timer, p.frame_index)
         st.key_map = p.to_frame
-        st.since_key = st.frame_index - p.frame_index - 1
+        if p.reason != VOTE:
+            st.prop_map = p.to_frame
+        st.since_vote = st.frame_index - p.frame_index - 1
+        st.since_key = since_key if p.reason == VOTE else st.since_vote
         return p.frame_index
 
     def _fold(self, res, g, key_map, reason, timer, frame_index) -> TemporalResult:
@@ -326,12 +391,18 @@ class TemporalSegmenter:
                                     [s.label for s in segs], [s.confidence for s in segs],
                                     n, frame_index, cfg.track_decay, cfg.track_min_iou)
                 tlabels = [st.tracks.tracks[i].label for i in ids]
+        vote = reason == VOTE
         st.memory, st.key_labels, st.key_gray = mem, labels, g
-        st.key_map, st.since_key, st.key_result = identity_map(g.shape), 0, res
-        st.key_track_ids, st.keyframes = ids, st.keyframes + 1
+        st.key_map, st.key_result, st.key_track_ids = identity_map(g.shape), res, ids
+        st.since_vote = 0
+        if vote:            # the interval still counts from the last keyframe
+            st.since_key, st.votes = st.since_key + 1, st.votes + 1
+        else:
+            st.since_key, st.keyframes = 0, st.keyframes + 1
+            st.prop_result, st.prop_map = res, identity_map(g.shape)
         return TemporalResult(label_map=labels, segments=segs, timings_ms={},
                               class_names=res.class_names, proposals=res.proposals,
-                              frame_index=st.frame_index, keyframe=True, reason=reason,
+                              frame_index=st.frame_index, keyframe=not vote, reason=reason,
                               shot=st.shot, track_ids=list(ids), track_labels=tlabels)
 
     def _warped_track_masks(self, key_map, proposals) -> dict:
@@ -345,6 +416,10 @@ class TemporalSegmenter:
         return {tid: warp_nearest(t.mask, m, border=-1) for tid, t in st.tracks.tracks.items()}
 
     def _propagate(self, image, key_map, timer) -> TemporalResult:
+        """The label map carried from the last keyframe or vote frame (``key_map``), the
+        proposals from the last keyframe (``prop_map``); the segments are the last
+        keyframe's or vote frame's (a vote frame labels its keyframe's proposals, in
+        order)."""
         st = self.state
         key = st.key_result
         hw = st.key_labels.shape
@@ -353,8 +428,8 @@ class TemporalSegmenter:
             labels = warp_nearest(st.key_labels, resize_map(key_map, hw))
             props, segs, ids, tlabels = None, [], [], []
             if key.proposals is not None and len(key.proposals):
-                kp = key.proposals
-                mm = resize_map(key_map, kp.mask_hw)
+                kp = st.prop_result.proposals
+                mm = resize_map(st.prop_map, kp.mask_hw)
                 masks = np.stack([warp_nearest(k, mm, border=-1) for k in kp.masks])
                 props = Proposals(masks, kp.scores, kp.image_hw)
                 scale = kp.image_hw[0] * kp.image_hw[1] / float(kp.mask_hw[0] * kp.mask_hw[1])
@@ -425,7 +500,8 @@ def segment_stream(segmenter, frames: Iterable[np.ndarray],
 
 
 def keyframe_summary(results_or_flags) -> dict:
-    """Keyframe count, rate and reasons of a run (``TemporalResult`` items or dicts)."""
+    """Keyframe count, rate and reasons of a run (``TemporalResult`` items or dicts), and
+    the count of vote frames."""
     flags = [r if isinstance(r, dict) else {"keyframe": r.keyframe, "reason": r.reason}
              for r in results_or_flags]
     n = len(flags)
@@ -433,7 +509,9 @@ def keyframe_summary(results_or_flags) -> dict:
     reasons: dict = {}
     for f in keys:
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+    votes = sum(1 for f in flags if not f["keyframe"] and f.get("reason") == VOTE)
     return {"frames": n, "keyframes": len(keys),
-            "keyframe_rate": round(len(keys) / n, 4) if n else None, "reasons": reasons}
+            "keyframe_rate": round(len(keys) / n, 4) if n else None, "reasons": reasons,
+            "vote_frames": votes}
 
 

@@ -38,6 +38,7 @@ from ...io import check_image, sha256_file as _sha256
 from ...errors import InputError, ModelNotFoundError
 from ...types import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, BackboneIdentity, FeatureMap,  # noqa: F401
                       GridGeometry, input_size_tag)
+from .views import check_shifts, fine_geometry, view_features, view_suffix
 
 POLICIES = ("pad", "stretch")
 NORMALIZATIONS = ("dataset", "image")
@@ -158,7 +159,8 @@ class OnnxBackbone:
                  mean=None, std=None, providers: str = "auto", threads: int | None = None,
                  patch: int | None = None, output: str | None = None,
                  weights_sha256: str | None = None, pixels: int | None = DEFAULT_PIXELS,
-                 flip: bool = False, normalize: str = "dataset", runners=None):
+                 flip: bool = False, normalize: str = "dataset", runners=None,
+                 shifts: str | None = None):
         from ..runners import default_factory
 
         self.path = Path(path)
@@ -183,6 +185,7 @@ class OnnxBackbone:
         self.policy = policy
         self.normalize = check_normalize(normalize)
         self.flip = bool(flip)
+        self.shifts = check_shifts(shifts, self.patch)
         inp = self.runner.inputs[0]
         self.input_name = inp.name
         # a graph exported at a fixed resolution (e.g. for TensorRT) takes only that size
@@ -200,9 +203,9 @@ class OnnxBackbone:
         if isinstance(identity, BackboneIdentity):
             self.identity = identity
         else:
-            # flipped features are averages: a bank of them says so in its identity
+            # flipped / shifted features are combinations: a bank of them says so
             self.identity = BackboneIdentity(
-                name=(identity or self.path.stem) + ("+hflip" if self.flip else ""),
+                name=(identity or self.path.stem) + view_suffix(self.flip, self.shifts),
                 input_size=self.input_size_tag,
                 patch_size=self.patch, feature_dim=dim,
                 weights_sha256=weights_sha256 or _sha256(self.path))
@@ -240,14 +243,17 @@ class OnnxBackbone:
         geo = self.geometry(image.shape[:2])
         return preprocess(image, geo, self.mean, self.std, self.normalize), geo
 
+    @property
+    def views(self) -> bool:
+        """Whether a frame takes more than one pass of the graph (``flip``, ``shifts``)."""
+        return self.flip or self.shifts is not None
+
     def __call__(self, image: np.ndarray) -> FeatureMap:
         x, geo = self.prepare(image)
-        y = self._run(x)
-        if self.flip:
-            # the whole padded input is mirrored, so its patch grid maps onto the
-            # original one exactly (column j <-> last - j), padding included
-            ym = self._run(np.ascontiguousarray(x[..., ::-1]))
-            y = 0.5 * (y + ym[..., ::-1])
+        # the mirror and the half-patch shifted passes (views.py); one pass without them
+        y = view_features(self._run, x, self.patch, self.flip, self.shifts)
+        if self.shifts:
+            geo = fine_geometry(geo)
         if y.ndim != 4 or tuple(y.shape[2:]) != geo.grid_hw:
             raise InputError(
                 f"{self.path}: output {self.output_name} has shape {y.shape}, expected a "

@@ -23,6 +23,7 @@ from ...io import check_image
 from .onnx_backbone import (DEFAULT_PIXELS, DEFAULT_SHORT_SIDE, POLICIES,
                             check_normalize, input_size_tag, plan_geometry, preprocess,
                             resolve_sizing)
+from .views import check_shifts, fine_geometry, view_features, view_suffix
 
 
 def plan_fixed_geometry(image_hw, input_hw, patch: int, policy: str = "pad") -> GridGeometry:
@@ -50,7 +51,7 @@ class TensorRTBackbone:
                  device: int = 0, cuda_graph: bool = False, output: str | None = None,
                  mean=None, std=None, validate: bool = True,
                  pixels: int | None = DEFAULT_PIXELS, normalize: str = "dataset",
-                 runners=None):
+                 runners=None, flip: bool = False, shifts: str | None = None):
         from ..runners import TrtEngineRunner, input_names, output_names
 
         if policy not in POLICIES:
@@ -74,6 +75,8 @@ class TensorRTBackbone:
         if self.output_name not in outs:
             raise InputError(f"{self.path.name} has no output {self.output_name!r} ({outs})")
         self.patch = int(meta.get("patch_size", 14))
+        self.flip = bool(flip)
+        self.shifts = check_shifts(shifts, self.patch)
         self.mean = tuple(mean or json.loads(meta.get("mean", "[0.485, 0.456, 0.406]")))
         self.std = tuple(std or json.loads(meta.get("std", "[0.229, 0.224, 0.225]")))
         shape = self.runner.inputs[0].shape
@@ -87,7 +90,8 @@ class TensorRTBackbone:
         else:
             sha = side.key.onnx_sha256 if side is not None else ""
             self.identity = BackboneIdentity(
-                name=identity or (Path(side.onnx_path).stem if side else self.path.stem),
+                name=(identity or (Path(side.onnx_path).stem if side else self.path.stem))
+                + view_suffix(self.flip, self.shifts),
                 input_size=self.input_size_tag, patch_size=self.patch, feature_dim=dim,
                 weights_sha256=sha)
 
@@ -136,6 +140,9 @@ class TensorRTBackbone:
             # (the installed model's identity takes this backend's sizing options)
             if identity.input_size is None:
                 identity = dataclasses.replace(identity, input_size=bb.input_size_tag)
+            # the views' features are combinations: the name says so, as the ONNX one's does
+            identity = dataclasses.replace(
+                identity, name=identity.name + view_suffix(bb.flip, bb.shifts))
             if identity.input_size != bb.input_size_tag:
                 raise InputError(
                     f"the engine's input size {bb.input_size_tag} differs from the default "
@@ -171,8 +178,21 @@ class TensorRTBackbone:
         geo = self.geometry(image.shape[:2])
         return preprocess(image, geo, self.mean, self.std, self.normalize), geo
 
+    @property
+    def views(self) -> bool:
+        """Whether a frame takes more than one pass of the engine (``flip``, ``shifts``)."""
+        return self.flip or self.shifts is not None
+
+    def _run_host(self, x: np.ndarray) -> np.ndarray:
+        """One pass of the engine on a prepared input, copied to the host."""
+        return self.runner.to_host(self.runner.run_device({self.input_name: x})[self.output_name])
+
     def device_features(self, image: np.ndarray):
-        """(``DeviceTensor`` [1, D, h, w] on the GPU, ``GridGeometry``): no host copy."""
+        """(``DeviceTensor`` [1, D, h, w] on the GPU, ``GridGeometry``): no host copy.
+        One pass only: the views (``flip``, ``shifts``) are combined on the host."""
+        if self.views:
+            raise InputError("backbone.flip / backbone.shifts features are combined on the "
+                             "host: call the backbone, not device_features")
         x, geo = self.prepare(image)
         out = self.runner.run_device({self.input_name: x})[self.output_name]
         if tuple(out.shape[2:]) != geo.grid_hw:
@@ -198,6 +218,16 @@ class TensorRTBackbone:
         buffer, which a GPU pooler reads in place (valid until the next call)."""
         from ..cuda.smfa_gpu import DeviceFeatures
 
+        if self.views:
+            # the same engine on each view, combined on the host (views.py); a GPU pooler
+            # uploads these features (FeatureMap.device is None)
+            x, geo = self.prepare(image)
+            y = view_features(self._run_host, x, self.patch, self.flip, self.shifts)
+            geo = fine_geometry(geo) if self.shifts else geo
+            if tuple(y.shape[2:]) != geo.grid_hw:
+                raise InputError(f"{self.path.name}: output {y.shape} does not match the "
+                                 f"grid {geo.grid_hw}")
+            return FeatureMap(np.ascontiguousarray(y[0], dtype=np.float32), geo)
         dev, geo = self.device_features(image)
         y = self.runner.to_host(dev)
         _, d, h, w = dev.shape
