@@ -151,8 +151,10 @@ def check_bank_options(cfg: ModuSegConfig, bank, home=None) -> None:
     if cfg.backbone.engine is not None:
         return
     from .models.registry import BACKBONE
+    from .runtime.backbones.views import view_suffix
     layers = cfg.backbone.layers
-    want = BACKBONE.key + (f"-blocks{'-'.join(str(i) for i in layers)}" if layers else "")
+    want = BACKBONE.key + (f"-blocks{'-'.join(str(i) for i in layers)}" if layers else "") \
+        + view_suffix(bool(cfg.backbone.flip), cfg.backbone.shifts)
     have = bank.backbone.name
     if have != want and (have == BACKBONE.key or have.startswith(BACKBONE.key + "-blocks")):
         from .shipped import rebuild_hint

@@ -202,3 +202,29 @@ def test_identity_and_option_checks(box, tmp_path):
     assert "shifts" not in preset("default").backbone_options()
     with pytest.raises(InputError, match="shifts"):
         preset("default").with_overrides(**parse_overrides(["backbone.shifts='half'"]))
+
+
+def test_a_bank_of_views_is_accepted_only_with_the_same_views():
+    """build.check_bank_options names the backbone the configuration selects, views
+    included: a bank built with backbone.shifts / backbone.flip runs with them, not
+    without them (and not the other way round)."""
+    from types import SimpleNamespace
+
+    from moduseg.build import check_bank_options
+
+    base = preset("accurate")
+    shifted = base.with_overrides(**parse_overrides(["backbone.shifts='square-interleave'"]))
+    both = base.with_overrides(**parse_overrides(["backbone.flip=True",
+                                                  "backbone.shifts='diagonal-mean'"]))
+
+    def bank(name):
+        return SimpleNamespace(backbone=SimpleNamespace(name=name), config=base.to_dict())
+
+    plain = "dinov2-vits14-blocks7-9-11"
+    check_bank_options(base, bank(plain))
+    check_bank_options(shifted, bank(plain + "+shift-square-interleave"))
+    check_bank_options(both, bank(plain + "+hflip+shift-diagonal-mean"))
+    for cfg, name in ((base, plain + "+shift-square-interleave"), (shifted, plain),
+                      (both, plain + "+shift-diagonal-mean")):
+        with pytest.raises(InputError, match="the bank was built with backbone"):
+            check_bank_options(cfg, bank(name))
