@@ -206,7 +206,7 @@ def label_rows(rows, bank, cfg):
     Returns the Evaluator and the post-backbone milliseconds per frame.
     """
     index = build_bank_index(bank, cfg, "cpu")
-    prior = class_prior(bank)
+    prior = class_prior(bank, cfg.runtime.few_image_balance)
     ev = Evaluator(bank.class_names)
     ms = []
     rt = cfg.runtime

@@ -140,7 +140,7 @@ def label_fold(eval_rows, bank, cfg, to_camvid, ev: Evaluator | None,
     """Label the held-out frames with ``bank``; confusion in CamVid's class order."""
     rt = cfg.runtime
     index = build_bank_index(bank, cfg, "cpu")
-    prior = class_prior(bank)
+    prior = class_prior(bank, cfg.runtime.few_image_balance)
     rule = segment_rule(bank, rt.unknown, rt.top_k)
     lut = np.full(256, IGNORE, np.uint8)
     lut[:len(to_camvid)] = to_camvid
@@ -173,24 +173,32 @@ def choose_q(pairs, cfg, names, max_fa: float) -> tuple[float, dict]:
                                      "inner_pixels": int(known.neg.sum())}
 
 
-def added_vectors(rows, ids, pick, c, n, bank_cfg):
+def added_vectors(rows, ids, pick, c, n, bank_cfg, views=None):
     """Class c's raw vectors of the picked bank frames, embedded as ``bank add`` does
-    (``bank.edit.add_sampling``: dense for a few images)."""
+    (``bank.edit.add_sampling``: dense for a few images). ``views(i)``: the extra
+    views' rows of frame i (``bank add --flip``), embedded alike under its id."""
     vs, sid = [], []
     for i in pick:
-        feats, geo, label, _ = rows[i]
-        v, l, _ = image_vectors(FeatureMap(feats.astype(np.float32), geo), label, n, bank_cfg)
-        v = v[np.asarray(l) == c]
-        vs.append(v)
-        sid += [ids[i]] * len(v)
+        for feats, geo, label, _ in [rows[i]] + (views(i) if views else []):
+            v, l, _ = image_vectors(FeatureMap(feats.astype(np.float32), geo), label, n,
+                                    bank_cfg)
+            v = v[np.asarray(l) == c]
+            vs.append(v)
+            sid += [ids[i]] * len(v)
     return np.concatenate(vs), np.asarray(sid, str)
 
 
-def shots(raw, c, k):
-    """Indices of k bank frames showing class c (evenly spread over those that do)."""
+def shots(raw, c, k, areas=None):
+    """Indices of k bank frames showing class c, evenly spread over those that do
+    (``areas`` given, ``[frames]`` c's share of each frame: over those where c covers
+    at least the median share of the frames showing it, as a user teaching c would
+    pick frames that show it well)."""
     have = [i for i, (v, l) in enumerate(raw) if (l == c).any()]
     if not have:
         return []
+    if areas is not None:
+        a = np.asarray([areas[i] for i in have])
+        have = [h for h, x in zip(have, a) if x >= np.median(a)]
     pick = np.linspace(0, len(have) - 1, min(k, len(have))).round().astype(int)
     return [have[i] for i in sorted(set(pick.tolist()))]
 
@@ -204,7 +212,7 @@ def run(args, partial=None):
     rows, identity = ablation.cached_frames(ss, cfg, Path(args.cache), False, args.home)
     eval_idx = [i for k in range(len(fold_names))
                 for i in [j for j, f in enumerate(folds) if f == k]
-                [::args.stride]]
+                [args.offset::args.stride]]
     erows, _ = ablation.cached_frames([ss[i] for i in eval_idx], cfg, Path(args.cache), True,
                                       args.home)
     erow_of = dict(zip(eval_idx, erows))
@@ -231,6 +239,16 @@ def run(args, partial=None):
         b.calibration = calibrate(b.vectors, b.labels, b.image_ids, names)
         return b
 
+    mirrored = {}
+
+    def flipped(i):
+        """The mirrored view of sample i (``ablation.cached_views``, made up front)."""
+        return mirrored[i]
+
+    def areas_of(train, c):
+        return ([float((row[2] == c).mean()) for row in train]
+                if args.selection == "area" else None)
+
     def frames_of(g):
         return [(erow_of[i], ss[i]) for i in eval_idx if folds[i] == g]
 
@@ -240,6 +258,7 @@ def run(args, partial=None):
         train = [r for r, g in zip(rows, folds) if g != f]
         raw = [x for x, g in zip(raw_all, folds) if g != f]
         ids = [s.image_id for s, g in zip(ss, folds) if g != f]
+        where = [i for i, g in enumerate(folds) if g != f]       # fold row -> sample
         test = frames_of(f)
         tb = time.perf_counter()
         full = bank_of(others)
@@ -257,26 +276,36 @@ def run(args, partial=None):
             if cfg_on is not None:
                 label_fold(test, full, cfg_on, np.arange(n), ev["full_on"], full_open, -1)
             print(f"fold {fold}: runtime.unknown={q} ({how})", flush=True)
-        data.append((raw, ids, full, test, train, cfg_on))
+        data.append((raw, ids, full, test, train, cfg_on, where))
         print(f"fold {fold}: full bank {len(full)} vectors ({full_s:.1f} s to finish + "
               f"calibrate), {len(test)} eval frames ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    if args.flip and "fewshot" in args.parts:     # every picked frame's mirror, one pass each
+        need = sorted({w[i] for raw, _, _, _, train, _, w in data for c in classes
+                       for k in args.ks for i in shots(raw, c, k, areas_of(train, c))})
+        flip_cfg = cfg.with_overrides(**{"bank.augment_flip": True})
+        mirrored.update(zip(need, ablation.cached_views([ss[i] for i in need], flip_cfg,
+                                                        Path(args.cache), args.home)))
+        print(f"mirrored views of {len(need)} frames ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     for c in classes:
         name = names[c]
         r = per_c[c]
-        for raw, ids, full, test, train, cfg_on in data:
+        for raw, ids, full, test, train, cfg_on, where in data:
             dropped = drop_class(full, name)
             to_camvid = np.array([names.index(x) for x in dropped.class_names])
             if open_part:
                 label_fold(test, dropped, cfg, to_camvid, r["drop_off"])
                 if cfg_on is not None:
                     label_fold(test, dropped, cfg_on, to_camvid, r["drop_on"], r["open"], c)
-            for k in (KS if "fewshot" in args.parts else ()):
-                pick = shots(raw, c, k)
+            areas = areas_of(train, c)
+            views = ((lambda i, w=where: flipped(w[i])) if args.flip else None)
+            for k in (args.ks if "fewshot" in args.parts else ()):
+                pick = shots(raw, c, k, areas)
                 r["shots"][k] += len(pick)
                 ta = time.perf_counter()
-                sv, sid = added_vectors(train, ids, pick, c, n, add_sampling(cfg.bank, dropped,
-                                                                           len(pick)))
+                sv, sid = added_vectors(train, ids, pick, c, n, add_sampling(
+                    cfg.bank, dropped, len(pick), flip=args.flip), views)
                 back, _ = add_vectors(dropped, sv, np.zeros(len(sv), int), sid, [name],
                                       f"{args.dataset} {k} frames")
                 r["add_s"][k].append(time.perf_counter() - ta)
@@ -285,7 +314,7 @@ def run(args, partial=None):
         iou = lambda e: e.scores().iou[c] * 100  # noqa: E731
         o = {k: v for k, v in r["open"].json().items() if not k.startswith("hist")}
         print(f"  {name}: open set {o}; IoU full {iou(ev['full_off']):.1f}, "
-              + ", ".join(f"k={k} {iou(r[f'k{k}']):.1f}" for k in KS)
+              + ", ".join(f"k={k} {iou(r[f'k{k}']):.1f}" for k in args.ks)
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
         if partial is not None:
             partial(summary(args, names, eval_idx, folds, ev, per_c, [x for x in classes
@@ -298,7 +327,9 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open)
     n = len(names)
     full_iou = ev["full_off"].scores().iou * 100
     out = {"dataset": args.dataset, "preset": args.preset, "sets": args.sets,
+           "flip": args.flip, "selection": args.selection,
            "unknown_q": qs, "max_fa": args.max_fa, "stride": args.stride,
+           "offset": args.offset,
            "eval_frames": len(eval_idx), "bank_frames_per_fold": [
                int(sum(1 for g in folds if g != f)) for f in range(len(set(folds)))],
            "full_mIoU_off": round(ev["full_off"].scores().miou, 2),
@@ -313,7 +344,8 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open)
         m_off = float(np.nanmean(r["drop_off"].scores().iou[known])) * 100
         out["classes"][names[c]] = {
             "full_iou": round(float(full_iou[c]), 2),
-            **{f"k{k}_iou": round(float(r[f"k{k}"].scores().iou[c] * 100), 2) for k in KS},
+            **{f"k{k}_iou": (round(float(r[f"k{k}"].scores().iou[c] * 100), 2)
+                             if r["add_s"][k] else None) for k in KS},
             **{f"k{k}_frames": r["shots"][k] for k in KS},
             **{f"k{k}_add_ms": round(1e3 * float(np.median(r["add_s"][k])), 1)
                for k in KS if r["add_s"][k]},
@@ -328,6 +360,11 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open)
     return out
 
 
+def _iou(x) -> str:
+    """An IoU cell: one decimal, a dash for a k that was not run (``--ks``)."""
+    return "-" if x is None else f"{x:.1f}"
+
+
 def markdown(r) -> str:
     """The tables of docs/results.md from a result: few-shot (when it ran) and open set
     (when it ran; AUROC and the oracle operating point recomputed from the stored
@@ -340,13 +377,17 @@ def markdown(r) -> str:
                   "|---" * 6 + "|"]
         ratios = []
         for name, x in cs.items():
-            ratio = x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 else float("nan")
+            ratio = (x["k5_iou"] / x["full_iou"] if x["full_iou"] > 0 and x["k5_iou"] is not None
+                     else float("nan"))
             ratios.append(ratio)
-            lines.append(f"| {name} | {x['full_iou']:.1f} | {x['k1_iou']:.1f} | "
-                         f"{x['k5_iou']:.1f} | {x['k10_iou']:.1f} | {100 * ratio:.0f} % |")
-        mean = lambda k: np.nanmean([x[k] for x in cs.values()])  # noqa: E731
-        lines.append(f"| **mean** | {mean('full_iou'):.1f} | {mean('k1_iou'):.1f} | "
-                     f"{mean('k5_iou'):.1f} | {mean('k10_iou'):.1f} | "
+            lines.append(f"| {name} | {x['full_iou']:.1f} | {_iou(x['k1_iou'])} | "
+                         f"{_iou(x['k5_iou'])} | {_iou(x['k10_iou'])} | {100 * ratio:.0f} % |")
+
+        def mean(k):
+            got = [x[k] for x in cs.values() if x.get(k) is not None]
+            return np.nanmean(got) if got else None
+        lines.append(f"| **mean** | {mean('full_iou'):.1f} | {_iou(mean('k1_iou'))} | "
+                     f"{_iou(mean('k5_iou'))} | {_iou(mean('k10_iou'))} | "
                      f"**{100 * np.nanmean(ratios):.0f} %** |")
         lines.append("")
         others = [(x["k5_others_mIoU"], x["full_others_mIoU"]) for x in few]
@@ -440,6 +481,10 @@ def time_cli_add(args):
               help="Comma-separated classes (default: all of CamVid's; coco128: name a few).")
 @click.option("--stride", type=int, default=8, show_default=True,
               help="Evaluate every N-th frame of the held-out sequence.")
+@click.option("--offset", type=int, default=0, show_default=True,
+              help="Start the every-N-th evaluation frames at this one (--stride 8 --offset 4: "
+                   "60 frames disjoint from --stride 16's, to confirm a setting screened "
+                   "there).")
 @click.option("--cache", type=click.Path(path_type=Path), default=ablation.CACHE,
               show_default=True, help="Per-frame feature and proposal cache.")
 @click.option("--home", default=None, help="Model home.")
@@ -449,12 +494,23 @@ def time_cli_add(args):
 @click.option("--parts", default="fewshot,openset", show_default=True,
               help="Which parts to run: fewshot (drop + add back from k frames), openset "
                    "(unknown with the class dropped), or both.")
+@click.option("--ks", default="1,5,10", show_default=True,
+              help="Few-shot: the numbers of frames to add back (comma-separated, of 1, 5, "
+                   "10).")
+@click.option("--flip", is_flag=True,
+              help="Few-shot: add each frame mirrored too, as 'bank add --flip' does (one "
+                   "backbone pass a frame, cached per view).")
+@click.option("--selection", type=click.Choice(["even", "area"]), default="even",
+              show_default=True,
+              help="Few-shot: the k frames evenly spread over the bank frames showing c "
+                   "(even), or over those where c covers at least the median share of "
+                   "those frames (area: frames a user would pick to teach c).")
 @click.option("--timing", is_flag=True, help="Only time the real 'moduseg bank add' of 5 frames.")
 @click.option("--bank", default=None, help="--timing: the bank to add to.")
 @click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
               help="Only print the table of a saved --out JSON.")
-def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home, threads, out,
-            md, parts, timing, bank, table_of):
+def command(preset_name, dataset, sets, q, max_fa, classes, stride, offset, cache, home, threads,
+            out, md, parts, ks, flip, selection, timing, bank, table_of):
     """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
     from types import SimpleNamespace
 
@@ -466,8 +522,13 @@ def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home,
     args = SimpleNamespace(preset=preset_name, dataset=dataset, sets=list(sets), q=q,
                            max_fa=max_fa,
                            classes=classes,
-                           stride=stride, cache=cache, home=home, bank=bank,
+                           stride=stride, offset=offset, cache=cache, home=home, bank=bank,
+                           flip=flip,
+                           selection=selection,
+                           ks=tuple(int(k) for k in ks.split(",") if k.strip()),
                            parts=[p.strip() for p in parts.split(",") if p.strip()])
+    if not args.ks or set(args.ks) - set(KS):
+        raise click.BadParameter(f"choose among {', '.join(map(str, KS))}", param_hint="--ks")
     bad = set(args.parts) - {"fewshot", "openset"}
     if bad:
         raise click.BadParameter(f"unknown part {sorted(bad)[0]!r}; choose fewshot, openset",

@@ -149,7 +149,7 @@ def command(preset_name, sets, folds_wanted, oracle, gt_masks, cache, home, out)
         click.echo(f"held out {fold}: mIoU {rec['mIoU']:.2f}; % of each true class (rows) "
                    f"per predicted class:\n{confusion_text(names, ev.cm)}")
         if oracle:
-            index, prior = build_bank_index(bank, cfg, "cpu"), class_prior(bank)
+            index, prior = build_bank_index(bank, cfg, "cpu"), class_prior(bank, cfg.runtime.few_image_balance)
             oev = Evaluator(names)
             for r, s in test:
                 oev.add(oracle_label_map(r, s, bank, index, cfg, prior, len(names)), r[2])
@@ -159,7 +159,7 @@ def command(preset_name, sets, folds_wanted, oracle, gt_masks, cache, home, out)
             click.echo(f"  mask-label oracle: mIoU {rec['oracle_mIoU']:.2f} "
                        f"{rec['oracle_per_class_iou']}")
         if gt_masks:
-            index, prior = build_bank_index(bank, cfg, "cpu"), class_prior(bank)
+            index, prior = build_bank_index(bank, cfg, "cpu"), class_prior(bank, cfg.runtime.few_image_balance)
             gev = Evaluator(names)
             for r, s in test:
                 gev.add(gt_masks_label_map(r, s, bank, index, cfg, prior, len(names), gt_masks),

@@ -148,6 +148,12 @@ class RuntimeConfig(Options):
     vote_balance: float = option(
         1.0, ge=0.0, le=1.0,
         help="weighted voting: exponent of the class-frequency correction (1 fully balanced).")
+    few_image_balance: float = option(
+        0.0, ge=0.0, le=1.0,
+        help="weighted voting: a class whose bank vectors come from fewer images than this "
+             "share of the median class's image count (e.g. one taught by 'bank add' from a "
+             "few frames) counts in the class balance as if its vectors were rarer by "
+             "images / (this share x median); 0 = off.")
     frame_prototypes: float = option(
         0.0, ge=0.0, le=1.0, help="Weight of the frame's own class means in patch labels "
                                   "(0 = off).")

@@ -322,3 +322,81 @@ def test_crafted_provenance_calibration_and_drift_records_never_crash(tmp_path):
         assert r.exit_code == 0, r.output
 
     check()
+
+
+def _bank_from_images(per_class_images):
+    """A bank whose class c has one vector in each of ``per_class_images[c]`` images."""
+    labels, ids = [], []
+    for c, n in enumerate(per_class_images):
+        labels += [c] * n
+        ids += [f"img{i}" for i in range(n)]
+    v = np.eye(4, dtype=np.float32)[np.arange(len(labels)) % 4]
+    return Bank(vectors=v, labels=np.asarray(labels, np.int32), image_ids=np.asarray(ids),
+                class_names=[f"c{c}" for c in range(len(per_class_images))],
+                backbone=BackboneIdentity("colour", "64x64", 8, 4, "0" * 64))
+
+
+def test_few_image_balance_makes_only_classes_from_few_images_rarer():
+    """Classes from 100, 2, 50 and 60 images (median 55): with few_image_balance=0.1 only
+    the 2-image class (under 5.5 images) has its share scaled, by 2 / 5.5."""
+    from moduseg.runtime.pipeline import class_image_counts, class_prior
+
+    b = _bank_from_images([100, 2, 50, 60])
+    np.testing.assert_array_equal(class_image_counts(b), [100, 2, 50, 60])
+    plain = np.array([100, 2, 50, 60]) / 212
+    np.testing.assert_allclose(class_prior(b), plain)
+    np.testing.assert_allclose(class_prior(b, 0.0), plain)
+    np.testing.assert_allclose(class_prior(b, 0.1), plain * [1, 2 / 5.5, 1, 1])
+    # a share of 1: every class under the median image count scales
+    np.testing.assert_allclose(class_prior(b, 1.0), plain * [1, 2 / 55, 50 / 55, 1])
+
+
+def test_few_image_balance_lets_a_class_taught_from_few_images_win_a_close_vote():
+    """Two neighbours of the 1-image class against three of a 40-image class, equally
+    similar: the balanced vote (balance 0.5) gives the patch to the many-image class by
+    vectors alone and to the few-image class once its share counts images."""
+    from moduseg.runtime.pipeline import class_prior
+    from moduseg.runtime.vote import vote
+
+    b = _bank_from_images([40, 40, 40])
+    # the few-image class: 40 vectors (dense sampling), all from one image
+    b = Bank(vectors=np.concatenate([b.vectors, b.vectors[:40]]),
+             labels=np.concatenate([b.labels, np.full(40, 3, np.int32)]),
+             image_ids=np.concatenate([b.image_ids, np.asarray(["one"] * 40)]),
+             class_names=b.class_names + ["taught"], backbone=b.backbone)
+    sims = np.full((1, 5), 0.8)
+    nbr = np.array([[0, 0, 0, 3, 3]])
+    off, _ = vote(sims, nbr, 4, "weighted", class_prior(b), 0.5)
+    on, _ = vote(sims, nbr, 4, "weighted", class_prior(b, 0.5), 0.5)
+    assert off[0] == 0 and on[0] == 3
+
+
+def test_add_sampling_with_flip_spreads_the_target_over_both_views():
+    """Known answer: counts 30, 100, 400 (target 400); 5 images mirrored are 10 views: 40
+    patches a view, and the mirror is asked for."""
+    cfg = BankConfig(granularity="patch", patches_per_region=8)
+    got = add_sampling(cfg, _counted_bank([30, 100, 400]), 5, flip=True)
+    assert got.augment_flip and got.patches_per_region == 40
+    assert not add_sampling(cfg, _counted_bank([30, 100, 400]), 5).augment_flip
+
+
+def test_bank_add_flip_embeds_each_image_mirrored_too(tmp_path, colour_models):
+    """--flip: the mirrored view of the one added image gives more vectors of the class,
+    all under the image's id, and the bank's stored configuration is not changed."""
+    b = _bank()
+    save_bank(b, tmp_path / "bank.npz")
+    _one_image_of_class4(tmp_path)
+    counts = {}
+    for flag in ("--no-flip", "--flip"):
+        out = tmp_path / f"new{flag}.npz"
+        r = CliRunner().invoke(cli, ["bank", "add", str(tmp_path / "bank.npz"), "--dataset",
+                                     "pairs", "--root", str(tmp_path / "new.png"), "--labels",
+                                     str(tmp_path / "new_mask.png"), "--class", "kite",
+                                     "--out", str(out), flag])
+        assert r.exit_code == 0, r.output
+        nb = load_bank(out)
+        counts[flag] = nb.class_counts()["kite"]
+        kite = nb.labels == nb.class_names.index("kite")
+        assert set(nb.image_ids[kite].tolist()) == {"new"}
+        assert nb.config == load_bank(tmp_path / "bank.npz").config
+    assert counts["--flip"] > counts["--no-flip"]

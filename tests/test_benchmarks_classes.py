@@ -86,3 +86,29 @@ def test_coco128_needs_named_classes_and_parts_are_checked():
     assert r.exit_code == 2 and "name a few" in r.output
     r = CliRunner().invoke(study.command, ["--parts", "fewshot,nope"])
     assert r.exit_code == 2 and "unknown part 'nope'" in r.output
+
+
+def test_area_selection_picks_among_frames_where_the_class_covers_the_median_share():
+    """Frames 0..5 show class 1 (vectors) on shares 0.01, 0.5, 0.02, 0.4, 0.03, 0.3; frame
+    6 does not show it. Even spread: frames 0 and 5; area: only frames at or above the
+    median share (0.165): 1, 3, 5, spread -> 1 and 5."""
+    raw = [(None, np.array([1]))] * 6 + [(None, np.array([0]))]
+    areas = [0.01, 0.5, 0.02, 0.4, 0.03, 0.3, 0.0]
+    assert study.shots(raw, 1, 2) == [0, 5]
+    assert study.shots(raw, 1, 2, areas) == [1, 5]
+    assert study.shots(raw, 1, 3, areas) == [1, 3, 5]
+    assert study.shots(raw, 2, 3, areas) == []
+
+
+def test_added_views_are_embedded_under_the_frames_id():
+    """The mirrored view of a frame gives its own vectors, all under the frame's id."""
+    geo = GridGeometry((56, 56), (56, 56), (4, 4), 14)
+    feats = np.random.default_rng(1).normal(size=(8, 4, 4)).astype(np.float16)
+    label = np.zeros((56, 56), np.uint8)
+    label[14:, :] = 1
+    rows = [(feats, geo, label, None)]
+    cfg = BankConfig(granularity="patch", patches_per_region=100, patch_purity=0.75,
+                     purification="none", min_area=0, outlier_fraction=0.0)
+    mirror = [(feats[:, :, ::-1].copy(), geo, label[:, ::-1].copy(), None)]
+    v, ids = study.added_vectors(rows, ["img"], [0], 1, 2, cfg, views=lambda i: mirror)
+    assert len(v) == 24 and set(ids) == {"img"}

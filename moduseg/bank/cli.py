@@ -275,12 +275,15 @@ def _edit_out(bank_path, out):
                    "except a dataset's background (unless the bank has it).")
 @_BACKGROUND
 @_SELECTION
+@click.option("--flip/--no-flip", default=False, show_default=True,
+              help="Also embed each image mirrored left-right (one more backbone pass an "
+                   "image): a class taught from a few frames is seen from both sides.")
 @click.option("--out", required=True, type=click.Path(), help="New bank file (.npz).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @backend_option()
 @click.option("--offline", is_flag=True, help="Never fetch the default models.")
 def add(bank_path, layout, root, split, labels, classes, class_name, only, background, limit,
-        shots, out, home, backend, offline):
+        shots, flip, out, home, backend, offline):
     """Add labelled images to BANK (new classes or more examples) and write --out.
 
     The images go through the bank's own stored configuration and projection;
@@ -318,7 +321,7 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
         ensure_models(home, offline=offline)
     backbone = build_backbone(cfg, backend, home)
     check_identity(b.backbone, backbone.identity, f"bank {bank_path}")
-    bcfg = add_sampling(cfg.bank, b, len(order))
+    bcfg = add_sampling(cfg.bank, b, len(order), flip=flip)
     entries = [image_entries(ds.samples[i], backbone, len(ds.class_names), bcfg) for i in order]
     ok = [e for e in entries if e.error is None]
     _echo_failures([{"image": e.image_id, "error": e.error} for e in entries if e.error])

@@ -26,6 +26,7 @@ from ..errors import BankError, InputError
 from ..smfa import l2_normalize
 from ..types import Bank
 from ..runtime.calibrate import calibrate
+from .augment import view_tags
 
 DRIFT_WARN = 0.25           # RMS log ratio of per-axis second moments that info flags
 
@@ -84,7 +85,7 @@ def _fit_reference(bank: Bank) -> dict:
     return {"vectors": len(bank), "moments": axis_moments(bank.vectors), "added": 0}
 
 
-def add_sampling(bank_cfg, bank: Bank, images: int):
+def add_sampling(bank_cfg, bank: Bank, images: int, flip: bool = False):
     """The bank configuration ``bank add`` embeds its ``images`` labelled images with.
 
     A patch bank keeps at most ``bank.patches_per_region`` patches per class
@@ -99,13 +100,20 @@ def add_sampling(bank_cfg, bank: Bank, images: int):
     classes: coco128's is 16, so 5 images gave person 23-34 vectors against
     ~300 before, docs/results.md.) A bank built from a dataset is not touched
     (its build keeps the stored configuration).
+
+    ``flip`` (``bank add --flip``): each image is also embedded mirrored left-right
+    (``bank.augment_flip``, one more backbone pass an image), so a class taught from a
+    few frames is seen from both sides; the target is then spread over every view.
     """
+    if flip and not bank_cfg.augment_flip:
+        bank_cfg = dataclasses.replace(bank_cfg, augment_flip=True)
     if getattr(bank_cfg, "granularity", None) != "patch" or images <= 0 or len(bank) == 0:
         return bank_cfg
     counts = np.bincount(bank.labels, minlength=len(bank.class_names))
     present = np.sort(counts[counts > 0])
     target = int(present[np.searchsorted(np.cumsum(present) / present.sum(), 0.5)])
-    per = max(int(bank_cfg.patches_per_region), -(-target // int(images)))
+    views = int(images) * len(view_tags(bank_cfg))
+    per = max(int(bank_cfg.patches_per_region), -(-target // views))
     return dataclasses.replace(bank_cfg, patches_per_region=per)
 
 

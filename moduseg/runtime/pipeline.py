@@ -42,9 +42,34 @@ def unknown_quantile(cfg: RuntimeConfig) -> float:
     return float(getattr(cfg, "unknown", 0.0) or 0.0)
 
 
-def class_prior(bank: Bank) -> np.ndarray:
+def class_prior(bank: Bank, few_images: float = 0.0) -> np.ndarray:
+    """Each class's share of the bank's vectors (the weighted vote divides by it).
+
+    ``few_images`` (``runtime.few_image_balance``): a class whose vectors come from
+    fewer than ``few_images`` x the median class's image count has its share scaled
+    by ``images / (few_images x median)``. Vectors from a handful of frames cover few
+    appearances of their class, so held-out patches find them among their neighbours
+    less often than a class's vector count suggests (``bank add`` samples a few frames
+    densely to reach a typical count, docs/results.md "Classes")."""
     counts = np.bincount(bank.labels, minlength=len(bank.class_names)).astype(np.float64)
-    return counts / max(counts.sum(), 1.0)
+    prior = counts / max(counts.sum(), 1.0)
+    if few_images > 0:
+        images = class_image_counts(bank)
+        have = images > 0
+        if have.any():
+            ref = few_images * float(np.median(images[have]))
+            prior = prior * np.minimum(1.0, images / max(ref, 1e-12))
+    return prior
+
+
+def class_image_counts(bank: Bank) -> np.ndarray:
+    """``[C]`` how many distinct images each class's vectors come from."""
+    n = len(bank.class_names)
+    if len(bank.labels) == 0:
+        return np.zeros(n, np.int64)
+    _, img = np.unique(np.asarray(bank.image_ids), return_inverse=True)
+    pairs = np.unique(np.asarray(bank.labels, np.int64) * (int(img.max()) + 1) + img.ravel())
+    return np.bincount(pairs // (int(img.max()) + 1), minlength=n).astype(np.int64)
 
 
 def pixel_cells(geometry, out_hw) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +222,7 @@ def assign(fmap: FeatureMap, proposals: Proposals, bank: Bank, index: SearchInde
     if bank.centers_images:
         fmap = center_image(fmap)
     if prior is None and cfg.voting == "weighted":
-        prior = class_prior(bank)
+        prior = class_prior(bank, cfg.few_image_balance)
     rule = segment_rule(bank, unknown_quantile(cfg), cfg.top_k)
     with timer("filter"):
         keep, scores, packed = _kept_proposals(proposals, cfg)
@@ -468,7 +493,7 @@ class Segmenter:
         # the bank, its index and class prior, read once per frame (``swap_bank``
         # replaces the tuple between frames; a frame in flight keeps the one it read)
         self._state = (bank, index or bank_index(bank, self.config.index, self.config.nprobe),
-                       class_prior(bank))
+                       class_prior(bank, self.config.few_image_balance))
         # how a swapped-in bank gets its index (``moduseg.build`` sets the backend's)
         self.make_index = lambda b: bank_index(b, self.config.index, self.config.nprobe)
         self.pooler = as_pooler(pooler)
@@ -488,7 +513,7 @@ class Segmenter:
 
     @bank.setter
     def bank(self, bank: Bank) -> None:
-        self._state = (bank, self._state[1], class_prior(bank))
+        self._state = (bank, self._state[1], class_prior(bank, self.config.few_image_balance))
 
     @property
     def index(self):
@@ -521,7 +546,7 @@ class Segmenter:
         else:
             segment_rule(bank, q, self.config.top_k)
         warn_small_classes(bank, self.config.top_k)
-        self._state = (bank, index, class_prior(bank))
+        self._state = (bank, index, class_prior(bank, self.config.few_image_balance))
 
     def _propose(self, image, timer):
         with timer("proposer"):
