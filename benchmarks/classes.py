@@ -212,7 +212,7 @@ def run(args, partial=None):
     rows, identity = ablation.cached_frames(ss, cfg, Path(args.cache), False, args.home)
     eval_idx = [i for k in range(len(fold_names))
                 for i in [j for j, f in enumerate(folds) if f == k]
-                [::args.stride]]
+                [args.offset::args.stride]]
     erows, _ = ablation.cached_frames([ss[i] for i in eval_idx], cfg, Path(args.cache), True,
                                       args.home)
     erow_of = dict(zip(eval_idx, erows))
@@ -329,6 +329,7 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open)
     out = {"dataset": args.dataset, "preset": args.preset, "sets": args.sets,
            "flip": args.flip, "selection": args.selection,
            "unknown_q": qs, "max_fa": args.max_fa, "stride": args.stride,
+           "offset": args.offset,
            "eval_frames": len(eval_idx), "bank_frames_per_fold": [
                int(sum(1 for g in folds if g != f)) for f in range(len(set(folds)))],
            "full_mIoU_off": round(ev["full_off"].scores().miou, 2),
@@ -480,6 +481,10 @@ def time_cli_add(args):
               help="Comma-separated classes (default: all of CamVid's; coco128: name a few).")
 @click.option("--stride", type=int, default=8, show_default=True,
               help="Evaluate every N-th frame of the held-out sequence.")
+@click.option("--offset", type=int, default=0, show_default=True,
+              help="Start the every-N-th evaluation frames at this one (--stride 8 --offset 4: "
+                   "60 frames disjoint from --stride 16's, to confirm a setting screened "
+                   "there).")
 @click.option("--cache", type=click.Path(path_type=Path), default=ablation.CACHE,
               show_default=True, help="Per-frame feature and proposal cache.")
 @click.option("--home", default=None, help="Model home.")
@@ -504,8 +509,8 @@ def time_cli_add(args):
 @click.option("--bank", default=None, help="--timing: the bank to add to.")
 @click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
               help="Only print the table of a saved --out JSON.")
-def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home, threads, out,
-            md, parts, ks, flip, selection, timing, bank, table_of):
+def command(preset_name, dataset, sets, q, max_fa, classes, stride, offset, cache, home, threads,
+            out, md, parts, ks, flip, selection, timing, bank, table_of):
     """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
     from types import SimpleNamespace
 
@@ -517,7 +522,8 @@ def command(preset_name, dataset, sets, q, max_fa, classes, stride, cache, home,
     args = SimpleNamespace(preset=preset_name, dataset=dataset, sets=list(sets), q=q,
                            max_fa=max_fa,
                            classes=classes,
-                           stride=stride, cache=cache, home=home, bank=bank, flip=flip,
+                           stride=stride, offset=offset, cache=cache, home=home, bank=bank,
+                           flip=flip,
                            selection=selection,
                            ks=tuple(int(k) for k in ks.split(",") if k.strip()),
                            parts=[p.strip() for p in parts.split(",") if p.strip()])
