@@ -70,3 +70,25 @@ class RaisingProposer:
 
     def __call__(self, image):
         raise AssertionError("the patch mode must not run a proposer")
+
+
+def patch_conv_model(path, weights: np.ndarray, hw=("h", "w"), name: str = "m"):
+    """A tiny ONNX "backbone": a Conv with kernel = stride = the patch (``weights``
+    [3, 3, P, P]) from ``input_image`` [1, 3, *hw] to ``features`` [1, 3, H/P, W/P],
+    with the patch size in its metadata, saved at ``path``. Its features are known
+    functions of the pixels, so geometry and views can be checked exactly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    patch = int(weights.shape[-1])
+    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, *hw])
+    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, "gh", "gw"])
+    node = helper.make_node("Conv", ["input_image", "W"], ["features"],
+                            kernel_shape=[patch, patch], strides=[patch, patch])
+    g = helper.make_graph([node], name, [x], [y],
+                          [numpy_helper.from_array(weights.astype(np.float32), "W")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    m.metadata_props.add(key="moduseg.patch_size", value=str(patch))
+    onnx.save(m, str(path))
+    return path

@@ -52,14 +52,20 @@ def test_the_tables_with_and_without_each_part():
     assert "k=5 / full" not in only_open and "| sky | 50.0 % |" in only_open
 
 
+def _one_image_rows(seed):
+    """One cached row of a 56 x 56 image on a 4 x 4 grid, class 1 in its lower 3 rows."""
+    geo = GridGeometry((56, 56), (56, 56), (4, 4), 14)
+    feats = np.random.default_rng(seed).normal(size=(8, 4, 4)).astype(np.float16)
+    label = np.zeros((56, 56), np.uint8)
+    label[14:, :] = 1
+    return [(feats, geo, label, None)]
+
+
 def test_added_vectors_are_sampled_densely_as_bank_add_does():
     """A 4 x 4 grid, class 1 covering 12 cells: the build's 2 patches per region, the
     add's sampling of one image all 12."""
-    geo = GridGeometry((56, 56), (56, 56), (4, 4), 14)
-    feats = np.random.default_rng(0).normal(size=(8, 4, 4)).astype(np.float16)
-    label = np.zeros((56, 56), np.uint8)
-    label[14:, :] = 1
-    rows = [(feats, geo, label, None)]
+    rows = _one_image_rows(0)
+    feats, geo = rows[0][:2]
     build = BankConfig(granularity="patch", patches_per_region=2, patch_purity=0.75,
                        purification="none", min_area=0, outlier_fraction=0.0)
     v, ids = study.added_vectors(rows, ["img"], [0], 1, 2, build)
@@ -102,11 +108,8 @@ def test_area_selection_picks_among_frames_where_the_class_covers_the_median_sha
 
 def test_added_views_are_embedded_under_the_frames_id():
     """The mirrored view of a frame gives its own vectors, all under the frame's id."""
-    geo = GridGeometry((56, 56), (56, 56), (4, 4), 14)
-    feats = np.random.default_rng(1).normal(size=(8, 4, 4)).astype(np.float16)
-    label = np.zeros((56, 56), np.uint8)
-    label[14:, :] = 1
-    rows = [(feats, geo, label, None)]
+    rows = _one_image_rows(1)
+    feats, geo, label = rows[0][:3]
     cfg = BankConfig(granularity="patch", patches_per_region=100, patch_purity=0.75,
                      purification="none", min_area=0, outlier_fraction=0.0)
     mirror = [(feats[:, :, ::-1].copy(), geo, label[:, ::-1].copy(), None)]

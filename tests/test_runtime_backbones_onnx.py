@@ -19,6 +19,8 @@ from moduseg.runtime.backbones.onnx_backbone import (  # noqa: E402
     plan_geometry, preprocess)
 from moduseg.types import Backbone, BackboneIdentity, GridGeometry  # noqa: E402
 
+from synthetic import patch_conv_model  # noqa: E402
+
 P = 14
 
 
@@ -27,16 +29,7 @@ def _probe_model(path, patch=P, hw=("h", "w")):
     w = np.zeros((3, 3, patch, patch), np.float32)
     for c in range(3):
         w[c, c] = 1.0 / (patch * patch)
-    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, *hw])
-    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, "gh", "gw"])
-    node = helper.make_node("Conv", ["input_image", "W"], ["features"],
-                            kernel_shape=[patch, patch], strides=[patch, patch])
-    g = helper.make_graph([node], "probe", [x], [y], [numpy_helper.from_array(w, "W")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
-    m.ir_version = 8
-    m.metadata_props.add(key="moduseg.patch_size", value=str(patch))
-    onnx.save(m, str(path))
-    return path
+    return patch_conv_model(path, w, hw, name="probe")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 from moduseg.config import preset  # noqa: E402
 from moduseg.errors import InputError  # noqa: E402
 from moduseg.runtime.backbones.onnx_backbone import OnnxBackbone  # noqa: E402
@@ -18,23 +16,10 @@ from moduseg.runtime.backbones.views import (  # noqa: E402
 from moduseg.settings import parse_overrides  # noqa: E402
 from moduseg.types import GridGeometry  # noqa: E402
 
+from synthetic import patch_conv_model  # noqa: E402
+
 P = 14
 KW = dict(pixels=None, mean=(0, 0, 0), std=(1, 1, 1))
-
-
-def _conv_model(path, weights):
-    """Conv k=stride=P with the given [3, 3, P, P] weights: [1,3,H,W] -> [1,3,H/P,W/P]."""
-    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, "h", "w"])
-    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, "gh", "gw"])
-    node = helper.make_node("Conv", ["input_image", "W"], ["features"],
-                            kernel_shape=[P, P], strides=[P, P])
-    g = helper.make_graph([node], "m", [x], [y],
-                          [numpy_helper.from_array(weights.astype(np.float32), "W")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
-    m.ir_version = 8
-    m.metadata_props.add(key="moduseg.patch_size", value=str(P))
-    onnx.save(m, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +28,7 @@ def box(tmp_path_factory):
     w = np.zeros((3, 3, P, P))
     for c in range(3):
         w[c, c] = 1.0 / (P * P)
-    return _conv_model(tmp_path_factory.mktemp("box") / "box.onnx", w)
+    return patch_conv_model(tmp_path_factory.mktemp("box") / "box.onnx", w)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +38,7 @@ def col0(tmp_path_factory):
     w = np.zeros((3, 3, P, P))
     for c in range(3):
         w[c, c, :, 0] = 1.0 / P
-    return _conv_model(tmp_path_factory.mktemp("col0") / "col0.onnx", w)
+    return patch_conv_model(tmp_path_factory.mktemp("col0") / "col0.onnx", w)
 
 
 def _image(H=50, W=71, seed=0):
@@ -184,16 +169,7 @@ def test_identity_and_option_checks(box, tmp_path):
     assert OnnxBackbone(box, "b", **KW).identity.name == "b"
     with pytest.raises(InputError, match="backbone.shifts must be one of"):
         OnnxBackbone(box, "b", shifts="half", **KW)
-    odd = np.zeros((3, 3, 5, 5))
-    x = helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, "h", "w"])
-    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, "gh", "gw"])
-    node = helper.make_node("Conv", ["input_image", "W"], ["features"],
-                            kernel_shape=[5, 5], strides=[5, 5])
-    m = helper.make_model(helper.make_graph([node], "m", [x], [y], [numpy_helper.from_array(
-        odd.astype(np.float32), "W")]), opset_imports=[helper.make_opsetid("", 14)])
-    m.ir_version = 8
-    m.metadata_props.add(key="moduseg.patch_size", value="5")
-    onnx.save(m, str(tmp_path / "odd.onnx"))
+    patch_conv_model(tmp_path / "odd.onnx", np.zeros((3, 3, 5, 5)))
     with pytest.raises(InputError, match="even patch size"):
         OnnxBackbone(tmp_path / "odd.onnx", "o", shifts="square-mean", **KW)
     # the option: declared once in config, its choices checked there

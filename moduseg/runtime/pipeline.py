@@ -474,6 +474,18 @@ def run_beside(pool, side, main):
     return out, beside
 
 
+
+def _to_frame_size(res: SegmentationResult, frame_hw, work_hw) -> SegmentationResult:
+    """A result made on the downscaled work image, at the frame's size: label map and
+    owners resized (nearest), segment areas in the frame's pixels."""
+    (H, W), (h, w) = frame_hw, work_hw
+    res.label_map = cv2.resize(res.label_map, (W, H), interpolation=cv2.INTER_NEAREST)
+    if res.owners is not None:
+        res.owners = cv2.resize(res.owners, (W, H), interpolation=cv2.INTER_NEAREST)
+    for s in res.segments:
+        s.area = int(round(s.area * (H * W) / float(h * w)))
+    return res
+
 class Segmenter:
     """Backbone + proposer + bank: ``Segmenter(...)(image) -> SegmentationResult``."""
 
@@ -578,13 +590,7 @@ class Segmenter:
         if small is image:
             return self._segment(image, timer)
         t0 = time.perf_counter()
-        res = self._segment(small, timer)
-        (H, W), (h, w) = image.shape[:2], small.shape[:2]
-        res.label_map = cv2.resize(res.label_map, (W, H), interpolation=cv2.INTER_NEAREST)
-        if res.owners is not None:
-            res.owners = cv2.resize(res.owners, (W, H), interpolation=cv2.INTER_NEAREST)
-        for s in res.segments:
-            s.area = int(round(s.area * (H * W) / float(h * w)))
+        res = _to_frame_size(self._segment(small, timer), image.shape[:2], small.shape[:2])
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         if timer is not None:
             timer.ms["total"] = res.timings_ms["total"]
@@ -611,12 +617,7 @@ class Segmenter:
             res = assign(fmap, proposals, bank, index, self.config, timer, self.pooler, prior,
                          None, small)
         if small is not image:
-            (H, W), (h, w) = image.shape[:2], small.shape[:2]
-            res.label_map = cv2.resize(res.label_map, (W, H), interpolation=cv2.INTER_NEAREST)
-            if res.owners is not None:
-                res.owners = cv2.resize(res.owners, (W, H), interpolation=cv2.INTER_NEAREST)
-            for s in res.segments:
-                s.area = int(round(s.area * (H * W) / float(h * w)))
+            res = _to_frame_size(res, image.shape[:2], small.shape[:2])
         timer.ms["total"] = res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return res
 
