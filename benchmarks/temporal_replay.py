@@ -10,7 +10,7 @@ keyframes). ``moduseg bench video`` measures on vs off for real.
 
 ``--clips held-out`` replays over other moving-camera clips (other stills, other seeds:
 ``moduseg.bench.clips.HELD_OUT``) than the bench's own (``dev``), for checking a
-setting chosen on the dev clips. ``--policy`` may be given several times.
+setting chosen on the dev clips; ``--clips held-out-2`` over a third set (``HELD_OUT_2``). ``--policy`` may be given several times.
 
 Vote frames (``temporal.vote_every``) need the backbone features of propagated frames,
 which the per-frame cache does not hold: the backbone runs once per frame it is asked
@@ -84,11 +84,20 @@ class CachedBackbone:
         return getattr(self.backbone, name)
 
 
+def _clip_sets():
+    from moduseg.bench.clips import HELD_OUT, HELD_OUT_2
+    # name -> (cache tag, plan); "dev" is the bench's own clips
+    return {"held-out": ("-heldout", HELD_OUT), "held-out-2": ("-heldout2", HELD_OUT_2)}
+
+
+CLIP_SETS = _clip_sets()
+
+
 def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data: Path,
                  clips: str = "dev"):
     from moduseg.bank.embedded import default_bank_path
     from moduseg.bank.store import load_bank
-    from moduseg.bench.clips import HELD_OUT, SEQUENCES, make_camvid_clips, read_clip
+    from moduseg.bench.clips import SEQUENCES, make_camvid_clips, read_clip
     from moduseg.bench.common import try_models
     from moduseg.bench.temporal import cross_sequence_bank, decode
     from moduseg.build import assemble, resolve_backend
@@ -104,7 +113,7 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
     models = (cfg, be, backbone)
     for w in inputs:
         video = w.endswith((".mp4", ".avi"))
-        tag = "" if video or clips == "dev" else "-heldout"
+        tag = "" if video or clips == "dev" else CLIP_SETS[clips][0]
         path = cache / f"{preset}-{w}{tag}-{frames}.pkl"
         if video:
             fr, gts, cuts = decode(str(data / "video" / w), frames), None, None
@@ -113,10 +122,10 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
                 make_camvid_clips(data, cache / "clips", [w], 2, SEQUENCES.index(w), 30, 40)
                 folder = cache / "clips" / w
             else:
-                make_camvid_clips(data, cache / "clips-heldout", [w], 2,
-                                  HELD_OUT["seed"] + SEQUENCES.index(w), 30, 40,
-                                  HELD_OUT["place"])
-                folder = cache / "clips-heldout" / w
+                plan = CLIP_SETS[clips][1]
+                make_camvid_clips(data, cache / f"clips{tag}", [w], 2,
+                                  plan["seed"] + SEQUENCES.index(w), 30, 40, plan["place"])
+                folder = cache / f"clips{tag}" / w
             fr, gts, starts = read_clip(folder)
             cuts = [s for s in starts if s > 0]
         if not path.is_file():
@@ -160,7 +169,7 @@ def vote_labeller(c, fr):
 @click.option("--frames", type=int, default=60, show_default=True)
 @click.option("--cache", default="/tmp/moduseg-temporal-replay", type=click.Path())
 @click.option("--data", default=None, type=click.Path())
-@click.option("--clips", "clip_set", type=click.Choice(["dev", "held-out"]), default="dev",
+@click.option("--clips", "clip_set", type=click.Choice(["dev", *CLIP_SETS]), default="dev",
               show_default=True, help="Which moving-camera clips the CamVid inputs are.")
 @click.option("--policy", "policies", multiple=True, default=["{}"], show_default=True,
               help="temporal options (moduseg.config.TemporalOptions fields) as JSON; "
