@@ -7,6 +7,9 @@ import sys
 
 import click
 
+from moduseg.errors import ModuSegError
+from moduseg.text import printable_message
+
 # study name -> module (each defines a click command named ``command``), imported only
 # when the study runs, so ``--help`` is quick and one study's imports cannot break another
 STUDIES = {
@@ -34,6 +37,14 @@ class Studies(click.Group):
         if name not in STUDIES:
             return None
         return importlib.import_module(f"benchmarks.{STUDIES[name]}").command
+
+    def invoke(self, ctx):
+        # a study's bad input (an output path that is a folder, ...) is one line, exit 2
+        try:
+            return super().invoke(ctx)
+        except ModuSegError as e:
+            click.echo(f"Error: {printable_message(e)}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=Studies)

@@ -81,10 +81,21 @@ def clean_stale_private_dirs(parent: str | Path, prefixes: tuple[str, ...]) -> l
     return removed
 
 
+# what to do about a failed write, by its cause; anything else: the generic advice
+_OUTPUT_FIXES = {errno.EISDIR: "it is a folder: give a file name",
+                 errno.ENOTDIR: "a part of the path is a file: choose another output path",
+                 errno.EACCES: "choose an output path you may write to",
+                 errno.EPERM: "choose an output path you may write to",
+                 errno.EROFS: "the file system is read-only: choose another output path",
+                 errno.ENOSPC: "free some space or choose another output path",
+                 errno.EDQUOT: "free some space or choose another output path"}
+
+
 def output_error(path, e: OSError) -> OutputError:
+    """One line for a failed write: the path, the system's reason and the fix."""
     why = e.strerror or str(e)
-    return OutputError(f"cannot write {printable(path)}: {why}; free some space or choose another "
-                       f"output path")
+    fix = _OUTPUT_FIXES.get(e.errno, "free some space or choose another output path")
+    return OutputError(f"cannot write {printable(path)}: {why}; {fix}")
 
 
 @contextlib.contextmanager

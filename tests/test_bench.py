@@ -152,3 +152,31 @@ def test_each_suite_help_lists_only_its_own_options():
     assert not {"--sizes", "--dims", "--bank-size", "--proposals"} & listed("video")
     every = {o.opts[0] for _, deco in OPTIONS for o in [deco(lambda: None).__click_params__[0]]}
     assert every <= listed("all")
+
+
+def test_a_studys_bad_input_is_one_line_and_exit_2(monkeypatch, tmp_path):
+    """``python -m benchmarks STUDY``: a ModuSegError of the study (here an output path
+    that is a folder) is one line naming the path and the fix, exit 2, no traceback."""
+    import sys
+    import types
+
+    import click
+    from click.testing import CliRunner
+
+    import benchmarks.__main__ as bench_main
+    from moduseg.owned import atomic_path
+
+    @click.command()
+    def command():
+        with atomic_path(tmp_path) as tmp:
+            open(tmp, "w").close()
+
+    module = types.ModuleType("benchmarks.fake_study")
+    module.command = command
+    monkeypatch.setitem(sys.modules, "benchmarks.fake_study", module)
+    monkeypatch.setitem(bench_main.STUDIES, "fake", "fake_study")
+    r = CliRunner().invoke(bench_main.cli, ["fake"])
+    assert r.exit_code == 2, r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and "it is a folder: give a file name" in lines[0]
+    assert "Traceback" not in r.output

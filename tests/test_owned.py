@@ -3,11 +3,12 @@
 from __future__ import annotations
 import json
 import os
+from pathlib import Path
 import numpy as np
 import pytest
 from moduseg.errors import OutputError
 from moduseg.io import write_json
-from moduseg.owned import atomic_path
+from moduseg.owned import atomic_path, output_error
 from app_fixtures import _fill, _private, tiny_tmpfs  # noqa: E402,F401
 
 
@@ -47,3 +48,25 @@ def test_a_disk_filling_during_a_write_is_an_output_error(tiny_tmpfs):
     with pytest.raises(OutputError, match="cannot write"):
         save_bank(bank, mnt / "b.npz")
     assert [p.name for p in mnt.iterdir()] == ["filler"]
+
+
+def test_a_folder_given_as_the_output_file_names_the_fix_not_the_disk(tmp_path):
+    """Writing to a path that is a folder says so (not "free some space"); the folder
+    is left as it was."""
+    (tmp_path / "kept.txt").write_text("x")
+    with pytest.raises(OutputError) as info:
+        with atomic_path(tmp_path) as tmp:
+            Path(tmp).write_text("new")
+    msg = str(info.value)
+    assert "it is a folder: give a file name" in msg and "free some space" not in msg
+    assert "\n" not in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
+
+
+def test_output_error_advice_follows_the_cause():
+    import errno
+
+    full = output_error("out.json", OSError(errno.ENOSPC, "No space left on device"))
+    assert "free some space" in str(full)
+    ro = output_error("out.json", OSError(errno.EROFS, "Read-only file system"))
+    assert "read-only" in str(ro) and "free some space" not in str(ro)
