@@ -7,8 +7,7 @@ import sys
 
 import click
 
-from moduseg.errors import ModuSegError
-from moduseg.text import printable_message
+from moduseg.cli_options import one_line_errors
 
 # study name -> module (each defines a click command named ``command``), imported only
 # when the study runs, so ``--help`` is quick and one study's imports cannot break another
@@ -40,11 +39,8 @@ class Studies(click.Group):
 
     def invoke(self, ctx):
         # a study's bad input (an output path that is a folder, ...) is one line, exit 2
-        try:
+        with one_line_errors(ctx):
             return super().invoke(ctx)
-        except ModuSegError as e:
-            click.echo(f"Error: {printable_message(e)}", err=True)
-            ctx.exit(2)
 
 
 @click.group(cls=Studies)

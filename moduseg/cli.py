@@ -12,8 +12,7 @@ import sys
 
 import click
 
-from .errors import ModuSegError
-from .text import printable_message
+from .cli_options import one_line_errors
 
 # command name -> "module:attribute" of a click command or group
 COMMANDS = {
@@ -52,11 +51,8 @@ class FriendlyErrors(LazyGroup):
     """Turn ``ModuSegError`` into a one-line message and exit code 2."""
 
     def invoke(self, ctx):
-        try:
+        with one_line_errors(ctx):
             return super().invoke(ctx)
-        except ModuSegError as e:
-            click.echo(f"Error: {printable_message(e)}", err=True)
-            ctx.exit(2)
 
 
 @click.group(cls=FriendlyErrors, lazy=COMMANDS)

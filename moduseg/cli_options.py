@@ -4,6 +4,7 @@ used, so a proposer registered by a plug-in is accepted everywhere."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import click
@@ -60,3 +61,18 @@ def proposer_option(help_prefix: str = "Proposer", default_note: str = " Default
     """``--proposer NAME``, one of the registered proposers."""
     return click.option("--proposer", default=None, type=RegistryChoice(PROPOSERS),
                         help=f"{help_prefix}: {choices_help(PROPOSERS)}.{default_note}")
+
+
+@contextlib.contextmanager
+def one_line_errors(ctx: click.Context):
+    """A ``ModuSegError`` raised inside becomes one line on stderr and exit code 2 (bad
+    input names itself and its fix; no traceback): the ``moduseg`` and ``python -m
+    benchmarks`` entry points both run their commands in it."""
+    from .errors import ModuSegError
+    from .text import printable_message
+
+    try:
+        yield
+    except ModuSegError as e:
+        click.echo(f"Error: {printable_message(e)}", err=True)
+        ctx.exit(2)
