@@ -25,9 +25,11 @@ FPS = 30.0
 # bench's clips (the dev set settings were tuned on) sit at 1/3 and 2/3; the held-out
 # clips use other stills (1/6 and 5/6) and other seeds, for checking a setting chosen
 # on the dev clips. HELD_OUT_2 (5/12 and 11/12, other seeds again) is a third set, for a
-# confirmation once the held-out set has been looked at too often to confirm anything.
+# confirmation once the held-out set has been looked at too often to confirm anything;
+# HELD_OUT_3 (3/12 and 7/12, seed 300) the next, once HELD_OUT_2 had been looked at.
 HELD_OUT = {"place": (1 / 6, 5 / 6), "seed": 100}
 HELD_OUT_2 = {"place": (5 / 12, 11 / 12), "seed": 200}
+HELD_OUT_3 = {"place": (3 / 12, 7 / 12), "seed": 300}
 
 
 @dataclass(frozen=True)

@@ -319,7 +319,8 @@ class TemporalSegmenter:
         """The keyframe's proposals carried here, labelled by this frame's features and
         fused into the memory like a keyframe's labels (not a keyframe: the interval
         still counts from the last one)."""
-        props = self._propagate(image, key_map, timer).proposals
+        with timer("propagate"):
+            props = self._carried_proposals()
         res = self._relabel(image, props, timer)
         return self._fold(res, g, key_map, VOTE, timer, self.state.frame_index)
 
@@ -415,6 +416,16 @@ class TemporalSegmenter:
         m = resize_map(key_map, some.shape)
         return {tid: warp_nearest(t.mask, m, border=-1) for tid, t in st.tracks.tracks.items()}
 
+    def _carried_proposals(self) -> Proposals:
+        """The last keyframe's proposals carried to this frame (``prop_map``), in one
+        resampling from the keyframe: what a propagated frame shows and a vote frame
+        labels."""
+        st = self.state
+        kp = st.prop_result.proposals
+        mm = resize_map(st.prop_map, kp.mask_hw)
+        masks = np.stack([warp_nearest(k, mm, border=-1) for k in kp.masks])
+        return Proposals(masks, kp.scores, kp.image_hw)
+
     def _propagate(self, image, key_map, timer) -> TemporalResult:
         """The label map carried from the last keyframe or vote frame (``key_map``), the
         proposals from the last keyframe (``prop_map``); the segments are the last
@@ -428,10 +439,8 @@ class TemporalSegmenter:
             labels = warp_nearest(st.key_labels, resize_map(key_map, hw))
             props, segs, ids, tlabels = None, [], [], []
             if key.proposals is not None and len(key.proposals):
-                kp = st.prop_result.proposals
-                mm = resize_map(st.prop_map, kp.mask_hw)
-                masks = np.stack([warp_nearest(k, mm, border=-1) for k in kp.masks])
-                props = Proposals(masks, kp.scores, kp.image_hw)
+                props = self._carried_proposals()
+                kp, masks = st.prop_result.proposals, props.masks
                 scale = kp.image_hw[0] * kp.image_hw[1] / float(kp.mask_hw[0] * kp.mask_hw[1])
                 areas = masks.reshape(len(masks), -1).sum(1) * scale
                 for s, tid in zip(key.segments, st.key_track_ids or [None] * len(key.segments)):
