@@ -30,9 +30,11 @@ from moduseg.serve.repository import (BACKBONE, BANK, DECODER, ENCODER, MODELS, 
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_FRAMES = ["0016E5_07959", "0016E5_08085", "0016E5_08145", "0016E5_08019"]
-# the live server runs with a temporal setting other than the preset's (max_interval 8), so
-# the stream tests check that a served stream honours 'serve --set temporal.*'
-SERVED_MAX_INTERVAL = 2
+# the live server runs with temporal settings other than the preset's (max_interval 8), so
+# the stream tests check that a served stream honours 'serve --set temporal.*'; a vote frame
+# every 2nd frame after a keyframe, so a 4-frame stream has all three kinds of frame
+SERVED_MAX_INTERVAL = 3
+SERVED_VOTE_EVERY = 2
 
 
 # -- option parsing (user input) -------------------------------------------------------
@@ -352,7 +354,8 @@ def server(request, bank_file, tmp_path_factory):
     proc = subprocess.Popen(
         [str(env / "bin" / "python"), "-m", "moduseg.cli", "serve", "--bank", str(served),
          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-         "--workdir", str(work), "--set", f"temporal.max_interval={SERVED_MAX_INTERVAL}"],
+         "--workdir", str(work), "--set", f"temporal.max_interval={SERVED_MAX_INTERVAL}",
+         "--set", f"temporal.vote_every={SERVED_VOTE_EVERY}"],
         stdout=log, stderr=subprocess.STDOUT, env=penv, cwd=ROOT)
     deadline = time.monotonic() + 600
     ready = False
@@ -505,25 +508,30 @@ def test_interleaved_served_streams_give_the_local_stream_labels(server, referen
     assert sorted(served) == [11, 12]
     keyframes = []
     # the local reference: the temporal path with the server's --set over the bank's config
-    setting = {"temporal.max_interval": SERVED_MAX_INTERVAL}
+    setting = {"temporal.max_interval": SERVED_MAX_INTERVAL,
+               "temporal.vote_every": SERVED_VOTE_EVERY}
     served_config = TemporalConfig.from_config(
         local_segmenter.full_config.with_overrides(**setting))
     for sid, frames in streams.items():
         step = TemporalSegmenter(local_segmenter, served_config)
         assert step.config.max_interval == SERVED_MAX_INTERVAL
+        kinds = []
         for frame, out in zip(frames, served[sid]):
             ref = step(frame)
+            kinds.append(ref.kind)
             assert out["keyframe"].tolist() == [ref.keyframe]
             assert np.array_equal(out["label_map"], ref.label_map), sid
             _check_answer(out, ref)
             shown = [i for i, s in enumerate(ref.segments) if s.label >= 0 and s.painted_pixels]
             assert out["track_id"].tolist() == [ref.track_ids[i] for i in shown]
             keyframes.append(ref.keyframe)
+        if sid == 11:                   # the served vote frame equals the local one
+            assert kinds == ["keyframe", "propagated", "vote", "keyframe"], kinds
     assert not all(keyframes)           # some frames were propagated from the stream's state
-    # 'serve --set temporal.max_interval=2' is honoured: on the 4 bikes frames (no cut, small
-    # motion) the served stream took a keyframe by the interval at frame 2; the preset's
+    # 'serve --set temporal.max_interval=3' is honoured: on the 4 bikes frames (no cut, small
+    # motion) the served stream took a keyframe by the interval at frame 3; the preset's
     # interval (4 or more) takes one keyframe only
-    assert [bool(o["keyframe"][0]) for o in served[11]] == [True, False, True, False]
+    assert [bool(o["keyframe"][0]) for o in served[11]] == [True, False, False, True]
     preset_path = stream_factory("temporal")(local_segmenter)    # 'moduseg serve' default
     assert preset_path.config.max_interval >= 4
     assert [preset_path(f).keyframe for f in streams[11]] == [True, False, False, False]
