@@ -184,10 +184,11 @@ def panning_frames(path):
 
 def test_a_video_is_one_ordered_task_on_the_temporal_path(local_ray, data, tmp_path):
     """--engine ray on a video: one actor runs the whole video through the temporal
-    path, and the frames come back in order with the local run's labels."""
+    path, and the frames come back in order with the local run's labels (vote frames
+    too: the bank's configuration asks for one every 3rd frame after a keyframe)."""
     from moduseg.scale.work import VideoTask
 
-    cfg = preset("default").with_overrides(**{"bank.pca_dim": 3})
+    cfg = preset("default").with_overrides(**{"bank.pca_dim": 3, "temporal.vote_every": 3})
     bank_path = save_bank(single_bank(data, cfg), tmp_path / "bank.npz")
     spec = ModelRecipe(bank_path=str(bank_path))
     image, _ = scale_fixtures.scene(3)
@@ -200,5 +201,6 @@ def test_a_video_is_one_ordered_task_on_the_temporal_path(local_ray, data, tmp_p
     assert [p for p, _ in got] == list(range(8))
     for (_, g), w in zip(got, want):
         assert np.array_equal(g.label_map, w.label_map)
-        assert g.keyframe == w.keyframe
+        assert g.kind == w.kind
     assert got[0][1].keyframe and not all(r.keyframe for _, r in got)   # propagated frames
+    assert "vote" in [r.kind for _, r in got], [r.kind for _, r in got]
