@@ -10,7 +10,7 @@ keyframes). ``moduseg bench video`` measures on vs off for real.
 
 ``--clips held-out`` replays over other moving-camera clips (other stills, other seeds:
 ``moduseg.bench.clips.HELD_OUT``) than the bench's own (``dev``), for checking a
-setting chosen on the dev clips; ``--clips held-out-2`` over a third set (``HELD_OUT_2``), ``--clips held-out-3`` a fourth (``HELD_OUT_3``). ``--policy`` may be given several times.
+setting chosen on the dev clips; ``--clips held-out-2`` over a third set (``HELD_OUT_2``), ``--clips held-out-3`` and ``held-out-4`` two more (``HELD_OUT_3``, ``HELD_OUT_4``). ``--policy`` may be given several times.
 
 Vote frames (``temporal.vote_every``) need the backbone features of propagated frames,
 which the per-frame cache does not hold: the backbone runs once per frame it is asked
@@ -85,10 +85,10 @@ class CachedBackbone:
 
 
 def _clip_sets():
-    from moduseg.bench.clips import HELD_OUT, HELD_OUT_2, HELD_OUT_3
+    from moduseg.bench.clips import HELD_OUT, HELD_OUT_2, HELD_OUT_3, HELD_OUT_4
     # name -> (cache tag, plan); "dev" is the bench's own clips
     return {"held-out": ("-heldout", HELD_OUT), "held-out-2": ("-heldout2", HELD_OUT_2),
-            "held-out-3": ("-heldout3", HELD_OUT_3)}
+            "held-out-3": ("-heldout3", HELD_OUT_3), "held-out-4": ("-heldout4", HELD_OUT_4)}
 
 
 CLIP_SETS = _clip_sets()

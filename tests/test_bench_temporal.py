@@ -84,7 +84,7 @@ def test_the_comparison_takes_the_temporal_settings_of_the_configuration(tmp_pat
 def test_held_out_clips_use_other_stills_than_the_bench_clips():
     """The held-out clip sets (for checking a setting tuned on the bench's clips) place
     their shots on other stills of the same sequence, with other seeds."""
-    from moduseg.bench.clips import HELD_OUT, HELD_OUT_2, HELD_OUT_3, plan_shots
+    from moduseg.bench.clips import HELD_OUT, HELD_OUT_2, HELD_OUT_3, HELD_OUT_4, plan_shots
     stills = [f"SEQ_{i:03d}" for i in range(60)]
     dev = plan_shots(stills, 2, np.random.default_rng(0))
     held = plan_shots(stills, 2, np.random.default_rng(HELD_OUT["seed"]),
@@ -100,7 +100,12 @@ def test_held_out_clips_use_other_stills_than_the_bench_clips():
                         place=HELD_OUT_3["place"])
     assert [s.still for s in fourth] == ["SEQ_015", "SEQ_034"]   # 3/12 and 7/12
     assert not {s.still for s in fourth} & {s.still for s in dev + held + third}
-    assert len({HELD_OUT["seed"], HELD_OUT_2["seed"], HELD_OUT_3["seed"], 0, 1, 2}) == 6
+    fifth = plan_shots(stills, 2, np.random.default_rng(HELD_OUT_4["seed"]),
+                       place=HELD_OUT_4["place"])
+    assert [s.still for s in fifth] == ["SEQ_005", "SEQ_044"]    # 1/12 and 9/12
+    assert not {s.still for s in fifth} & {s.still for s in dev + held + third + fourth}
+    assert len({HELD_OUT["seed"], HELD_OUT_2["seed"], HELD_OUT_3["seed"], HELD_OUT_4["seed"],
+                0, 1, 2}) == 7
     import pytest
     with pytest.raises(ValueError, match="2 positions for 3 shots"):
         plan_shots(stills, 3, np.random.default_rng(0), place=(0.1, 0.2))

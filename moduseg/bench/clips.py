@@ -26,10 +26,12 @@ FPS = 30.0
 # clips use other stills (1/6 and 5/6) and other seeds, for checking a setting chosen
 # on the dev clips. HELD_OUT_2 (5/12 and 11/12, other seeds again) is a third set, for a
 # confirmation once the held-out set has been looked at too often to confirm anything;
-# HELD_OUT_3 (3/12 and 7/12, seed 300) the next, once HELD_OUT_2 had been looked at.
+# HELD_OUT_3 (3/12 and 7/12, seed 300) and HELD_OUT_4 (1/12 and 9/12, seed 400) the next
+# ones, each made once the set before it had been looked at.
 HELD_OUT = {"place": (1 / 6, 5 / 6), "seed": 100}
 HELD_OUT_2 = {"place": (5 / 12, 11 / 12), "seed": 200}
 HELD_OUT_3 = {"place": (3 / 12, 7 / 12), "seed": 300}
+HELD_OUT_4 = {"place": (1 / 12, 9 / 12), "seed": 400}
 
 
 @dataclass(frozen=True)
