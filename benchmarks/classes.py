@@ -30,6 +30,8 @@ frame of the held-out sequence (default 8: 60 of 468), to fit a shared
     python -m benchmarks classes --out classes.json --md classes.md
     python -m benchmarks classes --classes sky,car --stride 8 --q 0.05   # a quick look
     python -m benchmarks classes --timing --bank BANK.npz   # the real 'bank add' of 5 frames
+    python -m benchmarks classes --parts fewshot --ks 5 --flip --zoom 2 \
+        --set runtime.few_image_balance=0.2          # k frames added as 'bank add --flip --zoom 2'
 """
 
 from __future__ import annotations

@@ -133,3 +133,14 @@ def test_zoom_tiles_top_up_a_short_class_as_bank_add_zoom_does(target, added):
     v, ids = study.zoom_topped(sv, sid, [7], ["img"], zoomed, 1, 2, cfg, target)
     assert len(v) == 12 + added and set(ids) == {"img"}
     assert np.array_equal(v[:12], sv)
+
+
+@pytest.mark.parametrize("bad", ["1", "9", "x", "nan"])
+def test_a_bad_zoom_is_one_line_and_exit_2(bad):
+    from click.testing import CliRunner
+
+    from benchmarks.__main__ import cli as studies
+
+    r = CliRunner().invoke(studies, ["classes", "--parts", "fewshot", f"--zoom={bad}"])
+    assert r.exit_code == 2 and "--zoom" in r.output and "above 1 and at most 4" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output

@@ -318,9 +318,11 @@ def _zoom_top_up(vecs, labs, ids, samples, backbone, n_classes, bank_cfg, zooms,
                    "image): a class taught from a few frames is seen from both sides.")
 @click.option("--zoom", "zoom", multiple=True, metavar="F",
               help="Also embed each image zoomed in by F (above 1, at most 4; repeatable or "
-                   "comma-separated): ceil(F)^2 crops of 1/F of each side tiled over it, one "
-                   "backbone pass each, so small and thin objects of a few images give more, "
-                   "purer patches (the bank.augment_zoom views).")
+                   "comma-separated): ceil(F)^2 crops of 1/F of each side tiled over it (the "
+                   "bank.augment_zoom views), one backbone pass each, so small and thin "
+                   "objects of a few images give more, purer patches. Zoomed vectors only "
+                   "top up a class short of the sampling target, never beyond its own-scale "
+                   "count; a tile without such a class costs no pass.")
 @click.option("--out", required=True, type=click.Path(), help="New bank file (.npz).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @backend_option()
@@ -375,6 +377,7 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
     vecs = np.concatenate([e.vectors for e in ok])
     labs = np.concatenate([e.labels for e in ok])
     ids = np.asarray([e.image_id for e in ok for _ in range(len(e.labels))], dtype=str)
+    zooms = tuple(z for z in zooms if z not in bcfg.augment_zoom)   # the bank's own: done
     if zooms:
         adding = [c for c, n in enumerate(ds.class_names) if n not in skip]
         used = [ds.samples[i] for i, e in zip(order, entries) if e.error is None]

@@ -150,11 +150,14 @@ def zoom_tile_wanted(tile_label: np.ndarray, gaps: dict[int, int]) -> bool:
 def fill_gaps(labels: np.ndarray, gaps: dict[int, int]) -> np.ndarray:
     """Indices of the zoomed vectors (``labels``, in image and tile order) that are kept:
     those of a short class, at most its shortfall, evenly spread over them."""
-    from .builder import spread
-
     labels = np.asarray(labels)
-    keep = [spread(np.flatnonzero(labels == c), gap) for c, gap in gaps.items()]
-    keep = [k for k in keep if len(k)]
+    keep = []
+    for c, gap in gaps.items():
+        idx = np.flatnonzero(labels == c)
+        if len(idx) > gap:       # evenly spaced, as the builder spreads a region's patches
+            idx = idx[np.linspace(0, len(idx) - 1, gap).round().astype(np.int64)]
+        if len(idx):
+            keep.append(idx)
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
 
 
