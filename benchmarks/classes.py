@@ -30,6 +30,8 @@ frame of the held-out sequence (default 8: 60 of 468), to fit a shared
     python -m benchmarks classes --out classes.json --md classes.md
     python -m benchmarks classes --classes sky,car --stride 8 --q 0.05   # a quick look
     python -m benchmarks classes --timing --bank BANK.npz   # the real 'bank add' of 5 frames
+    python -m benchmarks classes --parts fewshot --ks 5 --flip --zoom 2 \
+        --set runtime.few_image_balance=0.2          # k frames added as 'bank add --flip --zoom 2'
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ import click
 import numpy as np
 
 from . import ablation, cross_sequence
+from moduseg.bank.augment import zoom_factors
 from moduseg.bank.builder import finish_vectors, image_vectors
 from moduseg.runtime.calibrate import calibrate
-from moduseg.bank.edit import add_sampling, add_vectors, drop_class
+from moduseg.bank.edit import (add_sampling, add_target, add_vectors, drop_class, fill_gaps,
+                               zoom_gaps, zoom_tile_wanted)
 from moduseg.config import preset
 from moduseg.evaluate import Evaluator
 from moduseg.owned import atomic_path
@@ -188,6 +192,29 @@ def added_vectors(rows, ids, pick, c, n, bank_cfg, views=None):
     return np.concatenate(vs), np.asarray(sid, str)
 
 
+def zoom_topped(sv, sid, samples, names, zoomed, c, n, bank_cfg, target):
+    """Class c's added vectors topped up from the zoom tiles of its frames, as 'bank add
+    --zoom' does (``bank.edit.zoom_gaps`` / ``zoom_tile_wanted`` / ``fill_gaps``)."""
+    gaps = zoom_gaps(np.full(len(sv), c), [c], target)
+    if not gaps:
+        return sv, sid
+    vs, tid = [], []
+    for s, name in zip(samples, names):
+        for feats, geo, label, _ in zoomed[s]:
+            if not zoom_tile_wanted(label, gaps):
+                continue
+            v, l, _ = image_vectors(FeatureMap(feats.astype(np.float32), geo), label, n,
+                                    bank_cfg)
+            v = v[np.asarray(l) == c]
+            vs.append(v)
+            tid += [name] * len(v)
+    if not vs:
+        return sv, sid
+    v, tid = np.concatenate(vs), np.asarray(tid, str)
+    keep = fill_gaps(np.full(len(v), c), gaps)
+    return np.concatenate([sv, v[keep]]), np.concatenate([sid, tid[keep]])
+
+
 def shots(raw, c, k, areas=None):
     """Indices of k bank frames showing class c, evenly spread over those that do
     (``areas`` given, ``[frames]`` c's share of each frame: over those where c covers
@@ -242,7 +269,7 @@ def run(args, partial=None):
     mirrored = {}
 
     def flipped(i):
-        """The mirrored view of sample i (``ablation.cached_views``, made up front)."""
+        """The extra views of sample i (``ablation.cached_views``, made up front)."""
         return mirrored[i]
 
     def areas_of(train, c):
@@ -280,14 +307,18 @@ def run(args, partial=None):
         print(f"fold {fold}: full bank {len(full)} vectors ({full_s:.1f} s to finish + "
               f"calibrate), {len(test)} eval frames ({time.perf_counter() - t0:.0f} s)",
               flush=True)
-    if args.flip and "fewshot" in args.parts:     # every picked frame's mirror, one pass each
+    zoomed = {}
+    if (args.flip or args.zoom) and "fewshot" in args.parts:   # a pass a view, cached
         need = sorted({w[i] for raw, _, _, _, train, _, w in data for c in classes
                        for k in args.ks for i in shots(raw, c, k, areas_of(train, c))})
-        flip_cfg = cfg.with_overrides(**{"bank.augment_flip": True})
-        mirrored.update(zip(need, ablation.cached_views([ss[i] for i in need], flip_cfg,
-                                                        Path(args.cache), args.home)))
-        print(f"mirrored views of {len(need)} frames ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
+        for on, views_of, over in ((args.flip, mirrored, {"bank.augment_flip": True}),
+                                   (args.zoom, zoomed, {"bank.augment_zoom": list(args.zoom)})):
+            if on:
+                views_of.update(zip(need, ablation.cached_views(
+                    [ss[i] for i in need], cfg.with_overrides(**over), Path(args.cache),
+                    args.home)))
+        print(f"extra views (flip {args.flip}, zoom {list(args.zoom)}) of {len(need)} frames "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
     for c in classes:
         name = names[c]
         r = per_c[c]
@@ -304,8 +335,12 @@ def run(args, partial=None):
                 pick = shots(raw, c, k, areas)
                 r["shots"][k] += len(pick)
                 ta = time.perf_counter()
-                sv, sid = added_vectors(train, ids, pick, c, n, add_sampling(
-                    cfg.bank, dropped, len(pick), flip=args.flip), views)
+                bcfg = add_sampling(cfg.bank, dropped, len(pick), flip=args.flip)
+                sv, sid = added_vectors(train, ids, pick, c, n, bcfg, views)
+                if args.zoom:
+                    sv, sid = zoom_topped(sv, sid, [where[i] for i in pick],
+                                          [ids[i] for i in pick], zoomed, c, n, bcfg,
+                                          add_target(dropped))
                 back, _ = add_vectors(dropped, sv, np.zeros(len(sv), int), sid, [name],
                                       f"{args.dataset} {k} frames")
                 r["add_s"][k].append(time.perf_counter() - ta)
@@ -327,7 +362,7 @@ def summary(args, names, eval_idx, folds, ev, per_c, classes, qs, t0, full_open)
     n = len(names)
     full_iou = ev["full_off"].scores().iou * 100
     out = {"dataset": args.dataset, "preset": args.preset, "sets": args.sets,
-           "flip": args.flip, "selection": args.selection,
+           "flip": args.flip, "zoom": list(args.zoom), "selection": args.selection,
            "unknown_q": qs, "max_fa": args.max_fa, "stride": args.stride,
            "offset": args.offset,
            "eval_frames": len(eval_idx), "bank_frames_per_fold": [
@@ -456,12 +491,14 @@ def time_cli_add(args):
             raise SystemExit("--timing needs --bank BANK.npz (a bank built with the preset)")
         cmd = [sys.executable, "-m", "moduseg.cli", "bank", "add", str(bank), "--dataset",
                "camvid", "--root", str(d), "--split", "five", "--out", str(d / "out.npz"),
-               "--offline"] + (["--home", args.home] if args.home else [])
+               "--offline"] + (["--home", args.home] if args.home else []) \
+            + (["--flip"] if args.flip else []) + [f"--zoom={z:g}" for z in args.zoom]
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True)
         secs = time.perf_counter() - t
         print(p.stdout.strip(), p.stderr.strip()[-400:])
-        return {"bank_add_5_frames_s": round(secs, 1), "ok": p.returncode == 0}
+        return {"bank_add_5_frames_s": round(secs, 1), "ok": p.returncode == 0,
+                "flip": args.flip, "zoom": list(args.zoom)}
 
 
 @click.command("classes")
@@ -500,6 +537,10 @@ def time_cli_add(args):
 @click.option("--flip", is_flag=True,
               help="Few-shot: add each frame mirrored too, as 'bank add --flip' does (one "
                    "backbone pass a frame, cached per view).")
+@click.option("--zoom", "zoom", multiple=True, metavar="F",
+              help="Few-shot: add each frame zoomed in by F too, as 'bank add --zoom F' does "
+                   "(ceil(F)^2 crops a frame, one backbone pass each, cached per view); "
+                   "--timing: pass it to the timed 'bank add'.")
 @click.option("--selection", type=click.Choice(["even", "area"]), default="even",
               show_default=True,
               help="Few-shot: the k frames evenly spread over the bank frames showing c "
@@ -510,7 +551,7 @@ def time_cli_add(args):
 @click.option("--table", "table_of", type=click.Path(path_type=Path), default=None,
               help="Only print the table of a saved --out JSON.")
 def command(preset_name, dataset, sets, q, max_fa, classes, stride, offset, cache, home, threads,
-            out, md, parts, ks, flip, selection, timing, bank, table_of):
+            out, md, parts, ks, flip, zoom, selection, timing, bank, table_of):
     """Class-incremental few-shot (drop a class, add it back from k frames) and open set."""
     from types import SimpleNamespace
 
@@ -523,7 +564,7 @@ def command(preset_name, dataset, sets, q, max_fa, classes, stride, offset, cach
                            max_fa=max_fa,
                            classes=classes,
                            stride=stride, offset=offset, cache=cache, home=home, bank=bank,
-                           flip=flip,
+                           flip=flip, zoom=zoom_factors(zoom),
                            selection=selection,
                            ks=tuple(int(k) for k in ks.split(",") if k.strip()),
                            parts=[p.strip() for p in parts.split(",") if p.strip()])

@@ -5,9 +5,12 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
 
+from moduseg.bank.augment import zoom_factors
 from moduseg.bank.builder import build_bank
-from moduseg.bank.edit import add_sampling, add_vectors, drift, drop_class, refit
+from moduseg.bank.edit import (add_sampling, add_target, add_vectors, drift, drop_class,
+                               fill_gaps, refit, zoom_gaps, zoom_tile_wanted)
 from moduseg.bank.store import load_bank, save_bank
 from moduseg.cli import cli
 from moduseg.config import BankConfig
@@ -400,3 +403,124 @@ def test_bank_add_flip_embeds_each_image_mirrored_too(tmp_path, colour_models):
         assert set(nb.image_ids[kite].tolist()) == {"new"}
         assert nb.config == load_bank(tmp_path / "bank.npz").config
     assert counts["--flip"] > counts["--no-flip"]
+
+
+def test_zoom_tops_up_only_the_classes_short_of_the_target():
+    """Known answer: target 10; of the added classes 1-4 (class 0 is not added), class 1
+    has 12 vectors from the images themselves (no gap), class 2 has 7 (gap 3), class 3 has
+    4 (gap 6, but zoomed vectors never outnumber its own 4), class 4 none (none). A tile
+    is embedded only when it shows a short class; of the zoomed vectors a short class
+    keeps at most its gap, evenly spread, the others none."""
+    labels = np.array([1] * 12 + [2] * 7 + [3] * 4 + [0] * 3)
+    assert zoom_gaps(labels, [1, 2, 3, 4], 10) == {2: 3, 3: 4}
+    gaps = {2: 6, 3: 10}
+    assert zoom_tile_wanted(np.array([[0, 3], [1, 1]]), gaps)
+    assert not zoom_tile_wanted(np.array([[0, 1], [1, 1]]), gaps)
+    assert not zoom_tile_wanted(np.array([[2]]), {})
+    zl = np.array([2] * 11 + [1] * 5 + [3] * 2 + [0])
+    keep = fill_gaps(zl, gaps)
+    assert (zl[keep] == 2).sum() == 6 and (zl[keep] == 3).sum() == 2
+    assert not np.isin(zl[keep], [0, 1]).any()
+    assert keep[zl[keep] == 2].tolist() == [0, 2, 4, 6, 8, 10]     # evenly spread
+    assert fill_gaps(zl, {}).tolist() == []
+    assert add_target(_counted_bank([30, 100, 400])) == 400
+
+
+class _RecordingBackbone(ColourBackbone):
+    """The colour stand-in, recording the size of every image it embeds."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def __call__(self, image):
+        self.seen.append(image.shape[:2])
+        return super().__call__(image)
+
+
+def test_bank_add_zoom_embeds_each_zoom_tile_of_the_image(tmp_path, monkeypatch):
+    """--zoom 2: the 96 x 128 image and its four 48 x 64 tiles are embedded (5 passes); the
+    class rectangle lies in every tile (4 zoomed region vectors), but zoomed vectors never
+    outnumber the class's own-scale ones: 1 + 1 (2 + 2 with the mirror), all under the
+    image's id; the bank's stored configuration is not changed."""
+    import moduseg.build as assembly
+    import moduseg.models as models
+
+    seen = []
+    monkeypatch.setattr(assembly, "build_backbone",
+                        lambda cfg, be, home=None: _RecordingBackbone(seen))
+    monkeypatch.setattr(models, "ensure_models", lambda *a, **k: None)
+    b = _bank()
+    save_bank(b, tmp_path / "bank.npz")
+    _one_image_of_class4(tmp_path)
+    counts, passes = {}, {}
+    for flags in ((), ("--zoom", "2"), ("--zoom", "2", "--flip")):
+        seen.clear()
+        out = tmp_path / f"new{len(flags)}.npz"
+        r = CliRunner().invoke(cli, ["bank", "add", str(tmp_path / "bank.npz"), "--dataset",
+                                     "pairs", "--root", str(tmp_path / "new.png"), "--labels",
+                                     str(tmp_path / "new_mask.png"), "--class", "kite",
+                                     "--out", str(out), *flags])
+        assert r.exit_code == 0, r.output
+        nb = load_bank(out)
+        counts[flags], passes[flags] = nb.class_counts()["kite"], list(seen)
+        kite = nb.labels == nb.class_names.index("kite")
+        assert set(nb.image_ids[kite].tolist()) == {"new"}
+        assert nb.config == load_bank(tmp_path / "bank.npz").config
+    assert passes[()] == [(96, 128)]
+    assert passes[("--zoom", "2")] == [(96, 128)] + [(48, 64)] * 4
+    assert passes[("--zoom", "2", "--flip")] == [(96, 128)] * 2 + [(48, 64)] * 4
+    assert counts[()] == 1 and counts[("--zoom", "2")] == 2
+    assert counts[("--zoom", "2", "--flip")] == 4
+
+
+def test_bank_add_zoom_skips_the_tiles_without_a_short_class(tmp_path, monkeypatch):
+    """A kite in the top-left quarter only, added with --only kite: of the four zoom-2
+    tiles only the top-left one shows it, so only that one costs a backbone pass."""
+    import moduseg.build as assembly
+    import moduseg.models as models
+
+    seen = []
+    monkeypatch.setattr(assembly, "build_backbone",
+                        lambda cfg, be, home=None: _RecordingBackbone(seen))
+    monkeypatch.setattr(models, "ensure_models", lambda *a, **k: None)
+    save_bank(_bank(), tmp_path / "bank.npz")
+    label = np.zeros((96, 128), np.uint8)
+    label[8:40, 8:56] = 4
+    write_image(tmp_path / "new.png", PALETTE[label])
+    write_label_png(tmp_path / "new_mask.png", (label == 4).astype(np.uint8))
+    r = CliRunner().invoke(cli, ["bank", "add", str(tmp_path / "bank.npz"), "--dataset", "pairs",
+                                 "--root", str(tmp_path / "new.png"), "--labels",
+                                 str(tmp_path / "new_mask.png"), "--class", "kite",
+                                 "--only", "kite", "--zoom", "2", "--out",
+                                 str(tmp_path / "new.npz")])
+    assert r.exit_code == 0, r.output
+    assert seen == [(96, 128), (48, 64)]
+    assert load_bank(tmp_path / "new.npz").class_counts()["kite"] == 2
+
+
+@pytest.mark.parametrize("bad", ["1", "0.5", "5", "abc", "nan", "inf", "2,", "-2"])
+def test_bank_add_refuses_a_bad_zoom_in_one_line(tmp_path, colour_models, bad):
+    b = _bank()
+    save_bank(b, tmp_path / "bank.npz")
+    _one_image_of_class4(tmp_path)
+    r = CliRunner().invoke(cli, ["bank", "add", str(tmp_path / "bank.npz"), "--dataset", "pairs",
+                                 "--root", str(tmp_path / "new.png"), "--labels",
+                                 str(tmp_path / "new_mask.png"), "--class", "kite",
+                                 "--out", str(tmp_path / "new.npz"), f"--zoom={bad}"])
+    assert r.exit_code == 2, r.output
+    assert "--zoom" in r.output and "above 1 and at most 4" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "new.npz").exists()
+
+
+@given(st.lists(st.text(max_size=8), max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_zoom_factors_parse_or_refuse_with_input_error(values):
+    """Any --zoom text gives sorted unique factors in (1, 4] or an InputError, nothing else."""
+    try:
+        got = zoom_factors(values)
+    except InputError as e:
+        assert "--zoom" in str(e)
+        return
+    assert list(got) == sorted(set(got)) and all(1 < z <= 4 for z in got)

@@ -115,3 +115,32 @@ def test_added_views_are_embedded_under_the_frames_id():
     mirror = [(feats[:, :, ::-1].copy(), geo, label[:, ::-1].copy(), None)]
     v, ids = study.added_vectors(rows, ["img"], [0], 1, 2, cfg, views=lambda i: mirror)
     assert len(v) == 24 and set(ids) == {"img"}
+
+
+@pytest.mark.parametrize("target, added", [(100, 12), (18, 6), (12, 0), (5, 0)])
+def test_zoom_tiles_top_up_a_short_class_as_bank_add_zoom_does(target, added):
+    """Class 1 gives 12 vectors of its own; a zoom tile showing it gives 12 more, a tile
+    without it none. Known answers: target 100 -> gap 12 (capped at
+    the own 12), 18 -> 6, 12 or 5 -> no gap; every vector under the frame's id."""
+    rows = _one_image_rows(1)
+    feats, geo, label = rows[0][:3]
+    cfg = BankConfig(granularity="patch", patches_per_region=100, patch_purity=0.75,
+                     purification="none", min_area=0, outlier_fraction=0.0)
+    sv, sid = study.added_vectors(rows, ["img"], [0], 1, 2, cfg)
+    assert len(sv) == 12
+    empty = np.zeros_like(label)
+    zoomed = {7: [(feats, geo, label, None), (feats, geo, empty, None)]}
+    v, ids = study.zoom_topped(sv, sid, [7], ["img"], zoomed, 1, 2, cfg, target)
+    assert len(v) == 12 + added and set(ids) == {"img"}
+    assert np.array_equal(v[:12], sv)
+
+
+@pytest.mark.parametrize("bad", ["1", "9", "x", "nan"])
+def test_a_bad_zoom_is_one_line_and_exit_2(bad):
+    from click.testing import CliRunner
+
+    from benchmarks.__main__ import cli as studies
+
+    r = CliRunner().invoke(studies, ["classes", "--parts", "fewshot", f"--zoom={bad}"])
+    assert r.exit_code == 2 and "--zoom" in r.output and "above 1 and at most 4" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output

@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from ..config import BankConfig
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,19 @@ def bank_views(image: np.ndarray, label: np.ndarray, cfg: BankConfig) -> Iterato
 def augmented(cfg: BankConfig) -> bool:
     """Whether ``cfg`` asks for any view beyond the image itself."""
     return bool(cfg.augment_flip or cfg.augment_gamma or cfg.augment_zoom)
+
+
+def zoom_factors(values) -> tuple[float, ...]:
+    """``--zoom`` values (repeated, or comma-separated) as sorted unique factors in (1, 4]."""
+    out = set()
+    for value in values:
+        for part in str(value).split(","):
+            try:
+                z = float(part)
+            except ValueError:
+                z = math.nan
+            if not (math.isfinite(z) and 1.0 < z <= 4.0):
+                raise InputError(f"--zoom {part.strip()!r} is not a zoom factor: give a number "
+                                 f"above 1 and at most 4 (e.g. --zoom 2)")
+            out.add(z)
+    return tuple(sorted(out))

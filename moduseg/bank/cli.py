@@ -256,6 +256,44 @@ def _edit_out(bank_path, out):
                          f"original stays untouched), then swap it in")
 
 
+def _zoom_top_up(vecs, labs, ids, samples, backbone, n_classes, bank_cfg, zooms, gaps):
+    """``bank add --zoom``: the classes short of the target (``gaps``) topped up from the
+    zoom tiles of the images that gave vectors; a tile without a short class costs no pass."""
+    import numpy as np
+
+    from ..errors import ModuSegError
+    from .builder import image_vectors
+    from .datasets import check_label_map
+    from .edit import fill_gaps, zoom_views
+
+    if not gaps:
+        return vecs, labs, ids
+    more_v, more_l, more_i = [], [], []
+    for sample in samples:
+        got_v, got_l = [], []
+        try:
+            image, label = sample.image(), sample.label()
+            check_label_map(sample.image_id, image.shape[:2], label, n_classes)
+            for view in zoom_views(image, label, zooms, gaps):
+                fmap = backbone(view.image)
+                fmap.check_finite(f"backbone features of {sample.image_id} ({view.tag})")
+                v, lab, _ = image_vectors(fmap, view.label, n_classes, bank_cfg)
+                got_v.append(v)
+                got_l.append(np.asarray(lab, np.int32))
+            more_v += got_v
+            more_l += got_l
+            more_i += [sample.image_id] * sum(len(x) for x in got_l)
+        except ModuSegError as err:     # the image itself was embedded: only its tiles go
+            click.echo(f"{printable(sample.image_id)}: zoomed views left out: "
+                       f"{printable(str(err))}", err=True)
+    if not more_v:
+        return vecs, labs, ids
+    v, lab, i = np.concatenate(more_v), np.concatenate(more_l), np.asarray(more_i, str)
+    keep = fill_gaps(lab, gaps)
+    return (np.concatenate([vecs, v[keep].astype(vecs.dtype)]), np.concatenate([labs, lab[keep]]),
+            np.concatenate([ids, i[keep]]))
+
+
 @bank.command("add")
 @click.argument("bank_path", metavar="BANK", type=click.Path())
 @click.option("--dataset", "layout", required=True, type=click.Choice(LAYOUTS),
@@ -278,12 +316,19 @@ def _edit_out(bank_path, out):
 @click.option("--flip/--no-flip", default=False, show_default=True,
               help="Also embed each image mirrored left-right (one more backbone pass an "
                    "image): a class taught from a few frames is seen from both sides.")
+@click.option("--zoom", "zoom", multiple=True, metavar="F",
+              help="Also embed each image zoomed in by F (above 1, at most 4; repeatable or "
+                   "comma-separated): ceil(F)^2 crops of 1/F of each side tiled over it (the "
+                   "bank.augment_zoom views), one backbone pass each, so small and thin "
+                   "objects of a few images give more, purer patches. Zoomed vectors only "
+                   "top up a class short of the sampling target, never beyond its own-scale "
+                   "count; a tile without such a class costs no pass.")
 @click.option("--out", required=True, type=click.Path(), help="New bank file (.npz).")
 @click.option("--home", default=None, type=click.Path(), help="Model home.")
 @backend_option()
 @click.option("--offline", is_flag=True, help="Never fetch the default models.")
 def add(bank_path, layout, root, split, labels, classes, class_name, only, background, limit,
-        shots, flip, out, home, backend, offline):
+        shots, flip, zoom, out, home, backend, offline):
     """Add labelled images to BANK (new classes or more examples) and write --out.
 
     The images go through the bank's own stored configuration and projection;
@@ -298,10 +343,12 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
     from ..settings import resolve_config
     from .builder import image_entries, select_indices
     from .datasets import open_dataset
-    from .edit import add_sampling, add_vectors
+    from .augment import zoom_factors
+    from .edit import add_sampling, add_target, add_vectors, zoom_gaps
     from .store import check_identity, load_bank, save_bank
 
     t0 = time.perf_counter()
+    zooms = zoom_factors(zoom)
     _edit_out(bank_path, out)
     b = load_bank(bank_path)
     cfg = resolve_config(None, (), b.config)
@@ -330,6 +377,12 @@ def add(bank_path, layout, root, split, labels, classes, class_name, only, backg
     vecs = np.concatenate([e.vectors for e in ok])
     labs = np.concatenate([e.labels for e in ok])
     ids = np.asarray([e.image_id for e in ok for _ in range(len(e.labels))], dtype=str)
+    zooms = tuple(z for z in zooms if z not in bcfg.augment_zoom)   # the bank's own: done
+    if zooms:
+        adding = [c for c, n in enumerate(ds.class_names) if n not in skip]
+        used = [ds.samples[i] for i, e in zip(order, entries) if e.error is None]
+        vecs, labs, ids = _zoom_top_up(vecs, labs, ids, used, backbone, len(ds.class_names),
+                                       bcfg, zooms, zoom_gaps(labs, adding, add_target(b)))
     source = f"{layout}:{root}" + (f" ({labels})" if labels else "")
     new, report = add_vectors(b, vecs, labs, ids, ds.class_names, source, skip_names=skip)
     path = save_bank(new, out)

@@ -109,12 +109,67 @@ def add_sampling(bank_cfg, bank: Bank, images: int, flip: bool = False):
         bank_cfg = dataclasses.replace(bank_cfg, augment_flip=True)
     if getattr(bank_cfg, "granularity", None) != "patch" or images <= 0 or len(bank) == 0:
         return bank_cfg
-    counts = np.bincount(bank.labels, minlength=len(bank.class_names))
-    present = np.sort(counts[counts > 0])
-    target = int(present[np.searchsorted(np.cumsum(present) / present.sum(), 0.5)])
+    target = add_target(bank)
     views = int(images) * len(view_tags(bank_cfg))
     per = max(int(bank_cfg.patches_per_region), -(-target // views))
     return dataclasses.replace(bank_cfg, patches_per_region=per)
+
+
+def add_target(bank: Bank) -> int:
+    """The vector count of the class a typical vector of ``bank`` belongs to (the
+    count-weighted median of the classes' counts): what an added class is sampled up to."""
+    counts = np.bincount(bank.labels, minlength=len(bank.class_names))
+    present = np.sort(counts[counts > 0])
+    if len(present) == 0:
+        return 0
+    return int(present[np.searchsorted(np.cumsum(present) / present.sum(), 0.5)])
+
+
+def zoom_gaps(labels: np.ndarray, classes, target: int) -> dict[int, int]:
+    """``bank add --zoom``: how many zoomed vectors each of the ``classes`` being added
+    may take: its shortfall from ``target`` given its vectors from the images themselves
+    (``labels``), but never more than those (classes without a gap are left out).
+
+    A class that fills its target at the images' own scale (road, sky in a street
+    frame) needs no zoomed copy; a small or thin one (a sign, a bicyclist: few pure
+    patches at full scale) is topped up from the zoomed views of its images. Frames
+    are labelled at their own scale, so zoomed vectors never outnumber a class's
+    own-scale ones (letting them fill the whole gap cost car, pavement and pedestrian
+    IoU on the screen, docs/results.md); a class with no own-scale vector gets none.
+    """
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=max(classes, default=-1) + 1)
+    gaps = {int(c): int(min(target - counts[c], counts[c])) for c in sorted(set(classes))}
+    return {c: g for c, g in gaps.items() if g > 0}
+
+
+def zoom_tile_wanted(tile_label: np.ndarray, gaps: dict[int, int]) -> bool:
+    """Whether a zoom tile shows any pixel of a class that is short (else no backbone pass)."""
+    return bool(gaps) and bool(np.isin(tile_label, list(gaps)).any())
+
+
+def fill_gaps(labels: np.ndarray, gaps: dict[int, int]) -> np.ndarray:
+    """Indices of the zoomed vectors (``labels``, in image and tile order) that are kept:
+    those of a short class, at most its shortfall, evenly spread over them."""
+    labels = np.asarray(labels)
+    keep = []
+    for c, gap in gaps.items():
+        idx = np.flatnonzero(labels == c)
+        if len(idx) > gap:       # evenly spaced, as the builder spreads a region's patches
+            idx = idx[np.linspace(0, len(idx) - 1, gap).round().astype(np.int64)]
+        if len(idx):
+            keep.append(idx)
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
+def zoom_views(image: np.ndarray, label: np.ndarray, zoom, gaps: dict[int, int]):
+    """The zoom tiles of one added image (``augment.bank_views`` with only
+    ``bank.augment_zoom = zoom``) that show a short class."""
+    from ..config import BankConfig
+    from .augment import bank_views
+
+    for view in bank_views(image, label, BankConfig(augment_zoom=tuple(zoom))):
+        if view.tag and zoom_tile_wanted(view.label, gaps):
+            yield view
 
 
 def _replace(bank: Bank, **changes) -> Bank:
