@@ -28,19 +28,26 @@ function report(o) { document.getElementById('result').textContent = 'RESULT ' +
 document.getElementById('page').addEventListener('load', function () {
   var doc = this.contentDocument, v = doc && doc.querySelector('video');
   if (!v) { report({error: 'no <video> in the page'}); return; }
-  function grab() {
+  // 'seeked' can fire before the frame there is ready to draw (a loaded machine): until
+  // it is (readyState >= 2 and the canvas gets opaque pixels), ask again a little later
+  function grab(tries) {
+    tries = tries || 0;
     var c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;
-    var g = c.getContext('2d'); g.drawImage(v, 0, 0);
+    var g = c.getContext('2d'), drawn = false;
+    if (v.readyState >= 2) { g.drawImage(v, 0, 0); }
     var d = g.getImageData(0, 0, c.width, c.height).data, s = 0, s2 = 0, n = d.length / 4;
-    for (var i = 0; i < d.length; i += 4) { var y = (d[i] + d[i+1] + d[i+2]) / 3; s += y; s2 += y * y; }
+    for (var i = 0; i < d.length; i += 4) {
+      var y = (d[i] + d[i+1] + d[i+2]) / 3; s += y; s2 += y * y; drawn = drawn || d[i+3] > 0;
+    }
+    if (!drawn && tries < 200) { setTimeout(function () { grab(tries + 1); }, 25); return; }
     var m = s / n;
-    report({duration: v.duration, width: v.videoWidth, height: v.videoHeight,
+    report({duration: v.duration, width: v.videoWidth, height: v.videoHeight, drawn: drawn,
             mean: m, std: Math.sqrt(Math.max(0, s2 / n - m * m)), src: v.currentSrc.split('/').pop()});
   }
   v.addEventListener('error', function () { report({error: 'media error ' + (v.error && v.error.code)}); });
   if (v.error) { report({error: 'media error ' + v.error.code}); return; }
   // seek into the video and draw the frame there once it is decoded
-  v.addEventListener('seeked', grab, {once: true});
+  v.addEventListener('seeked', function () { grab(0); }, {once: true});
   function seek() { v.currentTime = Math.min(0.5, v.duration / 2); }
   v.muted = true;
   if (v.readyState >= 1) seek(); else { v.addEventListener('loadedmetadata', seek, {once: true}); v.load(); }

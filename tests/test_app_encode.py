@@ -81,6 +81,7 @@ def test_chromium_plays_the_h264_overlay_and_not_mpeg4_part2(tmp_path, encoder, 
     assert "error" not in r, r
     assert r["duration"] == pytest.approx(0.8, abs=0.05)
     assert (r["width"], r["height"]) == (160, 120)
+    assert r["drawn"], f"no frame was drawn from the decoded video: {r}"
     # the frame at 0.5 s: a quarter red bar (mean 113) over grey 40
     assert r["mean"] == pytest.approx(0.25 * (220 + 60 + 60) / 3 + 0.75 * 40, abs=4)
     assert r["std"] > 20

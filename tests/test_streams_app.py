@@ -77,7 +77,7 @@ def test_rtsp_stream_run_plays_in_chromium_and_reports_latency(rtsp_python, tmp_
         pytest.skip("Chromium not installed: the overlay video was not played in a browser")
     r = video_playback(out / "index.html")
     assert "error" not in r, r
-    assert r["duration"] > 0 and r["width"] == 320 and r["std"] > 5, r
+    assert r["duration"] > 0 and r["width"] == 320 and r["drawn"] and r["std"] > 5, r
     shot = screenshot(out / "index.html", tmp_path / "index.png")
     assert shot.stat().st_size > 10_000
 
