@@ -33,6 +33,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from moduseg.bench.clips import HELD_OUT_SETS
+
 
 class Replay:
     """A per-frame segmenter that returns the cached result of the frame it is given;
@@ -84,14 +86,9 @@ class CachedBackbone:
         return getattr(self.backbone, name)
 
 
-def _clip_sets():
-    from moduseg.bench.clips import HELD_OUT, HELD_OUT_2, HELD_OUT_3, HELD_OUT_4
-    # name -> (cache tag, plan); "dev" is the bench's own clips
-    return {"held-out": ("-heldout", HELD_OUT), "held-out-2": ("-heldout2", HELD_OUT_2),
-            "held-out-3": ("-heldout3", HELD_OUT_3), "held-out-4": ("-heldout4", HELD_OUT_4)}
-
-
-CLIP_SETS = _clip_sets()
+def clip_tag(clip_set: str) -> str:
+    """The cache-name tag of a held-out clip set: "held-out-2" -> "-heldout2"."""
+    return "-" + clip_set.replace("-", "")
 
 
 def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data: Path,
@@ -114,7 +111,7 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
     models = (cfg, be, backbone)
     for w in inputs:
         video = w.endswith((".mp4", ".avi"))
-        tag = "" if video or clips == "dev" else CLIP_SETS[clips][0]
+        tag = "" if video or clips == "dev" else clip_tag(clips)
         path = cache / f"{preset}-{w}{tag}-{frames}.pkl"
         if video:
             fr, gts, cuts = decode(str(data / "video" / w), frames), None, None
@@ -123,7 +120,7 @@ def cache_inputs(preset: str, inputs: list[str], frames: int, cache: Path, data:
                 make_camvid_clips(data, cache / "clips", [w], 2, SEQUENCES.index(w), 30, 40)
                 folder = cache / "clips" / w
             else:
-                plan = CLIP_SETS[clips][1]
+                plan = HELD_OUT_SETS[clips]
                 make_camvid_clips(data, cache / f"clips{tag}", [w], 2,
                                   plan["seed"] + SEQUENCES.index(w), 30, 40, plan["place"])
                 folder = cache / f"clips{tag}" / w
@@ -170,7 +167,7 @@ def vote_labeller(c, fr):
 @click.option("--frames", type=int, default=60, show_default=True)
 @click.option("--cache", default="/tmp/moduseg-temporal-replay", type=click.Path())
 @click.option("--data", default=None, type=click.Path())
-@click.option("--clips", "clip_set", type=click.Choice(["dev", *CLIP_SETS]), default="dev",
+@click.option("--clips", "clip_set", type=click.Choice(["dev", *HELD_OUT_SETS]), default="dev",
               show_default=True, help="Which moving-camera clips the CamVid inputs are.")
 @click.option("--policy", "policies", multiple=True, default=["{}"], show_default=True,
               help="temporal options (moduseg.config.TemporalOptions fields) as JSON; "

@@ -32,6 +32,9 @@ HELD_OUT = {"place": (1 / 6, 5 / 6), "seed": 100}
 HELD_OUT_2 = {"place": (5 / 12, 11 / 12), "seed": 200}
 HELD_OUT_3 = {"place": (3 / 12, 7 / 12), "seed": 300}
 HELD_OUT_4 = {"place": (1 / 12, 9 / 12), "seed": 400}
+# the held-out sets by name (``temporal-replay --clips NAME``; "dev" is the bench's own)
+HELD_OUT_SETS = {"held-out": HELD_OUT, "held-out-2": HELD_OUT_2, "held-out-3": HELD_OUT_3,
+                 "held-out-4": HELD_OUT_4}
 
 
 @dataclass(frozen=True)

@@ -474,7 +474,6 @@ def run_beside(pool, side, main):
     return out, beside
 
 
-
 def _to_frame_size(res: SegmentationResult, frame_hw, work_hw) -> SegmentationResult:
     """A result made on the downscaled work image, at the frame's size: label map and
     owners resized (nearest), segment areas in the frame's pixels."""
@@ -485,6 +484,7 @@ def _to_frame_size(res: SegmentationResult, frame_hw, work_hw) -> SegmentationRe
     for s in res.segments:
         s.area = int(round(s.area * (H * W) / float(h * w)))
     return res
+
 
 class Segmenter:
     """Backbone + proposer + bank: ``Segmenter(...)(image) -> SegmentationResult``."""
